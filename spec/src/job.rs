@@ -1,0 +1,160 @@
+//! The job spec types: what one streaming job is, as a user writes it in `job.yaml` and as the
+//! operator stores it in `spec.job` of a StreamJob resource.
+//!
+//! YAML keys are camelCase and every struct denies unknown keys, so a typo fails loudly naming
+//! the key instead of silently falling back to a default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::InputSpec;
+use crate::output::OutputSpec;
+
+/// Default `checkpoint.store`: a directory under the working directory.
+pub const DEFAULT_CHECKPOINT_STORE: &str = "file://./.cairn/checkpoints";
+/// Default `state.dir`: where each task's local state lives.
+pub const DEFAULT_STATE_DIR: &str = "./.cairn/state";
+/// Default `checkpoint.interval`.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// Default `checkpoint.timeout`.
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default `checkpoint.retained`.
+pub const DEFAULT_CHECKPOINTS_RETAINED: u32 = 3;
+/// Default `state.cacheSize`: 64 MiB of write-back cache per task.
+pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
+/// Task names the worker provides itself; any other `task.name` must be registered as a custom
+/// task with the worker binary that runs the job.
+pub const BUILTIN_TASKS: &[&str] = &["count", "sum", "dedupe", "filter", "passthrough"];
+
+/// One streaming job: its input, the task run on every input partition, where output goes, how
+/// many containers share the partitions, and how state is kept and checkpointed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    deny_unknown_fields,
+    expecting = "a job spec: a map with at least `name`, `input` and `task`"
+)]
+pub struct JobSpec {
+    /// Job name, a DNS-1123 label (it names Kubernetes objects and checkpoint directories).
+    pub name: String,
+    /// Where records come from, and how many partitions (N) they are split into.
+    pub input: InputSpec,
+    /// The task run once per input partition.
+    pub task: TaskSpec,
+    /// Where output records go (default: discarded).
+    #[serde(default)]
+    pub output: OutputSpec,
+    /// Number of containers (P) the N partitions are spread over; 1 <= P <= N.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// How and how often state and input offsets are checkpointed.
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    /// Where local task state lives and how much it may cache.
+    #[serde(default)]
+    pub state: StateSpec,
+}
+
+fn default_parallelism() -> u32 {
+    1
+}
+
+impl JobSpec {
+    /// A spec with the given name, input and task and every other section at its default;
+    /// a starting point for programmatic specs and tests.
+    pub fn new(name: impl Into<String>, input: InputSpec, task: TaskSpec) -> Self {
+        JobSpec {
+            name: name.into(),
+            input,
+            task,
+            output: OutputSpec::default(),
+            parallelism: default_parallelism(),
+            checkpoint: CheckpointSpec::default(),
+            state: StateSpec::default(),
+        }
+    }
+}
+
+/// Which task to run and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskSpec {
+    /// A built-in task ([`BUILTIN_TASKS`]) or the name a custom task was registered under.
+    pub name: String,
+    /// Free-form settings handed to the task as they are (e.g. `field: word` for `count`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TaskSpec {
+    /// A task with the given name and empty config.
+    pub fn new(name: impl Into<String>) -> Self {
+        TaskSpec {
+            name: name.into(),
+            config: serde_json::Map::new(),
+        }
+    }
+
+    /// Whether the worker provides this task itself (see [`BUILTIN_TASKS`]).
+    pub fn is_builtin(&self) -> bool {
+        BUILTIN_TASKS.contains(&self.name.as_str())
+    }
+}
+
+/// Coordinated checkpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CheckpointSpec {
+    /// Time between checkpoint starts (>= 10ms; default 60s).
+    #[serde(with = "crate::units::duration")]
+    pub interval: Duration,
+    /// Store URL (see [`crate::CheckpointStore`]): `file://`, `memory://` (tests) or `s3://`.
+    pub store: String,
+    /// How many completed checkpoints to keep (>= 1; default 3).
+    pub retained: u32,
+    /// How long one checkpoint may take before it is abandoned (> 0; default 10m).
+    #[serde(with = "crate::units::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            interval: DEFAULT_CHECKPOINT_INTERVAL,
+            store: DEFAULT_CHECKPOINT_STORE.to_owned(),
+            retained: DEFAULT_CHECKPOINTS_RETAINED,
+            timeout: DEFAULT_CHECKPOINT_TIMEOUT,
+        }
+    }
+}
+
+impl CheckpointSpec {
+    /// The parsed [`crate::CheckpointStore`] of `store`; errors as validation would.
+    pub fn store_location(&self) -> Result<crate::CheckpointStore, crate::FieldError> {
+        crate::CheckpointStore::parse(&self.store)
+    }
+}
+
+/// Local state settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct StateSpec {
+    /// Directory holding each task's local state, relative to the working directory unless
+    /// absolute.
+    pub dir: PathBuf,
+    /// Write-back cache per task, in bytes (>= 1MiB; default 64MiB). Written as a size
+    /// (`"64MiB"`).
+    #[serde(with = "crate::units::size")]
+    pub cache_size: u64,
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        StateSpec {
+            dir: PathBuf::from(DEFAULT_STATE_DIR),
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The Cairn job spec: the document a user runs locally (`cairn-worker run job.yaml`) and that
+//! the operator stores as `spec.job` of a StreamJob resource.
+//!
+//! This crate is shared by the worker and the operator, so it only knows about the document:
+//! its types ([`JobSpec`] and its sections), defaults, human-readable durations and sizes
+//! ([`units`]), validation with actionable messages ([`SpecError`]), the Samza-style properties
+//! form ([`properties`]), and a stable [`JobSpec::spec_hash`]. It deliberately has no runtime
+//! dependencies (no RocksDB, tokio or kube).
+//!
+//! ```
+//! let spec = cairn_spec::JobSpec::from_yaml_str(
+//!     "name: wordcount\n\
+//!      input: {type: generator, partitions: 4}\n\
+//!      task: {name: count}\n",
+//! )
+//! .unwrap();
+//! assert_eq!(spec.input.partitions(), 4);
+//! assert_eq!(spec.parallelism, 1);
+//! assert_eq!(spec.checkpoint.interval, std::time::Duration::from_secs(60));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod hash;
+mod input;
+mod job;
+mod output;
+mod parse;
+pub mod properties;
+mod store;
+mod tagged;
+pub mod units;
+mod validate;
+
+pub use error::{FieldError, PropertyError, SpecError};
+pub use input::{FileInput, GeneratorInput, InputSpec, KeyDistribution};
+pub use job::{
+    CheckpointSpec, JobSpec, StateSpec, TaskSpec, BUILTIN_TASKS, DEFAULT_CACHE_SIZE,
+    DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_STORE,
+    DEFAULT_CHECKPOINT_TIMEOUT, DEFAULT_STATE_DIR,
+};
+pub use output::OutputSpec;
+pub use store::CheckpointStore;
+pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
+pub use validate::{MAX_NAME_LEN, MAX_PARTITIONS, MIN_CACHE_SIZE, MIN_CHECKPOINT_INTERVAL};

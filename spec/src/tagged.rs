@@ -1,0 +1,31 @@
+//! Helpers shared by the hand-written deserializers of the `type:`-tagged sections
+//! ([`crate::InputSpec`], [`crate::OutputSpec`]).
+
+use serde::de::{self, Deserialize, MapAccess};
+
+/// Reads the value of `key` into `slot`, rejecting a key that appears twice in one map the way
+/// serde's derived code does.
+pub(crate) fn set_once<'de, T, A>(
+    slot: &mut Option<T>,
+    key: &'static str,
+    map: &mut A,
+) -> Result<(), A::Error>
+where
+    T: Deserialize<'de>,
+    A: MapAccess<'de>,
+{
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(key));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// Formats accepted names as serde does in its messages: `` `a`, `b`, `c` ``.
+pub(crate) fn expected_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,206 @@
+//! Checks a parsed spec for values that are well-typed but unusable, and says how to fix each.
+//!
+//! Every rule runs and every problem is reported, so a user fixes a spec in one edit instead of
+//! one error per run.
+
+use std::time::Duration;
+
+use crate::error::{FieldError, SpecError};
+use crate::input::InputSpec;
+use crate::job::JobSpec;
+use crate::output::OutputSpec;
+use crate::store::CheckpointStore;
+use crate::units::{format_duration, format_size};
+
+/// Most input partitions one job may have.
+pub const MAX_PARTITIONS: u32 = 4096;
+/// Longest job name: a DNS-1123 label.
+pub const MAX_NAME_LEN: usize = 63;
+/// Shortest checkpoint interval; anything shorter spends the job's time checkpointing.
+pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+/// Smallest per-task write-back cache.
+pub const MIN_CACHE_SIZE: u64 = 1 << 20;
+
+impl JobSpec {
+    /// Checks every rule and returns all problems found as [`SpecError::Invalid`].
+    ///
+    /// Parsing ([`JobSpec::from_yaml_str`] and friends) already calls this; call it again after
+    /// changing a spec in code.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let errors = self.problems();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::Invalid(errors))
+        }
+    }
+
+    /// Every rule violation, in document order.
+    fn problems(&self) -> Vec<FieldError> {
+        let mut errors = Problems::default();
+
+        if let Some(problem) = dns_label_problem(&self.name) {
+            errors.push(FieldError::new(
+                "name",
+                problem,
+                "use a DNS-1123 label: 1 to 63 lowercase letters, digits or '-', starting and \
+                 ending with a letter or digit, e.g. `wordcount`",
+            ));
+        }
+
+        let partitions = self.input.partitions();
+        let partitions_ok = (1..=MAX_PARTITIONS).contains(&partitions);
+        errors.check(
+            partitions_ok,
+            "input.partitions",
+            || format!("{partitions} is not between 1 and {MAX_PARTITIONS}"),
+            "set how many partitions the input is split into, e.g. `partitions: 4`",
+        );
+        match &self.input {
+            InputSpec::Generator(generator) => {
+                errors.check(
+                    generator.keys >= 1,
+                    "input.keys",
+                    || "0 keys leaves nothing to generate".to_owned(),
+                    "set `keys` to 1 or more (default 1000)",
+                );
+                let exponent = generator.zipf_exponent;
+                errors.check(
+                    exponent.is_finite() && exponent > 0.0,
+                    "input.zipfExponent",
+                    || format!("{exponent} is not a finite number greater than 0"),
+                    "use e.g. `zipfExponent: 1.1` (higher means more skew; default 1.0)",
+                );
+            }
+            InputSpec::File(file) => errors.check(
+                !file.path.as_os_str().is_empty(),
+                "input.path",
+                || "is empty".to_owned(),
+                "set the directory holding partition-0, partition-1, ..., e.g. `path: ./input`",
+            ),
+        }
+
+        errors.check(
+            self.task.name.trim() != "",
+            "task.name",
+            || "is empty".to_owned(),
+            "name a built-in task (count, sum, dedupe, filter, passthrough) or a registered \
+             custom task",
+        );
+
+        if let OutputSpec::File { path } = &self.output {
+            errors.check(
+                !path.as_os_str().is_empty(),
+                "output.path",
+                || "is empty".to_owned(),
+                "set the output directory, e.g. `path: ./out`",
+            );
+        }
+
+        let parallelism = self.parallelism;
+        errors.check(
+            parallelism >= 1,
+            "parallelism",
+            || "0 containers cannot run the job".to_owned(),
+            "run at least 1 container (the default)",
+        );
+        errors.check(
+            !partitions_ok || parallelism <= partitions,
+            "parallelism",
+            || format!("{parallelism} is more than input.partitions ({partitions})"),
+            "each container runs at least one task, so lower parallelism or raise \
+             input.partitions",
+        );
+
+        let checkpoint = &self.checkpoint;
+        errors.check(
+            checkpoint.interval >= MIN_CHECKPOINT_INTERVAL,
+            "checkpoint.interval",
+            || {
+                format!(
+                    "{} is shorter than the {} minimum",
+                    format_duration(checkpoint.interval),
+                    format_duration(MIN_CHECKPOINT_INTERVAL)
+                )
+            },
+            "checkpoint less often, e.g. `interval: 10s` (default 1m)",
+        );
+        if let Err(err) = CheckpointStore::parse(&checkpoint.store) {
+            errors.push(err);
+        }
+        errors.check(
+            checkpoint.retained >= 1,
+            "checkpoint.retained",
+            || "0 would keep no checkpoint to restore from".to_owned(),
+            "keep at least 1 (default 3)",
+        );
+        errors.check(
+            !checkpoint.timeout.is_zero(),
+            "checkpoint.timeout",
+            || "0s would abandon every checkpoint".to_owned(),
+            "allow checkpoints time to finish, e.g. `timeout: 10m` (the default)",
+        );
+
+        errors.check(
+            !self.state.dir.as_os_str().is_empty(),
+            "state.dir",
+            || "is empty".to_owned(),
+            "set a directory for local state, e.g. `dir: ./.cairn/state` (the default)",
+        );
+        errors.check(
+            self.state.cache_size >= MIN_CACHE_SIZE,
+            "state.cacheSize",
+            || {
+                format!(
+                    "{} is below the {} minimum",
+                    format_size(self.state.cache_size),
+                    format_size(MIN_CACHE_SIZE)
+                )
+            },
+            "give each task at least 1MiB of cache, e.g. `cacheSize: 64MiB` (the default)",
+        );
+        errors.0
+    }
+}
+
+/// Collects rule violations; `check` builds the message only when the rule fails.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, field: &str, problem: impl FnOnce() -> String, fix: &str) {
+        if !ok {
+            self.0.push(FieldError::new(field, problem(), fix));
+        }
+    }
+
+    fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+}
+
+/// Why `name` is not a DNS-1123 label, or `None` if it is one.
+fn dns_label_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    let bad: String = name
+        .chars()
+        .filter(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        .collect();
+    if !bad.is_empty() {
+        return Some(format!(
+            "{name:?} contains characters not allowed in a DNS label: {bad:?}"
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Some(format!(
+            "{name:?} is {} characters long, more than {MAX_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some(format!("{name:?} starts or ends with '-'"));
+    }
+    None
+}

@@ -1,0 +1,308 @@
+//! Validation: every rule rejects a bad value naming the field and the fix, and all problems are
+//! reported at once.
+
+use std::time::Duration;
+
+use cairn_spec::{
+    FieldError, FileInput, GeneratorInput, InputSpec, JobSpec, OutputSpec, SpecError, TaskSpec,
+};
+
+fn valid() -> JobSpec {
+    JobSpec::new(
+        "wordcount",
+        InputSpec::Generator(GeneratorInput::new(4)),
+        TaskSpec::new("count"),
+    )
+}
+
+fn generator(spec: &mut JobSpec) -> &mut GeneratorInput {
+    match &mut spec.input {
+        InputSpec::Generator(generator) => generator,
+        InputSpec::File(_) => panic!("expected a generator input"),
+    }
+}
+
+fn problems(spec: &JobSpec) -> Vec<FieldError> {
+    match spec.validate() {
+        Err(SpecError::Invalid(errors)) => errors,
+        other => panic!("expected validation errors, got {other:?}"),
+    }
+}
+
+/// Asserts the spec fails with exactly one error, on `field`, whose text contains `fix`.
+fn assert_rejected(spec: &JobSpec, field: &str, problem: &str, fix: &str) {
+    let errors = problems(spec);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = &errors[0];
+    assert_eq!(error.field, field);
+    assert_eq!(error.problem, problem);
+    assert!(
+        error.fix.contains(fix),
+        "fix {:?} should mention {fix:?}",
+        error.fix
+    );
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with(&format!("{field}: {problem}; ")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_valid_spec_passes() {
+    assert!(valid().validate().is_ok());
+    let mut spec = valid();
+    spec.name = "a".repeat(63);
+    spec.parallelism = 4;
+    generator(&mut spec).partitions = 4096;
+    assert!(spec.validate().is_ok());
+}
+
+#[test]
+fn name_must_be_a_dns_label() {
+    let fix = "use a DNS-1123 label";
+    for (name, problem) in [
+        ("", "is empty".to_owned()),
+        (
+            "Word_Count",
+            r#""Word_Count" contains characters not allowed in a DNS label: "W_C""#.into(),
+        ),
+        ("-wc", r#""-wc" starts or ends with '-'"#.into()),
+        ("wc-", r#""wc-" starts or ends with '-'"#.into()),
+        (
+            "wc.1",
+            r#""wc.1" contains characters not allowed in a DNS label: ".""#.into(),
+        ),
+    ] {
+        let mut spec = valid();
+        spec.name = name.into();
+        assert_rejected(&spec, "name", &problem, fix);
+    }
+    let mut spec = valid();
+    spec.name = "a".repeat(64);
+    assert_rejected(
+        &spec,
+        "name",
+        &format!("{:?} is 64 characters long, more than 63", spec.name),
+        fix,
+    );
+}
+
+#[test]
+fn partitions_must_be_between_1_and_4096() {
+    let mut spec = valid();
+    generator(&mut spec).partitions = 0;
+    assert_rejected(
+        &spec,
+        "input.partitions",
+        "0 is not between 1 and 4096",
+        "partitions: 4",
+    );
+    generator(&mut spec).partitions = 4097;
+    assert_rejected(
+        &spec,
+        "input.partitions",
+        "4097 is not between 1 and 4096",
+        "partitions: 4",
+    );
+}
+
+#[test]
+fn parallelism_must_be_between_1_and_partitions() {
+    let mut spec = valid();
+    spec.parallelism = 6;
+    assert_rejected(
+        &spec,
+        "parallelism",
+        "6 is more than input.partitions (4)",
+        "each container runs at least one task, so lower parallelism or raise input.partitions",
+    );
+    assert_eq!(
+        problems(&spec)[0].to_string(),
+        "parallelism: 6 is more than input.partitions (4); each container runs at least one \
+         task, so lower parallelism or raise input.partitions"
+    );
+    spec.parallelism = 0;
+    assert_rejected(
+        &spec,
+        "parallelism",
+        "0 containers cannot run the job",
+        "at least 1",
+    );
+}
+
+#[test]
+fn generator_settings_are_checked() {
+    let mut spec = valid();
+    generator(&mut spec).keys = 0;
+    assert_rejected(
+        &spec,
+        "input.keys",
+        "0 keys leaves nothing to generate",
+        "1 or more",
+    );
+
+    for (exponent, shown) in [
+        (0.0, "0"),
+        (-1.5, "-1.5"),
+        (f64::NAN, "NaN"),
+        (f64::INFINITY, "inf"),
+    ] {
+        let mut spec = valid();
+        generator(&mut spec).zipf_exponent = exponent;
+        assert_rejected(
+            &spec,
+            "input.zipfExponent",
+            &format!("{shown} is not a finite number greater than 0"),
+            "zipfExponent: 1.1",
+        );
+    }
+}
+
+#[test]
+fn paths_must_not_be_empty() {
+    let mut spec = valid();
+    spec.input = InputSpec::File(FileInput {
+        partitions: 4,
+        path: "".into(),
+        follow: true,
+    });
+    assert_rejected(&spec, "input.path", "is empty", "partition-0");
+
+    let mut spec = valid();
+    spec.output = OutputSpec::File { path: "".into() };
+    assert_rejected(&spec, "output.path", "is empty", "path: ./out");
+
+    let mut spec = valid();
+    spec.state.dir = "".into();
+    assert_rejected(&spec, "state.dir", "is empty", "dir: ./.cairn/state");
+}
+
+#[test]
+fn task_name_must_not_be_empty() {
+    let mut spec = valid();
+    spec.task.name = "  ".into();
+    assert_rejected(&spec, "task.name", "is empty", "built-in task");
+}
+
+#[test]
+fn checkpoint_settings_are_checked() {
+    let mut spec = valid();
+    spec.checkpoint.interval = Duration::from_millis(5);
+    assert_rejected(
+        &spec,
+        "checkpoint.interval",
+        "5ms is shorter than the 10ms minimum",
+        "interval: 10s",
+    );
+    spec.checkpoint.interval = Duration::from_millis(10);
+    assert!(spec.validate().is_ok(), "10ms is the minimum, inclusive");
+
+    let mut spec = valid();
+    spec.checkpoint.retained = 0;
+    assert_rejected(
+        &spec,
+        "checkpoint.retained",
+        "0 would keep no checkpoint to restore from",
+        "at least 1",
+    );
+
+    let mut spec = valid();
+    spec.checkpoint.timeout = Duration::ZERO;
+    assert_rejected(
+        &spec,
+        "checkpoint.timeout",
+        "0s would abandon every checkpoint",
+        "timeout: 10m",
+    );
+}
+
+#[test]
+fn checkpoint_store_must_be_a_supported_url() {
+    let accepted = "`file://./.cairn/checkpoints` (relative to the working directory), \
+                    `file:///var/lib/cairn/checkpoints` (absolute)";
+    for (store, problem) in [
+        (
+            "./checkpoints",
+            "\"./checkpoints\" is not a URL (it has no `scheme://`)",
+        ),
+        (
+            "hdfs://nn/ckpt",
+            "\"hdfs://nn/ckpt\" uses the scheme `hdfs`, which is not one of `file`, `memory`, `s3`",
+        ),
+        ("file://", "\"file://\" has no directory path"),
+        ("memory://", "\"memory://\" has no store name"),
+        ("s3://", "\"s3://\" has no bucket name"),
+    ] {
+        let mut spec = valid();
+        spec.checkpoint.store = store.into();
+        assert_rejected(&spec, "checkpoint.store", problem, accepted);
+    }
+    for store in [
+        "file:///var/lib/cairn",
+        "file://ckpt",
+        "memory://test",
+        "s3://bucket/prefix",
+    ] {
+        let mut spec = valid();
+        spec.checkpoint.store = store.into();
+        assert!(spec.validate().is_ok(), "{store} should be accepted");
+    }
+}
+
+#[test]
+fn cache_size_must_be_at_least_1mib() {
+    let mut spec = valid();
+    spec.state.cache_size = 512 * 1024;
+    assert_rejected(
+        &spec,
+        "state.cacheSize",
+        "512KiB is below the 1MiB minimum",
+        "cacheSize: 64MiB",
+    );
+    spec.state.cache_size = 1 << 20;
+    assert!(spec.validate().is_ok());
+}
+
+#[test]
+fn all_problems_are_reported_together() {
+    let yaml = r#"
+name: Word_Count
+input: {type: generator, partitions: 4, keys: 0}
+task: {name: ""}
+parallelism: 6
+checkpoint: {interval: 1ms, store: ftp://x, retained: 0, timeout: 0}
+state: {cacheSize: 1KiB}
+"#;
+    let err = JobSpec::from_yaml_str(yaml).unwrap_err();
+    let SpecError::Invalid(errors) = &err else {
+        panic!("{err:?}")
+    };
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "name",
+            "input.keys",
+            "task.name",
+            "parallelism",
+            "checkpoint.interval",
+            "checkpoint.store",
+            "checkpoint.retained",
+            "checkpoint.timeout",
+            "state.cacheSize",
+        ]
+    );
+    let shown = err.to_string();
+    assert_eq!(shown.lines().count(), 9, "{shown}");
+    assert!(
+        shown
+            .lines()
+            .all(|line| line.contains(": ") && line.contains("; ")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\ncheckpoint.interval: 1ms is shorter than the 10ms minimum; "),
+        "{shown}"
+    );
+}
