@@ -1,0 +1,373 @@
+//! The checkpoint coordinator (seed section 3, the JobCoordinator): triggers checkpoint `n` on
+//! the interval or on demand, waits until every task has acknowledged, and commits `n` by
+//! writing its commit record create-only — or aborts it on a failure or at the timeout. One
+//! checkpoint is in flight at a time. It lives with the job, so checkpoints keep being taken
+//! whatever happens to the operator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::manifest::{self, CommitRecord, CommittedTask, FORMAT_VERSION};
+use super::upload::PhaseReport;
+use super::{generation, now_ms, paths, retention, CheckpointError};
+use crate::metrics::Metrics;
+use crate::runtime::messages::{Command, Event};
+use crate::storage::{CheckpointStore, StorageError};
+
+/// How many times a final checkpoint (before a stop) is retried after an abort.
+const FINAL_ATTEMPTS: u32 = 3;
+
+/// The last committed checkpoint, as shown to people and the control API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommittedInfo {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Commit time.
+    pub committed_at_ms: u64,
+    /// State bytes referenced.
+    pub total_bytes: u64,
+    /// Bytes uploaded by it.
+    pub uploaded_bytes: u64,
+    /// Trigger-to-commit duration.
+    pub duration_ms: u64,
+}
+
+/// Shared, observable job progress.
+#[derive(Debug, Default)]
+pub struct JobProgress {
+    /// The last committed checkpoint.
+    pub last_committed: Mutex<Option<CommittedInfo>>,
+    /// Checkpoints aborted so far.
+    pub aborted: std::sync::atomic::AtomicU64,
+}
+
+/// Why the coordinator stopped the job.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// A task failed.
+    #[error("task {task} failed: {error}")]
+    TaskFailed {
+        /// Task id.
+        task: u32,
+        /// Its error.
+        error: String,
+    },
+    /// The checkpoint protocol failed (store unreachable, fenced).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The final checkpoint could not be committed.
+    #[error("the final checkpoint before stopping could not be committed after {attempts} attempts; the job stopped and will resume from checkpoint {last:?}")]
+    FinalCheckpointFailed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last committed checkpoint.
+        last: Option<u64>,
+    },
+    /// Every container is gone.
+    #[error("all containers exited unexpectedly")]
+    ContainersGone,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// All finite input processed; the final checkpoint is committed.
+    Finished {
+        /// The final checkpoint.
+        checkpoint: u64,
+    },
+    /// Stopped on request; the final checkpoint is committed.
+    Stopped {
+        /// The final checkpoint.
+        checkpoint: u64,
+    },
+}
+
+/// Static facts the coordinator needs.
+pub struct CoordinatorConfig {
+    /// The durable store.
+    pub store: CheckpointStore,
+    /// Our generation.
+    pub generation: u64,
+    /// The spec in force (recorded in every commit).
+    pub spec: cairn_spec::JobSpec,
+    /// Task -> container.
+    pub assignment: BTreeMap<u32, u32>,
+    /// First id to use.
+    pub first_id: u64,
+    /// The checkpoint restored from, if any.
+    pub restored: Option<u64>,
+}
+
+/// An on-demand checkpoint request; answered with the committed id or why it was not.
+pub type TriggerRequest = oneshot::Sender<Result<u64, String>>;
+
+/// The coordinator of one job.
+pub struct Coordinator {
+    cfg: CoordinatorConfig,
+    containers: Vec<std::sync::mpsc::Sender<Command>>,
+    events: mpsc::UnboundedReceiver<Event>,
+    triggers: mpsc::Receiver<TriggerRequest>,
+    metrics: Arc<Metrics>,
+    progress: Arc<JobProgress>,
+    next_id: u64,
+    finished: BTreeSet<u32>,
+    last_committed: Option<u64>,
+}
+
+impl Coordinator {
+    /// A coordinator sending commands to `containers` and receiving task events on `events`.
+    pub fn new(
+        cfg: CoordinatorConfig,
+        containers: Vec<std::sync::mpsc::Sender<Command>>,
+        events: mpsc::UnboundedReceiver<Event>,
+        triggers: mpsc::Receiver<TriggerRequest>,
+        metrics: Arc<Metrics>,
+        progress: Arc<JobProgress>,
+    ) -> Self {
+        let next_id = cfg.first_id;
+        let last_committed = cfg.restored;
+        Coordinator {
+            cfg,
+            containers,
+            events,
+            triggers,
+            metrics,
+            progress,
+            next_id,
+            finished: BTreeSet::new(),
+            last_committed,
+        }
+    }
+
+    fn tasks(&self) -> usize {
+        self.cfg.assignment.len()
+    }
+
+    fn broadcast(&self, cmd: Command) {
+        for c in &self.containers {
+            // A container that has exited reports why through its Failed event.
+            let _ = c.send(cmd.clone());
+        }
+    }
+
+    /// Runs until the input is finished or `shutdown` turns true; either way ends with a
+    /// committed final checkpoint and every container told to stop.
+    pub async fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Ending, CoordinatorError> {
+        let interval = self.cfg.spec.checkpoint.interval;
+        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            if self.finished.len() == self.tasks() {
+                break self
+                    .final_checkpoint()
+                    .await
+                    .map(|checkpoint| Ending::Finished { checkpoint });
+            }
+            if *shutdown.borrow() {
+                break self
+                    .final_checkpoint()
+                    .await
+                    .map(|checkpoint| Ending::Stopped { checkpoint });
+            }
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(e) = self.checkpoint(false).await {
+                        break Err(e);
+                    }
+                }
+                event = self.events.recv() => {
+                    if let Err(e) = self.on_idle_event(event) {
+                        break Err(e);
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        // The sender is gone: treat as a stop request.
+                        break self.final_checkpoint().await.map(|checkpoint| Ending::Stopped { checkpoint });
+                    }
+                }
+                Some(reply) = self.triggers.recv() => {
+                    match self.checkpoint(false).await {
+                        Ok(Some(id)) => { let _ = reply.send(Ok(id)); }
+                        Ok(None) => { let _ = reply.send(Err("the checkpoint was aborted; see the worker log".into())); }
+                        Err(e) => { let _ = reply.send(Err(e.to_string())); break Err(e); }
+                    }
+                }
+            }
+        };
+        self.broadcast(Command::Stop);
+        result
+    }
+
+    fn on_idle_event(&mut self, event: Option<Event>) -> Result<(), CoordinatorError> {
+        match event {
+            None => Err(CoordinatorError::ContainersGone),
+            Some(Event::Finished(task)) => {
+                self.finished.insert(task);
+                Ok(())
+            }
+            Some(Event::Failed { task, error }) => {
+                Err(CoordinatorError::TaskFailed { task, error })
+            }
+            Some(Event::Ack { .. }) => Ok(()), // late acknowledgement of an aborted checkpoint
+        }
+    }
+
+    async fn final_checkpoint(&mut self) -> Result<u64, CoordinatorError> {
+        for attempt in 1..=FINAL_ATTEMPTS {
+            if let Some(id) = self.checkpoint(true).await? {
+                return Ok(id);
+            }
+            tracing::warn!(attempt, "final checkpoint aborted; retrying");
+        }
+        Err(CoordinatorError::FinalCheckpointFailed {
+            attempts: FINAL_ATTEMPTS,
+            last: self.last_committed,
+        })
+    }
+
+    /// Takes one checkpoint. `Ok(Some(id))` committed, `Ok(None)` aborted, `Err` fatal.
+    pub async fn checkpoint(&mut self, pause: bool) -> Result<Option<u64>, CoordinatorError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let triggered_at_ms = now_ms();
+        let started = Instant::now();
+        self.broadcast(Command::Checkpoint { id, pause });
+
+        let deadline = started + self.cfg.spec.checkpoint.timeout;
+        let mut acks: BTreeMap<u32, PhaseReport> = BTreeMap::new();
+        let mut failure: Option<String> = None;
+        while acks.len() < self.tasks() && failure.is_none() {
+            tokio::select! {
+                event = self.events.recv() => match event {
+                    Some(Event::Ack { task, checkpoint, result, sync_seconds }) if checkpoint == id => {
+                        self.metrics.sync_seconds.observe(sync_seconds);
+                        match result {
+                            Ok(report) => {
+                                self.metrics.async_seconds.observe(report.duration.as_secs_f64());
+                                self.metrics.uploaded_bytes.inc_by(report.uploaded_bytes);
+                                acks.insert(task, report);
+                            }
+                            Err(e) => failure = Some(format!("task {task}: {e}")),
+                        }
+                    }
+                    other => self.on_idle_event(other)?,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    failure = Some(format!("timed out after {:?} waiting for {} of {} tasks",
+                        self.cfg.spec.checkpoint.timeout, self.tasks() - acks.len(), self.tasks()));
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            return self.abort(id, &reason);
+        }
+
+        let record = self.commit_record(id, triggered_at_ms, &acks);
+        generation::check_not_fenced(&self.cfg.store, self.cfg.generation).await?;
+        match self
+            .cfg
+            .store
+            .put_bytes_create_only(&paths::commit_key(id), manifest::to_bytes(&record))
+            .await
+        {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                return self.abort(id, "another process committed this id first");
+            }
+            Err(e) => return self.abort(id, &format!("writing the commit record failed: {e}")),
+        }
+        self.committed(&record, started.elapsed());
+        self.broadcast(Command::Committed(id));
+        if let Err(e) =
+            retention::collect(&self.cfg.store, self.cfg.spec.checkpoint.retained as usize).await
+        {
+            tracing::warn!(error = %e, "checkpoint retention failed; will retry after the next commit");
+        }
+        Ok(Some(id))
+    }
+
+    fn abort(&mut self, id: u64, reason: &str) -> Result<Option<u64>, CoordinatorError> {
+        tracing::warn!(checkpoint = id, reason, "checkpoint aborted");
+        self.metrics
+            .checkpoints
+            .with_label_values(&["aborted"])
+            .inc();
+        self.progress
+            .aborted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.broadcast(Command::Aborted(id));
+        Ok(None)
+    }
+
+    fn commit_record(
+        &self,
+        id: u64,
+        triggered_at_ms: u64,
+        acks: &BTreeMap<u32, PhaseReport>,
+    ) -> CommitRecord {
+        let spec = &self.cfg.spec;
+        CommitRecord {
+            format: FORMAT_VERSION,
+            checkpoint: id,
+            generation: self.cfg.generation,
+            triggered_at_ms,
+            committed_at_ms: now_ms(),
+            spec: spec.clone(),
+            spec_hash: spec.spec_hash(),
+            partitions: spec.input.partitions(),
+            parallelism: spec.parallelism,
+            tasks: acks
+                .iter()
+                .map(|(task, r)| CommittedTask {
+                    task: *task,
+                    container: self.cfg.assignment[task],
+                    manifest: r.manifest_key.clone(),
+                    offsets: r.offsets.clone(),
+                })
+                .collect(),
+            total_bytes: acks.values().map(|r| r.total_bytes).sum(),
+            uploaded_bytes: acks.values().map(|r| r.uploaded_bytes).sum(),
+            new_sst_bytes: acks.values().map(|r| r.new_sst_bytes).sum(),
+        }
+    }
+
+    fn committed(&mut self, record: &CommitRecord, took: Duration) {
+        self.last_committed = Some(record.checkpoint);
+        self.metrics
+            .checkpoints
+            .with_label_values(&["committed"])
+            .inc();
+        self.metrics.last_committed_id.set(record.checkpoint as i64);
+        self.metrics
+            .last_committed_timestamp
+            .set(record.committed_at_ms as f64 / 1000.0);
+        self.metrics
+            .last_committed_bytes
+            .set(record.total_bytes as i64);
+        let info = CommittedInfo {
+            id: record.checkpoint,
+            committed_at_ms: record.committed_at_ms,
+            total_bytes: record.total_bytes,
+            uploaded_bytes: record.uploaded_bytes,
+            duration_ms: took.as_millis() as u64,
+        };
+        tracing::info!(
+            checkpoint = info.id,
+            total_bytes = info.total_bytes,
+            uploaded_bytes = info.uploaded_bytes,
+            duration_ms = info.duration_ms,
+            "checkpoint committed"
+        );
+        *self.progress.last_committed.lock().expect("progress lock") = Some(info);
+    }
+}

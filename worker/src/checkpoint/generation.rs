@@ -1,0 +1,49 @@
+//! Generation fencing. Each process of a job claims the next generation number with a
+//! create-only write before it restores. Before committing, the coordinator checks that no
+//! newer generation exists; a zombie (a process that lost contact but still runs) therefore
+//! stops instead of committing over its successor's work. The remaining window — a successor
+//! claiming between the check and the create-only commit write — cannot produce a mixed
+//! checkpoint: the commit record is create-only and lists only the zombie's own manifests.
+
+use super::{paths, CheckpointError};
+use crate::storage::CheckpointStore;
+
+/// The highest claimed generation, 0 if none.
+pub async fn latest(store: &CheckpointStore) -> Result<u64, CheckpointError> {
+    Ok(store
+        .list(paths::GENERATIONS)
+        .await?
+        .iter()
+        .filter_map(|o| paths::generation_of(&o.key))
+        .max()
+        .unwrap_or(0))
+}
+
+/// Claims a new generation, higher than every existing one.
+pub async fn claim(store: &CheckpointStore, who: &str) -> Result<u64, CheckpointError> {
+    let mut g = latest(store).await? + 1;
+    loop {
+        let body =
+            serde_json::json!({ "generation": g, "claimedBy": who, "atMs": super::now_ms() });
+        match store
+            .put_bytes_create_only(&paths::generation_key(g), body.to_string().into())
+            .await
+        {
+            Ok(()) => return Ok(g),
+            Err(e) if matches!(e, crate::storage::StorageError::AlreadyExists { .. }) => g += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Errors with [`CheckpointError::Fenced`] if a generation newer than `ours` exists.
+pub async fn check_not_fenced(store: &CheckpointStore, ours: u64) -> Result<(), CheckpointError> {
+    let newest = latest(store).await?;
+    if newest > ours {
+        return Err(CheckpointError::Fenced {
+            ours,
+            newer: newest,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Coordinated incremental checkpoints (seed section 3, architecture decision 3).
+//!
+//! * [`coordinator`] triggers checkpoint `n`, collects one acknowledgement per task and commits
+//!   `n` by writing its commit record create-only, or aborts it.
+//! * [`upload`] is a task's asynchronous phase: snapshot, upload only the files the store lacks,
+//!   write the task manifest, acknowledge.
+//! * [`restore`] rebuilds tasks from the latest usable committed checkpoint.
+//! * [`retention`] classifies every stored file, then deletes only what no retained checkpoint
+//!   references.
+//! * [`paths`], [`manifest`], [`catalog`] and [`generation`] are the store layout, the file
+//!   formats, the read side and the fencing of zombie processes.
+
+pub mod catalog;
+pub mod coordinator;
+pub mod generation;
+pub mod manifest;
+pub mod paths;
+pub mod restore;
+pub mod retention;
+pub mod upload;
+
+use crate::storage::StorageError;
+
+/// Errors of the checkpoint protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The durable store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A manifest or commit record cannot be parsed.
+    #[error(
+        "{key} is not a valid Cairn manifest ({source}); the checkpoint that uses it is unusable"
+    )]
+    BadManifest {
+        /// The stored object.
+        key: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The manifest was written by a newer Cairn.
+    #[error("{key} has format version {found}, this worker reads up to {supported}; upgrade the worker image")]
+    FormatTooNew {
+        /// The stored object.
+        key: String,
+        /// Its version.
+        found: u32,
+        /// Ours.
+        supported: u32,
+    },
+    /// A newer process of this job has started: this one must not commit.
+    #[error("fenced: generation {newer} of this job started after ours ({ours}); this process stops without committing")]
+    Fenced {
+        /// Our generation.
+        ours: u64,
+        /// The newer one.
+        newer: u64,
+    },
+    /// Snapshotting local state failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// Making sealed output durable failed.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// Local file handling failed.
+    #[error("local checkpoint files at {path}: {source}")]
+    Local {
+        /// The path involved.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A named checkpoint does not exist or is not committed.
+    #[error("checkpoint {id} is not a committed checkpoint of the store {store}; list them with `cairn-worker checkpoints {store}`")]
+    NotCommitted {
+        /// The id asked for.
+        id: u64,
+        /// The store URL.
+        store: String,
+    },
+    /// No usable checkpoint could be restored although committed ones exist.
+    #[error("no committed checkpoint could be restored; tried {tried:?}: {last}")]
+    NothingRestorable {
+        /// Ids tried, newest first.
+        tried: Vec<u64>,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,215 @@
+//! A task's asynchronous checkpoint phase, run off the processing thread: take the snapshot
+//! (write the frozen cache, flush, hard-link), make sealed output durable, upload only the
+//! files the store does not have yet, write the task manifest, and report to the coordinator.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::manifest::{self, ManifestFile, TaskManifest, FORMAT_VERSION};
+use super::{now_ms, paths, CheckpointError};
+use crate::sink::Sealed;
+use crate::state::Snapshot;
+use crate::storage::CheckpointStore;
+
+/// Per-task checkpoint state shared by the task thread and its asynchronous phases.
+pub struct TaskCheckpointer {
+    store: CheckpointStore,
+    task: u32,
+    generation: u64,
+    db_id: String,
+    local_dir: PathBuf,
+    /// Immutable files already in the store, by local name. Held locked for a whole phase,
+    /// which also keeps one asynchronous phase in flight per task.
+    known: tokio::sync::Mutex<HashMap<String, ManifestFile>>,
+    upload_delay: Option<Duration>,
+}
+
+/// What the synchronous phase hands over.
+pub struct PhaseInput {
+    /// Checkpoint id.
+    pub id: u64,
+    /// The frozen state.
+    pub snapshot: Snapshot,
+    /// Output sealed for this checkpoint.
+    pub sealed: Sealed,
+    /// Input partition -> next offset.
+    pub offsets: BTreeMap<u32, u64>,
+}
+
+/// What a task reports when its part of a checkpoint is durable.
+#[derive(Debug, Clone)]
+pub struct PhaseReport {
+    /// Key of the task manifest written.
+    pub manifest_key: String,
+    /// Input partition -> next offset.
+    pub offsets: BTreeMap<u32, u64>,
+    /// Total state bytes referenced.
+    pub total_bytes: u64,
+    /// Bytes uploaded.
+    pub uploaded_bytes: u64,
+    /// Bytes of SSTs new since the previous checkpoint.
+    pub new_sst_bytes: u64,
+    /// Duration of the asynchronous phase.
+    pub duration: Duration,
+}
+
+impl TaskCheckpointer {
+    /// State for task `task` whose database instance is `db_id`. `known` lists the immutable
+    /// files already in the store (those of the checkpoint it was restored from).
+    /// `upload_delay` is a fault-injection knob for tests: a pause before each uploaded file.
+    pub fn new(
+        store: CheckpointStore,
+        task: u32,
+        generation: u64,
+        db_id: String,
+        local_dir: PathBuf,
+        known: impl IntoIterator<Item = ManifestFile>,
+        upload_delay: Option<Duration>,
+    ) -> Self {
+        let known = known.into_iter().map(|f| (f.name.clone(), f)).collect();
+        TaskCheckpointer {
+            store,
+            task,
+            generation,
+            db_id,
+            local_dir,
+            known: tokio::sync::Mutex::new(known),
+            upload_delay,
+        }
+    }
+
+    /// Runs the asynchronous phase of checkpoint `input.id`.
+    pub async fn run(self: Arc<Self>, input: PhaseInput) -> Result<PhaseReport, CheckpointError> {
+        let mut known = self.known.lock().await;
+        let started = Instant::now();
+        let PhaseInput {
+            id,
+            snapshot,
+            sealed,
+            offsets,
+        } = input;
+        let dir = self.local_dir.join(format!("ckpt-{id:012}"));
+        let snap_dir = dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), CheckpointError> {
+            remove_dir_if_exists(&snap_dir)?;
+            snapshot.take(&snap_dir)?;
+            sealed.make_durable()?;
+            Ok(())
+        })
+        .await
+        .expect("snapshot task panicked")?;
+
+        let result = self.upload(&mut known, id, &dir, offsets, started).await;
+        let cleanup = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&cleanup)).await;
+        result
+    }
+
+    async fn upload(
+        &self,
+        known: &mut HashMap<String, ManifestFile>,
+        id: u64,
+        dir: &Path,
+        offsets: BTreeMap<u32, u64>,
+        started: Instant,
+    ) -> Result<PhaseReport, CheckpointError> {
+        let local = |source| CheckpointError::Local {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut names: Vec<(String, u64)> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(local)? {
+            let entry = entry.map_err(local)?;
+            let size = entry.metadata().map_err(local)?.len();
+            names.push((entry.file_name().to_string_lossy().into_owned(), size));
+        }
+        names.sort();
+
+        let mut files = Vec::with_capacity(names.len());
+        let mut to_upload = Vec::new();
+        let mut new_sst_bytes = 0;
+        for (name, size) in names {
+            if paths::is_immutable_db_file(&name) {
+                if let Some(f) = known.get(&name) {
+                    files.push(f.clone());
+                    continue;
+                }
+                new_sst_bytes += size;
+                to_upload.push((name.clone(), paths::sst_key(self.task, &self.db_id, &name)));
+            } else {
+                to_upload.push((
+                    name.clone(),
+                    paths::checkpoint_file_key(id, self.task, &name),
+                ));
+            }
+        }
+
+        let batch: Vec<(PathBuf, String)> = to_upload
+            .iter()
+            .map(|(name, key)| (dir.join(name), key.clone()))
+            .collect();
+        let metas = match self.upload_delay {
+            // Fault injection: one file at a time with a pause, so a kill lands mid-upload.
+            Some(delay) => {
+                let mut metas = Vec::with_capacity(batch.len());
+                for one in &batch {
+                    tokio::time::sleep(delay).await;
+                    metas.extend(self.store.upload_files(std::slice::from_ref(one)).await?);
+                }
+                metas
+            }
+            None => self.store.upload_files(&batch).await?,
+        };
+        let mut uploaded_bytes = 0;
+        for ((name, key), meta) in to_upload.into_iter().zip(metas) {
+            uploaded_bytes += meta.size;
+            let file = ManifestFile {
+                name: name.clone(),
+                key,
+                meta,
+            };
+            if paths::is_immutable_db_file(&name) {
+                known.insert(name, file.clone());
+            }
+            files.push(file);
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let manifest = TaskManifest {
+            format: FORMAT_VERSION,
+            checkpoint: id,
+            generation: self.generation,
+            task: self.task,
+            db_id: self.db_id.clone(),
+            offsets: offsets.clone(),
+            files,
+            uploaded_bytes,
+            new_sst_bytes,
+            created_at_ms: now_ms(),
+        };
+        let manifest_key = paths::task_manifest_key(id, self.task);
+        self.store
+            .put_bytes(&manifest_key, manifest::to_bytes(&manifest))
+            .await?;
+        Ok(PhaseReport {
+            manifest_key,
+            offsets,
+            total_bytes: manifest.total_bytes(),
+            uploaded_bytes,
+            new_sst_bytes,
+            duration: started.elapsed(),
+        })
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), CheckpointError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(CheckpointError::Local {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,256 @@
+//! The command line of `cairn-worker` (and of any user worker binary built on this crate).
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::inspect;
+use crate::runtime::{run_job, RunOptions};
+use crate::storage::CheckpointStore;
+use crate::task::TaskRegistry;
+
+/// Environment variable of the upload fault-injection knob (tests only): milliseconds to pause
+/// before each file uploaded by a checkpoint, so that a kill can land mid-upload.
+pub const UPLOAD_DELAY_ENV: &str = "CAIRN_FAULT_UPLOAD_DELAY_MS";
+
+#[derive(Parser)]
+#[command(
+    name = "cairn-worker",
+    version,
+    about = "Cairn worker: stateful streaming tasks with checkpointed RocksDB state"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job (YAML, or a .properties file with Samza's names) in this process.
+    Run {
+        /// The job spec.
+        job: PathBuf,
+        /// Restore this committed checkpoint instead of the latest.
+        #[arg(long)]
+        from_checkpoint: Option<u64>,
+        /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9249.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        /// Do not show live progress.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a job spec and print it with every default filled in.
+    Validate {
+        /// The job spec.
+        job: PathBuf,
+    },
+    /// List the committed checkpoints of a store (e.g. file://./.cairn/checkpoints).
+    Checkpoints {
+        /// Store URL.
+        store: String,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect keyed state.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Print a checkpoint's keyed state as JSON lines {"task":..,"key":..,"value":..}.
+    Dump {
+        /// Store URL.
+        #[arg(long)]
+        store: String,
+        /// Checkpoint id (default: the latest committed).
+        #[arg(long)]
+        checkpoint: Option<u64>,
+        /// Only this task.
+        #[arg(long)]
+        task: Option<u32>,
+    },
+}
+
+/// Entry point shared by `cairn-worker` and user worker binaries: parses the command line,
+/// runs it with the tasks of `registry`, and turns errors into a message and exit code 1.
+pub fn main_with(registry: TaskRegistry) -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match execute(cli, registry) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `cairn-worker state dump | head` closes the pipe early: not an error.
+        Err(e) if is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                msg.push_str(&format!("\n  caused by: {s}"));
+                source = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &(dyn Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rocksdb=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn current_dir() -> Result<PathBuf, Box<dyn Error>> {
+    Ok(std::env::current_dir()?)
+}
+
+fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
+    match cli.command {
+        Command::Run {
+            job,
+            from_checkpoint,
+            metrics_addr,
+            quiet,
+        } => {
+            let spec = cairn_spec::JobSpec::from_path(&job)?;
+            // Fail before touching any state if the task is unknown or its config is bad.
+            registry.build(&spec.task.name, &spec.task.config)?;
+            let upload_delay = match std::env::var(UPLOAD_DELAY_ENV) {
+                Ok(v) => Some(Duration::from_millis(v.parse().map_err(|_| {
+                    format!("{UPLOAD_DELAY_ENV}={v:?} is not a number of milliseconds")
+                })?)),
+                Err(_) => None,
+            };
+            let outcome = run_job(RunOptions {
+                spec,
+                registry,
+                from_checkpoint,
+                metrics_addr,
+                progress: !quiet,
+                base_dir: current_dir()?,
+                upload_delay,
+            })?;
+            tracing::info!(?outcome, "job ended");
+            Ok(())
+        }
+        Command::Validate { job } => {
+            let spec = cairn_spec::JobSpec::from_path(&job)?;
+            registry.build(&spec.task.name, &spec.task.config)?;
+            print!("{}", spec.to_yaml());
+            Ok(())
+        }
+        Command::Checkpoints { store, json } => {
+            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let list = block_on(inspect::list_checkpoints(&store))??;
+            if json {
+                for c in &list {
+                    println!("{}", serde_json::to_string(c)?);
+                }
+            } else {
+                println!(
+                    "{:>8}  {:<24}  {:>12}  {:>12}  {:>5}  {:>4}",
+                    "ID", "COMMITTED (UTC)", "SIZE", "UPLOADED", "TASKS", "GEN"
+                );
+                for c in &list {
+                    println!(
+                        "{:>8}  {:<24}  {:>12}  {:>12}  {:>5}  {:>4}",
+                        c.id,
+                        format_time(c.committed_at_ms),
+                        crate::runtime::progress::human_bytes(c.total_bytes),
+                        crate::runtime::progress::human_bytes(c.uploaded_bytes),
+                        c.tasks,
+                        c.generation
+                    );
+                }
+                if list.is_empty() {
+                    println!("(no committed checkpoint)");
+                }
+            }
+            Ok(())
+        }
+        Command::State {
+            command:
+                StateCommand::Dump {
+                    store,
+                    checkpoint,
+                    task,
+                },
+        } => {
+            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            block_on(inspect::dump_state(
+                &store, checkpoint, task, &registry, &mut out,
+            ))??;
+            std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, std::io::Error> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f))
+}
+
+/// `2026-11-23 10:15:00.123` from ms since the epoch (UTC), without a date crate.
+fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(super::format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(
+            super::format_time(1_795_000_000_123),
+            "2026-11-18 11:06:40.123"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! A container: one thread that runs a group of task instances round-robin (Samza's run loop)
+//! and carries out the coordinator's commands at record boundaries.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::messages::{Command, Event};
+use super::task_instance::TaskInstance;
+use crate::source::Poll;
+
+/// Records per batch: large enough to amortise per-batch work, small enough that a checkpoint
+/// request waits well under a millisecond for the record boundary.
+pub const BATCH: usize = 1024;
+/// How long an idle container waits for a command before polling its sources again.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+
+/// Runs `tasks` until told to stop. Returns when the coordinator sends `Stop`, or after
+/// reporting a failure.
+pub fn run(
+    mut tasks: Vec<TaskInstance>,
+    commands: Receiver<Command>,
+    events: UnboundedSender<Event>,
+    runtime: tokio::runtime::Handle,
+) {
+    let mut paused = false;
+    let mut last_lag = Instant::now();
+    loop {
+        // Commands first: they are handled between batches, i.e. at record boundaries.
+        loop {
+            match commands.try_recv() {
+                Ok(cmd) => {
+                    if !handle(cmd, &mut tasks, &mut paused, &events, &runtime) {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let mut busy = false;
+        if !paused {
+            for t in tasks.iter_mut().filter(|t| !t.finished) {
+                match t.run_batch(BATCH) {
+                    Ok(Poll::Records) => busy = true,
+                    Ok(Poll::Idle) => {}
+                    Ok(Poll::End) => {
+                        t.finished = true;
+                        let _ = events.send(Event::Finished(t.id));
+                    }
+                    Err(e) => {
+                        tracing::error!(task = t.id, error = %e, "task failed");
+                        let _ = events.send(Event::Failed {
+                            task: t.id,
+                            error: e.to_string(),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
+        if last_lag.elapsed() >= Duration::from_secs(1) {
+            last_lag = Instant::now();
+            tasks.iter().for_each(TaskInstance::refresh_lag);
+        }
+        if !busy {
+            match commands.recv_timeout(IDLE_WAIT) {
+                Ok(cmd) => {
+                    if !handle(cmd, &mut tasks, &mut paused, &events, &runtime) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Carries out one command; false means leave the run loop.
+fn handle(
+    cmd: Command,
+    tasks: &mut [TaskInstance],
+    paused: &mut bool,
+    events: &UnboundedSender<Event>,
+    runtime: &tokio::runtime::Handle,
+) -> bool {
+    match cmd {
+        Command::Checkpoint { id, pause } => {
+            for t in tasks.iter_mut() {
+                let started = Instant::now();
+                match t.sync_phase(id) {
+                    Ok((input, checkpointer)) => {
+                        let sync_seconds = started.elapsed().as_secs_f64();
+                        let events = events.clone();
+                        let task = t.id;
+                        runtime.spawn(async move {
+                            let result = checkpointer.run(input).await.map_err(|e| e.to_string());
+                            let _ = events.send(Event::Ack {
+                                task,
+                                checkpoint: id,
+                                result,
+                                sync_seconds,
+                            });
+                        });
+                    }
+                    Err(e) => {
+                        let _ = events.send(Event::Ack {
+                            task: t.id,
+                            checkpoint: id,
+                            result: Err(e.to_string()),
+                            sync_seconds: started.elapsed().as_secs_f64(),
+                        });
+                    }
+                }
+            }
+            *paused |= pause;
+            true
+        }
+        Command::Committed(id) => {
+            for t in tasks.iter_mut() {
+                if let Err(e) = t.committed(id) {
+                    tracing::error!(task = t.id, error = %e, "publishing committed output failed");
+                    let _ = events.send(Event::Failed {
+                        task: t.id,
+                        error: e.to_string(),
+                    });
+                    return false;
+                }
+            }
+            true
+        }
+        Command::Aborted(_) => true,
+        Command::Stop => false,
+    }
+}

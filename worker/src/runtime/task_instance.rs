@@ -1,0 +1,181 @@
+//! [`TaskInstance`]: one task of one partition, with its state, source, sink and checkpointer.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::{IntCounter, IntGauge};
+
+use crate::checkpoint::upload::{PhaseInput, TaskCheckpointer};
+use crate::metrics::Metrics;
+use crate::sink::{Sink, SinkError};
+use crate::source::{Poll, RecordBatch, Source, SourceError};
+use crate::state::KeyedState;
+use crate::task::{StreamTask, TaskContext, TaskError};
+
+/// Why a task instance stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    /// The task failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// The source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The sink failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Metric handles of one task, resolved once.
+struct TaskMetrics {
+    records_in: IntCounter,
+    records_out: IntCounter,
+    bad_records: IntCounter,
+    lag: IntGauge,
+}
+
+/// One running task.
+pub struct TaskInstance {
+    /// Task id (= input partition).
+    pub id: u32,
+    task: Box<dyn StreamTask>,
+    state: KeyedState,
+    source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    batch: RecordBatch,
+    checkpointer: Arc<TaskCheckpointer>,
+    metrics: Arc<Metrics>,
+    handles: TaskMetrics,
+    next_timer: Option<Instant>,
+    /// True once the source reported the end of a finite input.
+    pub finished: bool,
+    last_bad_log: Option<Instant>,
+}
+
+impl TaskInstance {
+    /// Assembles a task instance whose state and source are already restored and positioned,
+    /// and calls the task's `open`.
+    pub fn open(
+        id: u32,
+        mut task: Box<dyn StreamTask>,
+        mut state: KeyedState,
+        source: Box<dyn Source>,
+        mut sink: Box<dyn Sink>,
+        checkpointer: Arc<TaskCheckpointer>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, InstanceError> {
+        task.open(&mut TaskContext::new(&mut state, sink.as_mut(), id))?;
+        let label = id.to_string();
+        let handles = TaskMetrics {
+            records_in: metrics.records_in.with_label_values(&[&label]),
+            records_out: metrics.records_out.with_label_values(&[&label]),
+            bad_records: metrics.bad_records.with_label_values(&[&label]),
+            lag: metrics.lag.with_label_values(&[&label]),
+        };
+        let next_timer = task.timer_interval().map(|d| Instant::now() + d);
+        Ok(TaskInstance {
+            id,
+            task,
+            state,
+            source,
+            sink,
+            batch: RecordBatch::default(),
+            checkpointer,
+            metrics,
+            handles,
+            next_timer,
+            finished: false,
+            last_bad_log: None,
+        })
+    }
+
+    /// Reads and processes one batch of at most `max` records.
+    pub fn run_batch(&mut self, max: usize) -> Result<Poll, InstanceError> {
+        self.run_timer()?;
+        self.batch.clear(self.id);
+        let poll = self.source.poll(&mut self.batch, max)?;
+        if self.batch.is_empty() {
+            return Ok(poll);
+        }
+        let started = Instant::now();
+        let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
+        let mut bad = 0u64;
+        for i in 0..self.batch.len() {
+            let record = self.batch.get(i);
+            match self.task.process(&record, &mut ctx) {
+                Ok(()) => {}
+                Err(TaskError::BadRecord { reason }) => {
+                    bad += 1;
+                    // At most one log line per second per task: a flood of bad input must not
+                    // become a flood of logs.
+                    if self.last_bad_log.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+                        self.last_bad_log = Some(Instant::now());
+                        tracing::warn!(task = self.id, partition = record.partition, offset = record.offset, %reason, "skipping bad record (counted in cairn_bad_records_total)");
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let emitted = ctx.emitted();
+        self.metrics
+            .batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.handles.records_in.inc_by(self.batch.len() as u64);
+        self.handles.records_out.inc_by(emitted);
+        if bad > 0 {
+            self.handles.bad_records.inc_by(bad);
+        }
+        Ok(Poll::Records)
+    }
+
+    fn run_timer(&mut self) -> Result<(), InstanceError> {
+        let Some(due) = self.next_timer else {
+            return Ok(());
+        };
+        if Instant::now() < due {
+            return Ok(());
+        }
+        let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
+        self.task.on_timer(&mut ctx)?;
+        self.next_timer = self.task.timer_interval().map(|d| Instant::now() + d);
+        Ok(())
+    }
+
+    /// Refreshes the lag gauge (called about once a second, not per batch).
+    pub fn refresh_lag(&self) {
+        if let Some(lag) = self.source.lag() {
+            self.handles.lag.set(lag as i64);
+        }
+    }
+
+    /// The synchronous phase of checkpoint `id`, at a record boundary: `before_checkpoint`,
+    /// record the offsets, freeze the state cache, seal the output. Returns what the
+    /// asynchronous phase needs, and the checkpointer to run it with.
+    pub fn sync_phase(
+        &mut self,
+        id: u64,
+    ) -> Result<(PhaseInput, Arc<TaskCheckpointer>), InstanceError> {
+        let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
+        self.task.before_checkpoint(&mut ctx)?;
+        let offsets = BTreeMap::from([(self.id, self.source.position())]);
+        let snapshot = self.state.begin_snapshot().map_err(TaskError::from)?;
+        let sealed = self.sink.seal(id)?;
+        Ok((
+            PhaseInput {
+                id,
+                snapshot,
+                sealed,
+                offsets,
+            },
+            self.checkpointer.clone(),
+        ))
+    }
+
+    /// Checkpoint `id` is committed: publish its output, then `after_checkpoint`.
+    pub fn committed(&mut self, id: u64) -> Result<(), InstanceError> {
+        self.sink.publish(id)?;
+        self.task.after_checkpoint(id);
+        Ok(())
+    }
+}

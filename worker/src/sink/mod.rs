@@ -1,0 +1,116 @@
+//! Output sinks. A sink seals what a task emitted since the last checkpoint at the checkpoint's
+//! synchronous phase, and publishes it only when the whole job has committed that checkpoint
+//! (two-phase). `stdout` and `null` have nothing to seal.
+
+pub mod file;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use cairn_spec::OutputSpec;
+
+/// Why a sink failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing, syncing or publishing output failed.
+    #[error("output {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Output sealed at a checkpoint, to be made durable off the task thread.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// Files to fsync.
+    pub files: Vec<PathBuf>,
+    /// Directories to fsync after the files.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Sealed {
+    /// fsyncs everything sealed; blocking.
+    pub fn make_durable(&self) -> Result<(), SinkError> {
+        for path in self.files.iter().chain(&self.dirs) {
+            let io = |source| SinkError::Io {
+                path: path.clone(),
+                source,
+            };
+            std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a task's output goes.
+pub trait Sink: Send {
+    /// Writes one output record.
+    fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError>;
+    /// Synchronous phase of checkpoint `id`: closes the output written since the previous
+    /// checkpoint so that it belongs to `id`.
+    fn seal(&mut self, id: u64) -> Result<Sealed, SinkError>;
+    /// Checkpoint `id` is committed: publish everything sealed up to it.
+    fn publish(&mut self, id: u64) -> Result<(), SinkError>;
+}
+
+/// Builds the sink of `task` for the job's output spec. `restored` is the checkpoint the task
+/// was restored from: output sealed after it is discarded, output up to it is published.
+pub fn open(
+    spec: &OutputSpec,
+    task: u32,
+    restored: Option<u64>,
+) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match spec {
+        OutputSpec::Stdout => Box::new(StdoutSink {
+            out: std::io::stdout(),
+        }),
+        OutputSpec::Null => Box::new(NullSink),
+        OutputSpec::File { path } => Box::new(file::FileSink::open(path, task, restored)?),
+    })
+}
+
+/// Prints `key<TAB>value` lines; at-least-once (a restart may print records again).
+pub struct StdoutSink {
+    out: std::io::Stdout,
+}
+
+impl Sink for StdoutSink {
+    fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+        let mut lock = self.out.lock();
+        let io = |source| SinkError::Io {
+            path: "stdout".into(),
+            source,
+        };
+        lock.write_all(key).map_err(io)?;
+        lock.write_all(b"\t").map_err(io)?;
+        lock.write_all(value).map_err(io)?;
+        lock.write_all(b"\n").map_err(io)
+    }
+    fn seal(&mut self, _id: u64) -> Result<Sealed, SinkError> {
+        Ok(Sealed::default())
+    }
+    fn publish(&mut self, _id: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Discards everything (benchmarks, jobs whose result is their state).
+pub struct NullSink;
+
+impl Sink for NullSink {
+    fn write(&mut self, _key: &[u8], _value: &[u8]) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn seal(&mut self, _id: u64) -> Result<Sealed, SinkError> {
+        Ok(Sealed::default())
+    }
+    fn publish(&mut self, _id: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,327 @@
+//! The `generator` source: a deterministic keyed stream computed from a seed, so that the
+//! exact result of a run is known in advance (tests) and benchmarks need no input files.
+//!
+//! Keys are `"k<id>"` with `id < keys`. Like a keyed producer writing to a partitioned topic,
+//! a key only ever appears on the partition that owns it (`partition_of(key) == p`). Record `j`
+//! of partition `p` has the global index `i = j * N + p`; its key is drawn from the keys owned by
+//! `p` by `mix64(seed + i)` (uniform) or a Zipf sampler fed by the same function, and its value
+//! is the decimal `mix64(i ^ VALUE_SALT) % 100`.
+
+use std::time::Instant;
+
+use cairn_spec::{GeneratorInput, KeyDistribution};
+
+use super::{Poll, RecordBatch, Source, SourceError};
+use crate::partition::{mix64, partition_of};
+
+const VALUE_SALT: u64 = 0x5851_f42d_4c95_7f2d;
+
+/// The keys owned by each partition, built once per process.
+pub struct KeyTable {
+    by_partition: Vec<Vec<u64>>,
+}
+
+impl KeyTable {
+    /// Routes every key id of the spec to its partition.
+    pub fn build(spec: &GeneratorInput) -> Self {
+        let n = spec.partitions;
+        let mut by_partition = vec![Vec::new(); n as usize];
+        let mut buf = Vec::with_capacity(24);
+        for id in 0..spec.keys {
+            key_into(&mut buf, id);
+            by_partition[partition_of(&buf, n) as usize].push(id);
+        }
+        KeyTable { by_partition }
+    }
+
+    /// Key ids owned by partition `p`.
+    pub fn keys_of(&self, p: u32) -> &[u64] {
+        &self.by_partition[p as usize]
+    }
+}
+
+/// Writes key `"k<id>"` into `buf` (cleared first).
+pub fn key_into(buf: &mut Vec<u8>, id: u64) {
+    buf.clear();
+    buf.push(b'k');
+    buf.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+}
+
+/// The key id and value of record `j` of partition `p`: the definition of the stream, used by
+/// the source and by anyone computing an expected result.
+pub struct RecordRule<'a> {
+    keys: &'a [u64],
+    seed: u64,
+    partitions: u64,
+    partition: u64,
+    zipf: Option<Zipf>,
+}
+
+impl<'a> RecordRule<'a> {
+    /// The rule of partition `p`.
+    pub fn new(spec: &GeneratorInput, table: &'a KeyTable, p: u32) -> Self {
+        let keys = table.keys_of(p);
+        let zipf = match spec.distribution {
+            KeyDistribution::Zipf if !keys.is_empty() => {
+                Some(Zipf::new(keys.len() as u64, spec.zipf_exponent))
+            }
+            _ => None,
+        };
+        RecordRule {
+            keys,
+            seed: spec.seed,
+            partitions: spec.partitions as u64,
+            partition: p as u64,
+            zipf,
+        }
+    }
+
+    /// False when no key hashes to this partition (more partitions than keys).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// `(key id, value)` of record `j`.
+    pub fn record(&self, j: u64) -> (u64, u64) {
+        let i = j * self.partitions + self.partition;
+        let r = mix64(self.seed.wrapping_add(i));
+        let index = match &self.zipf {
+            Some(z) => z.sample(r) - 1,
+            None => r % self.keys.len() as u64,
+        };
+        (self.keys[index as usize], mix64(i ^ VALUE_SALT) % 100)
+    }
+}
+
+/// One partition of the generator.
+pub struct GeneratorSource {
+    table: std::sync::Arc<KeyTable>,
+    spec: GeneratorInput,
+    partition: u32,
+    next: u64,
+    limit: Option<u64>,
+    rate: Option<u64>,
+    rate_origin: (Instant, u64),
+}
+
+impl GeneratorSource {
+    /// Partition `p` of `spec`, at offset 0.
+    pub fn new(spec: &GeneratorInput, table: std::sync::Arc<KeyTable>, partition: u32) -> Self {
+        let limit = if table.keys_of(partition).is_empty() {
+            Some(0)
+        } else {
+            spec.records_per_partition
+        };
+        GeneratorSource {
+            table,
+            spec: spec.clone(),
+            partition,
+            next: 0,
+            limit,
+            rate: spec.rate_per_second.filter(|r| *r > 0),
+            rate_origin: (Instant::now(), 0),
+        }
+    }
+}
+
+impl Source for GeneratorSource {
+    fn poll(&mut self, batch: &mut RecordBatch, max: usize) -> Result<Poll, SourceError> {
+        let mut end = self.next + max as u64;
+        if let Some(limit) = self.limit {
+            if self.next >= limit {
+                return Ok(Poll::End);
+            }
+            end = end.min(limit);
+        }
+        if let Some(rate) = self.rate {
+            let (t0, base) = self.rate_origin;
+            let allowed = base + (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+            if allowed <= self.next {
+                return Ok(Poll::Idle);
+            }
+            end = end.min(allowed);
+        }
+        let rule = RecordRule::new(&self.spec, &self.table, self.partition);
+        let mut digits = itoa::Buffer::new();
+        for j in self.next..end {
+            let (id, value) = rule.record(j);
+            batch.push_with(j, |buf| {
+                let start = buf.len();
+                buf.push(b'k');
+                buf.extend_from_slice(digits.format(id).as_bytes());
+                let key_len = buf.len() - start;
+                buf.extend_from_slice(digits.format(value).as_bytes());
+                key_len
+            });
+        }
+        self.next = end;
+        Ok(Poll::Records)
+    }
+
+    fn position(&self) -> u64 {
+        self.next
+    }
+
+    fn seek(&mut self, offset: u64) -> Result<(), SourceError> {
+        if let Some(limit) = self.limit {
+            if offset > limit {
+                return Err(SourceError::OffsetOutOfRange {
+                    what: format!("generator partition {}", self.partition),
+                    offset,
+                    end: limit,
+                });
+            }
+        }
+        self.next = offset;
+        self.rate_origin = (Instant::now(), offset);
+        Ok(())
+    }
+
+    fn lag(&self) -> Option<u64> {
+        self.limit.map(|l| l.saturating_sub(self.next))
+    }
+}
+
+/// Zipf sampler over ranks `1..=n` by rejection-inversion (Hörmann and Derflinger), valid for
+/// any exponent > 0; deterministic given the 63-bit random inputs it is fed.
+pub struct Zipf {
+    n: f64,
+    s: f64,
+    h_x1: f64,
+    h_n: f64,
+    cut: f64,
+}
+
+impl Zipf {
+    /// A sampler over `n >= 1` ranks with exponent `s > 0`.
+    pub fn new(n: u64, s: f64) -> Self {
+        let n = n as f64;
+        let mut z = Zipf {
+            n,
+            s,
+            h_x1: 0.0,
+            h_n: 0.0,
+            cut: 0.0,
+        };
+        z.h_x1 = z.big_h(1.5) - 1.0;
+        z.h_n = z.big_h(n + 0.5);
+        z.cut = 2.0 - z.big_h_inv(z.big_h(2.5) - z.h(2.0));
+        z
+    }
+
+    fn h(&self, x: f64) -> f64 {
+        (-self.s * x.ln()).exp()
+    }
+
+    fn big_h(&self, x: f64) -> f64 {
+        let log_x = x.ln();
+        expm1_over_x((1.0 - self.s) * log_x) * log_x
+    }
+
+    fn big_h_inv(&self, x: f64) -> f64 {
+        let t = (x * (1.0 - self.s)).max(-1.0);
+        (log1p_over_x(t) * x).exp()
+    }
+
+    /// A rank in `1..=n` from a random `u63`; retries use further mixes of it.
+    pub fn sample(&self, mut r: u64) -> u64 {
+        loop {
+            let unit = (r >> 10) as f64 / (1u64 << 53) as f64;
+            let u = self.h_n + unit * (self.h_x1 - self.h_n);
+            let x = self.big_h_inv(u);
+            let k = (x + 0.5).floor().clamp(1.0, self.n);
+            if k - x <= self.cut || u >= self.big_h(k + 0.5) - self.h(k) {
+                return k as u64;
+            }
+            r = mix64(r ^ 0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+fn expm1_over_x(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.exp_m1() / x
+    } else {
+        1.0 + x * 0.5 * (1.0 + x / 3.0 * (1.0 + 0.25 * x))
+    }
+}
+
+fn log1p_over_x(x: f64) -> f64 {
+    if x.abs() > 1e-8 {
+        x.ln_1p() / x
+    } else {
+        1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_spec::KeyDistribution;
+
+    fn spec(keys: u64, n: u32, dist: KeyDistribution) -> GeneratorInput {
+        GeneratorInput {
+            partitions: n,
+            seed: 7,
+            keys,
+            distribution: dist,
+            zipf_exponent: 1.1,
+            records_per_partition: Some(1000),
+            rate_per_second: None,
+        }
+    }
+
+    #[test]
+    fn keys_only_appear_on_their_own_partition_and_runs_repeat() {
+        let s = spec(100, 4, KeyDistribution::Uniform);
+        let table = std::sync::Arc::new(KeyTable::build(&s));
+        for p in 0..4 {
+            let mut src = GeneratorSource::new(&s, table.clone(), p);
+            let mut batch = RecordBatch::default();
+            batch.clear(p);
+            while src.poll(&mut batch, 300).unwrap() == Poll::Records {}
+            assert_eq!(batch.len(), 1000);
+            for i in 0..batch.len() {
+                let r = batch.get(i);
+                assert_eq!(r.offset, i as u64);
+                assert_eq!(partition_of(r.key, 4), p);
+            }
+            // Seeking replays the same records.
+            let mut again = GeneratorSource::new(&s, table.clone(), p);
+            again.seek(500).unwrap();
+            let mut b2 = RecordBatch::default();
+            b2.clear(p);
+            again.poll(&mut b2, 10).unwrap();
+            assert_eq!(b2.get(0).key, batch.get(500).key);
+            assert_eq!(b2.get(0).value, batch.get(500).value);
+        }
+    }
+
+    #[test]
+    fn zipf_is_skewed_towards_low_ranks_and_in_range() {
+        let z = Zipf::new(1000, 1.1);
+        let mut counts = vec![0u32; 1001];
+        for i in 0..100_000u64 {
+            let k = z.sample(mix64(i));
+            assert!((1..=1000).contains(&k));
+            counts[k as usize] += 1;
+        }
+        assert!(counts[1] > counts[10] && counts[10] > counts[500]);
+        assert!(
+            counts[1] > 10_000,
+            "rank 1 should take a large share, got {}",
+            counts[1]
+        );
+    }
+
+    #[test]
+    fn seek_past_a_finite_end_is_an_error() {
+        let s = spec(10, 1, KeyDistribution::Uniform);
+        let mut src = GeneratorSource::new(&s, std::sync::Arc::new(KeyTable::build(&s)), 0);
+        assert!(src
+            .seek(1001)
+            .unwrap_err()
+            .to_string()
+            .contains("beyond the end"));
+    }
+}

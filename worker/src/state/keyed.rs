@@ -1,0 +1,422 @@
+//! [`KeyedState`]: a task's keyed state, RocksDB behind a write-back cache.
+//!
+//! Between checkpoints every update lands in the `dirty` map, so a hot key costs one hash-map
+//! update per record instead of a RocksDB write. At a checkpoint's synchronous phase the dirty
+//! map is *frozen* (moved out in O(1)) and processing resumes at once; the asynchronous phase
+//! writes the frozen map to RocksDB, flushes and hard-links the files ([`Snapshot::take`]).
+//! Until that snapshot exists the task reads `dirty -> frozen -> RocksDB` and never writes to
+//! RocksDB itself, so the snapshot holds exactly the state at the record boundary.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocksdb::{checkpoint::Checkpoint, Direction, IteratorMode, WriteBatch, DB};
+use rustc_hash::FxHashMap;
+
+use super::db::{no_wal, StateError};
+use super::key::{self, MAX_KEY_LEN};
+
+/// Dirty entries: encoded key -> new value, `None` for a delete.
+type Writes = FxHashMap<Box<[u8]>, Option<Box<[u8]>>>;
+
+/// Rough per-entry overhead of the hash map, counted against the cache budget.
+const ENTRY_OVERHEAD: usize = 64;
+
+const PENDING: u8 = 0;
+const DONE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// The writes of one checkpoint, handed from the task to the asynchronous phase.
+struct Frozen {
+    writes: Writes,
+    state: AtomicU8,
+}
+
+/// A task's keyed state store.
+pub struct KeyedState {
+    db: Arc<DB>,
+    dirty: Writes,
+    dirty_bytes: usize,
+    cache_limit: usize,
+    frozen: Option<Arc<Frozen>>,
+    key_buf: Vec<u8>,
+}
+
+/// One checkpoint's view of the state, taken at a record boundary; consumed off the task thread.
+pub struct Snapshot {
+    db: Arc<DB>,
+    frozen: Arc<Frozen>,
+}
+
+impl KeyedState {
+    /// Wraps an open database; `cache_limit` bounds the bytes held in the write-back cache.
+    pub fn new(db: Arc<DB>, cache_limit: u64) -> Self {
+        KeyedState {
+            db,
+            dirty: Writes::default(),
+            dirty_bytes: 0,
+            cache_limit: cache_limit as usize,
+            frozen: None,
+            key_buf: Vec::with_capacity(64),
+        }
+    }
+
+    /// The underlying database (for inspection and snapshots).
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    fn encode(&mut self, key: &[u8], sub: &[u8]) -> Result<(), StateError> {
+        if key.len() > MAX_KEY_LEN {
+            return Err(StateError::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        key::encode_into(&mut self.key_buf, key, sub);
+        Ok(())
+    }
+
+    /// Calls `f` with the current value of (`key`, `sub`), without copying it.
+    pub fn read<R>(
+        &mut self,
+        key: &[u8],
+        sub: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StateError> {
+        self.encode(key, sub)?;
+        if let Some(v) = self.dirty.get(&self.key_buf[..]) {
+            return Ok(f(v.as_deref()));
+        }
+        if let Some(frozen) = &self.frozen {
+            if let Some(v) = frozen.writes.get(&self.key_buf[..]) {
+                return Ok(f(v.as_deref()));
+            }
+        }
+        let pinned = self
+            .db
+            .get_pinned(&self.key_buf)
+            .map_err(|source| StateError::Db { op: "get", source })?;
+        Ok(f(pinned.as_deref()))
+    }
+
+    /// Replaces the value of (`key`, `sub`) with `f(old)`; `None` deletes it.
+    pub fn update<V: AsRef<[u8]>>(
+        &mut self,
+        key: &[u8],
+        sub: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Option<V>,
+    ) -> Result<(), StateError> {
+        self.encode(key, sub)?;
+        if let Some(slot) = self.dirty.get_mut(&self.key_buf[..]) {
+            let new = f(slot.as_deref());
+            match (slot.as_mut(), new) {
+                // Same length: overwrite in place, no allocation (the common counter case).
+                (Some(old), Some(new)) if old.len() == new.as_ref().len() => {
+                    old.copy_from_slice(new.as_ref())
+                }
+                (_, new) => {
+                    let old_len = slot.as_ref().map_or(0, |v| v.len());
+                    let new_len = new.as_ref().map_or(0, |v| v.as_ref().len());
+                    self.dirty_bytes = (self.dirty_bytes + new_len).saturating_sub(old_len);
+                    *slot = new.map(|v| v.as_ref().into());
+                }
+            }
+            return Ok(());
+        }
+        let new = {
+            let frozen_hit = self
+                .frozen
+                .as_ref()
+                .and_then(|fz| fz.writes.get(&self.key_buf[..]).map(|v| v.as_deref()));
+            match frozen_hit {
+                Some(old) => f(old),
+                None => {
+                    let pinned = self
+                        .db
+                        .get_pinned(&self.key_buf)
+                        .map_err(|source| StateError::Db { op: "get", source })?;
+                    f(pinned.as_deref())
+                }
+            }
+        };
+        self.insert_dirty(new.map(|v| v.as_ref().into()))
+    }
+
+    fn insert_dirty(&mut self, value: Option<Box<[u8]>>) -> Result<(), StateError> {
+        self.dirty_bytes +=
+            self.key_buf.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
+        self.dirty.insert(self.key_buf.as_slice().into(), value);
+        if self.dirty_bytes > self.cache_limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Sets (`key`, `sub`) to `value`.
+    pub fn put(&mut self, key: &[u8], sub: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.update(key, sub, |_| Some(value))
+    }
+
+    /// Deletes (`key`, `sub`).
+    pub fn delete(&mut self, key: &[u8], sub: &[u8]) -> Result<(), StateError> {
+        self.update::<&[u8]>(key, sub, |_| None)
+    }
+
+    /// All (sub-key, value) pairs of `key` with `from <= sub < to` (`to = None`: no upper bound),
+    /// in sub-key order. Scans are rare (windows, timers), so they write the cache to RocksDB
+    /// first and read RocksDB alone rather than merging three sources.
+    pub fn scan(
+        &mut self,
+        key: &[u8],
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.spill()?;
+        self.encode(key, from)?;
+        let prefix_len = key::HEADER_LEN + key.len();
+        let start = self.key_buf.clone();
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(|source| StateError::Db { op: "scan", source })?;
+            if k.len() < prefix_len || k[..prefix_len] != start[..prefix_len] {
+                break;
+            }
+            let sub = &k[prefix_len..];
+            if to.is_some_and(|to| sub >= to) {
+                break;
+            }
+            out.push((sub.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Synchronous phase of a checkpoint: freezes the cache and returns the snapshot to take
+    /// off the task thread. Waits first if the previous snapshot is still being taken (one
+    /// checkpoint in flight per task).
+    pub fn begin_snapshot(&mut self) -> Result<Snapshot, StateError> {
+        self.settle_frozen()?;
+        let writes = std::mem::take(&mut self.dirty);
+        self.dirty_bytes = 0;
+        let frozen = Arc::new(Frozen {
+            writes,
+            state: AtomicU8::new(PENDING),
+        });
+        self.frozen = Some(frozen.clone());
+        Ok(Snapshot {
+            db: self.db.clone(),
+            frozen,
+        })
+    }
+
+    /// Writes the cache to RocksDB (when it is over budget, or before a scan).
+    fn spill(&mut self) -> Result<(), StateError> {
+        self.settle_frozen()?;
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut self.dirty);
+        self.dirty_bytes = 0;
+        write_batch(&self.db, &writes)
+    }
+
+    /// Waits for an in-flight snapshot to reach RocksDB, then stops reading the frozen map.
+    /// If the snapshot failed, its writes go back into the cache so nothing is lost.
+    fn settle_frozen(&mut self) -> Result<(), StateError> {
+        let Some(frozen) = self.frozen.take() else {
+            return Ok(());
+        };
+        loop {
+            match frozen.state.load(Ordering::Acquire) {
+                DONE => return Ok(()),
+                FAILED => {
+                    for (k, v) in frozen.writes.iter() {
+                        if !self.dirty.contains_key(k) {
+                            self.dirty_bytes +=
+                                k.len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
+                            self.dirty.insert(k.clone(), v.clone());
+                        }
+                    }
+                    return Ok(());
+                }
+                _ => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+    }
+
+    /// True while a snapshot taken by [`Self::begin_snapshot`] has not reached RocksDB yet.
+    pub fn snapshot_in_flight(&self) -> bool {
+        self.frozen
+            .as_ref()
+            .is_some_and(|f| f.state.load(Ordering::Acquire) == PENDING)
+    }
+
+    /// Number of entries in the write-back cache (for metrics).
+    pub fn cached_entries(&self) -> usize {
+        self.dirty.len()
+    }
+}
+
+fn write_batch(db: &DB, writes: &Writes) -> Result<(), StateError> {
+    let mut batch = WriteBatch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.put(k, v),
+            None => batch.delete(k),
+        }
+    }
+    db.write_opt(batch, &no_wal())
+        .map_err(|source| StateError::Db {
+            op: "write",
+            source,
+        })
+}
+
+impl Snapshot {
+    /// Asynchronous part of the snapshot: writes the frozen cache, flushes the memtable and
+    /// hard-links the database files into `dir` (which must not exist). Blocking.
+    pub fn take(&self, dir: &Path) -> Result<(), StateError> {
+        let result = (|| {
+            write_batch(&self.db, &self.frozen.writes)?;
+            self.db.flush().map_err(|source| StateError::Db {
+                op: "flush",
+                source,
+            })?;
+            let cp = Checkpoint::new(&self.db).map_err(|source| StateError::Db {
+                op: "checkpoint",
+                source,
+            })?;
+            cp.create_checkpoint(dir).map_err(|source| StateError::Db {
+                op: "checkpoint",
+                source,
+            })
+        })();
+        let state = if result.is_ok() { DONE } else { FAILED };
+        self.frozen.state.store(state, Ordering::Release);
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::db::open_task_db;
+    use rocksdb::Cache;
+
+    fn store(dir: &Path, limit: u64) -> KeyedState {
+        let cache = Cache::new_lru_cache(8 << 20);
+        KeyedState::new(open_task_db(&dir.join("db"), &cache).unwrap(), limit)
+    }
+
+    fn get_u64(s: &mut KeyedState, key: &[u8]) -> Option<u64> {
+        s.read(key, b"", |v| {
+            v.map(|v| u64::from_le_bytes(v.try_into().unwrap()))
+        })
+        .unwrap()
+    }
+
+    fn incr(s: &mut KeyedState, key: &[u8]) {
+        s.update(key, b"", |old| {
+            let n = old.map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap()));
+            Some((n + 1).to_le_bytes())
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn snapshot_holds_exactly_the_state_at_the_boundary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 64 << 20);
+        for _ in 0..3 {
+            incr(&mut s, b"a");
+        }
+        incr(&mut s, b"b");
+        let snap = s.begin_snapshot().unwrap();
+        // Processing continues before the snapshot is taken; reads see frozen values.
+        incr(&mut s, b"a");
+        incr(&mut s, b"c");
+        assert_eq!(get_u64(&mut s, b"b"), Some(1));
+        snap.take(&tmp.path().join("cp")).unwrap();
+        assert_eq!(get_u64(&mut s, b"a"), Some(4));
+
+        let cache = Cache::new_lru_cache(1 << 20);
+        let cp = open_task_db(&tmp.path().join("cp"), &cache).unwrap();
+        let mut restored = KeyedState::new(cp, 1 << 20);
+        assert_eq!(get_u64(&mut restored, b"a"), Some(3));
+        assert_eq!(get_u64(&mut restored, b"b"), Some(1));
+        assert_eq!(get_u64(&mut restored, b"c"), None);
+    }
+
+    #[test]
+    fn spill_over_budget_keeps_every_value_and_deletes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 10_000); // tiny: forces many spills
+        for i in 0..5_000u32 {
+            incr(&mut s, format!("k{}", i % 700).as_bytes());
+        }
+        s.delete(b"k3", b"").unwrap();
+        assert!(s.cached_entries() < 700);
+        for i in 0..700u32 {
+            let expected = if i == 3 {
+                None
+            } else {
+                Some(if i < 5000 % 700 { 8 } else { 7 })
+            };
+            assert_eq!(
+                get_u64(&mut s, format!("k{i}").as_bytes()),
+                expected,
+                "k{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn scan_returns_sub_keys_in_order_within_bounds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 64 << 20);
+        for sub in [3u8, 1, 2, 9] {
+            s.put(b"user", &[sub], &[sub * 10]).unwrap();
+        }
+        s.put(b"user2", &[1], b"x").unwrap();
+        let all = s.scan(b"user", &[], None).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                (vec![1], vec![10]),
+                (vec![2], vec![20]),
+                (vec![3], vec![30]),
+                (vec![9], vec![90])
+            ]
+        );
+        let bounded = s.scan(b"user", &[2], Some(&[9])).unwrap();
+        assert_eq!(bounded, vec![(vec![2], vec![20]), (vec![3], vec![30])]);
+    }
+
+    #[test]
+    fn a_failed_snapshot_returns_its_writes_to_the_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 64 << 20);
+        incr(&mut s, b"a");
+        let snap = s.begin_snapshot().unwrap();
+        std::fs::create_dir(tmp.path().join("exists")).unwrap();
+        // The target directory exists: RocksDB refuses, the snapshot fails.
+        assert!(snap.take(&tmp.path().join("exists")).is_err());
+        incr(&mut s, b"a");
+        let _next = s.begin_snapshot().unwrap();
+        assert_eq!(get_u64(&mut s, b"a"), Some(2));
+    }
+
+    #[test]
+    fn over_long_keys_are_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 1 << 20);
+        let long = vec![b'x'; MAX_KEY_LEN + 1];
+        let err = s.put(&long, b"", b"v").unwrap_err();
+        assert!(err.to_string().contains("longer than the maximum"));
+    }
+}

@@ -1,0 +1,436 @@
+//! The durable store of checkpoint files.
+//!
+//! Checkpoints upload RocksDB files (SSTs, the MANIFEST, OPTIONS) and then a manifest that names
+//! them with their [`FileMeta`]; restore downloads them and verifies every byte against that
+//! meta. This module is the one place that talks to the storage medium, behind one API,
+//! [`CheckpointStore`], over two backends:
+//!
+//! * a **local directory** (`file://`, the embedded default), written directly with `std::fs`
+//!   so that every published file is durable (fsynced) before a call returns: object_store's
+//!   `LocalFileSystem` does not fsync, which would let a power loss destroy a checkpoint that a
+//!   committed manifest already points to;
+//! * any **[`object_store::ObjectStore`]** (`memory://` for tests today; S3 later is one more
+//!   arm in [`CheckpointStore::from_url`] that builds an `AmazonS3` and hands it to
+//!   [`CheckpointStore::with_object_store`]).
+//!
+//! Files are addressed by `/`-separated relative keys under the store root, e.g.
+//! `tasks/task-0003/db-7f3a/sst/000123.sst`: no leading `/`, no empty, `.` or `..` segments,
+//! ASCII letters, digits and `-_.=+,@~:` (anything else is [`StorageError::InvalidKey`]).
+//! Writes are atomic: readers see a whole file or none.
+//! Manifests are written last, with [`CheckpointStore::put_bytes`] (atomic overwrite) or
+//! [`CheckpointStore::put_bytes_create_only`], whose refusal to replace an existing key fences
+//! off a stale writer.
+
+mod error;
+mod key;
+mod local;
+mod object;
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+
+pub use error::StorageError;
+
+use local::LocalDir;
+use object::ObjectBackend;
+
+/// Size and CRC32C of a stored file; recorded in manifests and verified on download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileMeta {
+    /// Length in bytes.
+    pub size: u64,
+    /// CRC32C (Castagnoli) of the whole content.
+    pub crc32c: u32,
+}
+
+impl fmt::Display for FileMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes with CRC32C {:08x}", self.size, self.crc32c)
+    }
+}
+
+/// One stored file, as returned by [`CheckpointStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The file's key.
+    pub key: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
+/// A handle on the checkpoint store: where checkpoint files and manifests live.
+///
+/// Cheap to clone (an `Arc` inside); clones share the same backend, which is how an in-memory
+/// store is shared between the checkpoint writer and restore in tests.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    backend: Backend,
+}
+
+/// The storage medium behind a [`CheckpointStore`].
+enum Backend {
+    /// `file://`: a local or mounted directory, written with explicit fsyncs.
+    Local(Arc<LocalDir>),
+    /// Any object store (`memory://` now, S3 later).
+    Object(ObjectBackend),
+}
+
+impl fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointStore")
+            .field("url", &self.url())
+            .finish()
+    }
+}
+
+impl CheckpointStore {
+    /// Opens the store a URL names (the job spec's `checkpoint.store`):
+    ///
+    /// * `file://./rel`, `file://rel` or `file:rel`: the directory `rel` relative to `base_dir`;
+    /// * `file:///abs` (or `file:/abs`): the absolute directory `/abs`;
+    /// * `memory://` or `memory://<name>`: a new, empty in-process store (each call makes a
+    ///   distinct store whatever the name; share one by cloning the returned handle);
+    ///
+    /// anything else is [`StorageError::UnsupportedUrl`] naming the URL and these forms. As in
+    /// the spec, everything after `file://` is a path (no host part, no percent-decoding). A
+    /// `file://` directory is created if missing.
+    pub fn from_url(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
+        let unsupported = || StorageError::UnsupportedUrl {
+            url: url.to_owned(),
+        };
+        let (scheme, rest) = url.split_once(':').ok_or_else(unsupported)?;
+        let backend = match scheme {
+            "file" => {
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                if path.is_empty() {
+                    return Err(unsupported());
+                }
+                let root = base_dir.join(path);
+                let root = std::path::absolute(&root)
+                    .map_err(|source| StorageError::io_path(&root, source))?;
+                Backend::Local(Arc::new(LocalDir::open(root)?))
+            }
+            "memory" if rest.starts_with("//") => Backend::Object(ObjectBackend::new(Arc::new(
+                object_store::memory::InMemory::new(),
+            ))),
+            _ => return Err(unsupported()),
+        };
+        Ok(Self::with_backend(url.to_owned(), backend))
+    }
+
+    /// A new, empty in-process store (`memory://`), for tests.
+    pub fn in_memory() -> Self {
+        Self::with_object_store("memory://", Arc::new(object_store::memory::InMemory::new()))
+    }
+
+    /// A store over an already-built object store (injected rather than looked up, so tests can
+    /// hand in their own `InMemory` or a wrapper that injects faults). `url` is only reported
+    /// by [`url`](Self::url).
+    pub fn with_object_store(url: impl Into<String>, store: Arc<dyn ObjectStore>) -> Self {
+        Self::with_backend(url.into(), Backend::Object(ObjectBackend::new(store)))
+    }
+
+    fn with_backend(url: String, backend: Backend) -> Self {
+        Self {
+            inner: Arc::new(Inner { url, backend }),
+        }
+    }
+
+    /// The URL the store was opened with, for logs and status.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Local root directory when the store is `file://`, for tools and tests.
+    pub fn local_root(&self) -> Option<&Path> {
+        match &self.inner.backend {
+            Backend::Local(dir) => Some(dir.root()),
+            Backend::Object(_) => None,
+        }
+    }
+
+    /// Copies local files into the store under the given keys, durably; returns the meta of each
+    /// file in input order.
+    ///
+    /// When the call returns `Ok`, every file is published under its key and survives a crash.
+    /// A key that already holds identical content is accepted silently (an idempotent retry);
+    /// one holding different content is [`StorageError::Conflict`], because published files are
+    /// immutable: committed manifests record their meta. On error some files of the batch may
+    /// be published and others not; nothing half-written is ever visible under a key.
+    pub async fn upload_files(
+        &self,
+        files: &[(PathBuf, String)],
+    ) -> Result<Vec<FileMeta>, StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, files) = (Arc::clone(dir), files.to_vec());
+                blocking(move || dir.upload_files(&files)).await
+            }
+            Backend::Object(store) => store.upload_files(files).await,
+        }
+    }
+
+    /// Copies a stored file to a local path (parent directories created), verifying its size and
+    /// CRC32C against `expected` (the manifest's record).
+    ///
+    /// A mismatch is [`StorageError::Corrupt`] and a missing object [`StorageError::NotFound`],
+    /// both naming the key. The content is staged in a temp file beside `local` and renamed into
+    /// place only once verified, so a failed download leaves nothing new at `local`. The file is
+    /// not fsynced: after restoring a batch, call [`sync_local_files`] if it must survive a
+    /// machine crash.
+    pub async fn download_file(
+        &self,
+        key: &str,
+        local: &Path,
+        expected: FileMeta,
+    ) -> Result<(), StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key, local) = (Arc::clone(dir), key.to_owned(), local.to_owned());
+                blocking(move || dir.download_file(&key, &local, expected)).await
+            }
+            Backend::Object(store) => store.download_file(key, local, expected).await,
+        }
+    }
+
+    /// Stores `data` under `key`, atomically replacing any previous content, durably.
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key) = (Arc::clone(dir), key.to_owned());
+                blocking(move || dir.put_bytes(&key, &data, local::PutMode::Overwrite)).await
+            }
+            Backend::Object(store) => store.put_bytes(key, data).await,
+        }
+    }
+
+    /// Stores `data` under `key` only if the key does not exist yet, atomically and durably;
+    /// otherwise [`StorageError::AlreadyExists`] and the existing content is kept. Of several
+    /// concurrent writers of one key exactly one succeeds, which fences off stale writers.
+    pub async fn put_bytes_create_only(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key) = (Arc::clone(dir), key.to_owned());
+                blocking(move || dir.put_bytes(&key, &data, local::PutMode::CreateOnly)).await
+            }
+            Backend::Object(store) => store.put_bytes_create_only(key, data).await,
+        }
+    }
+
+    /// The whole content stored under `key`; [`StorageError::NotFound`] if there is none.
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes, StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key) = (Arc::clone(dir), key.to_owned());
+                blocking(move || dir.get_bytes(&key)).await
+            }
+            Backend::Object(store) => store.get_bytes(key).await,
+        }
+    }
+
+    /// Whether a file is stored under `key`.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key) = (Arc::clone(dir), key.to_owned());
+                blocking(move || dir.exists(&key)).await
+            }
+            Backend::Object(store) => store.exists(key).await,
+        }
+    }
+
+    /// All stored files whose key starts with `prefix`, recursively, sorted by key.
+    ///
+    /// `prefix` is a plain string prefix, as in S3: `"tasks/t1"` also matches `"tasks/t10/x"`;
+    /// end it with `/` to list one directory. `""` lists the whole store. In-progress temp files
+    /// of writers are never listed.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, prefix) = (Arc::clone(dir), prefix.to_owned());
+                blocking(move || dir.list(&prefix)).await
+            }
+            Backend::Object(store) => store.list(prefix).await,
+        }
+    }
+
+    /// Deletes the file stored under `key`; a missing key is `Ok` (deletes are idempotent, so
+    /// garbage collection can be retried).
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key) = (Arc::clone(dir), key.to_owned());
+                blocking(move || dir.delete(&key)).await
+            }
+            Backend::Object(store) => store.delete(key).await,
+        }
+    }
+}
+
+/// Size of the read buffer of [`file_crc32c`].
+const CRC_BUFFER: usize = 1 << 20;
+
+/// CRC32C and size of a local file, streamed through a 1 MiB buffer. Used by the uploader and by
+/// restore to decide whether a local copy can be reused.
+pub fn file_crc32c(path: &Path) -> io::Result<FileMeta> {
+    let mut file = File::open(path)?;
+    reader_crc32c(&mut file)
+}
+
+/// CRC32C and length of everything `reader` yields.
+fn reader_crc32c(reader: &mut impl Read) -> io::Result<FileMeta> {
+    let mut buf = vec![0u8; CRC_BUFFER];
+    let mut meta = FileMeta { size: 0, crc32c: 0 };
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(meta),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        meta.crc32c = crc32c::crc32c_append(meta.crc32c, &buf[..n]);
+        meta.size += n as u64;
+    }
+}
+
+/// CRC32C (Castagnoli) of a byte slice, as recorded in [`FileMeta`].
+pub fn crc32c_of(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
+/// Makes local files durable: fdatasyncs them (from a few threads, see
+/// [`local::sync_files`]) and then fsyncs each of their parent directories once. Restore calls
+/// this after a batch of [`CheckpointStore::download_file`]s whose result must survive a machine
+/// crash.
+pub async fn sync_local_files(paths: &[PathBuf]) -> Result<(), StorageError> {
+    let paths = paths.to_vec();
+    blocking(move || {
+        local::sync_files(&paths)?;
+        let dirs: std::collections::BTreeSet<PathBuf> = paths
+            .iter()
+            .map(|p| local::parent_dir(p).to_path_buf())
+            .collect();
+        local::sync_dirs(&dirs.into_iter().collect::<Vec<_>>())
+    })
+    .await
+}
+
+/// Runs blocking filesystem work on tokio's blocking pool. A panic in it is resumed here.
+async fn blocking<T, F>(work: F) -> Result<T, StorageError>
+where
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StorageError::Io {
+            key_or_path: "checkpoint store".to_owned(),
+            source: io::Error::other(format!("blocking filesystem task was cancelled: {e}")),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_helpers_agree_with_known_values() {
+        // RFC 3720 (iSCSI) test vector for CRC32C.
+        assert_eq!(crc32c_of(b"123456789"), 0xe306_9283);
+        assert_eq!(crc32c_of(b""), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        // Larger than the buffer, not a multiple of it, so the streaming loop is exercised.
+        let data: Vec<u8> = (0..(CRC_BUFFER * 2 + 12_345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let meta = file_crc32c(&path).unwrap();
+        assert_eq!(
+            meta,
+            FileMeta {
+                size: data.len() as u64,
+                crc32c: crc32c_of(&data)
+            }
+        );
+        std::fs::write(&path, b"").unwrap();
+        assert_eq!(file_crc32c(&path).unwrap(), FileMeta { size: 0, crc32c: 0 });
+        assert_eq!(
+            file_crc32c(&dir.path().join("missing")).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn file_meta_is_serialised_as_size_and_crc() {
+        let meta = FileMeta {
+            size: 7,
+            crc32c: 0xdead_beef,
+        };
+        let json = serde_json::to_string(&meta).unwrap();
+        assert_eq!(json, r#"{"size":7,"crc32c":3735928559}"#);
+        assert_eq!(serde_json::from_str::<FileMeta>(&json).unwrap(), meta);
+        assert_eq!(meta.to_string(), "7 bytes with CRC32C deadbeef");
+    }
+
+    #[test]
+    fn urls_resolve_against_the_base_dir() {
+        let base = tempfile::tempdir().unwrap();
+        let b = base.path();
+        let abs = b.join("abs");
+        let cases: Vec<(String, PathBuf)> = vec![
+            ("file://./a/ckpt".into(), b.join("a/ckpt")),
+            ("file://b".into(), b.join("b")),
+            ("file:c/d".into(), b.join("c/d")),
+            (format!("file://{}", abs.display()), abs.clone()),
+        ];
+        for (url, dir) in &cases {
+            let store = CheckpointStore::from_url(url, b).unwrap();
+            assert_eq!(store.local_root(), Some(dir.as_path()), "{url}");
+            assert!(
+                !store
+                    .local_root()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .contains("/./"),
+                "{url}"
+            );
+            assert!(dir.is_dir(), "{url}");
+            assert_eq!(store.url(), url);
+        }
+        let mem = CheckpointStore::from_url("memory://t1", b).unwrap();
+        assert_eq!(mem.local_root(), None);
+        assert_eq!(mem.url(), "memory://t1");
+        for bad in [
+            "s3://bucket/x",
+            "file://",
+            "file:",
+            "memory:x",
+            "./ckpt",
+            "hdfs://nn/x",
+        ] {
+            let err = CheckpointStore::from_url(bad, b).unwrap_err();
+            assert!(
+                matches!(err, StorageError::UnsupportedUrl { .. }),
+                "{bad}: {err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("{bad:?}")), "{msg}");
+            assert!(msg.contains("file:///"), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The task API: what a job author implements, and the registry that builds tasks by name.
+//!
+//! A [`StreamTask`] is instantiated once per input partition (a TaskInstance). It sees each
+//! record of its partition once, in offset order, with keyed state that is checkpointed and
+//! restored for it. It never needs to know about checkpoint files, offsets or retries.
+
+pub mod builtin;
+mod context;
+mod registry;
+
+pub use context::TaskContext;
+pub use registry::{TaskFactory, TaskRegistry};
+
+use std::time::Duration;
+
+use crate::state::StateError;
+
+/// One input record, borrowed from the source's batch buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Input partition (= the task's partition).
+    pub partition: u32,
+    /// Offset of the record in its partition; the checkpoint stores the next offset to read.
+    pub offset: u64,
+    /// Partitioning key.
+    pub key: &'a [u8],
+    /// Payload.
+    pub value: &'a [u8],
+}
+
+/// Why a task could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The task's `config` in the job spec is wrong.
+    #[error("task.config.{field}: {problem}")]
+    Config {
+        /// The config key at fault.
+        field: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// One record cannot be processed (e.g. a non-numeric value for `sum`). The runtime counts
+    /// it, logs it with its partition and offset, and goes on with the next record.
+    #[error("bad record: {reason}")]
+    BadRecord {
+        /// What is wrong with the record.
+        reason: String,
+    },
+    /// The state store failed; the task stops and restarts from the last checkpoint.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The sink could not take the output; the task stops and restarts from the last checkpoint.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// No task of that name is registered.
+    #[error("task.name: unknown task '{name}'; built-in tasks are {known}, or register your own with TaskRegistry::register in your worker binary")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The registered names.
+        known: String,
+    },
+}
+
+/// A stateful stream task. Only `process` is required.
+pub trait StreamTask: Send {
+    /// Called once after the task's state has been restored, before the first record.
+    fn open(&mut self, _ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Processes one record: read and update keyed state, emit output.
+    fn process(&mut self, record: &Record<'_>, ctx: &mut TaskContext<'_>) -> Result<(), TaskError>;
+
+    /// If `Some`, [`StreamTask::on_timer`] runs at this processing-time interval (windows,
+    /// expiry).
+    fn timer_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The timer/window callback.
+    fn on_timer(&mut self, _ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Seed section 5 `beforeCheckpoint`: runs at the record boundary of the synchronous
+    /// phase, before the snapshot; flush anything the task buffers outside keyed state here.
+    fn before_checkpoint(&mut self, _ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Seed section 5 `afterCheckpoint`: runs once checkpoint `checkpoint_id` is committed by
+    /// the whole job (so its output is final); clean-up only.
+    fn after_checkpoint(&mut self, _checkpoint_id: u64) {}
+
+    /// How `cairn-worker state dump` shows a stored value. The default shows UTF-8 text as a
+    /// string and anything else as hex.
+    fn describe_value(&self, value: &[u8]) -> serde_json::Value {
+        describe_bytes(value)
+    }
+}
+
+/// UTF-8 as a JSON string, other bytes as `"0x…"` hex.
+pub fn describe_bytes(value: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(value) {
+        Ok(s) => serde_json::Value::String(s.to_owned()),
+        Err(_) => {
+            let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::Value::String(format!("0x{hex}"))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The worker survives being killed at any moment: a finite `count` job is SIGKILLed at random
+//! times (some of them during checkpoint uploads, slowed down by the fault-injection knob),
+//! restarted each time, and must end with exactly the state and the output of a run that was
+//! never interrupted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+const JOB: &str = "\
+name: crashy
+input:
+  type: generator
+  partitions: 4
+  keys: 500
+  seed: 11
+  recordsPerPartition: 50000
+  ratePerSecond: 4000
+task:
+  name: count
+output:
+  type: file
+  path: ./out
+parallelism: 2
+checkpoint:
+  interval: 150ms
+  retained: 2
+  timeout: 20s
+";
+
+#[test]
+fn random_sigkills_lose_and_duplicate_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("job.yaml"), JOB).unwrap();
+    let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
+
+    let seed: u64 = std::env::var("CAIRN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0xCA1E);
+    eprintln!("kill schedule seed {seed} (set CAIRN_TEST_SEED to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let mut kills = 0;
+    let mut slow_upload_kills = 0;
+    let mut finished_early = false;
+    while kills < 24 {
+        // Every third run uploads slowly, so that the kill lands inside an upload.
+        let slow = kills % 3 == 2;
+        let env: &[(&str, &str)] = if slow {
+            &[("CAIRN_FAULT_UPLOAD_DELAY_MS", "15")]
+        } else {
+            &[]
+        };
+        let mut child = spawn_run(dir, env);
+        let wait = Duration::from_millis(rng.random_range(80..900));
+        let started = Instant::now();
+        while started.elapsed() < wait {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                status.success(),
+                "worker failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            finished_early = true;
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        if slow {
+            slow_upload_kills += 1;
+        }
+    }
+    assert!(kills >= 20 || finished_early, "only {kills} kills happened");
+    assert!(
+        kills >= 20,
+        "the job finished after {kills} kills; slow it down so the test kills it 20 times"
+    );
+    assert!(slow_upload_kills >= 7);
+
+    // Run to completion.
+    let out = run_cmd(dir, &["run", "job.yaml", "--quiet"]);
+    assert!(
+        out.status.success(),
+        "final run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let expected = expected_counts(&spec);
+    assert_eq!(expected.values().sum::<i64>(), 200_000);
+    let dumped = dumped_counts(dir, "file://./.cairn/checkpoints");
+    assert_eq!(
+        dumped, expected,
+        "final state differs from the exact expected counts"
+    );
+
+    let published = published_lines(&dir.join("out"));
+    let expected_out = expected_count_output(&expected);
+    let duplicated: Vec<_> = published.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        duplicated.is_empty(),
+        "output published more than once: {duplicated:?}"
+    );
+    let missing: Vec<_> = expected_out
+        .keys()
+        .filter(|k| !published.contains_key(*k))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "output missing: {missing:?}");
+    assert_eq!(published, expected_out);
+}
