@@ -119,4 +119,7 @@ fn random_sigkills_lose_and_duplicate_nothing() {
         .collect();
     assert!(missing.is_empty(), "output missing: {missing:?}");
     assert_eq!(published, expected_out);
+
+    // Retention (retained: 2) left exactly what the retained checkpoints reference.
+    assert_store_consistent(&dir.join(".cairn/checkpoints"), 2);
 }

@@ -30,7 +30,7 @@ pub async fn claim(store: &CheckpointStore, who: &str) -> Result<u64, Checkpoint
             .await
         {
             Ok(()) => return Ok(g),
-            Err(e) if matches!(e, crate::storage::StorageError::AlreadyExists { .. }) => g += 1,
+            Err(crate::storage::StorageError::AlreadyExists { .. }) => g += 1,
             Err(e) => return Err(e.into()),
         }
     }

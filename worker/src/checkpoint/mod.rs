@@ -71,6 +71,16 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
+    /// A file the checkpoint references is missing from the store or has the wrong size.
+    #[error("checkpoint file {key} is {}; the checkpoint that uses it is unusable", match found { Some(size) => format!("{size} bytes in the store, expected {expected}"), None => "missing from the store".to_owned() })]
+    MissingInStore {
+        /// The stored object.
+        key: String,
+        /// Size the manifest records.
+        expected: u64,
+        /// Size found, if any.
+        found: Option<u64>,
+    },
     /// A named checkpoint does not exist or is not committed.
     #[error("checkpoint {id} is not a committed checkpoint of the store {store}; list them with `cairn-worker checkpoints {store}`")]
     NotCommitted {

@@ -71,6 +71,32 @@ pub async fn restore_task_db(
         }
     }
 
+    // Every immutable file must be in the store even when a local copy lets us skip the
+    // download: later checkpoints reference it instead of uploading it again. One listing per
+    // task checks presence and size; content is checksummed whenever a file is downloaded.
+    let task_prefix = format!("{}task-{:04}/", paths::TASKS, manifest.task);
+    let stored: HashMap<String, u64> = store
+        .list(&task_prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    for file in manifest
+        .files
+        .iter()
+        .filter(|f| paths::is_immutable_db_file(&f.name))
+    {
+        let found = stored.get(&file.key).copied();
+        if found != Some(file.meta.size) {
+            let _ = std::fs::remove_dir_all(&tmp_dir);
+            return Err(CheckpointError::MissingInStore {
+                key: file.key.clone(),
+                expected: file.meta.size,
+                found,
+            });
+        }
+    }
+
     let mut stats = RestoreStats::default();
     for file in &manifest.files {
         let target = tmp_dir.join(&file.name);

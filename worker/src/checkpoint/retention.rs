@@ -80,6 +80,9 @@ pub async fn collect(store: &CheckpointStore, retain: usize) -> Result<GcPlan, C
     listing.extend(store.list(paths::TASKS).await?);
     let plan = plan(&listing, &committed, retain, &manifests);
     execute(store, &plan).await?;
+    for prefix in [paths::CHECKPOINTS, paths::TASKS] {
+        store.purge_abandoned_uploads(prefix).await?;
+    }
     Ok(plan)
 }
 

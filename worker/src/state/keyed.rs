@@ -21,6 +21,9 @@ use super::key::{self, MAX_KEY_LEN};
 /// Dirty entries: encoded key -> new value, `None` for a delete.
 type Writes = FxHashMap<Box<[u8]>, Option<Box<[u8]>>>;
 
+/// A (sub-key, value) pair returned by a scan.
+pub type SubEntry = (Vec<u8>, Vec<u8>);
+
 /// Rough per-entry overhead of the hash map, counted against the cache budget.
 const ENTRY_OVERHEAD: usize = 64;
 
@@ -173,7 +176,7 @@ impl KeyedState {
         key: &[u8],
         from: &[u8],
         to: Option<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Vec<SubEntry>, StateError> {
         self.spill()?;
         self.encode(key, from)?;
         let prefix_len = key::HEADER_LEN + key.len();

@@ -5,4 +5,4 @@ pub mod key;
 pub mod keyed;
 
 pub use db::{open_task_db, StateError};
-pub use keyed::{KeyedState, Snapshot};
+pub use keyed::{KeyedState, Snapshot, SubEntry};

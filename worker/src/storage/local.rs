@@ -286,6 +286,13 @@ impl LocalDir {
         }
     }
 
+    /// Removes writers' temp files below the directory of `prefix`; returns how many.
+    pub(crate) fn purge_temps(&self, prefix: &str) -> Result<u64, StorageError> {
+        validate_prefix(prefix)?;
+        let start = self.root.join(prefix_dir(prefix).trim_end_matches('/'));
+        purge_temps_below(&start)
+    }
+
     /// Keys (regular files, never temps) starting with `prefix`, sorted.
     pub(crate) fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         validate_prefix(prefix)?;
@@ -296,6 +303,36 @@ impl LocalDir {
         found.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(found)
     }
+}
+
+fn purge_temps_below(dir: &Path) -> Result<u64, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if is_missing(&e) => return Ok(0),
+        Err(e) => return Err(StorageError::io_path(dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io_path(dir, e))?;
+        let path = entry.path();
+        let is_temp = entry.file_name().to_str().is_some_and(is_temp_name);
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let result = match (is_temp, is_dir) {
+            (true, true) => fs::remove_dir_all(&path).map(|_| 1),
+            (true, false) => fs::remove_file(&path).map(|_| 1),
+            (false, true) => {
+                removed += purge_temps_below(&path)?;
+                Ok(0)
+            }
+            (false, false) => Ok(0),
+        };
+        match result {
+            Ok(n) => removed += n,
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(StorageError::io_path(&path, e)),
+        }
+    }
+    Ok(removed)
 }
 
 /// Adds to `out` the files below `dir` (whose key prefix is `dir_key`, empty or ending in `/`)

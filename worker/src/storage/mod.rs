@@ -265,6 +265,21 @@ impl CheckpointStore {
         }
     }
 
+    /// Removes what writers that died mid-upload left behind under `prefix` (temp files of a
+    /// `file://` store); returns how many. Only safe while no upload under `prefix` is in
+    /// progress — the coordinator calls it after a commit, when every task is idle. Object
+    /// stores never expose partial objects; their incomplete multipart uploads are cleaned by
+    /// the bucket's lifecycle rule (see docs/checkpoints.md).
+    pub async fn purge_abandoned_uploads(&self, prefix: &str) -> Result<u64, StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, prefix) = (Arc::clone(dir), prefix.to_owned());
+                blocking(move || dir.purge_temps(&prefix)).await
+            }
+            Backend::Object(_) => Ok(0),
+        }
+    }
+
     /// Deletes the file stored under `key`; a missing key is `Ok` (deletes are idempotent, so
     /// garbage collection can be retried).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -309,10 +324,10 @@ pub fn crc32c_of(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
-/// Makes local files durable: fdatasyncs them (from a few threads, see
-/// [`local::sync_files`]) and then fsyncs each of their parent directories once. Restore calls
-/// this after a batch of [`CheckpointStore::download_file`]s whose result must survive a machine
-/// crash.
+/// Makes local files durable: fdatasyncs them from a few threads at once (the strategy that
+/// makes `file://` uploads fast) and then fsyncs each of their parent directories once. Restore
+/// calls this after a batch of [`CheckpointStore::download_file`]s whose result must survive a
+/// machine crash.
 pub async fn sync_local_files(paths: &[PathBuf]) -> Result<(), StorageError> {
     let paths = paths.to_vec();
     blocking(move || {

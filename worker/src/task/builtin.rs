@@ -188,7 +188,7 @@ impl Filter {
             let parsed = std::str::from_utf8(r.value)
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok());
-            if !parsed.is_some_and(|v| v >= min) {
+            if parsed.is_none_or(|v| v < min) {
                 return false;
             }
         }

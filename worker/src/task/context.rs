@@ -1,7 +1,7 @@
 //! [`TaskContext`]: what a task may touch while it processes a record.
 
 use crate::sink::Sink;
-use crate::state::KeyedState;
+use crate::state::{KeyedState, SubEntry};
 
 use super::TaskError;
 
@@ -92,7 +92,7 @@ impl<'a> TaskContext<'a> {
         key: &[u8],
         from: &[u8],
         to: Option<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TaskError> {
+    ) -> Result<Vec<SubEntry>, TaskError> {
         Ok(self.state.scan(key, from, to)?)
     }
 

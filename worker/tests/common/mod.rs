@@ -105,3 +105,95 @@ pub fn expected_count_output(counts: &BTreeMap<String, i64>) -> BTreeMap<(String
         .flat_map(|(k, c)| (1..=*c).map(move |i| ((k.clone(), i.to_string()), 1)))
         .collect()
 }
+
+/// Checks a `file://` store against its own manifests, reading the files directly: exactly
+/// `retained` commit records remain (or fewer if fewer were taken), every file a retained
+/// manifest references exists with its recorded size, and no SST is left that none references.
+pub fn assert_store_consistent(store_dir: &Path, retained: usize) {
+    let ckpt_root = store_dir.join("checkpoints");
+    let mut commits: Vec<PathBuf> = std::fs::read_dir(&ckpt_root)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("_COMMIT.json"))
+        .filter(|p| p.exists())
+        .collect();
+    commits.sort();
+    assert!(
+        !commits.is_empty() && commits.len() <= retained,
+        "{} commit records for retained={retained}",
+        commits.len()
+    );
+    let mut referenced = std::collections::BTreeSet::new();
+    for commit in &commits {
+        let c: serde_json::Value = serde_json::from_slice(&std::fs::read(commit).unwrap()).unwrap();
+        for t in c["tasks"].as_array().unwrap() {
+            let m: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(store_dir.join(t["manifest"].as_str().unwrap())).unwrap(),
+            )
+            .unwrap();
+            for f in m["files"].as_array().unwrap() {
+                let key = f["key"].as_str().unwrap().to_owned();
+                let len = std::fs::metadata(store_dir.join(&key))
+                    .unwrap_or_else(|_| panic!("referenced file {key} is missing"))
+                    .len();
+                assert_eq!(len, f["size"].as_u64().unwrap(), "{key} has the wrong size");
+                referenced.insert(key);
+            }
+        }
+    }
+    for entry in walk(&store_dir.join("tasks")) {
+        let key = entry
+            .strip_prefix(store_dir)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            referenced.contains(&key),
+            "unreferenced file left behind: {key}"
+        );
+    }
+}
+
+/// Every file below `dir`.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Sends SIGTERM to a child (graceful stop).
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Committed checkpoint ids listed by `cairn-worker checkpoints --json`.
+pub fn committed_ids(dir: &Path, store: &str) -> Vec<u64> {
+    let out = run_cmd(dir, &["checkpoints", store, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}

@@ -1,0 +1,41 @@
+# The README's commands. Build output goes to a persistent directory outside the checkout so
+# RocksDB (about 10 minutes to compile on 2 cores) is built once per machine, not per clone.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/cairn/target
+export CARGO_TARGET_DIR
+JOB ?= examples/wordcount.yaml
+WORKER := $(CARGO_TARGET_DIR)/debug/cairn-worker
+
+.PHONY: run test prereqs build lint fmt unit bench clean-state
+
+## Run the example job locally (no cluster): Ctrl-C stops it with a final checkpoint; run again to resume.
+run: prereqs
+	cargo build -p cairn-worker --bin cairn-worker
+	$(WORKER) run $(JOB) --metrics-addr 127.0.0.1:9249
+
+## Everything CI checks: formatting, lints, unit and integration tests.
+test: prereqs lint unit
+
+prereqs:
+	@./scripts/install-prereqs.sh
+
+build: prereqs
+	cargo build --workspace --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace
+
+fmt:
+	cargo fmt --all
+
+## Benchmarks (release build; writes the numbers recorded in docs/benchmarks.md).
+bench: prereqs
+	cargo build --release -p cairn-worker --bin cairn-bench --bin cairn-worker
+	$(CARGO_TARGET_DIR)/release/cairn-bench all
+
+## Forget the local example job's state and checkpoints.
+clean-state:
+	rm -rf .cairn out
