@@ -1,1 +1,436 @@
-fn main() {}
+//! `cairn-bench`: the benchmarks behind docs/benchmarks.md. Each runs the real engine (or the
+//! real storage code) next to a baseline measured in the same run on the same machine.
+//!
+//! ```text
+//! cairn-bench count --keys 100000            keyed count vs a bare RocksDB get+put loop
+//! cairn-bench pause --values-mb 1200         checkpoint synchronous pause at ~1 GB of state,
+//!                                            bytes uploaded per checkpoint, then file:// copy
+//!                                            and restore vs `cp -r --reflink=never && sync`
+//! cairn-bench all                            all of the above with the documented sizes
+//! ```
+//! Build with `--release`. Results go to stdout as Markdown.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_spec::JobSpec;
+use cairn_worker::checkpoint::catalog;
+use cairn_worker::checkpoint::manifest::TaskManifest;
+use cairn_worker::checkpoint::restore::restore_task_db;
+use cairn_worker::partition::mix64;
+use cairn_worker::runtime::{run_job, RunOptions};
+use cairn_worker::source::generator::{KeyTable, RecordRule};
+use cairn_worker::state::{db::no_wal, open_task_db};
+use cairn_worker::storage::CheckpointStore;
+use cairn_worker::task::{Record, StreamTask, TaskContext, TaskError, TaskRegistry};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Scratch directory (default: a fresh directory under /tmp or $TMPDIR).
+    #[arg(long, global = true)]
+    scratch: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Keyed count throughput vs bare RocksDB.
+    Count {
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 20_000_000)]
+        records: u64,
+    },
+    /// Sync pause, upload volume, copy and restore at ~1 GB of state.
+    Pause {
+        /// Megabytes of 1 KiB values written (about the state size).
+        #[arg(long, default_value_t = 1200)]
+        values_mb: u64,
+    },
+    /// Everything, with the sizes of docs/benchmarks.md.
+    All,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let scratch = cli.scratch.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    println!(
+        "machine: {} cores, {}; scratch {}",
+        num_cpus(),
+        cpu_model(),
+        scratch.display()
+    );
+    match cli.command {
+        Cmd::Count { keys, records } => count(&scratch, keys, records),
+        Cmd::Pause { values_mb } => pause(&scratch, values_mb),
+        Cmd::All => {
+            count(&scratch, 100_000, 20_000_000);
+            count(&scratch, 10_000_000, 20_000_000);
+            pause(&scratch, 1200);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+fn run_spec(
+    spec: JobSpec,
+    registry: TaskRegistry,
+    base: &Path,
+) -> (
+    Duration,
+    Arc<cairn_worker::checkpoint::coordinator::JobProgress>,
+) {
+    let progress: Arc<cairn_worker::checkpoint::coordinator::JobProgress> = Default::default();
+    let started = Instant::now();
+    run_job(RunOptions {
+        spec,
+        registry,
+        from_checkpoint: None,
+        metrics_addr: None,
+        show_progress: false,
+        base_dir: base.to_path_buf(),
+        upload_delay: None,
+        metrics: Default::default(),
+        progress: progress.clone(),
+    })
+    .expect("benchmark job failed");
+    (started.elapsed(), progress)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// count
+
+fn count(scratch: &Path, keys: u64, records: u64) {
+    let partitions = 4u32;
+    let dir = scratch.join(format!("count-{keys}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = format!(
+        "name: bench-count\ninput: {{type: generator, partitions: {partitions}, keys: {keys}, seed: 1, recordsPerPartition: {}}}\n\
+         task: {{name: count}}\noutput: {{type: \"null\"}}\nparallelism: 2\n\
+         checkpoint: {{interval: 10s, store: \"file://./ckpt\", retained: 3}}\nstate: {{dir: ./state, cacheSize: 256MiB}}\n",
+        records / partitions as u64
+    );
+    let spec = JobSpec::from_yaml_str(&yaml).unwrap();
+    drop_caches();
+    let (elapsed, progress) = run_spec(spec.clone(), TaskRegistry::with_builtins(), &dir);
+    let cairn_rate = records as f64 / elapsed.as_secs_f64();
+    let commits = block_on(async {
+        let store = CheckpointStore::from_url("file://./ckpt", &dir).unwrap();
+        let mut out = Vec::new();
+        for id in catalog::committed_ids(&store).await.unwrap() {
+            out.push(catalog::load_commit(&store, id).await.unwrap());
+        }
+        out
+    });
+    let pauses = sorted(
+        progress
+            .sync_pauses
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect(),
+    );
+
+    let baseline = bare_rocksdb(&dir, &spec, records);
+    println!("\n### keyed count, {keys} keys, {records} records, 4 partitions, 2 containers, checkpoint every 10 s\n");
+    println!("| what | records/s | time |");
+    println!("|---|---|---|");
+    println!("| Cairn `count` job (generator -> count -> null sink, incl. restore-less start and final checkpoint) | {:.0} | {:.2} s |", cairn_rate, elapsed.as_secs_f64());
+    println!("| bare RocksDB get+put loop, same key sequence, 2 threads x 2 DBs, WAL off | {:.0} | {:.2} s |", baseline.0, baseline.1);
+    println!("\ncheckpoints committed: {} (last one is the final checkpoint); sync pauses: {} samples, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", commits.len(), pauses.len(), pct(&pauses, 0.5) * 1e3, pct(&pauses, 0.99) * 1e3, pauses.last().copied().unwrap_or(0.0) * 1e3);
+    for c in &commits {
+        println!(
+            "- checkpoint {}: state {} MiB, uploaded {} MiB, new SST {} MiB",
+            c.checkpoint,
+            mib(c.total_bytes),
+            mib(c.uploaded_bytes),
+            mib(c.new_sst_bytes)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plain loop over the same records: for each, read the count from RocksDB, add one, write it
+/// back (WAL off, the same options as task databases). Two threads, each with its own DB and
+/// half the partitions, like the two containers.
+fn bare_rocksdb(dir: &Path, spec: &JobSpec, records: u64) -> (f64, f64) {
+    let cairn_spec::InputSpec::Generator(g) = &spec.input else {
+        unreachable!()
+    };
+    let table = Arc::new(KeyTable::build(g));
+    drop_caches();
+    let started = Instant::now();
+    let threads: Vec<_> = (0..2u32)
+        .map(|t| {
+            let table = table.clone();
+            let g = g.clone();
+            let path = dir.join(format!("bare-{t}"));
+            std::thread::spawn(move || {
+                let cache = rocksdb::Cache::new_lru_cache(256 << 20);
+                let db = open_task_db(&path, &cache).unwrap();
+                let w = no_wal();
+                let mut key = Vec::with_capacity(16);
+                for p in (0..g.partitions).filter(|p| p % 2 == t) {
+                    let rule = RecordRule::new(&g, &table, p);
+                    for j in 0..g.records_per_partition.unwrap() {
+                        cairn_worker::source::generator::key_into(&mut key, rule.record(j).0);
+                        let n = db
+                            .get_pinned(&key)
+                            .unwrap()
+                            .map_or(0, |v| u64::from_le_bytes(v.as_ref().try_into().unwrap()));
+                        db.put_opt(&key, (n + 1).to_le_bytes(), &w).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (records as f64 / secs, secs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// pause, upload volume, copy/restore
+
+/// Writes a 1 KiB value per record (keyed state that grows to about `values_mb`).
+struct Fill {
+    value: Vec<u8>,
+}
+
+impl StreamTask for Fill {
+    fn process(&mut self, r: &Record<'_>, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        // Incompressible-ish value derived from the offset, so compression cannot shrink state.
+        let mut x = r.offset ^ (r.partition as u64) << 40;
+        for chunk in self.value.chunks_mut(8) {
+            x = mix64(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        ctx.put(r.key, &self.value)
+    }
+}
+
+fn pause(scratch: &Path, values_mb: u64) {
+    let dir = scratch.join("pause");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let records = values_mb * 1024; // 1 KiB each
+    let keys = records; // ~63% distinct: the state is about 0.63 * values_mb
+    let yaml = format!(
+        "name: bench-pause\ninput: {{type: generator, partitions: 4, keys: {keys}, seed: 3, recordsPerPartition: {}}}\n\
+         task: {{name: fill}}\noutput: {{type: \"null\"}}\nparallelism: 2\n\
+         checkpoint: {{interval: 1s, store: \"file://./ckpt\", retained: 2}}\nstate: {{dir: ./state, cacheSize: 64MiB}}\n",
+        records / 4
+    );
+    let mut registry = TaskRegistry::new();
+    registry.register("fill", |_| {
+        Ok(Box::new(Fill {
+            value: vec![0; 1024],
+        }))
+    });
+    let spec = JobSpec::from_yaml_str(&yaml).unwrap();
+    let (elapsed, progress) = run_spec(spec, registry, &dir);
+    let pauses: Vec<f64> = progress
+        .sync_pauses
+        .lock()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect();
+    let late = sorted(pauses[pauses.len() / 2..].to_vec());
+    let all = sorted(pauses);
+
+    let store = CheckpointStore::from_url("file://./ckpt", &dir).unwrap();
+    let (commits, manifests) = block_on(async {
+        let mut commits = Vec::new();
+        let ids = catalog::committed_ids(&store).await.unwrap();
+        for id in &ids {
+            commits.push(catalog::load_commit(&store, *id).await.unwrap());
+        }
+        let (_, manifests) = catalog::load_checkpoint(&store, *ids.last().unwrap())
+            .await
+            .unwrap();
+        (commits, manifests)
+    });
+    let last = commits.last().unwrap();
+    println!("\n### checkpoint pause and upload volume, state growing to {} MiB (1 KiB values), checkpoint every 1 s\n", mib(last.total_bytes));
+    println!(
+        "run time {:.1} s for {records} records",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "sync pause, all {} samples: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        all.len(),
+        pct(&all, 0.5) * 1e3,
+        pct(&all, 0.99) * 1e3,
+        all.last().unwrap() * 1e3
+    );
+    println!("sync pause, second half of the run (state >= half its final size), {} samples: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", late.len(), pct(&late, 0.5) * 1e3, pct(&late, 0.99) * 1e3, late.last().unwrap() * 1e3);
+    println!("\n| checkpoint | state MiB | uploaded MiB | new SST MiB | uploaded / new SST |");
+    println!("|---|---|---|---|---|");
+    for c in &commits {
+        let ratio = if c.new_sst_bytes > 0 {
+            c.uploaded_bytes as f64 / c.new_sst_bytes as f64
+        } else {
+            f64::NAN
+        };
+        println!(
+            "| {} | {} | {} | {} | {:.3} |",
+            c.checkpoint,
+            mib(c.total_bytes),
+            mib(c.uploaded_bytes),
+            mib(c.new_sst_bytes),
+            ratio
+        );
+    }
+    copy_and_restore(&dir, &store, &manifests);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManifest]) {
+    let root = store.local_root().unwrap().to_path_buf();
+    // The checkpoint's files, hard-linked into one source tree for `cp -r`.
+    let src = dir.join("copy-src");
+    let mut files = Vec::new();
+    for m in manifests {
+        for f in &m.files {
+            let from = root.join(&f.key);
+            let to = src.join(&f.key);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::hard_link(&from, &to).unwrap();
+            files.push((to, f.key.clone()));
+        }
+    }
+    let bytes: u64 = manifests.iter().map(|m| m.total_bytes()).sum();
+    let mut rows = Vec::new();
+    for round in 0..3 {
+        let cp_dst = dir.join(format!("cp-dst-{round}"));
+        drop_caches();
+        let t = Instant::now();
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cp -r --reflink=never '{}' '{}' && sync",
+                src.display(),
+                cp_dst.display()
+            ))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let cp = t.elapsed().as_secs_f64();
+
+        let ours = CheckpointStore::from_url(
+            &format!("file://{}", dir.join(format!("store-{round}")).display()),
+            dir,
+        )
+        .unwrap();
+        drop_caches();
+        let t = Instant::now();
+        block_on(ours.upload_files(&files)).unwrap();
+        let upload = t.elapsed().as_secs_f64();
+
+        let restore_dst = dir.join(format!("restore-{round}"));
+        drop_caches();
+        let t = Instant::now();
+        block_on(async {
+            for m in manifests {
+                restore_task_db(
+                    store,
+                    m,
+                    &restore_dst.join(format!("task-{}", m.task)),
+                    "bench",
+                )
+                .await
+                .unwrap();
+            }
+        });
+        let _ = Command::new("sync").status();
+        let restore = t.elapsed().as_secs_f64();
+        rows.push((cp, upload, restore));
+        for d in [cp_dst, restore_dst, dir.join(format!("store-{round}"))] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let med = |f: fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rows.iter().map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[1]
+    };
+    let (cp, up, rs) = (med(|r| r.0), med(|r| r.1), med(|r| r.2));
+    println!("\n### file:// checkpoint copy and restore of {} MiB in {} files (median of 3, page cache dropped before each)\n", mib(bytes), files.len());
+    println!("| what | seconds | MiB/s | vs cp && sync |");
+    println!("|---|---|---|---|");
+    println!(
+        "| `cp -r --reflink=never src dst && sync` | {cp:.3} | {:.0} | 1.00 |",
+        mib(bytes) as f64 / cp
+    );
+    println!(
+        "| Cairn upload_files (copy, CRC32C, fdatasync, publish) | {up:.3} | {:.0} | {:.2} |",
+        mib(bytes) as f64 / up,
+        up / cp
+    );
+    println!(
+        "| Cairn restore (verify CRC32C while copying, then sync) | {rs:.3} | {:.0} | {:.2} |",
+        mib(bytes) as f64 / rs,
+        rs / cp
+    );
+    println!("\nraw rounds (cp, upload, restore): {rows:?}");
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+fn mib(b: u64) -> u64 {
+    b >> 20
+}

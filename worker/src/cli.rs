@@ -151,7 +151,9 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 registry,
                 from_checkpoint,
                 metrics_addr,
-                progress: !quiet,
+                show_progress: !quiet,
+                metrics: Default::default(),
+                progress: Default::default(),
                 base_dir: current_dir()?,
                 upload_delay,
             })?;

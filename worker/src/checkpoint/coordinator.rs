@@ -44,6 +44,22 @@ pub struct JobProgress {
     pub last_committed: Mutex<Option<CommittedInfo>>,
     /// Checkpoints aborted so far.
     pub aborted: std::sync::atomic::AtomicU64,
+    /// The most recent synchronous pauses (seconds, one per task and checkpoint), newest last;
+    /// bounded, for status reports and benchmarks that need exact percentiles.
+    pub sync_pauses: Mutex<std::collections::VecDeque<f64>>,
+}
+
+/// How many synchronous pauses [`JobProgress`] keeps.
+pub const SYNC_PAUSES_KEPT: usize = 10_000;
+
+impl JobProgress {
+    fn record_sync_pause(&self, seconds: f64) {
+        let mut pauses = self.sync_pauses.lock().expect("progress lock");
+        if pauses.len() == SYNC_PAUSES_KEPT {
+            pauses.pop_front();
+        }
+        pauses.push_back(seconds);
+    }
 }
 
 /// Why the coordinator stopped the job.
@@ -251,6 +267,7 @@ impl Coordinator {
                 event = self.events.recv() => match event {
                     Some(Event::Ack { task, checkpoint, result, sync_seconds }) if checkpoint == id => {
                         self.metrics.sync_seconds.observe(sync_seconds);
+                        self.progress.record_sync_pause(sync_seconds);
                         match result {
                             Ok(report) => {
                                 self.metrics.async_seconds.observe(report.duration.as_secs_f64());

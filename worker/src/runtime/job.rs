@@ -40,7 +40,12 @@ pub struct RunOptions {
     /// Serve `/metrics` and `/healthz` here.
     pub metrics_addr: Option<SocketAddr>,
     /// Show live progress on the terminal.
-    pub progress: bool,
+    pub show_progress: bool,
+    /// Where the run reports metrics and progress (injected so embedders and benchmarks can
+    /// read them).
+    pub metrics: Arc<Metrics>,
+    /// Checkpoint progress of the run.
+    pub progress: Arc<JobProgress>,
     /// Directory that relative paths in the spec are resolved against.
     pub base_dir: PathBuf,
     /// Fault-injection knob for tests: pause before each uploaded file.
@@ -176,7 +181,7 @@ async fn run_async(opts: RunOptions, shutdown: watch::Receiver<bool>) -> Result<
     })?;
     let who = format!("pid {} on {}", std::process::id(), hostname());
     let generation = generation::claim(&store, &who).await?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = opts.metrics.clone();
 
     // Restore.
     let restore_started = Instant::now();
@@ -281,12 +286,12 @@ async fn run_async(opts: RunOptions, shutdown: watch::Receiver<bool>) -> Result<
     }
     drop(event_tx);
 
-    let progress = Arc::new(JobProgress::default());
+    let progress = opts.progress.clone();
     if let Some(addr) = opts.metrics_addr {
         crate::http::serve(addr, metrics.clone(), progress.clone()).await?;
     }
     let progress_thread = opts
-        .progress
+        .show_progress
         .then(|| progress::spawn(metrics.clone(), progress.clone()));
 
     let (_trigger_tx, trigger_rx) = mpsc::channel(8);
