@@ -155,3 +155,44 @@ fn inspecting_an_empty_store_says_so() {
     );
     assert!(err.contains("has no committed checkpoint"), "{err}");
 }
+
+#[test]
+fn sigusr1_takes_a_checkpoint_on_demand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        dir,
+        "job.yaml",
+        "name: u\ninput: {type: generator, partitions: 2, keys: 10, ratePerSecond: 1000}\ntask: {name: count}\ncheckpoint: {interval: 1h}\n",
+    );
+    let child = spawn_run(dir, &[]);
+    std::thread::sleep(Duration::from_millis(400));
+    let store = "file://./.cairn/checkpoints";
+    for expected in 1..=2 {
+        let status = std::process::Command::new("kill")
+            .args(["-USR1", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(50));
+            ids = committed_ids(dir, store);
+            if ids.len() >= expected {
+                break;
+            }
+        }
+        assert_eq!(
+            ids.len(),
+            expected,
+            "on-demand checkpoint {expected} not committed: {ids:?}"
+        );
+    }
+    sigterm(&child);
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(
+        committed_ids(dir, store).len(),
+        3,
+        "two on-demand checkpoints and the final one"
+    );
+}

@@ -47,3 +47,38 @@ pub async fn check_not_fenced(store: &CheckpointStore, ours: u64) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_generation_fences_the_older_one() {
+        let store = CheckpointStore::in_memory();
+        let first = claim(&store, "a").await.unwrap();
+        let second = claim(&store, "b").await.unwrap();
+        assert_eq!((first, second), (1, 2));
+        check_not_fenced(&store, second).await.unwrap();
+        let err = check_not_fenced(&store, first).await.unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Fenced { ours: 1, newer: 2 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("without committing"));
+    }
+
+    #[tokio::test]
+    async fn claims_skip_a_generation_taken_concurrently() {
+        let store = CheckpointStore::in_memory();
+        // Someone else wrote generation 1 between our listing and our claim.
+        store
+            .put_bytes_create_only(&paths::generation_key(1), "x".into())
+            .await
+            .unwrap();
+        store
+            .put_bytes_create_only(&paths::generation_key(2), "x".into())
+            .await
+            .unwrap();
+        assert_eq!(claim(&store, "c").await.unwrap(), 3);
+    }
+}

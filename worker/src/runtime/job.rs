@@ -16,7 +16,7 @@ use super::container;
 use super::progress;
 use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress,
+    Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, TriggerRequest,
 };
 use crate::checkpoint::manifest::{CommitRecord, TaskManifest};
 use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db};
@@ -121,27 +121,52 @@ pub fn run_job(opts: RunOptions) -> Result<Outcome, RunError> {
             source,
         })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    runtime.spawn(forward_signals(shutdown_tx));
-    runtime.block_on(run_async(opts, shutdown_rx))
+    let (trigger_tx, trigger_rx) = mpsc::channel(8);
+    runtime.spawn(forward_signals(shutdown_tx, trigger_tx));
+    runtime.block_on(run_async(opts, shutdown_rx, trigger_rx))
 }
 
-async fn forward_signals(shutdown: watch::Sender<bool>) {
+/// SIGINT/SIGTERM: stop with a final checkpoint (a second one exits at once). SIGUSR1: take a
+/// checkpoint now (the on-demand trigger of local mode; the operator uses the control API).
+async fn forward_signals(shutdown: watch::Sender<bool>, triggers: mpsc::Sender<TriggerRequest>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         tracing::warn!("cannot install signal handlers; stop the job with SIGKILL");
         return;
     };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::info!(
-        "stop requested: taking a final checkpoint (press Ctrl-C again to exit at once)"
-    );
-    let _ = shutdown.send(true);
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tracing::warn!("second stop request: exiting without a final checkpoint");
-    std::process::exit(130);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = usr1.recv() => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if triggers.try_send(reply).is_ok() {
+                    tokio::spawn(async move {
+                        match answer.await {
+                            Ok(Ok(id)) => tracing::info!(checkpoint = id, "on-demand checkpoint committed"),
+                            Ok(Err(e)) => tracing::warn!(error = %e, "on-demand checkpoint failed"),
+                            Err(_) => {}
+                        }
+                    });
+                }
+                continue;
+            }
+        }
+        if stopping {
+            tracing::warn!("second stop request: exiting without a final checkpoint");
+            std::process::exit(130);
+        }
+        stopping = true;
+        tracing::info!(
+            "stop requested: taking a final checkpoint (press Ctrl-C again to exit at once)"
+        );
+        let _ = shutdown.send(true);
+    }
 }
 
 /// The job's local directory: `<state.dir>/<job name>`.
@@ -170,7 +195,11 @@ struct PreparedTask {
     manifest: Option<TaskManifest>,
 }
 
-async fn run_async(opts: RunOptions, shutdown: watch::Receiver<bool>) -> Result<Outcome, RunError> {
+async fn run_async(
+    opts: RunOptions,
+    shutdown: watch::Receiver<bool>,
+    trigger_rx: mpsc::Receiver<TriggerRequest>,
+) -> Result<Outcome, RunError> {
     let spec = &opts.spec;
     let partitions = spec.input.partitions();
     let store = CheckpointStore::from_url(&spec.checkpoint.store, &opts.base_dir)?;
@@ -294,7 +323,6 @@ async fn run_async(opts: RunOptions, shutdown: watch::Receiver<bool>) -> Result<
         .show_progress
         .then(|| progress::spawn(metrics.clone(), progress.clone()));
 
-    let (_trigger_tx, trigger_rx) = mpsc::channel(8);
     let coordinator = Coordinator::new(
         CoordinatorConfig {
             store: store.clone(),

@@ -204,3 +204,133 @@ impl StreamTask for Filter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{Sealed, Sink, SinkError};
+    use crate::state::{open_task_db, KeyedState};
+
+    #[derive(Default)]
+    struct Captured(Vec<(String, String)>);
+
+    impl Sink for Captured {
+        fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+            self.0.push((
+                String::from_utf8_lossy(key).into(),
+                String::from_utf8_lossy(value).into(),
+            ));
+            Ok(())
+        }
+        fn seal(&mut self, _id: u64) -> Result<Sealed, SinkError> {
+            Ok(Sealed::default())
+        }
+        fn publish(&mut self, _id: u64) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    /// Runs `records` through the named built-in task; returns the output and bad-record count.
+    fn run(
+        name: &str,
+        config: serde_json::Value,
+        records: &[(&str, &str)],
+    ) -> (Vec<(String, String)>, usize) {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = rocksdb::Cache::new_lru_cache(1 << 20);
+        let mut state = KeyedState::new(
+            open_task_db(&tmp.path().join("db"), &cache).unwrap(),
+            1 << 20,
+        );
+        let mut sink = Captured::default();
+        let cfg = config.as_object().cloned().unwrap_or_default();
+        let mut task = TaskRegistry::with_builtins().build(name, &cfg).unwrap();
+        let mut ctx = TaskContext::new(&mut state, &mut sink, 0);
+        let mut bad = 0;
+        for (i, (k, v)) in records.iter().enumerate() {
+            let r = Record {
+                partition: 0,
+                offset: i as u64,
+                key: k.as_bytes(),
+                value: v.as_bytes(),
+            };
+            match task.process(&r, &mut ctx) {
+                Ok(()) => {}
+                Err(TaskError::BadRecord { .. }) => bad += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        (sink.0, bad)
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn count_emits_running_counts() {
+        let (out, _) = run(
+            "count",
+            serde_json::json!({}),
+            &[("a", ""), ("b", ""), ("a", "")],
+        );
+        assert_eq!(out, pairs(&[("a", "1"), ("b", "1"), ("a", "2")]));
+    }
+
+    #[test]
+    fn sum_adds_values_and_skips_bad_records() {
+        let (out, bad) = run(
+            "sum",
+            serde_json::json!({}),
+            &[("a", "5"), ("a", "x"), ("a", "-2"), ("b", " 7 ")],
+        );
+        assert_eq!(out, pairs(&[("a", "5"), ("a", "3"), ("b", "7")]));
+        assert_eq!(bad, 1);
+    }
+
+    #[test]
+    fn dedupe_by_key_and_by_record() {
+        let input = [("a", "1"), ("a", "2"), ("b", "1"), ("a", "1")];
+        let (by_key, _) = run("dedupe", serde_json::json!({}), &input);
+        assert_eq!(by_key, pairs(&[("a", "1"), ("b", "1")]));
+        let (by_record, _) = run("dedupe", serde_json::json!({"by": "record"}), &input);
+        assert_eq!(by_record, pairs(&[("a", "1"), ("a", "2"), ("b", "1")]));
+    }
+
+    #[test]
+    fn filter_applies_every_condition() {
+        let input = [
+            ("user-1", "15"),
+            ("user-2", "5"),
+            ("bot-1", "50"),
+            ("user-3", "x"),
+        ];
+        let (out, _) = run(
+            "filter",
+            serde_json::json!({"keyPrefix": "user-", "minValue": 10}),
+            &input,
+        );
+        assert_eq!(out, pairs(&[("user-1", "15")]));
+        let (all, _) = run("passthrough", serde_json::json!({}), &input);
+        assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let err = TaskRegistry::with_builtins()
+            .build(
+                "filter",
+                serde_json::json!({"minValu": 3}).as_object().unwrap(),
+            )
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("task.config.minValu"), "{err}");
+        let err = TaskRegistry::with_builtins()
+            .build("nope", &Default::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("count"), "{err}");
+    }
+}
