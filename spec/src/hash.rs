@@ -19,7 +19,11 @@ impl JobSpec {
     ///
     /// Equal specs give equal hashes on every run and platform; any changed field changes it.
     pub fn spec_hash(&self) -> String {
-        let value = serde_json::to_value(self).expect("a job spec always serializes to JSON");
+        let mut value = serde_json::to_value(self).expect("a job spec always serializes to JSON");
+        // How a job starts is not what the job is.
+        if let Value::Object(map) = &mut value {
+            map.remove("restore");
+        }
         let mut canonical = String::new();
         write_canonical(&value, &mut canonical);
         format!("{:016x}", fnv1a64(canonical.as_bytes()))

@@ -55,6 +55,37 @@ pub struct JobSpec {
     /// Where local task state lives and how much it may cache.
     #[serde(default)]
     pub state: StateSpec,
+    /// How to start: from a savepoint, with offsets reset, dropping incompatible state. Not
+    /// part of the job's identity, so it is left out of [`JobSpec::spec_hash`].
+    #[serde(default, skip_serializing_if = "RestoreSpec::is_default")]
+    pub restore: RestoreSpec,
+}
+
+/// How a job starts when it has no checkpoint of its own yet, or is upgraded, rescaled or
+/// repartitioned (see docs/savepoints.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RestoreSpec {
+    /// URL of a savepoint directory to start from, e.g.
+    /// `file://./.cairn/checkpoints/savepoints/sp-000000000012`. Takes precedence over the
+    /// job's own latest checkpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<String>,
+    /// Start every input partition at offset 0 (the input was replaced, e.g. a new topic).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reset_offsets: bool,
+    /// Allow starting with empty state when the savepoint's state is not compatible with the
+    /// task (another task, or a task whose state version changed). Without it such a restore
+    /// is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_state_drop: bool,
+}
+
+impl RestoreSpec {
+    /// True when nothing is set (the section is omitted when serialised).
+    pub fn is_default(&self) -> bool {
+        *self == RestoreSpec::default()
+    }
 }
 
 fn default_parallelism() -> u32 {
@@ -73,6 +104,7 @@ impl JobSpec {
             parallelism: default_parallelism(),
             checkpoint: CheckpointSpec::default(),
             state: StateSpec::default(),
+            restore: RestoreSpec::default(),
         }
     }
 }

@@ -36,7 +36,7 @@ mod validate;
 pub use error::{FieldError, PropertyError, SpecError};
 pub use input::{FileInput, GeneratorInput, InputSpec, KeyDistribution};
 pub use job::{
-    CheckpointSpec, JobSpec, StateSpec, TaskSpec, BUILTIN_TASKS, DEFAULT_CACHE_SIZE,
+    CheckpointSpec, JobSpec, RestoreSpec, StateSpec, TaskSpec, BUILTIN_TASKS, DEFAULT_CACHE_SIZE,
     DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_STORE,
     DEFAULT_CHECKPOINT_TIMEOUT, DEFAULT_STATE_DIR,
 };

@@ -128,6 +128,12 @@ impl JobSpec {
         if let Err(err) = CheckpointStore::parse(&checkpoint.store) {
             errors.push(err);
         }
+        if let Some(savepoint) = &self.restore.savepoint {
+            if let Err(mut err) = CheckpointStore::parse(savepoint) {
+                err.field = "restore.savepoint".to_owned();
+                errors.push(err);
+            }
+        }
         errors.check(
             checkpoint.retained >= 1,
             "checkpoint.retained",

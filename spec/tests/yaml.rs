@@ -83,6 +83,7 @@ fn the_documented_example_parses_to_the_expected_spec() {
             dir: PathBuf::from("./.cairn/state"),
             cache_size: 64 << 20,
         },
+        restore: Default::default(),
     };
     assert_eq!(spec, expected);
     assert_eq!(spec.input.partitions(), 4);

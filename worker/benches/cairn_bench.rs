@@ -115,6 +115,7 @@ fn run_spec(
         spec,
         registry,
         from_checkpoint: None,
+        from_savepoint: None,
         metrics_addr: None,
         show_progress: false,
         base_dir: base.to_path_buf(),

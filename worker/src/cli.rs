@@ -35,8 +35,12 @@ enum Command {
         /// The job spec.
         job: PathBuf,
         /// Restore this committed checkpoint instead of the latest.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_savepoint")]
         from_checkpoint: Option<u64>,
+        /// Start from this savepoint (URL of its directory) — also with another parallelism,
+        /// partition count or task config than the job that took it.
+        #[arg(long)]
+        from_savepoint: Option<String>,
         /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9249.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
@@ -51,6 +55,23 @@ enum Command {
     },
     /// List the committed checkpoints of a store (e.g. file://./.cairn/checkpoints).
     Checkpoints {
+        /// Store URL.
+        store: String,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a savepoint of a committed checkpoint of a store (default: the latest). A running
+    /// job takes one on SIGUSR2.
+    Savepoint {
+        /// Store URL.
+        store: String,
+        /// Checkpoint id (default: the latest committed).
+        #[arg(long)]
+        checkpoint: Option<u64>,
+    },
+    /// List the savepoints kept in a store.
+    Savepoints {
         /// Store URL.
         store: String,
         /// Print JSON lines instead of a table.
@@ -135,6 +156,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
         Command::Run {
             job,
             from_checkpoint,
+            from_savepoint,
             metrics_addr,
             quiet,
         } => {
@@ -151,6 +173,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 spec,
                 registry,
                 from_checkpoint,
+                from_savepoint,
                 metrics_addr,
                 show_progress: !quiet,
                 metrics: Default::default(),
@@ -193,6 +216,54 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 if list.is_empty() {
                     println!("(no committed checkpoint)");
                 }
+            }
+            Ok(())
+        }
+        Command::Savepoint { store, checkpoint } => {
+            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let url = block_on(async {
+                let id = match checkpoint {
+                    Some(id) => id,
+                    None => *crate::checkpoint::catalog::committed_ids(&store)
+                        .await?
+                        .last()
+                        .ok_or_else(|| {
+                            format!("the store {} has no committed checkpoint", store.url())
+                        })?,
+                };
+                // Offline, the task's state version is unknown: recorded as 1 (see docs/savepoints.md).
+                let (location, _) = crate::checkpoint::savepoint::create(&store, id, 1).await?;
+                Ok::<_, Box<dyn Error>>(location.url())
+            })??;
+            println!("{url}");
+            Ok(())
+        }
+        Command::Savepoints { store, json } => {
+            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let list = block_on(crate::checkpoint::savepoint::list(&store))??;
+            for (location, m) in &list {
+                if json {
+                    let line = serde_json::json!({
+                        "url": location.url(), "id": m.id, "checkpoint": m.source_checkpoint,
+                        "createdAtMs": m.created_at_ms, "partitions": m.partitions,
+                        "parallelism": m.parallelism, "task": m.task_name,
+                        "specHash": m.spec_hash, "totalBytes": m.total_bytes,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{}  {}  N={} P={} task={} {}",
+                        format_time(m.created_at_ms),
+                        location.url(),
+                        m.partitions,
+                        m.parallelism,
+                        m.task_name,
+                        crate::runtime::progress::human_bytes(m.total_bytes)
+                    );
+                }
+            }
+            if list.is_empty() && !json {
+                println!("(no savepoint)");
             }
             Ok(())
         }

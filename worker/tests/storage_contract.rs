@@ -78,6 +78,33 @@ async fn contract_suite(store: CheckpointStore, raw: Raw, scratch: &Path) {
     list_is_sorted_prefixed_and_skips_temps(&store, &raw).await;
     delete_is_idempotent(&store).await;
     bad_keys_are_rejected(&store).await;
+    copies_are_independent_of_their_source(&store, scratch).await;
+}
+
+/// `copy_within` (savepoints): the copy survives deletion of the source, repeats are harmless,
+/// a missing source is NotFound.
+async fn copies_are_independent_of_their_source(store: &CheckpointStore, scratch: &Path) {
+    let data = content(300_000, 9);
+    let src = write_file(scratch, "copy-src", &data);
+    let meta = store
+        .upload_files(&[(src, "cp/a/1.sst".into())])
+        .await
+        .unwrap()[0];
+    let pairs = vec![("cp/a/1.sst".to_owned(), "sp/x/task-0000/1.sst".to_owned())];
+    store.copy_within(&pairs).await.unwrap();
+    store.copy_within(&pairs).await.unwrap();
+    store.delete("cp/a/1.sst").await.unwrap();
+    let back = scratch.join("copy-back");
+    store
+        .download_file("sp/x/task-0000/1.sst", &back, meta)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&back).unwrap(), data);
+    let err = store
+        .copy_within(&[("cp/none".into(), "sp/y".into())])
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
 }
 
 async fn upload_download_round_trip(store: &CheckpointStore, scratch: &Path) {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::manifest::{self, CommitRecord, CommittedTask, FORMAT_VERSION};
 use super::upload::PhaseReport;
-use super::{generation, now_ms, paths, retention, CheckpointError};
+use super::{generation, now_ms, paths, retention, savepoint, CheckpointError};
 use crate::metrics::Metrics;
 use crate::runtime::messages::{Command, Event};
 use crate::storage::{CheckpointStore, StorageError};
@@ -90,7 +90,7 @@ pub enum CoordinatorError {
 }
 
 /// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     /// All finite input processed; the final checkpoint is committed.
     Finished {
@@ -101,6 +101,35 @@ pub enum Ending {
     Stopped {
         /// The final checkpoint.
         checkpoint: u64,
+        /// URL of the savepoint taken from it (stop-with-savepoint).
+        savepoint: Option<String>,
+    },
+}
+
+/// A savepoint that was taken.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointInfo {
+    /// Where it is (give this to `restore.savepoint` / `--from-savepoint`).
+    pub url: String,
+    /// Its unique id.
+    pub id: String,
+    /// The checkpoint it copies.
+    pub checkpoint: u64,
+}
+
+/// Something asked of a running coordinator (SIGUSR1/SIGUSR2 locally, the control API later).
+#[derive(Debug)]
+pub enum Request {
+    /// Take a checkpoint now; answered with its id.
+    Checkpoint(oneshot::Sender<Result<u64, String>>),
+    /// Take a savepoint; with `stop`, stop the job after it (stop-with-savepoint). If it fails
+    /// the job keeps running.
+    Savepoint {
+        /// Stop after the savepoint.
+        stop: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<SavepointInfo, String>>,
     },
 }
 
@@ -118,17 +147,18 @@ pub struct CoordinatorConfig {
     pub first_id: u64,
     /// The checkpoint restored from, if any.
     pub restored: Option<u64>,
+    /// The savepoint the lineage started from (recorded in every commit).
+    pub origin: Option<String>,
+    /// The task's state version (recorded in savepoints).
+    pub state_version: u32,
 }
-
-/// An on-demand checkpoint request; answered with the committed id or why it was not.
-pub type TriggerRequest = oneshot::Sender<Result<u64, String>>;
 
 /// The coordinator of one job.
 pub struct Coordinator {
     cfg: CoordinatorConfig,
     containers: Vec<std::sync::mpsc::Sender<Command>>,
     events: mpsc::UnboundedReceiver<Event>,
-    triggers: mpsc::Receiver<TriggerRequest>,
+    triggers: mpsc::Receiver<Request>,
     metrics: Arc<Metrics>,
     progress: Arc<JobProgress>,
     next_id: u64,
@@ -142,7 +172,7 @@ impl Coordinator {
         cfg: CoordinatorConfig,
         containers: Vec<std::sync::mpsc::Sender<Command>>,
         events: mpsc::UnboundedReceiver<Event>,
-        triggers: mpsc::Receiver<TriggerRequest>,
+        triggers: mpsc::Receiver<Request>,
         metrics: Arc<Metrics>,
         progress: Arc<JobProgress>,
     ) -> Self {
@@ -192,7 +222,10 @@ impl Coordinator {
                 break self
                     .final_checkpoint()
                     .await
-                    .map(|checkpoint| Ending::Stopped { checkpoint });
+                    .map(|checkpoint| Ending::Stopped {
+                        checkpoint,
+                        savepoint: None,
+                    });
             }
             tokio::select! {
                 _ = ticker.tick() => {
@@ -208,20 +241,81 @@ impl Coordinator {
                 changed = shutdown.changed() => {
                     if changed.is_err() {
                         // The sender is gone: treat as a stop request.
-                        break self.final_checkpoint().await.map(|checkpoint| Ending::Stopped { checkpoint });
+                        break self.final_checkpoint().await.map(|checkpoint| Ending::Stopped { checkpoint, savepoint: None });
                     }
                 }
-                Some(reply) = self.triggers.recv() => {
-                    match self.checkpoint(false).await {
-                        Ok(Some(id)) => { let _ = reply.send(Ok(id)); }
-                        Ok(None) => { let _ = reply.send(Err("the checkpoint was aborted; see the worker log".into())); }
-                        Err(e) => { let _ = reply.send(Err(e.to_string())); break Err(e); }
+                Some(request) = self.triggers.recv() => {
+                    match self.on_request(request).await {
+                        Ok(Some(ending)) => break Ok(ending),
+                        Ok(None) => {}
+                        Err(e) => break Err(e),
                     }
                 }
             }
         };
         self.broadcast(Command::Stop);
         result
+    }
+
+    /// Serves one request; `Some` when it ends the run (stop-with-savepoint).
+    async fn on_request(&mut self, request: Request) -> Result<Option<Ending>, CoordinatorError> {
+        const ABORTED: &str = "the checkpoint was aborted; see the worker log";
+        match request {
+            Request::Checkpoint(reply) => {
+                let result = self.checkpoint(false).await;
+                let _ = reply.send(match &result {
+                    Ok(Some(id)) => Ok(*id),
+                    Ok(None) => Err(ABORTED.into()),
+                    Err(e) => Err(e.to_string()),
+                });
+                result.map(|_| None)
+            }
+            Request::Savepoint { stop, reply } => {
+                let id = match self.checkpoint(stop).await {
+                    Ok(Some(id)) => id,
+                    Ok(None) => {
+                        let _ = reply.send(Err(format!(
+                            "savepoint failed: {ABORTED}; the job keeps running"
+                        )));
+                        self.resume(stop);
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                        return Err(e);
+                    }
+                };
+                match savepoint::create(&self.cfg.store, id, self.cfg.state_version).await {
+                    Ok((location, manifest)) => {
+                        let info = SavepointInfo {
+                            url: location.url(),
+                            id: manifest.id,
+                            checkpoint: id,
+                        };
+                        tracing::info!(url = %info.url, checkpoint = id, stop, "savepoint taken");
+                        let _ = reply.send(Ok(info.clone()));
+                        Ok(stop.then_some(Ending::Stopped {
+                            checkpoint: id,
+                            savepoint: Some(info.url),
+                        }))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "savepoint failed; the job keeps running");
+                        let _ = reply
+                            .send(Err(format!("savepoint failed: {e}; the job keeps running")));
+                        self.resume(stop);
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets paused containers read input again after a stop-with-savepoint that failed.
+    fn resume(&self, paused: bool) {
+        if paused {
+            self.broadcast(Command::Resume);
+        }
     }
 
     fn on_idle_event(&mut self, event: Option<Event>) -> Result<(), CoordinatorError> {
@@ -355,6 +449,7 @@ impl Coordinator {
             total_bytes: acks.values().map(|r| r.total_bytes).sum(),
             uploaded_bytes: acks.values().map(|r| r.uploaded_bytes).sum(),
             new_sst_bytes: acks.values().map(|r| r.new_sst_bytes).sum(),
+            origin: self.cfg.origin.clone(),
         }
     }
 

@@ -15,8 +15,10 @@ pub mod coordinator;
 pub mod generation;
 pub mod manifest;
 pub mod paths;
+pub mod repartition;
 pub mod restore;
 pub mod retention;
+pub mod savepoint;
 pub mod upload;
 
 use crate::storage::StorageError;
@@ -89,6 +91,27 @@ pub enum CheckpointError {
         /// The store URL.
         store: String,
     },
+    /// No savepoint manifest at the given location.
+    #[error("no savepoint at {location} (no _SAVEPOINT.json): give the URL of a savepoint directory, e.g. file://./.cairn/checkpoints/savepoints/sp-000000000012; list them with `cairn-worker savepoints <store-url>`")]
+    NoSavepoint {
+        /// Where it was looked for.
+        location: String,
+    },
+    /// The savepoint's state does not belong to this task.
+    #[error("the savepoint holds state of task '{saved}' (state version {saved_version}), this job runs '{now}' (state version {now_version}); restore it with the matching task, or set restore.allowStateDrop: true to start with empty state and the savepoint's offsets")]
+    IncompatibleState {
+        /// Task in the savepoint.
+        saved: String,
+        /// Its state version.
+        saved_version: u32,
+        /// Task now.
+        now: String,
+        /// Its state version.
+        now_version: u32,
+    },
+    /// Re-splitting state failed.
+    #[error("repartitioning state: {0}")]
+    Repartition(String),
     /// No usable checkpoint could be restored although committed ones exist.
     #[error("no committed checkpoint could be restored; tried {tried:?}: {last}")]
     NothingRestorable {

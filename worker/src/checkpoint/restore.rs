@@ -74,13 +74,27 @@ pub async fn restore_task_db(
     // Every immutable file must be in the store even when a local copy lets us skip the
     // download: later checkpoints reference it instead of uploading it again. One listing per
     // task checks presence and size; content is checksummed whenever a file is downloaded.
-    let task_prefix = format!("{}task-{:04}/", paths::TASKS, manifest.task);
-    let stored: HashMap<String, u64> = store
-        .list(&task_prefix)
-        .await?
-        .into_iter()
-        .map(|o| (o.key, o.size))
+    let dirs: std::collections::BTreeSet<&str> = manifest
+        .files
+        .iter()
+        .filter(|f| paths::is_immutable_db_file(&f.name))
+        .map(|f| f.key.rsplit_once('/').map_or("", |(dir, _)| dir))
         .collect();
+    let mut stored: HashMap<String, u64> = HashMap::new();
+    for dir in dirs {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        stored.extend(
+            store
+                .list(&prefix)
+                .await?
+                .into_iter()
+                .map(|o| (o.key, o.size)),
+        );
+    }
     for file in manifest
         .files
         .iter()

@@ -132,6 +132,10 @@ fn handle(
             true
         }
         Command::Aborted(_) => true,
+        Command::Resume => {
+            *paused = false;
+            true
+        }
         Command::Stop => false,
     }
 }

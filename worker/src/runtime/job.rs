@@ -14,16 +14,14 @@ use tokio::sync::{mpsc, watch};
 
 use super::container;
 use super::progress;
+use super::start::{self, Origin, StartRequest};
 use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, TriggerRequest,
+    Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
 };
-use crate::checkpoint::manifest::{CommitRecord, TaskManifest};
-use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db};
 use crate::checkpoint::upload::TaskCheckpointer;
-use crate::checkpoint::{catalog, generation, paths, CheckpointError};
+use crate::checkpoint::{generation, CheckpointError};
 use crate::metrics::Metrics;
-use crate::partition::mix64;
 use crate::source::SourceFactory;
 use crate::state::{open_task_db, KeyedState, StateError};
 use crate::storage::{CheckpointStore, StorageError};
@@ -37,6 +35,8 @@ pub struct RunOptions {
     pub registry: TaskRegistry,
     /// Restore this checkpoint instead of the latest.
     pub from_checkpoint: Option<u64>,
+    /// Start from this savepoint (URL of its directory), whatever the store holds.
+    pub from_savepoint: Option<String>,
     /// Serve `/metrics` and `/healthz` here.
     pub metrics_addr: Option<SocketAddr>,
     /// Show live progress on the terminal.
@@ -57,8 +57,8 @@ pub struct RunOptions {
 pub struct Outcome {
     /// Finished or stopped, with the final checkpoint.
     pub ending: Ending,
-    /// The checkpoint restored at start, if any.
-    pub restored_from: Option<u64>,
+    /// What the run started from.
+    pub origin: Origin,
 }
 
 /// Why a run failed.
@@ -127,13 +127,15 @@ pub fn run_job(opts: RunOptions) -> Result<Outcome, RunError> {
 }
 
 /// SIGINT/SIGTERM: stop with a final checkpoint (a second one exits at once). SIGUSR1: take a
-/// checkpoint now (the on-demand trigger of local mode; the operator uses the control API).
-async fn forward_signals(shutdown: watch::Sender<bool>, triggers: mpsc::Sender<TriggerRequest>) {
+/// checkpoint now; SIGUSR2: take a savepoint and keep running (local mode's on-demand triggers;
+/// the operator uses the control API).
+async fn forward_signals(shutdown: watch::Sender<bool>, requests: mpsc::Sender<Request>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         tracing::warn!("cannot install signal handlers; stop the job with SIGKILL");
         return;
@@ -145,12 +147,21 @@ async fn forward_signals(shutdown: watch::Sender<bool>, triggers: mpsc::Sender<T
             _ = int.recv() => {}
             _ = usr1.recv() => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                if triggers.try_send(reply).is_ok() {
+                if requests.try_send(Request::Checkpoint(reply)).is_ok() {
                     tokio::spawn(async move {
-                        match answer.await {
-                            Ok(Ok(id)) => tracing::info!(checkpoint = id, "on-demand checkpoint committed"),
-                            Ok(Err(e)) => tracing::warn!(error = %e, "on-demand checkpoint failed"),
-                            Err(_) => {}
+                        if let Ok(Err(e)) = answer.await {
+                            tracing::warn!(error = %e, "on-demand checkpoint failed");
+                        }
+                    });
+                }
+                continue;
+            }
+            _ = usr2.recv() => {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                if requests.try_send(Request::Savepoint { stop: false, reply }).is_ok() {
+                    tokio::spawn(async move {
+                        if let Ok(Err(e)) = answer.await {
+                            tracing::warn!(error = %e, "on-demand savepoint failed");
                         }
                     });
                 }
@@ -169,36 +180,10 @@ async fn forward_signals(shutdown: watch::Sender<bool>, triggers: mpsc::Sender<T
     }
 }
 
-/// The job's local directory: `<state.dir>/<job name>`.
-pub fn job_state_dir(spec: &JobSpec, base: &Path) -> PathBuf {
-    base.join(&spec.state.dir).join(&spec.name)
-}
-
-/// Directory of task `task`.
-pub fn task_dir(job_dir: &Path, task: u32) -> PathBuf {
-    job_dir.join(format!("task-{task:04}"))
-}
-
-fn new_db_id(generation: u64, task: u32) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let salt = mix64(nanos ^ ((std::process::id() as u64) << 32) ^ task as u64);
-    format!("{generation:06}-{:08x}", salt as u32)
-}
-
-/// A task's restored (or fresh) database.
-struct PreparedTask {
-    db_dir: PathBuf,
-    db_id: String,
-    manifest: Option<TaskManifest>,
-}
-
 async fn run_async(
     opts: RunOptions,
     shutdown: watch::Receiver<bool>,
-    trigger_rx: mpsc::Receiver<TriggerRequest>,
+    trigger_rx: mpsc::Receiver<Request>,
 ) -> Result<Outcome, RunError> {
     let spec = &opts.spec;
     let partitions = spec.input.partitions();
@@ -214,65 +199,52 @@ async fn run_async(
 
     // Restore.
     let restore_started = Instant::now();
-    let (restored, prepared) =
-        restore(&store, spec, &job_dir, generation, opts.from_checkpoint).await?;
+    let block_cache = Cache::new_lru_cache(spec.state.cache_size as usize);
+    let state_version = opts
+        .registry
+        .build(&spec.task.name, &spec.task.config)?
+        .state_version();
+    let savepoint = match &opts.from_savepoint {
+        Some(url) => Some((url.clone(), true)),
+        None => spec.restore.savepoint.clone().map(|url| (url, false)),
+    };
+    let start = start::prepare(StartRequest {
+        store: &store,
+        spec,
+        job_dir: &job_dir,
+        generation,
+        checkpoint: opts.from_checkpoint,
+        savepoint,
+        base_dir: &opts.base_dir,
+        state_version,
+        cache: &block_cache,
+    })
+    .await?;
     metrics
         .restore_seconds
         .set(restore_started.elapsed().as_secs_f64());
-    let restored_id = restored.as_ref().map(|c| c.checkpoint);
-    match &restored {
-        Some(c) => tracing::info!(
-            checkpoint = c.checkpoint,
-            generation,
-            seconds = restore_started.elapsed().as_secs_f64(),
-            "restored"
-        ),
-        None => tracing::info!(
-            generation,
-            "no committed checkpoint: starting from the beginning of the input"
-        ),
-    }
-    let first_id = catalog::max_checkpoint_id(&store).await? + 1;
+    tracing::info!(origin = ?start.origin, generation, seconds = restore_started.elapsed().as_secs_f64(), "state ready");
 
     // Build task instances.
-    let block_cache = Cache::new_lru_cache(spec.state.cache_size as usize);
     let sources = SourceFactory::new(&spec.input);
     let mut instances = Vec::with_capacity(partitions as usize);
-    for (task, prepared) in (0..partitions).zip(prepared) {
+    for (task, prepared) in (0..partitions).zip(start.tasks) {
+        let instance_err = |source: InstanceError| RunError::Instance { task, source };
         let db = open_task_db(&prepared.db_dir, &block_cache)?;
         let state = KeyedState::new(db, spec.state.cache_size);
         let mut source = sources.open(task);
-        let offset = prepared
-            .manifest
-            .as_ref()
-            .and_then(|m| m.offsets.get(&task).copied())
-            .unwrap_or(0);
-        source.seek(offset).map_err(|e| RunError::Instance {
-            task,
-            source: e.into(),
-        })?;
-        let sink =
-            crate::sink::open(&spec.output, task, restored_id).map_err(|e| RunError::Instance {
-                task,
-                source: e.into(),
-            })?;
-        let known = prepared
-            .manifest
-            .iter()
-            .flat_map(|m| {
-                m.files
-                    .iter()
-                    .filter(|f| paths::is_immutable_db_file(&f.name))
-                    .cloned()
-            })
-            .collect::<Vec<_>>();
+        source
+            .seek(prepared.offset)
+            .map_err(|e| instance_err(e.into()))?;
+        let sink = crate::sink::open(&spec.output, task, start.sink_checkpoint)
+            .map_err(|e| instance_err(e.into()))?;
         let checkpointer = Arc::new(TaskCheckpointer::new(
             store.clone(),
             task,
             generation,
-            prepared.db_id.clone(),
+            prepared.db_id,
             task_dir(&job_dir, task),
-            known,
+            prepared.known,
             opts.upload_delay,
         ));
         let user_task = opts.registry.build(&spec.task.name, &spec.task.config)?;
@@ -285,7 +257,7 @@ async fn run_async(
             checkpointer,
             metrics.clone(),
         )
-        .map_err(|source| RunError::Instance { task, source })?;
+        .map_err(instance_err)?;
         instances.push(instance);
     }
 
@@ -329,8 +301,10 @@ async fn run_async(
             generation,
             spec: spec.clone(),
             assignment,
-            first_id,
-            restored: restored_id,
+            first_id: start.after_id + 1,
+            restored: start.sink_checkpoint,
+            origin: start.lineage,
+            state_version,
         },
         senders,
         event_rx,
@@ -351,127 +325,22 @@ async fn run_async(
     }
     Ok(Outcome {
         ending: ending?,
-        restored_from: restored_id,
+        origin: start.origin,
     })
-}
-
-/// Picks and rebuilds the checkpoint to start from. With `requested`, only that one; otherwise
-/// the newest committed checkpoint whose files are all present and intact, falling back to
-/// older ones with an error in the log naming what was wrong.
-async fn restore(
-    store: &CheckpointStore,
-    spec: &JobSpec,
-    job_dir: &Path,
-    generation: u64,
-    requested: Option<u64>,
-) -> Result<(Option<CommitRecord>, Vec<PreparedTask>), RunError> {
-    let partitions = spec.input.partitions();
-    let committed = catalog::committed_ids(store).await?;
-    let candidates: Vec<u64> = match requested {
-        Some(id) if committed.contains(&id) => vec![id],
-        Some(id) => {
-            return Err(CheckpointError::NotCommitted {
-                id,
-                store: store.url().to_owned(),
-            }
-            .into())
-        }
-        None => committed.iter().rev().copied().collect(),
-    };
-    let mut last_error = String::new();
-    for id in &candidates {
-        let (commit, manifests) = match catalog::load_checkpoint(store, *id).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
-                last_error = e.to_string();
-                continue;
-            }
-        };
-        if commit.partitions != partitions {
-            return Err(RunError::PartitionsChanged {
-                checkpoint: *id,
-                found: commit.partitions,
-                expected: partitions,
-            });
-        }
-        match restore_all(store, &manifests, job_dir, generation).await {
-            Ok(prepared) => return Ok((Some(commit), prepared)),
-            Err(e) => {
-                tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
-                last_error = e.to_string();
-            }
-        }
-    }
-    if !candidates.is_empty() {
-        return Err(CheckpointError::NothingRestorable {
-            tried: candidates,
-            last: last_error,
-        }
-        .into());
-    }
-    let fresh = (0..partitions)
-        .map(|task| {
-            let db_id = new_db_id(generation, task);
-            let dir = task_dir(job_dir, task);
-            let db_dir = dir.join(format!("db-{db_id}"));
-            remove_stale_local_dirs(&dir, &db_dir);
-            PreparedTask {
-                db_dir,
-                db_id,
-                manifest: None,
-            }
-        })
-        .collect();
-    Ok((None, fresh))
-}
-
-async fn restore_all(
-    store: &CheckpointStore,
-    manifests: &[TaskManifest],
-    job_dir: &Path,
-    generation: u64,
-) -> Result<Vec<PreparedTask>, CheckpointError> {
-    let mut sorted: Vec<&TaskManifest> = manifests.iter().collect();
-    sorted.sort_by_key(|m| m.task);
-    let restores = sorted.iter().map(|m| {
-        let dir = task_dir(job_dir, m.task);
-        let db_id = new_db_id(generation, m.task);
-        async move {
-            let (db_dir, stats) = restore_task_db(store, m, &dir, &db_id).await?;
-            tracing::debug!(task = m.task, ?stats, "task state restored");
-            Ok::<_, CheckpointError>((
-                dir,
-                PreparedTask {
-                    db_dir,
-                    db_id,
-                    manifest: Some((*m).clone()),
-                },
-            ))
-        }
-    });
-    let results = futures::future::join_all(restores).await;
-    let mut prepared = Vec::with_capacity(results.len());
-    let mut first_error = None;
-    for r in results {
-        match r {
-            Ok(p) => prepared.push(p),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    for (dir, p) in &prepared {
-        remove_stale_local_dirs(dir, &p.db_dir);
-    }
-    Ok(prepared.into_iter().map(|(_, p)| p).collect())
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The job's local directory: `<state.dir>/<job name>`.
+pub fn job_state_dir(spec: &JobSpec, base: &Path) -> PathBuf {
+    base.join(&spec.state.dir).join(&spec.name)
+}
+
+/// Directory of task `task`.
+pub fn task_dir(job_dir: &Path, task: u32) -> PathBuf {
+    job_dir.join(format!("task-{task:04}"))
 }

@@ -17,6 +17,8 @@ pub enum Command {
     Committed(u64),
     /// Checkpoint `id` was aborted.
     Aborted(u64),
+    /// Read input again after a pause (a stop-with-savepoint that failed).
+    Resume,
     /// Exit the run loop.
     Stop,
 }

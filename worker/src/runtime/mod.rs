@@ -5,6 +5,7 @@ pub mod container;
 pub mod job;
 pub mod messages;
 pub mod progress;
+pub mod start;
 pub mod task_instance;
 
 pub use job::{run_job, Outcome, RunError, RunOptions};

@@ -165,6 +165,51 @@ impl LocalDir {
         Ok(staged.into_iter().map(|(_, _, meta)| meta).collect())
     }
 
+    /// See [`super::CheckpointStore::copy_within`]: a hard link per file (stored files are
+    /// immutable, so sharing the data is a copy), a real copy if the filesystem refuses links;
+    /// then one fsync per touched directory.
+    pub(crate) fn copy_within(&self, pairs: &[(String, String)]) -> Result<(), StorageError> {
+        let mut touched = BTreeSet::new();
+        let mut ready = HashSet::new();
+        for (from, to) in pairs {
+            validate_key(from)?;
+            validate_key(to)?;
+            let src = self.path_of(from);
+            let dir = self.ensure_parent(to, &mut touched, &mut ready)?;
+            let dst = dir.join(file_name(to));
+            match fs::hard_link(&src, &dst) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let (a, b) = (file_crc32c(&src), file_crc32c(&dst));
+                    match (a, b) {
+                        (Ok(a), Ok(b)) if a == b => {}
+                        (Ok(a), Ok(b)) => {
+                            return Err(StorageError::Conflict {
+                                key: to.clone(),
+                                existing: b,
+                                uploading: a,
+                            })
+                        }
+                        (Err(e), _) => return Err(not_found_or_io(from, &src, e)),
+                        (_, Err(e)) => return Err(StorageError::io_path(&dst, e)),
+                    }
+                }
+                Err(e) if is_missing(&e) && !src.exists() => {
+                    return Err(not_found_or_io(from, &src, e))
+                }
+                Err(_) => {
+                    let temp = dir.join(temp_name(file_name(to)));
+                    fs::copy(&src, &temp).map_err(|e| not_found_or_io(from, &src, e))?;
+                    sync_files(std::slice::from_ref(&temp))?;
+                    let meta = file_crc32c(&temp).map_err(|e| StorageError::io_path(&temp, e))?;
+                    publish_create_only(&temp, &dst, to, meta)?;
+                }
+            }
+            touched.insert(dir);
+        }
+        sync_dirs(&touched.into_iter().collect::<Vec<_>>())
+    }
+
     /// See [`super::CheckpointStore::download_file`]: copy to a temp file beside `local`, check
     /// its size and CRC32C, rename it into place.
     pub(crate) fn download_file(

@@ -265,6 +265,19 @@ impl CheckpointStore {
         }
     }
 
+    /// Copies stored files to new keys inside the same store (`(from, to)` pairs), durably.
+    /// Used to make savepoints self-contained. On `file://` a copy is a hard link (stored files
+    /// are immutable), on object stores a server-side copy.
+    pub async fn copy_within(&self, pairs: &[(String, String)]) -> Result<(), StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, pairs) = (Arc::clone(dir), pairs.to_vec());
+                blocking(move || dir.copy_within(&pairs)).await
+            }
+            Backend::Object(store) => store.copy_within(pairs).await,
+        }
+    }
+
     /// Removes what writers that died mid-upload left behind under `prefix` (temp files of a
     /// `file://` store); returns how many. Only safe while no upload under `prefix` is in
     /// progress — the coordinator calls it after a commit, when every task is idle. Object

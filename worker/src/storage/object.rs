@@ -421,6 +421,25 @@ impl ObjectBackend {
         Ok(found)
     }
 
+    /// See [`super::CheckpointStore::copy_within`]: server-side copies.
+    pub(crate) async fn copy_within(&self, pairs: &[(String, String)]) -> Result<(), StorageError> {
+        for (from, to) in pairs {
+            validate_key(from)?;
+            validate_key(to)?;
+            let (src, dst) = (object_path(from)?, object_path(to)?);
+            retry(|_| async {
+                self.store.copy(&src, &dst).await.map_err(|e| match e {
+                    object_store::Error::NotFound { .. } => {
+                        StorageError::NotFound { key: from.clone() }
+                    }
+                    e => StorageError::object(to, e),
+                })
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// See [`super::CheckpointStore::delete`].
     pub(crate) async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;

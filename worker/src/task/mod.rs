@@ -93,6 +93,13 @@ pub trait StreamTask: Send {
     /// the whole job (so its output is final); clean-up only.
     fn after_checkpoint(&mut self, _checkpoint_id: u64) {}
 
+    /// Version of the layout of this task's state. A savepoint records it; restoring a
+    /// savepoint whose version differs is refused unless `restore.allowStateDrop` is set. Bump
+    /// it when a new version of the task can no longer read the old state.
+    fn state_version(&self) -> u32 {
+        1
+    }
+
     /// How `cairn-worker state dump` shows a stored value. The default shows UTF-8 text as a
     /// string and anything else as hex.
     fn describe_value(&self, value: &[u8]) -> serde_json::Value {

@@ -1,0 +1,364 @@
+//! Where a run starts: the job's own latest usable checkpoint, a savepoint (same N), a savepoint
+//! re-split to a new partition count, or nothing. Produces, per task, a database directory to
+//! open, the input offset to seek to, and the files already in the job's store.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cairn_spec::JobSpec;
+use rocksdb::Cache;
+
+use super::job::{task_dir, RunError};
+use crate::checkpoint::manifest::{ManifestFile, TaskManifest};
+use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db};
+use crate::checkpoint::savepoint::{SavepointLocation, SavepointManifest};
+use crate::checkpoint::{catalog, paths, repartition, CheckpointError};
+use crate::partition::mix64;
+use crate::state::open_task_db;
+use crate::storage::CheckpointStore;
+
+/// One task, ready to open.
+pub struct PreparedTask {
+    /// Its database directory (restored, re-split, or to be created).
+    pub db_dir: PathBuf,
+    /// The database instance id (namespaces its SSTs in the store).
+    pub db_id: String,
+    /// Input offset to seek to.
+    pub offset: u64,
+    /// Immutable files of this database already in the job's store (not uploaded again).
+    pub known: Vec<ManifestFile>,
+}
+
+/// What a run starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// No checkpoint, no savepoint: the beginning of the input.
+    Fresh,
+    /// The job's own committed checkpoint.
+    Checkpoint(u64),
+    /// A savepoint, re-split when `from_partitions` differs from the spec's N.
+    Savepoint {
+        /// Its URL.
+        url: String,
+        /// N when it was taken.
+        from_partitions: u32,
+        /// Whether its state was dropped (`restore.allowStateDrop`).
+        state_dropped: bool,
+    },
+}
+
+/// The prepared start of a run.
+pub struct StartPoint {
+    /// Per task, in task order.
+    pub tasks: Vec<PreparedTask>,
+    /// What it starts from.
+    pub origin: Origin,
+    /// Checkpoint id the file sink recovers to (publishes up to, discards after).
+    pub sink_checkpoint: Option<u64>,
+    /// Savepoint lineage recorded in every commit of this run.
+    pub lineage: Option<String>,
+    /// New checkpoint ids start above this.
+    pub after_id: u64,
+}
+
+/// Inputs of [`prepare`].
+pub struct StartRequest<'a> {
+    /// The job's checkpoint store.
+    pub store: &'a CheckpointStore,
+    /// The spec to run.
+    pub spec: &'a JobSpec,
+    /// `<state.dir>/<name>`.
+    pub job_dir: &'a Path,
+    /// Our generation.
+    pub generation: u64,
+    /// `--from-checkpoint`.
+    pub checkpoint: Option<u64>,
+    /// `--from-savepoint` (explicit: always used) or `restore.savepoint` (used until this
+    /// lineage has a checkpoint of its own).
+    pub savepoint: Option<(String, bool)>,
+    /// Resolves relative URLs.
+    pub base_dir: &'a Path,
+    /// The task's state version.
+    pub state_version: u32,
+    /// Block cache for databases opened while re-splitting.
+    pub cache: &'a Cache,
+}
+
+/// A fresh database instance id: generation plus randomness, never reused.
+pub fn new_db_id(generation: u64, task: u32) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let salt = mix64(nanos ^ ((std::process::id() as u64) << 32) ^ task as u64);
+    format!("{generation:06}-{:08x}", salt as u32)
+}
+
+/// Decides where to start and rebuilds every task's state for it.
+pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, RunError> {
+    let max_id = catalog::max_checkpoint_id(req.store).await?;
+    if let Some((url, explicit)) = &req.savepoint {
+        let location = SavepointLocation::from_url(url, req.base_dir)?;
+        let manifest = location.load().await?;
+        let resumed = !explicit && lineage_continues(req.store, &manifest.id).await?;
+        if !resumed {
+            let mut start = from_savepoint(&req, &location, &manifest).await?;
+            start.after_id = start.after_id.max(max_id);
+            return Ok(start);
+        }
+        tracing::info!(savepoint = %manifest.id, "this job already checkpointed after restoring the savepoint named in its spec; resuming from its own checkpoints");
+    }
+    let mut start = from_checkpoints(&req).await?;
+    start.after_id = max_id;
+    Ok(start)
+}
+
+/// True when the job's newest commit descends from savepoint `id`.
+async fn lineage_continues(store: &CheckpointStore, id: &str) -> Result<bool, CheckpointError> {
+    let Some(newest) = catalog::committed_ids(store).await?.last().copied() else {
+        return Ok(false);
+    };
+    Ok(catalog::load_commit(store, newest).await?.origin.as_deref() == Some(id))
+}
+
+/// The newest usable committed checkpoint (or the requested one), falling back past unusable
+/// ones with an error in the log naming what was wrong; fresh state if there is none.
+async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError> {
+    let partitions = req.spec.input.partitions();
+    let committed = catalog::committed_ids(req.store).await?;
+    let candidates: Vec<u64> = match req.checkpoint {
+        Some(id) if committed.contains(&id) => vec![id],
+        Some(id) => {
+            return Err(CheckpointError::NotCommitted {
+                id,
+                store: req.store.url().to_owned(),
+            }
+            .into())
+        }
+        None => committed.iter().rev().copied().collect(),
+    };
+    let mut last_error = String::new();
+    for id in &candidates {
+        let (commit, manifests) = match catalog::load_checkpoint(req.store, *id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        if commit.partitions != partitions {
+            return Err(RunError::PartitionsChanged {
+                checkpoint: *id,
+                found: commit.partitions,
+                expected: partitions,
+            });
+        }
+        match restore_all(req.store, &manifests, req.job_dir, req.generation, true).await {
+            Ok(tasks) => {
+                return Ok(StartPoint {
+                    tasks,
+                    origin: Origin::Checkpoint(*id),
+                    sink_checkpoint: Some(*id),
+                    lineage: commit.origin,
+                    after_id: 0,
+                })
+            }
+            Err(e) => {
+                tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
+                last_error = e.to_string();
+            }
+        }
+    }
+    if !candidates.is_empty() {
+        return Err(CheckpointError::NothingRestorable {
+            tried: candidates,
+            last: last_error,
+        }
+        .into());
+    }
+    let offsets = BTreeMap::new();
+    Ok(StartPoint {
+        tasks: fresh(req, &offsets),
+        origin: Origin::Fresh,
+        sink_checkpoint: None,
+        lineage: None,
+        after_id: 0,
+    })
+}
+
+fn fresh(req: &StartRequest<'_>, offsets: &BTreeMap<u32, u64>) -> Vec<PreparedTask> {
+    (0..req.spec.input.partitions())
+        .map(|task| {
+            let db_id = new_db_id(req.generation, task);
+            let dir = task_dir(req.job_dir, task);
+            let db_dir = dir.join(format!("db-{db_id}"));
+            remove_stale_local_dirs(&dir, &db_dir);
+            PreparedTask {
+                db_dir,
+                db_id,
+                offset: offsets.get(&task).copied().unwrap_or(0),
+                known: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+async fn from_savepoint(
+    req: &StartRequest<'_>,
+    location: &SavepointLocation,
+    sp: &SavepointManifest,
+) -> Result<StartPoint, RunError> {
+    let spec = req.spec;
+    let partitions = spec.input.partitions();
+    let compatible = sp.task_name == spec.task.name && sp.state_version == req.state_version;
+    if !compatible && !spec.restore.allow_state_drop {
+        return Err(CheckpointError::IncompatibleState {
+            saved: sp.task_name.clone(),
+            saved_version: sp.state_version,
+            now: spec.task.name.clone(),
+            now_version: req.state_version,
+        }
+        .into());
+    }
+    // Partitions that still exist keep their offsets, new ones start at 0 (see docs/savepoints.md).
+    let offsets: BTreeMap<u32, u64> = if spec.restore.reset_offsets {
+        BTreeMap::new()
+    } else {
+        sp.tasks
+            .iter()
+            .flat_map(|t| t.offsets.clone())
+            .filter(|(p, _)| *p < partitions)
+            .collect()
+    };
+    let tasks = if !compatible {
+        tracing::warn!(saved = %sp.task_name, now = %spec.task.name, "restore.allowStateDrop: starting with empty state and the savepoint's offsets");
+        fresh(req, &offsets)
+    } else if sp.partitions == partitions {
+        let mut tasks = restore_all(
+            &location.store,
+            &sp.task_manifests(location),
+            req.job_dir,
+            req.generation,
+            false,
+        )
+        .await?;
+        for (task, t) in tasks.iter_mut().enumerate() {
+            t.offset = offsets.get(&(task as u32)).copied().unwrap_or(0);
+        }
+        tasks
+    } else {
+        resplit(req, location, sp, &offsets).await?
+    };
+    tracing::info!(savepoint = %sp.id, from_partitions = sp.partitions, to_partitions = partitions, "restored from savepoint");
+    Ok(StartPoint {
+        tasks,
+        origin: Origin::Savepoint {
+            url: location.url(),
+            from_partitions: sp.partitions,
+            state_dropped: !compatible,
+        },
+        sink_checkpoint: Some(sp.source_checkpoint),
+        lineage: Some(sp.id.clone()),
+        after_id: sp.source_checkpoint,
+    })
+}
+
+/// N -> N': restore the old tasks into scratch directories, split them into one SST per new
+/// partition, ingest into fresh databases.
+async fn resplit(
+    req: &StartRequest<'_>,
+    location: &SavepointLocation,
+    sp: &SavepointManifest,
+    offsets: &BTreeMap<u32, u64>,
+) -> Result<Vec<PreparedTask>, RunError> {
+    let partitions = req.spec.input.partitions();
+    let scratch = req.job_dir.join(format!("repartition-{}", req.generation));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let started = std::time::Instant::now();
+    let mut old_dbs = Vec::new();
+    for m in sp.task_manifests(location) {
+        let (dir, _) = restore_task_db(
+            &location.store,
+            &m,
+            &scratch.join(format!("old-{:04}", m.task)),
+            "old",
+        )
+        .await?;
+        old_dbs.push(dir);
+    }
+    let split_dir = scratch.join("split");
+    let split = tokio::task::spawn_blocking(move || {
+        repartition::split_all(&old_dbs, partitions, &split_dir)
+    })
+    .await
+    .expect("split thread panicked")?;
+    let mut tasks = fresh(req, offsets);
+    for (task, files) in tasks.iter().zip(&split.files) {
+        let db = open_task_db(&task.db_dir, req.cache)?;
+        repartition::ingest(&db, files)?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    tracing::info!(
+        from = sp.partitions,
+        to = partitions,
+        entries = split.entries,
+        bytes = split.bytes,
+        seconds = started.elapsed().as_secs_f64(),
+        "state re-split"
+    );
+    for t in &mut tasks {
+        t.known.clear();
+    }
+    Ok(tasks)
+}
+
+/// Restores every task of a checkpoint (or same-N savepoint) in parallel. `reuse` keeps the
+/// manifests' immutable files as already stored (true for the job's own checkpoints; false for
+/// savepoints, whose files must not be referenced by the job's checkpoints).
+async fn restore_all(
+    store: &CheckpointStore,
+    manifests: &[TaskManifest],
+    job_dir: &Path,
+    generation: u64,
+    reuse: bool,
+) -> Result<Vec<PreparedTask>, CheckpointError> {
+    let mut sorted: Vec<&TaskManifest> = manifests.iter().collect();
+    sorted.sort_by_key(|m| m.task);
+    let restores = sorted.iter().map(|m| {
+        let dir = task_dir(job_dir, m.task);
+        let db_id = new_db_id(generation, m.task);
+        async move {
+            let (db_dir, stats) = restore_task_db(store, m, &dir, &db_id).await?;
+            tracing::debug!(task = m.task, ?stats, "task state restored");
+            let known = if reuse {
+                m.files
+                    .iter()
+                    .filter(|f| paths::is_immutable_db_file(&f.name))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let offset = m.offsets.get(&m.task).copied().unwrap_or(0);
+            Ok::<_, CheckpointError>((
+                dir,
+                PreparedTask {
+                    db_dir,
+                    db_id,
+                    offset,
+                    known,
+                },
+            ))
+        }
+    });
+    let results = futures::future::join_all(restores).await;
+    let mut prepared = Vec::with_capacity(results.len());
+    for r in results {
+        prepared.push(r?);
+    }
+    for (dir, p) in &prepared {
+        remove_stale_local_dirs(dir.as_path(), &p.db_dir);
+    }
+    Ok(prepared.into_iter().map(|(_, p)| p).collect())
+}
