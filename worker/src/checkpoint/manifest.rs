@@ -100,7 +100,7 @@ pub struct CommitRecord {
     pub uploaded_bytes: u64,
     /// Bytes of new SSTs since the previous checkpoint.
     pub new_sst_bytes: u64,
-    /// Id of the savepoint this lineage of checkpoints was restored from, if any: a job whose
+    /// URL of the savepoint this lineage of checkpoints was restored from, if any: a job whose
     /// spec names that savepoint resumes from its own checkpoints instead of the savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,

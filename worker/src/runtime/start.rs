@@ -99,26 +99,28 @@ pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, RunError> {
     let max_id = catalog::max_checkpoint_id(req.store).await?;
     if let Some((url, explicit)) = &req.savepoint {
         let location = SavepointLocation::from_url(url, req.base_dir)?;
-        let manifest = location.load().await?;
-        let resumed = !explicit && lineage_continues(req.store, &manifest.id).await?;
+        // Checked before reading the savepoint: once the job has checkpoints of its own, the
+        // savepoint may be deleted.
+        let resumed = !explicit && lineage_continues(req.store, &location.url()).await?;
         if !resumed {
+            let manifest = location.load().await?;
             let mut start = from_savepoint(&req, &location, &manifest).await?;
             start.after_id = start.after_id.max(max_id);
             return Ok(start);
         }
-        tracing::info!(savepoint = %manifest.id, "this job already checkpointed after restoring the savepoint named in its spec; resuming from its own checkpoints");
+        tracing::info!(savepoint = %location.url(), "this job already checkpointed after restoring the savepoint named in its spec; resuming from its own checkpoints");
     }
     let mut start = from_checkpoints(&req).await?;
     start.after_id = max_id;
     Ok(start)
 }
 
-/// True when the job's newest commit descends from savepoint `id`.
-async fn lineage_continues(store: &CheckpointStore, id: &str) -> Result<bool, CheckpointError> {
+/// True when the job's newest commit descends from the savepoint at `url`.
+async fn lineage_continues(store: &CheckpointStore, url: &str) -> Result<bool, CheckpointError> {
     let Some(newest) = catalog::committed_ids(store).await?.last().copied() else {
         return Ok(false);
     };
-    Ok(catalog::load_commit(store, newest).await?.origin.as_deref() == Some(id))
+    Ok(catalog::load_commit(store, newest).await?.origin.as_deref() == Some(url))
 }
 
 /// The newest usable committed checkpoint (or the requested one), falling back past unusable
@@ -259,7 +261,7 @@ async fn from_savepoint(
             state_dropped: !compatible,
         },
         sink_checkpoint: Some(sp.source_checkpoint),
-        lineage: Some(sp.id.clone()),
+        lineage: Some(location.url()),
         after_id: sp.source_checkpoint,
     })
 }

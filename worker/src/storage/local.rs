@@ -131,29 +131,23 @@ impl LocalDir {
         let mut temps = TempFiles::default();
         let mut touched = BTreeSet::new();
         let mut ready = HashSet::new();
-        let mut staged = Vec::with_capacity(files.len());
+        let mut plan = Vec::with_capacity(files.len());
         for (src, key) in files {
             let dir = self.ensure_parent(key, &mut touched, &mut ready)?;
             let temp = dir.join(temp_name(file_name(key)));
             temps.add(temp.clone());
-            let copied = fs::copy(src, &temp).map_err(|e| match fs::metadata(src) {
-                Err(_) => StorageError::io_path(src, e),
-                Ok(_) => StorageError::io_path(&temp, e),
-            })?;
-            // The source was just read by the copy, so this read is served from page cache.
-            let meta = file_crc32c(src).map_err(|e| StorageError::io_path(src, e))?;
-            if meta.size != copied {
-                return Err(StorageError::io_path(
-                    src,
-                    io::Error::other(format!(
-                        "file changed while being uploaded ({copied} bytes copied, {} bytes \
-                         checksummed)",
-                        meta.size
-                    )),
-                ));
-            }
-            staged.push((temp, dir, meta));
+            plan.push((src.as_path(), temp, dir));
         }
+        // Copy and checksum from two threads: the kernel copy and the CRC (served from page
+        // cache) of one file overlap with those of the next.
+        let metas = parallel_map(&plan, COPY_THREADS, |(src, temp, _)| {
+            copy_and_checksum(src, temp)
+        })?;
+        let staged: Vec<(PathBuf, PathBuf, FileMeta)> = plan
+            .into_iter()
+            .zip(metas)
+            .map(|((_, temp, dir), meta)| (temp, dir, meta))
+            .collect();
         let temp_paths: Vec<PathBuf> = staged.iter().map(|(temp, _, _)| temp.clone()).collect();
         sync_files(&temp_paths)?;
         for ((temp, dir, meta), (_, key)) in staged.iter().zip(files) {
@@ -427,6 +421,78 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Threads that copy and checksum the files of one batch.
+const COPY_THREADS: usize = 2;
+
+/// Copies `src` to `temp` in the kernel, then checksums `src` (now in page cache).
+fn copy_and_checksum(src: &Path, temp: &Path) -> Result<FileMeta, StorageError> {
+    let copied = fs::copy(src, temp).map_err(|e| match fs::metadata(src) {
+        Err(_) => StorageError::io_path(src, e),
+        Ok(_) => StorageError::io_path(temp, e),
+    })?;
+    let meta = file_crc32c(src).map_err(|e| StorageError::io_path(src, e))?;
+    if meta.size != copied {
+        return Err(StorageError::io_path(
+            src,
+            io::Error::other(format!(
+                "file changed while being uploaded ({copied} bytes copied, {} bytes checksummed)",
+                meta.size
+            )),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Runs `op` on every item from up to `threads` scoped threads; results in input order, or the
+/// first error.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    op: impl Fn(&T) -> Result<R, StorageError> + Sync,
+) -> Result<Vec<R>, StorageError> {
+    if items.len() <= 1 || threads <= 1 {
+        return items.iter().map(op).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<R, StorageError>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = op(item);
+                let failed = r.is_err();
+                *results[i].lock().expect("result slot") = Some(r);
+                if failed {
+                    next.store(items.len(), Ordering::Relaxed);
+                    break;
+                }
+            });
+        }
+    });
+    let slots: Vec<Option<Result<R, StorageError>>> = results
+        .into_iter()
+        .map(|slot| slot.into_inner().expect("result slot"))
+        .collect();
+    // The first error wins; items after it may not have run.
+    let mut out = Vec::with_capacity(items.len());
+    let mut error = None;
+    for slot in slots {
+        match slot {
+            Some(Ok(r)) => out.push(r),
+            Some(Err(e)) => {
+                error.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Publishes a synced temp file under `target` without replacing anything: a hard link, which
