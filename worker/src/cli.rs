@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::control::ControlConfig;
 use crate::inspect;
 use crate::runtime::{run_job, RunOptions};
 use crate::storage::CheckpointStore;
@@ -41,6 +42,12 @@ enum Command {
         /// partition count or task config than the job that took it.
         #[arg(long)]
         from_savepoint: Option<String>,
+        /// Serve the control API (status, checkpoints, savepoints, stop) on this address.
+        #[arg(long, env = "CAIRN_CONTROL_ADDR", requires = "control_token_file")]
+        control_addr: Option<SocketAddr>,
+        /// File holding the control API's bearer token.
+        #[arg(long, env = "CAIRN_CONTROL_TOKEN_FILE")]
+        control_token_file: Option<PathBuf>,
         /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9249.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
@@ -157,6 +164,8 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             job,
             from_checkpoint,
             from_savepoint,
+            control_addr,
+            control_token_file,
             metrics_addr,
             quiet,
         } => {
@@ -174,6 +183,9 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 registry,
                 from_checkpoint,
                 from_savepoint,
+                control: control_addr
+                    .zip(control_token_file)
+                    .map(|(addr, token_file)| ControlConfig { addr, token_file }),
                 metrics_addr,
                 show_progress: !quiet,
                 metrics: Default::default(),

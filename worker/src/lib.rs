@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod control;
 pub mod http;
 pub mod inspect;
 pub mod metrics;

@@ -21,11 +21,15 @@ use crate::checkpoint::coordinator::{
 };
 use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
+use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles, JobFacts};
 use crate::metrics::Metrics;
 use crate::source::SourceFactory;
 use crate::state::{open_task_db, KeyedState, StateError};
 use crate::storage::{CheckpointStore, StorageError};
 use crate::task::{TaskError, TaskRegistry};
+
+/// How long the control API stays up after a stop-with-savepoint whose result nobody has read.
+const CONTROL_LINGER: Duration = Duration::from_secs(30);
 
 /// Everything `cairn-worker run` needs.
 pub struct RunOptions {
@@ -37,6 +41,8 @@ pub struct RunOptions {
     pub from_checkpoint: Option<u64>,
     /// Start from this savepoint (URL of its directory), whatever the store holds.
     pub from_savepoint: Option<String>,
+    /// Serve the authenticated control API (docs/control-api.md).
+    pub control: Option<ControlConfig>,
     /// Serve `/metrics` and `/healthz` here.
     pub metrics_addr: Option<SocketAddr>,
     /// Show live progress on the terminal.
@@ -98,6 +104,9 @@ pub enum RunError {
         /// N in the spec.
         expected: u32,
     },
+    /// The control API could not start.
+    #[error(transparent)]
+    Control(#[from] ControlError),
     /// Local files could not be prepared.
     #[error("{path}: {source}")]
     Io {
@@ -121,15 +130,21 @@ pub fn run_job(opts: RunOptions) -> Result<Outcome, RunError> {
             source,
         })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (trigger_tx, trigger_rx) = mpsc::channel(8);
-    runtime.spawn(forward_signals(shutdown_tx, trigger_tx));
-    runtime.block_on(run_async(opts, shutdown_rx, trigger_rx))
+    let shutdown_tx = Arc::new(shutdown_tx);
+    let (request_tx, request_rx) = mpsc::channel(8);
+    runtime.spawn(forward_signals(shutdown_tx.clone(), request_tx.clone()));
+    let controls = Controls {
+        shutdown: shutdown_tx,
+        requests: request_tx,
+        stop: shutdown_rx,
+    };
+    runtime.block_on(run_async(opts, controls, request_rx))
 }
 
 /// SIGINT/SIGTERM: stop with a final checkpoint (a second one exits at once). SIGUSR1: take a
 /// checkpoint now; SIGUSR2: take a savepoint and keep running (local mode's on-demand triggers;
 /// the operator uses the control API).
-async fn forward_signals(shutdown: watch::Sender<bool>, requests: mpsc::Sender<Request>) {
+async fn forward_signals(shutdown: Arc<watch::Sender<bool>>, requests: mpsc::Sender<Request>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
@@ -180,9 +195,16 @@ async fn forward_signals(shutdown: watch::Sender<bool>, requests: mpsc::Sender<R
     }
 }
 
+/// The ways a run is steered: stop, and requests to the coordinator.
+struct Controls {
+    shutdown: Arc<watch::Sender<bool>>,
+    requests: mpsc::Sender<Request>,
+    stop: watch::Receiver<bool>,
+}
+
 async fn run_async(
     opts: RunOptions,
-    shutdown: watch::Receiver<bool>,
+    controls: Controls,
     trigger_rx: mpsc::Receiver<Request>,
 ) -> Result<Outcome, RunError> {
     let spec = &opts.spec;
@@ -193,6 +215,12 @@ async fn run_async(
         path: job_dir.clone(),
         source,
     })?;
+    // A bad token file fails the start before any state is touched.
+    let control_token = opts
+        .control
+        .as_ref()
+        .map(|c| read_token(&c.token_file))
+        .transpose()?;
     let who = format!("pid {} on {}", std::process::id(), hostname());
     let generation = generation::claim(&store, &who).await?;
     let metrics = opts.metrics.clone();
@@ -288,6 +316,27 @@ async fn run_async(
     drop(event_tx);
 
     let progress = opts.progress.clone();
+    let mut control_server = None;
+    if let (Some(cfg), Some(token)) = (&opts.control, control_token) {
+        let facts = JobFacts {
+            job: spec.name.clone(),
+            generation,
+            partitions,
+            parallelism,
+            spec_hash: spec.spec_hash(),
+            assignment: assignment.clone(),
+            checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
+            started_at_ms: crate::checkpoint::now_ms(),
+        };
+        let handles = ControlHandles {
+            requests: controls.requests.clone(),
+            shutdown: controls.shutdown.clone(),
+            facts,
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+        };
+        control_server = Some(control::serve(cfg, token, handles).await?);
+    }
     if let Some(addr) = opts.metrics_addr {
         crate::http::serve(addr, metrics.clone(), progress.clone()).await?;
     }
@@ -312,7 +361,18 @@ async fn run_async(
         metrics.clone(),
         progress.clone(),
     );
-    let ending = coordinator.run(shutdown).await;
+    let ending = coordinator.run(controls.stop).await;
+    if let (
+        Ok(Ending::Stopped {
+            savepoint: Some(url),
+            ..
+        }),
+        Some(server),
+    ) = (&ending, &control_server)
+    {
+        tracing::info!(%url, "stopped with a savepoint; waiting for its result to be read from the control API");
+        server.wait_for_stop_result(CONTROL_LINGER).await;
+    }
     tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();

@@ -1,0 +1,491 @@
+//! The job's control API: what the operator (or a person with the token) may ask of a running
+//! job. Served by the process that runs the coordinator, so its address is stable for the job.
+//!
+//! ```text
+//! GET  /v1/status                     job status: tasks, lag, last checkpoint, health
+//! POST /v1/checkpoints                take a checkpoint now            -> 202 operation
+//! POST /v1/savepoints {"stop": bool}  take a savepoint (and stop)      -> 202 operation
+//! GET  /v1/operations/{id}            poll an operation's result
+//! POST /v1/stop                       stop with a final checkpoint     -> 202
+//! ```
+//! Every request needs `Authorization: Bearer <token>`, the token being read from a file at
+//! start (a mounted Secret on Kubernetes). Without it: 401 and nothing happens. A malformed
+//! request: 400 with the reason. One savepoint runs at a time: asking again while one is
+//! pending returns that same operation (same `stop`) or 409 naming it (different `stop`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Request as HttpRequest, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::checkpoint::coordinator::{CommittedInfo, JobProgress, Request, SavepointInfo};
+use crate::checkpoint::now_ms;
+use crate::metrics::Metrics;
+
+/// Where and how to serve the control API.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// File holding the bearer token.
+    pub token_file: PathBuf,
+}
+
+/// Why the control API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The token file cannot be read or is empty.
+    #[error("control API token file {path}: {problem}; write a random token of at least 16 characters to it (on Kubernetes, mount the job's token Secret there)")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The address cannot be bound.
+    #[error("control API address {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads and checks the token (trailing newline ignored). The token itself is never logged.
+pub fn read_token(path: &Path) -> Result<String, ControlError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ControlError::Token {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    })?;
+    let token = text.trim().to_owned();
+    if token.len() < 16 {
+        return Err(ControlError::Token {
+            path: path.to_path_buf(),
+            problem: format!(
+                "the token has {} characters, at least 16 are needed",
+                token.len()
+            ),
+        });
+    }
+    Ok(token)
+}
+
+/// Static facts about the job shown in its status.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFacts {
+    /// Job name.
+    pub job: String,
+    /// Process generation.
+    pub generation: u64,
+    /// N.
+    pub partitions: u32,
+    /// P.
+    pub parallelism: u32,
+    /// Hash of the spec running.
+    pub spec_hash: String,
+    /// Task -> container.
+    pub assignment: BTreeMap<u32, u32>,
+    /// Checkpoint interval, for the health rule.
+    pub checkpoint_interval_ms: u64,
+    /// When the run started.
+    pub started_at_ms: u64,
+}
+
+/// One task in the status.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// Task id.
+    pub task: u32,
+    /// Its container.
+    pub container: u32,
+    /// Records read.
+    pub records_in: u64,
+    /// Records emitted.
+    pub records_out: u64,
+    /// Records or bytes not read yet.
+    pub lag: i64,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// Static facts.
+    #[serde(flatten)]
+    pub facts: JobFacts,
+    /// `running` or `stopping`.
+    pub state: &'static str,
+    /// `healthy`, or `degraded` when no checkpoint committed for three intervals.
+    pub health: &'static str,
+    /// Tasks.
+    pub tasks: Vec<TaskStatus>,
+    /// The last committed checkpoint.
+    pub last_checkpoint: Option<CommittedInfo>,
+    /// Checkpoints aborted since start.
+    pub aborted_checkpoints: u64,
+}
+
+/// An asynchronous operation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// Id to poll.
+    pub id: String,
+    /// `checkpoint` or `savepoint`.
+    pub kind: &'static str,
+    /// For savepoints: stop afterwards.
+    pub stop: bool,
+    /// `pending`, `succeeded` or `failed`.
+    pub state: &'static str,
+    /// The checkpoint taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
+    /// The savepoint taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<SavepointInfo>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was asked for.
+    pub started_at_ms: u64,
+}
+
+#[derive(Default)]
+struct Operations {
+    next: u64,
+    all: BTreeMap<String, Operation>,
+    pending_savepoint: Option<String>,
+    /// A finished stop-with-savepoint whose result someone has read.
+    stop_result_read: bool,
+}
+
+/// The running control API.
+pub struct ControlServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    ops: Arc<Mutex<Operations>>,
+}
+
+impl ControlServer {
+    /// After a stop-with-savepoint the process would exit before the caller could read the
+    /// result; this keeps the API up until a finished stop-with-savepoint operation has been
+    /// read, or `linger` has passed.
+    pub async fn wait_for_stop_result(&self, linger: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + linger;
+        while tokio::time::Instant::now() < deadline {
+            if self.ops.lock().expect("operations lock").stop_result_read {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    token: Arc<str>,
+    requests: mpsc::Sender<Request>,
+    shutdown: Arc<watch::Sender<bool>>,
+    ops: Arc<Mutex<Operations>>,
+    facts: Arc<JobFacts>,
+    metrics: Arc<Metrics>,
+    progress: Arc<JobProgress>,
+}
+
+/// Everything the API needs from the running job.
+pub struct ControlHandles {
+    /// Requests to the coordinator.
+    pub requests: mpsc::Sender<Request>,
+    /// Set to stop the job.
+    pub shutdown: Arc<watch::Sender<bool>>,
+    /// Job facts.
+    pub facts: JobFacts,
+    /// Metrics (records, lag).
+    pub metrics: Arc<Metrics>,
+    /// Checkpoint progress.
+    pub progress: Arc<JobProgress>,
+}
+
+/// Binds and serves the control API in the background.
+pub async fn serve(
+    cfg: &ControlConfig,
+    token: String,
+    handles: ControlHandles,
+) -> Result<ControlServer, ControlError> {
+    let api = Api {
+        token: token.into(),
+        requests: handles.requests,
+        shutdown: handles.shutdown,
+        ops: Default::default(),
+        facts: Arc::new(handles.facts),
+        metrics: handles.metrics,
+        progress: handles.progress,
+    };
+    let router = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/checkpoints", post(checkpoint))
+        .route("/v1/savepoints", post(savepoint))
+        .route("/v1/operations/{id}", get(operation))
+        .route("/v1/stop", post(stop))
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/control-api.md",
+            )
+        })
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| ControlError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ControlError::Bind {
+        addr: cfg.addr,
+        source,
+    })?;
+    tracing::info!(%addr, "serving the control API");
+    let server = ControlServer {
+        addr,
+        ops: api.ops.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "control API stopped");
+        }
+    });
+    Ok(server)
+}
+
+fn error(code: StatusCode, message: &str) -> Response {
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// Compares without an early exit, so response time does not reveal how much matched.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authenticate(State(api): State<Api>, req: HttpRequest, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if same(token.trim().as_bytes(), api.token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}
+
+async fn status(State(api): State<Api>) -> Json<JobStatus> {
+    let last = api
+        .progress
+        .last_committed
+        .lock()
+        .expect("progress lock")
+        .clone();
+    let interval = api.facts.checkpoint_interval_ms;
+    let since = last
+        .as_ref()
+        .map_or(api.facts.started_at_ms, |c| c.committed_at_ms);
+    let healthy = now_ms().saturating_sub(since) <= 3 * interval.max(1000);
+    let tasks = api
+        .facts
+        .assignment
+        .iter()
+        .map(|(task, container)| {
+            let label = task.to_string();
+            TaskStatus {
+                task: *task,
+                container: *container,
+                records_in: api.metrics.records_in.with_label_values(&[&label]).get(),
+                records_out: api.metrics.records_out.with_label_values(&[&label]).get(),
+                lag: api.metrics.lag.with_label_values(&[&label]).get(),
+            }
+        })
+        .collect();
+    Json(JobStatus {
+        facts: (*api.facts).clone(),
+        state: if *api.shutdown.borrow() {
+            "stopping"
+        } else {
+            "running"
+        },
+        health: if healthy { "healthy" } else { "degraded" },
+        tasks,
+        last_checkpoint: last,
+        aborted_checkpoints: api
+            .progress
+            .aborted
+            .load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+fn new_operation(ops: &mut Operations, kind: &'static str, stop: bool) -> Operation {
+    ops.next += 1;
+    let op = Operation {
+        id: format!("{kind}-{}", ops.next),
+        kind,
+        stop,
+        state: "pending",
+        checkpoint: None,
+        savepoint: None,
+        error: None,
+        started_at_ms: now_ms(),
+    };
+    ops.all.insert(op.id.clone(), op.clone());
+    op
+}
+
+fn finish(ops: &Mutex<Operations>, id: &str, update: impl FnOnce(&mut Operation)) {
+    let mut ops = ops.lock().expect("operations lock");
+    if ops.pending_savepoint.as_deref() == Some(id) {
+        ops.pending_savepoint = None;
+    }
+    if let Some(op) = ops.all.get_mut(id) {
+        update(op);
+    }
+}
+
+async fn checkpoint(State(api): State<Api>) -> Response {
+    let (reply, answer) = oneshot::channel();
+    if api.requests.try_send(Request::Checkpoint(reply)).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the coordinator is busy or stopping; retry later",
+        );
+    }
+    let op = new_operation(
+        &mut api.ops.lock().expect("operations lock"),
+        "checkpoint",
+        false,
+    );
+    let (ops, id) = (api.ops.clone(), op.id.clone());
+    tokio::spawn(async move {
+        let result = answer
+            .await
+            .unwrap_or_else(|_| Err("the job stopped before answering".into()));
+        finish(&ops, &id, |op| match result {
+            Ok(checkpoint) => (op.state, op.checkpoint) = ("succeeded", Some(checkpoint)),
+            Err(e) => (op.state, op.error) = ("failed", Some(e)),
+        });
+    });
+    (StatusCode::ACCEPTED, Json(op)).into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SavepointBody {
+    #[serde(default)]
+    stop: bool,
+}
+
+async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
+    let body: SavepointBody = if body.iter().all(u8::is_ascii_whitespace) {
+        SavepointBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("body must be JSON like {{\"stop\": true}}: {e}"),
+                )
+            }
+        }
+    };
+    let mut ops = api.ops.lock().expect("operations lock");
+    if let Some(pending) = ops
+        .pending_savepoint
+        .clone()
+        .and_then(|id| ops.all.get(&id).cloned())
+    {
+        if pending.stop == body.stop {
+            return (StatusCode::ACCEPTED, Json(pending)).into_response();
+        }
+        return error(
+            StatusCode::CONFLICT,
+            &format!(
+                "savepoint operation {} (stop: {}) is already running; poll it, then ask again",
+                pending.id, pending.stop
+            ),
+        );
+    }
+    let (reply, answer) = oneshot::channel();
+    if api
+        .requests
+        .try_send(Request::Savepoint {
+            stop: body.stop,
+            reply,
+        })
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the coordinator is busy or stopping; retry later",
+        );
+    }
+    let op = new_operation(&mut ops, "savepoint", body.stop);
+    ops.pending_savepoint = Some(op.id.clone());
+    drop(ops);
+    let (ops, id) = (api.ops.clone(), op.id.clone());
+    tokio::spawn(async move {
+        let result = answer
+            .await
+            .unwrap_or_else(|_| Err("the job stopped before answering".into()));
+        finish(&ops, &id, |op| match result {
+            Ok(info) => {
+                op.state = "succeeded";
+                op.checkpoint = Some(info.checkpoint);
+                op.savepoint = Some(info);
+            }
+            Err(e) => (op.state, op.error) = ("failed", Some(e)),
+        });
+    });
+    (StatusCode::ACCEPTED, Json(op)).into_response()
+}
+
+async fn operation(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Response {
+    let mut ops = api.ops.lock().expect("operations lock");
+    match ops.all.get(&id).cloned() {
+        Some(op) => {
+            if op.stop && op.state != "pending" {
+                ops.stop_result_read = true;
+            }
+            Json(op).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, &format!("no operation {id:?}")),
+    }
+}
+
+async fn stop(State(api): State<Api>) -> Response {
+    let _ = api.shutdown.send(true);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "state": "stopping" })),
+    )
+        .into_response()
+}

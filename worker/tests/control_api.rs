@@ -1,0 +1,288 @@
+//! The control API of a running job: authentication, bad requests, status, on-demand
+//! checkpoints, concurrent savepoint requests, and stop-with-savepoint under load with exact
+//! results after restoring the savepoint.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct Http {
+    addr: String,
+}
+
+impl Http {
+    /// Sends a request; returns (status code, body).
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    fn json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (code, text) = self.call(method, path, Some(TOKEN), body);
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}")),
+        )
+    }
+
+    /// Polls an operation until it is no longer pending.
+    fn wait(&self, id: &str) -> serde_json::Value {
+        for _ in 0..600 {
+            let (code, op) = self.json("GET", &format!("/v1/operations/{id}"), "");
+            assert_eq!(code, 200, "{op}");
+            if op["state"] != "pending" {
+                return op;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("operation {id} still pending");
+    }
+}
+
+fn start(dir: &Path, job: &str) -> (std::process::Child, Http) {
+    std::fs::write(dir.join("job.yaml"), job).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = worker(dir)
+        .args([
+            "run",
+            "job.yaml",
+            "--quiet",
+            "--control-addr",
+            &addr,
+            "--control-token-file",
+            "token",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = Http { addr };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(&http.addr).is_ok() {
+            return (child, http);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("control API did not come up");
+}
+
+const JOB: &str = "\
+name: ctl
+input:
+  type: generator
+  partitions: 3
+  keys: 200
+  seed: 4
+  recordsPerPartition: 40000
+  ratePerSecond: 8000
+task:
+  name: count
+parallelism: 2
+checkpoint:
+  interval: 1h
+";
+
+#[test]
+fn unauthenticated_and_malformed_requests_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (child, http) = start(dir, JOB);
+
+    for (method, path) in [
+        ("GET", "/v1/status"),
+        ("POST", "/v1/checkpoints"),
+        ("POST", "/v1/savepoints"),
+        ("POST", "/v1/stop"),
+    ] {
+        let (code, _) = http.call(method, path, None, "");
+        assert_eq!(code, 401, "{method} {path} without a token");
+        let (code, _) = http.call(method, path, Some("wrong-token-wrong-token"), "");
+        assert_eq!(code, 401, "{method} {path} with a wrong token");
+    }
+    let (code, body) = http.call("POST", "/v1/savepoints", Some(TOKEN), "{\"stop\": \"yes\"}");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("stop"), "{body}");
+    let (code, body) = http.call("POST", "/v1/savepoints", Some(TOKEN), "{\"stp\": true}");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("stp"), "{body}");
+    let (code, _) = http.call("GET", "/v1/operations/nope", Some(TOKEN), "");
+    assert_eq!(code, 404);
+
+    // None of that took a checkpoint or stopped the job.
+    let (code, status) = http.json("GET", "/v1/status", "");
+    assert_eq!(code, 200);
+    assert_eq!(status["state"], "running");
+    assert!(status["lastCheckpoint"].is_null(), "{status}");
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(status["parallelism"], 2);
+
+    // A checkpoint on demand shows in the status.
+    let (code, op) = http.json("POST", "/v1/checkpoints", "");
+    assert_eq!(code, 202);
+    let done = http.wait(op["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, status) = http.json("GET", "/v1/status", "");
+    assert_eq!(status["lastCheckpoint"]["id"], done["checkpoint"]);
+
+    let (code, _) = http.json("POST", "/v1/stop", "");
+    assert_eq!(code, 202);
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(
+        committed_ids(dir, "file://./.cairn/checkpoints").len(),
+        2,
+        "the on-demand one and the final one"
+    );
+}
+
+#[test]
+fn stop_with_savepoint_under_load_then_restore_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (child, http) = start(dir, JOB);
+    std::thread::sleep(Duration::from_millis(700));
+
+    // Two savepoint requests at once: the second joins the first; a different one conflicts.
+    let (code, first) = http.json("POST", "/v1/savepoints", "{\"stop\": true}");
+    assert_eq!(code, 202, "{first}");
+    let (code, second) = http.json("POST", "/v1/savepoints", "{\"stop\": true}");
+    let (conflict, body) = http.call("POST", "/v1/savepoints", Some(TOKEN), "{}");
+    let done = http.wait(first["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // The savepoint takes far longer than two local requests, so both arrive while it runs;
+    // should the job already be gone, the answer is 503, never a second savepoint.
+    match code {
+        202 => assert_eq!(
+            second["id"], first["id"],
+            "a repeated request joins the running one"
+        ),
+        other => assert_eq!(other, 503, "{second}"),
+    }
+    match conflict {
+        409 => assert!(body.contains(first["id"].as_str().unwrap()), "{body}"),
+        other => assert_eq!(other, 503, "{body}"),
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = done["savepoint"]["url"].as_str().unwrap().to_owned();
+
+    // The job stopped mid-input: the savepoint's offsets are between 0 and the end.
+    let sp: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(Path::new(url.strip_prefix("file://").unwrap()).join("_SAVEPOINT.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let read: u64 = sp["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            t["offsets"]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .unwrap()
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        read > 0 && read < 120_000,
+        "stopped mid-input after {read} records"
+    );
+
+    // Restore it (at full speed now) in a fresh store: the result is the exact full count.
+    let fresh = dir.join("again");
+    std::fs::create_dir(&fresh).unwrap();
+    let job = JOB.replace("  ratePerSecond: 8000\n", "");
+    std::fs::write(fresh.join("job.yaml"), &job).unwrap();
+    let out = run_cmd(
+        &fresh,
+        &["run", "job.yaml", "--quiet", "--from-savepoint", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: BTreeMap<String, i64> =
+        expected_counts(&cairn_spec::JobSpec::from_yaml_str(&job).unwrap());
+    assert_eq!(
+        dumped_counts(&fresh, "file://./.cairn/checkpoints"),
+        expected
+    );
+}
+
+#[test]
+fn a_bad_token_file_stops_the_start_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("job.yaml"), JOB).unwrap();
+    std::fs::write(dir.join("token"), "short\n").unwrap();
+    let out = run_cmd(
+        dir,
+        &[
+            "run",
+            "job.yaml",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--control-token-file",
+            "token",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("token file") && err.contains("at least 16"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("short"),
+        "the token must never be printed: {err}"
+    );
+    let out = run_cmd(
+        dir,
+        &[
+            "run",
+            "job.yaml",
+            "--control-addr",
+            "127.0.0.1:0",
+            "--control-token-file",
+            "missing",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+}
