@@ -93,6 +93,9 @@ fn start(dir: &Path, job: &str) -> (std::process::Child, Http) {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("control API did not come up");
 }
 
