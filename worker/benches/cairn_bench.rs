@@ -119,6 +119,7 @@ fn run_spec(
         from_checkpoint: None,
         from_savepoint: None,
         control: None,
+        role: Default::default(),
         metrics_addr: None,
         show_progress: false,
         base_dir: base.to_path_buf(),

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::control::ControlConfig;
 use crate::inspect;
-use crate::runtime::{run_job, RunOptions};
+use crate::runtime::{run_job, Role, RunOptions};
 use crate::storage::CheckpointStore;
 use crate::task::TaskRegistry;
 
@@ -42,6 +42,16 @@ enum Command {
         /// partition count or task config than the job that took it.
         #[arg(long)]
         from_savepoint: Option<String>,
+        /// Run only container K of the job's P (one worker pod); container 0 also runs the
+        /// coordinator. Without it, all containers run here as threads.
+        #[arg(long, env = "CAIRN_CONTAINER")]
+        container: Option<u32>,
+        /// Container 0: where the other containers connect, e.g. 0.0.0.0:9251.
+        #[arg(long, env = "CAIRN_COORDINATOR_LISTEN")]
+        coordinator_listen: Option<SocketAddr>,
+        /// Containers 1..P: the coordinator's address, e.g. job-0.job:9251.
+        #[arg(long, env = "CAIRN_COORDINATOR")]
+        coordinator: Option<String>,
         /// Serve the control API (status, checkpoints, savepoints, stop) on this address.
         #[arg(long, env = "CAIRN_CONTROL_ADDR", requires = "control_token_file")]
         control_addr: Option<SocketAddr>,
@@ -164,6 +174,9 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             job,
             from_checkpoint,
             from_savepoint,
+            container,
+            coordinator_listen,
+            coordinator,
             control_addr,
             control_token_file,
             metrics_addr,
@@ -172,6 +185,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             let spec = cairn_spec::JobSpec::from_path(&job)?;
             // Fail before touching any state if the task is unknown or its config is bad.
             registry.build(&spec.task.name, &spec.task.config)?;
+            let role = role(container, coordinator_listen, coordinator, spec.parallelism)?;
             let upload_delay = match std::env::var(UPLOAD_DELAY_ENV) {
                 Ok(v) => Some(Duration::from_millis(v.parse().map_err(|_| {
                     format!("{UPLOAD_DELAY_ENV}={v:?} is not a number of milliseconds")
@@ -183,6 +197,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 registry,
                 from_checkpoint,
                 from_savepoint,
+                role,
                 control: control_addr
                     .zip(control_token_file)
                     .map(|(addr, token_file)| ControlConfig { addr, token_file }),
@@ -296,6 +311,32 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             std::io::Write::flush(&mut out)?;
             Ok(())
         }
+    }
+}
+
+/// Which containers this process runs, from the command line.
+fn role(
+    container: Option<u32>,
+    listen: Option<SocketAddr>,
+    coordinator: Option<String>,
+    parallelism: u32,
+) -> Result<Role, String> {
+    match (container, listen, coordinator) {
+        (None, None, None) => Ok(Role::AllContainers),
+        (None, _, _) => Err("--coordinator-listen and --coordinator go with --container".into()),
+        (Some(k), _, _) if k >= parallelism => Err(format!(
+            "--container {k}: the job has containers 0..{} (parallelism {parallelism})",
+            parallelism - 1
+        )),
+        (Some(0), Some(listen), None) => Ok(Role::Coordinator { listen }),
+        (Some(0), _, _) => Err(
+            "container 0 runs the coordinator: give --coordinator-listen (and no --coordinator)"
+                .into(),
+        ),
+        (Some(index), None, Some(coordinator)) => Ok(Role::Container { index, coordinator }),
+        (Some(index), _, _) => Err(format!(
+            "container {index} needs --coordinator HOST:PORT (and no --coordinator-listen)"
+        )),
     }
 }
 

@@ -16,6 +16,7 @@ use super::upload::PhaseReport;
 use super::{generation, now_ms, paths, retention, savepoint, CheckpointError};
 use crate::metrics::Metrics;
 use crate::runtime::messages::{Command, Event};
+use crate::runtime::remote::ContainerLink;
 use crate::storage::{CheckpointStore, StorageError};
 
 /// How many times a final checkpoint (before a stop) is retried after an abort.
@@ -97,6 +98,8 @@ pub enum Ending {
         /// The final checkpoint.
         checkpoint: u64,
     },
+    /// A container of another process's coordinator was told to stop.
+    Released,
     /// Stopped on request; the final checkpoint is committed.
     Stopped {
         /// The final checkpoint.
@@ -149,6 +152,8 @@ pub struct CoordinatorConfig {
     pub restored: Option<u64>,
     /// The savepoint the lineage started from (recorded in every commit).
     pub origin: Option<String>,
+    /// The savepoint this run restored (containers joining before the first commit restore it).
+    pub start_savepoint: Option<String>,
     /// The task's state version (recorded in savepoints).
     pub state_version: u32,
 }
@@ -156,7 +161,7 @@ pub struct CoordinatorConfig {
 /// The coordinator of one job.
 pub struct Coordinator {
     cfg: CoordinatorConfig,
-    containers: Vec<std::sync::mpsc::Sender<Command>>,
+    containers: Vec<ContainerLink>,
     events: mpsc::UnboundedReceiver<Event>,
     triggers: mpsc::Receiver<Request>,
     metrics: Arc<Metrics>,
@@ -164,13 +169,18 @@ pub struct Coordinator {
     next_id: u64,
     finished: BTreeSet<u32>,
     last_committed: Option<u64>,
+    /// Containers of other processes that restored and run their tasks.
+    ready: BTreeSet<u32>,
+    /// Containers that connected while a checkpoint was in flight; told where to restore from
+    /// once it is committed or aborted.
+    deferred: Vec<u32>,
 }
 
 impl Coordinator {
     /// A coordinator sending commands to `containers` and receiving task events on `events`.
     pub fn new(
         cfg: CoordinatorConfig,
-        containers: Vec<std::sync::mpsc::Sender<Command>>,
+        containers: Vec<ContainerLink>,
         events: mpsc::UnboundedReceiver<Event>,
         triggers: mpsc::Receiver<Request>,
         metrics: Arc<Metrics>,
@@ -188,6 +198,8 @@ impl Coordinator {
             next_id,
             finished: BTreeSet::new(),
             last_committed,
+            ready: BTreeSet::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -197,9 +209,52 @@ impl Coordinator {
 
     fn broadcast(&self, cmd: Command) {
         for c in &self.containers {
-            // A container that has exited reports why through its Failed event.
-            let _ = c.send(cmd.clone());
+            // A container that has exited reports why through a Failed or Disconnected event.
+            c.send(cmd.clone());
         }
+    }
+
+    /// Containers (in other processes) not connected right now.
+    fn missing_containers(&self) -> Vec<u32> {
+        (0..self.containers.len() as u32)
+            .filter(|k| match &self.containers[*k as usize] {
+                ContainerLink::Local(_) => false,
+                link => !link.is_connected() || !self.ready.contains(k),
+            })
+            .collect()
+    }
+
+    /// Tells a newly connected container where to restore from: the last committed
+    /// checkpoint, or what this run started from.
+    fn send_restore(&self, container: u32) {
+        let savepoint = if self.last_committed.is_none() {
+            self.cfg.start_savepoint.clone()
+        } else {
+            None
+        };
+        tracing::info!(container, checkpoint = ?self.last_committed, ?savepoint, "container connected; restoring its tasks");
+        self.containers[container as usize].send(Command::Restore {
+            checkpoint: self.last_committed,
+            savepoint,
+        });
+    }
+
+    /// Answers the containers that connected during the last checkpoint.
+    fn flush_deferred(&mut self) {
+        for container in std::mem::take(&mut self.deferred) {
+            self.send_restore(container);
+        }
+    }
+
+    /// Waits (handling events) until every container is connected; false at `deadline`.
+    async fn await_containers(&mut self, deadline: Instant) -> Result<bool, CoordinatorError> {
+        while !self.missing_containers().is_empty() {
+            tokio::select! {
+                event = self.events.recv() => self.on_idle_event(event)?,
+                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Runs until the input is finished or `shutdown` turns true; either way ends with a
@@ -329,6 +384,27 @@ impl Coordinator {
                 Err(CoordinatorError::TaskFailed { task, error })
             }
             Some(Event::Ack { .. }) => Ok(()), // late acknowledgement of an aborted checkpoint
+            Some(Event::Connected(container)) => {
+                self.send_restore(container);
+                Ok(())
+            }
+            Some(Event::Ready(container)) => {
+                tracing::info!(container, "container ready");
+                self.ready.insert(container);
+                Ok(())
+            }
+            Some(Event::Disconnected(container)) => {
+                // Its tasks restart from the last committed checkpoint and report again.
+                tracing::warn!(
+                    container,
+                    "container disconnected; its tasks restart from the last committed checkpoint"
+                );
+                let assignment = &self.cfg.assignment;
+                self.finished
+                    .retain(|t| assignment.get(t) != Some(&container));
+                self.ready.remove(&container);
+                Ok(())
+            }
         }
     }
 
@@ -347,13 +423,24 @@ impl Coordinator {
 
     /// Takes one checkpoint. `Ok(Some(id))` committed, `Ok(None)` aborted, `Err` fatal.
     pub async fn checkpoint(&mut self, pause: bool) -> Result<Option<u64>, CoordinatorError> {
+        let started = Instant::now();
+        let deadline = started + self.cfg.spec.checkpoint.timeout;
+        // A container in another process that is restarting cannot take part: wait for it
+        // (within the checkpoint timeout) rather than trigger a checkpoint that must fail.
+        if !self.await_containers(deadline).await? {
+            let missing = self.missing_containers();
+            tracing::warn!(?missing, "checkpoint skipped: containers not connected");
+            self.metrics
+                .checkpoints
+                .with_label_values(&["skipped"])
+                .inc();
+            return Ok(None);
+        }
         let id = self.next_id;
         self.next_id += 1;
         let triggered_at_ms = now_ms();
-        let started = Instant::now();
         self.broadcast(Command::Checkpoint { id, pause });
 
-        let deadline = started + self.cfg.spec.checkpoint.timeout;
         let mut acks: BTreeMap<u32, PhaseReport> = BTreeMap::new();
         let mut failure: Option<String> = None;
         while acks.len() < self.tasks() && failure.is_none() {
@@ -371,6 +458,11 @@ impl Coordinator {
                             Err(e) => failure = Some(format!("task {task}: {e}")),
                         }
                     }
+                    Some(Event::Disconnected(container)) => {
+                        self.on_idle_event(Some(Event::Disconnected(container)))?;
+                        failure = Some(format!("container {container} disconnected"));
+                    }
+                    Some(Event::Connected(container)) => self.deferred.push(container),
                     other => self.on_idle_event(other)?,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
@@ -408,6 +500,7 @@ impl Coordinator {
     }
 
     fn abort(&mut self, id: u64, reason: &str) -> Result<Option<u64>, CoordinatorError> {
+        self.flush_deferred();
         tracing::warn!(checkpoint = id, reason, "checkpoint aborted");
         self.metrics
             .checkpoints
@@ -455,6 +548,7 @@ impl Coordinator {
 
     fn committed(&mut self, record: &CommitRecord, took: Duration) {
         self.last_committed = Some(record.checkpoint);
+        self.flush_deferred();
         self.metrics
             .checkpoints
             .with_label_values(&["committed"])

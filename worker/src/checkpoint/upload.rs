@@ -39,7 +39,7 @@ pub struct PhaseInput {
 }
 
 /// What a task reports when its part of a checkpoint is durable.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PhaseReport {
     /// Key of the task manifest written.
     pub manifest_key: String,

@@ -131,7 +131,7 @@ fn handle(
             }
             true
         }
-        Command::Aborted(_) => true,
+        Command::Aborted(_) | Command::Restore { .. } => true,
         Command::Resume => {
             *paused = false;
             true

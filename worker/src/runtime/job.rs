@@ -13,7 +13,9 @@ use rocksdb::Cache;
 use tokio::sync::{mpsc, watch};
 
 use super::container;
+use super::messages::Command;
 use super::progress;
+use super::remote::{self, ContainerLink};
 use super::start::{self, Origin, StartRequest};
 use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::coordinator::{
@@ -43,6 +45,8 @@ pub struct RunOptions {
     pub from_savepoint: Option<String>,
     /// Serve the authenticated control API (docs/control-api.md).
     pub control: Option<ControlConfig>,
+    /// Which containers this process runs.
+    pub role: Role,
     /// Serve `/metrics` and `/healthz` here.
     pub metrics_addr: Option<SocketAddr>,
     /// Show live progress on the terminal.
@@ -56,6 +60,26 @@ pub struct RunOptions {
     pub base_dir: PathBuf,
     /// Fault-injection knob for tests: pause before each uploaded file.
     pub upload_delay: Option<Duration>,
+}
+
+/// Which of the job's P containers a process runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Role {
+    /// All of them, as threads, with the coordinator (local mode).
+    #[default]
+    AllContainers,
+    /// Container 0 and the coordinator, accepting containers 1..P on `listen`.
+    Coordinator {
+        /// Where containers connect.
+        listen: std::net::SocketAddr,
+    },
+    /// Container `index` (1..P) of the coordinator at `coordinator` (host:port).
+    Container {
+        /// Container index.
+        index: u32,
+        /// The coordinator's address.
+        coordinator: String,
+    },
 }
 
 /// How a run ended.
@@ -104,6 +128,15 @@ pub enum RunError {
         /// N in the spec.
         expected: u32,
     },
+    /// This container lost its coordinator (it restarts and reconnects).
+    #[error("lost the coordinator at {addr}; restart this container to restore its tasks from the last committed checkpoint and rejoin")]
+    CoordinatorLost {
+        /// The coordinator's address.
+        addr: String,
+    },
+    /// Joining the coordinator failed.
+    #[error(transparent)]
+    Remote(#[from] crate::runtime::remote::RemoteError),
     /// The control API could not start.
     #[error(transparent)]
     Control(#[from] ControlError),
@@ -209,6 +242,7 @@ async fn run_async(
 ) -> Result<Outcome, RunError> {
     let spec = &opts.spec;
     let partitions = spec.input.partitions();
+    let parallelism = spec.parallelism.max(1);
     let store = CheckpointStore::from_url(&spec.checkpoint.store, &opts.base_dir)?;
     let job_dir = job_state_dir(spec, &opts.base_dir);
     std::fs::create_dir_all(&job_dir).map_err(|source| RunError::Io {
@@ -221,8 +255,31 @@ async fn run_async(
         .as_ref()
         .map(|c| read_token(&c.token_file))
         .transpose()?;
-    let who = format!("pid {} on {}", std::process::id(), hostname());
-    let generation = generation::claim(&store, &who).await?;
+
+    // Task t runs in container t % P; this process runs every container, or one.
+    let assignment: BTreeMap<u32, u32> = (0..partitions).map(|t| (t, t % parallelism)).collect();
+    let my_containers: Vec<u32> = match &opts.role {
+        Role::AllContainers => (0..parallelism).collect(),
+        Role::Coordinator { .. } => vec![0],
+        Role::Container { index, .. } => vec![*index],
+    };
+    let my_tasks: Vec<u32> = assignment
+        .iter()
+        .filter(|(_, c)| my_containers.contains(c))
+        .map(|(t, _)| *t)
+        .collect();
+
+    // Only the process that commits claims a generation (see checkpoint::generation).
+    let generation = match &opts.role {
+        Role::Container { .. } => generation::latest(&store).await?,
+        _ => {
+            generation::claim(
+                &store,
+                &format!("pid {} on {}", std::process::id(), hostname()),
+            )
+            .await?
+        }
+    };
     let metrics = opts.metrics.clone();
 
     // Restore.
@@ -232,31 +289,55 @@ async fn run_async(
         .registry
         .build(&spec.task.name, &spec.task.config)?
         .state_version();
-    let savepoint = match &opts.from_savepoint {
-        Some(url) => Some((url.clone(), true)),
-        None => spec.restore.savepoint.clone().map(|url| (url, false)),
+    // A container of another process restores what its coordinator says (decided between
+    // checkpoints); the others decide themselves.
+    let mut connection = None;
+    let (checkpoint, savepoint) = match &opts.role {
+        Role::Container { index, coordinator } => {
+            let mut conn = remote::connect(
+                coordinator,
+                *index,
+                spec.name.clone(),
+                spec.spec_hash(),
+                control_token.clone(),
+            )
+            .await?;
+            let (checkpoint, savepoint) = conn.await_restore().await?;
+            connection = Some(conn);
+            (checkpoint, savepoint.map(|url| (url, true)))
+        }
+        _ => {
+            let savepoint = match &opts.from_savepoint {
+                Some(url) => Some((url.clone(), true)),
+                None => spec.restore.savepoint.clone().map(|url| (url, false)),
+            };
+            (opts.from_checkpoint, savepoint)
+        }
     };
     let start = start::prepare(StartRequest {
         store: &store,
         spec,
         job_dir: &job_dir,
         generation,
-        checkpoint: opts.from_checkpoint,
+        checkpoint,
         savepoint,
         base_dir: &opts.base_dir,
         state_version,
         cache: &block_cache,
+        only: &my_tasks,
     })
     .await?;
     metrics
         .restore_seconds
         .set(restore_started.elapsed().as_secs_f64());
-    tracing::info!(origin = ?start.origin, generation, seconds = restore_started.elapsed().as_secs_f64(), "state ready");
+    tracing::info!(origin = ?start.origin, generation, tasks = ?my_tasks, seconds = restore_started.elapsed().as_secs_f64(), "state ready");
 
     // Build task instances.
     let sources = SourceFactory::new(&spec.input);
-    let mut instances = Vec::with_capacity(partitions as usize);
-    for (task, prepared) in (0..partitions).zip(start.tasks) {
+    let mut groups: BTreeMap<u32, Vec<TaskInstance>> =
+        my_containers.iter().map(|c| (*c, Vec::new())).collect();
+    for prepared in start.tasks {
+        let task = prepared.task;
         let instance_err = |source: InstanceError| RunError::Instance { task, source };
         let db = open_task_db(&prepared.db_dir, &block_cache)?;
         let state = KeyedState::new(db, spec.state.cache_size);
@@ -286,22 +367,19 @@ async fn run_async(
             metrics.clone(),
         )
         .map_err(instance_err)?;
-        instances.push(instance);
+        groups
+            .get_mut(&assignment[&task])
+            .expect("own container")
+            .push(instance);
     }
 
-    // Containers: task t runs in container t % P.
-    let parallelism = spec.parallelism.max(1);
-    let assignment: BTreeMap<u32, u32> = (0..partitions).map(|t| (t, t % parallelism)).collect();
-    let mut groups: Vec<Vec<TaskInstance>> = (0..parallelism).map(|_| Vec::new()).collect();
-    for inst in instances {
-        groups[(inst.id % parallelism) as usize].push(inst);
-    }
+    // Container threads of this process.
     let (event_tx, event_rx) = mpsc::unbounded_channel();
-    let mut senders = Vec::new();
+    let mut local_links = BTreeMap::new();
     let mut threads = Vec::new();
-    for (index, tasks) in groups.into_iter().enumerate() {
+    for (index, tasks) in groups {
         let (tx, rx) = std::sync::mpsc::channel();
-        senders.push(tx);
+        local_links.insert(index, tx);
         let events = event_tx.clone();
         let handle = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
@@ -313,9 +391,67 @@ async fn run_async(
             })?;
         threads.push(thread);
     }
+    let progress = opts.progress.clone();
+    if let Some(addr) = opts.metrics_addr {
+        crate::http::serve(addr, metrics.clone(), progress.clone()).await?;
+    }
+    let progress_thread = opts
+        .show_progress
+        .then(|| progress::spawn(metrics.clone(), progress.clone()));
+    let join_threads = || async move {
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
+            .await
+            .expect("joining containers")
+    };
+
+    // A container of another process's coordinator: relay, and stop when told.
+    if let (Role::Container { index, coordinator }, Some(conn)) = (&opts.role, connection) {
+        drop(event_tx);
+        let commands = local_links.remove(index).expect("own container");
+        let relayed = conn.relay(*index, commands.clone(), event_rx).await;
+        let _ = commands.send(Command::Stop);
+        join_threads().await;
+        if let Some(p) = progress_thread {
+            p.stop();
+        }
+        return match relayed {
+            Ok(true) => Ok(Outcome {
+                ending: Ending::Released,
+                origin: start.origin,
+            }),
+            Ok(false) => Err(RunError::CoordinatorLost {
+                addr: coordinator.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        };
+    }
+
+    // The coordinator's side: links to every container, local or remote.
+    let links: Vec<ContainerLink> = (0..parallelism)
+        .map(|c| match local_links.remove(&c) {
+            Some(tx) => ContainerLink::Local(tx),
+            None => ContainerLink::Remote(Default::default()),
+        })
+        .collect();
+    if let Role::Coordinator { listen } = &opts.role {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| RunError::Io {
+                path: format!("coordinator address {listen}").into(),
+                source,
+            })?;
+        tracing::info!(%listen, "waiting for containers 1..{}", parallelism - 1);
+        remote::accept_containers(
+            listener,
+            links.clone(),
+            event_tx.clone(),
+            spec.name.clone(),
+            spec.spec_hash(),
+            control_token.clone(),
+        );
+    }
     drop(event_tx);
 
-    let progress = opts.progress.clone();
     let mut control_server = None;
     if let (Some(cfg), Some(token)) = (&opts.control, control_token) {
         let facts = JobFacts {
@@ -337,12 +473,6 @@ async fn run_async(
         };
         control_server = Some(control::serve(cfg, token, handles).await?);
     }
-    if let Some(addr) = opts.metrics_addr {
-        crate::http::serve(addr, metrics.clone(), progress.clone()).await?;
-    }
-    let progress_thread = opts
-        .show_progress
-        .then(|| progress::spawn(metrics.clone(), progress.clone()));
 
     let coordinator = Coordinator::new(
         CoordinatorConfig {
@@ -351,11 +481,18 @@ async fn run_async(
             spec: spec.clone(),
             assignment,
             first_id: start.after_id + 1,
-            restored: start.sink_checkpoint,
+            restored: match start.origin {
+                Origin::Checkpoint(id) => Some(id),
+                _ => None,
+            },
+            start_savepoint: match &start.origin {
+                Origin::Savepoint { url, .. } => Some(url.clone()),
+                _ => None,
+            },
             origin: start.lineage,
             state_version,
         },
-        senders,
+        links,
         event_rx,
         trigger_rx,
         metrics.clone(),
@@ -373,13 +510,7 @@ async fn run_async(
         tracing::info!(%url, "stopped with a savepoint; waiting for its result to be read from the control API");
         server.wait_for_stop_result(CONTROL_LINGER).await;
     }
-    tokio::task::spawn_blocking(move || {
-        for t in threads {
-            let _ = t.join();
-        }
-    })
-    .await
-    .expect("joining containers");
+    join_threads().await;
     if let Some(p) = progress_thread {
         p.stop();
     }

@@ -2,8 +2,9 @@
 
 use crate::checkpoint::upload::PhaseReport;
 
-/// Coordinator -> container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Coordinator -> container. Serialisable: containers in other processes receive them as JSON
+/// lines (see [`super::remote`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Take checkpoint `id` at the next record boundary; with `pause`, stop processing after
     /// its synchronous phase (final checkpoint before a stop).
@@ -19,12 +20,22 @@ pub enum Command {
     Aborted(u64),
     /// Read input again after a pause (a stop-with-savepoint that failed).
     Resume,
+    /// To a container of another process that just connected: restore your tasks from this
+    /// committed checkpoint (or, before the run's first commit, from this savepoint; neither:
+    /// start fresh), then report `Ready`. Decided by the coordinator between checkpoints, so
+    /// the container never restores from a checkpoint older than one being committed.
+    Restore {
+        /// Checkpoint id.
+        checkpoint: Option<u64>,
+        /// Savepoint URL.
+        savepoint: Option<String>,
+    },
     /// Exit the run loop.
     Stop,
 }
 
 /// Container -> coordinator.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Event {
     /// A task's part of a checkpoint is durable (or failed).
     Ack {
@@ -46,4 +57,10 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// A container in another process connected; it waits for `Restore`.
+    Connected(u32),
+    /// A container in another process restored its tasks and runs them.
+    Ready(u32),
+    /// A container in another process went away; its tasks restart from the last commit.
+    Disconnected(u32),
 }

@@ -5,7 +5,8 @@ pub mod container;
 pub mod job;
 pub mod messages;
 pub mod progress;
+pub mod remote;
 pub mod start;
 pub mod task_instance;
 
-pub use job::{run_job, Outcome, RunError, RunOptions};
+pub use job::{run_job, Outcome, Role, RunError, RunOptions};

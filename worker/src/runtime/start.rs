@@ -19,6 +19,8 @@ use crate::storage::CheckpointStore;
 
 /// One task, ready to open.
 pub struct PreparedTask {
+    /// Task id.
+    pub task: u32,
     /// Its database directory (restored, re-split, or to be created).
     pub db_dir: PathBuf,
     /// The database instance id (namespaces its SSTs in the store).
@@ -82,6 +84,8 @@ pub struct StartRequest<'a> {
     pub state_version: u32,
     /// Block cache for databases opened while re-splitting.
     pub cache: &'a Cache,
+    /// The tasks this process runs (all of them, or one container's).
+    pub only: &'a [u32],
 }
 
 /// A fresh database instance id: generation plus randomness, never reused.
@@ -156,7 +160,16 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
                 expected: partitions,
             });
         }
-        match restore_all(req.store, &manifests, req.job_dir, req.generation, true).await {
+        match restore_all(
+            req.store,
+            &manifests,
+            req.job_dir,
+            req.generation,
+            true,
+            req.only,
+        )
+        .await
+        {
             Ok(tasks) => {
                 return Ok(StartPoint {
                     tasks,
@@ -190,13 +203,15 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
 }
 
 fn fresh(req: &StartRequest<'_>, offsets: &BTreeMap<u32, u64>) -> Vec<PreparedTask> {
-    (0..req.spec.input.partitions())
-        .map(|task| {
+    req.only
+        .iter()
+        .map(|&task| {
             let db_id = new_db_id(req.generation, task);
             let dir = task_dir(req.job_dir, task);
             let db_dir = dir.join(format!("db-{db_id}"));
             remove_stale_local_dirs(&dir, &db_dir);
             PreparedTask {
+                task,
                 db_dir,
                 db_id,
                 offset: offsets.get(&task).copied().unwrap_or(0),
@@ -243,10 +258,11 @@ async fn from_savepoint(
             req.job_dir,
             req.generation,
             false,
+            req.only,
         )
         .await?;
-        for (task, t) in tasks.iter_mut().enumerate() {
-            t.offset = offsets.get(&(task as u32)).copied().unwrap_or(0);
+        for t in tasks.iter_mut() {
+            t.offset = offsets.get(&t.task).copied().unwrap_or(0);
         }
         tasks
     } else {
@@ -296,9 +312,9 @@ async fn resplit(
     .await
     .expect("split thread panicked")?;
     let mut tasks = fresh(req, offsets);
-    for (task, files) in tasks.iter().zip(&split.files) {
+    for task in &tasks {
         let db = open_task_db(&task.db_dir, req.cache)?;
-        repartition::ingest(&db, files)?;
+        repartition::ingest(&db, &split.files[task.task as usize])?;
     }
     let _ = std::fs::remove_dir_all(&scratch);
     tracing::info!(
@@ -324,8 +340,12 @@ async fn restore_all(
     job_dir: &Path,
     generation: u64,
     reuse: bool,
+    only: &[u32],
 ) -> Result<Vec<PreparedTask>, CheckpointError> {
-    let mut sorted: Vec<&TaskManifest> = manifests.iter().collect();
+    let mut sorted: Vec<&TaskManifest> = manifests
+        .iter()
+        .filter(|m| only.contains(&m.task))
+        .collect();
     sorted.sort_by_key(|m| m.task);
     let restores = sorted.iter().map(|m| {
         let dir = task_dir(job_dir, m.task);
@@ -346,6 +366,7 @@ async fn restore_all(
             Ok::<_, CheckpointError>((
                 dir,
                 PreparedTask {
+                    task: m.task,
                     db_dir,
                     db_id,
                     offset,

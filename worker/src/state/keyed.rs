@@ -51,6 +51,9 @@ pub struct KeyedState {
 pub struct Snapshot {
     db: Arc<DB>,
     frozen: Arc<Frozen>,
+    /// The previous checkpoint's frozen map, handed over so that freeing it (a large map) happens
+    /// off the task thread, outside the synchronous pause.
+    _previous: Option<Arc<Frozen>>,
 }
 
 impl KeyedState {
@@ -203,7 +206,7 @@ impl KeyedState {
     /// off the task thread. Waits first if the previous snapshot is still being taken (one
     /// checkpoint in flight per task).
     pub fn begin_snapshot(&mut self) -> Result<Snapshot, StateError> {
-        self.settle_frozen()?;
+        let previous = self.settle_frozen()?;
         let writes = std::mem::take(&mut self.dirty);
         self.dirty_bytes = 0;
         let frozen = Arc::new(Frozen {
@@ -214,12 +217,13 @@ impl KeyedState {
         Ok(Snapshot {
             db: self.db.clone(),
             frozen,
+            _previous: previous,
         })
     }
 
     /// Writes the cache to RocksDB (when it is over budget, or before a scan).
     fn spill(&mut self) -> Result<(), StateError> {
-        self.settle_frozen()?;
+        drop(self.settle_frozen()?);
         if self.dirty.is_empty() {
             return Ok(());
         }
@@ -228,15 +232,16 @@ impl KeyedState {
         write_batch(&self.db, &writes)
     }
 
-    /// Waits for an in-flight snapshot to reach RocksDB, then stops reading the frozen map.
-    /// If the snapshot failed, its writes go back into the cache so nothing is lost.
-    fn settle_frozen(&mut self) -> Result<(), StateError> {
+    /// Waits for an in-flight snapshot to reach RocksDB, then stops reading the frozen map,
+    /// returning it for the caller to drop where that is cheap. If the snapshot failed, its
+    /// writes go back into the cache so nothing is lost.
+    fn settle_frozen(&mut self) -> Result<Option<Arc<Frozen>>, StateError> {
         let Some(frozen) = self.frozen.take() else {
-            return Ok(());
+            return Ok(None);
         };
         loop {
             match frozen.state.load(Ordering::Acquire) {
-                DONE => return Ok(()),
+                DONE => return Ok(Some(frozen)),
                 FAILED => {
                     for (k, v) in frozen.writes.iter() {
                         if !self.dirty.contains_key(k) {
@@ -245,7 +250,7 @@ impl KeyedState {
                             self.dirty.insert(k.clone(), v.clone());
                         }
                     }
-                    return Ok(());
+                    return Ok(None);
                 }
                 _ => std::thread::sleep(Duration::from_micros(200)),
             }
