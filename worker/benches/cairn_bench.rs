@@ -352,11 +352,13 @@ fn pause(scratch: &Path, values_mb: u64) {
             ratio
         );
     }
-    copy_and_restore(&dir, &store, &manifests);
+    let cp_seconds = copy_and_restore(&dir, &store, &manifests);
+    repartition(&dir, &store, last.checkpoint, &last.spec, cp_seconds);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManifest]) {
+/// Returns the median `cp -r && sync` time, the baseline of [`repartition`].
+fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManifest]) -> f64 {
     let root = store.local_root().unwrap().to_path_buf();
     // The checkpoint's files, hard-linked into one source tree for `cp -r`.
     let src = dir.join("copy-src");
@@ -445,6 +447,58 @@ fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManife
         rs / cp
     );
     println!("\nraw rounds (cp, upload, restore): {rows:?}");
+    cp
+}
+
+/// Savepoint of the ~1 GB state, then the real restore path re-splitting it from 4 to 8
+/// partitions (scan, SST files, ingest), next to `cp -r && sync` of the same bytes.
+fn repartition(
+    dir: &Path,
+    store: &CheckpointStore,
+    checkpoint: u64,
+    spec: &JobSpec,
+    cp_seconds: f64,
+) {
+    use cairn_worker::checkpoint::savepoint;
+    use cairn_worker::runtime::start::{prepare, StartRequest};
+    let t = Instant::now();
+    let (location, sp) = block_on(savepoint::create(store, checkpoint, 1)).unwrap();
+    let savepoint_seconds = t.elapsed().as_secs_f64();
+
+    let mut spec8 = spec.clone();
+    if let cairn_spec::InputSpec::Generator(g) = &mut spec8.input {
+        g.partitions = 8;
+    }
+    let job_dir = dir.join("repartitioned");
+    let cache = rocksdb::Cache::new_lru_cache(64 << 20);
+    let all: Vec<u32> = (0..8).collect();
+    drop_caches();
+    let t = Instant::now();
+    block_on(prepare(StartRequest {
+        store,
+        spec: &spec8,
+        job_dir: &job_dir,
+        generation: 1_000,
+        checkpoint: None,
+        savepoint: Some((location.url(), true)),
+        base_dir: dir,
+        state_version: 1,
+        cache: &cache,
+        only: &all,
+    }))
+    .unwrap();
+    let _ = Command::new("sync").status();
+    let seconds = t.elapsed().as_secs_f64();
+    let state = mib(sp.total_bytes) as f64;
+    println!(
+        "\n### savepoint and repartition 4 -> 8 of {} MiB\n",
+        mib(sp.total_bytes)
+    );
+    println!("| what | seconds | MiB/s | vs cp && sync |");
+    println!("|---|---|---|---|");
+    println!("| savepoint of the last checkpoint (file://: hard links + manifest) | {savepoint_seconds:.3} | {:.0} | - |", state / savepoint_seconds);
+    println!("| `cp -r --reflink=never && sync` of the same state (median above) | {cp_seconds:.3} | {:.0} | 1.00 |", state / cp_seconds);
+    println!("| repartition 4 -> 8: restore 4 old DBs from the savepoint, split into 32 SSTs, ingest into 8 new DBs, sync | {seconds:.3} | {:.0} | {:.2} (throughput {:.0}% of cp) |", state / seconds, seconds / cp_seconds, 100.0 * cp_seconds / seconds);
 }
 
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
