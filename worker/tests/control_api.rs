@@ -289,3 +289,70 @@ fn a_bad_token_file_stops_the_start_with_a_clear_error() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
 }
+
+#[test]
+fn a_savepoint_that_times_out_is_aborted_and_the_job_keeps_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Every upload is slowed far past the checkpoint timeout.
+    let job = JOB.replace("  interval: 1h\n", "  interval: 1h\n  timeout: 300ms\n");
+    std::fs::write(dir.join("job.yaml"), &job).unwrap();
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let http = Http {
+        addr: format!("127.0.0.1:{port}"),
+    };
+    let mut child = worker(dir)
+        .args([
+            "run",
+            "job.yaml",
+            "--quiet",
+            "--control-addr",
+            &http.addr,
+            "--control-token-file",
+            "token",
+        ])
+        .env("CAIRN_FAULT_UPLOAD_DELAY_MS", "2000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(&http.addr).is_err() {
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
+    let (code, op) = http.json("POST", "/v1/savepoints", "{\"stop\": true}");
+    assert_eq!(code, 202, "{op}");
+    let done = http.wait(op["id"].as_str().unwrap());
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("keeps running"),
+        "{done}"
+    );
+
+    // Still running and reading input: the records counter moves.
+    let read = |http: &Http| -> u64 {
+        let (_, status) = http.json("GET", "/v1/status", "");
+        assert_eq!(status["state"], "running", "{status}");
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["recordsIn"].as_u64().unwrap())
+            .sum()
+    };
+    let before = read(&http);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = read(&http);
+    assert!(
+        after > before,
+        "tasks must resume after the failed stop-with-savepoint ({before} -> {after})"
+    );
+    assert!(committed_ids(dir, "file://./.cairn/checkpoints").is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

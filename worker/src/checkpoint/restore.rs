@@ -123,7 +123,13 @@ pub async fn restore_task_db(
                 }
             }
         }
-        if let Err(e) = store.download_file(&file.key, &target, file.meta).await {
+        let fetched = if paths::is_immutable_db_file(&file.name) {
+            store.link_or_download(&file.key, &target, file.meta).await
+        } else {
+            // MANIFEST and friends are rewritten by RocksDB: always a private copy.
+            store.download_file(&file.key, &target, file.meta).await
+        };
+        if let Err(e) = fetched {
             let _ = std::fs::remove_dir_all(&tmp_dir);
             return Err(e.into());
         }

@@ -250,6 +250,37 @@ impl LocalDir {
         Ok(())
     }
 
+    /// See [`super::CheckpointStore::link_or_download`]: a hard link to the stored file (same
+    /// filesystem), verified like a download; a copy when linking is impossible.
+    pub(crate) fn link_or_download(
+        &self,
+        key: &str,
+        local: &Path,
+        expected: FileMeta,
+    ) -> Result<(), StorageError> {
+        validate_key(key)?;
+        let stored = self.path_of(key);
+        if let Some(dir) = local.parent() {
+            fs::create_dir_all(dir).map_err(|e| StorageError::io_path(dir, e))?;
+        }
+        match fs::hard_link(&stored, local) {
+            Ok(()) => {
+                let actual = file_crc32c(local).map_err(|e| StorageError::io_path(local, e))?;
+                if actual == expected {
+                    return Ok(());
+                }
+                let _ = fs::remove_file(local);
+                Err(StorageError::Corrupt {
+                    key: key.to_owned(),
+                    expected,
+                    actual,
+                })
+            }
+            Err(e) if is_missing(&e) && !stored.exists() => Err(not_found_or_io(key, &stored, e)),
+            Err(_) => self.download_file(key, local, expected),
+        }
+    }
+
     /// Writes `data` durably under `key`: temp + write + fsync, then rename (overwrite) or hard
     /// link (create-only), then fsync of the directories that changed.
     pub(crate) fn put_bytes(

@@ -278,6 +278,24 @@ impl CheckpointStore {
         }
     }
 
+    /// Like [`Self::download_file`], for files that are never modified in place (SSTs): on a
+    /// `file://` store on the same filesystem the local file is a hard link to the stored one
+    /// (still verified against `expected`), which saves writing a copy; elsewhere a download.
+    pub async fn link_or_download(
+        &self,
+        key: &str,
+        local: &Path,
+        expected: FileMeta,
+    ) -> Result<(), StorageError> {
+        match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key, local) = (Arc::clone(dir), key.to_owned(), local.to_path_buf());
+                blocking(move || dir.link_or_download(&key, &local, expected)).await
+            }
+            Backend::Object(_) => self.download_file(key, local, expected).await,
+        }
+    }
+
     /// Removes what writers that died mid-upload left behind under `prefix` (temp files of a
     /// `file://` store); returns how many. Only safe while no upload under `prefix` is in
     /// progress — the coordinator calls it after a commit, when every task is idle. Object
