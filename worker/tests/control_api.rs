@@ -208,21 +208,7 @@ fn stop_with_savepoint_under_load_then_restore_is_exact() {
             .unwrap(),
     )
     .unwrap();
-    let read: u64 = sp["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            t["offsets"]
-                .as_object()
-                .unwrap()
-                .values()
-                .next()
-                .unwrap()
-                .as_u64()
-                .unwrap()
-        })
-        .sum();
+    let read: u64 = total_offsets(&sp);
     assert!(
         read > 0 && read < 120_000,
         "stopped mid-input after {read} records"

@@ -76,21 +76,7 @@ fn sigterm_then_corrupt_and_missing_checkpoints_fall_back_exactly() {
             &std::fs::read(store_dir.join(format!("checkpoints/{last:012}/_COMMIT.json"))).unwrap(),
         )
         .unwrap();
-        c["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
-                t["offsets"]
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .next()
-                    .unwrap()
-                    .as_u64()
-                    .unwrap()
-            })
-            .sum()
+        total_offsets(&c)
     };
     assert!(
         offsets > 0 && offsets < 80_000,
@@ -198,6 +184,13 @@ fn the_second_run_after_corrupting_the_only_checkpoint_fails_clearly() {
     let name = ssts[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(
         err.contains("no committed checkpoint could be restored") && err.contains(&name),
+        "{err}"
+    );
+    // It is now marked unusable; the next start still refuses rather than start empty.
+    let out = run_cmd(dir, &["run", "job.yaml", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("marked unusable"),
         "{err}"
     );
 }

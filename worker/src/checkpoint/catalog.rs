@@ -4,18 +4,48 @@ use super::manifest::{self, CommitRecord, TaskManifest};
 use super::{paths, CheckpointError};
 use crate::storage::CheckpointStore;
 
-/// Ids of committed checkpoints, ascending.
+/// Ids of committed checkpoints, ascending; checkpoints marked unusable are left out.
 pub async fn committed_ids(store: &CheckpointStore) -> Result<Vec<u64>, CheckpointError> {
+    let listing = store.list(paths::CHECKPOINTS).await?;
+    let ids_with = |file: &str| -> std::collections::BTreeSet<u64> {
+        listing
+            .iter()
+            .filter(|o| o.key.ends_with(file))
+            .filter_map(|o| paths::checkpoint_id_of(&o.key))
+            .collect()
+    };
+    let unusable = ids_with(paths::UNUSABLE_FILE);
+    Ok(ids_with(paths::COMMIT_FILE)
+        .difference(&unusable)
+        .copied()
+        .collect())
+}
+
+/// Ids of committed checkpoints marked unusable, ascending.
+pub async fn unusable_ids(store: &CheckpointStore) -> Result<Vec<u64>, CheckpointError> {
     let mut ids: Vec<u64> = store
         .list(paths::CHECKPOINTS)
         .await?
-        .into_iter()
-        .filter(|o| o.key.ends_with(paths::COMMIT_FILE))
+        .iter()
+        .filter(|o| o.key.ends_with(paths::UNUSABLE_FILE))
         .filter_map(|o| paths::checkpoint_id_of(&o.key))
         .collect();
     ids.sort_unstable();
-    ids.dedup();
     Ok(ids)
+}
+
+/// Marks committed checkpoint `id` unusable (restore found a file missing or corrupt), so that
+/// it is not tried again and retention collects it.
+pub async fn mark_unusable(
+    store: &CheckpointStore,
+    id: u64,
+    reason: &str,
+) -> Result<(), CheckpointError> {
+    let body = serde_json::json!({ "checkpoint": id, "reason": reason, "atMs": super::now_ms() });
+    store
+        .put_bytes(&paths::unusable_key(id), body.to_string().into())
+        .await?;
+    Ok(())
 }
 
 /// The highest checkpoint id present in any form (committed, aborted or in flight); new ids

@@ -122,6 +122,20 @@ pub enum CheckpointError {
     },
 }
 
+impl CheckpointError {
+    /// True when the checkpoint itself is damaged (a file missing, corrupt or unparsable), as
+    /// opposed to a passing failure to reach it: only then is it marked unusable.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            CheckpointError::MissingInStore { .. } | CheckpointError::BadManifest { .. } => true,
+            CheckpointError::Storage(e) => {
+                e.is_not_found() || matches!(e, crate::storage::StorageError::Corrupt { .. })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

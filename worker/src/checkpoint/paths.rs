@@ -16,6 +16,9 @@ pub const TASKS: &str = "tasks/";
 pub const GENERATIONS: &str = "generations/";
 /// File name of a commit record.
 pub const COMMIT_FILE: &str = "_COMMIT.json";
+/// Marker of a committed checkpoint that restore found unusable (a file missing or corrupt):
+/// it is no longer listed as committed, and retention collects it.
+pub const UNUSABLE_FILE: &str = "_UNUSABLE.json";
 
 /// `checkpoints/<id>/`
 pub fn checkpoint_prefix(id: u64) -> String {
@@ -25,6 +28,11 @@ pub fn checkpoint_prefix(id: u64) -> String {
 /// The commit record of checkpoint `id`.
 pub fn commit_key(id: u64) -> String {
     format!("{}{COMMIT_FILE}", checkpoint_prefix(id))
+}
+
+/// The unusable marker of checkpoint `id`.
+pub fn unusable_key(id: u64) -> String {
+    format!("{}{UNUSABLE_FILE}", checkpoint_prefix(id))
 }
 
 /// Task `task`'s manifest in checkpoint `id`.

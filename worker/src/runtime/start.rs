@@ -127,6 +127,18 @@ async fn lineage_continues(store: &CheckpointStore, url: &str) -> Result<bool, C
     Ok(catalog::load_commit(store, newest).await?.origin.as_deref() == Some(url))
 }
 
+/// Logs why a committed checkpoint cannot be restored and, if it is damaged (not merely
+/// unreachable) and restore may fall back, marks it unusable so that it is not tried again and
+/// retention collects it.
+async fn quarantine(req: &StartRequest<'_>, id: u64, e: &CheckpointError) {
+    tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
+    if req.checkpoint.is_none() && e.is_damage() {
+        if let Err(mark) = catalog::mark_unusable(req.store, id, &e.to_string()).await {
+            tracing::warn!(checkpoint = id, error = %mark, "could not mark the checkpoint unusable");
+        }
+    }
+}
+
 /// The newest usable committed checkpoint (or the requested one), falling back past unusable
 /// ones with an error in the log naming what was wrong; fresh state if there is none.
 async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError> {
@@ -148,7 +160,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
         let (commit, manifests) = match catalog::load_checkpoint(req.store, *id).await {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
+                quarantine(req, *id, &e).await;
                 last_error = e.to_string();
                 continue;
             }
@@ -180,9 +192,20 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
                 })
             }
             Err(e) => {
-                tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
+                quarantine(req, *id, &e).await;
                 last_error = e.to_string();
             }
+        }
+    }
+    // Every checkpoint this job committed is damaged: never start from empty state silently.
+    if candidates.is_empty() && req.checkpoint.is_none() {
+        let unusable = catalog::unusable_ids(req.store).await?;
+        if !unusable.is_empty() {
+            return Err(CheckpointError::NothingRestorable {
+                tried: unusable,
+                last: "every committed checkpoint is marked unusable (see their _UNUSABLE.json); restore a savepoint, or point checkpoint.store at a new location to start from empty state".into(),
+            }
+            .into());
         }
     }
     if !candidates.is_empty() {

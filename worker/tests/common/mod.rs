@@ -197,3 +197,14 @@ pub fn committed_ids(dir: &Path, store: &str) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Total of the input offsets recorded in a commit record or savepoint manifest (`tasks[].offsets`).
+pub fn total_offsets(doc: &serde_json::Value) -> u64 {
+    doc["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .flat_map(|t| t["offsets"].as_object().expect("offsets").values())
+        .map(|v| v.as_u64().expect("offset"))
+        .sum()
+}
