@@ -579,6 +579,9 @@ fn futures_are_send(store: CheckpointStore) {
     send(async move { s.exists("k").await });
     let s = store.clone();
     send(async move { s.list("").await });
+    let s = store.clone();
+    send(async move { s.copy_within(&[]).await });
+    let s = store.clone();
+    send(async move { s.link_or_download("k", Path::new("x"), meta).await });
     send(async move { store.delete("k").await });
-    send(async move { cairn_worker::storage::sync_local_files(&[PathBuf::from("x")]).await });
 }

@@ -257,13 +257,6 @@ impl KeyedState {
         }
     }
 
-    /// True while a snapshot taken by [`Self::begin_snapshot`] has not reached RocksDB yet.
-    pub fn snapshot_in_flight(&self) -> bool {
-        self.frozen
-            .as_ref()
-            .is_some_and(|f| f.state.load(Ordering::Acquire) == PENDING)
-    }
-
     /// Number of entries in the write-back cache (for metrics).
     pub fn cached_entries(&self) -> usize {
         self.dirty.len()

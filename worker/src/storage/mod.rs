@@ -187,8 +187,8 @@ impl CheckpointStore {
     /// A mismatch is [`StorageError::Corrupt`] and a missing object [`StorageError::NotFound`],
     /// both naming the key. The content is staged in a temp file beside `local` and renamed into
     /// place only once verified, so a failed download leaves nothing new at `local`. The file is
-    /// not fsynced: after restoring a batch, call [`sync_local_files`] if it must survive a
-    /// machine crash.
+    /// not fsynced: restored state needs no durability of its own (after a crash it is rebuilt
+    /// from the store again).
     pub async fn download_file(
         &self,
         key: &str,
@@ -353,23 +353,6 @@ fn reader_crc32c(reader: &mut impl Read) -> io::Result<FileMeta> {
 /// CRC32C (Castagnoli) of a byte slice, as recorded in [`FileMeta`].
 pub fn crc32c_of(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
-}
-
-/// Makes local files durable: fdatasyncs them from a few threads at once (the strategy that
-/// makes `file://` uploads fast) and then fsyncs each of their parent directories once. Restore
-/// calls this after a batch of [`CheckpointStore::download_file`]s whose result must survive a
-/// machine crash.
-pub async fn sync_local_files(paths: &[PathBuf]) -> Result<(), StorageError> {
-    let paths = paths.to_vec();
-    blocking(move || {
-        local::sync_files(&paths)?;
-        let dirs: std::collections::BTreeSet<PathBuf> = paths
-            .iter()
-            .map(|p| local::parent_dir(p).to_path_buf())
-            .collect();
-        local::sync_dirs(&dirs.into_iter().collect::<Vec<_>>())
-    })
-    .await
 }
 
 /// Runs blocking filesystem work on tokio's blocking pool. A panic in it is resumed here.
