@@ -89,12 +89,7 @@ fn metrics_endpoint_reports_progress_and_checkpoints() {
         "job.yaml",
         "name: m\ninput: {type: generator, partitions: 2, keys: 100, ratePerSecond: 2000}\ntask: {name: count}\ncheckpoint: {interval: 100ms}\n",
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
     let mut child = worker(dir)
         .args(["run", "job.yaml", "--quiet", "--metrics-addr", &addr])
         .stdout(std::process::Stdio::null())

@@ -66,12 +66,7 @@ impl Http {
 fn start(dir: &Path, job: &str) -> (std::process::Child, Http) {
     std::fs::write(dir.join("job.yaml"), job).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
     let child = worker(dir)
         .args([
             "run",
@@ -284,13 +279,8 @@ fn a_savepoint_that_times_out_is_aborted_and_the_job_keeps_running() {
     let job = JOB.replace("  interval: 1h\n", "  interval: 1h\n  timeout: 300ms\n");
     std::fs::write(dir.join("job.yaml"), &job).unwrap();
     std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let http = Http {
-        addr: format!("127.0.0.1:{port}"),
+        addr: free_local_addr(),
     };
     let mut child = worker(dir)
         .args([

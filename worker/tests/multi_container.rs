@@ -55,12 +55,7 @@ fn killing_one_container_restarts_only_its_tasks_and_totals_stay_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("job.yaml"), JOB).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
 
     let mut c0 = container(dir, 0, &addr);
     let mut c1 = container(dir, 1, &addr);
@@ -114,12 +109,7 @@ fn a_container_with_another_spec_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("job.yaml"), JOB).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_local_addr();
     let mut c0 = container(dir, 0, &addr);
     let other = dir.join("other");
     std::fs::create_dir(&other).unwrap();

@@ -208,3 +208,13 @@ pub fn total_offsets(doc: &serde_json::Value) -> u64 {
         .map(|v| v.as_u64().expect("offset"))
         .sum()
 }
+
+/// A loopback address with a port free right now (for a server the test starts).
+pub fn free_local_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
