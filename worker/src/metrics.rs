@@ -97,7 +97,10 @@ impl Metrics {
             .register(Box::new(uploaded_bytes.clone()))
             .expect("unique metric");
         let checkpoints = IntCounterVec::new(
-            Opts::new("cairn_checkpoints_total", "Checkpoints by result"),
+            Opts::new(
+                "cairn_checkpoints_total",
+                "Checkpoints by result: committed, aborted, skipped (a container not connected)",
+            ),
             &["result"],
         )
         .expect("valid metric");

@@ -47,7 +47,6 @@ fn random_sigkills_lose_and_duplicate_nothing() {
 
     let mut kills = 0;
     let mut slow_upload_kills = 0;
-    let mut finished_early = false;
     while kills < 24 {
         // Every third run uploads slowly, so that the kill lands inside an upload.
         let slow = kills % 3 == 2;
@@ -72,7 +71,6 @@ fn random_sigkills_lose_and_duplicate_nothing() {
                 "worker failed: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            finished_early = true;
             break;
         }
         child.kill().unwrap(); // SIGKILL
@@ -82,7 +80,6 @@ fn random_sigkills_lose_and_duplicate_nothing() {
             slow_upload_kills += 1;
         }
     }
-    assert!(kills >= 20 || finished_early, "only {kills} kills happened");
     assert!(
         kills >= 20,
         "the job finished after {kills} kills; slow it down so the test kills it 20 times"

@@ -32,8 +32,8 @@ fn local_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_
     }
 }
 
-/// Previous database directories of a task (`db-*`), other than `except`.
-pub fn old_db_dirs(task_dir: &Path, except: Option<&Path>) -> Vec<PathBuf> {
+/// Previous database directories of a task (`db-*`).
+pub fn old_db_dirs(task_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(task_dir) else {
         return Vec::new();
     };
@@ -44,7 +44,6 @@ pub fn old_db_dirs(task_dir: &Path, except: Option<&Path>) -> Vec<PathBuf> {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("db-"))
         })
-        .filter(|p| Some(p.as_path()) != except)
         .collect()
 }
 
@@ -61,7 +60,7 @@ pub async fn restore_task_db(
     std::fs::create_dir_all(&tmp_dir).map_err(local_err(&tmp_dir))?;
 
     let mut local: HashMap<String, PathBuf> = HashMap::new();
-    for dir in old_db_dirs(task_dir, None) {
+    for dir in old_db_dirs(task_dir) {
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.filter_map(|e| e.ok()) {
                 local

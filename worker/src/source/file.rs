@@ -24,8 +24,6 @@ pub struct FileSource {
     buf: Vec<u8>,
     /// Consumed bytes at the front of `buf`.
     consumed: usize,
-    eof: bool,
-    size_hint: u64,
 }
 
 impl FileSource {
@@ -38,8 +36,6 @@ impl FileSource {
             buf_offset: 0,
             buf: Vec::new(),
             consumed: 0,
-            eof: false,
-            size_hint: 0,
         }
     }
 
@@ -121,7 +117,6 @@ impl Source for FileSource {
                 return Ok(Poll::Records);
             }
             if self.fill()? == 0 {
-                self.eof = true;
                 break;
             }
         }
@@ -163,14 +158,11 @@ impl Source for FileSource {
         self.buf.clear();
         self.consumed = 0;
         self.buf_offset = offset;
-        self.eof = false;
         Ok(())
     }
 
     fn lag(&self) -> Option<u64> {
-        let size = std::fs::metadata(&self.path)
-            .map(|m| m.len())
-            .unwrap_or(self.size_hint);
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         Some(size.saturating_sub(self.position()))
     }
 }

@@ -91,6 +91,24 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// `Ok` when a file already stored under `key` is the one being written (an idempotent
+    /// retry), [`StorageError::Conflict`] otherwise.
+    pub(crate) fn same_or_conflict(
+        key: &str,
+        existing: FileMeta,
+        uploading: FileMeta,
+    ) -> Result<(), StorageError> {
+        if existing == uploading {
+            Ok(())
+        } else {
+            Err(StorageError::Conflict {
+                key: key.to_owned(),
+                existing,
+                uploading,
+            })
+        }
+    }
+
     /// True when the error says the key does not exist, so callers can treat a missing object
     /// (e.g. no manifest yet) differently from a failing store.
     pub fn is_not_found(&self) -> bool {

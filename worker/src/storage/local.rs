@@ -176,14 +176,7 @@ impl LocalDir {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let (a, b) = (file_crc32c(&src), file_crc32c(&dst));
                     match (a, b) {
-                        (Ok(a), Ok(b)) if a == b => {}
-                        (Ok(a), Ok(b)) => {
-                            return Err(StorageError::Conflict {
-                                key: to.clone(),
-                                existing: b,
-                                uploading: a,
-                            })
-                        }
+                        (Ok(a), Ok(b)) => StorageError::same_or_conflict(to, b, a)?,
                         (Err(e), _) => return Err(not_found_or_io(from, &src, e)),
                         (_, Err(e)) => return Err(StorageError::io_path(&dst, e)),
                     }
@@ -540,15 +533,7 @@ fn publish_create_only(
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             let existing = file_crc32c(target).map_err(|e| StorageError::io_path(target, e))?;
             remove_temp(temp)?;
-            if existing == meta {
-                Ok(())
-            } else {
-                Err(StorageError::Conflict {
-                    key: key.to_owned(),
-                    existing,
-                    uploading: meta,
-                })
-            }
+            StorageError::same_or_conflict(key, existing, meta)
         }
         Err(e) => Err(StorageError::io_path(target, e)),
     }

@@ -180,15 +180,7 @@ impl ObjectBackend {
         meta: FileMeta,
     ) -> Result<(), StorageError> {
         let existing = self.stored_meta(key, location).await?;
-        if existing == meta {
-            Ok(())
-        } else {
-            Err(StorageError::Conflict {
-                key: key.to_owned(),
-                existing,
-                uploading: meta,
-            })
-        }
+        StorageError::same_or_conflict(key, existing, meta)
     }
 
     /// Size and CRC32C of a stored object, streamed.
