@@ -24,10 +24,17 @@ impl JobSpec {
         if let Value::Object(map) = &mut value {
             map.remove("restore");
         }
-        let mut canonical = String::new();
-        write_canonical(&value, &mut canonical);
-        format!("{:016x}", fnv1a64(canonical.as_bytes()))
+        fingerprint(&value)
     }
+}
+
+/// 16 lowercase hex digits of FNV-1a-64 over the canonical JSON of `value` (keys sorted, no
+/// whitespace): the same fingerprint [`JobSpec::spec_hash`] uses, for other documents (the
+/// operator hashes what a job's pods run with it).
+pub fn fingerprint(value: &Value) -> String {
+    let mut canonical = String::new();
+    write_canonical(value, &mut canonical);
+    format!("{:016x}", fnv1a64(canonical.as_bytes()))
 }
 
 /// FNV-1a, 64-bit: small, fast, and fully specified, so it can be reimplemented anywhere.

@@ -23,8 +23,10 @@
 
 mod error;
 mod hash;
+pub use hash::fingerprint;
 mod input;
 mod job;
+mod kafka;
 mod output;
 mod parse;
 pub mod properties;
@@ -34,13 +36,17 @@ pub mod units;
 mod validate;
 
 pub use error::{FieldError, PropertyError, SpecError};
-pub use input::{FileInput, GeneratorInput, InputSpec, KeyDistribution};
+pub use input::{
+    FileInput, GeneratorInput, InputSpec, KafkaInput, KeyDistribution,
+    DEFAULT_PARTITION_CHECK_INTERVAL,
+};
 pub use job::{
     CheckpointSpec, JobSpec, RestoreSpec, StateSpec, TaskSpec, BUILTIN_TASKS, DEFAULT_CACHE_SIZE,
     DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_STORE,
     DEFAULT_CHECKPOINT_TIMEOUT, DEFAULT_STATE_DIR,
 };
-pub use output::OutputSpec;
+pub use kafka::{KafkaProtocol, KafkaSecurity, SaslMechanism, SaslSpec, RESERVED_KAFKA_PROPERTIES};
+pub use output::{KafkaDelivery, KafkaOutput, OutputSpec, DEFAULT_KAFKA_SPOOL_DIR};
 pub use store::CheckpointStore;
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{MAX_NAME_LEN, MAX_PARTITIONS, MIN_CACHE_SIZE, MIN_CHECKPOINT_INTERVAL};

@@ -124,6 +124,7 @@ fn run_spec(
         show_progress: false,
         base_dir: base.to_path_buf(),
         upload_delay: None,
+        hold_after_stop: false,
         metrics: Default::default(),
         progress: progress.clone(),
     })

@@ -64,6 +64,11 @@ enum Command {
         /// Do not show live progress.
         #[arg(long)]
         quiet: bool,
+        /// After a stop (stop-with-savepoint, `/v1/stop`) stay alive until SIGTERM instead of
+        /// exiting, so a supervisor that restarts exited processes (the kubelet) cannot resume
+        /// a stopped job. The operator sets it on every worker pod.
+        #[arg(long, env = "CAIRN_HOLD_AFTER_STOP")]
+        hold_after_stop: bool,
     },
     /// Check a job spec and print it with every default filled in.
     Validate {
@@ -181,6 +186,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             control_token_file,
             metrics_addr,
             quiet,
+            hold_after_stop,
         } => {
             let spec = cairn_spec::JobSpec::from_path(&job)?;
             // Fail before touching any state if the task is unknown or its config is bad.
@@ -207,6 +213,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 progress: Default::default(),
                 base_dir: current_dir()?,
                 upload_delay,
+                hold_after_stop,
             })?;
             tracing::info!(?outcome, "job ended");
             Ok(())
@@ -328,15 +335,14 @@ fn role(
             "--container {k}: the job has containers 0..{} (parallelism {parallelism})",
             parallelism - 1
         )),
-        (Some(0), Some(listen), None) => Ok(Role::Coordinator { listen }),
-        (Some(0), _, _) => Err(
-            "container 0 runs the coordinator: give --coordinator-listen (and no --coordinator)"
-                .into(),
-        ),
-        (Some(index), None, Some(coordinator)) => Ok(Role::Container { index, coordinator }),
-        (Some(index), _, _) => Err(format!(
-            "container {index} needs --coordinator HOST:PORT (and no --coordinator-listen)"
-        )),
+        // One pod template serves every container of a job on Kubernetes, so both addresses
+        // may be given: container 0 listens, the others connect.
+        (Some(0), Some(listen), _) => Ok(Role::Coordinator { listen }),
+        (Some(0), None, _) => {
+            Err("container 0 runs the coordinator: give --coordinator-listen ADDR:PORT".into())
+        }
+        (Some(index), _, Some(coordinator)) => Ok(Role::Container { index, coordinator }),
+        (Some(index), _, None) => Err(format!("container {index} needs --coordinator HOST:PORT")),
     }
 }
 

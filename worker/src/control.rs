@@ -171,6 +171,10 @@ struct Operations {
     pending_savepoint: Option<String>,
     /// A finished stop-with-savepoint whose result someone has read.
     stop_result_read: bool,
+    /// The stop-with-savepoint that stopped the job. Asking for a stop-with-savepoint again
+    /// returns it: a caller that lost the first answer (an operator restarted mid-upgrade)
+    /// still learns where the savepoint is.
+    stopped_with: Option<String>,
 }
 
 /// The running control API.
@@ -360,10 +364,20 @@ fn new_operation(ops: &mut Operations, kind: &'static str, stop: bool) -> Operat
     op
 }
 
-fn finish(ops: &Mutex<Operations>, id: &str, update: impl FnOnce(&mut Operation)) {
+/// Records an operation's result; `stopped_the_job` marks the stop-with-savepoint that ended
+/// the job (under the same lock, so no request slips in between).
+fn finish(
+    ops: &Mutex<Operations>,
+    id: &str,
+    stopped_the_job: bool,
+    update: impl FnOnce(&mut Operation),
+) {
     let mut ops = ops.lock().expect("operations lock");
     if ops.pending_savepoint.as_deref() == Some(id) {
         ops.pending_savepoint = None;
+    }
+    if stopped_the_job {
+        ops.stopped_with = Some(id.to_owned());
     }
     if let Some(op) = ops.all.get_mut(id) {
         update(op);
@@ -388,7 +402,7 @@ async fn checkpoint(State(api): State<Api>) -> Response {
         let result = answer
             .await
             .unwrap_or_else(|_| Err("the job stopped before answering".into()));
-        finish(&ops, &id, |op| match result {
+        finish(&ops, &id, false, |op| match result {
             Ok(checkpoint) => (op.state, op.checkpoint) = ("succeeded", Some(checkpoint)),
             Err(e) => (op.state, op.error) = ("failed", Some(e)),
         });
@@ -418,6 +432,22 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
         }
     };
     let mut ops = api.ops.lock().expect("operations lock");
+    if let Some(done) = ops
+        .stopped_with
+        .clone()
+        .and_then(|id| ops.all.get(&id).cloned())
+    {
+        if body.stop {
+            return (StatusCode::OK, Json(done)).into_response();
+        }
+        return error(
+            StatusCode::CONFLICT,
+            &format!(
+                "the job stopped with savepoint operation {}; it takes no more savepoints",
+                done.id
+            ),
+        );
+    }
     if let Some(pending) = ops
         .pending_savepoint
         .clone()
@@ -456,7 +486,8 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
         let result = answer
             .await
             .unwrap_or_else(|_| Err("the job stopped before answering".into()));
-        finish(&ops, &id, |op| match result {
+        let stopped = body.stop && result.is_ok();
+        finish(&ops, &id, stopped, |op| match result {
             Ok(info) => {
                 op.state = "succeeded";
                 op.checkpoint = Some(info.checkpoint);

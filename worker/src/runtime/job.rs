@@ -60,6 +60,11 @@ pub struct RunOptions {
     pub base_dir: PathBuf,
     /// Fault-injection knob for tests: pause before each uploaded file.
     pub upload_delay: Option<Duration>,
+    /// After the job stops (stop-with-savepoint, `/v1/stop`), keep the process alive until
+    /// SIGTERM/SIGINT instead of exiting. On Kubernetes an exited worker is restarted by the
+    /// kubelet and would resume from its last checkpoint; holding keeps a stopped job stopped
+    /// until the operator deletes its pods.
+    pub hold_after_stop: bool,
 }
 
 /// Which of the job's P containers a process runs.
@@ -414,6 +419,9 @@ async fn run_async(
         if let Some(p) = progress_thread {
             p.stop();
         }
+        if matches!(relayed, Ok(true)) && opts.hold_after_stop {
+            hold_until_signal().await;
+        }
         return match relayed {
             Ok(true) => Ok(Outcome {
                 ending: Ending::Released,
@@ -507,8 +515,13 @@ async fn run_async(
         Some(server),
     ) = (&ending, &control_server)
     {
-        tracing::info!(%url, "stopped with a savepoint; waiting for its result to be read from the control API");
-        server.wait_for_stop_result(CONTROL_LINGER).await;
+        if !opts.hold_after_stop {
+            tracing::info!(%url, "stopped with a savepoint; waiting for its result to be read from the control API");
+            server.wait_for_stop_result(CONTROL_LINGER).await;
+        }
+    }
+    if matches!(ending, Ok(Ending::Stopped { .. })) && opts.hold_after_stop {
+        hold_until_signal().await;
     }
     join_threads().await;
     if let Some(p) = progress_thread {
@@ -518,6 +531,24 @@ async fn run_async(
         ending: ending?,
         origin: start.origin,
     })
+}
+
+/// Keeps a stopped job's process (and its control API) alive until SIGTERM/SIGINT.
+async fn hold_until_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    tracing::info!("job stopped; holding until SIGTERM (--hold-after-stop)");
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => tracing::warn!("cannot wait for signals; exiting instead of holding"),
+    }
 }
 
 fn hostname() -> String {

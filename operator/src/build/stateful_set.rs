@@ -1,0 +1,281 @@
+//! The worker StatefulSet: P pods, pod K runs container K of the job (pod 0 also runs the
+//! coordinator and the control API). Hardened like the operator itself: non-root, read-only root
+//! filesystem, no capabilities, RuntimeDefault seccomp, no service-account token (workers never
+//! call the Kubernetes API).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretEnvSource, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::config_map::JOB_FILE;
+use super::{child_labels, selector, Owner, Start, TOKEN_KEY};
+use crate::validate::{ValidatedJob, STATE_MOUNT};
+
+/// Containers 1..P dial the coordinator (pod 0) here.
+pub const COORDINATOR_PORT: i32 = 7000;
+/// The control API of pod 0 (the operator's only way to talk to a job).
+pub const CONTROL_PORT: i32 = 9250;
+/// `/metrics` and `/healthz` of every pod.
+pub const METRICS_PORT: i32 = 9249;
+/// Where the token Secret is mounted.
+const TOKEN_DIR: &str = "/var/run/secrets/cairn/control";
+/// Unprivileged user of the worker image.
+const WORKER_UID: i64 = 65532;
+/// Time for the final checkpoint a worker takes on SIGTERM.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// Annotation with the deploy hash: the pods of two different specs never look alike.
+pub const DEPLOY_HASH_ANNOTATION: &str = "cairn.dev/deploy-hash";
+
+/// The worker StatefulSet of `job`.
+pub fn stateful_set(job: &ValidatedJob, owner: &Owner, start: &Start) -> StatefulSet {
+    let mut pod_labels = job.pod.labels.clone();
+    pod_labels.extend(child_labels(&owner.name));
+    let mut annotations = job.pod.annotations.clone();
+    annotations.insert(DEPLOY_HASH_ANNOTATION.into(), job.deploy_hash.clone());
+    if let Some(sp) = &start.savepoint {
+        annotations.insert("cairn.dev/restore-savepoint".into(), sp.clone());
+    }
+    let claim = job.state_volume.persistent_volume_claim.as_ref();
+    StatefulSet {
+        metadata: owner.child_meta(owner.name.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(job.job.parallelism as i32),
+            service_name: Some(owner.name.clone()),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(selector(&owner.name)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(job, owner)),
+            },
+            volume_claim_templates: claim.map(|c| {
+                vec![PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: Some("state".into()),
+                        labels: Some(child_labels(&owner.name)),
+                        ..Default::default()
+                    },
+                    spec: Some(PersistentVolumeClaimSpec {
+                        access_modes: Some(vec!["ReadWriteOnce".into()]),
+                        storage_class_name: c.storage_class_name.clone(),
+                        resources: Some(VolumeResourceRequirements {
+                            requests: Some(BTreeMap::from([(
+                                "storage".into(),
+                                Quantity(c.size.clone()),
+                            )])),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_spec(job: &ValidatedJob, owner: &Owner) -> PodSpec {
+    let mut volumes = vec![
+        Volume {
+            name: "job".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: owner.config_map_name(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "control-token".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(owner.secret_name()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    ];
+    if job.state_volume.persistent_volume_claim.is_none() {
+        let empty = job.state_volume.empty_dir.clone().unwrap_or_default();
+        volumes.push(Volume {
+            name: "state".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: empty.medium,
+                size_limit: empty.size_limit.map(Quantity),
+            }),
+            ..Default::default()
+        });
+    }
+    volumes.extend(job.pod.volumes.iter().cloned());
+    PodSpec {
+        containers: vec![worker_container(job, owner)],
+        volumes: Some(volumes),
+        service_account_name: Some(job.service_account.clone()),
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        node_selector: (!job.pod.node_selector.is_empty()).then(|| job.pod.node_selector.clone()),
+        tolerations: (!job.pod.tolerations.is_empty()).then(|| job.pod.tolerations.clone()),
+        affinity: job.pod.affinity.clone(),
+        priority_class_name: job.pod.priority_class_name.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            fs_group: Some(WORKER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
+    let coordinator = format!(
+        "{name}-0.{name}.{ns}.svc:{COORDINATOR_PORT}",
+        name = owner.name,
+        ns = owner.namespace
+    );
+    let mut env = vec![
+        field_env(
+            "CAIRN_CONTAINER",
+            "metadata.labels['apps.kubernetes.io/pod-index']",
+        ),
+        literal_env(
+            "CAIRN_COORDINATOR_LISTEN",
+            &format!("0.0.0.0:{COORDINATOR_PORT}"),
+        ),
+        literal_env("CAIRN_COORDINATOR", &coordinator),
+        literal_env("CAIRN_CONTROL_ADDR", &format!("0.0.0.0:{CONTROL_PORT}")),
+        literal_env(
+            "CAIRN_CONTROL_TOKEN_FILE",
+            &format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+        ),
+    ];
+    env.extend(job.pod.env.iter().cloned());
+    let mut mounts = vec![
+        VolumeMount {
+            name: "job".into(),
+            mount_path: "/etc/cairn".into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "control-token".into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "state".into(),
+            mount_path: STATE_MOUNT.into(),
+            ..Default::default()
+        },
+    ];
+    mounts.extend(job.pod.volume_mounts.iter().cloned());
+    let http_probe = |path: &str, period: i32, failures: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    };
+    let port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Container {
+        name: "worker".into(),
+        image: Some(job.image.clone()),
+        image_pull_policy: job.pull_policy.map(|p| p.as_str().into()),
+        args: Some(vec![
+            "run".into(),
+            JOB_FILE.into(),
+            "--metrics-addr".into(),
+            format!("0.0.0.0:{METRICS_PORT}"),
+            "--hold-after-stop".into(),
+            "--quiet".into(),
+        ]),
+        env: Some(env),
+        env_from: job.credentials_secret.as_ref().map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: name.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }]
+        }),
+        ports: Some(vec![
+            port("coordinator", COORDINATOR_PORT),
+            port("control", CONTROL_PORT),
+            port("metrics", METRICS_PORT),
+        ]),
+        volume_mounts: Some(mounts),
+        resources: job.resources.clone(),
+        readiness_probe: Some(http_probe("/healthz", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn literal_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

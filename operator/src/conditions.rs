@@ -1,0 +1,176 @@
+//! Step 5 of the pipeline, the pure half: the four conditions computed from the new status and
+//! the observation. Transition times are kept when a condition's status did not change, so
+//! `kubectl describe` shows since when a job has been Ready, not since the last reconcile.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{Phase, Step, StreamJobStatus};
+use crate::lifecycle::Observed;
+
+/// Conditions the operator maintains.
+pub const READY: &str = "Ready";
+/// An operation (or the first deployment) is under way.
+pub const PROGRESSING: &str = "Progressing";
+/// Something needs attention.
+pub const DEGRADED: &str = "Degraded";
+/// Checkpoints commit on time.
+pub const CHECKPOINTS_HEALTHY: &str = "CheckpointsHealthy";
+
+/// Inputs beyond the status.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// Observation.
+    pub observed: &'a Observed,
+    /// Checkpoint interval of the deployed job.
+    pub checkpoint_interval: Duration,
+    /// The desired spec failed before and was rolled back.
+    pub desired_failed_before: bool,
+    /// Validation problems of the desired spec.
+    pub invalid: Option<&'a str>,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Sets `status.conditions` from the rest of the status.
+pub fn update(status: &mut StreamJobStatus, facts: &Facts) {
+    let generation = status.observed_generation;
+    let new = compute(status, facts);
+    let old = std::mem::take(&mut status.conditions);
+    status.conditions = new
+        .into_iter()
+        .map(|(type_, ok, reason, message)| {
+            let state = match ok {
+                Some(true) => "True",
+                Some(false) => "False",
+                None => "Unknown",
+            };
+            let since = old
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == state)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(facts.now));
+            Condition {
+                type_: type_.into(),
+                status: state.into(),
+                reason: reason.into(),
+                message,
+                last_transition_time: since,
+                observed_generation: generation,
+            }
+        })
+        .collect();
+}
+
+type Row = (&'static str, Option<bool>, &'static str, String);
+
+fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
+    let phase = status.phase;
+    let checkpoint_age = status
+        .last_checkpoint
+        .as_ref()
+        .and_then(|c| c.time.parse::<Timestamp>().ok())
+        .map(|t| Duration::try_from(facts.now.duration_since(t)).unwrap_or_default());
+    let limit = (facts.checkpoint_interval * 3).max(Duration::from_secs(30));
+    let job_answers = facts.observed.report.is_some();
+    let checkpoints: Row = match (phase, job_answers, checkpoint_age) {
+        (Some(Phase::Suspended), _, _) => (CHECKPOINTS_HEALTHY, None, "Suspended", "no pods run".into()),
+        (_, false, _) => (CHECKPOINTS_HEALTHY, None, "JobUnreachable", "the job's control API does not answer".into()),
+        (_, true, Some(age)) if age <= limit => (
+            CHECKPOINTS_HEALTHY,
+            Some(true),
+            "Committing",
+            format!("last checkpoint {}s ago (interval {}s)", age.as_secs(), facts.checkpoint_interval.as_secs()),
+        ),
+        (_, true, age) => (
+            CHECKPOINTS_HEALTHY,
+            Some(false),
+            "CheckpointsLate",
+            match age {
+                Some(age) => format!("no checkpoint committed for {}s (interval {}s); see the worker logs and status.lastError", age.as_secs(), facts.checkpoint_interval.as_secs()),
+                None => "no checkpoint committed yet".into(),
+            },
+        ),
+    };
+    let healthy = checkpoints.1 == Some(true);
+    let ready: Row = match phase {
+        Some(Phase::Running) if healthy => (
+            READY,
+            Some(true),
+            "Running",
+            "the job runs and checkpoints commit".into(),
+        ),
+        Some(Phase::Running) => (READY, Some(false), "CheckpointsLate", checkpoints.3.clone()),
+        Some(p) => (
+            READY,
+            Some(false),
+            p.as_str(),
+            format!("phase {}", p.as_str()),
+        ),
+        None => (READY, Some(false), "Pending", "not reconciled yet".into()),
+    };
+    let progressing: Row = match (&status.operation, phase) {
+        (Some(op), _) => (
+            PROGRESSING,
+            Some(true),
+            match op.step {
+                Step::TakingSavepoint => "TakingSavepoint",
+                Step::StoppingWorkers => "StoppingWorkers",
+                Step::AwaitingCheckpoint => "AwaitingCheckpoint",
+            },
+            format!(
+                "{}: {}",
+                op.kind.as_str(),
+                op.message.clone().unwrap_or_default()
+            ),
+        ),
+        (None, Some(Phase::Deploying)) => (
+            PROGRESSING,
+            Some(true),
+            "Deploying",
+            "waiting for the first committed checkpoint".into(),
+        ),
+        _ => (
+            PROGRESSING,
+            Some(false),
+            "Idle",
+            "no operation in flight".into(),
+        ),
+    };
+    let degraded: Row = if let Some(problems) = facts.invalid {
+        (DEGRADED, Some(true), "InvalidSpec", problems.into())
+    } else if phase == Some(Phase::Failed) {
+        (
+            DEGRADED,
+            Some(true),
+            "Failed",
+            status.last_error.clone().unwrap_or_default(),
+        )
+    } else if facts.desired_failed_before {
+        (DEGRADED, Some(true), "RolledBack", "the current spec failed to deploy and the job was rolled back to the last good spec; change the spec to try again".into())
+    } else if let Some(op) = status.operation.as_ref().filter(|o| o.attempts > 0) {
+        (
+            DEGRADED,
+            Some(true),
+            "SavepointFailing",
+            op.message.clone().unwrap_or_default(),
+        )
+    } else if let Some(failing) = &facts.observed.workers.failing {
+        (DEGRADED, Some(true), "WorkersFailing", failing.clone())
+    } else {
+        (
+            DEGRADED,
+            Some(false),
+            "Healthy",
+            "nothing needs attention".into(),
+        )
+    };
+    vec![ready, progressing, degraded, checkpoints]
+}
+
+/// The condition of `type_`, if set.
+pub fn find<'a>(status: &'a StreamJobStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}

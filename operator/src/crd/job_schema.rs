@@ -1,0 +1,169 @@
+//! OpenAPI schema of `spec.job`, written out by hand.
+//!
+//! The job types live in the shared spec crate, which has no schema dependency and uses tagged
+//! unions (`input.type`) that derive into `oneOf` schemas Kubernetes cannot use (structural
+//! schemas need every property declared once). So the section is described here, field for field,
+//! with the CEL rules that let the API server reject a bad job with a message naming the field.
+//! A test (`job_schema_covers_every_spec_field`) fails when the spec crate grows a field this
+//! schema does not declare.
+
+use schemars::{json_schema, Schema, SchemaGenerator};
+
+/// Duration syntax accepted by the spec crate: `250ms`, `10s`, `5m`, `1h`, `1m30s`, or whole
+/// milliseconds.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h) ?)+$|^[0-9]+$";
+
+/// Store URLs usable on Kubernetes: an object store, or a filesystem path that every worker
+/// pod mounts (an RWX volume). `memory://` and relative `file://` paths are local-mode only.
+pub const STORE_PATTERN: &str = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$";
+
+/// A string with a maximum length (CEL cost estimation needs one on every string a rule reads).
+fn string(max: u32, description: &str) -> serde_json::Value {
+    serde_json::json!({"type": "string", "maxLength": max, "description": description})
+}
+
+/// A duration string, checked by CEL so the message names the field.
+pub fn duration(field: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "string",
+        "maxLength": 64,
+        "description": description,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.matches('{}')", DURATION_PATTERN.replace('\\', "\\\\")),
+            "message": format!("{field} must be a duration such as 250ms, 10s, 5m, 1h or 1m30s"),
+        }],
+    })
+}
+
+/// The schema of `spec.job`.
+pub fn schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": "The job spec: the same document `cairn-worker run job.yaml` runs locally (docs/job-spec.md).",
+        "required": ["input", "task"],
+        "properties": {
+            "name": {
+                "type": "string",
+                "maxLength": 63,
+                "description": "Job name; defaults to the StreamJob's name and must equal it when set.",
+                "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "spec.job.name is immutable"}]
+            },
+            "input": input(),
+            "task": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": string(253, "A built-in task (count, sum, dedupe, filter, passthrough) or a custom task of the worker image."),
+                    "config": {
+                        "type": "object",
+                        "description": "Task settings, handed to the task as they are.",
+                        "x-kubernetes-preserve-unknown-fields": true
+                    }
+                }
+            },
+            "output": output(),
+            "parallelism": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 4096,
+                "description": "Worker pods (P) the partitions are spread over; 1 <= P <= input.partitions."
+            },
+            "checkpoint": {
+                "type": "object",
+                "properties": {
+                    "interval": duration("spec.job.checkpoint.interval", "Time between checkpoints (default 60s)."),
+                    "store": {
+                        "type": "string",
+                        "maxLength": 1024,
+                        "description": "Durable store: s3://bucket/prefix, or file:///path on a volume every worker pod mounts.",
+                        "x-kubernetes-validations": [{
+                            "rule": format!("self.matches('{STORE_PATTERN}')"),
+                            "message": "spec.job.checkpoint.store must be s3://bucket[/prefix] or file:///absolute/path on a volume shared by every worker pod (memory:// and relative paths are for local mode)"
+                        }]
+                    },
+                    "retained": {"type": "integer", "minimum": 1, "description": "Completed checkpoints kept (default 3)."},
+                    "timeout": duration("spec.job.checkpoint.timeout", "How long one checkpoint may take (default 10m).")
+                }
+            },
+            "state": {
+                "type": "object",
+                "description": "Local state settings; the directory is the pod's state volume, set by the operator.",
+                "properties": {
+                    "cacheSize": {
+                        "x-kubernetes-int-or-string": true,
+                        "description": "Write-back cache per task: bytes, or a size such as 64MiB."
+                    }
+                }
+            }
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "!has(self.parallelism) || self.parallelism <= self.input.partitions",
+                "message": "spec.job.parallelism must be <= spec.job.input.partitions: each worker pod needs at least one partition",
+                "fieldPath": ".parallelism"
+            },
+            {
+                "rule": "has(self.checkpoint) && has(self.checkpoint.store)",
+                "message": "spec.job.checkpoint.store is required on Kubernetes: s3://bucket/prefix, or file:///path on a volume every worker pod mounts",
+                "fieldPath": ".checkpoint"
+            }
+        ]
+    })
+}
+
+fn input() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "required": ["type", "partitions"],
+        "description": "Where records come from and how many partitions (N) they have.",
+        "properties": {
+            "type": {"type": "string", "enum": ["generator", "file"], "description": "Input type."},
+            "partitions": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "Partitions (N): one task each."},
+            "seed": {"type": "integer", "minimum": 0, "description": "generator: seed."},
+            "keys": {"type": "integer", "minimum": 1, "description": "generator: key cardinality."},
+            "distribution": {"type": "string", "enum": ["uniform", "zipf"], "description": "generator: key distribution."},
+            "zipfExponent": {"type": "number", "description": "generator: zipf skew (> 0)."},
+            "recordsPerPartition": {"type": "integer", "minimum": 0, "description": "generator: records per partition (endless when absent)."},
+            "ratePerSecond": {"type": "integer", "minimum": 0, "description": "generator: records per second per partition (0: unthrottled)."},
+            "path": string(4096, "file: directory with partition-<i> files (on a mounted volume)."),
+            "follow": {"type": "boolean", "description": "file: keep reading as the files grow."}
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.type != 'file' || has(self.path)",
+                "message": "spec.job.input.path is required when spec.job.input.type is file",
+                "fieldPath": ".path"
+            },
+            {
+                "rule": "self.type == 'file' || !has(self.path) ",
+                "message": "spec.job.input.path only applies to type: file",
+                "fieldPath": ".path"
+            }
+        ]
+    })
+}
+
+fn output() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "required": ["type"],
+        "description": "Where output records go (default: discarded).",
+        "properties": {
+            "type": {"type": "string", "enum": ["stdout", "null", "file"], "description": "Output type."},
+            "path": string(4096, "file: output directory (on a mounted volume).")
+        },
+        "x-kubernetes-validations": [{
+            "rule": "self.type != 'file' || has(self.path)",
+            "message": "spec.job.output.path is required when spec.job.output.type is file",
+            "fieldPath": ".path"
+        }]
+    })
+}
+
+/// An arbitrary object kept as it is (deployed specs recorded in status).
+pub fn any_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

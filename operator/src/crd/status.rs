@@ -1,0 +1,260 @@
+//! `StreamJob.status`: what the operator knows, and its write-ahead log. The deployed spec and
+//! any operation in flight (with its savepoint) are recorded here *before* the operator acts on
+//! them, so a restarted operator resumes exactly where the last one stopped.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Observed state of a StreamJob.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamJobStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Ready`, `Progressing`, `Degraded`, `CheckpointsHealthy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Containers (P) of the deployed job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// Partitions (N) of the deployed job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// P of the spec being moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_parallelism: Option<u32>,
+    /// N of the spec being moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_partitions: Option<u32>,
+    /// Label selector of the worker pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The spec the worker pods run (or will run once deployed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<Deployment>,
+    /// The last spec that reached Running: the rollback target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good: Option<Deployment>,
+    /// The operation in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<Operation>,
+    /// The last committed checkpoint reported by the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint: Option<CheckpointInfo>,
+    /// URL of the newest savepoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_savepoint: Option<String>,
+    /// Savepoints taken by the operator, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub savepoints: Vec<SavepointRecord>,
+    /// A spec hash whose deployment failed and was rolled back; not retried until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_spec_hash: Option<String>,
+    /// The `savepoints.triggerNonce` already acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_trigger_nonce: Option<i64>,
+    /// The `restartNonce` already acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_restart_nonce: Option<i64>,
+    /// Container restarts of the current worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_restarts: Option<i32>,
+    /// Partition count of the input as the job last observed it (differs from `partitions` when a
+    /// topic grew: repartition to use the new partitions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_input_partitions: Option<u32>,
+    /// The last error, with what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Lifecycle phase.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// Children created; waiting for the first committed checkpoint.
+    Deploying,
+    /// Checkpoints commit.
+    Running,
+    /// Moving to a new spec (upgrade, rescale, repartition, restart).
+    Upgrading,
+    /// A new spec failed; going back to the last good one.
+    RollingBack,
+    /// Saving state before removing the pods.
+    Suspending,
+    /// No pods; state kept in a savepoint or the latest checkpoint.
+    Suspended,
+    /// The spec is invalid, or a rollback failed too: waits for a spec change.
+    Failed,
+    /// Being deleted.
+    Deleting,
+}
+
+impl Phase {
+    /// Name for metrics and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Deploying => "Deploying",
+            Phase::Running => "Running",
+            Phase::Upgrading => "Upgrading",
+            Phase::RollingBack => "RollingBack",
+            Phase::Suspending => "Suspending",
+            Phase::Suspended => "Suspended",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+        }
+    }
+
+    /// Every phase, for the jobs-by-phase gauge.
+    pub const ALL: [Phase; 8] = [
+        Phase::Deploying,
+        Phase::Running,
+        Phase::Upgrading,
+        Phase::RollingBack,
+        Phase::Suspending,
+        Phase::Suspended,
+        Phase::Failed,
+        Phase::Deleting,
+    ];
+}
+
+/// A spec as deployed: the validated job document the pods run plus the pod settings, and where
+/// its state came from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// The StreamJob spec (JSON) this deployment was built from.
+    #[schemars(schema_with = "super::job_schema::any_object")]
+    pub spec: serde_json::Value,
+    /// Hash of what the pods run (job + pod settings); equal hashes need no new pods.
+    pub hash: String,
+    /// The job's own spec hash, as the worker reports it in its control API.
+    pub job_hash: String,
+    /// Savepoint the pods restore (until they commit a checkpoint of their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<String>,
+    /// Bumped by each stateless (re)start: the store path gets `/epoch-<n>` so the job starts
+    /// empty without deleting older data.
+    #[serde(default)]
+    pub state_epoch: u32,
+    /// When it was deployed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<String>,
+}
+
+/// The operation in flight. Steps are recorded before they are carried out.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// What the operation does.
+    pub kind: OperationKind,
+    /// Where it is.
+    pub step: Step,
+    /// The spec being moved to (for upgrades, rescales, repartitions, resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Deployment>,
+    /// The control API operation id of a savepoint being taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_operation: Option<String>,
+    /// The savepoint taken for this operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<String>,
+    /// Failed savepoint attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Do not retry before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// When the operation started (RFC 3339).
+    pub started_at: String,
+    /// When the current step started (RFC 3339): deadlines count from here.
+    pub step_started_at: String,
+    /// Human-readable progress or the reason of the last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Kinds of operation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OperationKind {
+    /// New image, task, config... (anything else).
+    Upgrade,
+    /// P changes.
+    Rescale,
+    /// N changes (possibly P too).
+    Repartition,
+    /// `restartNonce` changed.
+    Restart,
+    /// `state: suspended`.
+    Suspend,
+    /// `state: running` again.
+    Resume,
+    /// A manual or periodic savepoint; the job keeps running.
+    Savepoint,
+    /// Going back to the last good spec.
+    Rollback,
+    /// The StreamJob is being deleted (final savepoint, if asked for).
+    Delete,
+}
+
+impl OperationKind {
+    /// Name for metrics and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Upgrade => "upgrade",
+            OperationKind::Rescale => "rescale",
+            OperationKind::Repartition => "repartition",
+            OperationKind::Restart => "restart",
+            OperationKind::Suspend => "suspend",
+            OperationKind::Resume => "resume",
+            OperationKind::Savepoint => "savepoint",
+            OperationKind::Rollback => "rollback",
+            OperationKind::Delete => "delete",
+        }
+    }
+}
+
+/// Steps of an operation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Step {
+    /// Asking the job for a savepoint (with stop, unless the kind is `Savepoint`).
+    TakingSavepoint,
+    /// Deleting the worker pods.
+    StoppingWorkers,
+    /// New workers created; waiting for their first committed checkpoint.
+    AwaitingCheckpoint,
+}
+
+/// A committed checkpoint as the job reports it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointInfo {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Commit time (RFC 3339).
+    pub time: String,
+    /// Trigger-to-commit duration in milliseconds.
+    pub duration_ms: u64,
+    /// State bytes the checkpoint references.
+    pub bytes: u64,
+    /// Bytes uploaded by it.
+    pub uploaded_bytes: u64,
+}
+
+/// A savepoint in the history.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointRecord {
+    /// Where it is (use it in `restoreFrom.savepoint`).
+    pub url: String,
+    /// The checkpoint it copies.
+    pub checkpoint: u64,
+    /// When it was taken (RFC 3339).
+    pub time: String,
+    /// `upgrade`, `rescale`, `repartition`, `suspend`, `manual`, `periodic`, `deletion`.
+    pub reason: String,
+}

@@ -1,0 +1,16 @@
+//! The job lifecycle as a pure state machine: from the desired spec, the recorded status (the
+//! write-ahead log) and what was observed, decide the next status, the effects to carry out
+//! after writing it, and the events to publish. No client and no clock inside: tests drive it
+//! with fixtures and a fixed time.
+//!
+//! Order of work per reconcile: the new status is written first, then the effects run. So a
+//! savepoint is in status before any pod is deleted, and a target spec is in status before its
+//! pods are created; an operator killed at any point resumes from status.
+
+mod classify;
+mod plan;
+
+pub use classify::{classify, Change};
+pub use plan::{
+    backoff, plan, savepoint_request_failed, Effect, Input, Note, Observed, Plan, Workers,
+};

@@ -1,0 +1,813 @@
+//! One step of the lifecycle: [`plan`] maps (desired spec, status, observation, now) to the next
+//! status, the effects and the events.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::classify::{classify, Change};
+use crate::control::{ControlError, JobReport, OperationReport};
+use crate::crd::{
+    CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase, SavepointRecord,
+    Step, StreamJobStatus, UpgradeMode,
+};
+use crate::validate::ValidatedJob;
+
+/// Poll interval while an operation is in flight.
+const BUSY_REQUEUE: Duration = Duration::from_secs(2);
+/// Poll interval of a running job (status refresh).
+const STEADY_REQUEUE: Duration = Duration::from_secs(10);
+/// First savepoint retry delay; doubles per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+/// Longest savepoint retry delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the operator saw of the job's pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workers {
+    /// The StatefulSet exists.
+    pub stateful_set: bool,
+    /// Worker pods that exist (terminating ones included).
+    pub pods: u32,
+    /// Ready pods.
+    pub ready: u32,
+    /// Container restarts summed over the pods.
+    pub restarts: i32,
+    /// Why pods are failing (e.g. `worker-1: CrashLoopBackOff: ...`), if they are.
+    pub failing: Option<String>,
+}
+
+impl Workers {
+    /// No StatefulSet and no pod left.
+    pub fn gone(&self) -> bool {
+        !self.stateful_set && self.pods == 0
+    }
+}
+
+/// Everything observed this round.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The pods.
+    pub workers: Workers,
+    /// The job's control API status, when it answered.
+    pub report: Option<JobReport>,
+    /// The answer to polling `status.operation.controlOperation`, when there is one.
+    pub operation: Option<Result<OperationReport, ControlError>>,
+}
+
+/// The inputs of one step.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The desired spec, validated.
+    pub desired: &'a ValidatedJob,
+    /// The desired spec as recorded in a [`Deployment`] (image and service account pinned).
+    pub desired_spec: &'a Value,
+    /// Validates a recorded deployment's spec (the deployed or last good one).
+    pub deployed: Option<&'a ValidatedJob>,
+    /// Status so far.
+    pub status: &'a StreamJobStatus,
+    /// What was observed.
+    pub observed: &'a Observed,
+    /// The StreamJob is being deleted and still carries the final-savepoint finalizer.
+    pub deleting: bool,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// Something to do after the status is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Server-side apply the children of this deployment (with or without the worker pods).
+    Apply {
+        /// The deployment to build from.
+        deployment: Deployment,
+        /// Include the StatefulSet and PDB.
+        with_workers: bool,
+    },
+    /// Delete the StatefulSet (foreground) and its pods.
+    DeleteWorkers,
+    /// Ask the job for a savepoint; the answer's operation id goes into
+    /// `status.operation.controlOperation`.
+    RequestSavepoint {
+        /// Stop the job after it.
+        stop: bool,
+    },
+}
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Warning (else Normal).
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// What happened, and what to do if anything.
+    pub message: String,
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Status to write (before the effects).
+    pub status: StreamJobStatus,
+    /// Effects, in order.
+    pub effects: Vec<Effect>,
+    /// Events.
+    pub notes: Vec<Note>,
+    /// Reconcile again after this long.
+    pub requeue: Duration,
+    /// An operation that just finished: (kind, seconds it took), for metrics.
+    pub finished: Option<(OperationKind, f64)>,
+    /// Deletion may proceed: remove the finalizer.
+    pub release_finalizer: bool,
+}
+
+/// Decides the next step.
+pub fn plan(input: &Input) -> Plan {
+    let mut step = Stepper::new(input, input.status.clone());
+    step.status.observed_generation = input.generation;
+    step.observe_job();
+    match step.status.operation.clone() {
+        Some(op) if !input.deleting || op.kind == OperationKind::Delete => {
+            step.continue_operation(op)
+        }
+        _ if input.deleting => step.start_deletion(),
+        _ => step.idle(),
+    }
+    step.into_plan()
+}
+
+/// The job did not accept a savepoint request (`status` already holds the operation): count a
+/// failed attempt, back off, or fall back when the spec allows it.
+pub fn savepoint_request_failed(input: &Input, status: StreamJobStatus, reason: String) -> Plan {
+    let mut step = Stepper::new(input, status);
+    if let Some(op) = step.status.operation.clone() {
+        step.savepoint_failed(op, reason);
+    }
+    step.into_plan()
+}
+
+struct Stepper<'a> {
+    input: &'a Input<'a>,
+    status: StreamJobStatus,
+    effects: Vec<Effect>,
+    notes: Vec<Note>,
+    requeue: Duration,
+    finished: Option<(OperationKind, f64)>,
+    release_finalizer: bool,
+}
+
+impl<'a> Stepper<'a> {
+    fn new(input: &'a Input<'a>, status: StreamJobStatus) -> Self {
+        Stepper {
+            input,
+            status,
+            effects: Vec::new(),
+            notes: Vec::new(),
+            requeue: STEADY_REQUEUE,
+            finished: None,
+            release_finalizer: false,
+        }
+    }
+
+    fn into_plan(self) -> Plan {
+        Plan {
+            status: self.status,
+            effects: self.effects,
+            notes: self.notes,
+            requeue: self.requeue,
+            finished: self.finished,
+            release_finalizer: self.release_finalizer,
+        }
+    }
+
+    fn now(&self) -> String {
+        self.input.now.to_string()
+    }
+
+    fn note(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.notes.push(Note {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    /// Copies what the job reports into status.
+    fn observe_job(&mut self) {
+        let obs = self.input.observed;
+        self.status.worker_restarts = self.status.deployed.as_ref().map(|_| obs.workers.restarts);
+        if let Some(report) = &obs.report {
+            if let Some(c) = &report.last_checkpoint {
+                self.status.last_checkpoint = Some(CheckpointInfo {
+                    id: c.id,
+                    time: Timestamp::from_millisecond(c.committed_at_ms as i64)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    duration_ms: c.duration_ms,
+                    bytes: c.total_bytes,
+                    uploaded_bytes: c.uploaded_bytes,
+                });
+            }
+            if report.observed_input_partitions.is_some() {
+                self.status.observed_input_partitions = report.observed_input_partitions;
+            }
+        }
+        if let (Some(_), Some(job)) = (&self.status.deployed, self.input.deployed) {
+            self.status.parallelism = Some(job.job.parallelism);
+            self.status.partitions = Some(job.job.input.partitions());
+        }
+        self.status.target_parallelism = Some(self.input.desired.job.parallelism);
+        self.status.target_partitions = Some(self.input.desired.job.input.partitions());
+    }
+
+    /// True when the pods of `deployment` run and have committed a checkpoint.
+    fn committed(&self, deployment: &Deployment) -> bool {
+        self.input
+            .observed
+            .report
+            .as_ref()
+            .is_some_and(|r| r.spec_hash == deployment.job_hash && r.last_checkpoint.is_some())
+    }
+
+    fn new_deployment(&self, savepoint: Option<String>, state_epoch: u32) -> Deployment {
+        Deployment {
+            spec: self.input.desired_spec.clone(),
+            hash: self.input.desired.deploy_hash.clone(),
+            job_hash: self.input.desired.job.spec_hash(),
+            savepoint,
+            state_epoch,
+            deployed_at: Some(self.now()),
+        }
+    }
+
+    fn start_operation(&mut self, kind: OperationKind, step: Step, target: Option<Deployment>) {
+        let now = self.now();
+        self.status.operation = Some(Operation {
+            kind,
+            step,
+            target,
+            control_operation: None,
+            savepoint: None,
+            attempts: 0,
+            retry_after: None,
+            started_at: now.clone(),
+            step_started_at: now,
+            message: None,
+        });
+        self.requeue = Duration::ZERO;
+    }
+
+    /// No operation in flight: deploy, keep running, or start the next operation.
+    fn idle(&mut self) {
+        let desired = self.input.desired;
+        let Some(deployed) = self.status.deployed.clone() else {
+            return self.first_deployment();
+        };
+        if self.status.phase == Some(Phase::Suspended) {
+            if desired.desired_state == DesiredState::Running {
+                self.note(false, "Resuming", "resuming the job".into());
+                self.status.phase = Some(Phase::Upgrading);
+                return self.start_operation(OperationKind::Resume, Step::StoppingWorkers, None);
+            }
+            self.requeue = Duration::from_secs(300);
+            return self.keep_children(&deployed, false);
+        }
+        if desired.desired_state == DesiredState::Suspended {
+            self.note(
+                false,
+                "Suspending",
+                format!(
+                    "suspending the job ({} mode)",
+                    mode_name(desired.upgrade_mode)
+                ),
+            );
+            self.status.phase = Some(Phase::Suspending);
+            let first = self.first_step_of_stop(OperationKind::Suspend);
+            return self.start_operation(OperationKind::Suspend, first, None);
+        }
+        let change = match self.input.deployed {
+            Some(current) => classify(current, desired),
+            None => Change::Upgrade,
+        };
+        let failed_before = self.status.failed_spec_hash.as_deref() == Some(&desired.deploy_hash);
+        if let (Some(kind), false) = (change.operation(), failed_before) {
+            self.note(
+                false,
+                "SpecChanged",
+                format!(
+                    "{} requested (P {} -> {}, N {} -> {}); {} mode",
+                    kind.as_str(),
+                    self.status.parallelism.unwrap_or_default(),
+                    desired.job.parallelism,
+                    self.status.partitions.unwrap_or_default(),
+                    desired.job.input.partitions(),
+                    mode_name(self.mode_for(kind)),
+                ),
+            );
+            self.status.phase = Some(Phase::Upgrading);
+            let first = self.first_step_of_stop(kind);
+            return self.start_operation(kind, first, None);
+        }
+        if desired.restart_nonce.is_some()
+            && desired.restart_nonce != self.status.handled_restart_nonce
+        {
+            self.status.handled_restart_nonce = desired.restart_nonce;
+            self.note(false, "Restarting", "restartNonce changed: restarting every worker pod; they restore the latest committed checkpoint".into());
+            self.status.phase = Some(Phase::Upgrading);
+            return self.start_operation(OperationKind::Restart, Step::StoppingWorkers, None);
+        }
+        // The spec matches what runs: keep the children in shape and follow the job.
+        self.keep_children(&deployed, true);
+        if self.committed(&deployed) {
+            if self.status.phase != Some(Phase::Running) {
+                self.note(
+                    false,
+                    "Running",
+                    "the job committed its first checkpoint".into(),
+                );
+            }
+            self.status.phase = Some(Phase::Running);
+            if self.status.last_good.as_ref().map(|g| &g.hash) != Some(&deployed.hash) {
+                self.status.last_good = Some(deployed.clone());
+            }
+        } else if self.status.phase.is_none() {
+            self.status.phase = Some(Phase::Deploying);
+        }
+        if self.status.phase == Some(Phase::Running) {
+            self.maybe_savepoint();
+        }
+    }
+
+    /// Deletion with `deletion.finalSavepoint`: stop with a savepoint, report it, let go.
+    fn start_deletion(&mut self) {
+        self.status.phase = Some(Phase::Deleting);
+        if self.input.observed.workers.pods == 0 {
+            self.note(true, "NoFinalSavepoint", "deleted while no worker pod ran: no final savepoint was taken; the latest committed checkpoint stays in the store".into());
+            self.release_finalizer = true;
+            return;
+        }
+        self.note(
+            false,
+            "Deleting",
+            "taking a final savepoint before deletion".into(),
+        );
+        self.start_operation(OperationKind::Delete, Step::TakingSavepoint, None);
+    }
+
+    /// The first deployment of this StreamJob.
+    fn first_deployment(&mut self) {
+        let desired = self.input.desired;
+        self.status.handled_restart_nonce = desired.restart_nonce;
+        self.status.handled_trigger_nonce = desired.savepoints.trigger_nonce;
+        let savepoint = match desired.upgrade_mode {
+            UpgradeMode::Stateless => None,
+            _ => desired.restore_from.savepoint.clone(),
+        };
+        let deployment = self.new_deployment(savepoint, 0);
+        let running = desired.desired_state == DesiredState::Running;
+        self.status.phase = Some(if running {
+            Phase::Deploying
+        } else {
+            Phase::Suspended
+        });
+        self.status.deployed = Some(deployment.clone());
+        self.note(
+            false,
+            if running { "Deploying" } else { "Suspended" },
+            match (&deployment.savepoint, running) {
+                (_, false) => "created suspended: no pods until spec.state is running".into(),
+                (Some(sp), true) => format!("deploying, restoring savepoint {sp}"),
+                (None, true) => "deploying".into(),
+            },
+        );
+        self.effects.push(Effect::Apply {
+            deployment,
+            with_workers: running,
+        });
+        self.requeue = BUSY_REQUEUE;
+    }
+
+    fn keep_children(&mut self, deployment: &Deployment, with_workers: bool) {
+        self.effects.push(Effect::Apply {
+            deployment: deployment.clone(),
+            with_workers,
+        });
+    }
+
+    /// The mode an operation of `kind` runs in: repartitioning needs a savepoint (only
+    /// savepoints are re-split), so `last-state` takes one for it.
+    fn mode_for(&self, kind: OperationKind) -> UpgradeMode {
+        let mode = self.input.desired.upgrade_mode;
+        if kind == OperationKind::Repartition && mode == UpgradeMode::LastState {
+            UpgradeMode::Savepoint
+        } else {
+            mode
+        }
+    }
+
+    fn first_step_of_stop(&self, kind: OperationKind) -> Step {
+        if self.mode_for(kind) == UpgradeMode::Savepoint && self.input.observed.workers.pods > 0 {
+            Step::TakingSavepoint
+        } else {
+            Step::StoppingWorkers
+        }
+    }
+
+    /// Manual (`triggerNonce`) and periodic savepoints of a running job.
+    fn maybe_savepoint(&mut self) {
+        let policy = &self.input.desired.savepoints;
+        let manual = policy.trigger_nonce.is_some()
+            && policy.trigger_nonce != self.status.handled_trigger_nonce;
+        let periodic = policy.interval.is_some_and(|interval| {
+            let since = self
+                .status
+                .savepoints
+                .iter()
+                .map(|s| s.time.as_str())
+                .chain(
+                    self.status
+                        .deployed
+                        .as_ref()
+                        .and_then(|d| d.deployed_at.as_deref()),
+                )
+                .filter_map(|t| t.parse::<Timestamp>().ok())
+                .max();
+            since.is_none_or(|t| elapsed(t, self.input.now) >= interval)
+        });
+        if manual || periodic {
+            if manual {
+                self.status.handled_trigger_nonce = policy.trigger_nonce;
+            }
+            let reason = if manual { "manual" } else { "periodic" };
+            self.start_operation(OperationKind::Savepoint, Step::TakingSavepoint, None);
+            if let Some(op) = &mut self.status.operation {
+                op.message = Some(format!("{reason} savepoint"));
+            }
+        } else if let Some(interval) = policy.interval {
+            self.requeue = self.requeue.min(interval);
+        }
+    }
+
+    fn continue_operation(&mut self, op: Operation) {
+        self.requeue = BUSY_REQUEUE;
+        match op.step {
+            Step::TakingSavepoint => self.taking_savepoint(op),
+            Step::StoppingWorkers => self.stopping_workers(op),
+            Step::AwaitingCheckpoint => self.awaiting_checkpoint(op),
+        }
+    }
+
+    fn taking_savepoint(&mut self, mut op: Operation) {
+        if let Some(after) = op
+            .retry_after
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+        {
+            if after > self.input.now {
+                self.requeue = elapsed(self.input.now, after).max(Duration::from_secs(1));
+                return;
+            }
+        }
+        let stop = op.kind != OperationKind::Savepoint;
+        if op.control_operation.is_none() {
+            if self.input.observed.workers.pods == 0 && stop {
+                // Nothing runs that could take it: nothing is lost by not taking one.
+                return self.set_step(op, Step::StoppingWorkers);
+            }
+            self.effects.push(Effect::RequestSavepoint { stop });
+            self.status.operation = Some(op);
+            return;
+        }
+        match self.input.observed.operation.clone() {
+            Some(Ok(r)) if r.state == "pending" => {}
+            Some(Ok(r)) if r.state == "succeeded" && r.savepoint.is_some() => {
+                let sp = r.savepoint.expect("checked");
+                let reason = match op.kind {
+                    OperationKind::Savepoint => op
+                        .message
+                        .as_deref()
+                        .unwrap_or("manual savepoint")
+                        .trim_end_matches(" savepoint")
+                        .to_owned(),
+                    kind => kind.as_str().to_owned(),
+                };
+                self.record_savepoint(&sp.url, sp.checkpoint, &reason);
+                self.note(
+                    false,
+                    "SavepointTaken",
+                    format!(
+                        "{reason} savepoint {} (checkpoint {})",
+                        sp.url, sp.checkpoint
+                    ),
+                );
+                if op.kind == OperationKind::Savepoint {
+                    self.finish(&op);
+                    self.status.phase = Some(Phase::Running);
+                    return;
+                }
+                if op.kind == OperationKind::Delete {
+                    self.release_finalizer = true;
+                    return self.finish(&op);
+                }
+                op.savepoint = Some(sp.url);
+                op.control_operation = None;
+                self.set_step(op, Step::StoppingWorkers);
+            }
+            other => {
+                let reason = match other {
+                    Some(Ok(r)) => r
+                        .error
+                        .unwrap_or_else(|| format!("operation ended {}", r.state)),
+                    Some(Err(e)) if e.is_not_found() => {
+                        "the job restarted and lost the savepoint operation".into()
+                    }
+                    Some(Err(e)) => e.to_string(),
+                    None => "no answer from the job".into(),
+                };
+                self.savepoint_failed(op, reason);
+            }
+        }
+    }
+
+    fn savepoint_failed(&mut self, mut op: Operation, reason: String) {
+        op.attempts += 1;
+        op.control_operation = None;
+        if op.kind == OperationKind::Delete {
+            // Deletion never gets stuck on a job that cannot take a savepoint.
+            self.note(true, "FinalSavepointFailed", format!("final savepoint failed ({reason}); deleting without it: the latest committed checkpoint stays in the store"));
+            self.release_finalizer = true;
+            return self.finish(&op);
+        }
+        let fallback = self.input.desired.savepoints.fallback_after;
+        let upgrade_like = !matches!(
+            op.kind,
+            OperationKind::Savepoint | OperationKind::Repartition
+        );
+        if upgrade_like && fallback.is_some_and(|n| op.attempts >= n) {
+            let message = format!(
+                "savepoint failed {} times (last: {reason}); continuing from the latest committed checkpoint as spec.savepoints.fallbackToLastStateAfter allows: state newer than that checkpoint is replayed from the input",
+                op.attempts
+            );
+            self.note(true, "FallbackToLastState", message.clone());
+            op.message = Some(message);
+            op.retry_after = None;
+            return self.set_step(op, Step::StoppingWorkers);
+        }
+        let delay = backoff(op.attempts);
+        let message = format!(
+            "savepoint attempt {} failed: {reason}; the running job is untouched; retrying in {}s",
+            op.attempts,
+            delay.as_secs()
+        );
+        self.note(true, "SavepointFailed", message.clone());
+        self.status.last_error = Some(message.clone());
+        op.message = Some(message);
+        op.retry_after = Some((self.input.now + delay).to_string());
+        self.requeue = delay;
+        if op.kind == OperationKind::Savepoint {
+            // A periodic or manual savepoint is not retried forever: the next period tries again.
+            self.finish(&op);
+            return;
+        }
+        self.status.operation = Some(op);
+    }
+
+    fn stopping_workers(&mut self, op: Operation) {
+        if !self.input.observed.workers.gone() {
+            self.effects.push(Effect::DeleteWorkers);
+            self.status.operation = Some(op);
+            return;
+        }
+        let Some(deployed) = self.status.deployed.clone() else {
+            return self.finish(&op);
+        };
+        let mode = self.mode_for(op.kind);
+        match op.kind {
+            OperationKind::Delete => {
+                self.release_finalizer = true;
+                self.finish(&op);
+            }
+            OperationKind::Suspend => {
+                let mut kept = deployed.clone();
+                if mode == UpgradeMode::Savepoint {
+                    kept.savepoint = op.savepoint.clone().or(kept.savepoint);
+                }
+                self.status.deployed = Some(kept.clone());
+                self.keep_children(&kept, false);
+                self.status.phase = Some(Phase::Suspended);
+                self.note(
+                    false,
+                    "Suspended",
+                    match &op.savepoint {
+                        Some(sp) => format!("suspended with savepoint {sp}"),
+                        None => {
+                            "suspended; resuming restores the latest committed checkpoint".into()
+                        }
+                    },
+                );
+                self.finish(&op);
+                self.requeue = Duration::from_secs(300);
+            }
+            OperationKind::Restart => self.deploy(op, deployed),
+            OperationKind::Rollback => {
+                let target = op.target.clone().expect("a rollback has a target");
+                self.deploy(op, target)
+            }
+            _ => {
+                let target = match mode {
+                    UpgradeMode::Savepoint => self.new_deployment(
+                        op.savepoint.clone().or_else(|| {
+                            // Resume of a suspended job, or a savepoint that fell back.
+                            (op.kind == OperationKind::Resume)
+                                .then(|| deployed.savepoint.clone())
+                                .flatten()
+                        }),
+                        deployed.state_epoch,
+                    ),
+                    UpgradeMode::LastState => self.new_deployment(None, deployed.state_epoch),
+                    UpgradeMode::Stateless => self.new_deployment(None, deployed.state_epoch + 1),
+                };
+                self.deploy(op, target)
+            }
+        }
+    }
+
+    fn deploy(&mut self, mut op: Operation, target: Deployment) {
+        op.target = Some(target.clone());
+        self.status.deployed = Some(target.clone());
+        self.effects.push(Effect::Apply {
+            deployment: target,
+            with_workers: true,
+        });
+        op.message =
+            Some("new workers started; waiting for their first committed checkpoint".into());
+        self.set_step(op, Step::AwaitingCheckpoint);
+    }
+
+    fn awaiting_checkpoint(&mut self, op: Operation) {
+        let Some(deployed) = self.status.deployed.clone() else {
+            return self.finish(&op);
+        };
+        self.keep_children(&deployed, true);
+        if self.committed(&deployed) {
+            let seconds = op
+                .started_at
+                .parse::<Timestamp>()
+                .map(|t| elapsed(t, self.input.now).as_secs_f64())
+                .unwrap_or_default();
+            self.status.phase = Some(Phase::Running);
+            self.status.last_good = Some(deployed.clone());
+            self.status.last_error = None;
+            if op.kind == OperationKind::Rollback {
+                self.note(true, "RolledBack", format!("rolled back to the last good spec in {seconds:.0}s; the failed spec is not retried until spec changes"));
+            } else {
+                self.status.failed_spec_hash = None;
+                self.note(
+                    false,
+                    "OperationSucceeded",
+                    format!("{} finished in {seconds:.0}s", op.kind.as_str()),
+                );
+            }
+            self.finished = Some((op.kind, seconds));
+            return self.finish(&op);
+        }
+        let started = op
+            .step_started_at
+            .parse::<Timestamp>()
+            .unwrap_or(self.input.now);
+        let timeout = self.input.desired.upgrade_timeout;
+        if elapsed(started, self.input.now) < timeout {
+            if let Some(failing) = &self.input.observed.workers.failing {
+                self.status.last_error = Some(format!("worker pods failing: {failing}"));
+            }
+            self.status.operation = Some(op);
+            return;
+        }
+        let why = self
+            .input
+            .observed
+            .workers
+            .failing
+            .clone()
+            .unwrap_or_else(|| "no checkpoint committed".into());
+        if op.kind == OperationKind::Rollback {
+            let message = format!("the rollback did not commit a checkpoint within {}s either ({why}); the job needs attention: fix the spec", timeout.as_secs());
+            self.note(true, "RollbackFailed", message.clone());
+            self.status.last_error = Some(message);
+            self.status.phase = Some(Phase::Failed);
+            return self.finish(&op);
+        }
+        let Some(last_good) = self
+            .status
+            .last_good
+            .clone()
+            .filter(|g| g.hash != deployed.hash)
+        else {
+            let message = format!("the new workers did not commit a checkpoint within {}s ({why}) and there is no earlier good spec to roll back to; still waiting", timeout.as_secs());
+            self.status.last_error = Some(message);
+            self.status.operation = Some(op);
+            return;
+        };
+        let message = format!(
+            "{} did not commit a checkpoint within {}s ({why}); rolling back to the last good spec{}",
+            op.kind.as_str(),
+            timeout.as_secs(),
+            op.savepoint.as_ref().map(|s| format!(" from savepoint {s}")).unwrap_or_default()
+        );
+        self.note(true, "UpgradeFailed", message.clone());
+        self.status.last_error = Some(message);
+        self.status.failed_spec_hash = Some(deployed.hash.clone());
+        let target = Deployment {
+            savepoint: op.savepoint.clone().or(last_good.savepoint.clone()),
+            deployed_at: Some(self.now()),
+            ..last_good
+        };
+        self.status.phase = Some(Phase::RollingBack);
+        let savepoint = op.savepoint.clone();
+        self.start_operation(OperationKind::Rollback, Step::StoppingWorkers, Some(target));
+        if let Some(new) = &mut self.status.operation {
+            new.savepoint = savepoint;
+        }
+        self.effects.push(Effect::DeleteWorkers);
+    }
+
+    fn set_step(&mut self, mut op: Operation, step: Step) {
+        op.step = step;
+        op.step_started_at = self.now();
+        op.retry_after = None;
+        self.status.operation = Some(op);
+        self.requeue = Duration::ZERO;
+    }
+
+    fn finish(&mut self, _op: &Operation) {
+        self.status.operation = None;
+    }
+
+    fn record_savepoint(&mut self, url: &str, checkpoint: u64, reason: &str) {
+        self.status.savepoints.push(SavepointRecord {
+            url: url.into(),
+            checkpoint,
+            time: self.now(),
+            reason: reason.into(),
+        });
+        self.status.last_savepoint = Some(url.into());
+        // Prune the history; never forget a savepoint a deployment restores from.
+        let policy = &self.input.desired.savepoints;
+        let keep: Vec<String> = [
+            self.status.deployed.as_ref(),
+            self.status.last_good.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.savepoint.clone())
+        .chain(std::iter::once(url.to_owned()))
+        .collect();
+        let now = self.input.now;
+        let too_old = |s: &SavepointRecord| {
+            policy.max_age.is_some_and(|age| {
+                s.time
+                    .parse::<Timestamp>()
+                    .is_ok_and(|t| elapsed(t, now) > age)
+            })
+        };
+        let mut excess = self
+            .status
+            .savepoints
+            .len()
+            .saturating_sub(policy.max_count as usize);
+        self.status.savepoints.retain(|s| {
+            if keep.contains(&s.url) {
+                return true;
+            }
+            if excess > 0 {
+                excess -= 1;
+                return false;
+            }
+            !too_old(s)
+        });
+    }
+}
+
+fn mode_name(mode: UpgradeMode) -> &'static str {
+    match mode {
+        UpgradeMode::Savepoint => "savepoint",
+        UpgradeMode::LastState => "last-state",
+        UpgradeMode::Stateless => "stateless",
+    }
+}
+
+/// Time from `from` to `to` (zero if `to` is earlier).
+fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to.duration_since(from)).unwrap_or(Duration::ZERO)
+}
+
+/// Savepoint retry delay after `attempts` failures: 10 s doubling, at most 5 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << attempts.saturating_sub(1).min(5))
+        .min(MAX_BACKOFF)
+}

@@ -1,0 +1,124 @@
+//! `cairn-operator`: `run` the operator, or print the CRD (`crdgen`).
+
+use clap::{Parser, Subcommand};
+
+use cairn_operator::config::OperatorConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn-operator",
+    version,
+    about = "The Cairn Kubernetes operator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reconcile StreamJobs until SIGTERM.
+    Run {
+        /// Namespaces to watch, comma-separated; empty: all.
+        #[arg(
+            long,
+            env = "CAIRN_WATCH_NAMESPACES",
+            value_delimiter = ',',
+            default_value = ""
+        )]
+        namespaces: Vec<String>,
+        /// Serve /metrics, /healthz and /readyz here.
+        #[arg(long, env = "CAIRN_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: std::net::SocketAddr,
+        /// Take the leader Lease before reconciling (keep it on with more than one replica).
+        #[arg(long, env = "CAIRN_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Namespace of the Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Worker image of jobs that name none.
+        #[arg(long, env = "CAIRN_WORKER_IMAGE")]
+        worker_image: Option<String>,
+        /// Service account of worker pods that name none.
+        #[arg(
+            long,
+            env = "CAIRN_WORKER_SERVICE_ACCOUNT",
+            default_value = "cairn-worker"
+        )]
+        worker_service_account: String,
+        /// Log format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+    },
+    /// Print the StreamJob CustomResourceDefinition (YAML).
+    Crdgen,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crdgen => {
+            print!("{}", cairn_operator::crd::rules::definition_yaml());
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Run {
+            namespaces,
+            http_addr,
+            leader_election,
+            lease_namespace,
+            identity,
+            worker_image,
+            worker_service_account,
+            log_format,
+        } => {
+            init_logging(&log_format);
+            let defaults = OperatorConfig::default();
+            let config = OperatorConfig {
+                worker_image: worker_image.unwrap_or(defaults.worker_image),
+                worker_service_account,
+                namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                http_addr,
+                leader_election,
+                lease_name: defaults.lease_name,
+                lease_namespace,
+                identity: identity.unwrap_or_else(hostname),
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(cairn_operator::run::run(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator stopped");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "cairn-operator".into())
+}

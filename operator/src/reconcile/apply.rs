@@ -1,0 +1,121 @@
+//! Step 4: make the children match the build, with server-side apply and owner references. The
+//! token Secret is only created (never re-applied: a running job's token must not change); the
+//! worker StatefulSet is deleted and recreated between specs, never rolled.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::fetch::Fetched;
+use super::{Context, Error, MANAGER};
+use crate::build::{self, selector_string, Children, Owner, Start};
+use crate::crd::Deployment;
+use crate::validate::ValidatedJob;
+
+/// Applies every child of `deployment`; without workers, removes the StatefulSet and PDB.
+pub async fn children(
+    job: &ValidatedJob,
+    owner: &Owner,
+    deployment: &Deployment,
+    fetched: &Fetched,
+    with_workers: bool,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let start = Start {
+        savepoint: deployment.savepoint.clone(),
+        state_epoch: deployment.state_epoch,
+    };
+    let Children {
+        secret,
+        config_map,
+        service,
+        stateful_set,
+        pdb,
+    } = build::children(job, owner, &start, &fetched.token, with_workers);
+    if !fetched.token_exists {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(Error::kube("creating the token Secret")(e)),
+        }
+    }
+    apply(ctx, &owner.namespace, &config_map).await?;
+    apply(ctx, &owner.namespace, &service).await?;
+    match (stateful_set, pdb) {
+        (Some(sts), Some(pdb)) => {
+            apply(ctx, &owner.namespace, &pdb).await?;
+            apply(ctx, &owner.namespace, &sts).await?;
+        }
+        _ => {
+            // Leftovers of a job that no longer runs pods.
+            delete::<PodDisruptionBudget>(ctx, &owner.namespace, &owner.name, false).await?;
+            delete::<StatefulSet>(ctx, &owner.namespace, &owner.name, true).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the StatefulSet (foreground: its pods go first) and any worker pod left over.
+pub async fn delete_workers(owner: &Owner, ctx: &Context) -> Result<(), Error> {
+    delete::<StatefulSet>(ctx, &owner.namespace, &owner.name, true).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let params = ListParams::default().labels(&selector_string(&owner.name));
+    for pod in pods
+        .list(&params)
+        .await
+        .map_err(Error::kube("listing worker pods"))?
+    {
+        if pod.metadata.deletion_timestamp.is_none() {
+            delete::<Pod>(ctx, &owner.namespace, &pod.name_any(), false).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(object).expect("a child serialises");
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(Error::kube(format!("applying {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+async fn delete<K>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    foreground: bool,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = kube::core::NamespaceResourceScope>,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = if foreground {
+        DeleteParams::foreground()
+    } else {
+        DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("deleting {} {name}", K::kind(&())))(e)),
+    }
+}

@@ -1,0 +1,246 @@
+//! Step 1: read what exists — the token Secret, the StatefulSet, the worker pods — and ask the job
+//! (through its control API) how it is doing and how a pending savepoint went.
+
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use rand::Rng;
+
+use super::{Context, Error, FINALIZER};
+use crate::build::{selector_string, Owner, CONTROL_PORT, TOKEN_KEY};
+use crate::control::Endpoint;
+use crate::crd::{StreamJob, StreamJobStatus};
+use crate::lifecycle::{Observed, Workers};
+
+/// What fetch found.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The job's control-API token (read from its Secret, or freshly generated).
+    pub token: String,
+    /// The Secret exists already.
+    pub token_exists: bool,
+    /// Pod 0's control API, when pod 0 runs.
+    pub endpoint: Option<Endpoint>,
+    /// Pods and job answers.
+    pub observed: Observed,
+}
+
+/// The owner of the children.
+pub fn owner(sj: &StreamJob, namespace: &str) -> Owner {
+    Owner {
+        name: sj.name_any(),
+        namespace: namespace.into(),
+        uid: sj.uid().unwrap_or_default(),
+    }
+}
+
+/// Reads the children and the job.
+pub async fn fetch(
+    sj: &StreamJob,
+    namespace: &str,
+    status: &StreamJobStatus,
+    ctx: &Context,
+) -> Result<Fetched, Error> {
+    let owner = owner(sj, namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let existing = secrets
+        .get_opt(&owner.secret_name())
+        .await
+        .map_err(Error::kube("reading the token Secret"))?;
+    let stored = existing.as_ref().and_then(|s| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(TOKEN_KEY))
+            .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+    });
+    let token_exists = stored.is_some();
+    let token = stored.unwrap_or_else(new_token);
+
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let stateful_set = sets
+        .get_opt(&owner.name)
+        .await
+        .map_err(Error::kube("reading the StatefulSet"))?
+        .is_some();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&selector_string(&owner.name)))
+        .await
+        .map_err(Error::kube("listing worker pods"))?
+        .items;
+    let workers = workers(stateful_set, &pods);
+    let endpoint = pods
+        .iter()
+        .find(|p| p.name_any() == format!("{}-0", owner.name))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .and_then(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse::<IpAddr>().ok())
+        .map(|ip| Endpoint {
+            addr: SocketAddr::new(ip, CONTROL_PORT as u16),
+            token: token.clone(),
+        });
+
+    let mut observed = Observed {
+        workers,
+        ..Default::default()
+    };
+    if let Some(at) = &endpoint {
+        match ctx.control.status(at).await {
+            Ok(report) => observed.report = Some(report),
+            Err(e) => tracing::debug!(job = %owner.name, error = %e, "job status unavailable"),
+        }
+        if let Some(id) = status
+            .operation
+            .as_ref()
+            .and_then(|o| o.control_operation.as_deref())
+        {
+            observed.operation = Some(ctx.control.operation(at, id).await);
+        }
+    } else if status
+        .operation
+        .as_ref()
+        .is_some_and(|o| o.control_operation.is_some())
+    {
+        observed.operation = Some(Err(crate::control::ControlError::Unreachable {
+            addr: SocketAddr::from(([0, 0, 0, 0], CONTROL_PORT as u16)),
+            reason: "worker pod 0 is gone".into(),
+        }));
+    }
+    Ok(Fetched {
+        token,
+        token_exists,
+        endpoint,
+        observed,
+    })
+}
+
+/// Summarises the worker pods: counts, restarts, and why they fail if they do.
+pub fn workers(stateful_set: bool, pods: &[Pod]) -> Workers {
+    let mut w = Workers {
+        stateful_set,
+        pods: pods.len() as u32,
+        ..Default::default()
+    };
+    let mut failing = Vec::new();
+    for pod in pods {
+        let Some(status) = &pod.status else { continue };
+        if status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            w.ready += 1;
+        }
+        for cs in status.container_statuses.iter().flatten() {
+            w.restarts += cs.restart_count;
+            let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+            if let Some(waiting) = waiting.filter(|w| {
+                matches!(
+                    w.reason.as_deref(),
+                    Some(
+                        "CrashLoopBackOff"
+                            | "ErrImagePull"
+                            | "ImagePullBackOff"
+                            | "CreateContainerConfigError"
+                            | "InvalidImageName"
+                    )
+                )
+            }) {
+                failing.push(format!(
+                    "{}: {}: {}",
+                    pod.name_any(),
+                    waiting.reason.clone().unwrap_or_default(),
+                    waiting.message.clone().unwrap_or_default()
+                ));
+            } else if cs.restart_count >= 3 {
+                let last = cs
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| format!("exit code {}", t.exit_code))
+                    .unwrap_or_else(|| "restarting".into());
+                failing.push(format!(
+                    "{}: restarted {} times ({last})",
+                    pod.name_any(),
+                    cs.restart_count
+                ));
+            }
+        }
+    }
+    if !failing.is_empty() {
+        w.failing = Some(failing.join("; "));
+    }
+    w
+}
+
+/// 32 random bytes as hex: the control-API token of a new job.
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Adds or removes the final-savepoint finalizer to match the spec.
+pub async fn sync_finalizer(
+    sj: &StreamJob,
+    namespace: &str,
+    wanted: bool,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let has = sj.finalizers().iter().any(|f| f == FINALIZER);
+    if has == wanted {
+        return Ok(());
+    }
+    let mut list: Vec<String> = sj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if wanted {
+        list.push(FINALIZER.into());
+    }
+    patch_finalizers(sj, namespace, list, ctx).await
+}
+
+/// Removes the finalizer so deletion proceeds.
+pub async fn release_finalizer(
+    sj: &StreamJob,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if !sj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let list = sj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(sj, namespace, list, ctx).await
+}
+
+async fn patch_finalizers(
+    sj: &StreamJob,
+    namespace: &str,
+    list: Vec<String>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), namespace);
+    // resourceVersion makes it a compare-and-swap: finalizers another controller added
+    // meanwhile are not overwritten (the patch fails and the reconcile retries).
+    let patch = serde_json::json!({
+        "metadata": {"finalizers": list, "resourceVersion": sj.resource_version()}
+    });
+    api.patch(
+        &sj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map_err(Error::kube("updating finalizers"))?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Step 2 of the reconcile pipeline: from a StreamJob spec to a [`ValidatedJob`], the only input
+//! of the builders. The job section is parsed and checked by the shared spec crate (the same
+//! rules `cairn-worker validate` applies); the pod settings get their defaults here.
+
+use std::time::Duration;
+
+use cairn_spec::{JobSpec, SpecError};
+use serde_json::Value;
+
+use crate::config::OperatorConfig;
+use crate::crd::{
+    DesiredState, PodOverrides, PullPolicy, RestoreFrom, SavepointSettings, StateVolume,
+    StreamJobSpec, UpgradeMode,
+};
+
+/// Where the worker pod keeps its local state (the state volume's mount point).
+pub const STATE_MOUNT: &str = "/var/lib/cairn";
+/// `state.dir` of every job on Kubernetes.
+pub const STATE_DIR: &str = "/var/lib/cairn/state";
+/// Default `upgradeTimeout`.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default `savepoints.maxCount`.
+pub const DEFAULT_SAVEPOINT_HISTORY: u32 = 10;
+
+/// A StreamJob spec that passed validation, with every default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedJob {
+    /// The worker job spec (name set, `state.dir` on the state volume, no `restore`).
+    pub job: JobSpec,
+    /// Worker image.
+    pub image: String,
+    /// Pull policy, if set.
+    pub pull_policy: Option<PullPolicy>,
+    /// Pod resources.
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Pod overrides.
+    pub pod: PodOverrides,
+    /// State volume.
+    pub state_volume: StateVolume,
+    /// Service account of the worker pods.
+    pub service_account: String,
+    /// Secret exposed as environment variables.
+    pub credentials_secret: Option<String>,
+    /// Upgrade mode.
+    pub upgrade_mode: UpgradeMode,
+    /// Savepoint settings.
+    pub savepoints: SavepointPolicy,
+    /// Restore settings.
+    pub restore_from: RestoreFrom,
+    /// Running or suspended.
+    pub desired_state: DesiredState,
+    /// Restart nonce.
+    pub restart_nonce: Option<i64>,
+    /// Upgrade timeout.
+    pub upgrade_timeout: Duration,
+    /// Take a final savepoint on deletion.
+    pub final_savepoint: bool,
+    /// Hash of what the pods run: equal hashes need no new pods.
+    pub deploy_hash: String,
+}
+
+/// Savepoint settings with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SavepointPolicy {
+    /// Manual trigger.
+    pub trigger_nonce: Option<i64>,
+    /// Periodic interval.
+    pub interval: Option<Duration>,
+    /// History length.
+    pub max_count: u32,
+    /// History age.
+    pub max_age: Option<Duration>,
+    /// Fall back to last-state after this many failed upgrade savepoints.
+    pub fallback_after: Option<u32>,
+}
+
+/// Why a spec is invalid: every problem, each naming its field and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid StreamJob spec: {}", .problems.join("; "))]
+pub struct InvalidSpec {
+    /// One line per problem, e.g. `spec.job.input.partitions: ...`.
+    pub problems: Vec<String>,
+}
+
+/// Validates `spec` of the StreamJob `name`.
+pub fn validate(
+    name: &str,
+    spec: &StreamJobSpec,
+    config: &OperatorConfig,
+) -> Result<ValidatedJob, InvalidSpec> {
+    let mut problems = Vec::new();
+    let job = match parse_job(name, &spec.job) {
+        Ok(job) => Some(job),
+        Err(mut p) => {
+            problems.append(&mut p);
+            None
+        }
+    };
+    let upgrade_timeout = duration_field(
+        "spec.upgradeTimeout",
+        spec.upgrade_timeout.as_deref(),
+        &mut problems,
+    )
+    .unwrap_or(DEFAULT_UPGRADE_TIMEOUT);
+    let settings = spec.savepoints.clone().unwrap_or_default();
+    let savepoints = savepoint_policy(&settings, &mut problems);
+    let state_volume = spec.state_volume.clone().unwrap_or_default();
+    if state_volume.empty_dir.is_some() && state_volume.persistent_volume_claim.is_some() {
+        problems.push(
+            "spec.stateVolume: both emptyDir and persistentVolumeClaim are set; keep one".into(),
+        );
+    }
+    if let (Some(job), UpgradeMode::Stateless) = (&job, spec.upgrade_mode) {
+        if spec
+            .restore_from
+            .as_ref()
+            .and_then(|r| r.savepoint.as_ref())
+            .is_some()
+        {
+            problems.push(format!(
+                "spec.restoreFrom.savepoint: job {} has upgradeMode stateless, which never restores state; remove restoreFrom.savepoint or use upgradeMode savepoint",
+                job.name
+            ));
+        }
+    }
+    let Some(job) = job.filter(|_| problems.is_empty()) else {
+        return Err(InvalidSpec { problems });
+    };
+    let pod = spec.pod_template.clone().unwrap_or_default();
+    let validated = ValidatedJob {
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| config.worker_image.clone()),
+        pull_policy: spec.image_pull_policy,
+        resources: spec.resources.clone(),
+        service_account: pod
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| config.worker_service_account.clone()),
+        pod,
+        state_volume,
+        credentials_secret: spec.credentials_secret.clone(),
+        upgrade_mode: spec.upgrade_mode,
+        savepoints,
+        restore_from: spec.restore_from.clone().unwrap_or_default(),
+        desired_state: spec.state,
+        restart_nonce: spec.restart_nonce,
+        upgrade_timeout,
+        final_savepoint: spec.deletion.as_ref().is_some_and(|d| d.final_savepoint),
+        deploy_hash: String::new(),
+        job,
+    };
+    Ok(ValidatedJob {
+        deploy_hash: deploy_hash(&validated),
+        ..validated
+    })
+}
+
+/// Parses the job section with the spec crate: the name defaults to the StreamJob's, the state
+/// directory is the pod's state volume.
+fn parse_job(name: &str, job: &Value) -> Result<JobSpec, Vec<String>> {
+    let Value::Object(map) = job else {
+        return Err(vec!["spec.job: must be a map with input and task".into()]);
+    };
+    let mut map = map.clone();
+    match map.get("name") {
+        None => {
+            map.insert("name".into(), Value::String(name.into()));
+        }
+        Some(Value::String(n)) if n == name => {}
+        Some(other) => {
+            return Err(vec![format!(
+                "spec.job.name: {other} differs from the StreamJob's name {name:?}; leave it out or make them equal"
+            )])
+        }
+    }
+    if map.contains_key("restore") {
+        return Err(vec![
+            "spec.job.restore: set by the operator; use spec.restoreFrom instead".into(),
+        ]);
+    }
+    let state = map
+        .entry("state")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if let Value::Object(state) = state {
+        if state.contains_key("dir") {
+            return Err(vec![format!(
+                "spec.job.state.dir: set by the operator to the pod's state volume ({STATE_DIR}); remove it (size the volume with spec.stateVolume)"
+            )]);
+        }
+        state.insert("dir".into(), Value::String(STATE_DIR.into()));
+    }
+    let yaml = serde_yaml::to_string(&Value::Object(map)).expect("JSON converts to YAML");
+    JobSpec::from_yaml_str(&yaml).map_err(job_problems)
+}
+
+/// The spec crate's errors, with their field paths moved under `spec.job`.
+fn job_problems(err: SpecError) -> Vec<String> {
+    match err {
+        SpecError::Invalid(fields) => fields
+            .into_iter()
+            .map(|f| format!("spec.job.{}: {}; {}", f.field, f.problem, f.fix))
+            .collect(),
+        SpecError::Parse { field, message } if !field.is_empty() => {
+            vec![format!("spec.job.{field}: {message}")]
+        }
+        other => vec![format!("spec.job: {other}")],
+    }
+}
+
+fn duration_field(field: &str, text: Option<&str>, problems: &mut Vec<String>) -> Option<Duration> {
+    let text = text?;
+    match cairn_spec::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            problems.push(format!("{field}: must be more than 0"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{field}: {e}"));
+            None
+        }
+    }
+}
+
+fn savepoint_policy(settings: &SavepointSettings, problems: &mut Vec<String>) -> SavepointPolicy {
+    let max_count = settings.max_count.unwrap_or(DEFAULT_SAVEPOINT_HISTORY);
+    if max_count == 0 {
+        problems.push("spec.savepoints.maxCount: must be at least 1".into());
+    }
+    SavepointPolicy {
+        trigger_nonce: settings.trigger_nonce,
+        interval: duration_field(
+            "spec.savepoints.interval",
+            settings.interval.as_deref(),
+            problems,
+        ),
+        max_count,
+        max_age: duration_field(
+            "spec.savepoints.maxAge",
+            settings.max_age.as_deref(),
+            problems,
+        ),
+        fallback_after: settings.fallback_to_last_state_after,
+    }
+}
+
+/// Fingerprint of everything the worker pods run: the job as the worker sees it plus the pod
+/// settings. Savepoint settings, upgrade mode, nonces and the desired state are not part of it.
+fn deploy_hash(v: &ValidatedJob) -> String {
+    let doc = serde_json::json!({
+        "job": v.job,
+        "image": v.image,
+        "pullPolicy": v.pull_policy,
+        "resources": v.resources,
+        "pod": v.pod,
+        "stateVolume": v.state_volume,
+        "serviceAccount": v.service_account,
+        "credentialsSecret": v.credentials_secret,
+    });
+    cairn_spec::fingerprint(&doc)
+}
