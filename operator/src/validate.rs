@@ -203,6 +203,9 @@ fn job_problems(err: SpecError) -> Vec<String> {
             .map(|f| format!("spec.job.{}: {}; {}", f.field, f.problem, f.fix))
             .collect(),
         SpecError::Parse { field, message } if !field.is_empty() => {
+            // Line numbers would point into the operator's re-serialised document, not the
+            // user's manifest: leave them out.
+            let message = message.split(" at line ").next().unwrap_or(&message);
             vec![format!("spec.job.{field}: {message}")]
         }
         other => vec![format!("spec.job: {other}")],

@@ -321,8 +321,8 @@ impl<'a> Stepper<'a> {
             return self.start_operation(OperationKind::Restart, Step::StoppingWorkers, None);
         }
         // The spec matches what runs: keep the children in shape and follow the job.
-        self.keep_children(&deployed, true);
         if self.committed(&deployed) {
+            self.keep_children(&deployed, true);
             if self.status.phase != Some(Phase::Running) {
                 self.note(
                     false,
@@ -652,8 +652,8 @@ impl<'a> Stepper<'a> {
         let Some(deployed) = self.status.deployed.clone() else {
             return self.finish(&op);
         };
-        self.keep_children(&deployed, true);
         if self.committed(&deployed) {
+            self.keep_children(&deployed, true);
             let seconds = op
                 .started_at
                 .parse::<Timestamp>()
@@ -681,6 +681,7 @@ impl<'a> Stepper<'a> {
             .unwrap_or(self.input.now);
         let timeout = self.input.desired.upgrade_timeout;
         if elapsed(started, self.input.now) < timeout {
+            self.keep_children(&deployed, true);
             if let Some(failing) = &self.input.observed.workers.failing {
                 self.status.last_error = Some(format!("worker pods failing: {failing}"));
             }
@@ -709,6 +710,7 @@ impl<'a> Stepper<'a> {
         else {
             let message = format!("the new workers did not commit a checkpoint within {}s ({why}) and there is no earlier good spec to roll back to; still waiting", timeout.as_secs());
             self.status.last_error = Some(message);
+            self.keep_children(&deployed, true);
             self.status.operation = Some(op);
             return;
         };

@@ -1,0 +1,299 @@
+//! The exact sequence of API calls of a reconcile, against a scripted API server (tower-test)
+//! and a scripted job control API: the first deployment, and the upgrade steps around the
+//! savepoint, where order matters most (status before deletion).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use cairn_operator::control::{
+    BoxFuture, ControlApi, ControlError, Endpoint, JobReport, OperationReport, SavepointReport,
+};
+use cairn_operator::crd::{Operation, OperationKind, Phase, Step, StreamJob};
+use cairn_operator::metrics::Metrics;
+use cairn_operator::reconcile::{reconcile, Context};
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A job whose control API answers from a script.
+#[derive(Default)]
+struct ScriptedJob {
+    calls: Mutex<Vec<String>>,
+    operation: Mutex<Option<OperationReport>>,
+}
+
+impl ControlApi for ScriptedJob {
+    fn status<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, Result<JobReport, ControlError>> {
+        self.calls.lock().unwrap().push("GET /v1/status".into());
+        Box::pin(async {
+            Err(ControlError::Unreachable {
+                addr: "10.1.0.5:9250".parse().unwrap(),
+                reason: "scripted".into(),
+            })
+        })
+    }
+    fn savepoint<'a>(
+        &'a self,
+        _: &'a Endpoint,
+        stop: bool,
+    ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("POST /v1/savepoints stop={stop}"));
+        Box::pin(async {
+            Ok(OperationReport {
+                id: "savepoint-1".into(),
+                state: "pending".into(),
+                savepoint: None,
+                error: None,
+            })
+        })
+    }
+    fn operation<'a>(
+        &'a self,
+        _: &'a Endpoint,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("GET /v1/operations/{id}"));
+        let answer = self.operation.lock().unwrap().clone();
+        Box::pin(async move {
+            answer.ok_or(ControlError::Status {
+                addr: "10.1.0.5:9250".parse().unwrap(),
+                status: 404,
+                body: "none".into(),
+            })
+        })
+    }
+}
+
+fn context(client: Client, job: Arc<ScriptedJob>) -> Arc<Context> {
+    Arc::new(Context {
+        client: client.clone(),
+        control: job,
+        config: common::config(),
+        metrics: Arc::new(Metrics::default()),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "cairn-operator".into(),
+                instance: None,
+            },
+        ),
+    })
+}
+
+fn job() -> StreamJob {
+    let mut sj = common::manifest("examples/k8s/count.yaml");
+    sj.metadata.namespace = Some("jobs".into());
+    sj.metadata.uid = Some("uid-1".into());
+    sj.metadata.generation = Some(1);
+    sj
+}
+
+fn not_found() -> Response<Body> {
+    let body = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"});
+    Response::builder()
+        .status(404)
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+fn ok(body: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+        .unwrap()
+}
+
+/// Answers requests until the reconcile finishes, recording "METHOD path" of each (events
+/// are recorded as "event <reason>").
+async fn serve(mut handle: Handle, sj: StreamJob, pods: serde_json::Value) -> Vec<String> {
+    let mut seen = Vec::new();
+    while let Some((request, send)) = handle.next_request().await {
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or("").to_string();
+        let body = http_body_util::BodyExt::collect(request.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let response = if path.contains("/events") {
+            seen.push(format!("event {}", json["reason"].as_str().unwrap_or("?")));
+            ok(json)
+        } else {
+            seen.push(format!(
+                "{method} {path}{}",
+                if query.contains("propagationPolicy=Foreground")
+                    || json["propagationPolicy"] == "Foreground"
+                {
+                    " (foreground)"
+                } else {
+                    ""
+                }
+            ));
+            match (method.as_str(), path.as_str()) {
+                ("GET", p) if p.ends_with("/pods") => ok(pods.clone()),
+                ("GET", _) => not_found(),
+                ("PATCH", p) if p.ends_with("/status") => {
+                    let mut obj = serde_json::to_value(&sj).unwrap();
+                    obj["status"] = json["status"].clone();
+                    ok(obj)
+                }
+                ("DELETE", _) => {
+                    ok(serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Success"}))
+                }
+                _ => ok(json),
+            }
+        };
+        send.send_response(response);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn first_deployment_writes_status_then_creates_every_child() {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let scripted = Arc::new(ScriptedJob::default());
+    let sj = job();
+    let server = tokio::spawn(serve(
+        handle,
+        sj.clone(),
+        serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}),
+    ));
+    let ctx = context(client, scripted.clone());
+    reconcile(Arc::new(sj), ctx.clone())
+        .await
+        .expect("reconcile");
+    drop(ctx);
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        seen,
+        [
+            "GET /api/v1/namespaces/jobs/secrets/count-control",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /api/v1/namespaces/jobs/pods",
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "event Deploying",
+            "POST /api/v1/namespaces/jobs/secrets",
+            "PATCH /api/v1/namespaces/jobs/configmaps/count-job",
+            "PATCH /api/v1/namespaces/jobs/services/count",
+            "PATCH /apis/policy/v1/namespaces/jobs/poddisruptionbudgets/count",
+            "PATCH /apis/apps/v1/namespaces/jobs/statefulsets/count",
+        ]
+    );
+    assert!(
+        scripted.calls.lock().unwrap().is_empty(),
+        "no pod 0 yet: the job is not called"
+    );
+}
+
+#[tokio::test]
+async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
+    let pods = serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[
+        {"metadata":{"name":"count-0","namespace":"jobs"},"status":{"podIP":"10.1.0.5","phase":"Running"}},
+        {"metadata":{"name":"count-1","namespace":"jobs"},"status":{"podIP":"10.1.0.6","phase":"Running"}}
+    ]});
+    // Running job, upgrade in flight: the savepoint was requested and has now succeeded.
+    let mut sj = job();
+    let mut status = cairn_operator::crd::StreamJobStatus {
+        phase: Some(Phase::Upgrading),
+        ..Default::default()
+    };
+    let deployed = cairn_operator::crd::Deployment {
+        spec: serde_json::to_value(&sj.spec).unwrap(),
+        hash: "old".into(),
+        job_hash: "old".into(),
+        ..Default::default()
+    };
+    status.deployed = Some(deployed.clone());
+    status.last_good = Some(deployed);
+    status.operation = Some(Operation {
+        kind: OperationKind::Upgrade,
+        step: Step::TakingSavepoint,
+        target: None,
+        control_operation: Some("savepoint-1".into()),
+        savepoint: None,
+        attempts: 0,
+        retry_after: None,
+        started_at: "2026-11-24T10:00:00Z".into(),
+        step_started_at: "2026-11-24T10:00:00Z".into(),
+        message: None,
+    });
+    sj.spec.image = Some("cairn/worker:2".into());
+    sj.status = Some(status);
+    let scripted = Arc::new(ScriptedJob::default());
+    *scripted.operation.lock().unwrap() = Some(OperationReport {
+        id: "savepoint-1".into(),
+        state: "succeeded".into(),
+        savepoint: Some(SavepointReport {
+            url: "file:///var/lib/cairn-store/count/savepoints/sp-9".into(),
+            checkpoint: 9,
+        }),
+        error: None,
+    });
+
+    // Reconcile 1: the savepoint goes into status; nothing is deleted yet.
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, sj.clone(), pods.clone()));
+    let ctx = context(Client::new(service, "default"), scripted.clone());
+    reconcile(Arc::new(sj.clone()), ctx.clone())
+        .await
+        .expect("reconcile 1");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            "GET /api/v1/namespaces/jobs/secrets/count-control",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /api/v1/namespaces/jobs/pods",
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "event SavepointTaken",
+        ]
+    );
+    assert_eq!(
+        *scripted.calls.lock().unwrap(),
+        ["GET /v1/status", "GET /v1/operations/savepoint-1"]
+    );
+
+    // Reconcile 2 (status now says StoppingWorkers with the savepoint): delete the workers.
+    let mut next = sj.clone();
+    let mut st = next.status.clone().unwrap();
+    let op = st.operation.as_mut().unwrap();
+    op.step = Step::StoppingWorkers;
+    op.savepoint = Some("file:///var/lib/cairn-store/count/savepoints/sp-9".into());
+    op.control_operation = None;
+    next.status = Some(st);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve(handle, next.clone(), pods));
+    let ctx = context(Client::new(service, "default"), scripted.clone());
+    reconcile(Arc::new(next), ctx.clone())
+        .await
+        .expect("reconcile 2");
+    drop(ctx);
+    let seen = server.await.unwrap();
+    let tail: Vec<_> = seen.iter().skip(3).map(String::as_str).collect();
+    assert_eq!(
+        tail,
+        [
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "DELETE /apis/apps/v1/namespaces/jobs/statefulsets/count (foreground)",
+            "GET /api/v1/namespaces/jobs/pods",
+            "DELETE /api/v1/namespaces/jobs/pods/count-0",
+            "DELETE /api/v1/namespaces/jobs/pods/count-1",
+        ],
+        "{seen:?}"
+    );
+}

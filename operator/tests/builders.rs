@@ -1,0 +1,201 @@
+//! The pure builders and validation, from the example manifests: what each child contains.
+
+mod common;
+
+use cairn_operator::build::{self, Owner, Start};
+use cairn_operator::validate::{validate, STATE_DIR};
+use cairn_spec::JobSpec;
+use common::{config, manifest, validated};
+
+fn owner() -> Owner {
+    Owner {
+        name: "count".into(),
+        namespace: "jobs".into(),
+        uid: "uid-1".into(),
+    }
+}
+
+#[test]
+fn count_example_builds_every_child_with_owner_and_labels() {
+    let sj = manifest("examples/k8s/count.yaml");
+    let job = validated(&sj);
+    let start = Start {
+        savepoint: Some("file:///var/lib/cairn-store/count/savepoints/sp-1".into()),
+        state_epoch: 0,
+    };
+    let c = build::children(&job, &owner(), &start, "t0ken-t0ken-t0ken-t0ken", true);
+    let sts = c.stateful_set.expect("workers");
+    let spec = sts.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.service_name.as_deref(), Some("count"));
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(
+        spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+        Some("OnDelete")
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(pod.service_account_name.as_deref(), Some("cairn-worker"));
+    let sc = pod.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let worker = &pod.containers[0];
+    assert_eq!(worker.image.as_deref(), Some("cairn/worker:test"));
+    let csc = worker.security_context.as_ref().unwrap();
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        csc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    let args = worker.args.as_ref().unwrap();
+    assert_eq!(
+        args[..2],
+        ["run".to_string(), "/etc/cairn/job.yaml".to_string()]
+    );
+    assert!(args.contains(&"--hold-after-stop".to_string()));
+    let env = worker.env.as_ref().unwrap();
+    let var = |n: &str| {
+        env.iter()
+            .find(|e| e.name == n)
+            .unwrap_or_else(|| panic!("env {n}"))
+    };
+    assert_eq!(
+        var("CAIRN_CONTAINER")
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    assert_eq!(
+        var("CAIRN_COORDINATOR").value.as_deref(),
+        Some("count-0.count.jobs.svc:7000")
+    );
+    // the user's store volume is mounted next to the operator's own
+    let mounts: Vec<_> = worker
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "/etc/cairn",
+            "/var/run/secrets/cairn/control",
+            "/var/lib/cairn",
+            "/var/lib/cairn-store"
+        ]
+    );
+    // owner reference on every child
+    for meta in [
+        &c.secret.metadata,
+        &c.config_map.metadata,
+        &c.service.metadata,
+        &sts.metadata,
+        &c.pdb.as_ref().unwrap().metadata,
+    ] {
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("StreamJob", "uid-1", Some(true))
+        );
+        assert_eq!(meta.labels.as_ref().unwrap()["cairn.dev/job"], "count");
+    }
+    // headless, publishing not-ready pods (containers dial the coordinator before readiness)
+    let svc = c.service.spec.unwrap();
+    assert_eq!(svc.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(svc.publish_not_ready_addresses, Some(true));
+    // the job document the workers read
+    let doc = &c.config_map.data.unwrap()["job.yaml"];
+    let spec = JobSpec::from_yaml_str(doc).expect("the ConfigMap holds a valid job");
+    assert_eq!(spec.name, "count");
+    assert_eq!(spec.state.dir.to_str(), Some(STATE_DIR));
+    assert_eq!(spec.restore.savepoint, start.savepoint);
+    assert!(!spec.restore.reset_offsets);
+    assert_eq!(spec.checkpoint.store, "file:///var/lib/cairn-store/count");
+}
+
+#[test]
+fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
+    let job = validated(&manifest("examples/k8s/count.yaml"));
+    let start = Start {
+        savepoint: None,
+        state_epoch: 2,
+    };
+    let c = build::children(&job, &owner(), &start, "t0ken-t0ken-t0ken-t0ken", false);
+    assert!(c.stateful_set.is_none() && c.pdb.is_none());
+    let spec = JobSpec::from_yaml_str(&c.config_map.data.unwrap()["job.yaml"]).unwrap();
+    assert_eq!(
+        spec.checkpoint.store,
+        "file:///var/lib/cairn-store/count/epoch-2"
+    );
+    assert_eq!(spec.restore.savepoint, None);
+}
+
+#[test]
+fn every_example_validates() {
+    for example in [
+        "examples/k8s/count.yaml",
+        "examples/k8s/file-sink.yaml",
+        "examples/k8s/periodic-savepoints.yaml",
+    ] {
+        let sj = manifest(example);
+        let name = sj.metadata.name.clone().unwrap();
+        validate(&name, &sj.spec, &config()).unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+}
+
+#[test]
+fn invalid_specs_name_every_bad_field() {
+    let sj = manifest("operator/tests/fixtures/invalid-parallelism.yaml");
+    let err = validate("too-wide", &sj.spec, &config()).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.problems[0].starts_with("spec.job.parallelism: "),
+        "{err}"
+    );
+
+    let sj = manifest("operator/tests/fixtures/invalid-typo.yaml");
+    let err = validate("typo", &sj.spec, &config()).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.job.checkpoint.interval: \"10x\" is not a duration"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("at line"),
+        "line numbers of a re-serialised document mislead: {text}"
+    );
+    assert!(
+        text.contains("spec.upgradeTimeout: \"soon\" is not a duration"),
+        "{text}"
+    );
+
+    let mut fixed = sj.clone();
+    fixed.spec.job["checkpoint"]["interval"] = "10s".into();
+    let text = validate("typo", &fixed.spec, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("spec.job.input.partitons: unknown field `partitons`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deploy_hash_ignores_settings_the_pods_do_not_run() {
+    let sj = manifest("examples/k8s/count.yaml");
+    let base = validated(&sj);
+    let mut other = sj.clone();
+    other.spec.upgrade_timeout = Some("10m".into());
+    other.spec.savepoints = Some(Default::default());
+    other.spec.restart_nonce = Some(7);
+    assert_eq!(validated(&other).deploy_hash, base.deploy_hash);
+    other.spec.image = Some("cairn/worker:2".into());
+    assert_ne!(validated(&other).deploy_hash, base.deploy_hash);
+}

@@ -1,0 +1,443 @@
+//! The lifecycle state machine, step by step, from the example manifest: savepoint upgrades,
+//! rollback, savepoint failures, rescale/repartition classification, suspend/resume, restart
+//! and deletion. Pure: no API server, a fixed clock.
+
+mod common;
+
+use std::time::Duration;
+
+use cairn_operator::control::{
+    CommittedCheckpoint, ControlError, JobReport, OperationReport, SavepointReport,
+};
+use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
+use cairn_operator::lifecycle::{classify, plan, Change, Effect, Input, Observed, Plan, Workers};
+use cairn_operator::validate::ValidatedJob;
+use common::{manifest, validated};
+use jiff::Timestamp;
+
+const SP: &str = "file:///var/lib/cairn-store/count/savepoints/sp-000000000007";
+
+struct World {
+    sj: StreamJob,
+    status: StreamJobStatus,
+    now: Timestamp,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            sj: manifest("examples/k8s/count.yaml"),
+            status: StreamJobStatus::default(),
+            now: "2026-11-24T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn desired(&self) -> ValidatedJob {
+        validated(&self.sj)
+    }
+
+    /// One reconcile: plan against `observed`, keep the new status, advance the clock 1 s.
+    fn step(&mut self, observed: Observed) -> Plan {
+        self.step_deleting(observed, false)
+    }
+
+    fn step_deleting(&mut self, observed: Observed, deleting: bool) -> Plan {
+        let desired = self.desired();
+        let mut spec = self.sj.spec.clone();
+        spec.image = Some(desired.image.clone());
+        let desired_spec = serde_json::to_value(&spec).unwrap();
+        let deployed = self.status.deployed.as_ref().map(|d| {
+            let spec = serde_json::from_value(d.spec.clone()).unwrap();
+            cairn_operator::validate::validate("count", &spec, &common::config()).unwrap()
+        });
+        let input = Input {
+            generation: Some(1),
+            desired: &desired,
+            desired_spec: &desired_spec,
+            deployed: deployed.as_ref(),
+            status: &self.status,
+            observed: &observed,
+            deleting,
+            now: self.now,
+        };
+        let p = plan(&input);
+        self.status = p.status.clone();
+        self.now = self.now + Duration::from_secs(1);
+        p
+    }
+
+    fn op(&self) -> (OperationKind, Step) {
+        let op = self.status.operation.as_ref().expect("an operation");
+        (op.kind, op.step)
+    }
+
+    /// Deploys the example and sees it commit: Running.
+    fn running() -> Self {
+        let mut w = World::new();
+        let p = w.step(Observed::default());
+        assert!(matches!(
+            &p.effects[..],
+            [Effect::Apply {
+                with_workers: true,
+                ..
+            }]
+        ));
+        assert_eq!(w.status.phase, Some(Phase::Deploying));
+        let hash = w.status.deployed.as_ref().unwrap().job_hash.clone();
+        w.step(observed(2, Some(report(&hash, 1))));
+        assert_eq!(w.status.phase, Some(Phase::Running));
+        assert_eq!(w.status.last_good, w.status.deployed);
+        w
+    }
+}
+
+fn workers(pods: u32) -> Workers {
+    Workers {
+        stateful_set: pods > 0,
+        pods,
+        ready: pods,
+        ..Default::default()
+    }
+}
+
+fn observed(pods: u32, report: Option<JobReport>) -> Observed {
+    Observed {
+        workers: workers(pods),
+        report,
+        operation: None,
+    }
+}
+
+fn report(job_hash: &str, checkpoint: u64) -> JobReport {
+    JobReport {
+        spec_hash: job_hash.into(),
+        generation: 1,
+        partitions: 4,
+        parallelism: 2,
+        state: "running".into(),
+        health: "healthy".into(),
+        last_checkpoint: Some(CommittedCheckpoint {
+            id: checkpoint,
+            committed_at_ms: 1_790_000_000_000,
+            ..Default::default()
+        }),
+        observed_input_partitions: None,
+    }
+}
+
+fn answered(state: &str, error: Option<&str>) -> Observed {
+    Observed {
+        workers: workers(2),
+        report: None,
+        operation: Some(Ok(OperationReport {
+            id: "savepoint-1".into(),
+            state: state.into(),
+            savepoint: (state == "succeeded").then(|| SavepointReport {
+                url: SP.into(),
+                checkpoint: 7,
+            }),
+            error: error.map(Into::into),
+        })),
+    }
+}
+
+/// From Running to "savepoint taken, old workers being deleted" for the current spec change.
+fn take_savepoint(w: &mut World) {
+    let p = w.step(observed(2, None));
+    assert_eq!(w.op().1, Step::TakingSavepoint);
+    assert!(
+        p.effects.is_empty(),
+        "nothing happens before the operation is recorded: {:?}",
+        p.effects
+    );
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
+    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let p = w.step(answered("pending", None));
+    assert!(p.effects.is_empty());
+    let p = w.step(answered("succeeded", None));
+    // The savepoint is in status before anything is deleted.
+    assert!(p.effects.is_empty(), "{:?}", p.effects);
+    assert_eq!(w.op().1, Step::StoppingWorkers);
+    assert_eq!(
+        w.status.operation.as_ref().unwrap().savepoint.as_deref(),
+        Some(SP)
+    );
+    assert_eq!(w.status.last_savepoint.as_deref(), Some(SP));
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, [Effect::DeleteWorkers]);
+}
+
+#[test]
+fn savepoint_upgrade_records_the_savepoint_before_deleting_and_restores_it() {
+    let mut w = World::running();
+    let old = w.status.deployed.clone().unwrap();
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    take_savepoint(&mut w);
+    assert_eq!(w.op().0, OperationKind::Upgrade);
+    // Old pods gone: the new deployment restores the savepoint.
+    let p = w.step(observed(0, None));
+    let Effect::Apply {
+        deployment,
+        with_workers: true,
+    } = &p.effects[0]
+    else {
+        panic!("{:?}", p.effects)
+    };
+    assert_eq!(deployment.savepoint.as_deref(), Some(SP));
+    assert_ne!(deployment.hash, old.hash);
+    assert_eq!(w.status.deployed.as_ref(), Some(deployment));
+    assert_eq!(w.op().1, Step::AwaitingCheckpoint);
+    // A checkpoint of the new spec commits: Running, new last good.
+    let hash = deployment.job_hash.clone();
+    let p = w.step(observed(2, Some(report(&hash, 8))));
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    assert!(w.status.operation.is_none());
+    assert_eq!(w.status.last_good.as_ref().unwrap().hash, deployment.hash);
+    assert_eq!(p.finished.map(|f| f.0), Some(OperationKind::Upgrade));
+}
+
+#[test]
+fn an_upgrade_that_never_commits_rolls_back_from_the_same_savepoint() {
+    let mut w = World::running();
+    let good = w.status.deployed.clone().unwrap();
+    w.sj.spec.image = Some("cairn/worker:broken".into());
+    take_savepoint(&mut w);
+    w.step(observed(0, None));
+    let failed_hash = w.status.deployed.as_ref().unwrap().hash.clone();
+    // Pods crash-loop past the timeout (3m in the example).
+    let mut crashing = observed(2, None);
+    crashing.workers.failing = Some("count-0: CrashLoopBackOff: exit code 1".into());
+    w.now = w.now + Duration::from_secs(181);
+    let p = w.step(crashing);
+    assert_eq!(w.op(), (OperationKind::Rollback, Step::StoppingWorkers));
+    assert_eq!(p.effects, [Effect::DeleteWorkers]);
+    assert_eq!(w.status.phase, Some(Phase::RollingBack));
+    assert_eq!(
+        w.status.failed_spec_hash.as_deref(),
+        Some(failed_hash.as_str())
+    );
+    assert!(p.notes.iter().any(|n| n.warning
+        && n.reason == "UpgradeFailed"
+        && n.message.contains("CrashLoopBackOff")));
+    let p = w.step(observed(0, None));
+    let Effect::Apply { deployment, .. } = &p.effects[0] else {
+        panic!()
+    };
+    assert_eq!(deployment.hash, good.hash);
+    assert_eq!(
+        deployment.savepoint.as_deref(),
+        Some(SP),
+        "the rollback restores the upgrade's savepoint"
+    );
+    let p = w.step(observed(2, Some(report(&good.job_hash, 9))));
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.warning && n.reason == "RolledBack"));
+    // The failed spec is still desired, but not retried.
+    let p = w.step(observed(2, Some(report(&good.job_hash, 10))));
+    assert!(w.status.operation.is_none());
+    assert!(
+        matches!(&p.effects[..], [Effect::Apply { deployment, .. }] if deployment.hash == good.hash)
+    );
+}
+
+#[test]
+fn a_failed_savepoint_leaves_the_job_running_and_backs_off() {
+    let mut w = World::running();
+    w.sj.spec.job["parallelism"] = 3.into();
+    w.step(observed(2, None));
+    w.step(observed(2, None));
+    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let p = w.step(answered("failed", Some("checkpoint 12 timed out")));
+    assert!(
+        p.effects.is_empty(),
+        "nothing is torn down: {:?}",
+        p.effects
+    );
+    let op = w.status.operation.clone().unwrap();
+    assert_eq!((op.step, op.attempts), (Step::TakingSavepoint, 1));
+    assert_eq!(p.requeue, Duration::from_secs(10));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.reason == "SavepointFailed" && n.message.contains("timed out")));
+    // Before the retry time: wait.
+    let p = w.step(observed(2, None));
+    assert!(p.effects.is_empty());
+    // After it: ask again.
+    w.now = w.now + Duration::from_secs(10);
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
+}
+
+#[test]
+fn fallback_to_last_state_is_explicit() {
+    let mut w = World::running();
+    w.sj.spec.savepoints = Some(cairn_operator::crd::SavepointSettings {
+        fallback_to_last_state_after: Some(1),
+        ..Default::default()
+    });
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(observed(2, None));
+    w.step(observed(2, None));
+    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let mut lost = answered("pending", None);
+    lost.operation = Some(Err(ControlError::Status {
+        addr: "10.0.0.1:9250".parse().unwrap(),
+        status: 404,
+        body: "no operation".into(),
+    }));
+    let p = w.step(lost);
+    assert_eq!(w.op().1, Step::StoppingWorkers);
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.warning && n.reason == "FallbackToLastState"));
+    w.step(observed(2, None));
+    let p = w.step(observed(0, None));
+    let Effect::Apply { deployment, .. } = &p.effects[0] else {
+        panic!()
+    };
+    assert_eq!(
+        deployment.savepoint, None,
+        "restores the latest committed checkpoint"
+    );
+}
+
+#[test]
+fn changes_are_classified() {
+    let base = manifest("examples/k8s/count.yaml");
+    let v = validated(&base);
+    let with = |f: &dyn Fn(&mut StreamJob)| {
+        let mut sj = base.clone();
+        f(&mut sj);
+        classify(&v, &validated(&sj))
+    };
+    assert_eq!(
+        with(&|sj| sj.spec.upgrade_timeout = Some("9m".into())),
+        Change::None
+    );
+    assert_eq!(
+        with(&|sj| sj.spec.job["parallelism"] = 3.into()),
+        Change::Rescale
+    );
+    assert_eq!(
+        with(&|sj| sj.spec.job["input"]["partitions"] = 6.into()),
+        Change::Repartition
+    );
+    assert_eq!(
+        with(&|sj| {
+            sj.spec.job["input"]["partitions"] = 6.into();
+            sj.spec.job["parallelism"] = 3.into();
+        }),
+        Change::Repartition
+    );
+    assert_eq!(
+        with(&|sj| sj.spec.job["task"]["name"] = "sum".into()),
+        Change::Upgrade
+    );
+    assert_eq!(
+        with(&|sj| sj.spec.image = Some("x:1".into())),
+        Change::Upgrade
+    );
+}
+
+#[test]
+fn suspend_takes_a_savepoint_and_resume_restores_it() {
+    let mut w = World::running();
+    w.sj.spec.state = cairn_operator::crd::DesiredState::Suspended;
+    take_savepoint(&mut w);
+    assert_eq!(w.op().0, OperationKind::Suspend);
+    let p = w.step(observed(0, None));
+    assert_eq!(w.status.phase, Some(Phase::Suspended));
+    assert!(matches!(
+        &p.effects[..],
+        [Effect::Apply {
+            with_workers: false,
+            ..
+        }]
+    ));
+    assert_eq!(
+        w.status.deployed.as_ref().unwrap().savepoint.as_deref(),
+        Some(SP)
+    );
+    w.sj.spec.state = cairn_operator::crd::DesiredState::Running;
+    w.step(observed(0, None));
+    assert_eq!(w.op().0, OperationKind::Resume);
+    let p = w.step(observed(0, None));
+    let Effect::Apply {
+        deployment,
+        with_workers: true,
+    } = &p.effects[0]
+    else {
+        panic!("{:?}", p.effects)
+    };
+    assert_eq!(deployment.savepoint.as_deref(), Some(SP));
+}
+
+#[test]
+fn restart_nonce_recreates_the_pods_and_waits_for_a_commit() {
+    let mut w = World::running();
+    w.sj.spec.restart_nonce = Some(1);
+    w.step(observed(2, None));
+    assert_eq!(w.op(), (OperationKind::Restart, Step::StoppingWorkers));
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, [Effect::DeleteWorkers]);
+    w.step(observed(0, None));
+    assert_eq!(w.op().1, Step::AwaitingCheckpoint);
+    let hash = w.status.deployed.as_ref().unwrap().job_hash.clone();
+    w.step(observed(2, Some(report(&hash, 11))));
+    assert!(w.status.operation.is_none());
+    assert_eq!(w.status.handled_restart_nonce, Some(1));
+}
+
+#[test]
+fn deletion_takes_a_final_savepoint_then_lets_go() {
+    let mut w = World::running();
+    w.step_deleting(observed(2, None), true);
+    assert_eq!(w.op(), (OperationKind::Delete, Step::TakingSavepoint));
+    let p = w.step_deleting(observed(2, None), true);
+    assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
+    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let p = w.step_deleting(answered("succeeded", None), true);
+    assert!(p.release_finalizer);
+    assert!(p.notes.iter().any(|n| n.message.contains(SP)));
+}
+
+#[test]
+fn manual_and_periodic_savepoints_keep_the_job_running_and_prune_history() {
+    let mut w = World::running();
+    w.sj.spec.savepoints = Some(cairn_operator::crd::SavepointSettings {
+        trigger_nonce: Some(5),
+        max_count: Some(1),
+        ..Default::default()
+    });
+    let hash = w.status.deployed.as_ref().unwrap().job_hash.clone();
+    w.step(observed(2, Some(report(&hash, 2))));
+    assert_eq!(w.op(), (OperationKind::Savepoint, Step::TakingSavepoint));
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, [Effect::RequestSavepoint { stop: false }]);
+    for n in 0..2 {
+        w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+        let mut done = answered("succeeded", None);
+        if let Some(Ok(r)) = &mut done.operation {
+            r.savepoint.as_mut().unwrap().url = format!("{SP}{n}");
+        }
+        let p = w.step(done);
+        assert!(
+            p.effects.is_empty(),
+            "the job keeps running: {:?}",
+            p.effects
+        );
+        assert_eq!(w.status.phase, Some(Phase::Running));
+        if n == 0 {
+            w.sj.spec.savepoints.as_mut().unwrap().trigger_nonce = Some(6);
+            w.step(observed(2, Some(report(&hash, 3))));
+        }
+    }
+    let urls: Vec<_> = w.status.savepoints.iter().map(|s| s.url.as_str()).collect();
+    assert_eq!(urls, [format!("{SP}1")], "maxCount 1 keeps the newest");
+}
