@@ -5,15 +5,26 @@ export CARGO_TARGET_DIR
 JOB ?= examples/wordcount.yaml
 WORKER := $(CARGO_TARGET_DIR)/debug/cairn-worker
 
-.PHONY: run test prereqs build lint fmt unit bench clean-state
+.PHONY: run test prereqs build lint fmt unit bench clean-state testbed-bins crds
 
 ## Run the example job locally (no cluster): Ctrl-C stops it with a final checkpoint; run again to resume.
 run: prereqs
 	cargo build -p cairn-worker --bin cairn-worker
 	$(WORKER) run $(JOB) --metrics-addr 127.0.0.1:9249
 
-## Everything CI checks: formatting, lints, unit and integration tests.
-test: prereqs lint unit
+## Everything CI checks: formatting, lints, unit, integration and end-to-end tests (the e2e suite
+## starts a real Kubernetes control plane built from source: see docs/testbed.md).
+test: prereqs testbed-bins lint unit
+
+## etcd, kube-apiserver, controller-manager, scheduler, kubectl (v1.34) and helm, built from
+## their Go modules once into ~/.cache/cairn/bin/<name>-<version>/ and reused.
+testbed-bins:
+	tests/controlplane/build.sh all
+
+## Regenerate the CRD (committed under crds/ and in the chart; a test checks they are current).
+crds:
+	cargo run -q -p cairn-operator -- crdgen > crds/streamjobs.cairn.dev.yaml
+	cp crds/streamjobs.cairn.dev.yaml charts/cairn/crds/streamjobs.cairn.dev.yaml
 
 prereqs:
 	@./scripts/install-prereqs.sh
@@ -26,6 +37,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 
 unit:
+	cargo build --workspace --bins
 	cargo test --workspace
 
 fmt:

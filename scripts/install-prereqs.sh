@@ -20,6 +20,23 @@ if ! have_libclang; then
   fi
 fi
 
+# The test bed: `ip` (network namespaces, veth, bridge), `flock` (build and network locks) and
+# Go (the control plane is built from its Go modules).
+for tool in ip:iproute2 flock:util-linux; do
+  if ! command -v "${tool%%:*}" >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null
+    else
+      echo "${tool%%:*} is missing: install ${tool#*:}" >&2
+      exit 1
+    fi
+  fi
+done
+if ! command -v go >/dev/null; then
+  echo "go is missing: install Go 1.21 or newer (the test bed builds Kubernetes from source)" >&2
+  exit 1
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "cargo is missing: install Rust from your distribution or with rustup" >&2
   exit 1
@@ -35,3 +52,34 @@ for component in rustfmt clippy; do
     fi
   fi
 done
+
+# Building the Kafka client (librdkafka, compiled from source) needs make and the OpenSSL and
+# zlib headers. The Kafka and S3 tests also run real servers: a broker from the official jars
+# (Java 17+, fetched with Maven), MinIO built from its Go module, TLS certificates made with
+# openssl, buckets created with curl (docs/kafka.md, docs/s3.md). Build needs are required; test
+# needs are installed when possible and otherwise only reported, so `make run` works without them.
+build_debs=() test_debs=()
+command -v make >/dev/null || build_debs+=(make)
+[ -e /usr/include/openssl/ssl.h ] || build_debs+=(libssl-dev)
+[ -e /usr/include/zlib.h ] || build_debs+=(zlib1g-dev)
+command -v java >/dev/null || test_debs+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || test_debs+=(maven)
+command -v openssl >/dev/null || test_debs+=(openssl)
+command -v curl >/dev/null || test_debs+=(curl)
+wanted=("${build_debs[@]}" "${test_debs[@]}")
+if [ ${#wanted[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${wanted[*]} (Kafka client build; Kafka/S3 test servers)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
+  elif [ ${#build_debs[@]} -gt 0 ]; then
+    echo "missing: ${build_debs[*]} (Debian/Ubuntu: sudo apt-get install ${build_debs[*]})" >&2
+    exit 1
+  else
+    echo "note: the Kafka/S3 tests need ${test_debs[*]} (Debian/Ubuntu: sudo apt-get install" \
+         "${test_debs[*]})" >&2
+  fi
+fi
+if ! command -v go >/dev/null; then
+  echo "note: the S3 tests build MinIO from its Go module and need Go 1.24 or later" >&2
+fi

@@ -197,8 +197,11 @@ async fn controller(
         })
         .run(reconcile_guarded, error_policy_guarded, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+            match result {
+                // Already counted and logged by the error policy.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(e) => tracing::warn!(error = %e, "controller: watch or queue error (retried)"),
+                Ok(_) => {}
             }
         })
         .await;

@@ -62,7 +62,7 @@ impl World {
         };
         let p = plan(&input);
         self.status = p.status.clone();
-        self.now = self.now + Duration::from_secs(1);
+        self.now += Duration::from_secs(1);
         p
     }
 
@@ -208,7 +208,7 @@ fn an_upgrade_that_never_commits_rolls_back_from_the_same_savepoint() {
     // Pods crash-loop past the timeout (3m in the example).
     let mut crashing = observed(2, None);
     crashing.workers.failing = Some("count-0: CrashLoopBackOff: exit code 1".into());
-    w.now = w.now + Duration::from_secs(181);
+    w.now += Duration::from_secs(181);
     let p = w.step(crashing);
     assert_eq!(w.op(), (OperationKind::Rollback, Step::StoppingWorkers));
     assert_eq!(p.effects, [Effect::DeleteWorkers]);
@@ -268,7 +268,7 @@ fn a_failed_savepoint_leaves_the_job_running_and_backs_off() {
     let p = w.step(observed(2, None));
     assert!(p.effects.is_empty());
     // After it: ask again.
-    w.now = w.now + Duration::from_secs(10);
+    w.now += Duration::from_secs(10);
     let p = w.step(observed(2, None));
     assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
 }

@@ -6,6 +6,10 @@
 //! out in [`job_schema`] so the API server checks it. Cross-field rules (CEL) are added to the
 //! generated definition in [`rules`].
 
+// Each `printcolumn(...)` of the derive repeats `type_ = ...`; clippy reads that as a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod job_schema;
 pub mod rules;
 mod status;
