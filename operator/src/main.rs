@@ -58,6 +58,9 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // A workspace build can enable both of rustls' crypto providers (object_store's S3 client
+    // brings aws-lc-rs); rustls then refuses to choose, so choose here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Crdgen => {

@@ -5,15 +5,21 @@
 //! be reported at `input`, not `input.partitons`) and the YAML line. So [`InputSpec`] reads the
 //! map itself, key by key, and every error keeps its path and position.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::kafka::KafkaSecurity;
 use crate::tagged::{expected_list, set_once};
 
-/// Where a job's records come from; selected by `type:` (`generator` or `file`).
+/// Default `input.partitionCheckInterval` of a Kafka input.
+pub const DEFAULT_PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where a job's records come from; selected by `type:` (`generator`, `file` or `kafka`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum InputSpec {
@@ -22,6 +28,8 @@ pub enum InputSpec {
     Generator(GeneratorInput),
     /// Newline-delimited files, one per partition (`type: file`).
     File(FileInput),
+    /// A Kafka topic, one task per topic partition (`type: kafka`).
+    Kafka(KafkaInput),
 }
 
 impl InputSpec {
@@ -31,14 +39,17 @@ impl InputSpec {
         match self {
             InputSpec::Generator(g) => g.partitions,
             InputSpec::File(f) => f.partitions,
+            InputSpec::Kafka(k) => k.partitions,
         }
     }
 
-    /// The `type:` value of this input (`"generator"` or `"file"`), for messages and metrics.
+    /// The `type:` value of this input (`"generator"`, `"file"` or `"kafka"`), for messages
+    /// and metrics.
     pub fn type_name(&self) -> &'static str {
         match self {
             InputSpec::Generator(_) => "generator",
             InputSpec::File(_) => "file",
+            InputSpec::Kafka(_) => "kafka",
         }
     }
 }
@@ -112,6 +123,61 @@ impl FileInput {
     }
 }
 
+/// Parameters of `type: kafka` input: the partitions of one topic, assigned explicitly to tasks
+/// (partition `i` to task `i`, no consumer group), with offsets kept only in checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaInput {
+    /// Number of partitions (N); must equal the topic's partition count when the job starts.
+    pub partitions: u32,
+    /// The topic to read.
+    pub topic: String,
+    /// Bootstrap brokers, `host:port` comma-separated.
+    pub brokers: String,
+    /// How often a running job re-reads the topic's partition count, to report a topic that
+    /// grew (metric `cairn_input_partitions_observed`, `observedPartitions` in the status).
+    #[serde(
+        default = "default_partition_check_interval",
+        with = "crate::units::duration"
+    )]
+    pub partition_check_interval: Duration,
+    /// TLS and SASL settings.
+    #[serde(default, skip_serializing_if = "KafkaSecurity::is_default")]
+    pub security: KafkaSecurity,
+    /// Extra librdkafka consumer properties (e.g. `fetch.max.bytes`); the ones Cairn sets
+    /// itself are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaInput {
+    /// A Kafka input of `partitions` partitions of `topic` on `brokers`, other settings at
+    /// their defaults.
+    pub fn new(partitions: u32, topic: impl Into<String>, brokers: impl Into<String>) -> Self {
+        KafkaInput {
+            partitions,
+            topic: topic.into(),
+            brokers: brokers.into(),
+            partition_check_interval: DEFAULT_PARTITION_CHECK_INTERVAL,
+            security: KafkaSecurity::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_partition_check_interval() -> Duration {
+    DEFAULT_PARTITION_CHECK_INTERVAL
+}
+
+/// A duration field read through [`crate::units`] (`30s`, `1m`, or milliseconds).
+struct DurationValue(Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        crate::units::duration::deserialize(de).map(DurationValue)
+    }
+}
+
 /// How a generator draws keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -141,13 +207,17 @@ fn default_follow() -> bool {
 enum InputType {
     Generator,
     File,
+    Kafka,
 }
+
+const INPUT_TYPES: [InputType; 3] = [InputType::Generator, InputType::File, InputType::Kafka];
 
 impl InputType {
     fn name(self) -> &'static str {
         match self {
             InputType::Generator => "generator",
             InputType::File => "file",
+            InputType::Kafka => "kafka",
         }
     }
 
@@ -156,6 +226,7 @@ impl InputType {
         match self {
             InputType::Generator => GENERATOR_FIELDS,
             InputType::File => FILE_FIELDS,
+            InputType::Kafka => KAFKA_FIELDS,
         }
     }
 }
@@ -171,6 +242,15 @@ const GENERATOR_FIELDS: &[&str] = &[
     "ratePerSecond",
 ];
 const FILE_FIELDS: &[&str] = &["type", "partitions", "path", "follow"];
+const KAFKA_FIELDS: &[&str] = &[
+    "type",
+    "partitions",
+    "topic",
+    "brokers",
+    "partitionCheckInterval",
+    "security",
+    "properties",
+];
 const ALL_FIELDS: &[&str] = &[
     "type",
     "partitions",
@@ -182,6 +262,11 @@ const ALL_FIELDS: &[&str] = &[
     "ratePerSecond",
     "path",
     "follow",
+    "topic",
+    "brokers",
+    "partitionCheckInterval",
+    "security",
+    "properties",
 ];
 
 /// Reads one key of the `input` map. Knowing the type already (it is usually written first), it
@@ -218,11 +303,10 @@ impl Visitor<'_> for FieldSeed {
 }
 
 fn wrong_type_message(key: &str, ty: InputType) -> String {
-    let owner = if GENERATOR_FIELDS.contains(&key) {
-        "generator"
-    } else {
-        "file"
-    };
+    let owner = INPUT_TYPES
+        .iter()
+        .find(|t| t.fields().contains(&key))
+        .map_or("another", |t| t.name());
     format!(
         "`{key}` is a setting of `type: {owner}` input, not of `type: {}`; expected one of {}",
         ty.name(),
@@ -242,7 +326,7 @@ impl<'de> Visitor<'de> for InputVisitor {
     type Value = InputSpec;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an input map with `type: generator` or `type: file`")
+        f.write_str("an input map with `type: generator`, `type: file` or `type: kafka`")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InputSpec, A::Error> {
@@ -256,6 +340,11 @@ impl<'de> Visitor<'de> for InputVisitor {
         let mut rate: Option<Option<u64>> = None;
         let mut path: Option<PathBuf> = None;
         let mut follow: Option<bool> = None;
+        let mut topic: Option<String> = None;
+        let mut brokers: Option<String> = None;
+        let mut check_interval: Option<DurationValue> = None;
+        let mut security: Option<KafkaSecurity> = None;
+        let mut properties: Option<BTreeMap<String, String>> = None;
         let mut seen: Vec<&'static str> = Vec::new();
 
         while let Some(key) = map.next_key_seed(FieldSeed(ty))? {
@@ -271,13 +360,18 @@ impl<'de> Visitor<'de> for InputVisitor {
                 "ratePerSecond" => set_once(&mut rate, key, &mut map)?,
                 "path" => set_once(&mut path, key, &mut map)?,
                 "follow" => set_once(&mut follow, key, &mut map)?,
+                "topic" => set_once(&mut topic, key, &mut map)?,
+                "brokers" => set_once(&mut brokers, key, &mut map)?,
+                "partitionCheckInterval" => set_once(&mut check_interval, key, &mut map)?,
+                "security" => set_once(&mut security, key, &mut map)?,
+                "properties" => set_once(&mut properties, key, &mut map)?,
                 _ => unreachable!("FieldSeed only yields names from ALL_FIELDS"),
             }
         }
 
         let Some(ty) = ty else {
             return Err(de::Error::custom(
-                "missing field `type`; write `type: generator` or `type: file`",
+                "missing field `type`; write `type: generator`, `type: file` or `type: kafka`",
             ));
         };
         // Keys written before `type:` could not be checked against it yet.
@@ -299,6 +393,15 @@ impl<'de> Visitor<'de> for InputVisitor {
                 partitions,
                 path: path.ok_or_else(|| de::Error::missing_field("path"))?,
                 follow: follow.unwrap_or_else(default_follow),
+            }),
+            InputType::Kafka => InputSpec::Kafka(KafkaInput {
+                partitions,
+                topic: topic.ok_or_else(|| de::Error::missing_field("topic"))?,
+                brokers: brokers.ok_or_else(|| de::Error::missing_field("brokers"))?,
+                partition_check_interval: check_interval
+                    .map_or_else(default_partition_check_interval, |d| d.0),
+                security: security.unwrap_or_default(),
+                properties: properties.unwrap_or_default(),
             }),
         })
     }

@@ -4,15 +4,20 @@
 //! YAML position (see [`crate::input`]). The hand-written reader also accepts an unquoted
 //! `type: null`, which YAML reads as a null rather than the string `"null"`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::kafka::KafkaSecurity;
 use crate::tagged::{expected_list, set_once};
 
-/// Where output records go; selected by `type:` (`stdout`, `null` or `file`).
+/// Default `output.spoolDir` of an exactly-once Kafka output.
+pub const DEFAULT_KAFKA_SPOOL_DIR: &str = "./.cairn/kafka-spool";
+
+/// Where output records go; selected by `type:` (`stdout`, `null`, `file` or `kafka`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum OutputSpec {
@@ -27,10 +32,95 @@ pub enum OutputSpec {
         /// Output directory, relative to the working directory unless absolute.
         path: PathBuf,
     },
+    /// Produce records to a Kafka topic (`type: kafka`). Boxed: it is much larger than the
+    /// other variants.
+    Kafka(Box<KafkaOutput>),
 }
 
-const TYPES: &[&str] = &["stdout", "null", "file"];
-const ALL_FIELDS: &[&str] = &["type", "path"];
+/// Parameters of `type: kafka` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaOutput {
+    /// The topic to write; records are partitioned by key with Kafka's default partitioner.
+    pub topic: String,
+    /// Bootstrap brokers, `host:port` comma-separated.
+    pub brokers: String,
+    /// `atLeastOnce` (default): produced at once, acknowledged before each checkpoint commits.
+    /// `exactlyOnce`: published in one Kafka transaction per checkpoint, after it commits.
+    #[serde(default)]
+    pub delivery: KafkaDelivery,
+    /// Prefix of the transactional ids (`<prefix>-task-NNNN`), required by `exactlyOnce`: it
+    /// must stay the same across restarts and upgrades of the job and be unique to it, because
+    /// a new process fences off the old one through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transactional_id: Option<String>,
+    /// Local directory where `exactlyOnce` output waits for its checkpoint to commit; put it on
+    /// the same persistent volume as `state.dir`.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// TLS and SASL settings.
+    #[serde(default, skip_serializing_if = "KafkaSecurity::is_default")]
+    pub security: KafkaSecurity,
+    /// Extra librdkafka producer properties (e.g. `compression.type: lz4`, `linger.ms: "20"`);
+    /// the ones Cairn sets itself are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaOutput {
+    /// An at-least-once Kafka output to `topic` on `brokers`, other settings at their defaults.
+    pub fn new(topic: impl Into<String>, brokers: impl Into<String>) -> Self {
+        KafkaOutput {
+            topic: topic.into(),
+            brokers: brokers.into(),
+            delivery: KafkaDelivery::default(),
+            transactional_id: None,
+            spool_dir: default_spool_dir(),
+            security: KafkaSecurity::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_KAFKA_SPOOL_DIR)
+}
+
+/// Delivery guarantee of a Kafka output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KafkaDelivery {
+    /// Every record reaches the topic at least once; a restart may repeat the records produced
+    /// since the last checkpoint.
+    #[default]
+    AtLeastOnce,
+    /// Every record is visible exactly once to `read_committed` consumers.
+    ExactlyOnce,
+}
+
+const TYPES: &[&str] = &["stdout", "null", "file", "kafka"];
+const FILE_FIELDS: &[&str] = &["type", "path"];
+const KAFKA_FIELDS: &[&str] = &[
+    "type",
+    "topic",
+    "brokers",
+    "delivery",
+    "transactionalId",
+    "spoolDir",
+    "security",
+    "properties",
+];
+const ALL_FIELDS: &[&str] = &[
+    "type",
+    "path",
+    "topic",
+    "brokers",
+    "delivery",
+    "transactionalId",
+    "spoolDir",
+    "security",
+    "properties",
+];
 
 /// The `type:` values of an output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +128,7 @@ enum OutputType {
     Stdout,
     Null,
     File,
+    Kafka,
 }
 
 impl OutputType {
@@ -46,13 +137,15 @@ impl OutputType {
             OutputType::Stdout => "stdout",
             OutputType::Null => "null",
             OutputType::File => "file",
+            OutputType::Kafka => "kafka",
         }
     }
 
     fn fields(self) -> &'static [&'static str] {
         match self {
-            OutputType::File => ALL_FIELDS,
-            OutputType::Stdout | OutputType::Null => &ALL_FIELDS[..1],
+            OutputType::File => FILE_FIELDS,
+            OutputType::Kafka => KAFKA_FIELDS,
+            OutputType::Stdout | OutputType::Null => &FILE_FIELDS[..1],
         }
     }
 }
@@ -77,6 +170,7 @@ impl Visitor<'_> for OutputTypeVisitor {
             "stdout" => Ok(OutputType::Stdout),
             "null" => Ok(OutputType::Null),
             "file" => Ok(OutputType::File),
+            "kafka" => Ok(OutputType::Kafka),
             _ => Err(E::unknown_variant(value, TYPES)),
         }
     }
@@ -91,8 +185,8 @@ impl Visitor<'_> for OutputTypeVisitor {
     }
 }
 
-/// Reads one key of the `output` map, rejecting `path` right at the key once the type is known
-/// to be one without a path.
+/// Reads one key of the `output` map, rejecting a key of another type right at the key once
+/// the type is known.
 struct FieldSeed(Option<OutputType>);
 
 impl<'de> DeserializeSeed<'de> for FieldSeed {
@@ -118,16 +212,23 @@ impl Visitor<'_> for FieldSeed {
             ));
         };
         match self.0 {
-            Some(ty) if !ty.fields().contains(&known) => Err(E::custom(wrong_type_message(ty))),
+            Some(ty) if !ty.fields().contains(&known) => {
+                Err(E::custom(wrong_type_message(key, ty)))
+            }
             _ => Ok(known),
         }
     }
 }
 
-fn wrong_type_message(ty: OutputType) -> String {
+fn wrong_type_message(key: &str, ty: OutputType) -> String {
+    let owner = if FILE_FIELDS.contains(&key) {
+        "file"
+    } else {
+        "kafka"
+    };
     format!(
-        "`path` is a setting of `type: file` output, not of `type: {}`; remove it or write \
-         `type: file`",
+        "`{key}` is a setting of `type: {owner}` output, not of `type: {}`; remove it or write \
+         `type: {owner}`",
         ty.name()
     )
 }
@@ -144,29 +245,62 @@ impl<'de> Visitor<'de> for OutputVisitor {
     type Value = OutputSpec;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an output map with `type: stdout`, `type: null` or `type: file`")
+        f.write_str(
+            "an output map with `type: stdout`, `type: null`, `type: file` or `type: kafka`",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OutputSpec, A::Error> {
         let mut ty: Option<OutputType> = None;
         let mut path: Option<PathBuf> = None;
+        let mut topic: Option<String> = None;
+        let mut brokers: Option<String> = None;
+        let mut delivery: Option<KafkaDelivery> = None;
+        let mut transactional_id: Option<String> = None;
+        let mut spool_dir: Option<PathBuf> = None;
+        let mut security: Option<KafkaSecurity> = None;
+        let mut properties: Option<BTreeMap<String, String>> = None;
+        let mut seen: Vec<&'static str> = Vec::new();
         while let Some(key) = map.next_key_seed(FieldSeed(ty))? {
+            seen.push(key);
             match key {
                 "type" => set_once(&mut ty, key, &mut map)?,
-                _ => set_once(&mut path, key, &mut map)?,
+                "path" => set_once(&mut path, key, &mut map)?,
+                "topic" => set_once(&mut topic, key, &mut map)?,
+                "brokers" => set_once(&mut brokers, key, &mut map)?,
+                "delivery" => set_once(&mut delivery, key, &mut map)?,
+                "transactionalId" => set_once(&mut transactional_id, key, &mut map)?,
+                "spoolDir" => set_once(&mut spool_dir, key, &mut map)?,
+                "security" => set_once(&mut security, key, &mut map)?,
+                "properties" => set_once(&mut properties, key, &mut map)?,
+                _ => unreachable!("FieldSeed only yields names from ALL_FIELDS"),
             }
         }
         let Some(ty) = ty else {
             return Err(de::Error::custom(
-                "missing field `type`; write `type: stdout`, `type: null` or `type: file`",
+                "missing field `type`; write `type: stdout`, `type: null`, `type: file` or \
+                 `type: kafka`",
             ));
         };
-        match (ty, path) {
-            (OutputType::File, Some(path)) => Ok(OutputSpec::File { path }),
-            (OutputType::File, None) => Err(de::Error::missing_field("path")),
-            (OutputType::Stdout, None) => Ok(OutputSpec::Stdout),
-            (OutputType::Null, None) => Ok(OutputSpec::Null),
-            (other, Some(_)) => Err(de::Error::custom(wrong_type_message(other))),
+        // Keys written before `type:` could not be checked against it yet.
+        if let Some(key) = seen.iter().find(|key| !ty.fields().contains(key)) {
+            return Err(de::Error::custom(wrong_type_message(key, ty)));
         }
+        Ok(match ty {
+            OutputType::File => OutputSpec::File {
+                path: path.ok_or_else(|| de::Error::missing_field("path"))?,
+            },
+            OutputType::Stdout => OutputSpec::Stdout,
+            OutputType::Null => OutputSpec::Null,
+            OutputType::Kafka => OutputSpec::Kafka(Box::new(KafkaOutput {
+                topic: topic.ok_or_else(|| de::Error::missing_field("topic"))?,
+                brokers: brokers.ok_or_else(|| de::Error::missing_field("brokers"))?,
+                delivery: delivery.unwrap_or_default(),
+                transactional_id,
+                spool_dir: spool_dir.unwrap_or_else(default_spool_dir),
+                security: security.unwrap_or_default(),
+                properties: properties.unwrap_or_default(),
+            })),
+        })
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use crate::error::{FieldError, SpecError};
 use crate::input::InputSpec;
 use crate::job::JobSpec;
-use crate::output::OutputSpec;
+use crate::kafka;
+use crate::output::{KafkaDelivery, OutputSpec};
 use crate::store::CheckpointStore;
 use crate::units::{format_duration, format_size};
 
@@ -78,6 +79,25 @@ impl JobSpec {
                 || "is empty".to_owned(),
                 "set the directory holding partition-0, partition-1, ..., e.g. `path: ./input`",
             ),
+            InputSpec::Kafka(input) => {
+                for err in kafka::problems(
+                    "input",
+                    &input.topic,
+                    &input.brokers,
+                    &input.security,
+                    &input.properties,
+                ) {
+                    errors.push(err);
+                }
+                let interval = input.partition_check_interval;
+                errors.check(
+                    interval >= Duration::from_secs(1),
+                    "input.partitionCheckInterval",
+                    || format!("{} is shorter than 1s", format_duration(interval)),
+                    "check the topic's partition count less often, e.g. \
+                     `partitionCheckInterval: 30s` (the default)",
+                );
+            }
         }
 
         errors.check(
@@ -94,6 +114,51 @@ impl JobSpec {
                 "output.path",
                 || "is empty".to_owned(),
                 "set the output directory, e.g. `path: ./out`",
+            );
+        }
+        if let OutputSpec::Kafka(output) = &self.output {
+            for err in kafka::problems(
+                "output",
+                &output.topic,
+                &output.brokers,
+                &output.security,
+                &output.properties,
+            ) {
+                errors.push(err);
+            }
+            match (output.delivery, &output.transactional_id) {
+                (KafkaDelivery::ExactlyOnce, None) => errors.push(FieldError::new(
+                    "output.transactionalId",
+                    "is required by `delivery: exactlyOnce`",
+                    format!(
+                        "set a prefix that is unique to this job and never changes, e.g. \
+                         `transactionalId: {}`",
+                        self.name
+                    ),
+                )),
+                (KafkaDelivery::AtLeastOnce, Some(_)) => errors.push(FieldError::new(
+                    "output.transactionalId",
+                    "is only used by `delivery: exactlyOnce`",
+                    "remove it, or set `delivery: exactlyOnce`",
+                )),
+                (_, Some(id)) => {
+                    if let Some(problem) = transactional_id_problem(id) {
+                        errors.push(FieldError::new(
+                            "output.transactionalId",
+                            problem,
+                            "use 1 to 200 ASCII letters, digits, '.', '_' or '-', e.g. the \
+                             job name",
+                        ));
+                    }
+                }
+                (KafkaDelivery::AtLeastOnce, None) => {}
+            }
+            errors.check(
+                !output.spool_dir.as_os_str().is_empty(),
+                "output.spoolDir",
+                || "is empty".to_owned(),
+                "set a local directory on persistent storage, e.g. `spoolDir: \
+                 ./.cairn/kafka-spool` (the default)",
             );
         }
 
@@ -183,6 +248,21 @@ impl Problems {
     fn push(&mut self, error: FieldError) {
         self.0.push(error);
     }
+}
+
+/// Why `id` is not a usable transactional id prefix, or `None`.
+fn transactional_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    if id.len() > 200 {
+        return Some(format!("{id:?} is longer than 200 characters"));
+    }
+    let bad: String = id
+        .chars()
+        .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .collect();
+    (!bad.is_empty()).then(|| format!("{id:?} contains characters not allowed: {bad:?}"))
 }
 
 /// Why `name` is not a DNS-1123 label, or `None` if it is one.

@@ -172,7 +172,8 @@ fn parse_errors_match_yaml_and_point_at_the_line() {
     };
     assert_eq!(field, "input.type");
     assert!(
-        message.starts_with("unknown variant `kafkaa`, expected `generator` or `file`"),
+        message
+            .starts_with("unknown variant `kafkaa`, expected one of `generator`, `file`, `kafka`"),
         "{message}"
     );
 }

@@ -18,7 +18,7 @@ fn valid() -> JobSpec {
 fn generator(spec: &mut JobSpec) -> &mut GeneratorInput {
     match &mut spec.input {
         InputSpec::Generator(generator) => generator,
-        InputSpec::File(_) => panic!("expected a generator input"),
+        _ => panic!("expected a generator input"),
     }
 }
 

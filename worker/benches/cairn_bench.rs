@@ -7,7 +7,11 @@
 //!                                            bytes uploaded per checkpoint, then file:// copy
 //!                                            and restore vs `cp -r --reflink=never && sync`
 //! cairn-bench all                            all of the above with the documented sizes
+//! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
+//! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
 //! ```
+//! The Kafka and S3 modes need servers: `tests/services/bench-connectors.sh` starts a KRaft
+//! broker and MinIO on loopback and runs both.
 //! Build with `--release`. Results go to stdout as Markdown.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +30,8 @@ use cairn_worker::state::{db::no_wal, open_task_db};
 use cairn_worker::storage::CheckpointStore;
 use cairn_worker::task::{Record, StreamTask, TaskContext, TaskError, TaskRegistry};
 use clap::{Parser, Subcommand};
+
+mod connectors;
 
 #[derive(Parser)]
 struct Cli {
@@ -53,6 +59,30 @@ enum Cmd {
     },
     /// Everything, with the sizes of docs/benchmarks.md.
     All,
+    /// Kafka source on the count job vs a bare consumer loop (needs a broker).
+    Kafka {
+        /// Bootstrap broker.
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 5_000_000)]
+        records: u64,
+    },
+    /// Checkpoint upload and restore on S3 vs bare multipart upload and get (needs a server;
+    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    S3 {
+        /// Endpoint URL, e.g. http://127.0.0.1:9000.
+        #[arg(long)]
+        endpoint: String,
+        /// An existing bucket.
+        #[arg(long)]
+        bucket: String,
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        #[arg(long, default_value_t = 64)]
+        file_mb: usize,
+    },
 }
 
 fn main() {
@@ -70,6 +100,17 @@ fn main() {
     match cli.command {
         Cmd::Count { keys, records } => count(&scratch, keys, records),
         Cmd::Pause { values_mb } => pause(&scratch, values_mb),
+        Cmd::Kafka {
+            brokers,
+            keys,
+            records,
+        } => connectors::kafka(&scratch, &brokers, records, keys),
+        Cmd::S3 {
+            endpoint,
+            bucket,
+            files,
+            file_mb,
+        } => connectors::s3(&scratch, &endpoint, &bucket, files, file_mb),
         Cmd::All => {
             count(&scratch, 100_000, 20_000_000);
             // Long enough for periodic checkpoints every 10 s while the job runs.

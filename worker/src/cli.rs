@@ -64,8 +64,8 @@ enum Command {
         /// Do not show live progress.
         #[arg(long)]
         quiet: bool,
-        /// After a stop (stop-with-savepoint, `/v1/stop`) stay alive until SIGTERM instead of
-        /// exiting, so a supervisor that restarts exited processes (the kubelet) cannot resume
+        /// After a stop (stop-with-savepoint, `/v1/stop`) or the end of a finite input, stay
+        /// alive until SIGTERM instead of exiting, so a supervisor that restarts exited processes (the kubelet) cannot resume
         /// a stopped job. The operator sets it on every worker pod.
         #[arg(long, env = "CAIRN_HOLD_AFTER_STOP")]
         hold_after_stop: bool,

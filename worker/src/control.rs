@@ -137,6 +137,11 @@ pub struct JobStatus {
     pub last_checkpoint: Option<CommittedInfo>,
     /// Checkpoints aborted since start.
     pub aborted_checkpoints: u64,
+    /// The input's partition count as last observed (a Kafka topic re-read every
+    /// `input.partitionCheckInterval`); more than `partitions` means the topic grew and the job
+    /// needs a repartition. Absent until known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_partitions: Option<u32>,
 }
 
 /// An asynchronous operation.
@@ -345,6 +350,9 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
             .progress
             .aborted
             .load(std::sync::atomic::Ordering::Relaxed),
+        observed_partitions: u32::try_from(api.metrics.input_partitions_observed.get())
+            .ok()
+            .filter(|n| *n > 0),
     })
 }
 

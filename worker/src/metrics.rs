@@ -38,6 +38,9 @@ pub struct Metrics {
     pub last_committed_bytes: IntGauge,
     /// Duration of the restore at start-up.
     pub restore_seconds: Gauge,
+    /// Partition count of the input as last observed (a Kafka topic that grew shows more than
+    /// the job's N); 0 until known.
+    pub input_partitions_observed: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -145,6 +148,11 @@ impl Metrics {
             restore_seconds: gauge(
                 "cairn_restore_seconds",
                 "Duration of the restore at start-up",
+            ),
+            input_partitions_observed: int_gauge(
+                "cairn_input_partitions_observed",
+                "Partition count of the input as last observed (a Kafka topic that grew shows \
+                 more than the job's input.partitions); 0 until known",
             ),
             registry,
         }

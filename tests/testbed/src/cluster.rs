@@ -353,6 +353,8 @@ impl Cluster {
 
     /// A kube client with the admin identity.
     pub async fn client(&self) -> Result<kube::Client, TestbedError> {
+        // rustls cannot pick a crypto provider when a workspace build enables two.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         client_from(&self.kubeconfig).await.map_err(Into::into)
     }
 

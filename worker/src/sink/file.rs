@@ -138,6 +138,7 @@ impl Sink for FileSink {
         Ok(Sealed {
             files: vec![sealed],
             dirs: vec![self.pending.clone()],
+            waits: Vec::new(),
         })
     }
 

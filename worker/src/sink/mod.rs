@@ -3,9 +3,11 @@
 //! (two-phase). `stdout` and `null` have nothing to seal.
 
 pub mod file;
+pub mod kafka;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cairn_spec::OutputSpec;
 
@@ -21,6 +23,14 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// Producing to Kafka failed (after librdkafka's own retries).
+    #[error("kafka output topic {topic}: {message}")]
+    Kafka {
+        /// The output topic.
+        topic: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Output sealed at a checkpoint, to be made durable off the task thread.
@@ -30,10 +40,31 @@ pub struct Sealed {
     pub files: Vec<PathBuf>,
     /// Directories to fsync after the files.
     pub dirs: Vec<PathBuf>,
+    /// Waits for output handed to another system (Kafka acknowledgements), run after the
+    /// fsyncs.
+    pub waits: Vec<DurableWait>,
+}
+
+/// A blocking wait until output sealed at a checkpoint is durable somewhere other than a local
+/// file, e.g. acknowledged by Kafka brokers.
+#[derive(Clone)]
+pub struct DurableWait(Arc<dyn Fn() -> Result<(), SinkError> + Send + Sync>);
+
+impl DurableWait {
+    /// A wait that runs `wait` (blocking) in the checkpoint's asynchronous phase.
+    pub fn new(wait: impl Fn() -> Result<(), SinkError> + Send + Sync + 'static) -> Self {
+        DurableWait(Arc::new(wait))
+    }
+}
+
+impl std::fmt::Debug for DurableWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DurableWait")
+    }
 }
 
 impl Sealed {
-    /// fsyncs everything sealed; blocking.
+    /// fsyncs everything sealed, then runs the waits; blocking.
     pub fn make_durable(&self) -> Result<(), SinkError> {
         for path in self.files.iter().chain(&self.dirs) {
             let io = |source| SinkError::Io {
@@ -43,6 +74,9 @@ impl Sealed {
             std::fs::File::open(path)
                 .and_then(|f| f.sync_all())
                 .map_err(io)?;
+        }
+        for wait in &self.waits {
+            (wait.0)()?;
         }
         Ok(())
     }
@@ -72,6 +106,7 @@ pub fn open(
         }),
         OutputSpec::Null => Box::new(NullSink),
         OutputSpec::File { path } => Box::new(file::FileSink::open(path, task, restored)?),
+        OutputSpec::Kafka(kafka) => kafka::open(kafka, task, restored)?,
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod file;
 pub mod generator;
+pub mod kafka;
 
 pub use batch::RecordBatch;
 
@@ -44,6 +45,55 @@ pub enum SourceError {
         /// Its end.
         end: u64,
     },
+    /// The Kafka topic cannot be read (unreachable brokers, missing topic, refused access).
+    #[error("kafka topic {topic}: {message}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// What went wrong and what to check.
+        message: String,
+    },
+    /// The topic's partition count is not the spec's N.
+    #[error("input.partitions is {expected} but kafka topic {topic} has {found} partitions; a task reads exactly one partition, so repartition the job to {found}: stop it with a savepoint and start it from the savepoint with input.partitions: {found} (docs/savepoints.md); a topic cannot lose partitions, so if it was recreated, set input.partitions to its count and restore.resetOffsets: true")]
+    PartitionCount {
+        /// The topic.
+        topic: String,
+        /// N in the spec.
+        expected: u32,
+        /// Partitions the topic has.
+        found: u32,
+    },
+}
+
+impl SourceError {
+    /// A copy of a start-up check's error, for each task that asks (I/O errors, which are not
+    /// `Clone`, are carried as text).
+    pub(crate) fn duplicate(&self) -> SourceError {
+        match self {
+            SourceError::Kafka { topic, message } => SourceError::Kafka {
+                topic: topic.clone(),
+                message: message.clone(),
+            },
+            SourceError::PartitionCount {
+                topic,
+                expected,
+                found,
+            } => SourceError::PartitionCount {
+                topic: topic.clone(),
+                expected: *expected,
+                found: *found,
+            },
+            SourceError::OffsetOutOfRange { what, offset, end } => SourceError::OffsetOutOfRange {
+                what: what.clone(),
+                offset: *offset,
+                end: *end,
+            },
+            SourceError::Io { path, source } => SourceError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
 }
 
 /// One partition of an input.
@@ -59,10 +109,12 @@ pub trait Source: Send {
 }
 
 /// Builds sources for the partitions of one input, sharing what all partitions need (the
-/// generator's key table) across the tasks of a process.
+/// generator's key table, the Kafka start-up check and partition watch) across the tasks of a
+/// process.
 pub struct SourceFactory {
     spec: InputSpec,
     generator: Option<Arc<generator::KeyTable>>,
+    kafka: Option<Arc<kafka::KafkaShared>>,
 }
 
 impl SourceFactory {
@@ -70,12 +122,47 @@ impl SourceFactory {
     pub fn new(spec: &InputSpec) -> Self {
         let generator = match spec {
             InputSpec::Generator(g) => Some(Arc::new(generator::KeyTable::build(g))),
-            InputSpec::File(_) => None,
+            InputSpec::File(_) | InputSpec::Kafka(_) => None,
+        };
+        let kafka = match spec {
+            InputSpec::Kafka(k) => Some(kafka::KafkaShared::new(k)),
+            _ => None,
         };
         SourceFactory {
             spec: spec.clone(),
             generator,
+            kafka,
         }
+    }
+
+    /// Checks that the input can be read as the spec says before any task starts: for Kafka,
+    /// that the topic exists with exactly `input.partitions` partitions. Blocking (a metadata
+    /// request). Sources also check on their first seek, so calling this is optional; it only
+    /// lets a job fail before restoring state.
+    pub fn check(&self) -> Result<(), SourceError> {
+        match &self.kafka {
+            Some(shared) => shared.check(),
+            None => Ok(()),
+        }
+    }
+
+    /// The input's observed partition count (Kafka: re-read every
+    /// `input.partitionCheckInterval`), for the status and metrics; `None` for inputs whose
+    /// partition count is the spec's.
+    pub fn partition_watch(&self) -> Option<Arc<kafka::PartitionWatch>> {
+        self.kafka.as_ref().map(|shared| shared.watch())
+    }
+
+    /// Exports the observed partition count (Kafka) to `metrics`
+    /// (`cairn_input_partitions_observed`); other inputs report N.
+    pub fn with_metrics(self, metrics: &crate::metrics::Metrics) -> Self {
+        match self.partition_watch() {
+            Some(watch) => watch.export_to(metrics.input_partitions_observed.clone()),
+            None => metrics
+                .input_partitions_observed
+                .set(i64::from(self.spec.partitions())),
+        }
+        self
     }
 
     /// Opens partition `p`, positioned at offset 0.
@@ -87,6 +174,10 @@ impl SourceFactory {
                 partition,
             )),
             InputSpec::File(f) => Box::new(file::FileSource::new(f, partition)),
+            InputSpec::Kafka(_) => Box::new(kafka::KafkaSource::new(
+                self.kafka.clone().expect("built with the spec"),
+                partition,
+            )),
         }
     }
 }

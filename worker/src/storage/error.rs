@@ -13,12 +13,22 @@ pub enum StorageError {
     /// The store URL has a scheme or form this build does not support.
     #[error(
         "unsupported checkpoint store URL {url:?}: use `file://./<dir>` (relative to the base \
-         directory), `file:///<absolute dir>`, `file:<dir>`, or `memory://[name]` (in-process, \
-         for tests)"
+         directory), `file:///<absolute dir>`, `file:<dir>`, `s3://<bucket>[/<prefix>]`, or \
+         `memory://[name]` (in-process, for tests)"
     )]
     UnsupportedUrl {
         /// The URL as it was given.
         url: String,
+    },
+    /// An S3 connection setting (an environment variable, see docs/s3.md) is unusable.
+    #[error("{setting}: {problem}; {fix}")]
+    S3Config {
+        /// The variable.
+        setting: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What to set instead.
+        fix: String,
     },
     /// A key (or list prefix) is not a well-formed relative `/`-separated path.
     #[error("invalid checkpoint store key {key:?}: {reason}")]

@@ -9,9 +9,8 @@
 //!   so that every published file is durable (fsynced) before a call returns: object_store's
 //!   `LocalFileSystem` does not fsync, which would let a power loss destroy a checkpoint that a
 //!   committed manifest already points to;
-//! * any **[`object_store::ObjectStore`]** (`memory://` for tests today; S3 later is one more
-//!   arm in [`CheckpointStore::from_url`] that builds an `AmazonS3` and hands it to
-//!   [`CheckpointStore::with_object_store`]).
+//! * any **[`object_store::ObjectStore`]**: `s3://bucket/prefix` (AWS S3, MinIO, Ceph; settings
+//!   from the environment, see [`S3Settings`] and docs/s3.md) and `memory://` for tests.
 //!
 //! Files are addressed by `/`-separated relative keys under the store root, e.g.
 //! `tasks/task-0003/db-7f3a/sst/000123.sst`: no leading `/`, no empty, `.` or `..` segments,
@@ -25,6 +24,7 @@ mod error;
 mod key;
 mod local;
 mod object;
+mod s3;
 
 use std::fmt;
 use std::fs::File;
@@ -36,6 +36,10 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 
 pub use error::StorageError;
+pub use s3::{
+    S3Credentials, S3Settings, ENV_CONDITIONAL_PUT, ENV_CREDENTIALS_DIR, ENV_ENDPOINT,
+    ENV_PATH_STYLE, ENV_REGION,
+};
 
 use local::LocalDir;
 use object::ObjectBackend;
@@ -82,7 +86,7 @@ struct Inner {
 enum Backend {
     /// `file://`: a local or mounted directory, written with explicit fsyncs.
     Local(Arc<LocalDir>),
-    /// Any object store (`memory://` now, S3 later).
+    /// Any object store (`s3://`, `memory://`).
     Object(ObjectBackend),
 }
 
@@ -101,6 +105,8 @@ impl CheckpointStore {
     /// * `file:///abs` (or `file:/abs`): the absolute directory `/abs`;
     /// * `memory://` or `memory://<name>`: a new, empty in-process store (each call makes a
     ///   distinct store whatever the name; share one by cloning the returned handle);
+    /// * `s3://<bucket>[/<prefix>]`: that bucket, rooted at the prefix, with the connection
+    ///   settings of [`S3Settings::from_env`] (endpoint, region, path style, credentials);
     ///
     /// anything else is [`StorageError::UnsupportedUrl`] naming the URL and these forms. As in
     /// the spec, everything after `file://` is a path (no host part, no percent-decoding). A
@@ -124,9 +130,20 @@ impl CheckpointStore {
             "memory" if rest.starts_with("//") => Backend::Object(ObjectBackend::new(Arc::new(
                 object_store::memory::InMemory::new(),
             ))),
+            "s3" => return Self::s3(url, &S3Settings::from_env()?),
             _ => return Err(unsupported()),
         };
         Ok(Self::with_backend(url.to_owned(), backend))
+    }
+
+    /// Opens `s3://<bucket>[/<prefix>]` with explicit settings (tests and tools inject them;
+    /// [`Self::from_url`] reads them from the environment).
+    pub fn s3(url: &str, settings: &S3Settings) -> Result<Self, StorageError> {
+        let (bucket, prefix) = s3::parse_url(url).ok_or_else(|| StorageError::UnsupportedUrl {
+            url: url.to_owned(),
+        })?;
+        let store = s3::build(bucket, prefix, settings)?;
+        Ok(Self::with_object_store(url.trim_end_matches('/'), store))
     }
 
     /// A new, empty in-process store (`memory://`), for tests.
@@ -445,7 +462,7 @@ mod tests {
         assert_eq!(mem.local_root(), None);
         assert_eq!(mem.url(), "memory://t1");
         for bad in [
-            "s3://bucket/x",
+            "s3:///x",
             "file://",
             "file:",
             "memory:x",

@@ -2,6 +2,11 @@
 //! compute exact expected results of generator jobs, read dumps and file-sink output.
 #![allow(dead_code)]
 
+pub mod jobs;
+pub mod kafka;
+pub mod launcher;
+pub mod minio;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -65,8 +70,13 @@ pub fn dumped_counts(dir: &Path, store: &str) -> BTreeMap<String, i64> {
         "state dump failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    counts_from_dump(&out.stdout)
+}
+
+/// The JSON lines of `state dump` as key -> integer value; a key listed twice is an error.
+pub fn counts_from_dump(stdout: &[u8]) -> BTreeMap<String, i64> {
     let mut counts = BTreeMap::new();
-    for line in String::from_utf8(out.stdout).unwrap().lines() {
+    for line in std::str::from_utf8(stdout).unwrap().lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let key = v["key"].as_str().unwrap().to_owned();
         assert!(
@@ -187,7 +197,12 @@ pub fn committed_ids(dir: &Path, store: &str) -> Vec<u64> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
+    ids_from_listing(&out.stdout)
+}
+
+/// The ids of a `cairn-worker checkpoints --json` listing.
+pub fn ids_from_listing(stdout: &[u8]) -> Vec<u64> {
+    std::str::from_utf8(stdout)
         .unwrap()
         .lines()
         .map(|l| {

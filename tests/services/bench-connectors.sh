@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Runs the connector benchmarks of docs/benchmarks.md: starts a Kafka broker (KRaft, official
+# jars) and MinIO on loopback, runs `cairn-bench kafka` and `cairn-bench s3` (each next to its
+# bare-client baseline, in the same run), and stops both servers (also on Ctrl-C or error).
+#
+#   tests/services/bench-connectors.sh [--records N] [--keys K] [--files F] [--file-mb M]
+#
+# Needs Java 17+, Maven and Go (fetched/built once into ~/.cache/cairn), and builds cairn-bench
+# with --release.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+records=5000000 keys=100000 files=8 file_mb=64
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --records) records="$2"; shift 2 ;;
+    --keys) keys="$2"; shift 2 ;;
+    --files) files="$2"; shift 2 ;;
+    --file-mb) file_mb="$2"; shift 2 ;;
+    *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+libs="$("$here/kafka/fetch.sh")"
+minio="$("$here/minio/build.sh")"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
+(cd "$root" && cargo build --release -q -p cairn-worker --bin cairn-bench)
+bench="$CARGO_TARGET_DIR/release/cairn-bench"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-services.XXXXXX")"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+kafka_port="$(free_port)" controller_port="$(free_port)"
+cat > "$work/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$kafka_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$kafka_port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$work/kafka-data
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+PROPS
+java -cp "$libs/*" kafka.tools.StorageTool format --standalone -t cairn-bench-cluster01 \
+  -c "$work/server.properties" >/dev/null 2>&1
+java -Xms512m -Xmx1g -cp "$libs/*" kafka.Kafka "$work/server.properties" >"$work/kafka.log" 2>&1 &
+pids+=($!)
+
+minio_port="$(free_port)" console_port="$(free_port)"
+export AWS_ACCESS_KEY_ID=cairn-bench AWS_SECRET_ACCESS_KEY=cairn-bench-secret
+MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
+  "$minio" server --quiet --address "127.0.0.1:$minio_port" \
+  --console-address "127.0.0.1:$console_port" "$work/minio-data" >"$work/minio.log" 2>&1 &
+pids+=($!)
+
+for _ in $(seq 600); do
+  if curl -sf -o /dev/null "http://127.0.0.1:$minio_port/minio/health/ready" &&
+     (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; then
+    break
+  fi
+  sleep 0.1
+done
+curl -sf -X PUT --aws-sigv4 aws:amz:us-east-1:s3 \
+  --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "http://127.0.0.1:$minio_port/bench" >/dev/null
+
+"$bench" kafka --brokers "127.0.0.1:$kafka_port" --records "$records" --keys "$keys"
+"$bench" s3 --endpoint "http://127.0.0.1:$minio_port" --bucket bench \
+  --files "$files" --file-mb "$file_mb"

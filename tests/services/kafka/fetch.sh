@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Fetches the official Apache Kafka broker jars (KRaft mode) with Maven into
+# ~/.cache/cairn/kafka-<version>/libs and prints that directory. Idempotent: a complete cache
+# is reused without touching the network. Used by the worker's Kafka tests and benchmarks
+# (worker/tests/common/kafka.rs), and by the Kubernetes end-to-end test bed.
+set -euo pipefail
+
+KAFKA_VERSION=4.1.0   # keep in sync with pom.xml
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}/kafka-${KAFKA_VERSION}"
+libs="$cache/libs"
+
+if [ -f "$cache/.complete" ] && [ -f "$libs/kafka_2.13-${KAFKA_VERSION}.jar" ]; then
+  echo "$libs"
+  exit 0
+fi
+for tool in mvn java; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "$tool is missing: the Kafka tests run a real broker from the official jars (Java 17+" \
+         "and Maven; Debian: apt-get install openjdk-17-jre-headless maven)" >&2
+    exit 1
+  fi
+done
+mkdir -p "$cache"
+tmp="$(mktemp -d "$cache/.libs.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+echo "fetching Kafka ${KAFKA_VERSION} jars with Maven into $libs" >&2
+mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+  -DincludeScope=runtime -DoutputDirectory="$tmp" >&2
+rm -rf "$libs"
+mv "$tmp" "$libs"
+trap - EXIT
+touch "$cache/.complete"
+echo "$libs"

@@ -1,0 +1,60 @@
+//! Running `cairn-worker run` in the background with its log in a file (servers and long jobs
+//! log more than a pipe holds), and waiting for a job of an endless input to catch up.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::launcher::wait_until;
+
+/// Starts `cairn-worker run job.yaml --quiet <args>` in `dir` with `env`, appending its log
+/// (`RUST_LOG=warn`) to `dir/worker.log`.
+pub fn start_logged(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("worker.log"))
+        .unwrap();
+    let mut cmd = Command::new(super::worker_bin());
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .args(["run", "job.yaml", "--quiet"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start cairn-worker")
+}
+
+/// Everything the workers started by [`start_logged`] in `dir` logged.
+pub fn worker_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("worker.log")).unwrap_or_default()
+}
+
+/// Input offsets of the latest committed checkpoint of the `file://./ckpt` store in `dir`,
+/// summed over partitions (0 before the first commit).
+pub fn committed_offsets(dir: &Path) -> u64 {
+    let Some(id) = super::committed_ids(dir, "file://./ckpt").last().copied() else {
+        return 0;
+    };
+    std::fs::read(dir.join(format!("ckpt/checkpoints/{id:012}/_COMMIT.json")))
+        .map(|bytes| super::total_offsets(&serde_json::from_slice(&bytes).unwrap()))
+        .unwrap_or(0)
+}
+
+/// Waits until the running job has checkpointed offsets for all `records` (an endless input
+/// that has been read to its end), then stops it gracefully and checks it exited cleanly.
+pub fn stop_when_checkpointed(dir: &Path, mut child: Child, records: u64) {
+    wait_until("the job to checkpoint every record", 120, || {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "worker exited: {}",
+            worker_log(dir)
+        );
+        committed_offsets(dir) == records
+    });
+    super::sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "worker failed: {}", worker_log(dir));
+}
