@@ -327,13 +327,7 @@ pub fn s3(scratch: &Path, endpoint: &str, bucket: &str, files: usize, file_mb: u
             let local = bare_dir.join(&name);
             let key = format!("{prefix}/bare/{name}");
             async move {
-                let bytes = raw
-                    .get(&key.into())
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
+                let bytes = raw.get(&key.into()).await.unwrap().bytes().await.unwrap();
                 tokio::fs::write(local, bytes).await.unwrap();
             }
         });

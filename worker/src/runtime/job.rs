@@ -338,7 +338,7 @@ async fn run_async(
     tracing::info!(origin = ?start.origin, generation, tasks = ?my_tasks, seconds = restore_started.elapsed().as_secs_f64(), "state ready");
 
     // Build task instances.
-    let sources = SourceFactory::new(&spec.input);
+    let sources = SourceFactory::new(&spec.input).with_metrics(&metrics);
     let mut groups: BTreeMap<u32, Vec<TaskInstance>> =
         my_containers.iter().map(|c| (*c, Vec::new())).collect();
     for prepared in start.tasks {
