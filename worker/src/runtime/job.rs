@@ -520,7 +520,9 @@ async fn run_async(
             server.wait_for_stop_result(CONTROL_LINGER).await;
         }
     }
-    if matches!(ending, Ok(Ending::Stopped { .. } | Ending::Finished { .. })) && opts.hold_after_stop {
+    if matches!(ending, Ok(Ending::Stopped { .. } | Ending::Finished { .. }))
+        && opts.hold_after_stop
+    {
         hold_until_signal().await;
     }
     join_threads().await;
