@@ -169,8 +169,3 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
     };
     vec![ready, progressing, degraded, checkpoints]
 }
-
-/// The condition of `type_`, if set.
-pub fn find<'a>(status: &'a StreamJobStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
-}

@@ -73,22 +73,17 @@ impl Default for Metrics {
             &["kind"],
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(reconciles.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(errors.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(reconcile_seconds.clone()))
-            .expect("register");
-        registry.register(Box::new(jobs.clone())).expect("register");
-        registry
-            .register(Box::new(checkpoint_age.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(operation_seconds.clone()))
-            .expect("register");
+        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
+            Box::new(reconciles.clone()),
+            Box::new(errors.clone()),
+            Box::new(reconcile_seconds.clone()),
+            Box::new(jobs.clone()),
+            Box::new(checkpoint_age.clone()),
+            Box::new(operation_seconds.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
         Metrics {
             registry,
             reconciles,

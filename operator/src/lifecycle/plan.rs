@@ -505,13 +505,13 @@ impl<'a> Stepper<'a> {
                     ),
                 );
                 if op.kind == OperationKind::Savepoint {
-                    self.finish(&op);
+                    self.finish();
                     self.status.phase = Some(Phase::Running);
                     return;
                 }
                 if op.kind == OperationKind::Delete {
                     self.release_finalizer = true;
-                    return self.finish(&op);
+                    return self.finish();
                 }
                 op.savepoint = Some(sp.url);
                 op.control_operation = None;
@@ -540,7 +540,7 @@ impl<'a> Stepper<'a> {
             // Deletion never gets stuck on a job that cannot take a savepoint.
             self.note(true, "FinalSavepointFailed", format!("final savepoint failed ({reason}); deleting without it: the latest committed checkpoint stays in the store"));
             self.release_finalizer = true;
-            return self.finish(&op);
+            return self.finish();
         }
         let fallback = self.input.desired.savepoints.fallback_after;
         let upgrade_like = !matches!(
@@ -570,7 +570,7 @@ impl<'a> Stepper<'a> {
         self.requeue = delay;
         if op.kind == OperationKind::Savepoint {
             // A periodic or manual savepoint is not retried forever: the next period tries again.
-            self.finish(&op);
+            self.finish();
             return;
         }
         self.status.operation = Some(op);
@@ -583,13 +583,13 @@ impl<'a> Stepper<'a> {
             return;
         }
         let Some(deployed) = self.status.deployed.clone() else {
-            return self.finish(&op);
+            return self.finish();
         };
         let mode = self.mode_for(op.kind);
         match op.kind {
             OperationKind::Delete => {
                 self.release_finalizer = true;
-                self.finish(&op);
+                self.finish();
             }
             OperationKind::Suspend => {
                 let mut kept = deployed.clone();
@@ -609,7 +609,7 @@ impl<'a> Stepper<'a> {
                         }
                     },
                 );
-                self.finish(&op);
+                self.finish();
                 self.requeue = Duration::from_secs(300);
             }
             OperationKind::Restart => self.deploy(op, deployed),
@@ -650,7 +650,7 @@ impl<'a> Stepper<'a> {
 
     fn awaiting_checkpoint(&mut self, op: Operation) {
         let Some(deployed) = self.status.deployed.clone() else {
-            return self.finish(&op);
+            return self.finish();
         };
         if self.committed(&deployed) {
             self.keep_children(&deployed, true);
@@ -673,7 +673,7 @@ impl<'a> Stepper<'a> {
                 );
             }
             self.finished = Some((op.kind, seconds));
-            return self.finish(&op);
+            return self.finish();
         }
         let started = op
             .step_started_at
@@ -700,7 +700,7 @@ impl<'a> Stepper<'a> {
             self.note(true, "RollbackFailed", message.clone());
             self.status.last_error = Some(message);
             self.status.phase = Some(Phase::Failed);
-            return self.finish(&op);
+            return self.finish();
         }
         let Some(last_good) = self
             .status
@@ -745,7 +745,7 @@ impl<'a> Stepper<'a> {
         self.requeue = Duration::ZERO;
     }
 
-    fn finish(&mut self, _op: &Operation) {
+    fn finish(&mut self) {
         self.status.operation = None;
     }
 

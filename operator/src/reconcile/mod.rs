@@ -206,36 +206,9 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
             }
             Effect::DeleteWorkers => apply::delete_workers(&owner, ctx).await?,
             Effect::RequestSavepoint { stop } => {
-                let written = plan.status.clone();
-                let outcome = match &fetched.endpoint {
-                    Some(at) => ctx
-                        .control
-                        .savepoint(at, stop)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => Err("worker pod 0 has no address yet (not running)".into()),
-                };
-                let mut next = match outcome {
-                    Ok(op) => {
-                        let mut s = written.clone();
-                        if let Some(o) = &mut s.operation {
-                            o.control_operation = Some(op.id);
-                            o.message = Some(format!("savepoint requested (stop: {stop})"));
-                        }
-                        lifecycle::Plan {
-                            status: s,
-                            ..plan.clone()
-                        }
-                    }
-                    Err(reason) => {
-                        lifecycle::savepoint_request_failed(&input, written.clone(), reason)
-                    }
-                };
-                conditions::update(&mut next.status, &facts);
-                status::write(sj, &namespace, &written, &next.status, ctx).await?;
-                for note in next.notes.iter().filter(|n| !plan.notes.contains(n)) {
-                    status::publish(sj, note, ctx).await;
-                }
+                let next =
+                    request_savepoint(sj, &namespace, &input, &plan, &facts, &fetched, stop, ctx)
+                        .await?;
                 plan.requeue = next.requeue;
                 plan.release_finalizer |= next.release_finalizer;
             }
@@ -248,6 +221,47 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     Ok(Action::requeue(
         plan.requeue.max(Duration::from_millis(200)),
     ))
+}
+
+/// Asks the job for a savepoint (the operation is already in the written status) and records
+/// the control API's operation id, or counts a failed attempt. Returns the plan after it.
+#[allow(clippy::too_many_arguments)]
+async fn request_savepoint(
+    sj: &StreamJob,
+    namespace: &str,
+    input: &Input<'_>,
+    plan: &lifecycle::Plan,
+    facts: &conditions::Facts<'_>,
+    fetched: &Fetched,
+    stop: bool,
+    ctx: &Context,
+) -> Result<lifecycle::Plan, Error> {
+    let written = &plan.status;
+    let outcome = match &fetched.endpoint {
+        Some(at) => ctx
+            .control
+            .savepoint(at, stop)
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err("worker pod 0 has no address yet (not running)".into()),
+    };
+    let mut next = match outcome {
+        Ok(op) => {
+            let mut next = plan.clone();
+            if let Some(o) = &mut next.status.operation {
+                o.control_operation = Some(op.id);
+                o.message = Some(format!("savepoint requested (stop: {stop})"));
+            }
+            next
+        }
+        Err(reason) => lifecycle::savepoint_request_failed(input, written.clone(), reason),
+    };
+    conditions::update(&mut next.status, facts);
+    status::write(sj, namespace, written, &next.status, ctx).await?;
+    for note in next.notes.iter().filter(|n| !plan.notes.contains(n)) {
+        status::publish(sj, note, ctx).await;
+    }
+    Ok(next)
 }
 
 /// The spec as recorded in a deployment: defaults that come from the operator's flags (image,
