@@ -28,6 +28,7 @@ crds:
 
 prereqs:
 	@./scripts/install-prereqs.sh
+	@./scripts/claim-target-dir.sh
 
 build: prereqs
 	cargo build --workspace --all-targets

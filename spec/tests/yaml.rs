@@ -296,7 +296,9 @@ fn missing_required_keys_are_named() {
     let (field, message) = parse_error("name: wc\ninput: {partitions: 4}\ntask: {name: count}\n");
     assert_eq!(field, "input");
     assert!(
-        message.starts_with("missing field `type`; write `type: generator` or `type: file`"),
+        message.starts_with(
+            "missing field `type`; write `type: generator`, `type: file` or `type: kafka`"
+        ),
         "{message}"
     );
 
@@ -316,14 +318,16 @@ fn wrong_enum_values_list_the_accepted_ones() {
         parse_error("name: wc\ninput: {type: kafkaa, partitions: 4}\ntask: {name: count}\n");
     assert_eq!(field, "input.type");
     assert!(
-        message.starts_with("unknown variant `kafkaa`, expected `generator` or `file`"),
+        message
+            .starts_with("unknown variant `kafkaa`, expected one of `generator`, `file`, `kafka`"),
         "{message}"
     );
 
-    let (field, message) = parse_error(&format!("{MINIMAL}output: {{type: kafka}}\n"));
+    let (field, message) = parse_error(&format!("{MINIMAL}output: {{type: s3}}\n"));
     assert_eq!(field, "output.type");
     assert!(
-        message.starts_with("unknown variant `kafka`, expected one of `stdout`, `null`, `file`"),
+        message
+            .starts_with("unknown variant `s3`, expected one of `stdout`, `null`, `file`, `kafka`"),
         "{message}"
     );
 
