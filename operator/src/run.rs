@@ -166,9 +166,21 @@ async fn controller(
     let store = controller.store();
     let ready_store = store.clone();
     tokio::spawn(async move {
-        if ready_store.wait_until_ready().await.is_ok() {
-            health.ready.store(true, Ordering::Relaxed);
-            tracing::info!("StreamJob watch synced; ready");
+        // `Store::wait_until_ready` keeps a single waker, and the controller waits on the same
+        // store: a second waiter is never woken. Poll it again instead (a ready store answers at
+        // once).
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), ready_store.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => {
+                    health.ready.store(true, Ordering::Relaxed);
+                    tracing::info!("StreamJob watch synced; ready");
+                    return;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
         }
     });
     let metrics = ctx.metrics.clone();

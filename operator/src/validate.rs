@@ -126,7 +126,13 @@ pub fn validate(
     let Some(job) = job.filter(|_| problems.is_empty()) else {
         return Err(InvalidSpec { problems });
     };
-    let pod = spec.pod_template.clone().unwrap_or_default();
+    let mut pod = spec.pod_template.clone().unwrap_or_default();
+    // Resolved into `service_account` below; left in `pod` too, a spec that names the default
+    // account would hash differently from one that omits it, although the pods are the same.
+    let service_account = pod
+        .service_account_name
+        .take()
+        .unwrap_or_else(|| config.worker_service_account.clone());
     let validated = ValidatedJob {
         image: spec
             .image
@@ -134,10 +140,7 @@ pub fn validate(
             .unwrap_or_else(|| config.worker_image.clone()),
         pull_policy: spec.image_pull_policy,
         resources: spec.resources.clone(),
-        service_account: pod
-            .service_account_name
-            .clone()
-            .unwrap_or_else(|| config.worker_service_account.clone()),
+        service_account,
         pod,
         state_volume,
         credentials_secret: spec.credentials_secret.clone(),
@@ -263,4 +266,16 @@ fn deploy_hash(v: &ValidatedJob) -> String {
         "credentialsSecret": v.credentials_secret,
     });
     cairn_spec::fingerprint(&doc)
+}
+
+/// The spec as recorded in `status.deployed`: the operator's defaults (image, service account)
+/// written in, so a later change of the operator's defaults does not silently change running
+/// jobs. Validating it again gives the same `deploy_hash`.
+pub fn pinned_spec(spec: &StreamJobSpec, v: &ValidatedJob) -> Value {
+    let mut pinned = spec.clone();
+    pinned.image = Some(v.image.clone());
+    let mut pod = pinned.pod_template.unwrap_or_default();
+    pod.service_account_name = Some(v.service_account.clone());
+    pinned.pod_template = Some(pod);
+    serde_json::to_value(pinned).expect("a spec serialises")
 }

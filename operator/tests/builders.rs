@@ -3,7 +3,9 @@
 mod common;
 
 use cairn_operator::build::{self, Owner, Start};
-use cairn_operator::validate::{validate, STATE_DIR};
+use cairn_operator::crd::StreamJobSpec;
+use cairn_operator::lifecycle::{classify, Change};
+use cairn_operator::validate::{pinned_spec, validate, STATE_DIR};
 use cairn_spec::JobSpec;
 use common::{config, manifest, validated};
 
@@ -147,6 +149,27 @@ fn every_example_validates() {
         let sj = manifest(example);
         let name = sj.metadata.name.clone().unwrap();
         validate(&name, &sj.spec, &config()).unwrap_or_else(|e| panic!("{example}: {e}"));
+    }
+}
+
+/// The spec recorded in `status.deployed` (with the operator's defaults written in) must read
+/// back as the same deployment; otherwise every reconcile sees a spec change and upgrades again,
+/// forever (found on the test bed: the recorded service account changed the pod fingerprint).
+#[test]
+fn recorded_spec_reads_back_as_the_same_deployment() {
+    for example in [
+        "examples/k8s/count.yaml",
+        "examples/k8s/file-sink.yaml",
+        "examples/k8s/periodic-savepoints.yaml",
+    ] {
+        let sj = manifest(example);
+        let name = sj.metadata.name.clone().unwrap();
+        let desired = validated(&sj);
+        let pinned: StreamJobSpec =
+            serde_json::from_value(pinned_spec(&sj.spec, &desired)).unwrap();
+        let recorded = validate(&name, &pinned, &config()).unwrap();
+        assert_eq!(recorded.deploy_hash, desired.deploy_hash, "{example}");
+        assert_eq!(classify(&recorded, &desired), Change::None, "{example}");
     }
 }
 

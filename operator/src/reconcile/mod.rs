@@ -20,7 +20,7 @@ use crate::control::ControlApi;
 use crate::crd::{Phase, StreamJob, StreamJobSpec, StreamJobStatus};
 use crate::lifecycle::{self, Effect, Input};
 use crate::metrics::Metrics;
-use crate::validate::{validate, InvalidSpec, ValidatedJob};
+use crate::validate::{pinned_spec, validate, InvalidSpec, ValidatedJob};
 
 pub use fetch::Fetched;
 
@@ -267,15 +267,6 @@ async fn request_savepoint(
 /// The spec as recorded in a deployment: defaults that come from the operator's flags (image,
 /// service account) are written in, so a later operator with other defaults rebuilds the same
 /// pods.
-fn pinned_spec(spec: &StreamJobSpec, v: &ValidatedJob) -> serde_json::Value {
-    let mut pinned = spec.clone();
-    pinned.image = Some(v.image.clone());
-    let mut pod = pinned.pod_template.unwrap_or_default();
-    pod.service_account_name = Some(v.service_account.clone());
-    pinned.pod_template = Some(pod);
-    serde_json::to_value(pinned).expect("a spec serialises")
-}
-
 fn recorded(
     spec: Option<&serde_json::Value>,
     ctx: &Context,
