@@ -15,6 +15,8 @@ use crate::crd::{
 
 /// Where the worker pod keeps its local state (the state volume's mount point).
 pub const STATE_MOUNT: &str = "/var/lib/cairn";
+/// Default `output.spoolDir` of a Kafka output on Kubernetes: on the state volume.
+pub const KAFKA_SPOOL_DIR: &str = "/var/lib/cairn/kafka-spool";
 /// `state.dir` of every job on Kubernetes.
 pub const STATE_DIR: &str = "/var/lib/cairn/state";
 /// Default `upgradeTimeout`.
@@ -193,6 +195,16 @@ fn parse_job(name: &str, job: &Value) -> Result<JobSpec, Vec<String>> {
             )]);
         }
         state.insert("dir".into(), Value::String(STATE_DIR.into()));
+    }
+    if let Some(Value::Object(output)) = map.get_mut("output") {
+        // The worker's default spool directory is relative to its working directory, which is
+        // read-only in the pod and not kept across restarts: exactly-once output waiting for its
+        // checkpoint must survive a pod restart, so it goes on the state volume.
+        if output.get("type") == Some(&Value::String("kafka".into()))
+            && !output.contains_key("spoolDir")
+        {
+            output.insert("spoolDir".into(), Value::String(KAFKA_SPOOL_DIR.into()));
+        }
     }
     let yaml = serde_yaml::to_string(&Value::Object(map)).expect("JSON converts to YAML");
     JobSpec::from_yaml_str(&yaml).map_err(job_problems)

@@ -145,6 +145,7 @@ fn every_example_validates() {
         "examples/k8s/count.yaml",
         "examples/k8s/file-sink.yaml",
         "examples/k8s/periodic-savepoints.yaml",
+        "examples/k8s/kafka-s3.yaml",
     ] {
         let sj = manifest(example);
         let name = sj.metadata.name.clone().unwrap();
@@ -161,6 +162,7 @@ fn recorded_spec_reads_back_as_the_same_deployment() {
         "examples/k8s/count.yaml",
         "examples/k8s/file-sink.yaml",
         "examples/k8s/periodic-savepoints.yaml",
+        "examples/k8s/kafka-s3.yaml",
     ] {
         let sj = manifest(example);
         let name = sj.metadata.name.clone().unwrap();

@@ -36,7 +36,36 @@ fn job_schema_covers_every_spec_field() {
     value["state"].as_object_mut().unwrap().remove("dir"); // set by the operator
     let file_input =
         serde_json::json!({"type": "file", "partitions": 1, "path": "/in", "follow": true});
-    for (doc, schema) in [(&value, job), (&file_input, &job["properties"]["input"])] {
+    let kafka = cairn_spec::JobSpec::from_yaml_str(
+        "name: j
+input:
+  type: kafka
+  partitions: 2
+  topic: in
+  brokers: b:9092
+  partitionCheckInterval: 10s
+  properties: {fetch.max.bytes: '1048576'}
+  security: {protocol: saslSsl, caFile: /ca, certFile: /c, keyFile: /k, sasl: {mechanism: SCRAM-SHA-512, username: u, passwordFile: /p}}
+task: {name: count}
+output:
+  type: kafka
+  topic: out
+  brokers: b:9092
+  delivery: exactlyOnce
+  transactionalId: j
+  spoolDir: /spool
+  properties: {linger.ms: '20'}
+  security: {protocol: saslPlaintext, sasl: {mechanism: PLAIN, username: u, passwordEnv: P}}
+",
+    )
+    .unwrap();
+    let mut kafka = serde_json::to_value(&kafka).unwrap();
+    kafka["state"].as_object_mut().unwrap().remove("dir");
+    for (doc, schema) in [
+        (&value, job),
+        (&file_input, &job["properties"]["input"]),
+        (&kafka, job),
+    ] {
         let mut missing = Vec::new();
         walk(doc, schema, "spec.job", &mut missing);
         assert!(
@@ -57,7 +86,11 @@ fn walk(
         return;
     }
     for (key, value) in map {
-        match schema["properties"].get(key) {
+        // A map (`additionalProperties`) declares its values, not its keys.
+        match schema["properties"]
+            .get(key)
+            .or_else(|| schema.get("additionalProperties"))
+        {
             Some(sub) => walk(value, sub, &format!("{path}.{key}"), missing),
             None => missing.push(format!("{path}.{key}")),
         }

@@ -117,7 +117,7 @@ fn input() -> serde_json::Value {
         "required": ["type", "partitions"],
         "description": "Where records come from and how many partitions (N) they have.",
         "properties": {
-            "type": {"type": "string", "enum": ["generator", "file"], "description": "Input type."},
+            "type": {"type": "string", "enum": ["generator", "file", "kafka"], "description": "Input type."},
             "partitions": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "Partitions (N): one task each."},
             "seed": {"type": "integer", "minimum": 0, "description": "generator: seed."},
             "keys": {"type": "integer", "minimum": 1, "description": "generator: key cardinality."},
@@ -126,7 +126,12 @@ fn input() -> serde_json::Value {
             "recordsPerPartition": {"type": "integer", "minimum": 0, "description": "generator: records per partition (endless when absent)."},
             "ratePerSecond": {"type": "integer", "minimum": 0, "description": "generator: records per second per partition (0: unthrottled)."},
             "path": string(4096, "file: directory with partition-<i> files (on a mounted volume)."),
-            "follow": {"type": "boolean", "description": "file: keep reading as the files grow."}
+            "follow": {"type": "boolean", "description": "file: keep reading as the files grow."},
+            "topic": string(249, "kafka: topic to read (its partition count must equal partitions)."),
+            "brokers": string(4096, "kafka: bootstrap brokers, host:port comma-separated."),
+            "partitionCheckInterval": duration("spec.job.input.partitionCheckInterval", "kafka: how often the topic's partition count is re-read (default 30s)."),
+            "security": kafka_security("spec.job.input.security"),
+            "properties": kafka_properties("consumer")
         },
         "x-kubernetes-validations": [
             {
@@ -138,6 +143,11 @@ fn input() -> serde_json::Value {
                 "rule": "self.type == 'file' || !has(self.path) ",
                 "message": "spec.job.input.path only applies to type: file",
                 "fieldPath": ".path"
+            },
+            {
+                "rule": "self.type != 'kafka' || (has(self.topic) && has(self.brokers))",
+                "message": "spec.job.input.topic and spec.job.input.brokers are required when spec.job.input.type is kafka",
+                "fieldPath": ".topic"
             }
         ]
     })
@@ -149,14 +159,72 @@ fn output() -> serde_json::Value {
         "required": ["type"],
         "description": "Where output records go (default: discarded).",
         "properties": {
-            "type": {"type": "string", "enum": ["stdout", "null", "file"], "description": "Output type."},
-            "path": string(4096, "file: output directory (on a mounted volume).")
+            "type": {"type": "string", "enum": ["stdout", "null", "file", "kafka"], "description": "Output type."},
+            "path": string(4096, "file: output directory (on a mounted volume)."),
+            "topic": string(249, "kafka: topic to write (records partitioned by key)."),
+            "brokers": string(4096, "kafka: bootstrap brokers, host:port comma-separated."),
+            "delivery": {"type": "string", "enum": ["atLeastOnce", "exactlyOnce"], "description": "kafka: atLeastOnce (default) or exactlyOnce (one Kafka transaction per checkpoint, published after it commits)."},
+            "transactionalId": string(200, "kafka exactlyOnce: prefix of the transactional ids; stable across upgrades and unique to the job."),
+            "spoolDir": string(4096, "kafka exactlyOnce: where output waits for its checkpoint (default: on the state volume)."),
+            "security": kafka_security("spec.job.output.security"),
+            "properties": kafka_properties("producer")
         },
-        "x-kubernetes-validations": [{
-            "rule": "self.type != 'file' || has(self.path)",
-            "message": "spec.job.output.path is required when spec.job.output.type is file",
-            "fieldPath": ".path"
-        }]
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.type != 'file' || has(self.path)",
+                "message": "spec.job.output.path is required when spec.job.output.type is file",
+                "fieldPath": ".path"
+            },
+            {
+                "rule": "self.type != 'kafka' || (has(self.topic) && has(self.brokers))",
+                "message": "spec.job.output.topic and spec.job.output.brokers are required when spec.job.output.type is kafka",
+                "fieldPath": ".topic"
+            },
+            {
+                "rule": "!has(self.delivery) || self.delivery != 'exactlyOnce' || has(self.transactionalId)",
+                "message": "spec.job.output.transactionalId is required by delivery exactlyOnce: a prefix unique to this job that stays the same across upgrades",
+                "fieldPath": ".transactionalId"
+            }
+        ]
+    })
+}
+
+/// TLS and SASL settings of a Kafka client. Files (CA, client certificate, key, password) come
+/// from volumes mounted through `spec.podTemplate`; a password may also come from an env var
+/// filled from a Secret.
+fn kafka_security(field: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "description": "kafka: TLS and SASL settings (files from volumes mounted with spec.podTemplate).",
+        "properties": {
+            "protocol": {"type": "string", "enum": ["plaintext", "ssl", "saslPlaintext", "saslSsl"], "description": "Transport and authentication (default plaintext)."},
+            "caFile": string(4096, "PEM CA certificates of the brokers (default: system trust store)."),
+            "certFile": string(4096, "PEM client certificate (mutual TLS, with keyFile)."),
+            "keyFile": string(4096, "PEM private key of certFile."),
+            "sasl": {
+                "type": "object",
+                "required": ["mechanism", "username"],
+                "description": "SASL credentials (saslPlaintext, saslSsl).",
+                "properties": {
+                    "mechanism": {"type": "string", "enum": ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], "description": "SASL mechanism."},
+                    "username": string(1024, "User name."),
+                    "passwordFile": string(4096, "File holding the password (a mounted Secret)."),
+                    "passwordEnv": string(256, "Environment variable holding the password (spec.podTemplate.env from a Secret).")
+                },
+                "x-kubernetes-validations": [{
+                    "rule": "has(self.passwordFile) != has(self.passwordEnv)",
+                    "message": format!("{field}.sasl: set exactly one of passwordFile and passwordEnv"),
+                }]
+            }
+        }
+    })
+}
+
+fn kafka_properties(client: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "description": format!("kafka: extra librdkafka {client} properties; the ones Cairn sets itself are refused."),
+        "additionalProperties": {"type": "string"}
     })
 }
 

@@ -10,7 +10,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}/kafka-${KAFKA_VERSION}"
 libs="$cache/libs"
 
-if [ -f "$cache/.complete" ] && [ -f "$libs/kafka_2.13-${KAFKA_VERSION}.jar" ]; then
+# The cache is complete for this pom.xml only: a changed dependency list fetches again.
+pom_sum="$(sha256sum "$here/pom.xml" | cut -c1-16)"
+if [ "$(cat "$cache/.complete" 2>/dev/null)" = "$pom_sum" ] && [ -f "$libs/kafka_2.13-${KAFKA_VERSION}.jar" ]; then
   echo "$libs"
   exit 0
 fi
@@ -30,5 +32,5 @@ mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
 rm -rf "$libs"
 mv "$tmp" "$libs"
 trap - EXIT
-touch "$cache/.complete"
+echo "$pom_sum" >"$cache/.complete"
 echo "$libs"

@@ -21,6 +21,7 @@ pub mod network;
 pub mod node_agent;
 pub mod probe;
 pub mod process;
+pub mod services;
 pub mod workdir;
 
 pub use binaries::{control_plane_binaries, ControlPlaneBinaries};

@@ -6,7 +6,9 @@
 //! generator) reaches Running and commits checkpoints -> a worker pod's process is SIGKILLed and
 //! the job recovers -> upgrade via savepoint -> rescale P 2 -> 3 -> a broken upgrade rolls back
 //! by itself -> suspend and resume -> the input runs out and the state in the store equals, key
-//! for key, a local reference run of the same job -> deletion with a final savepoint.
+//! for key, a local reference run of the same job -> deletion with a final savepoint -> a
+//! file-input job repartitioned 4 -> 6 while the operator is SIGKILLed mid-operation, again to
+//! exactly the state of a local run.
 //!
 //! The store is a hostPath directory of this test (the examples use a PVC; the test bed has no
 //! volume provisioner), so the test reads checkpoints and savepoints with `cairn-worker`.
@@ -17,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cairn_testbed::node_agent::{workspace_binary, NodeAgent};
+use cairn_testbed::services::{Kafka, Minio, S3_ACCESS_KEY, S3_SECRET_KEY};
 use cairn_testbed::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
@@ -65,16 +68,16 @@ impl Bed {
         ])
     }
 
-    fn job(&self) -> Value {
-        let text = self.kubectl_ok(&["get", "sj", "count", "-n", NS, "-o", "json"]);
+    fn job(&self, name: &str) -> Value {
+        let text = self.kubectl_ok(&["get", "sj", name, "-n", NS, "-o", "json"]);
         serde_json::from_str(&text).expect("StreamJob JSON")
     }
 
-    fn patch(&self, patch: Value) {
+    fn patch(&self, name: &str, patch: Value) {
         self.kubectl_ok(&[
             "patch",
             "sj",
-            "count",
+            name,
             "-n",
             NS,
             "--type",
@@ -85,12 +88,21 @@ impl Bed {
     }
 
     /// Waits until `check` holds on the StreamJob, printing its status on timeout.
-    fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    fn wait(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
-            let job = self.job();
+            let job = self.job(name);
             if check(&job) {
-                eprintln!("e2e: {what} after {:.0}s", start.elapsed().as_secs_f64());
+                eprintln!(
+                    "e2e: {name}: {what} after {:.0}s",
+                    start.elapsed().as_secs_f64()
+                );
                 return job;
             }
             if start.elapsed() > timeout {
@@ -106,9 +118,8 @@ impl Bed {
         }
     }
 
-    /// Names of the count job's worker pods (stdout only: with no pod, kubectl says so on
-    /// stderr).
-    fn worker_pods(&self) -> Vec<String> {
+    /// Names of a job's worker pods (stdout only: with no pod, kubectl says so on stderr).
+    fn worker_pods(&self, name: &str) -> Vec<String> {
         let out = self
             .cluster
             .kubectl()
@@ -118,7 +129,7 @@ impl Bed {
                 "-n",
                 NS,
                 "-l",
-                "cairn.dev/job=count",
+                &format!("cairn.dev/job={name}"),
                 "-o",
                 "name",
             ])
@@ -156,12 +167,12 @@ impl Bed {
             .join("\n")
     }
 
-    /// Committed checkpoints in the job's store.
-    fn checkpoints(&self) -> Vec<u64> {
+    /// Committed checkpoints in a job's store.
+    fn checkpoints(&self, name: &str) -> Vec<u64> {
         let out = Command::new(&self.worker)
             .args([
                 "checkpoints",
-                &format!("file://{}", self.store.join("count").display()),
+                &format!("file://{}", self.store.join(name).display()),
                 "--json",
             ])
             .output()
@@ -201,10 +212,12 @@ fn repo(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// key -> value over every task of the latest checkpoint (or savepoint-free store).
-fn state(worker: &Path, store_url: &str) -> BTreeMap<String, String> {
+/// key -> value over every task of the latest checkpoint of `store_url` (`env`: how to reach an
+/// S3 store).
+fn state_from(worker: &Path, store_url: &str, env: &[(&str, String)]) -> BTreeMap<String, String> {
     let out = Command::new(worker)
         .args(["state", "dump", "--store", store_url])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("cairn-worker runs");
     assert!(
@@ -216,9 +229,16 @@ fn state(worker: &Path, store_url: &str) -> BTreeMap<String, String> {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).expect("JSON line");
-            (v["key"].to_string(), v["value"].to_string())
+            let key = v["key"]
+                .as_str()
+                .map_or_else(|| v["key"].to_string(), str::to_owned);
+            (key, v["value"].to_string())
         })
         .collect()
+}
+
+fn state(worker: &Path, store_url: &str) -> BTreeMap<String, String> {
+    state_from(worker, store_url, &[])
 }
 
 /// Runs the same job locally (one process, no cluster) to the end: the expected state.
@@ -228,6 +248,7 @@ fn reference_state(worker: &Path, job: &Value, dir: &Path) -> BTreeMap<String, S
     spec["input"]["ratePerSecond"] = json!(0);
     spec["checkpoint"]["store"] = json!(format!("file://{}", dir.join("store").display()));
     spec["state"] = json!({"dir": dir.join("state").to_str().unwrap()});
+    std::fs::create_dir_all(dir).unwrap();
     let file = dir.join("reference.yaml");
     std::fs::write(&file, serde_yaml::to_string(&spec).unwrap()).unwrap();
     let status = Command::new(worker)
@@ -321,17 +342,25 @@ fn operator_flows_on_a_real_cluster() {
         "{text}"
     );
 
+    count_flow(&bed);
+    repartition_flow(&bed);
+    kafka_s3_flow(&bed);
+}
+
+/// The count example through kill, upgrade, rescale, a rolled-back upgrade, suspend and resume,
+/// to an exact result, then deletion with a final savepoint.
+fn count_flow(bed: &Bed) {
     // Deploy; Running once checkpoints commit.
     let job = count_job(&bed.store);
     let (ok, text) = bed.apply(&job);
     assert!(ok, "{text}");
-    bed.wait("Running", Duration::from_secs(120), |j| {
+    bed.wait("count", "Running", Duration::from_secs(120), |j| {
         idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
     });
-    assert!(!bed.checkpoints().is_empty());
+    assert!(!bed.checkpoints("count").is_empty());
 
     // SIGKILL a worker: the pod restarts, checkpoints go on.
-    let before = bed.checkpoints().last().copied().unwrap();
+    let before = bed.checkpoints("count").last().copied().unwrap();
     bed.kubectl_ok(&[
         "annotate",
         "pod",
@@ -342,7 +371,7 @@ fn operator_flows_on_a_real_cluster() {
         "testbed.cairn.dev/kill=1",
     ]);
     let start = Instant::now();
-    while bed.checkpoints().last().copied().unwrap_or(0) <= before + 2 {
+    while bed.checkpoints("count").last().copied().unwrap_or(0) <= before + 2 {
         assert!(
             start.elapsed() < Duration::from_secs(90),
             "no checkpoint after killing a worker"
@@ -352,15 +381,18 @@ fn operator_flows_on_a_real_cluster() {
 
     // Upgrade via savepoint (another checkpoint interval).
     let savepoints = |j: &Value| j["status"]["savepoints"].as_array().map_or(0, Vec::len);
-    bed.patch(json!({"spec": {"job": {"checkpoint": {"interval": "3s"}}}}));
-    let j = bed.wait("upgrade done", Duration::from_secs(120), |j| {
+    bed.patch(
+        "count",
+        json!({"spec": {"job": {"checkpoint": {"interval": "3s"}}}}),
+    );
+    let j = bed.wait("count", "upgrade done", Duration::from_secs(120), |j| {
         idle_running(j) && savepoints(j) >= 1
     });
     assert_eq!(j["status"]["savepoints"][0]["reason"], "upgrade");
 
     // Rescale P 2 -> 3 through the scale subresource.
     bed.kubectl_ok(&["scale", "sj", "count", "-n", NS, "--replicas", "3"]);
-    let j = bed.wait("rescaled", Duration::from_secs(120), |j| {
+    let j = bed.wait("count", "rescaled", Duration::from_secs(120), |j| {
         idle_running(j) && j["status"]["parallelism"] == 3
     });
     assert_eq!(
@@ -371,11 +403,14 @@ fn operator_flows_on_a_real_cluster() {
             .unwrap()["reason"],
         "rescale"
     );
-    assert_eq!(bed.worker_pods().len(), 3);
+    assert_eq!(bed.worker_pods("count").len(), 3);
 
     // A broken upgrade (an image nobody has) rolls back by itself.
-    bed.patch(json!({"spec": {"image": "cairn/does-not-exist:1"}}));
-    let j = bed.wait("rolled back", Duration::from_secs(180), |j| {
+    bed.patch(
+        "count",
+        json!({"spec": {"image": "cairn/does-not-exist:1"}}),
+    );
+    let j = bed.wait("count", "rolled back", Duration::from_secs(180), |j| {
         idle_running(j) && j["status"]["failedSpecHash"].is_string()
     });
     let degraded = j["status"]["conditions"]
@@ -401,38 +436,32 @@ fn operator_flows_on_a_real_cluster() {
         r#"[{"op":"remove","path":"/spec/image"}]"#,
     ]);
     bed.wait(
+        "count",
         "back on the good spec",
         Duration::from_secs(60),
         idle_running,
     );
 
     // Suspend and resume.
-    bed.patch(json!({"spec": {"state": "suspended"}}));
-    bed.wait("suspended", Duration::from_secs(120), |j| {
+    bed.patch("count", json!({"spec": {"state": "suspended"}}));
+    bed.wait("count", "suspended", Duration::from_secs(120), |j| {
         phase(j) == "Suspended"
     });
-    assert_eq!(bed.worker_pods().len(), 0);
-    bed.patch(json!({"spec": {"state": "running"}}));
-    bed.wait("resumed", Duration::from_secs(120), idle_running);
+    assert_eq!(bed.worker_pods("count").len(), 0);
+    bed.patch("count", json!({"spec": {"state": "running"}}));
+    bed.wait("count", "resumed", Duration::from_secs(120), idle_running);
 
     // Let the input run out, then compare with a local run of the same job.
     let reference = reference_state(&bed.worker, &job, &bed.cluster.work_dir().join("reference"));
-    let url = format!("file://{}", bed.store.join("count").display());
-    let start = Instant::now();
-    loop {
-        let got = state(&bed.worker, &url);
-        if got == reference {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(240),
-            "state never matched the reference: {} keys vs {}",
-            got.len(),
-            reference.len()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    eprintln!("e2e: state equals the reference ({} keys)", reference.len());
+    // The input lasts RECORDS_PER_PARTITION / RATE seconds of running time, plus the time the
+    // operations above kept it stopped.
+    let input_time = Duration::from_secs(RECORDS_PER_PARTITION / RATE);
+    wait_for_state(
+        bed,
+        "count",
+        &reference,
+        input_time + Duration::from_secs(180),
+    );
 
     // Delete with a final savepoint: reported in an event, then the object goes.
     bed.kubectl_ok(&["delete", "sj", "count", "-n", NS, "--wait=false"]);
@@ -449,4 +478,273 @@ fn operator_flows_on_a_real_cluster() {
         events.contains("delete savepoint file://"),
         "no final savepoint event: {events}"
     );
+}
+
+/// Lines of `partition-<p>` of the file job: keys are unique to their partition (`p<p>-k<i>`), as
+/// with a keyed producer, so each key's state lives in one task before and after a repartition.
+fn partition_file(p: u32) -> String {
+    (0..600)
+        .map(|j| format!("p{p}-k{}\n", (j * 7 + p * 3) % 40))
+        .collect()
+}
+
+/// A file-input job (follow: the files may grow) reading `input` mounted at /var/lib/cairn-input.
+fn file_job(store: &Path, input: &Path) -> Value {
+    let mut job = count_job(store);
+    job["metadata"]["name"] = json!("files");
+    job["spec"]["job"]["input"] =
+        json!({"type": "file", "partitions": 4, "path": "/var/lib/cairn-input", "follow": true});
+    job["spec"]["job"]["checkpoint"]["store"] = json!("file:///var/lib/cairn-store/files");
+    job["spec"]["deletion"] = json!({"finalSavepoint": false});
+    job["spec"]["podTemplate"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "input", "hostPath": {"path": input.to_str().unwrap(), "type": "Directory"}}));
+    job["spec"]["podTemplate"]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "input", "mountPath": "/var/lib/cairn-input", "readOnly": true}));
+    job
+}
+
+/// Waits until the job's latest checkpoint holds exactly `expected`.
+fn wait_for_state(bed: &Bed, name: &str, expected: &BTreeMap<String, String>, timeout: Duration) {
+    let url = format!("file://{}", bed.store.join(name).display());
+    let start = Instant::now();
+    loop {
+        let got = state(&bed.worker, &url);
+        if &got == expected {
+            eprintln!(
+                "e2e: {name}: state equals the reference ({} keys)",
+                got.len()
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{name}: state never matched the reference: {} keys vs {}",
+            got.len(),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// A file-input job repartitioned 4 -> 6 when its input grows two partitions, with the operator
+/// SIGKILLed in the middle of the operation: the restarted operator finishes it from the status
+/// it wrote, and the state equals a local run over all six files.
+fn repartition_flow(bed: &Bed) {
+    let input = bed.cluster.work_dir().join("input");
+    std::fs::create_dir_all(&input).unwrap();
+    for p in 0..4 {
+        std::fs::write(input.join(format!("partition-{p}")), partition_file(p)).unwrap();
+    }
+    let job = file_job(&bed.store, &input);
+    let (ok, text) = bed.apply(&job);
+    assert!(ok, "{text}");
+    bed.wait("files", "Running", Duration::from_secs(120), |j| {
+        idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
+    });
+    let mut finite = job.clone();
+    finite["spec"]["job"]["input"]["follow"] = json!(false);
+    finite["spec"]["job"]["input"]["path"] = json!(input.to_str().unwrap());
+    let reference_dir = bed.cluster.work_dir().join("reference-files");
+    let expected = reference_state(&bed.worker, &finite, &reference_dir.join("n4"));
+    assert_eq!(expected.len(), 4 * 40, "reference run of the 4 files");
+    wait_for_state(bed, "files", &expected, Duration::from_secs(120));
+
+    // The input grows two partitions; repartition to 6 and kill the operator mid-operation.
+    for p in 4..6 {
+        std::fs::write(input.join(format!("partition-{p}")), partition_file(p)).unwrap();
+    }
+    bed.patch(
+        "files",
+        json!({"spec": {"job": {"input": {"partitions": 6}, "parallelism": 3}}}),
+    );
+    let j = bed.wait(
+        "files",
+        "repartition started",
+        Duration::from_secs(60),
+        |j| j["status"]["operation"]["kind"] == "Repartition",
+    );
+    let operator_pod = bed
+        .kubectl_ok(&["get", "pods", "-n", "cairn-system", "-o", "name"])
+        .lines()
+        .next()
+        .expect("operator pod")
+        .trim_start_matches("pod/")
+        .to_string();
+    eprintln!(
+        "e2e: files: SIGKILL the operator during step {}",
+        j["status"]["operation"]["step"]
+    );
+    bed.kubectl_ok(&[
+        "annotate",
+        "pod",
+        &operator_pod,
+        "-n",
+        "cairn-system",
+        "--overwrite",
+        "testbed.cairn.dev/kill=1",
+    ]);
+    let j = bed.wait("files", "repartitioned", Duration::from_secs(180), |j| {
+        idle_running(j) && j["status"]["partitions"] == 6
+    });
+    let last = j["status"]["savepoints"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    assert_eq!(last["reason"], "repartition");
+    assert_eq!(bed.worker_pods("files").len(), 3);
+    let restarts = bed.kubectl_ok(&[
+        "get",
+        "pod",
+        &operator_pod,
+        "-n",
+        "cairn-system",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].restartCount}",
+    ]);
+    assert_eq!(restarts.trim(), "1", "the operator was killed once");
+
+    finite["spec"]["job"]["input"]["partitions"] = json!(6);
+    let expected = reference_state(&bed.worker, &finite, &reference_dir.join("n6"));
+    assert_eq!(expected.len(), 6 * 40, "reference run of the 6 files");
+    wait_for_state(bed, "files", &expected, Duration::from_secs(120));
+}
+
+/// `n` keyed click lines `key<TAB>1` for Kafka's console producer, keys drawn deterministically
+/// from `keys` ids starting at record `from`.
+fn clicks(from: u64, n: u64, keys: u64) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^= x >> 31;
+            format!("u{}", x % keys)
+        })
+        .collect()
+}
+
+/// The Kafka + S3 example on a real broker and a real S3 server: records produced in two
+/// batches around a SIGKILLed worker; the state in S3 holds exactly the count of every key, and
+/// the exactly-once output topic holds every `(key, n)` for n = 1..=count exactly once.
+fn kafka_s3_flow(bed: &Bed) {
+    let dir = bed.cluster.work_dir().join("services");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ip = bed.cluster.api_ip();
+    let minio = Minio::start(&dir, ip).expect("MinIO starts");
+    minio.create_bucket("cairn").unwrap();
+    let kafka = Kafka::start(&dir, ip).expect("Kafka starts");
+    kafka.create_topic("clicks", 4).unwrap();
+    kafka.create_topic("click-counts", 2).unwrap();
+    eprintln!(
+        "e2e: kafka-count: MinIO on {}, Kafka on {}",
+        minio.endpoint, kafka.bootstrap
+    );
+    bed.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s3-credentials",
+        "-n",
+        NS,
+        &format!("--from-literal=AWS_ACCESS_KEY_ID={S3_ACCESS_KEY}"),
+        &format!("--from-literal=AWS_SECRET_ACCESS_KEY={S3_SECRET_KEY}"),
+    ]);
+
+    let text = std::fs::read_to_string(repo("examples/k8s/kafka-s3.yaml")).unwrap();
+    let mut job: Value = serde_yaml::from_str(&text).unwrap();
+    job["metadata"]["namespace"] = json!(NS);
+    job["spec"]["job"]["input"]["brokers"] = json!(kafka.bootstrap);
+    job["spec"]["job"]["output"]["brokers"] = json!(kafka.bootstrap);
+    job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
+    // No volume provisioner on the test bed.
+    job["spec"]["stateVolume"] = json!({"emptyDir": {}});
+    job["spec"]["podTemplate"]["env"] =
+        json!([{"name": "CAIRN_S3_ENDPOINT", "value": minio.endpoint}]);
+
+    let first = clicks(0, 3000, 60);
+    kafka.produce("clicks", &first).unwrap();
+    let (ok, text) = bed.apply(&job);
+    assert!(ok, "{text}");
+    bed.wait("kafka-count", "Running", Duration::from_secs(120), |j| {
+        idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
+    });
+    bed.kubectl_ok(&[
+        "annotate",
+        "pod",
+        "kafka-count-0",
+        "-n",
+        NS,
+        "--overwrite",
+        "testbed.cairn.dev/kill=1",
+    ]);
+    let second = clicks(3000, 3000, 60);
+    kafka.produce("clicks", &second).unwrap();
+
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for key in first.iter().chain(&second) {
+        *counts.entry(key.clone()).or_default() += 1;
+    }
+    let expected: BTreeMap<String, String> = counts
+        .iter()
+        .map(|(k, n)| (k.clone(), n.to_string()))
+        .collect();
+    let url = "s3://cairn/kafka-count";
+    let start = Instant::now();
+    loop {
+        let got = state_from(&bed.worker, url, &minio.env());
+        if got == expected {
+            eprintln!(
+                "e2e: kafka-count: state in S3 equals the counts ({} keys)",
+                got.len()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "kafka-count: state in S3 never matched: {} keys vs {}",
+            got.len(),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    // Every (key, n) exactly once in the committed output (a transaction per checkpoint: the
+    // last one may still be open right after the state matched, so poll).
+    let start = Instant::now();
+    loop {
+        let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (key, value) in kafka.read_committed("click-counts").unwrap() {
+            seen.entry(key).or_default().push(value.parse().unwrap());
+        }
+        for values in seen.values_mut() {
+            values.sort_unstable();
+        }
+        let want: BTreeMap<String, Vec<u64>> = counts
+            .iter()
+            .map(|(k, n)| (k.clone(), (1..=*n).collect()))
+            .collect();
+        if seen == want {
+            eprintln!("e2e: kafka-count: output holds every (key, n) exactly once");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "kafka-count: output differs from exactly-once: {} keys seen, {} records",
+            seen.len(),
+            seen.values().map(Vec::len).sum::<usize>()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    bed.kubectl_ok(&[
+        "delete",
+        "sj",
+        "kafka-count",
+        "-n",
+        NS,
+        "--wait=true",
+        "--timeout=120s",
+    ]);
 }
