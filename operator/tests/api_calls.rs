@@ -1,6 +1,7 @@
 //! The exact sequence of API calls of a reconcile, against a scripted API server (tower-test)
 //! and a scripted job control API: the first deployment, and the upgrade steps around the
-//! savepoint, where order matters most (status before deletion).
+//! savepoint, where order matters most (status before deletion), and the rollback of an
+//! upgrade that never became healthy.
 
 mod common;
 
@@ -114,8 +115,18 @@ fn ok(body: serde_json::Value) -> Response<Body> {
 
 /// Answers requests until the reconcile finishes, recording "METHOD path" of each (events
 /// are recorded as "event <reason>").
-async fn serve(mut handle: Handle, sj: StreamJob, pods: serde_json::Value) -> Vec<String> {
+async fn serve(handle: Handle, sj: StreamJob, pods: serde_json::Value) -> Vec<String> {
+    serve_with_bodies(handle, sj, pods).await.0
+}
+
+/// [`serve`], also returning the body of every request, in the same order.
+async fn serve_with_bodies(
+    mut handle: Handle,
+    sj: StreamJob,
+    pods: serde_json::Value,
+) -> (Vec<String>, Vec<serde_json::Value>) {
     let mut seen = Vec::new();
+    let mut bodies = Vec::new();
     while let Some((request, send)) = handle.next_request().await {
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
@@ -125,6 +136,7 @@ async fn serve(mut handle: Handle, sj: StreamJob, pods: serde_json::Value) -> Ve
             .unwrap()
             .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        bodies.push(json.clone());
         let response = if path.contains("/events") {
             seen.push(format!("event {}", json["reason"].as_str().unwrap_or("?")));
             ok(json)
@@ -155,7 +167,7 @@ async fn serve(mut handle: Handle, sj: StreamJob, pods: serde_json::Value) -> Ve
         };
         send.send_response(response);
     }
-    seen
+    (seen, bodies)
 }
 
 #[tokio::test]
@@ -295,5 +307,143 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
             "DELETE /api/v1/namespaces/jobs/pods/count-1",
         ],
         "{seen:?}"
+    );
+}
+
+fn upgrade_operation(step: Step, savepoint: Option<&str>) -> Operation {
+    Operation {
+        kind: OperationKind::Upgrade,
+        step,
+        target: None,
+        control_operation: None,
+        savepoint: savepoint.map(str::to_owned),
+        attempts: 0,
+        retry_after: None,
+        started_at: "2026-01-01T00:00:00Z".into(),
+        step_started_at: "2026-01-01T00:00:00Z".into(),
+        message: None,
+    }
+}
+
+#[tokio::test]
+async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
+    const SAVEPOINT: &str = "file:///var/lib/cairn-store/count/savepoints/sp-9";
+    let pods = serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[
+        {"metadata":{"name":"count-0","namespace":"jobs"},"status":{"podIP":"10.1.0.5","phase":"Running"}},
+        {"metadata":{"name":"count-1","namespace":"jobs"},"status":{"podIP":"10.1.0.6","phase":"Running"}}
+    ]});
+    // The new workers started from the savepoint long ago (upgradeTimeout is 3m) and have not
+    // committed a checkpoint (their control API does not answer).
+    let mut sj = job();
+    let good = cairn_operator::crd::Deployment {
+        spec: serde_json::to_value(&sj.spec).unwrap(),
+        hash: "good".into(),
+        job_hash: "good".into(),
+        ..Default::default()
+    };
+    sj.spec.image = Some("cairn/worker:broken".into());
+    let new = cairn_operator::crd::Deployment {
+        spec: serde_json::to_value(&sj.spec).unwrap(),
+        hash: "broken".into(),
+        job_hash: "broken".into(),
+        savepoint: Some(SAVEPOINT.into()),
+        ..Default::default()
+    };
+    sj.status = Some(cairn_operator::crd::StreamJobStatus {
+        phase: Some(Phase::Upgrading),
+        deployed: Some(new),
+        last_good: Some(good),
+        operation: Some(upgrade_operation(Step::AwaitingCheckpoint, Some(SAVEPOINT))),
+        ..Default::default()
+    });
+    let scripted = Arc::new(ScriptedJob::default());
+
+    // Reconcile 1: status says RollingBack (with the failed spec's hash) before the broken
+    // workers are deleted; a Warning event names the savepoint.
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve_with_bodies(handle, sj.clone(), pods));
+    let ctx = context(Client::new(service, "default"), scripted.clone());
+    reconcile(Arc::new(sj.clone()), ctx.clone())
+        .await
+        .expect("reconcile 1");
+    drop(ctx);
+    let (seen, bodies) = server.await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            "GET /api/v1/namespaces/jobs/secrets/count-control",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /api/v1/namespaces/jobs/pods",
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "event UpgradeFailed",
+            "DELETE /apis/apps/v1/namespaces/jobs/statefulsets/count (foreground)",
+            "GET /api/v1/namespaces/jobs/pods",
+            "DELETE /api/v1/namespaces/jobs/pods/count-0",
+            "DELETE /api/v1/namespaces/jobs/pods/count-1",
+        ]
+    );
+    let status = &bodies[3]["status"];
+    assert_eq!(
+        (
+            status["phase"].as_str(),
+            status["failedSpecHash"].as_str(),
+            status["operation"]["kind"].as_str(),
+            status["operation"]["step"].as_str(),
+            status["operation"]["target"]["hash"].as_str(),
+            status["operation"]["target"]["savepoint"].as_str(),
+        ),
+        (
+            Some("RollingBack"),
+            Some("broken"),
+            Some("Rollback"),
+            Some("StoppingWorkers"),
+            Some("good"),
+            Some(SAVEPOINT)
+        )
+    );
+    assert_eq!(bodies[4]["type"], "Warning");
+    assert!(
+        bodies[4]["note"].as_str().unwrap().contains(SAVEPOINT),
+        "{}",
+        bodies[4]
+    );
+
+    // Reconcile 2 (the workers are gone): status first, then the good spec's children, whose
+    // job document restores from the same savepoint.
+    let mut next = sj.clone();
+    next.status = Some(serde_json::from_value(status.clone()).unwrap());
+    let no_pods = serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]});
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve_with_bodies(handle, next.clone(), no_pods));
+    let ctx = context(Client::new(service, "default"), scripted);
+    reconcile(Arc::new(next), ctx.clone())
+        .await
+        .expect("reconcile 2");
+    drop(ctx);
+    let (seen, bodies) = server.await.unwrap();
+    assert_eq!(
+        seen[3..],
+        [
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "POST /api/v1/namespaces/jobs/secrets",
+            "PATCH /api/v1/namespaces/jobs/configmaps/count-job",
+            "PATCH /api/v1/namespaces/jobs/services/count",
+            "PATCH /apis/policy/v1/namespaces/jobs/poddisruptionbudgets/count",
+            "PATCH /apis/apps/v1/namespaces/jobs/statefulsets/count",
+        ]
+    );
+    assert_eq!(
+        bodies[3]["status"]["operation"]["step"],
+        "AwaitingCheckpoint"
+    );
+    let job_yaml = bodies[5]["data"]["job.yaml"].as_str().unwrap();
+    assert!(
+        job_yaml.contains(&format!("savepoint: {SAVEPOINT}")),
+        "{job_yaml}"
+    );
+    let image = &bodies[8]["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(
+        image, "cairn/worker:test",
+        "the good spec's image (the default)"
     );
 }

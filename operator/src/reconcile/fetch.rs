@@ -223,15 +223,23 @@ async fn patch_finalizers(
     ctx: &Context,
 ) -> Result<(), Error> {
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), namespace);
-    // resourceVersion makes it a compare-and-swap: finalizers another controller added
-    // meanwhile are not overwritten (the patch fails and the reconcile retries).
-    let patch = serde_json::json!({
-        "metadata": {"finalizers": list, "resourceVersion": sj.resource_version()}
-    });
+    // A compare-and-swap on the finalizers alone: finalizers another controller changed
+    // meanwhile make the `test` fail (and the reconcile retry), while this reconcile's own
+    // status write (which changed the object's resourceVersion) does not.
+    let current = sj.finalizers();
+    let ops = if current.is_empty() {
+        serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": list}])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "replace", "path": "/metadata/finalizers", "value": list}
+        ])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");
     api.patch(
         &sj.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &Patch::Json::<()>(patch),
     )
     .await
     .map_err(Error::kube("updating finalizers"))?;
