@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -95,13 +95,10 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         control: Arc::new(HttpControl::default()),
         config: config.clone(),
         metrics: metrics.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "cairn-operator".into(),
-                instance: Some(config.identity.clone()),
-            },
-        ),
+        reporter: Reporter {
+            controller: "cairn-operator".into(),
+            instance: Some(config.identity.clone()),
+        },
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

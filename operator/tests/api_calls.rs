@@ -15,7 +15,7 @@ use cairn_operator::metrics::Metrics;
 use cairn_operator::reconcile::{reconcile, Context};
 use http::{Request, Response};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::Client;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -81,13 +81,10 @@ fn context(client: Client, job: Arc<ScriptedJob>) -> Arc<Context> {
         control: job,
         config: common::config(),
         metrics: Arc::new(Metrics::default()),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "cairn-operator".into(),
-                instance: None,
-            },
-        ),
+        reporter: Reporter {
+            controller: "cairn-operator".into(),
+            instance: None,
+        },
     })
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
+use kube::runtime::events::Reporter;
 use kube::{Client, ResourceExt};
 use rand::Rng;
 
@@ -39,8 +39,8 @@ pub struct Context {
     pub config: OperatorConfig,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Events.
-    pub recorder: Recorder,
+    /// Who reports the events (a recorder is made per event: see `status::publish`).
+    pub reporter: Reporter,
 }
 
 /// Why a reconcile failed (transient: retried with backoff).

@@ -2,7 +2,7 @@
 //! changed) and events.
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error, MANAGER};
@@ -54,7 +54,11 @@ pub async fn publish(sj: &StreamJob, note: &Note, ctx: &Context) {
     } else {
         tracing::info!(job = %sj.name_any(), reason = note.reason, message = %note.message);
     }
-    if let Err(e) = ctx.recorder.publish(&event, &sj.object_ref(&())).await {
+    // A fresh recorder per event: kube's recorder turns a second event with the same reason
+    // into a series of the first one, keeping the first one's note, so a second "savepoint
+    // taken" would show the first savepoint's URL. Our events are transitions, few per job.
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &sj.object_ref(&())).await {
         tracing::warn!(job = %sj.name_any(), error = %e, "cannot publish event");
     }
 }
