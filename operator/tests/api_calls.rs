@@ -239,6 +239,7 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
         started_at: "2026-11-24T10:00:00Z".into(),
         step_started_at: "2026-11-24T10:00:00Z".into(),
         message: None,
+        trigger: None,
     });
     sj.spec.image = Some("cairn/worker:2".into());
     sj.status = Some(status);
@@ -319,6 +320,7 @@ fn upgrade_operation(step: Step, savepoint: Option<&str>) -> Operation {
         started_at: "2026-01-01T00:00:00Z".into(),
         step_started_at: "2026-01-01T00:00:00Z".into(),
         message: None,
+        trigger: None,
     }
 }
 

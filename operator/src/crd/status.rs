@@ -163,6 +163,10 @@ pub struct Operation {
     /// The savepoint taken for this operation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint: Option<String>,
+    /// What asked for a `Savepoint` operation: `manual` (triggerNonce) or `periodic`; recorded
+    /// as the savepoint's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// Failed savepoint attempts so far.
     #[serde(default)]
     pub attempts: u32,

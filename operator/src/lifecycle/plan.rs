@@ -257,6 +257,7 @@ impl<'a> Stepper<'a> {
             started_at: now.clone(),
             step_started_at: now,
             message: None,
+            trigger: None,
         });
         self.requeue = Duration::ZERO;
     }
@@ -446,6 +447,7 @@ impl<'a> Stepper<'a> {
             self.start_operation(OperationKind::Savepoint, Step::TakingSavepoint, None);
             if let Some(op) = &mut self.status.operation {
                 op.message = Some(format!("{reason} savepoint"));
+                op.trigger = Some(reason.into());
             }
         } else if let Some(interval) = policy.interval {
             self.requeue = self.requeue.min(interval);
@@ -487,12 +489,9 @@ impl<'a> Stepper<'a> {
             Some(Ok(r)) if r.state == "succeeded" && r.savepoint.is_some() => {
                 let sp = r.savepoint.expect("checked");
                 let reason = match op.kind {
-                    OperationKind::Savepoint => op
-                        .message
-                        .as_deref()
-                        .unwrap_or("manual savepoint")
-                        .trim_end_matches(" savepoint")
-                        .to_owned(),
+                    OperationKind::Savepoint => {
+                        op.trigger.clone().unwrap_or_else(|| "manual".into())
+                    }
                     kind => kind.as_str().to_owned(),
                 };
                 self.record_savepoint(&sp.url, sp.checkpoint, &reason);

@@ -353,8 +353,6 @@ impl Cluster {
 
     /// A kube client with the admin identity.
     pub async fn client(&self) -> Result<kube::Client, TestbedError> {
-        // rustls cannot pick a crypto provider when a workspace build enables two.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         client_from(&self.kubeconfig).await.map_err(Into::into)
     }
 
@@ -450,6 +448,9 @@ async fn client_from(path: &Path) -> Result<kube::Client, ClusterError> {
         path: path.to_path_buf(),
         reason,
     };
+    // rustls cannot pick a crypto provider when a workspace build enables two (ring through
+    // kube, aws-lc-rs through the S3 client); every client of the harness goes through here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = Kubeconfig::read_from(path).map_err(|e| fail(e.to_string()))?;
     let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await

@@ -638,11 +638,13 @@ fn repartition_flow(bed: &Bed) {
     assert_eq!(expected.len(), 6 * 40, "reference run of the 6 files");
     wait_for_state(bed, "files", &expected, Duration::from_secs(120));
 
+    other_operations(bed, &expected);
+
     // Delete the running job with a final savepoint: reported in an event, then the object goes.
     delete_job(bed, "files");
     let events = bed.kubectl_ok(&["get", "events", "-n", NS, "-o", "json"]);
     assert!(
-        events.contains("delete savepoint file:///var/lib/cairn-store/files/savepoints/"),
+        events.contains("delete savepoint file:///var/lib/cairn-store/files/epoch-1/savepoints/"),
         "no final savepoint event: {events}"
     );
 }
@@ -780,4 +782,90 @@ fn kafka_s3_flow(bed: &Bed) {
         "--wait=true",
         "--timeout=120s",
     ]);
+}
+
+/// The remaining operations on the running file job, each ending on the exact state: a manual
+/// savepoint (`triggerNonce`), a restart (`restartNonce`), an upgrade in `last-state` mode (no
+/// savepoint: the latest checkpoint), and one in `stateless` mode (a fresh store path: the
+/// files are read again from the start, to the same state).
+fn other_operations(bed: &Bed, expected: &BTreeMap<String, String>) {
+    let savepoints = |j: &Value| j["status"]["savepoints"].as_array().map_or(0, Vec::len);
+    let before = savepoints(&bed.job("files"));
+    bed.patch(
+        "files",
+        json!({"spec": {"savepoints": {"triggerNonce": 1}}}),
+    );
+    let j = bed.wait("files", "manual savepoint", Duration::from_secs(60), |j| {
+        idle_running(j) && savepoints(j) == before + 1
+    });
+    assert_eq!(j["status"]["savepoints"][before]["reason"], "manual");
+
+    let pods = |bed: &Bed| {
+        bed.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            "cairn.dev/job=files",
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+    };
+    let old_pods = pods(bed);
+    bed.patch("files", json!({"spec": {"restartNonce": 1}}));
+    // observedGeneration is written with the operation's start: equal and idle means done.
+    bed.wait("files", "restarted", Duration::from_secs(240), |j| {
+        idle_running(j) && j["status"]["observedGeneration"] == j["metadata"]["generation"]
+    });
+    let new_pods = pods(bed);
+    assert!(
+        old_pods.split(' ').all(|uid| !new_pods.contains(uid)),
+        "restartNonce replaces every worker pod: {old_pods} / {new_pods}"
+    );
+    let url = format!("file://{}", bed.store.join("files").display());
+    assert_eq!(&state(&bed.worker, &url), expected);
+
+    let before = savepoints(&bed.job("files"));
+    bed.patch(
+        "files",
+        json!({"spec": {"upgradeMode": "last-state", "job": {"checkpoint": {"interval": "3s"}}}}),
+    );
+    let j = bed.wait(
+        "files",
+        "last-state upgrade",
+        Duration::from_secs(240),
+        |j| {
+            idle_running(j)
+                && j["status"]["deployed"]["spec"]["job"]["checkpoint"]["interval"] == "3s"
+        },
+    );
+    assert_eq!(savepoints(&j), before, "last-state takes no savepoint");
+    wait_for_state(bed, "files", expected, Duration::from_secs(60));
+
+    bed.patch(
+        "files",
+        json!({"spec": {"upgradeMode": "stateless", "job": {"checkpoint": {"interval": "2s"}}}}),
+    );
+    let j = bed.wait(
+        "files",
+        "stateless upgrade",
+        Duration::from_secs(240),
+        |j| {
+            idle_running(j)
+                && j["status"]["deployed"]["spec"]["job"]["checkpoint"]["interval"] == "2s"
+        },
+    );
+    let epoch = j["status"]["deployed"]["stateEpoch"].as_u64().unwrap();
+    assert_eq!(epoch, 1, "stateless moves the job to a fresh store path");
+    let fresh = format!("{url}/epoch-{epoch}");
+    let start = Instant::now();
+    while &state(&bed.worker, &fresh) != expected {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the stateless restart never re-read the files to the same state"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    eprintln!("e2e: files: manual savepoint, restart, last-state and stateless upgrades exact");
 }
