@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use cairn_operator::build::{job_document, Start};
 use cairn_operator::control::{
     CommittedCheckpoint, ControlError, JobReport, OperationReport, SavepointReport,
 };
@@ -83,12 +84,25 @@ impl World {
             }]
         ));
         assert_eq!(w.status.phase, Some(Phase::Deploying));
-        let hash = w.status.deployed.as_ref().unwrap().job_hash.clone();
+        let hash = running_hash(&w);
         w.step(observed(2, Some(report(&hash, 1))));
         assert_eq!(w.status.phase, Some(Phase::Running));
         assert_eq!(w.status.last_good, w.status.deployed);
         w
     }
+}
+
+/// The spec hash the worker pods of the current deployment report: that of the job document
+/// their ConfigMap holds (with the deployment's savepoint and store epoch), not of the bare spec.
+fn running_hash(w: &World) -> String {
+    let deployed = w.status.deployed.as_ref().expect("a deployment");
+    let spec = serde_json::from_value(deployed.spec.clone()).unwrap();
+    let job = cairn_operator::validate::validate("count", &spec, &common::config()).unwrap();
+    let start = Start {
+        savepoint: deployed.savepoint.clone(),
+        state_epoch: deployed.state_epoch,
+    };
+    job_document(&job, &start).spec_hash()
 }
 
 fn workers(pods: u32) -> Workers {
@@ -440,4 +454,23 @@ fn manual_and_periodic_savepoints_keep_the_job_running_and_prune_history() {
     }
     let urls: Vec<_> = w.status.savepoints.iter().map(|s| s.url.as_str()).collect();
     assert_eq!(urls, [format!("{SP}1")], "maxCount 1 keeps the newest");
+}
+
+#[test]
+fn stateless_upgrade_moves_the_store_and_finishes_on_the_new_pods_commit() {
+    let mut w = World::running();
+    w.sj.spec.upgrade_mode = cairn_operator::crd::UpgradeMode::Stateless;
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(observed(2, None));
+    assert_eq!(w.op(), (OperationKind::Upgrade, Step::StoppingWorkers));
+    w.step(observed(2, None));
+    w.step(observed(0, None));
+    assert_eq!(w.op().1, Step::AwaitingCheckpoint);
+    assert_eq!(w.status.deployed.as_ref().unwrap().state_epoch, 1);
+    // The pods run the store's epoch-1 path; their commit finishes the upgrade.
+    let hash = running_hash(&w);
+    let p = w.step(observed(2, Some(report(&hash, 1))));
+    assert!(w.status.operation.is_none(), "{:?}", w.status.operation);
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    assert_eq!(p.finished.map(|f| f.0), Some(OperationKind::Upgrade));
 }

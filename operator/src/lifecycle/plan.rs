@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::classify::{classify, Change};
+use crate::build::{job_document, Start};
 use crate::control::{ControlError, JobReport, OperationReport};
 use crate::crd::{
     CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase, SavepointRecord,
@@ -234,10 +235,16 @@ impl<'a> Stepper<'a> {
     }
 
     fn new_deployment(&self, savepoint: Option<String>, state_epoch: u32) -> Deployment {
+        // The pods report the hash of the document they run, which moves the store to
+        // `epoch-<n>` after a stateless restart: hash that document, not the bare spec.
+        let start = Start {
+            savepoint: savepoint.clone(),
+            state_epoch,
+        };
         Deployment {
             spec: self.input.desired_spec.clone(),
             hash: self.input.desired.deploy_hash.clone(),
-            job_hash: self.input.desired.job.spec_hash(),
+            job_hash: job_document(self.input.desired, &start).spec_hash(),
             savepoint,
             state_epoch,
             deployed_at: Some(self.now()),
