@@ -7,8 +7,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{Phase, Step, StreamJobStatus};
-use crate::lifecycle::Observed;
+use crate::crd::{Phase, StreamJobStatus};
+use crate::lifecycle::{elapsed, Observed};
 
 /// Conditions the operator maintains.
 pub const READY: &str = "Ready";
@@ -72,7 +72,7 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
         .last_checkpoint
         .as_ref()
         .and_then(|c| c.time.parse::<Timestamp>().ok())
-        .map(|t| Duration::try_from(facts.now.duration_since(t)).unwrap_or_default());
+        .map(|t| elapsed(t, facts.now));
     let limit = (facts.checkpoint_interval * 3).max(Duration::from_secs(30));
     let job_answers = facts.observed.report.is_some();
     let checkpoints: Row = match (phase, job_answers, checkpoint_age) {
@@ -115,11 +115,7 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
         (Some(op), _) => (
             PROGRESSING,
             Some(true),
-            match op.step {
-                Step::TakingSavepoint => "TakingSavepoint",
-                Step::StoppingWorkers => "StoppingWorkers",
-                Step::AwaitingCheckpoint => "AwaitingCheckpoint",
-            },
+            op.step.as_str(),
             format!(
                 "{}: {}",
                 op.kind.as_str(),

@@ -18,6 +18,7 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 pub const RENEW: Duration = Duration::from_secs(5);
 
 /// One replica's view of the Lease.
+#[derive(Clone)]
 pub struct Elector {
     api: Api<Lease>,
     name: String,

@@ -10,7 +10,7 @@ pub struct Metrics {
     registry: Registry,
     /// Reconciles by result (`ok`, `error`).
     pub reconciles: IntCounterVec,
-    /// Reconcile errors by kind ([`crate::Error::metric_label`]).
+    /// Reconcile errors by kind ([`crate::reconcile::Error::metric_label`]).
     pub errors: IntCounterVec,
     /// Reconcile duration.
     pub reconcile_seconds: HistogramVec,

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Reporter;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -25,6 +25,10 @@ use crate::http::{self, Health};
 use crate::leader::{Attempt, Elector, LEASE_DURATION, RENEW};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
+
+/// How long reconciles in flight may finish after SIGTERM (well inside the chart's 30 s
+/// termination grace period).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,13 +85,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         }
         health.ready.store(false, Ordering::Relaxed);
         tracing::info!(identity = %config.identity, lease = %config.lease_name, "became leader");
-        let renewer = Elector::new(
-            client.clone(),
-            &config.lease_namespace,
-            &config.lease_name,
-            &config.identity,
-        );
-        tokio::spawn(keep_lease(renewer, lost_tx));
+        tokio::spawn(keep_lease(elector.clone(), lost_tx));
     }
 
     let ctx = Arc::new(Context {
@@ -106,23 +104,26 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         config.namespaces.iter().cloned().map(Some).collect()
     };
     let mut controllers = Vec::new();
+    let mut stores = Vec::new();
     for scope in scopes {
-        controllers.push(controller(
-            &client,
-            scope,
-            ctx.clone(),
-            health.clone(),
-            stop_rx.clone(),
-        ));
+        let (store, run) = controller(&client, scope, ctx.clone(), stop_rx.clone());
+        stores.push(store);
+        controllers.push(run);
     }
+    tokio::spawn(ready_when_synced(stores.clone(), health.clone()));
+    tokio::spawn(count_jobs_by_phase(stores, metrics.clone()));
     let mut stopped = stop_rx.clone();
     let all = futures::future::join_all(controllers);
+    tokio::pin!(all);
     let outcome = tokio::select! {
-        _ = all => Ok(()),
+        _ = &mut all => Ok(()),
         _ = lost_rx.wait_for(|lost| *lost) => Err(RunError::LostLease(LEASE_DURATION)),
         _ = stopped.wait_for(|s| *s) => {
-            // Let in-flight reconciles finish (graceful_shutdown_on), bounded.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // The controllers stop taking work (graceful_shutdown_on); let the reconciles in
+            // flight finish, within the pod's termination grace period.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut all).await.is_err() {
+                tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running at shutdown; stopping them");
+            }
             Ok(())
         }
     };
@@ -132,14 +133,17 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
     outcome
 }
 
-/// One controller for all namespaces (`None`) or one namespace.
-async fn controller(
+/// Store of one controller's StreamJobs.
+type JobStore = Store<DeserializeGuard<StreamJob>>;
+
+/// One controller for all namespaces (`None`) or one namespace: its StreamJob store, and the
+/// future that runs it until shutdown.
+fn controller(
     client: &Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
-    health: Arc<Health>,
-    stop: watch::Receiver<bool>,
-) {
+    mut stop: watch::Receiver<bool>,
+) -> (JobStore, impl std::future::Future<Output = ()>) {
     let (jobs, sets, pods) = match &namespace {
         Some(ns) => (
             Api::<DeserializeGuard<StreamJob>>::namespaced(client.clone(), ns),
@@ -161,46 +165,7 @@ async fn controller(
             Some(ObjectRef::<DeserializeGuard<StreamJob>>::new(&job).within(&pod.namespace()?))
         });
     let store = controller.store();
-    let ready_store = store.clone();
-    tokio::spawn(async move {
-        // `Store::wait_until_ready` keeps a single waker, and the controller waits on the same
-        // store: a second waiter is never woken. Poll it again instead (a ready store answers at
-        // once).
-        loop {
-            match tokio::time::timeout(Duration::from_millis(500), ready_store.wait_until_ready())
-                .await
-            {
-                Ok(Ok(())) => {
-                    health.ready.store(true, Ordering::Relaxed);
-                    tracing::info!("StreamJob watch synced; ready");
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {}
-            }
-        }
-    });
-    let metrics = ctx.metrics.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            let jobs = store.state();
-            for phase in Phase::ALL {
-                let n = jobs
-                    .iter()
-                    .filter(|g| {
-                        g.0.as_ref().ok().and_then(|sj| sj.status.as_ref()?.phase) == Some(phase)
-                    })
-                    .count();
-                metrics
-                    .jobs
-                    .with_label_values(&[phase.as_str()])
-                    .set(n as i64);
-            }
-        }
-    });
-    let mut stop = stop;
-    controller
+    let run = controller
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -212,8 +177,45 @@ async fn controller(
                 Err(e) => tracing::warn!(error = %e, "controller: watch or queue error (retried)"),
                 Ok(_) => {}
             }
-        })
-        .await;
+        });
+    (store, run)
+}
+
+/// Marks the operator ready once every watched namespace's StreamJobs are listed.
+async fn ready_when_synced(stores: Vec<JobStore>, health: Arc<Health>) {
+    for store in stores {
+        // `Store::wait_until_ready` keeps a single waker, and the controller waits on the same
+        // store: a second waiter is never woken. Poll it again instead (a ready store answers at
+        // once).
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return,
+                Err(_) => {}
+            }
+        }
+    }
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!("StreamJob watch synced; ready");
+}
+
+/// Keeps `cairn_operator_jobs{phase}` current, over every watched namespace.
+async fn count_jobs_by_phase(stores: Vec<JobStore>, metrics: Arc<Metrics>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let phases: Vec<Option<Phase>> = stores
+            .iter()
+            .flat_map(|store| store.state())
+            .map(|g| g.0.as_ref().ok().and_then(|sj| sj.status.as_ref()?.phase))
+            .collect();
+        for phase in Phase::ALL {
+            let n = phases.iter().filter(|p| **p == Some(phase)).count();
+            metrics
+                .jobs
+                .with_label_values(&[phase.as_str()])
+                .set(n as i64);
+        }
+    }
 }
 
 /// A StreamJob the operator cannot even read (it passed the API server's schema but not the

@@ -264,10 +264,11 @@ fn savepoint_policy(settings: &SavepointSettings, problems: &mut Vec<String>) ->
     }
 }
 
-/// Fingerprint of everything the worker pods run: the job as the worker sees it plus the pod
-/// settings. Savepoint settings, upgrade mode, nonces and the desired state are not part of it.
-fn deploy_hash(v: &ValidatedJob) -> String {
-    let doc = serde_json::json!({
+/// Everything the worker pods run: the job as the worker sees it plus the pod settings. Savepoint
+/// settings, upgrade mode, nonces and the desired state are not part of it. `deploy_hash`
+/// fingerprints it; `classify` compares it to tell a rescale or repartition from an upgrade.
+pub fn pod_document(v: &ValidatedJob) -> Value {
+    serde_json::json!({
         "job": v.job,
         "image": v.image,
         "pullPolicy": v.pull_policy,
@@ -276,8 +277,11 @@ fn deploy_hash(v: &ValidatedJob) -> String {
         "stateVolume": v.state_volume,
         "serviceAccount": v.service_account,
         "credentialsSecret": v.credentials_secret,
-    });
-    cairn_spec::fingerprint(&doc)
+    })
+}
+
+fn deploy_hash(v: &ValidatedJob) -> String {
+    cairn_spec::fingerprint(&pod_document(v))
 }
 
 /// The spec as recorded in `status.deployed`: the operator's defaults (image, service account)
@@ -290,4 +294,18 @@ pub fn pinned_spec(spec: &StreamJobSpec, v: &ValidatedJob) -> Value {
     pod.service_account_name = Some(v.service_account.clone());
     pinned.pod_template = Some(pod);
     serde_json::to_value(pinned).expect("a spec serialises")
+}
+
+/// Validates a spec recorded in status (`status.deployed`, an operation's target), as written by
+/// [`pinned_spec`].
+pub fn validate_recorded(
+    name: &str,
+    recorded: &Value,
+    config: &OperatorConfig,
+) -> Result<ValidatedJob, InvalidSpec> {
+    let spec: StreamJobSpec =
+        serde_json::from_value(recorded.clone()).map_err(|e| InvalidSpec {
+            problems: vec![e.to_string()],
+        })?;
+    validate(name, &spec, config)
 }

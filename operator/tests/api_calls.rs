@@ -111,12 +111,7 @@ fn ok(body: serde_json::Value) -> Response<Body> {
 }
 
 /// Answers requests until the reconcile finishes, recording "METHOD path" of each (events
-/// are recorded as "event <reason>").
-async fn serve(handle: Handle, sj: StreamJob, pods: serde_json::Value) -> Vec<String> {
-    serve_with_bodies(handle, sj, pods).await.0
-}
-
-/// [`serve`], also returning the body of every request, in the same order.
+/// are recorded as "event <reason>") and its body, in the same order.
 async fn serve_with_bodies(
     mut handle: Handle,
     sj: StreamJob,
@@ -167,26 +162,40 @@ async fn serve_with_bodies(
     (seen, bodies)
 }
 
-#[tokio::test]
-async fn first_deployment_writes_status_then_creates_every_child() {
+/// Reconciles `sj` once against a scripted API server that lists `pods`, with `job` as the
+/// job's control API; returns the API calls and their bodies.
+async fn reconcile_against(
+    sj: &StreamJob,
+    pods: serde_json::Value,
+    job: &Arc<ScriptedJob>,
+) -> (Vec<String>, Vec<serde_json::Value>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let scripted = Arc::new(ScriptedJob::default());
-    let sj = job();
-    let server = tokio::spawn(serve(
-        handle,
-        sj.clone(),
-        serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}),
-    ));
-    let ctx = context(client, scripted.clone());
-    reconcile(Arc::new(sj), ctx.clone())
+    let server = tokio::spawn(serve_with_bodies(handle, sj.clone(), pods));
+    let ctx = context(Client::new(service, "default"), job.clone());
+    reconcile(Arc::new(sj.clone()), ctx.clone())
         .await
         .expect("reconcile");
+    // The server ends when the last client (in the context) is gone.
     drop(ctx);
-    let seen = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
         .await
+        .expect("the reconcile's requests end")
         .unwrap()
-        .unwrap();
+}
+
+/// A PodList of `(name, ip)` running pods in `jobs`.
+fn pod_list(pods: &[(&str, &str)]) -> serde_json::Value {
+    let items: Vec<_> = pods
+        .iter()
+        .map(|(name, ip)| serde_json::json!({"metadata":{"name":name,"namespace":"jobs"},"status":{"podIP":ip,"phase":"Running"}}))
+        .collect();
+    serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":items})
+}
+
+#[tokio::test]
+async fn first_deployment_writes_status_then_creates_every_child() {
+    let scripted = Arc::new(ScriptedJob::default());
+    let (seen, _) = reconcile_against(&job(), pod_list(&[]), &scripted).await;
     assert_eq!(
         seen,
         [
@@ -210,10 +219,7 @@ async fn first_deployment_writes_status_then_creates_every_child() {
 
 #[tokio::test]
 async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
-    let pods = serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[
-        {"metadata":{"name":"count-0","namespace":"jobs"},"status":{"podIP":"10.1.0.5","phase":"Running"}},
-        {"metadata":{"name":"count-1","namespace":"jobs"},"status":{"podIP":"10.1.0.6","phase":"Running"}}
-    ]});
+    let pods = pod_list(&[("count-0", "10.1.0.5"), ("count-1", "10.1.0.6")]);
     // Running job, upgrade in flight: the savepoint was requested and has now succeeded.
     let mut sj = job();
     let mut status = cairn_operator::crd::StreamJobStatus {
@@ -229,17 +235,8 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
     status.deployed = Some(deployed.clone());
     status.last_good = Some(deployed);
     status.operation = Some(Operation {
-        kind: OperationKind::Upgrade,
-        step: Step::TakingSavepoint,
-        target: None,
         control_operation: Some("savepoint-1".into()),
-        savepoint: None,
-        attempts: 0,
-        retry_after: None,
-        started_at: "2026-11-24T10:00:00Z".into(),
-        step_started_at: "2026-11-24T10:00:00Z".into(),
-        message: None,
-        trigger: None,
+        ..upgrade_operation(Step::TakingSavepoint, None)
     });
     sj.spec.image = Some("cairn/worker:2".into());
     sj.status = Some(status);
@@ -255,14 +252,7 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
     });
 
     // Reconcile 1: the savepoint goes into status; nothing is deleted yet.
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve(handle, sj.clone(), pods.clone()));
-    let ctx = context(Client::new(service, "default"), scripted.clone());
-    reconcile(Arc::new(sj.clone()), ctx.clone())
-        .await
-        .expect("reconcile 1");
-    drop(ctx);
-    let seen = server.await.unwrap();
+    let (seen, _) = reconcile_against(&sj, pods.clone(), &scripted).await;
     assert_eq!(
         seen,
         [
@@ -286,14 +276,7 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
     op.savepoint = Some("file:///var/lib/cairn-store/count/savepoints/sp-9".into());
     op.control_operation = None;
     next.status = Some(st);
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve(handle, next.clone(), pods));
-    let ctx = context(Client::new(service, "default"), scripted.clone());
-    reconcile(Arc::new(next), ctx.clone())
-        .await
-        .expect("reconcile 2");
-    drop(ctx);
-    let seen = server.await.unwrap();
+    let (seen, _) = reconcile_against(&next, pods.clone(), &scripted).await;
     let tail: Vec<_> = seen.iter().skip(3).map(String::as_str).collect();
     assert_eq!(
         tail,
@@ -327,10 +310,7 @@ fn upgrade_operation(step: Step, savepoint: Option<&str>) -> Operation {
 #[tokio::test]
 async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
     const SAVEPOINT: &str = "file:///var/lib/cairn-store/count/savepoints/sp-9";
-    let pods = serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[
-        {"metadata":{"name":"count-0","namespace":"jobs"},"status":{"podIP":"10.1.0.5","phase":"Running"}},
-        {"metadata":{"name":"count-1","namespace":"jobs"},"status":{"podIP":"10.1.0.6","phase":"Running"}}
-    ]});
+    let pods = pod_list(&[("count-0", "10.1.0.5"), ("count-1", "10.1.0.6")]);
     // The new workers started from the savepoint long ago (upgradeTimeout is 3m) and have not
     // committed a checkpoint (their control API does not answer).
     let mut sj = job();
@@ -359,14 +339,7 @@ async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
 
     // Reconcile 1: status says RollingBack (with the failed spec's hash) before the broken
     // workers are deleted; a Warning event names the savepoint.
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve_with_bodies(handle, sj.clone(), pods));
-    let ctx = context(Client::new(service, "default"), scripted.clone());
-    reconcile(Arc::new(sj.clone()), ctx.clone())
-        .await
-        .expect("reconcile 1");
-    drop(ctx);
-    let (seen, bodies) = server.await.unwrap();
+    let (seen, bodies) = reconcile_against(&sj, pods.clone(), &scripted).await;
     assert_eq!(
         seen,
         [
@@ -411,15 +384,7 @@ async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
     // job document restores from the same savepoint.
     let mut next = sj.clone();
     next.status = Some(serde_json::from_value(status.clone()).unwrap());
-    let no_pods = serde_json::json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]});
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve_with_bodies(handle, next.clone(), no_pods));
-    let ctx = context(Client::new(service, "default"), scripted);
-    reconcile(Arc::new(next), ctx.clone())
-        .await
-        .expect("reconcile 2");
-    drop(ctx);
-    let (seen, bodies) = server.await.unwrap();
+    let (seen, bodies) = reconcile_against(&next, pod_list(&[]), &scripted).await;
     assert_eq!(
         seen[3..],
         [

@@ -3,9 +3,8 @@
 mod common;
 
 use cairn_operator::build::{self, Owner, Start};
-use cairn_operator::crd::StreamJobSpec;
 use cairn_operator::lifecycle::{classify, Change};
-use cairn_operator::validate::{pinned_spec, validate, STATE_DIR};
+use cairn_operator::validate::{pinned_spec, validate, validate_recorded, STATE_DIR};
 use cairn_spec::JobSpec;
 use common::{config, manifest, validated};
 
@@ -139,14 +138,17 @@ fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
     assert_eq!(spec.restore.savepoint, None);
 }
 
+/// Every StreamJob manifest under examples/k8s (store-pvc.yaml is a plain PVC).
+const EXAMPLES: [&str; 4] = [
+    "examples/k8s/count.yaml",
+    "examples/k8s/file-sink.yaml",
+    "examples/k8s/periodic-savepoints.yaml",
+    "examples/k8s/kafka-s3.yaml",
+];
+
 #[test]
 fn every_example_validates() {
-    for example in [
-        "examples/k8s/count.yaml",
-        "examples/k8s/file-sink.yaml",
-        "examples/k8s/periodic-savepoints.yaml",
-        "examples/k8s/kafka-s3.yaml",
-    ] {
+    for example in EXAMPLES {
         let sj = manifest(example);
         let name = sj.metadata.name.clone().unwrap();
         validate(&name, &sj.spec, &config()).unwrap_or_else(|e| panic!("{example}: {e}"));
@@ -158,18 +160,12 @@ fn every_example_validates() {
 /// forever (found on the test bed: the recorded service account changed the pod fingerprint).
 #[test]
 fn recorded_spec_reads_back_as_the_same_deployment() {
-    for example in [
-        "examples/k8s/count.yaml",
-        "examples/k8s/file-sink.yaml",
-        "examples/k8s/periodic-savepoints.yaml",
-        "examples/k8s/kafka-s3.yaml",
-    ] {
+    for example in EXAMPLES {
         let sj = manifest(example);
         let name = sj.metadata.name.clone().unwrap();
         let desired = validated(&sj);
-        let pinned: StreamJobSpec =
-            serde_json::from_value(pinned_spec(&sj.spec, &desired)).unwrap();
-        let recorded = validate(&name, &pinned, &config()).unwrap();
+        let recorded =
+            validate_recorded(&name, &pinned_spec(&sj.spec, &desired), &config()).unwrap();
         assert_eq!(recorded.deploy_hash, desired.deploy_hash, "{example}");
         assert_eq!(classify(&recorded, &desired), Change::None, "{example}");
     }

@@ -6,11 +6,14 @@
 //! bed's `tests/controlplane/build.sh helm` builds it from source and prints its directory on
 //! its last line of output.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
+use common::repo_file;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -24,15 +27,8 @@ const RELEASE_NAMESPACE: &str = "cairn-system";
 const OPERATOR_SA: &str = "cairn-operator";
 const WORKER_SA: &str = "cairn-worker";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator/ has a parent directory")
-        .to_path_buf()
-}
-
 fn chart_dir() -> PathBuf {
-    repo_root().join("charts/cairn")
+    repo_file("charts/cairn")
 }
 
 /// Values file with every optional part of the chart switched on.
@@ -72,7 +68,7 @@ fn locate_helm() -> Result<PathBuf, String> {
             ))
         };
     }
-    let script = repo_root().join("tests/controlplane/build.sh");
+    let script = repo_file("tests/controlplane/build.sh");
     if !script.is_file() {
         return Err(format!(
             "{} is missing: set HELM to a helm binary (or its directory) to run the chart tests",
@@ -81,7 +77,7 @@ fn locate_helm() -> Result<PathBuf, String> {
     }
     let output = Command::new(&script)
         .arg("helm")
-        .current_dir(repo_root())
+        .current_dir(repo_file(""))
         .output()
         .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
     if !output.status.success() {
@@ -168,8 +164,23 @@ fn template_text(extra: &[String]) -> String {
     run.stdout
 }
 
-/// The rendered manifests, parsed (empty documents dropped).
+/// The rendered manifests, parsed (empty documents dropped). Rendered once per set of values
+/// and shared by the tests (helm is a process start each time).
 fn render(extra: &[String]) -> Vec<Value> {
+    static RENDERED: OnceLock<Mutex<HashMap<Vec<String>, Vec<Value>>>> = OnceLock::new();
+    let cache = RENDERED.get_or_init(Default::default);
+    if let Some(objects) = cache.lock().unwrap().get(extra) {
+        return objects.clone();
+    }
+    let objects = render_uncached(extra);
+    cache
+        .lock()
+        .unwrap()
+        .insert(extra.to_vec(), objects.clone());
+    objects
+}
+
+fn render_uncached(extra: &[String]) -> Vec<Value> {
     let text = template_text(extra);
     let mut objects = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
@@ -1082,7 +1093,7 @@ fn every_value_is_commented_in_values_yaml_and_documented_in_docs() {
         "values.yaml and the schema list the same values"
     );
 
-    let docs = std::fs::read_to_string(repo_root().join("docs/helm.md")).expect("docs/helm.md");
+    let docs = std::fs::read_to_string(repo_file("docs/helm.md")).expect("docs/helm.md");
     let undocumented: Vec<&String> = expected
         .iter()
         .filter(|path| !docs.contains(&format!("| `{path}` |")))

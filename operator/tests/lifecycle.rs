@@ -12,7 +12,7 @@ use cairn_operator::control::{
 };
 use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
 use cairn_operator::lifecycle::{classify, plan, Change, Effect, Input, Observed, Plan, Workers};
-use cairn_operator::validate::ValidatedJob;
+use cairn_operator::validate::{pinned_spec, validate_recorded, ValidatedJob};
 use common::{manifest, validated};
 use jiff::Timestamp;
 
@@ -44,13 +44,12 @@ impl World {
 
     fn step_deleting(&mut self, observed: Observed, deleting: bool) -> Plan {
         let desired = self.desired();
-        let mut spec = self.sj.spec.clone();
-        spec.image = Some(desired.image.clone());
-        let desired_spec = serde_json::to_value(&spec).unwrap();
-        let deployed = self.status.deployed.as_ref().map(|d| {
-            let spec = serde_json::from_value(d.spec.clone()).unwrap();
-            cairn_operator::validate::validate("count", &spec, &common::config()).unwrap()
-        });
+        let desired_spec = pinned_spec(&self.sj.spec, &desired);
+        let deployed = self
+            .status
+            .deployed
+            .as_ref()
+            .map(|d| validate_recorded("count", &d.spec, &common::config()).unwrap());
         let input = Input {
             generation: Some(1),
             desired: &desired,
@@ -96,8 +95,7 @@ impl World {
 /// their ConfigMap holds (with the deployment's savepoint and store epoch), not of the bare spec.
 fn running_hash(w: &World) -> String {
     let deployed = w.status.deployed.as_ref().expect("a deployment");
-    let spec = serde_json::from_value(deployed.spec.clone()).unwrap();
-    let job = cairn_operator::validate::validate("count", &spec, &common::config()).unwrap();
+    let job = validate_recorded("count", &deployed.spec, &common::config()).unwrap();
     let start = Start {
         savepoint: deployed.savepoint.clone(),
         state_epoch: deployed.state_epoch,
@@ -109,7 +107,6 @@ fn workers(pods: u32) -> Workers {
     Workers {
         stateful_set: pods > 0,
         pods,
-        ready: pods,
         ..Default::default()
     }
 }
@@ -203,7 +200,7 @@ fn savepoint_upgrade_records_the_savepoint_before_deleting_and_restores_it() {
     assert_eq!(w.status.deployed.as_ref(), Some(deployment));
     assert_eq!(w.op().1, Step::AwaitingCheckpoint);
     // A checkpoint of the new spec commits: Running, new last good.
-    let hash = deployment.job_hash.clone();
+    let hash = running_hash(&w);
     let p = w.step(observed(2, Some(report(&hash, 8))));
     assert_eq!(w.status.phase, Some(Phase::Running));
     assert!(w.status.operation.is_none());
@@ -244,14 +241,14 @@ fn an_upgrade_that_never_commits_rolls_back_from_the_same_savepoint() {
         Some(SP),
         "the rollback restores the upgrade's savepoint"
     );
-    let p = w.step(observed(2, Some(report(&good.job_hash, 9))));
+    let p = w.step(observed(2, Some(report(&running_hash(&w), 9))));
     assert_eq!(w.status.phase, Some(Phase::Running));
     assert!(p
         .notes
         .iter()
         .any(|n| n.warning && n.reason == "RolledBack"));
     // The failed spec is still desired, but not retried.
-    let p = w.step(observed(2, Some(report(&good.job_hash, 10))));
+    let p = w.step(observed(2, Some(report(&running_hash(&w), 10))));
     assert!(w.status.operation.is_none());
     assert!(
         matches!(&p.effects[..], [Effect::Apply { deployment, .. }] if deployment.hash == good.hash)
@@ -402,7 +399,7 @@ fn restart_nonce_recreates_the_pods_and_waits_for_a_commit() {
     assert_eq!(p.effects, [Effect::DeleteWorkers]);
     w.step(observed(0, None));
     assert_eq!(w.op().1, Step::AwaitingCheckpoint);
-    let hash = w.status.deployed.as_ref().unwrap().job_hash.clone();
+    let hash = running_hash(&w);
     w.step(observed(2, Some(report(&hash, 11))));
     assert!(w.status.operation.is_none());
     assert_eq!(w.status.handled_restart_nonce, Some(1));
@@ -429,7 +426,7 @@ fn manual_and_periodic_savepoints_keep_the_job_running_and_prune_history() {
         max_count: Some(1),
         ..Default::default()
     });
-    let hash = w.status.deployed.as_ref().unwrap().job_hash.clone();
+    let hash = running_hash(&w);
     w.step(observed(2, Some(report(&hash, 2))));
     assert_eq!(w.op(), (OperationKind::Savepoint, Step::TakingSavepoint));
     let p = w.step(observed(2, None));

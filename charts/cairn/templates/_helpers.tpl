@@ -42,6 +42,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: cairn
 {{- end }}
 
+{{/* Labels on every object that belongs to the operator (not to a worker). */}}
+{{- define "cairn.operatorLabels" -}}
+{{ include "cairn.labels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
 {{/* Labels that select the operator pods (Deployment, Service, PDB, NetworkPolicy). */}}
 {{- define "cairn.operatorSelectorLabels" -}}
 app.kubernetes.io/name: {{ include "cairn.name" . }}

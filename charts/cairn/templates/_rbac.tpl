@@ -12,8 +12,8 @@ ClusterRole (all namespaces) and by the Role of each of watchNamespaces, so both
 exactly the same access.
 */}}
 {{- define "cairn.jobRules" -}}
-# StreamJobs are what the operator reconciles: list/watch feed its controller, get re-reads one
-# before acting on it, patch adds and removes the finalizer (set only on jobs that ask for a
+# StreamJobs are what the operator reconciles: list/watch feed its controller (get is granted
+# with them but not used by the operator today), patch adds and removes the finalizer (set only on jobs that ask for a
 # final savepoint on deletion, so the savepoint is taken before the pods go).
 - apiGroups: ["cairn.dev"]
   resources: ["streamjobs"]
@@ -29,8 +29,9 @@ exactly the same access.
 - apiGroups: ["cairn.dev"]
   resources: ["streamjobs/finalizers"]
   verbs: ["update"]
-# Each job's control-API token: created and applied by the operator, read back to authenticate
-# its own calls to the job, watched so a deleted token is recreated, deleted when left over.
+# Each job's control-API token: created once by the operator (never re-applied: a running job's
+# token must not change) and read back to authenticate its own calls to the job. list, watch,
+# patch and delete are granted for cleanup of leftovers but not used by the operator today.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -59,8 +60,8 @@ exactly the same access.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
-# Events on StreamJobs for every transition (events.k8s.io/v1); patch updates the count of a
-# repeated event instead of creating a new one.
+# Events on StreamJobs for every transition (events.k8s.io/v1). The operator creates one event
+# per transition (never a series: a series keeps its first message); patch is not used today.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -33,7 +33,9 @@ pub use secret::{secret, TOKEN_KEY};
 pub use service::service;
 pub use stateful_set::{stateful_set, CONTROL_PORT, COORDINATOR_PORT, METRICS_PORT};
 
+use crate::crd::StreamJob;
 use crate::validate::ValidatedJob;
+use kube::Resource;
 
 /// The StreamJob that owns the children.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +57,8 @@ impl Owner {
             namespace: Some(self.namespace.clone()),
             labels: Some(child_labels(&self.name)),
             owner_references: Some(vec![OwnerReference {
-                api_version: "cairn.dev/v1alpha1".into(),
-                kind: "StreamJob".into(),
+                api_version: StreamJob::api_version(&()).into(),
+                kind: StreamJob::kind(&()).into(),
                 name: self.name.clone(),
                 uid: self.uid.clone(),
                 controller: Some(true),
@@ -119,6 +121,3 @@ pub fn children(
         pdb: with_workers.then(|| pod_disruption_budget(owner)),
     }
 }
-
-#[cfg(test)]
-mod tests;

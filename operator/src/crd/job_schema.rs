@@ -35,6 +35,20 @@ pub fn duration(field: &str, description: &str) -> serde_json::Value {
     })
 }
 
+/// A store or savepoint URL usable on Kubernetes ([`STORE_PATTERN`]), checked by CEL so the
+/// message names the field.
+pub fn store_url(max: u32, description: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "string",
+        "maxLength": max,
+        "description": description,
+        "x-kubernetes-validations": [{
+            "rule": format!("self.matches('{STORE_PATTERN}')"),
+            "message": message,
+        }],
+    })
+}
+
 /// The schema of `spec.job`.
 pub fn schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
@@ -72,15 +86,11 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
                 "type": "object",
                 "properties": {
                     "interval": duration("spec.job.checkpoint.interval", "Time between checkpoints (default 60s)."),
-                    "store": {
-                        "type": "string",
-                        "maxLength": 1024,
-                        "description": "Durable store: s3://bucket/prefix, or file:///path on a volume every worker pod mounts.",
-                        "x-kubernetes-validations": [{
-                            "rule": format!("self.matches('{STORE_PATTERN}')"),
-                            "message": "spec.job.checkpoint.store must be s3://bucket[/prefix] or file:///absolute/path on a volume shared by every worker pod (memory:// and relative paths are for local mode)"
-                        }]
-                    },
+                    "store": store_url(
+                        1024,
+                        "Durable store: s3://bucket/prefix, or file:///path on a volume every worker pod mounts.",
+                        "spec.job.checkpoint.store must be s3://bucket[/prefix] or file:///absolute/path on a volume shared by every worker pod (memory:// and relative paths are for local mode)",
+                    ),
                     "retained": {"type": "integer", "minimum": 1, "description": "Completed checkpoints kept (default 3)."},
                     "timeout": duration("spec.job.checkpoint.timeout", "How long one checkpoint may take (default 10m).")
                 }
@@ -140,7 +150,7 @@ fn input() -> serde_json::Value {
                 "fieldPath": ".path"
             },
             {
-                "rule": "self.type == 'file' || !has(self.path) ",
+                "rule": "self.type == 'file' || !has(self.path)",
                 "message": "spec.job.input.path only applies to type: file",
                 "fieldPath": ".path"
             },

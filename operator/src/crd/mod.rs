@@ -227,6 +227,17 @@ pub enum UpgradeMode {
     Stateless,
 }
 
+impl UpgradeMode {
+    /// The name users write (`savepoint`, `last-state`, `stateless`), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpgradeMode::Savepoint => "savepoint",
+            UpgradeMode::LastState => "last-state",
+            UpgradeMode::Stateless => "stateless",
+        }
+    }
+}
+
 /// Savepoints besides those of upgrades.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 use serde_json::{json, Value};
 
-use super::job_schema::{duration, STORE_PATTERN};
+use super::job_schema::{duration, store_url};
 use super::StreamJob;
 
 /// The complete StreamJob CRD: derived schema plus CEL rules. This is what `crdgen` prints.
@@ -32,15 +32,11 @@ pub fn definition() -> CustomResourceDefinition {
         "Delete savepoints older than this (e.g. 168h).",
     );
     spec["savepoints"]["properties"]["maxCount"]["minimum"] = json!(1);
-    spec["restoreFrom"]["properties"]["savepoint"] = json!({
-        "type": "string",
-        "maxLength": 2048,
-        "description": "URL of a savepoint directory for the first deployment of this StreamJob.",
-        "x-kubernetes-validations": [{
-            "rule": format!("self.matches('{STORE_PATTERN}')"),
-            "message": "spec.restoreFrom.savepoint must be an s3:// or file:/// URL of a savepoint directory (status.savepoints[].url of a job, or the output of `cairn-worker savepoint`)",
-        }],
-    });
+    spec["restoreFrom"]["properties"]["savepoint"] = store_url(
+        2048,
+        "URL of a savepoint directory for the first deployment of this StreamJob.",
+        "spec.restoreFrom.savepoint must be an s3:// or file:/// URL of a savepoint directory (status.savepoints[].url of a job, or the output of `cairn-worker savepoint`)",
+    );
     add_rule(
         &mut spec["stateVolume"],
         "has(self.emptyDir) != has(self.persistentVolumeClaim)",

@@ -233,6 +233,17 @@ pub enum Step {
     AwaitingCheckpoint,
 }
 
+impl Step {
+    /// The name in status and conditions (`TakingSavepoint`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::TakingSavepoint => "TakingSavepoint",
+            Step::StoppingWorkers => "StoppingWorkers",
+            Step::AwaitingCheckpoint => "AwaitingCheckpoint",
+        }
+    }
+}
+
 /// A committed checkpoint as the job reports it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

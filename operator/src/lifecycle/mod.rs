@@ -12,5 +12,5 @@ mod plan;
 
 pub use classify::{classify, Change};
 pub use plan::{
-    backoff, plan, savepoint_request_failed, Effect, Input, Note, Observed, Plan, Workers,
+    backoff, elapsed, plan, savepoint_request_failed, Effect, Input, Note, Observed, Plan, Workers,
 };

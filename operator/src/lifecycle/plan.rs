@@ -31,8 +31,6 @@ pub struct Workers {
     pub stateful_set: bool,
     /// Worker pods that exist (terminating ones included).
     pub pods: u32,
-    /// Ready pods.
-    pub ready: u32,
     /// Container restarts summed over the pods.
     pub restarts: i32,
     /// Why pods are failing (e.g. `worker-1: CrashLoopBackOff: ...`), if they are.
@@ -66,7 +64,7 @@ pub struct Input<'a> {
     pub desired: &'a ValidatedJob,
     /// The desired spec as recorded in a [`Deployment`] (image and service account pinned).
     pub desired_spec: &'a Value,
-    /// Validates a recorded deployment's spec (the deployed or last good one).
+    /// The deployed spec (`status.deployed`), validated.
     pub deployed: Option<&'a ValidatedJob>,
     /// Status so far.
     pub status: &'a StreamJobStatus,
@@ -290,7 +288,7 @@ impl<'a> Stepper<'a> {
                 "Suspending",
                 format!(
                     "suspending the job ({} mode)",
-                    mode_name(desired.upgrade_mode)
+                    desired.upgrade_mode.as_str()
                 ),
             );
             self.status.phase = Some(Phase::Suspending);
@@ -313,7 +311,7 @@ impl<'a> Stepper<'a> {
                     desired.job.parallelism,
                     self.status.partitions.unwrap_or_default(),
                     desired.job.input.partitions(),
-                    mode_name(self.mode_for(kind)),
+                    self.mode_for(kind).as_str(),
                 ),
             );
             self.status.phase = Some(Phase::Upgrading);
@@ -800,16 +798,8 @@ impl<'a> Stepper<'a> {
     }
 }
 
-fn mode_name(mode: UpgradeMode) -> &'static str {
-    match mode {
-        UpgradeMode::Savepoint => "savepoint",
-        UpgradeMode::LastState => "last-state",
-        UpgradeMode::Stateless => "stateless",
-    }
-}
-
 /// Time from `from` to `to` (zero if `to` is earlier).
-fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
+pub fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
     Duration::try_from(to.duration_since(from)).unwrap_or(Duration::ZERO)
 }
 

@@ -119,14 +119,6 @@ pub fn workers(stateful_set: bool, pods: &[Pod]) -> Workers {
     let mut failing = Vec::new();
     for pod in pods {
         let Some(status) = &pod.status else { continue };
-        if status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-        {
-            w.ready += 1;
-        }
         for cs in status.container_statuses.iter().flatten() {
             w.restarts += cs.restart_count;
             let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
@@ -175,6 +167,11 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether the final-savepoint finalizer is on the object.
+pub fn has_finalizer(sj: &StreamJob) -> bool {
+    sj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
 /// Adds or removes the final-savepoint finalizer to match the spec.
 pub async fn sync_finalizer(
     sj: &StreamJob,
@@ -182,8 +179,7 @@ pub async fn sync_finalizer(
     wanted: bool,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let has = sj.finalizers().iter().any(|f| f == FINALIZER);
-    if has == wanted {
+    if has_finalizer(sj) == wanted {
         return Ok(());
     }
     let mut list: Vec<String> = sj
@@ -204,16 +200,7 @@ pub async fn release_finalizer(
     namespace: &str,
     ctx: &Context,
 ) -> Result<(), Error> {
-    if !sj.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let list = sj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    patch_finalizers(sj, namespace, list, ctx).await
+    sync_finalizer(sj, namespace, false, ctx).await
 }
 
 async fn patch_finalizers(

@@ -17,10 +17,10 @@ use rand::Rng;
 use crate::conditions;
 use crate::config::OperatorConfig;
 use crate::control::ControlApi;
-use crate::crd::{Phase, StreamJob, StreamJobSpec, StreamJobStatus};
+use crate::crd::{Phase, StreamJob, StreamJobStatus};
 use crate::lifecycle::{self, Effect, Input};
 use crate::metrics::Metrics;
-use crate::validate::{pinned_spec, validate, InvalidSpec, ValidatedJob};
+use crate::validate::{pinned_spec, validate, validate_recorded, InvalidSpec, ValidatedJob};
 
 pub use fetch::Fetched;
 
@@ -60,7 +60,7 @@ pub enum Error {
     #[error("StreamJob {0} has no namespace")]
     NoNamespace(String),
     /// A deployment recorded in status no longer validates (the operator was downgraded?).
-    #[error("the {which} spec recorded in status is no longer valid: {source}")]
+    #[error("the {which} spec recorded in status is no longer valid: {source}; run an operator version that accepts it, or clear status.deployed (kubectl edit sj <name> --subresource=status) to deploy the current spec")]
     RecordedSpec {
         /// `deployed` or `last good`.
         which: &'static str,
@@ -119,8 +119,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let status = sj.status.clone().unwrap_or_default();
     let deleting = sj.metadata.deletion_timestamp.is_some();
-    let has_finalizer = sj.finalizers().iter().any(|f| f == FINALIZER);
-    if deleting && !has_finalizer {
+    if deleting && !fetch::has_finalizer(sj) {
         return Ok(Action::await_change());
     }
 
@@ -200,8 +199,17 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
                 deployment,
                 with_workers,
             } => {
-                let job = recorded(Some(&deployment.spec), ctx, &name, "target")?
-                    .expect("a recorded spec is present");
+                // Mostly the deployed or the desired spec, both validated above already.
+                let job = match &deployed {
+                    Some(d)
+                        if status.deployed.as_ref().map(|x| &x.spec) == Some(&deployment.spec) =>
+                    {
+                        d.clone()
+                    }
+                    _ if deployment.spec == desired_spec => desired.clone(),
+                    _ => recorded(Some(&deployment.spec), ctx, &name, "target")?
+                        .expect("a recorded spec is present"),
+                };
                 apply::children(&job, &owner, &deployment, &fetched, with_workers, ctx).await?;
             }
             Effect::DeleteWorkers => apply::delete_workers(&owner, ctx).await?,
@@ -273,16 +281,8 @@ fn recorded(
     name: &str,
     which: &'static str,
 ) -> Result<Option<ValidatedJob>, Error> {
-    let Some(spec) = spec else { return Ok(None) };
-    let spec: StreamJobSpec =
-        serde_json::from_value(spec.clone()).map_err(|e| Error::RecordedSpec {
-            which,
-            source: InvalidSpec {
-                problems: vec![e.to_string()],
-            },
-        })?;
-    validate(name, &spec, &ctx.config)
-        .map(Some)
+    spec.map(|spec| validate_recorded(name, spec, &ctx.config))
+        .transpose()
         .map_err(|source| Error::RecordedSpec { which, source })
 }
 
@@ -303,7 +303,7 @@ async fn invalid_spec(
     }
     let facts = conditions::Facts {
         observed: &Default::default(),
-        checkpoint_interval: Duration::from_secs(60),
+        checkpoint_interval: cairn_spec::DEFAULT_CHECKPOINT_INTERVAL,
         desired_failed_before: false,
         invalid: Some(&message),
         now: Timestamp::now(),

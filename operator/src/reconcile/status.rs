@@ -22,8 +22,8 @@ pub async fn write(
     }
     let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), namespace);
     let patch = serde_json::json!({
-        "apiVersion": "cairn.dev/v1alpha1",
-        "kind": "StreamJob",
+        "apiVersion": StreamJob::api_version(&()),
+        "kind": StreamJob::kind(&()),
         "status": next,
     });
     api.patch_status(
