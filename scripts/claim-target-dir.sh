@@ -14,8 +14,13 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$here" ]; then
   exit 0
 fi
 if [ -d "$target" ]; then
-  packages=$(cargo metadata --no-deps --format-version 1 --offline 2>/dev/null |
-    python3 -c 'import json,sys; print(" ".join("-p " + p["name"] for p in json.load(sys.stdin)["packages"]))')
+  # The workspace's own packages: the first `name =` of every member's Cargo.toml.
+  packages=""
+  for manifest in */Cargo.toml tests/*/Cargo.toml examples/*/Cargo.toml; do
+    [ -f "$manifest" ] || continue
+    name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n 1)
+    [ -n "$name" ] && packages="$packages -p $name"
+  done
   echo "build directory was last used by another checkout; rebuilding this workspace's crates"
   # shellcheck disable=SC2086 # one word per package flag
   cargo clean -q $packages

@@ -20,23 +20,6 @@ if ! have_libclang; then
   fi
 fi
 
-# The test bed: `ip` (network namespaces, veth, bridge), `flock` (build and network locks) and
-# Go (the control plane is built from its Go modules).
-for tool in ip:iproute2 flock:util-linux; do
-  if ! command -v "${tool%%:*}" >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}" >/dev/null
-    else
-      echo "${tool%%:*} is missing: install ${tool#*:}" >&2
-      exit 1
-    fi
-  fi
-done
-if ! command -v go >/dev/null; then
-  echo "go is missing: install Go 1.21 or newer (the test bed builds Kubernetes from source)" >&2
-  exit 1
-fi
-
 if ! command -v cargo >/dev/null; then
   echo "cargo is missing: install Rust from your distribution or with rustup" >&2
   exit 1
@@ -58,7 +41,12 @@ done
 # (Java 17+, fetched with Maven), MinIO built from its Go module, TLS certificates made with
 # openssl, buckets created with curl (docs/kafka.md, docs/s3.md). Build needs are required; test
 # needs are installed when possible and otherwise only reported, so `make run` works without them.
+# The test bed (`make test` only) needs `ip` (network namespaces, veth, bridge; run as root),
+# `flock` (build and network locks) and Go (Kubernetes, etcd, Helm and MinIO are built from their
+# Go modules).
 build_debs=() test_debs=()
+command -v ip >/dev/null || test_debs+=(iproute2)
+command -v flock >/dev/null || test_debs+=(util-linux)
 command -v make >/dev/null || build_debs+=(make)
 [ -e /usr/include/openssl/ssl.h ] || build_debs+=(libssl-dev)
 [ -e /usr/include/zlib.h ] || build_debs+=(zlib1g-dev)
@@ -69,17 +57,18 @@ command -v curl >/dev/null || test_debs+=(curl)
 wanted=("${build_debs[@]}" "${test_debs[@]}")
 if [ ${#wanted[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${wanted[*]} (Kafka client build; Kafka/S3 test servers)"
+    echo "installing ${wanted[*]} (Kafka client build; test bed and Kafka/S3 test servers)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
   elif [ ${#build_debs[@]} -gt 0 ]; then
     echo "missing: ${build_debs[*]} (Debian/Ubuntu: sudo apt-get install ${build_debs[*]})" >&2
     exit 1
   else
-    echo "note: the Kafka/S3 tests need ${test_debs[*]} (Debian/Ubuntu: sudo apt-get install" \
-         "${test_debs[*]})" >&2
+    echo "note: make test (test bed, Kafka/S3 tests) needs ${test_debs[*]} (Debian/Ubuntu:" \
+         "sudo apt-get install ${test_debs[*]})" >&2
   fi
 fi
 if ! command -v go >/dev/null; then
-  echo "note: the S3 tests build MinIO from its Go module and need Go 1.24 or later" >&2
+  echo "note: make test needs Go 1.21 or later (it fetches newer toolchains itself): the test bed" \
+       "builds Kubernetes, etcd, Helm and MinIO from their Go modules" >&2
 fi
