@@ -206,8 +206,8 @@ fn parse_job(name: &str, job: &Value) -> Result<JobSpec, Vec<String>> {
             output.insert("spoolDir".into(), Value::String(KAFKA_SPOOL_DIR.into()));
         }
     }
-    let yaml = serde_yaml::to_string(&Value::Object(map)).expect("JSON converts to YAML");
-    JobSpec::from_yaml_str(&yaml).map_err(job_problems)
+    let value = serde_yaml::to_value(Value::Object(map)).expect("JSON converts to YAML");
+    JobSpec::from_yaml_value(value).map_err(job_problems)
 }
 
 /// The spec crate's errors, with their field paths moved under `spec.job`.
@@ -218,9 +218,6 @@ fn job_problems(err: SpecError) -> Vec<String> {
             .map(|f| format!("spec.job.{}: {}; {}", f.field, f.problem, f.fix))
             .collect(),
         SpecError::Parse { field, message } if !field.is_empty() => {
-            // Line numbers would point into the operator's re-serialised document, not the
-            // user's manifest: leave them out.
-            let message = message.split(" at line ").next().unwrap_or(&message);
             vec![format!("spec.job.{field}: {message}")]
         }
         other => vec![format!("spec.job: {other}")],

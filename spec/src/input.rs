@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::kafka::KafkaSecurity;
-use crate::tagged::{expected_list, set_once};
+use crate::tagged::{expected_list, set_once, union_of};
 
 /// Default `input.partitionCheckInterval` of a Kafka input.
 pub const DEFAULT_PARTITION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -251,23 +252,9 @@ const KAFKA_FIELDS: &[&str] = &[
     "security",
     "properties",
 ];
-const ALL_FIELDS: &[&str] = &[
-    "type",
-    "partitions",
-    "seed",
-    "keys",
-    "distribution",
-    "zipfExponent",
-    "recordsPerPartition",
-    "ratePerSecond",
-    "path",
-    "follow",
-    "topic",
-    "brokers",
-    "partitionCheckInterval",
-    "security",
-    "properties",
-];
+/// Every key of every input type, in the order the types list them.
+static ALL_FIELDS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| union_of(INPUT_TYPES.map(InputType::fields)));
 
 /// Reads one key of the `input` map. Knowing the type already (it is usually written first), it
 /// rejects keys of the other type right at the key, so the error points at it.
@@ -290,7 +277,7 @@ impl Visitor<'_> for FieldSeed {
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
         let Some(&known) = ALL_FIELDS.iter().find(|name| **name == key) else {
-            let expected = self.0.map_or(ALL_FIELDS, InputType::fields);
+            let expected = self.0.map_or(&ALL_FIELDS[..], InputType::fields);
             return Err(E::unknown_field(key, expected));
         };
         match self.0 {
@@ -404,5 +391,35 @@ impl<'de> Visitor<'de> for InputVisitor {
                 properties: properties.unwrap_or_default(),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order of the union is the order of `expected one of ...` in unknown-key messages.
+    #[test]
+    fn every_key_is_listed_once_in_the_order_of_the_types() {
+        assert_eq!(
+            *ALL_FIELDS,
+            [
+                "type",
+                "partitions",
+                "seed",
+                "keys",
+                "distribution",
+                "zipfExponent",
+                "recordsPerPartition",
+                "ratePerSecond",
+                "path",
+                "follow",
+                "topic",
+                "brokers",
+                "partitionCheckInterval",
+                "security",
+                "properties",
+            ]
+        );
     }
 }

@@ -285,24 +285,29 @@ fn serde_plain_name(protocol: KafkaProtocol) -> &'static str {
 
 /// Why `topic` is not a legal Kafka topic name, or `None`.
 fn topic_problem(topic: &str) -> Option<String> {
-    if topic.is_empty() {
+    name_problem(topic, 249, "Kafka does not allow").or_else(|| {
+        (topic == "." || topic == "..").then(|| format!("{topic:?} is not allowed as a topic name"))
+    })
+}
+
+/// Why `value` is not a name of 1 to `max_len` ASCII letters, digits, '.', '_' or '-' (Kafka's
+/// topic alphabet, also required of transactional ids), or `None`. `what` says whose rule a
+/// bad character breaks: "... contains characters {what}: ...".
+pub(crate) fn name_problem(value: &str, max_len: usize, what: &str) -> Option<String> {
+    if value.is_empty() {
         return Some("is empty".to_owned());
     }
-    if topic == "." || topic == ".." {
-        return Some(format!("{topic:?} is not allowed as a topic name"));
-    }
-    if topic.len() > 249 {
+    if value.len() > max_len {
         return Some(format!(
-            "{topic:?} is {} characters long, more than 249",
-            topic.len()
+            "{value:?} is {} characters long, more than {max_len}",
+            value.len()
         ));
     }
-    let bad: String = topic
+    let bad: String = value
         .chars()
         .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         .collect();
-    (!bad.is_empty())
-        .then(|| format!("{topic:?} contains characters Kafka does not allow: {bad:?}"))
+    (!bad.is_empty()).then(|| format!("{value:?} contains characters {what}: {bad:?}"))
 }
 
 /// Why `brokers` is not a `host:port[,host:port...]` list, or `None`.
@@ -340,6 +345,18 @@ mod tests {
         );
         assert!(topic_problem(&"x".repeat(250)).is_some());
         assert!(topic_problem("..").is_some());
+        assert_eq!(
+            topic_problem("."),
+            Some("\".\" is not allowed as a topic name".to_owned())
+        );
+        assert_eq!(topic_problem(&"x".repeat(249)), None);
+        assert_eq!(
+            topic_problem(&"x".repeat(250)),
+            Some(format!(
+                "{:?} is 250 characters long, more than 249",
+                "x".repeat(250)
+            ))
+        );
     }
 
     #[test]

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::kafka::KafkaSecurity;
-use crate::tagged::{expected_list, set_once};
+use crate::tagged::{expected_list, set_once, union_of};
 
 /// Default `output.spoolDir` of an exactly-once Kafka output.
 pub const DEFAULT_KAFKA_SPOOL_DIR: &str = "./.cairn/kafka-spool";
@@ -99,6 +100,8 @@ pub enum KafkaDelivery {
 }
 
 const TYPES: &[&str] = &["stdout", "null", "file", "kafka"];
+/// Keys of the types that have no settings of their own (`stdout`, `null`).
+const TYPE_ONLY_FIELDS: &[&str] = &["type"];
 const FILE_FIELDS: &[&str] = &["type", "path"];
 const KAFKA_FIELDS: &[&str] = &[
     "type",
@@ -110,17 +113,9 @@ const KAFKA_FIELDS: &[&str] = &[
     "security",
     "properties",
 ];
-const ALL_FIELDS: &[&str] = &[
-    "type",
-    "path",
-    "topic",
-    "brokers",
-    "delivery",
-    "transactionalId",
-    "spoolDir",
-    "security",
-    "properties",
-];
+/// Every key of every output type, in the order the types list them.
+static ALL_FIELDS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| union_of(OUTPUT_TYPES.map(OutputType::fields)));
 
 /// The `type:` values of an output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +125,13 @@ enum OutputType {
     File,
     Kafka,
 }
+
+const OUTPUT_TYPES: [OutputType; 4] = [
+    OutputType::Stdout,
+    OutputType::Null,
+    OutputType::File,
+    OutputType::Kafka,
+];
 
 impl OutputType {
     fn name(self) -> &'static str {
@@ -141,11 +143,12 @@ impl OutputType {
         }
     }
 
+    /// The keys an output of this type accepts.
     fn fields(self) -> &'static [&'static str] {
         match self {
+            OutputType::Stdout | OutputType::Null => TYPE_ONLY_FIELDS,
             OutputType::File => FILE_FIELDS,
             OutputType::Kafka => KAFKA_FIELDS,
-            OutputType::Stdout | OutputType::Null => &FILE_FIELDS[..1],
         }
     }
 }
@@ -208,7 +211,7 @@ impl Visitor<'_> for FieldSeed {
         let Some(&known) = ALL_FIELDS.iter().find(|name| **name == key) else {
             return Err(E::unknown_field(
                 key,
-                self.0.map_or(ALL_FIELDS, OutputType::fields),
+                self.0.map_or(&ALL_FIELDS[..], OutputType::fields),
             ));
         };
         match self.0 {
@@ -221,11 +224,10 @@ impl Visitor<'_> for FieldSeed {
 }
 
 fn wrong_type_message(key: &str, ty: OutputType) -> String {
-    let owner = if FILE_FIELDS.contains(&key) {
-        "file"
-    } else {
-        "kafka"
-    };
+    let owner = OUTPUT_TYPES
+        .iter()
+        .find(|t| t.fields().contains(&key))
+        .map_or("another", |t| t.name());
     format!(
         "`{key}` is a setting of `type: {owner}` output, not of `type: {}`; remove it or write \
          `type: {owner}`",
@@ -302,5 +304,29 @@ impl<'de> Visitor<'de> for OutputVisitor {
                 properties: properties.unwrap_or_default(),
             })),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order of the union is the order of `expected one of ...` in unknown-key messages.
+    #[test]
+    fn every_key_is_listed_once_in_the_order_of_the_types() {
+        assert_eq!(
+            *ALL_FIELDS,
+            [
+                "type",
+                "path",
+                "topic",
+                "brokers",
+                "delivery",
+                "transactionalId",
+                "spoolDir",
+                "security",
+                "properties",
+            ]
+        );
     }
 }

@@ -20,6 +20,14 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// Deserializes and validates a spec already parsed into a YAML value (e.g. converted from
+    /// a Kubernetes object's JSON). Errors name the field but no line: there is no text.
+    pub fn from_yaml_value(value: serde_yaml::Value) -> Result<JobSpec, SpecError> {
+        let spec = deserialize(value)?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
     /// Parses and validates a Java-style properties job spec (`cairn.*` keys and the Samza
     /// names; see [`crate::properties`]).
     pub fn from_properties_str(text: &str) -> Result<JobSpec, SpecError> {

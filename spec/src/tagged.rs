@@ -29,3 +29,28 @@ pub(crate) fn expected_list(names: &[&str]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Every name of `lists`, each once, in order of first appearance: the keys a section accepts
+/// whatever its type, for messages about a key written before (or without) `type:`.
+pub(crate) fn union_of(
+    lists: impl IntoIterator<Item = &'static [&'static str]>,
+) -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = Vec::new();
+    for &name in lists.into_iter().flatten() {
+        if !all.contains(&name) {
+            all.push(name);
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_union_keeps_the_first_appearance_of_each_name() {
+        let lists: [&'static [&'static str]; 3] = [&["type", "a"], &["type"], &["type", "b", "a"]];
+        assert_eq!(union_of(lists), ["type", "a", "b"]);
+    }
+}

@@ -250,19 +250,11 @@ impl Problems {
     }
 }
 
-/// Why `id` is not a usable transactional id prefix, or `None`.
+/// Why `id` is not a usable transactional id prefix, or `None`. Kafka itself takes any
+/// string; Cairn also names the exactly-once spool directory after it, so it keeps to the
+/// topic alphabet.
 fn transactional_id_problem(id: &str) -> Option<String> {
-    if id.is_empty() {
-        return Some("is empty".to_owned());
-    }
-    if id.len() > 200 {
-        return Some(format!("{id:?} is longer than 200 characters"));
-    }
-    let bad: String = id
-        .chars()
-        .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        .collect();
-    (!bad.is_empty()).then(|| format!("{id:?} contains characters not allowed: {bad:?}"))
+    crate::kafka::name_problem(id, 200, "not allowed")
 }
 
 /// Why `name` is not a DNS-1123 label, or `None` if it is one.
@@ -289,4 +281,27 @@ fn dns_label_problem(name: &str) -> Option<String> {
         return Some(format!("{name:?} starts or ends with '-'"));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_ids_keep_to_the_topic_alphabet() {
+        assert_eq!(transactional_id_problem("clicks-v2.a_b"), None);
+        assert_eq!(transactional_id_problem(""), Some("is empty".to_owned()));
+        assert_eq!(
+            transactional_id_problem("a/b c"),
+            Some("\"a/b c\" contains characters not allowed: \"/ \"".to_owned())
+        );
+        assert_eq!(transactional_id_problem(&"x".repeat(200)), None);
+        assert_eq!(
+            transactional_id_problem(&"x".repeat(201)),
+            Some(format!(
+                "{:?} is 201 characters long, more than 200",
+                "x".repeat(201)
+            ))
+        );
+    }
 }

@@ -474,3 +474,23 @@ name: wordcount
     changed.task.config.insert("field".into(), "line".into());
     assert_ne!(changed.spec_hash(), hash);
 }
+
+#[test]
+fn a_parsed_yaml_value_gives_the_same_spec_and_errors_without_lines() {
+    let value: serde_yaml::Value = serde_yaml::from_str(MINIMAL).unwrap();
+    assert_eq!(
+        JobSpec::from_yaml_value(value).unwrap(),
+        JobSpec::from_yaml_str(MINIMAL).unwrap()
+    );
+    let bad: serde_yaml::Value = serde_yaml::from_str(
+        "name: wc\ninput: {type: generator, partitions: four}\ntask: {name: count}\n",
+    )
+    .unwrap();
+    match JobSpec::from_yaml_value(bad) {
+        Err(SpecError::Parse { field, message }) => {
+            assert_eq!(field, "input.partitions");
+            assert!(!message.contains(" at line "), "{message}");
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use cairn_spec::JobSpec;
 use cairn_worker::metrics::Metrics;
 use cairn_worker::partition::mix64;
-use cairn_worker::storage::{CheckpointStore, FileMeta, S3Settings};
+use cairn_worker::storage::{CheckpointStore, FileMeta, S3Settings, ENV_ENDPOINT};
 use cairn_worker::task::TaskRegistry;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
@@ -20,6 +20,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -93,13 +94,15 @@ fn produce(brokers: &str, topic: &str, records: u64, keys: u64) {
         key.push('k');
         key.push_str(itoa::Buffer::new().format((mix64(i) & !(1 << 63)) % keys));
         let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload("1");
+        // Only a full local queue is worth waiting for (the producer's thread drains it).
         loop {
             match producer.send(record) {
                 Ok(()) => break,
-                Err((_, back)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                Err((e, _)) => panic!("cannot produce record {i} to {topic}: {e}"),
             }
         }
     }
@@ -235,7 +238,7 @@ fn cairn_count(scratch: &Path, brokers: &str, topic: &str, records: u64) -> (f64
 /// multipart upload (and get) of the same files.
 pub fn s3(scratch: &Path, endpoint: &str, bucket: &str, files: usize, file_mb: usize) {
     let settings = S3Settings::from_lookup(|name| match name {
-        "CAIRN_S3_ENDPOINT" => Some(endpoint.to_owned()),
+        ENV_ENDPOINT => Some(endpoint.to_owned()),
         _ => std::env::var(name).ok(),
     })
     .expect("S3 settings");

@@ -13,7 +13,7 @@
 //! request: 400 with the reason. One savepoint runs at a time: asking again while one is
 //! pending returns that same operation (same `stop`) or 409 naming it (different `stop`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -169,10 +169,17 @@ pub struct Operation {
     pub started_at_ms: u64,
 }
 
+/// How many finished operations stay readable; older ones are forgotten (a caller polls its
+/// operation within seconds, and a job asked for a checkpoint every few seconds for weeks must
+/// not keep them all).
+const FINISHED_KEPT: usize = 64;
+
 #[derive(Default)]
 struct Operations {
     next: u64,
     all: BTreeMap<String, Operation>,
+    /// Ids of finished operations, oldest first: the ones [`FINISHED_KEPT`] lets go.
+    finished: VecDeque<String>,
     pending_savepoint: Option<String>,
     /// A finished stop-with-savepoint whose result someone has read.
     stop_result_read: bool,
@@ -389,6 +396,23 @@ fn finish(
     }
     if let Some(op) = ops.all.get_mut(id) {
         update(op);
+        ops.finished.push_back(id.to_owned());
+    }
+    ops.forget_old();
+}
+
+impl Operations {
+    /// Drops the oldest finished operations beyond [`FINISHED_KEPT`]; pending ones are not in
+    /// `finished`, and the stop-with-savepoint that stopped the job is kept for good.
+    fn forget_old(&mut self) {
+        while self.finished.len() > FINISHED_KEPT {
+            let Some(id) = self.finished.pop_front() else {
+                return;
+            };
+            if self.stopped_with.as_deref() != Some(id.as_str()) {
+                self.all.remove(&id);
+            }
+        }
     }
 }
 
@@ -516,7 +540,13 @@ async fn operation(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Resp
             }
             Json(op).into_response()
         }
-        None => error(StatusCode::NOT_FOUND, &format!("no operation {id:?}")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no operation {id:?}; a finished operation is kept until {FINISHED_KEPT} newer \
+                 ones have finished"
+            ),
+        ),
     }
 }
 
@@ -527,4 +557,34 @@ async fn stop(State(api): State<Api>) -> Response {
         Json(serde_json::json!({ "state": "stopping" })),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_latest_finished_operations_are_kept() {
+        let ops = Mutex::new(Operations::default());
+        let new = |kind, stop| new_operation(&mut ops.lock().unwrap(), kind, stop).id;
+        let pending = new("checkpoint", false);
+        let stopped = new("savepoint", true);
+        finish(&ops, &stopped, true, |op| op.state = "succeeded");
+        let done: Vec<String> = (0..100)
+            .map(|_| {
+                let id = new("checkpoint", false);
+                finish(&ops, &id, false, |op| op.state = "succeeded");
+                id
+            })
+            .collect();
+        let ops = ops.lock().unwrap();
+        // The pending one and the stop-with-savepoint stay whatever their age.
+        assert_eq!(ops.all[&pending].state, "pending");
+        assert_eq!(ops.all[&stopped].state, "succeeded");
+        assert_eq!(ops.stopped_with.as_deref(), Some(stopped.as_str()));
+        let forgotten = done.len() - FINISHED_KEPT;
+        assert!(done[..forgotten].iter().all(|id| !ops.all.contains_key(id)));
+        assert!(done[forgotten..].iter().all(|id| ops.all.contains_key(id)));
+        assert_eq!(ops.all.len(), 2 + FINISHED_KEPT);
+    }
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod control;
 pub mod http;
 pub mod inspect;
+mod kafka;
 pub mod metrics;
 pub mod partition;
 pub mod runtime;

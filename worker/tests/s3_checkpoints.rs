@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Child, Output};
 use std::time::Duration;
 
 use cairn_worker::storage::CheckpointStore;
@@ -51,15 +51,6 @@ fn setup(bucket: &str, spec_text: String) -> (Minio, tempfile::TempDir, cairn_sp
     (minio, tmp, spec)
 }
 
-fn worker_with(dir: &Path, minio: &Minio) -> Command {
-    let mut cmd = Command::new(worker_bin());
-    cmd.current_dir(dir).env("RUST_LOG", "warn");
-    for (k, v) in minio.env() {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
 fn start(dir: &Path, minio: &Minio, args: &[&str], env: &[(&str, &str)]) -> Child {
     let mut all = minio.env();
     all.extend(env.iter().map(|(k, v)| (*k, (*v).to_owned())));
@@ -67,7 +58,7 @@ fn start(dir: &Path, minio: &Minio, args: &[&str], env: &[(&str, &str)]) -> Chil
 }
 
 fn run(dir: &Path, minio: &Minio, args: &[&str]) -> Output {
-    worker_with(dir, minio).args(args).output().unwrap()
+    run_cmd_with_env(dir, args, &minio.env())
 }
 
 fn wait_success(dir: &Path, mut child: Child) {
@@ -77,23 +68,11 @@ fn wait_success(dir: &Path, mut child: Child) {
 
 /// Count per key in the latest checkpoint of `store`, read with `state dump`.
 fn dumped(dir: &Path, minio: &Minio, store: &str) -> std::collections::BTreeMap<String, i64> {
-    let out = run(dir, minio, &["state", "dump", "--store", store]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    counts_from_dump(&out.stdout)
+    dumped_counts_with_env(dir, store, &minio.env())
 }
 
 fn committed(dir: &Path, minio: &Minio, store: &str) -> Vec<u64> {
-    let out = run(dir, minio, &["checkpoints", store, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ids_from_listing(&out.stdout)
+    committed_ids_with_env(dir, store, &minio.env())
 }
 
 /// Every file referenced by every committed checkpoint of `store` exists with its recorded

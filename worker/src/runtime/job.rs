@@ -25,7 +25,7 @@ use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
 use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles, JobFacts};
 use crate::metrics::Metrics;
-use crate::source::SourceFactory;
+use crate::source::{SourceError, SourceFactory};
 use crate::state::{open_task_db, KeyedState, StateError};
 use crate::storage::{CheckpointStore, StorageError};
 use crate::task::{TaskError, TaskRegistry};
@@ -111,6 +111,10 @@ pub enum RunError {
     /// The state database could not be opened.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The input does not match the spec (a Kafka topic that is missing or has another
+    /// partition count), found before anything was restored.
+    #[error(transparent)]
+    Input(#[from] SourceError),
     /// A task could not start.
     #[error("task {task}: {source}")]
     Instance {
@@ -246,6 +250,7 @@ async fn run_async(
     trigger_rx: mpsc::Receiver<Request>,
 ) -> Result<Outcome, RunError> {
     let spec = &opts.spec;
+    let spec_hash = spec.spec_hash();
     let partitions = spec.input.partitions();
     let parallelism = spec.parallelism.max(1);
     let store = CheckpointStore::from_url(&spec.checkpoint.store, &opts.base_dir)?;
@@ -260,6 +265,10 @@ async fn run_async(
         .as_ref()
         .map(|c| read_token(&c.token_file))
         .transpose()?;
+    let metrics = opts.metrics.clone();
+    // So does an input that does not match the spec (a Kafka topic that is missing or has
+    // another partition count): no generation claimed, no state restored.
+    let sources = checked_sources(SourceFactory::new(&spec.input).with_metrics(&metrics)).await?;
 
     // Task t runs in container t % P; this process runs every container, or one.
     let assignment: BTreeMap<u32, u32> = (0..partitions).map(|t| (t, t % parallelism)).collect();
@@ -285,7 +294,6 @@ async fn run_async(
             .await?
         }
     };
-    let metrics = opts.metrics.clone();
 
     // Restore.
     let restore_started = Instant::now();
@@ -303,7 +311,7 @@ async fn run_async(
                 coordinator,
                 *index,
                 spec.name.clone(),
-                spec.spec_hash(),
+                spec_hash.clone(),
                 control_token.clone(),
             )
             .await?;
@@ -338,7 +346,6 @@ async fn run_async(
     tracing::info!(origin = ?start.origin, generation, tasks = ?my_tasks, seconds = restore_started.elapsed().as_secs_f64(), "state ready");
 
     // Build task instances.
-    let sources = SourceFactory::new(&spec.input).with_metrics(&metrics);
     let mut groups: BTreeMap<u32, Vec<TaskInstance>> =
         my_containers.iter().map(|c| (*c, Vec::new())).collect();
     for prepared in start.tasks {
@@ -454,7 +461,7 @@ async fn run_async(
             links.clone(),
             event_tx.clone(),
             spec.name.clone(),
-            spec.spec_hash(),
+            spec_hash.clone(),
             control_token.clone(),
         );
     }
@@ -467,7 +474,7 @@ async fn run_async(
             generation,
             partitions,
             parallelism,
-            spec_hash: spec.spec_hash(),
+            spec_hash,
             assignment: assignment.clone(),
             checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
             started_at_ms: crate::checkpoint::now_ms(),
@@ -533,6 +540,14 @@ async fn run_async(
         ending: ending?,
         origin: start.origin,
     })
+}
+
+/// Runs the sources' start-up check ([`SourceFactory::check`]: a blocking metadata request for
+/// Kafka) off the runtime's threads, and hands the factory back.
+async fn checked_sources(sources: SourceFactory) -> Result<SourceFactory, SourceError> {
+    tokio::task::spawn_blocking(move || sources.check().map(|()| sources))
+        .await
+        .expect("the input check panicked")
 }
 
 /// Keeps a stopped job's process (and its control API) alive until SIGTERM/SIGINT.

@@ -34,7 +34,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{DurableWait, Sealed, Sink, SinkError};
-use crate::source::kafka::client_config;
+use crate::kafka::{client_config, consumer_base};
 
 /// How long librdkafka may try to deliver one record before reporting it failed.
 const DELIVERY_TIMEOUT_MS: &str = "120000";
@@ -60,8 +60,12 @@ pub fn open(
 }
 
 fn kafka_error(spec: &KafkaOutput, message: impl Into<String>) -> SinkError {
+    topic_error(&spec.topic, message)
+}
+
+fn topic_error(topic: &str, message: impl Into<String>) -> SinkError {
     SinkError::Kafka {
-        topic: spec.topic.clone(),
+        topic: topic.to_owned(),
         message: message.into(),
     }
 }
@@ -237,12 +241,12 @@ impl Sink for AtLeastOnceSink {
         let epoch = self.epoch;
         self.epoch += 1;
         let deliveries = Arc::clone(&self.deliveries);
-        let spec = self.spec.clone();
+        let topic = self.spec.topic.clone();
         Ok(Sealed {
             waits: vec![DurableWait::new(move || {
                 deliveries
                     .wait_through(epoch, DELIVERY_WAIT)
-                    .map_err(|e| kafka_error(&spec, e))
+                    .map_err(|e| topic_error(&topic, e))
             })],
             ..Sealed::default()
         })
@@ -290,6 +294,8 @@ enum Publish {
 struct ExactlyOnceSink {
     spec: KafkaOutput,
     dir: PathBuf,
+    /// `dir/open.spool`, where the records of the current checkpoint go.
+    open_spool: PathBuf,
     writer: Option<BufWriter<File>>,
     requests: mpsc::Sender<Publish>,
     failed: Arc<Mutex<Option<String>>>,
@@ -329,7 +335,7 @@ impl ExactlyOnceSink {
                 ),
             )
         })?;
-        let marker = Marker::open(spec, &transactional_id, &instance)?;
+        let mut marker = Marker::open(spec, &transactional_id, &instance)?;
         let published = marker.read()?;
 
         // Sort the spool: published or never committed -> delete; committed, not published ->
@@ -338,18 +344,16 @@ impl ExactlyOnceSink {
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let entry = entry.map_err(io(&dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = match spool_id(&name) {
-                Some(id) => id > published && restored.is_some_and(|c| id <= c),
-                None => name == INSTANCE_FILE,
-            };
-            if keep {
-                pending.push(name);
-            } else if name != INSTANCE_FILE {
-                std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
+            if name == INSTANCE_FILE {
+                continue;
+            }
+            match spool_id(&name) {
+                Some(id) if id > published && restored.is_some_and(|c| id <= c) => {
+                    pending.push(name)
+                }
+                _ => std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?,
             }
         }
-        pending.retain(|n| n != INSTANCE_FILE);
-        let mut marker = marker;
         if let Some(c) = restored.filter(|c| published > *c) {
             // Restored from before the last published checkpoint (a fallback past a damaged
             // checkpoint, or an older savepoint): the output of c+1..=published is in Kafka and
@@ -381,6 +385,7 @@ impl ExactlyOnceSink {
         }
         Ok(ExactlyOnceSink {
             spec: spec.clone(),
+            open_spool: dir.join(OPEN_SPOOL),
             dir,
             writer: None,
             requests,
@@ -425,20 +430,18 @@ impl Sink for ExactlyOnceSink {
     fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
         if self.writer.is_none() {
             self.check()?;
-            let path = self.dir.join(OPEN_SPOOL);
-            let file = File::create(&path).map_err(io(&path))?;
+            let file = File::create(&self.open_spool).map_err(io(&self.open_spool))?;
             self.writer = Some(BufWriter::with_capacity(1 << 20, file));
         }
         let writer = self.writer.as_mut().expect("opened above");
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(key.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        let path = self.dir.join(OPEN_SPOOL);
         writer
             .write_all(&header)
             .and_then(|()| writer.write_all(key))
             .and_then(|()| writer.write_all(value))
-            .map_err(io(&path))
+            .map_err(io(&self.open_spool))
     }
 
     fn seal(&mut self, id: u64) -> Result<Sealed, SinkError> {
@@ -446,10 +449,10 @@ impl Sink for ExactlyOnceSink {
         let Some(writer) = self.writer.take() else {
             return Ok(Sealed::default());
         };
-        let open = self.dir.join(OPEN_SPOOL);
-        writer.into_inner().map_err(|e| io(&open)(e.into_error()))?;
+        let open = &self.open_spool;
+        writer.into_inner().map_err(|e| io(open)(e.into_error()))?;
         let sealed = self.dir.join(spool_name(id));
-        std::fs::rename(&open, &sealed).map_err(io(&sealed))?;
+        std::fs::rename(open, &sealed).map_err(io(&sealed))?;
         Ok(Sealed {
             files: vec![sealed],
             dirs: vec![self.dir.clone()],
@@ -488,13 +491,8 @@ struct Marker {
 
 impl Marker {
     fn open(spec: &KafkaOutput, group: &str, instance: &str) -> Result<Self, SinkError> {
-        let mut config = client_config(&spec.brokers, &spec.security, &spec.properties)
-            .map_err(|message| kafka_error(spec, message))?;
-        config
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed");
-        let consumer = config
+        let consumer = consumer_base(&spec.brokers, &spec.security, &spec.properties, group)
+            .map_err(|message| kafka_error(spec, message))?
             .create()
             .map_err(|e| kafka_error(spec, format!("cannot create the marker client: {e}")))?;
         Ok(Marker {

@@ -8,7 +8,7 @@
 //! never a silent jump.
 //!
 //! The topic's partition count must equal `input.partitions` when the job starts (checked once
-//! per process before the first task reads), and a [`PartitionWatch`] keeps re-reading it while
+//! per process, before any state is restored), and a [`PartitionWatch`] keeps re-reading it while
 //! the job runs, so a topic that grew is reported (log, `cairn_input_partitions_observed`,
 //! `observedPartitions` in the control API status) for the operator to repartition the job.
 
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use cairn_spec::{KafkaInput, KafkaSecurity, SaslSpec};
+use cairn_spec::KafkaInput;
 use prometheus::IntGauge;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -26,66 +26,12 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{Poll, RecordBatch, Source, SourceError};
+use crate::kafka::consumer_base;
 
 /// How long a metadata request may take at start before the job gives up.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often each consumer reports statistics (its partition's last stable offset, for lag).
 const STATS_INTERVAL_MS: &str = "5000";
-
-/// Builds the librdkafka configuration shared by consumers and producers: brokers, TLS, SASL
-/// (password read now, from its file or variable), then the user's extra properties. The
-/// result holds the password: never log it.
-pub(crate) fn client_config(
-    brokers: &str,
-    security: &KafkaSecurity,
-    properties: &std::collections::BTreeMap<String, String>,
-) -> Result<ClientConfig, String> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("security.protocol", security.protocol.client_value());
-    if let Some(ca) = &security.ca_file {
-        config.set("ssl.ca.location", ca.to_string_lossy());
-    }
-    if let Some(cert) = &security.cert_file {
-        config.set("ssl.certificate.location", cert.to_string_lossy());
-    }
-    if let Some(key) = &security.key_file {
-        config.set("ssl.key.location", key.to_string_lossy());
-    }
-    if let Some(sasl) = &security.sasl {
-        config
-            .set("sasl.mechanisms", sasl.mechanism.client_value())
-            .set("sasl.username", &sasl.username)
-            .set("sasl.password", read_password(sasl)?);
-    }
-    for (key, value) in properties {
-        config.set(key, value);
-    }
-    Ok(config)
-}
-
-/// The SASL password from `passwordFile` or `passwordEnv` (validation guarantees one of them).
-fn read_password(sasl: &SaslSpec) -> Result<String, String> {
-    match (&sasl.password_file, &sasl.password_env) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .map(|text| text.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|e| {
-                format!(
-                    "security.sasl.passwordFile {}: {e}; mount the Secret holding the password \
-                     there",
-                    path.display()
-                )
-            }),
-        (None, Some(var)) => std::env::var(var).map_err(|_| {
-            format!(
-                "security.sasl.passwordEnv: the environment variable {var} is not set; set it \
-                 (on Kubernetes from a Secret)"
-            )
-        }),
-        (None, None) => Err("security.sasl has no password source".to_owned()),
-    }
-}
 
 /// What every task of one process shares: the spec, the start-up check, the partition watch.
 pub(crate) struct KafkaShared {
@@ -185,17 +131,19 @@ fn kafka_error(spec: &KafkaInput, message: String) -> SourceError {
 /// Consumer settings: explicit assignment, offsets only in checkpoints, `read_committed`, and
 /// an error (not a jump) when an offset is gone.
 fn consumer_config(spec: &KafkaInput, client: &str) -> Result<ClientConfig, SourceError> {
-    let mut config = client_config(&spec.brokers, &spec.security, &spec.properties)
-        .map_err(|message| kafka_error(spec, message))?;
+    // librdkafka refuses assign() without a group id; the group is never joined (no
+    // subscribe) and nothing is ever committed to it.
+    let mut config = consumer_base(
+        &spec.brokers,
+        &spec.security,
+        &spec.properties,
+        "cairn-assign-only",
+    )
+    .map_err(|message| kafka_error(spec, message))?;
     config
         .set("client.id", format!("cairn-{}-{client}", spec.topic))
-        // librdkafka refuses assign() without a group id; the group is never joined (no
-        // subscribe) and nothing is ever committed to it.
-        .set("group.id", "cairn-assign-only")
-        .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
-        .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "false");
     Ok(config)
 }
@@ -204,7 +152,7 @@ fn consumer_config(spec: &KafkaInput, client: &str) -> Result<ClientConfig, Sour
 /// exported as a metric and in the control API status.
 #[derive(Default)]
 pub struct PartitionWatch {
-    /// -1 until first observed.
+    /// The last count read from the brokers; 0 (which no topic has) until the first read.
     observed: AtomicI64,
     gauge: Mutex<Option<IntGauge>>,
 }
@@ -466,32 +414,5 @@ mod tests {
         assert!(metrics
             .render()
             .contains("\ncairn_input_partitions_observed 6\n"));
-    }
-
-    #[test]
-    fn passwords_come_from_their_file_or_variable() {
-        use cairn_spec::{KafkaProtocol, SaslMechanism};
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("password");
-        std::fs::write(&file, "s3cret\n").unwrap();
-        let mut security = KafkaSecurity {
-            protocol: KafkaProtocol::SaslSsl,
-            sasl: Some(SaslSpec {
-                mechanism: SaslMechanism::ScramSha512,
-                username: "cairn".into(),
-                password_file: Some(file),
-                password_env: None,
-            }),
-            ..KafkaSecurity::default()
-        };
-        let config = client_config("b:9092", &security, &Default::default()).unwrap();
-        assert_eq!(config.get("sasl.password"), Some("s3cret"));
-        assert_eq!(config.get("sasl.mechanisms"), Some("SCRAM-SHA-512"));
-        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
-        let sasl = security.sasl.as_mut().unwrap();
-        sasl.password_file = Some(dir.path().join("missing"));
-        let err = client_config("b:9092", &security, &Default::default()).unwrap_err();
-        assert!(err.starts_with("security.sasl.passwordFile "), "{err}");
-        assert!(!err.contains("s3cret"));
     }
 }

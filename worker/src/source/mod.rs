@@ -137,8 +137,9 @@ impl SourceFactory {
 
     /// Checks that the input can be read as the spec says before any task starts: for Kafka,
     /// that the topic exists with exactly `input.partitions` partitions. Blocking (a metadata
-    /// request). Sources also check on their first seek, so calling this is optional; it only
-    /// lets a job fail before restoring state.
+    /// request). A run calls it before claiming a generation or restoring state, so a job
+    /// whose input does not match fails at once; sources also check on their first seek (the
+    /// result is kept, so the brokers are asked once per process).
     pub fn check(&self) -> Result<(), SourceError> {
         match &self.kafka {
             Some(shared) => shared.check(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use object_store::aws::{AmazonS3Builder, AwsCredential, S3ConditionalPut};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential, S3ConditionalPut};
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, CredentialProvider, ObjectStore, RetryConfig};
 
@@ -39,6 +39,37 @@ const AWS_REGIONS: &[&str] = &["AWS_REGION", "AWS_DEFAULT_REGION"];
 const KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 const SECRET: &str = "AWS_SECRET_ACCESS_KEY";
 const TOKEN: &str = "AWS_SESSION_TOKEN";
+
+/// The variables of the AWS default credential chain that `object_store` reads, passed to it
+/// only when Cairn uses that chain ([`S3Credentials::Ambient`]). Everything else about the
+/// connection comes from [`S3Settings`], so no other `AWS_*` variable (`AWS_ENDPOINT`,
+/// `AWS_ALLOW_HTTP`, a stray `AWS_SESSION_TOKEN`, ...) reaches a store.
+const CREDENTIAL_CHAIN: &[(&str, AmazonS3ConfigKey)] = &[
+    // Web identity (EKS IRSA).
+    (
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        AmazonS3ConfigKey::WebIdentityTokenFile,
+    ),
+    ("AWS_ROLE_ARN", AmazonS3ConfigKey::RoleArn),
+    ("AWS_ROLE_SESSION_NAME", AmazonS3ConfigKey::RoleSessionName),
+    ("AWS_ENDPOINT_URL_STS", AmazonS3ConfigKey::StsEndpoint),
+    // ECS task roles and EKS Pod Identity.
+    (
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        AmazonS3ConfigKey::ContainerCredentialsRelativeUri,
+    ),
+    (
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        AmazonS3ConfigKey::ContainerCredentialsFullUri,
+    ),
+    (
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        AmazonS3ConfigKey::ContainerAuthorizationTokenFile,
+    ),
+    // Instance metadata.
+    ("AWS_METADATA_ENDPOINT", AmazonS3ConfigKey::MetadataEndpoint),
+    ("AWS_IMDSV1_FALLBACK", AmazonS3ConfigKey::ImdsV1Fallback),
+];
 
 /// How long credentials read from files are reused before the files are read again.
 const CREDENTIAL_FILE_TTL: Duration = Duration::from_secs(60);
@@ -201,9 +232,26 @@ pub(crate) fn build(
     prefix: &str,
     settings: &S3Settings,
 ) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    // from_env supplies what the AWS default chain needs (web identity token file, role ARN,
-    // container credentials URI); everything Cairn decides is set explicitly after it.
-    let mut builder = AmazonS3Builder::from_env()
+    let s3 = builder(bucket, settings, |name| {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    })?
+    .build()
+    .map_err(|e| StorageError::object(&format!("s3://{bucket}"), e))?;
+    Ok(if prefix.is_empty() {
+        Arc::new(s3)
+    } else {
+        Arc::new(PrefixStore::new(s3, prefix))
+    })
+}
+
+/// The client builder for `bucket` from `settings` alone, plus, for the ambient credential
+/// chain, the [`CREDENTIAL_CHAIN`] variables found by `env`.
+fn builder(
+    bucket: &str,
+    settings: &S3Settings,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<AmazonS3Builder, StorageError> {
+    let mut builder = AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region(&settings.region)
         .with_virtual_hosted_style_request(!settings.path_style)
@@ -252,16 +300,14 @@ pub(crate) fn build(
             files.read()?;
             builder.with_credentials(Arc::new(files))
         }
-        S3Credentials::Ambient => builder,
+        S3Credentials::Ambient => CREDENTIAL_CHAIN
+            .iter()
+            .fold(builder, |builder, (name, key)| match env(name) {
+                Some(value) => builder.with_config(*key, value),
+                None => builder,
+            }),
     };
-    let s3 = builder
-        .build()
-        .map_err(|e| StorageError::object(&format!("s3://{bucket}"), e))?;
-    Ok(if prefix.is_empty() {
-        Arc::new(s3)
-    } else {
-        Arc::new(PrefixStore::new(s3, prefix))
-    })
+    Ok(builder)
 }
 
 /// Credentials read from files named like the AWS variables, re-read after
@@ -438,6 +484,79 @@ mod tests {
             assert!(err
                 .to_string()
                 .starts_with(&format!("{setting}: {problem}; ")));
+        }
+    }
+
+    #[test]
+    fn only_settings_and_the_ambient_chain_reach_the_client() {
+        let env: BTreeMap<&str, &str> = [
+            ("AWS_ENDPOINT", "http://stray.example"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_SESSION_TOKEN", "stray-token"),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "true"),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/token"),
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/cairn"),
+            ("AWS_ROLE_SESSION_NAME", "cairn"),
+            ("AWS_ENDPOINT_URL_STS", "https://sts.example"),
+            (
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "/v2/credentials/x",
+            ),
+            (
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "http://169.254.170.23/v1",
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/var/run/secrets/pod",
+            ),
+            ("AWS_METADATA_ENDPOINT", "http://169.254.169.254"),
+            ("AWS_IMDSV1_FALLBACK", "true"),
+        ]
+        .into_iter()
+        .collect();
+        let lookup = |name: &str| env.get(name).map(|v| (*v).to_owned());
+        let get = |b: &AmazonS3Builder, key| b.get_config_value(&key);
+        use AmazonS3ConfigKey as K;
+
+        // Ambient: the chain's variables pass, nothing else does.
+        let ambient = settings(&[]).unwrap();
+        let b = builder("b", &ambient, lookup).unwrap();
+        for (name, key) in CREDENTIAL_CHAIN {
+            assert_eq!(get(&b, *key).as_deref(), Some(env[name]), "{name}");
+        }
+        assert_eq!(get(&b, K::Endpoint), None);
+        assert_eq!(get(&b, K::Token), None);
+        assert_eq!(
+            get(&b, K::VirtualHostedStyleRequest).as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            get(&b, K::Client(object_store::ClientConfigKey::AllowHttp)).as_deref(),
+            Some("false")
+        );
+
+        // Static keys and MinIO: the settings only, not even the chain.
+        let minio = settings(&[
+            (ENV_ENDPOINT, "http://127.0.0.1:9000"),
+            (KEY_ID, "id"),
+            (SECRET, "secret"),
+        ])
+        .unwrap();
+        let b = builder("b", &minio, lookup).unwrap();
+        assert_eq!(
+            get(&b, K::Endpoint).as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            get(&b, K::VirtualHostedStyleRequest).as_deref(),
+            Some("false")
+        );
+        assert_eq!(get(&b, K::AccessKeyId).as_deref(), Some("id"));
+        assert_eq!(get(&b, K::Token), None);
+        let untouched = AmazonS3Builder::new();
+        for (name, key) in CREDENTIAL_CHAIN {
+            assert_eq!(get(&b, *key), get(&untouched, *key), "{name}");
         }
     }
 

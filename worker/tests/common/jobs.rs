@@ -2,7 +2,7 @@
 //! log more than a pipe holds), and waiting for a job of an endless input to catch up.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 use super::launcher::wait_until;
 
@@ -14,10 +14,8 @@ pub fn start_logged(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Child 
         .append(true)
         .open(dir.join("worker.log"))
         .unwrap();
-    let mut cmd = Command::new(super::worker_bin());
-    cmd.current_dir(dir)
-        .env("RUST_LOG", "warn")
-        .args(["run", "job.yaml", "--quiet"])
+    let mut cmd = super::worker(dir);
+    cmd.args(["run", "job.yaml", "--quiet"])
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));

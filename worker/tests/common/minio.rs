@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cairn_worker::storage::{CheckpointStore, S3Credentials, S3Settings};
+use cairn_worker::storage::{CheckpointStore, S3Credentials, S3Settings, ENV_ENDPOINT};
 use object_store::aws::AmazonS3Builder;
 use object_store::ObjectStore;
 
@@ -121,7 +121,7 @@ impl Minio {
     /// The environment a `cairn-worker` process needs to use this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("CAIRN_S3_ENDPOINT", self.endpoint.clone()),
+            (ENV_ENDPOINT, self.endpoint.clone()),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
         ]

@@ -40,7 +40,17 @@ pub fn spawn_run(dir: &Path, extra_env: &[(&str, &str)]) -> Child {
 
 /// Runs a `cairn-worker` subcommand to completion.
 pub fn run_cmd(dir: &Path, args: &[&str]) -> Output {
-    worker(dir).args(args).output().expect("run cairn-worker")
+    run_cmd_with_env(dir, args, &[])
+}
+
+/// Runs a `cairn-worker` subcommand to completion with extra environment (e.g. the settings
+/// of an S3 store).
+pub fn run_cmd_with_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Output {
+    worker(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .output()
+        .expect("run cairn-worker")
 }
 
 /// Exact final count per key of a finite generator job: replays the generator's definition.
@@ -64,7 +74,16 @@ pub fn expected_counts(spec: &JobSpec) -> BTreeMap<String, i64> {
 
 /// `state dump` of the latest checkpoint as key -> integer value.
 pub fn dumped_counts(dir: &Path, store: &str) -> BTreeMap<String, i64> {
-    let out = run_cmd(dir, &["state", "dump", "--store", store]);
+    dumped_counts_with_env(dir, store, &[])
+}
+
+/// [`dumped_counts`] with extra environment.
+pub fn dumped_counts_with_env(
+    dir: &Path,
+    store: &str,
+    env: &[(&str, String)],
+) -> BTreeMap<String, i64> {
+    let out = run_cmd_with_env(dir, &["state", "dump", "--store", store], env);
     assert!(
         out.status.success(),
         "state dump failed: {}",
@@ -191,7 +210,12 @@ pub fn sigterm(child: &Child) {
 
 /// Committed checkpoint ids listed by `cairn-worker checkpoints --json`.
 pub fn committed_ids(dir: &Path, store: &str) -> Vec<u64> {
-    let out = run_cmd(dir, &["checkpoints", store, "--json"]);
+    committed_ids_with_env(dir, store, &[])
+}
+
+/// [`committed_ids`] with extra environment.
+pub fn committed_ids_with_env(dir: &Path, store: &str, env: &[(&str, String)]) -> Vec<u64> {
+    let out = run_cmd_with_env(dir, &["checkpoints", store, "--json"], env);
     assert!(
         out.status.success(),
         "{}",
