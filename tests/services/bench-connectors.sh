@@ -32,12 +32,25 @@ bench="$CARGO_TARGET_DIR/release/cairn-bench"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-services.XXXXXX")"
 pids=()
+keep_work=0
 cleanup() {
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  if [ "$keep_work" = 1 ]; then
+    echo "kept $work (server logs) for debugging" >&2
+  else
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT INT TERM
+
+# Stops the run, naming the server that failed and its log (kept, with the rest of $work).
+fail() { # <what failed> <log>
+  echo "$1; its log: $2" >&2
+  tail -n 20 "$2" >&2 || true
+  keep_work=1
+  exit 1
+}
 
 kafka_port="$(free_port)" controller_port="$(free_port)"
 cat > "$work/server.properties" <<PROPS
@@ -56,24 +69,37 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 PROPS
 java -cp "$libs/*" kafka.tools.StorageTool format --standalone -t cairn-bench-cluster01 \
-  -c "$work/server.properties" >/dev/null 2>&1
+  -c "$work/server.properties" >"$work/kafka-format.log" 2>&1 ||
+  fail "formatting the Kafka storage (kafka.tools.StorageTool) failed" "$work/kafka-format.log"
 java -Xms512m -Xmx1g -cp "$libs/*" kafka.Kafka "$work/server.properties" >"$work/kafka.log" 2>&1 &
-pids+=($!)
+kafka_pid=$!
+pids+=("$kafka_pid")
 
 minio_port="$(free_port)" console_port="$(free_port)"
 export AWS_ACCESS_KEY_ID=cairn-bench AWS_SECRET_ACCESS_KEY=cairn-bench-secret
 MINIO_ROOT_USER=$AWS_ACCESS_KEY_ID MINIO_ROOT_PASSWORD=$AWS_SECRET_ACCESS_KEY MINIO_BROWSER=off \
   "$minio" server --quiet --address "127.0.0.1:$minio_port" \
   --console-address "127.0.0.1:$console_port" "$work/minio-data" >"$work/minio.log" 2>&1 &
-pids+=($!)
+minio_pid=$!
+pids+=("$minio_pid")
 
+# Both servers up within 60 s: the broker accepts connections, MinIO reports itself ready.
+kafka_up=0 minio_up=0
 for _ in $(seq 600); do
-  if curl -sf -o /dev/null "http://127.0.0.1:$minio_port/minio/health/ready" &&
-     (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; then
+  kill -0 "$kafka_pid" 2>/dev/null || fail "the Kafka broker exited during start" "$work/kafka.log"
+  kill -0 "$minio_pid" 2>/dev/null || fail "MinIO exited during start" "$work/minio.log"
+  [ "$kafka_up" = 1 ] || { (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && kafka_up=1; }
+  [ "$minio_up" = 1 ] ||
+    { curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$minio_port/minio/health/ready" && minio_up=1; }
+  if [ "$kafka_up" = 1 ] && [ "$minio_up" = 1 ]; then
     break
   fi
   sleep 0.1
 done
+[ "$kafka_up" = 1 ] ||
+  fail "the Kafka broker did not accept connections on 127.0.0.1:$kafka_port within 60 s" "$work/kafka.log"
+[ "$minio_up" = 1 ] ||
+  fail "MinIO was not ready on 127.0.0.1:$minio_port within 60 s" "$work/minio.log"
 curl -sf -X PUT --aws-sigv4 aws:amz:us-east-1:s3 \
   --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "http://127.0.0.1:$minio_port/bench" >/dev/null
 

@@ -22,7 +22,7 @@ use kube::Config;
 use crate::binaries::{control_plane_binaries, ControlPlaneBinaries};
 use crate::certs::{CertFiles, ClusterCerts};
 use crate::network::PodNetwork;
-use crate::process::{terminate_all, ManagedProcess, ProcessError, PROXY_VARIABLES};
+use crate::process::{terminate_all, without_proxy, ManagedProcess, ProcessError};
 use crate::workdir::WorkDir;
 use crate::{kubeconfig, probe, TestbedError};
 
@@ -239,6 +239,10 @@ impl Cluster {
         starter.start_controller_manager(&controller_kubeconfigs[0])?;
         starter.start_scheduler(&controller_kubeconfigs[1])?;
         starter.wait_default_service_account(&admin_kubeconfig)?;
+        // The cluster owns the processes from here on; the starter (and its borrow of the
+        // binaries) ends.
+        let processes = Mutex::new(std::mem::take(&mut starter.processes));
+        drop(starter);
 
         Ok(Cluster {
             name: opts.name,
@@ -251,9 +255,9 @@ impl Cluster {
             },
             ca_cert_pem: certs.ca.cert_pem,
             kubeconfig: admin_kubeconfig,
-            binaries: binaries.clone(),
+            binaries,
             pod_network,
-            processes: Mutex::new(std::mem::take(&mut starter.processes)),
+            processes,
             work,
             torn_down: Mutex::new(false),
         })
@@ -348,7 +352,7 @@ impl Cluster {
     /// The log file of a component (`etcd`, `kube-apiserver`, `kube-controller-manager`,
     /// `kube-scheduler`).
     pub fn log_path(&self, component: &str) -> PathBuf {
-        self.work.path().join(format!("{component}.log"))
+        component_log(self.work.path(), component)
     }
 
     /// A kube client with the admin identity.
@@ -359,10 +363,9 @@ impl Cluster {
     /// `kubectl --kubeconfig <admin kubeconfig>`, ready for more arguments.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(&self.binaries.kubectl);
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
-        for var in PROXY_VARIABLES {
-            cmd.env_remove(var);
-        }
+        without_proxy(&mut cmd)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig);
         cmd
     }
 
@@ -372,12 +375,10 @@ impl Cluster {
         let mut cmd = Command::new(&self.binaries.helm);
         cmd.arg("--kubeconfig").arg(&self.kubeconfig);
         let helm_home = self.work.path().join("helm");
-        cmd.env("HELM_CACHE_HOME", helm_home.join("cache"))
+        without_proxy(&mut cmd)
+            .env("HELM_CACHE_HOME", helm_home.join("cache"))
             .env("HELM_CONFIG_HOME", helm_home.join("config"))
             .env("HELM_DATA_HOME", helm_home.join("data"));
-        for var in PROXY_VARIABLES {
-            cmd.env_remove(var);
-        }
         cmd
     }
 
@@ -461,6 +462,12 @@ async fn client_from(path: &Path) -> Result<kube::Client, ClusterError> {
     kube::Client::try_from(config).map_err(|e| fail(e.to_string()))
 }
 
+/// The log file of a control-plane component in the work directory `work`: where
+/// [`Starter`] sends its output and what [`Cluster::log_path`] reports.
+fn component_log(work: &Path, component: &str) -> PathBuf {
+    work.join(format!("{component}.log"))
+}
+
 /// Starts the components one by one, owning the processes until the cluster is complete.
 struct Starter<'a> {
     work: PathBuf,
@@ -471,7 +478,7 @@ struct Starter<'a> {
 
 impl Starter<'_> {
     fn log(&self, component: &str) -> PathBuf {
-        self.work.join(format!("{component}.log"))
+        component_log(&self.work, component)
     }
 
     fn spawn(
@@ -488,6 +495,8 @@ impl Starter<'_> {
     /// Starts etcd on two fresh loopback ports (etcd cannot bind port 0 and report it), and
     /// retries with other ports when one was taken in the meantime.
     fn start_etcd(&mut self) -> Result<(u16, u16), TestbedError> {
+        // A copy of the shared reference, so the paths stay borrowable while `self` spawns.
+        let binaries = self.binaries;
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         for attempt in 1..=PORT_ATTEMPTS {
             let client = free_port("etcd", lo)?;
@@ -509,7 +518,7 @@ impl Starter<'_> {
                 "--unsafe-no-fsync=true".to_string(),
                 "--log-level=warn".to_string(),
             ];
-            self.spawn("etcd", &self.binaries.etcd.clone(), args)?;
+            self.spawn("etcd", &binaries.etcd, args)?;
             let addr = SocketAddr::new(lo, client);
             match self.wait_sync("etcd", || probe::etcd_health(addr)) {
                 Ok(()) => return Ok((client, peer)),
@@ -529,7 +538,7 @@ impl Starter<'_> {
         ip: IpAddr,
         etcd_client: u16,
     ) -> Result<(u16, String), TestbedError> {
-        let f = self.files;
+        let (f, binaries) = (self.files, self.binaries);
         for attempt in 1..=PORT_ATTEMPTS {
             let port = free_port("kube-apiserver", ip)?;
             let args = vec![
@@ -561,11 +570,7 @@ impl Starter<'_> {
                 format!("--cert-dir={}", self.work.join("apiserver-certs").display()),
                 "--profiling=false".to_string(),
             ];
-            self.spawn(
-                "kube-apiserver",
-                &self.binaries.kube_apiserver.clone(),
-                args,
-            )?;
+            self.spawn("kube-apiserver", &binaries.kube_apiserver, args)?;
             // Only "is the port bound and the process alive" here; readiness needs a kubeconfig.
             let addr = SocketAddr::new(ip, port);
             let listening = self.wait_sync("kube-apiserver", || {
@@ -613,9 +618,10 @@ impl Starter<'_> {
             format!("--cert-dir={}", self.work.join("kcm-certs").display()),
             "--profiling=false".to_string(),
         ];
+        let binaries = self.binaries;
         self.spawn(
             "kube-controller-manager",
-            &self.binaries.kube_controller_manager.clone(),
+            &binaries.kube_controller_manager,
             args,
         )?;
         Ok(())
@@ -628,11 +634,8 @@ impl Starter<'_> {
             "--secure-port=0".to_string(),
             "--profiling=false".to_string(),
         ];
-        self.spawn(
-            "kube-scheduler",
-            &self.binaries.kube_scheduler.clone(),
-            args,
-        )?;
+        let binaries = self.binaries;
+        self.spawn("kube-scheduler", &binaries.kube_scheduler, args)?;
         Ok(())
     }
 

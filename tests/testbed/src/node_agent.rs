@@ -240,14 +240,17 @@ impl NodeAgent {
         self.root_dir.join(format!("{namespace}_{pod}"))
     }
 
+    /// The file holding a container's stdout and stderr (every run of it); see
+    /// [`NodeAgent::pod_log`]. For the end of it, [`log_tail`] of this path.
+    pub fn pod_log_path(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
+        self.pod_dir(namespace, pod)
+            .join(format!("{container}.log"))
+    }
+
     /// Everything a container wrote to stdout and stderr, every run of it, each run after an
     /// agent banner line; empty when it never ran.
     pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> String {
-        std::fs::read_to_string(
-            self.pod_dir(namespace, pod)
-                .join(format!("{container}.log")),
-        )
-        .unwrap_or_default()
+        std::fs::read_to_string(self.pod_log_path(namespace, pod, container)).unwrap_or_default()
     }
 
     /// The last `lines` lines of the agent's log, for assertion messages.

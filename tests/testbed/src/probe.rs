@@ -85,7 +85,7 @@ pub async fn default_service_account(client: &Client, namespace: &str) -> Result
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     match api.get_opt("default").await {
         Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(format!("no ServiceAccount default/{namespace} yet")),
+        Ok(None) => Err(format!("no ServiceAccount {namespace}/default yet")),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -103,14 +103,39 @@ mod tests {
         assert_eq!(v, 42);
     }
 
+    /// A loopback port bound by a socket that does not listen: connections to it are refused,
+    /// and while the socket (the returned fd) stays open nothing else on the machine can take
+    /// the port, as it could between dropping a listener and connecting.
+    fn bound_not_listening() -> (std::os::fd::OwnedFd, SocketAddr) {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a sockaddr_in we own; the fd is owned (closed on drop)
+        // from the moment it exists.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            let sa = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            assert_eq!(
+                libc::bind(raw, sa, len),
+                0,
+                "bind: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::getsockname(raw, sa, &mut len), 0);
+            let port = u16::from_be(addr.sin_port);
+            (fd, SocketAddr::from(([127, 0, 0, 1], port)))
+        }
+    }
+
     #[test]
     fn etcd_health_reports_a_refused_connection() {
-        // Bind then drop to get a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let err = etcd_health(port).unwrap_err();
+        let (_socket, addr) = bound_not_listening();
+        let err = etcd_health(addr).unwrap_err();
         assert!(err.contains("refused"), "{err}");
     }
 }

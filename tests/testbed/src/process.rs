@@ -69,6 +69,27 @@ pub const PROXY_VARIABLES: [&str; 8] = [
     "no_proxy",
 ];
 
+/// Removes the [`PROXY_VARIABLES`] from `cmd`'s environment; returns it for chaining.
+pub fn without_proxy(cmd: &mut Command) -> &mut Command {
+    for var in PROXY_VARIABLES {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// True while process `pid` exists and is not a zombie: a zombie waiting for whoever reaps
+/// orphans here has stopped running, which is what tests of "nothing is left" mean.
+pub fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "123 (name) S ...": the command name may itself hold spaces and parentheses, so the
+    // state is the first field after the last ')'. Z is a zombie, X (dead) is being reaped.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 /// One running child process, its own process-group leader, with stdout and stderr in a file.
 #[derive(Debug)]
 pub struct ManagedProcess {
@@ -82,11 +103,24 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Starts `program args...` as the leader of a new process group with stdin closed and
     /// stdout and stderr appended to `log_path`. The child gets `PR_SET_PDEATHSIG(SIGKILL)`, so
-    /// it cannot outlive the test binary.
+    /// it cannot outlive the test binary. It inherits this process's environment less the
+    /// [`PROXY_VARIABLES`].
     pub fn spawn(
         name: &str,
         program: &Path,
         args: &[String],
+        log_path: &Path,
+    ) -> Result<ManagedProcess, ProcessError> {
+        ManagedProcess::spawn_with_env(name, program, args, &[], log_path)
+    }
+
+    /// [`ManagedProcess::spawn`] with `env` set on top of the inherited environment (servers
+    /// configured through variables, such as MinIO's root credentials).
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
         log_path: &Path,
     ) -> Result<ManagedProcess, ProcessError> {
         let log_err = |source| ProcessError::LogFile {
@@ -101,9 +135,8 @@ impl ManagedProcess {
         let log2 = log.try_clone().map_err(log_err)?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(log2);
-        for var in PROXY_VARIABLES {
-            cmd.env_remove(var);
-        }
+        without_proxy(&mut cmd);
+        cmd.envs(env.iter().copied());
         let child = spawn_dying_with_parent(cmd).map_err(|source| ProcessError::Spawn {
             name: name.to_string(),
             program: program.to_path_buf(),
@@ -374,7 +407,7 @@ mod tests {
         )
         .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        let grandchild: i32 = loop {
+        let grandchild: u32 = loop {
             if let Ok(pid) = p.log_tail(1).trim().parse() {
                 break pid;
             }
@@ -395,11 +428,7 @@ mod tests {
         // The grandchild inherited the ignored TERM; only the SIGKILL to the group stops it. It
         // is gone, or a zombie waiting for whoever reaps orphans here.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Path::new(&format!("/proc/{grandchild}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
-        {
+        while is_running(grandchild) {
             assert!(
                 Instant::now() < deadline,
                 "grandchild {grandchild} survived"
@@ -408,14 +437,15 @@ mod tests {
         }
     }
 
-    /// Not a test on its own: when `CAIRN_TESTBED_PDEATHSIG_HELPER` is set, the test below runs
-    /// this test binary again with only this function, which starts a child, prints its pid and
-    /// waits to be SIGKILLed.
+    /// Not a test on its own: the test below runs this test binary again with only this
+    /// function (and `CAIRN_TESTBED_PDEATHSIG_HELPER` naming a directory), which starts a child,
+    /// prints its pid and waits to be SIGKILLed.
     #[test]
+    #[ignore = "child process of children_die_when_the_test_binary_is_sigkilled; run by it with --ignored"]
     fn pdeathsig_helper() {
-        let Some(dir) = std::env::var_os("CAIRN_TESTBED_PDEATHSIG_HELPER") else {
-            return;
-        };
+        let dir = std::env::var_os("CAIRN_TESTBED_PDEATHSIG_HELPER").expect(
+            "CAIRN_TESTBED_PDEATHSIG_HELPER is set by children_die_when_the_test_binary_is_sigkilled: run that test instead",
+        );
         let log = PathBuf::from(dir).join("orphan.log");
         let p = ManagedProcess::spawn("orphan", Path::new("/bin/sleep"), &["600".into()], &log)
             .unwrap();
@@ -430,6 +460,7 @@ mod tests {
         let dir = TempDir::new("sigkilled");
         let mut helper = Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "process::tests::pdeathsig_helper",
                 "--nocapture",
@@ -440,28 +471,71 @@ mod tests {
             .spawn()
             .unwrap();
         let stdout = io::BufReader::new(helper.stdout.take().unwrap());
-        let pid: i32 = stdout
+        let pid: u32 = stdout
             .lines()
             .map_while(Result::ok)
             // libtest prints the test name on the same line first.
             .find_map(|l| l.split("CHILD ").nth(1).and_then(|p| p.trim().parse().ok()))
             .expect("the helper never printed its child's pid");
         assert!(Path::new(&format!("/proc/{pid}")).exists());
+        assert!(is_running(pid), "child {pid} runs while its parent does");
         helper.kill().unwrap(); // SIGKILL: no destructor, no atexit runs
         helper.wait().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            // Gone, or a zombie waiting for whoever reaps orphans here: either way not running.
-            if stat.is_empty() || stat.contains(") Z") {
-                break;
-            }
+        // Gone, or a zombie waiting for whoever reaps orphans here: either way not running.
+        while is_running(pid) {
             assert!(
                 Instant::now() < deadline,
-                "child {pid} survived its parent: {stat}"
+                "child {pid} survived its parent: {}",
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default()
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn is_running_tells_a_live_process_from_a_zombie_and_a_reaped_one() {
+        assert!(is_running(std::process::id()));
+        // A process whose name holds ") Z" and spaces: only the state after the last ')' counts.
+        let dir = TempDir::new("running");
+        let odd = dir.0.join("a) Z b");
+        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
+        let mut child = Command::new(&odd).arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(is_running(pid));
+        child.kill().unwrap();
+        // Killed but not reaped yet: a zombie, still listed in /proc, no longer running.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_running(pid) {
+            assert!(Instant::now() < deadline, "{pid} survived SIGKILL");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} is a zombie until reaped"
+        );
+        child.wait().unwrap();
+        assert!(!is_running(pid));
+    }
+
+    #[test]
+    fn spawn_with_env_sets_the_variables() {
+        let dir = TempDir::new("env");
+        let log = dir.log();
+        let mut p = ManagedProcess::spawn_with_env(
+            "env",
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo \"$CAIRN_A $CAIRN_B\"".into()],
+            &[("CAIRN_A", "one"), ("CAIRN_B", "two words")],
+            &log,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while p.exit_status().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "sh did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(p.log_tail(1), "one two words");
     }
 
     #[test]

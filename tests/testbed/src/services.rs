@@ -38,6 +38,24 @@ pub enum ServiceError {
         /// Its log.
         log: PathBuf,
     },
+    /// The server exited while it was starting.
+    #[error("{name} exited during start ({status}); see {log}")]
+    Exited {
+        /// Server.
+        name: &'static str,
+        /// Its exit status.
+        status: String,
+        /// Its log.
+        log: PathBuf,
+    },
+    /// A configuration template still has a `{name}` placeholder after filling it in.
+    #[error("{template}: placeholder {placeholder} was not filled in (a new placeholder in the template needs a value here)")]
+    Template {
+        /// The template file.
+        template: &'static str,
+        /// The first unfilled placeholder.
+        placeholder: String,
+    },
     /// Spawning, files, ports.
     #[error("{what}: {source}")]
     Io {
@@ -82,20 +100,27 @@ fn free_addr(ip: IpAddr) -> Result<SocketAddr, ServiceError> {
         .map_err(io(format!("finding a free port on {ip}")))
 }
 
-/// Waits until `addr` accepts TCP connections while `process` runs.
-fn wait_listening(
+/// Polls `ready` every 200 ms until it holds, failing as soon as `process` exits or after
+/// `timeout`; both errors name the server's log.
+fn wait_ready(
     name: &'static str,
-    addr: SocketAddr,
     process: &mut ManagedProcess,
     timeout: Duration,
+    mut ready: impl FnMut() -> bool,
 ) -> Result<(), ServiceError> {
     let start = Instant::now();
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        if let Some(status) = process.exit_status()? {
+            return Err(ServiceError::Exited {
+                name,
+                status: status.to_string(),
+                log: process.log_path().to_path_buf(),
+            });
+        }
+        if ready() {
             return Ok(());
         }
-        let exited = process.exit_status()?.is_some();
-        if exited || start.elapsed() > timeout {
+        if start.elapsed() > timeout {
             return Err(ServiceError::NotReady {
                 name,
                 seconds: timeout.as_secs(),
@@ -104,6 +129,23 @@ fn wait_listening(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// True when MinIO at `endpoint` answers its readiness endpoint with 200.
+fn health_ready(endpoint: &str) -> bool {
+    Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("{endpoint}/minio/health/ready"))
+        .output()
+        .is_ok_and(|o| o.stdout == b"200")
 }
 
 /// A MinIO server with one bucket per [`Minio::create_bucket`].
@@ -122,12 +164,7 @@ impl Minio {
         std::fs::create_dir_all(&data).map_err(io(format!("creating {}", data.display())))?;
         let addr = free_addr(ip)?;
         let console = free_addr(ip)?;
-        // `env` sets the credentials: ManagedProcess passes no environment of its own.
         let args: Vec<String> = vec![
-            format!("MINIO_ROOT_USER={S3_ACCESS_KEY}"),
-            format!("MINIO_ROOT_PASSWORD={S3_SECRET_KEY}"),
-            "MINIO_BROWSER=off".into(),
-            binary.display().to_string(),
             "server".into(),
             "--quiet".into(),
             "--address".into(),
@@ -136,38 +173,23 @@ impl Minio {
             console.to_string(),
             data.display().to_string(),
         ];
-        let mut process = ManagedProcess::spawn(
+        let mut process = ManagedProcess::spawn_with_env(
             "minio",
-            Path::new("/usr/bin/env"),
+            &binary,
             &args,
+            &[
+                ("MINIO_ROOT_USER", S3_ACCESS_KEY),
+                ("MINIO_ROOT_PASSWORD", S3_SECRET_KEY),
+                ("MINIO_BROWSER", "off"),
+            ],
             &dir.join("minio.log"),
         )?;
-        wait_listening("minio", addr, &mut process, Duration::from_secs(60))?;
-        let minio = Minio {
-            endpoint: format!("http://{addr}"),
-            process,
-        };
-        // Listening is not serving yet: wait for the health endpoint.
-        let start = Instant::now();
-        while !minio.ready() {
-            if start.elapsed() > Duration::from_secs(60) {
-                return Err(ServiceError::NotReady {
-                    name: "minio",
-                    seconds: 60,
-                    log: minio.process.log_path().to_path_buf(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(minio)
-    }
-
-    fn ready(&self) -> bool {
-        Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .arg(format!("{}/minio/health/ready", self.endpoint))
-            .output()
-            .is_ok_and(|o| o.stdout == b"200")
+        let endpoint = format!("http://{addr}");
+        // Ready once the health endpoint answers: an open port is not a serving server yet.
+        wait_ready("minio", &mut process, Duration::from_secs(60), || {
+            health_ready(&endpoint)
+        })?;
+        Ok(Minio { endpoint, process })
     }
 
     /// Creates `bucket` (an S3 PUT Bucket signed with the root credentials).
@@ -189,6 +211,11 @@ impl Minio {
             });
         }
         Ok(())
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
     }
 
     /// The environment a `cairn-worker` process needs to use this server.
@@ -217,31 +244,21 @@ impl Kafka {
         let bootstrap = free_addr(ip)?;
         let controller = free_addr(ip)?;
         let config = dir.join("kafka.properties");
-        std::fs::write(
-            &config,
-            format!(
-                "process.roles=broker,controller\n\
-                 node.id=1\n\
-                 controller.quorum.voters=1@{controller}\n\
-                 listeners=PLAINTEXT://{bootstrap},CONTROLLER://{controller}\n\
-                 advertised.listeners=PLAINTEXT://{bootstrap}\n\
-                 controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
-                 inter.broker.listener.name=PLAINTEXT\n\
-                 log.dirs={data}\n\
-                 auto.create.topics.enable=false\n\
-                 num.network.threads=2\n\
-                 num.io.threads=2\n\
-                 offsets.topic.replication.factor=1\n\
-                 offsets.topic.num.partitions=2\n\
-                 transaction.state.log.replication.factor=1\n\
-                 transaction.state.log.min.isr=1\n\
-                 transaction.state.log.num.partitions=2\n\
-                 group.initial.rebalance.delay.ms=0\n",
-                data = dir.join("kafka-data").display(),
+        let properties = broker_properties(&[
+            ("controller", controller.to_string()),
+            (
+                "listeners",
+                format!("PLAINTEXT://{bootstrap},CONTROLLER://{controller}"),
             ),
-        )
-        .map_err(io(format!("writing {}", config.display())))?;
+            ("advertised_listeners", format!("PLAINTEXT://{bootstrap}")),
+            (
+                "protocol_map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+            ),
+            ("data_dir", dir.join("kafka-data").display().to_string()),
+            ("internal_topic_partitions", "2".into()),
+        ])?;
+        std::fs::write(&config, properties).map_err(io(format!("writing {}", config.display())))?;
         let format = Command::new("java")
             .args(java_args(&libs, "kafka.tools.StorageTool"))
             .args([
@@ -264,7 +281,9 @@ impl Kafka {
         args.push(config.display().to_string());
         let mut process =
             ManagedProcess::spawn("kafka", Path::new("java"), &args, &dir.join("kafka.log"))?;
-        wait_listening("kafka", bootstrap, &mut process, Duration::from_secs(120))?;
+        wait_ready("kafka", &mut process, Duration::from_secs(120), || {
+            TcpStream::connect_timeout(&bootstrap, Duration::from_millis(200)).is_ok()
+        })?;
         Ok(Kafka {
             bootstrap: bootstrap.to_string(),
             libs,
@@ -380,13 +399,118 @@ fn check_tool(class: &str, out: &Output) -> Result<(), ServiceError> {
     })
 }
 
+/// The broker configuration shared with the worker's Kafka tests, with `{name}` placeholders.
+const BROKER_TEMPLATE_PATH: &str = "tests/services/kafka/broker.properties";
+const BROKER_TEMPLATE: &str = include_str!("../../services/kafka/broker.properties");
+/// JVM flags shared with the worker's Kafka tests (see the file).
+const JVM_FLAGS: &str = include_str!("../../services/kafka/jvm.flags");
+
+/// `broker.properties` with every `{name}` of `values` filled in; an error names a placeholder
+/// left over, so the template and this code cannot drift apart silently.
+fn broker_properties(values: &[(&str, String)]) -> Result<String, ServiceError> {
+    let mut text = BROKER_TEMPLATE.to_owned();
+    for (name, value) in values {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    let leftover = text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let start = l.find('{')?;
+        let end = start + l[start..].find('}')?;
+        Some(l[start..=end].to_owned())
+    });
+    match leftover {
+        Some(placeholder) => Err(ServiceError::Template {
+            template: BROKER_TEMPLATE_PATH,
+            placeholder,
+        }),
+        None => Ok(text),
+    }
+}
+
 fn java_args(libs: &Path, class: &str) -> Vec<String> {
-    vec![
-        "-Xms128m".into(),
-        "-Xmx512m".into(),
-        "-XX:+UseSerialGC".into(),
-        "-cp".into(),
-        format!("{}/*", libs.display()),
-        class.into(),
-    ]
+    let mut args: Vec<String> = JVM_FLAGS
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect();
+    args.extend(["-cp".into(), format!("{}/*", libs.display()), class.into()]);
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Vec<(&'static str, String)> {
+        vec![
+            ("controller", "10.0.0.1:9093".into()),
+            (
+                "listeners",
+                "PLAINTEXT://10.0.0.1:9092,CONTROLLER://10.0.0.1:9093".into(),
+            ),
+            ("advertised_listeners", "PLAINTEXT://10.0.0.1:9092".into()),
+            (
+                "protocol_map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+            ),
+            ("data_dir", "/tmp/kafka-data".into()),
+            ("internal_topic_partitions", "2".into()),
+        ]
+    }
+
+    #[test]
+    fn the_broker_template_is_filled_in_completely() {
+        let text = broker_properties(&values()).unwrap();
+        let settings: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            settings,
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                "controller.quorum.voters=1@10.0.0.1:9093",
+                "listeners=PLAINTEXT://10.0.0.1:9092,CONTROLLER://10.0.0.1:9093",
+                "advertised.listeners=PLAINTEXT://10.0.0.1:9092",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                "log.dirs=/tmp/kafka-data",
+                "auto.create.topics.enable=false",
+                "num.partitions=1",
+                "num.network.threads=2",
+                "num.io.threads=2",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=2",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=2",
+                "group.initial.rebalance.delay.ms=0",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_placeholder_without_a_value_is_named() {
+        let mut v = values();
+        v.retain(|(name, _)| *name != "data_dir");
+        let err = broker_properties(&v).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tests/services/kafka/broker.properties: placeholder {data_dir} was not filled in (a new placeholder in the template needs a value here)"
+        );
+    }
+
+    #[test]
+    fn java_args_carry_the_shared_jvm_flags() {
+        assert_eq!(
+            java_args(Path::new("/libs"), "kafka.Kafka"),
+            [
+                "-Xms128m",
+                "-Xmx512m",
+                "-XX:+UseSerialGC",
+                "-cp",
+                "/libs/*",
+                "kafka.Kafka"
+            ]
+        );
+    }
 }

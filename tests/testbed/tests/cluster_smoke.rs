@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_testbed::process::is_running;
 use cairn_testbed::{Cluster, ClusterOptions};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
@@ -61,12 +62,6 @@ fn footprint(c: &Cluster) -> Footprint {
     }
 }
 
-fn running(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie waiting for whoever reaps orphans here is not running.
-    !stat.is_empty() && !stat.contains(") Z")
-}
-
 fn link_exists(name: &str) -> bool {
     Command::new("ip")
         .args(["link", "show", "dev", name])
@@ -87,7 +82,7 @@ fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
 /// Asserts that nothing of `f` is left: processes, listening ports, bridge, namespaces, files.
 fn assert_nothing_left(f: &Footprint, within: Duration) {
     let deadline = Instant::now() + within;
-    while f.pids.iter().any(|&p| running(p)) {
+    while f.pids.iter().any(|&p| is_running(p)) {
         assert!(Instant::now() < deadline, "processes still running: {f:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -143,14 +138,36 @@ fn plug_namespace(c: &Cluster, suffix: &str) -> Option<String> {
     Some(ns)
 }
 
-/// Not a test on its own: when `CAIRN_TESTBED_SMOKE_CHILD` is set, the test below runs this
-/// binary again with only this function, which starts a cluster, plugs a namespace into its pod
-/// network, prints its footprint and waits to be SIGKILLed.
+/// Fails a helper run by hand (`--ignored`): only its parent test sets `env` and checks what the
+/// helper prints.
+fn assert_run_by_parent(env: &str) {
+    assert!(
+        std::env::var_os(env).is_some(),
+        "{env} is unset: this helper is a child process of control_plane_works_and_leaves_nothing_behind; run that test instead"
+    );
+}
+
+/// Runs this test binary again with only the ignored helper test `helper`, `env` set to 1.
+fn helper_command(helper: &str, env: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--ignored",
+        "--exact",
+        helper,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(env, "1");
+    cmd
+}
+
+/// Not a test on its own: [`control_plane_works_and_leaves_nothing_behind`] runs this binary
+/// again with only this function (and `CAIRN_TESTBED_SMOKE_CHILD` set), which starts a cluster,
+/// plugs a namespace into its pod network, prints its footprint and waits to be SIGKILLed.
 #[test]
+#[ignore = "child process of control_plane_works_and_leaves_nothing_behind; run by it with --ignored"]
 fn sigkill_helper() {
-    if std::env::var_os(CHILD_ENV).is_none() {
-        return;
-    }
+    assert_run_by_parent(CHILD_ENV);
     let cluster = Cluster::start(ClusterOptions::new("smoke-killed")).unwrap();
     plug_namespace(&cluster, "killed");
     println!(
@@ -160,14 +177,14 @@ fn sigkill_helper() {
     std::thread::sleep(Duration::from_secs(3600));
 }
 
-/// Not a test on its own: when `CAIRN_TESTBED_SHARED_CHILD` is set, the test below runs this
-/// binary again with only this function, which uses a shared cluster without a pod network from
-/// two threads, prints its footprint and returns, leaving the teardown to the exit hook.
+/// Not a test on its own: [`control_plane_works_and_leaves_nothing_behind`] runs this binary
+/// again with only this function (and `CAIRN_TESTBED_SHARED_CHILD` set), which uses a shared
+/// cluster without a pod network from two threads, prints its footprint and returns, leaving the
+/// teardown to the exit hook.
 #[test]
+#[ignore = "child process of control_plane_works_and_leaves_nothing_behind; run by it with --ignored"]
 fn shared_helper() {
-    if std::env::var_os(SHARED_CHILD_ENV).is_none() {
-        return;
-    }
+    assert_run_by_parent(SHARED_CHILD_ENV);
     let opts = ClusterOptions {
         name: "smoke-shared".to_string(),
         with_pod_network: false,
@@ -191,13 +208,13 @@ fn shared_helper() {
     );
 }
 
-/// Not a test on its own: run by the test below with `KUBEBUILDER_ASSETS` pointing at an etcd
-/// that fails, it prints the error of `Cluster::start`.
+/// Not a test on its own: run by [`control_plane_works_and_leaves_nothing_behind`] (and
+/// `CAIRN_TESTBED_FAILURE_CHILD` set) with `KUBEBUILDER_ASSETS` pointing at an etcd that fails,
+/// it prints the error of `Cluster::start`.
 #[test]
+#[ignore = "child process of control_plane_works_and_leaves_nothing_behind; run by it with --ignored"]
 fn start_failure_helper() {
-    if std::env::var_os(FAILURE_CHILD_ENV).is_none() {
-        return;
-    }
+    assert_run_by_parent(FAILURE_CHILD_ENV);
     let err = Cluster::start(ClusterOptions::new("smoke-failing")).unwrap_err();
     println!("ERROR-BEGIN\n{err}\nERROR-END");
 }
@@ -218,14 +235,7 @@ fn a_failed_start_names_the_component_and_quotes_its_log() -> PathBuf {
         "echo 'etcdmain: simulated failure to start' >&2; exit 3",
     );
     script("kube-apiserver", "exit 1");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "start_failure_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(FAILURE_CHILD_ENV, "1")
+    let out = helper_command("start_failure_helper", FAILURE_CHILD_ENV)
         .env("KUBEBUILDER_ASSETS", &assets)
         .output()
         .unwrap();
@@ -269,14 +279,7 @@ fn a_failed_start_names_the_component_and_quotes_its_log() -> PathBuf {
 
 /// Runs [`shared_helper`] in a child test binary and checks its exit hook left nothing.
 fn a_shared_cluster_is_torn_down_when_the_test_binary_exits() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "shared_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SHARED_CHILD_ENV, "1")
+    let out = helper_command("shared_helper", SHARED_CHILD_ENV)
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -339,14 +342,7 @@ fn control_plane_works_and_leaves_nothing_behind() {
     // 1. A test binary that is SIGKILLed with a running cluster leaves no process behind, and
     //    the next start removes what it left on disk and in the network.
     let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigkill_helper",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
+        helper_command("sigkill_helper", CHILD_ENV)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -367,11 +363,11 @@ fn control_plane_works_and_leaves_nothing_behind() {
         usize::from(killed.bridge.is_some()),
         "{killed:?}"
     );
-    assert!(killed.pids.iter().all(|&p| running(p)));
+    assert!(killed.pids.iter().all(|&p| is_running(p)));
     child.0.kill().unwrap(); // SIGKILL: no destructor, no atexit hook runs in the child
     child.0.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while killed.pids.iter().any(|&p| running(p)) {
+    while killed.pids.iter().any(|&p| is_running(p)) {
         assert!(
             Instant::now() < deadline,
             "PDEATHSIG did not stop {killed:?}"

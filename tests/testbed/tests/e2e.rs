@@ -3,12 +3,12 @@
 //!
 //! Flow: install the chart (`helm template | kubectl apply`) -> operator pod Ready -> an invalid
 //! StreamJob is rejected by the API server with the CEL message -> the count example (a finite
-//! generator) reaches Running and commits checkpoints -> a worker pod's process is SIGKILLed and
-//! the job recovers -> upgrade via savepoint -> rescale P 2 -> 3 -> a broken upgrade rolls back
-//! by itself -> suspend and resume -> the input runs out and the state in the store equals, key
-//! for key, a local reference run of the same job -> deletion with a final savepoint -> a
-//! file-input job repartitioned 4 -> 6 while the operator is SIGKILLed mid-operation, again to
-//! exactly the state of a local run.
+//! generator) reaches Running and commits checkpoints -> a worker pod's process is SIGKILLed, its
+//! container restarts once and the job recovers -> upgrade via savepoint -> rescale P 2 -> 3 ->
+//! a broken upgrade rolls back by itself -> suspend and resume -> the input runs out and the
+//! state in the store equals, key for key, a local reference run of the same job -> deletion
+//! with a final savepoint -> a file-input job repartitioned 4 -> 6 while the operator is
+//! SIGKILLed mid-operation, again to exactly the state of a local run.
 //!
 //! The store is a hostPath directory of this test (the examples use a PVC; the test bed has no
 //! volume provisioner), so the test reads checkpoints and savepoints with `cairn-worker`.
@@ -16,9 +16,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cairn_testbed::node_agent::{workspace_binary, NodeAgent};
+use cairn_testbed::process::log_tail;
 use cairn_testbed::services::{Kafka, Minio, S3_ACCESS_KEY, S3_SECRET_KEY};
 use cairn_testbed::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
@@ -34,29 +36,44 @@ struct Bed {
     store: PathBuf,
 }
 
+/// What one kubectl run printed, stdout and stderr apart: stdout is the data (JSON, names),
+/// stderr the errors and warnings.
+struct KubectlOutput {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl KubectlOutput {
+    /// Both streams, for messages.
+    fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
 impl Bed {
-    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+    fn kubectl(&self, args: &[&str]) -> KubectlOutput {
         let out = self
             .cluster
             .kubectl()
             .args(args)
             .output()
             .expect("kubectl runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        KubectlOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
+    /// Runs kubectl, asserts it succeeded and returns its stdout.
     fn kubectl_ok(&self, args: &[&str]) -> String {
-        let (ok, text) = self.kubectl(args);
-        assert!(ok, "kubectl {args:?} failed: {text}");
-        text
+        let out = self.kubectl(args);
+        assert!(out.ok, "kubectl {args:?} failed: {}", out.text());
+        out.stdout
     }
 
-    fn apply(&self, manifest: &Value) -> (bool, String) {
+    fn apply(&self, manifest: &Value) -> KubectlOutput {
         let file = self.cluster.work_dir().join("apply.json");
         std::fs::write(&file, manifest.to_string()).unwrap();
         self.kubectl(&[
@@ -66,6 +83,11 @@ impl Bed {
             "-f",
             file.to_str().unwrap(),
         ])
+    }
+
+    fn apply_ok(&self, manifest: &Value) {
+        let out = self.apply(manifest);
+        assert!(out.ok, "{}", out.text());
     }
 
     fn job(&self, name: &str) -> Value {
@@ -96,91 +118,170 @@ impl Bed {
         check: impl Fn(&Value) -> bool,
     ) -> Value {
         let start = Instant::now();
-        loop {
+        let polled = poll(timeout, Duration::from_secs(1), || {
             let job = self.job(name);
             if check(&job) {
+                Ok(job)
+            } else {
+                Err(job)
+            }
+        });
+        match polled {
+            Ok(job) => {
                 eprintln!(
                     "e2e: {name}: {what} after {:.0}s",
                     start.elapsed().as_secs_f64()
                 );
-                return job;
+                job
             }
-            if start.elapsed() > timeout {
-                let pods = self.kubectl(&["get", "pods", "-A", "-o", "wide"]).1;
-                let operator = self.operator_log();
-                panic!(
-                    "timed out waiting for {what}; status: {}\npods:\n{pods}\noperator log tail:\n{operator}\nagent log tail:\n{}",
-                    serde_json::to_string_pretty(&job["status"]).unwrap(),
-                    self.agent.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_secs(1));
+            Err(job) => panic!(
+                "timed out waiting for {what}; status: {}\npods:\n{}\noperator log tail:\n{}\nagent log tail:\n{}",
+                serde_json::to_string_pretty(&job["status"]).unwrap(),
+                self.kubectl(&["get", "pods", "-A", "-o", "wide"]).text(),
+                self.operator_log(),
+                self.agent.log_tail(40)
+            ),
         }
     }
 
-    /// Names of a job's worker pods (stdout only: with no pod, kubectl says so on stderr).
+    /// Names of a job's worker pods.
     fn worker_pods(&self, name: &str) -> Vec<String> {
-        let out = self
-            .cluster
-            .kubectl()
-            .args([
-                "get",
-                "pods",
-                "-n",
-                NS,
-                "-l",
-                &format!("cairn.dev/job={name}"),
-                "-o",
-                "name",
-            ])
-            .output()
-            .expect("kubectl runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        self.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            &format!("cairn.dev/job={name}"),
+            "-o",
+            "name",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// The operator's pod, if there is one. No assertion: failure messages call it too.
+    fn operator_pod(&self) -> Option<String> {
+        let out = self.kubectl(&["get", "pods", "-n", "cairn-system", "-o", "name"]);
+        out.stdout
             .lines()
-            .map(str::to_owned)
-            .collect()
+            .next()
+            .map(|line| line.trim_start_matches("pod/").to_owned())
     }
 
     fn operator_log(&self) -> String {
-        let pods = self
-            .kubectl(&["get", "pods", "-n", "cairn-system", "-o", "name"])
-            .1;
-        let pod = pods
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("pod/")
-            .to_string();
-        let log = self.agent.pod_log("cairn-system", &pod, "operator");
-        log.lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
+        match self.operator_pod() {
+            Some(pod) => log_tail(
+                &self.agent.pod_log_path("cairn-system", &pod, "operator"),
+                40,
+            ),
+            None => "(no operator pod)".to_owned(),
+        }
+    }
+
+    /// `(uid, restartCount of its first container)` of a pod.
+    fn restarts(&self, namespace: &str, pod: &str) -> (String, u64) {
+        let text = self.kubectl_ok(&["get", "pod", pod, "-n", namespace, "-o", "json"]);
+        let pod: Value = serde_json::from_str(&text).expect("Pod JSON");
+        (
+            pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            pod["status"]["containerStatuses"][0]["restartCount"]
+                .as_u64()
+                .unwrap_or(0),
+        )
+    }
+
+    /// SIGKILLs the container processes of `pod` with the node agent's fault-injection
+    /// annotation (only a new value SIGKILLs, so each kill of the run writes its own; the
+    /// restart policy then applies). Returns the pod's `(uid, restartCount)` from before the
+    /// kill, for [`Bed::assert_restarted`].
+    fn kill(&self, namespace: &str, pod: &str) -> (String, u64) {
+        static KILLS: AtomicU32 = AtomicU32::new(0);
+        let before = self.restarts(namespace, pod);
+        let value = KILLS.fetch_add(1, Ordering::Relaxed) + 1;
+        self.kubectl_ok(&[
+            "annotate",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "--overwrite",
+            &format!("testbed.cairn.dev/kill={value}"),
+        ]);
+        before
+    }
+
+    /// Waits until the container of `pod` killed by [`Bed::kill`] was restarted in place: the
+    /// same pod, its restartCount one more than `before`.
+    fn assert_restarted(&self, namespace: &str, pod: &str, before: (String, u64)) {
+        let (uid, count) = before;
+        let now = poll(Duration::from_secs(60), Duration::from_secs(1), || {
+            let now = self.restarts(namespace, pod);
+            if now.0 != uid || now.1 != count {
+                Ok(now)
+            } else {
+                Err(now)
+            }
+        })
+        .unwrap_or_else(|now| {
+            panic!(
+                "{namespace}/{pod} was not restarted after its kill: restartCount still {}",
+                now.1
+            )
+        });
+        assert_eq!(
+            now,
+            (uid, count + 1),
+            "{namespace}/{pod}: the same pod, restarted once"
+        );
+        eprintln!(
+            "e2e: {pod}: restarted after its kill (restartCount {})",
+            now.1
+        );
+    }
+
+    /// `file://` URL of a job's store directory.
+    fn store_url(&self, name: &str) -> String {
+        format!("file://{}", self.store.join(name).display())
     }
 
     /// Committed checkpoints in a job's store.
     fn checkpoints(&self, name: &str) -> Vec<u64> {
         let out = Command::new(&self.worker)
-            .args([
-                "checkpoints",
-                &format!("file://{}", self.store.join(name).display()),
-                "--json",
-            ])
+            .args(["checkpoints", &self.store_url(name), "--json"])
             .output()
             .expect("cairn-worker runs");
+        assert!(
+            out.status.success(),
+            "cairn-worker checkpoints {}: {}",
+            self.store_url(name),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["id"].as_u64())
             .collect()
+    }
+}
+
+/// Calls `check` every `every` until it returns `Ok`, and returns that; once `timeout` has
+/// passed, returns the last `Err` instead (what was seen), for the caller's panic message.
+fn poll<T, E>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(seen) if start.elapsed() > timeout => return Err(seen),
+            Err(_) => std::thread::sleep(every),
+        }
     }
 }
 
@@ -308,7 +409,7 @@ fn operator_flows_on_a_real_cluster() {
     let manifests = bed.cluster.work_dir().join("chart.yaml");
     std::fs::write(&manifests, &rendered.stdout).unwrap();
     bed.kubectl_ok(&["apply", "--server-side", "-f", manifests.to_str().unwrap()]);
-    let (ok, text) = bed.kubectl(&[
+    let available = bed.kubectl(&[
         "wait",
         "-n",
         "cairn-system",
@@ -318,10 +419,11 @@ fn operator_flows_on_a_real_cluster() {
         "--timeout=120s",
     ]);
     assert!(
-        ok,
-        "operator not available: {text}\npods: {}\noperator log:\n{}\nagent log:\n{}",
+        available.ok,
+        "operator not available: {}\npods: {}\noperator log:\n{}\nagent log:\n{}",
+        available.text(),
         bed.kubectl(&["get", "pods", "-A", "-o", "yaml"])
-            .1
+            .stdout
             .lines()
             .filter(|l| l.contains("message")
                 || l.contains("reason")
@@ -337,11 +439,17 @@ fn operator_flows_on_a_real_cluster() {
     let mut bad = count_job(&bed.store);
     bad["metadata"]["name"] = json!("too-wide");
     bad["spec"]["job"]["parallelism"] = json!(5);
-    let (ok, text) = bed.apply(&bad);
-    assert!(!ok, "parallelism 5 > 4 partitions must be rejected");
+    let rejected = bed.apply(&bad);
     assert!(
-        text.contains("spec.job.parallelism must be <= spec.job.input.partitions"),
-        "{text}"
+        !rejected.ok,
+        "parallelism 5 > 4 partitions must be rejected"
+    );
+    assert!(
+        rejected
+            .text()
+            .contains("spec.job.parallelism must be <= spec.job.input.partitions"),
+        "{}",
+        rejected.text()
     );
 
     // CAIRN_E2E_FLOWS=files,kafka runs only those flows (to debug one without the others).
@@ -363,8 +471,7 @@ fn operator_flows_on_a_real_cluster() {
 fn count_flow(bed: &Bed) {
     // Deploy; Running once checkpoints commit.
     let job = count_job(&bed.store);
-    let (ok, text) = bed.apply(&job);
-    assert!(ok, "{text}");
+    bed.apply_ok(&job);
     bed.wait("count", "Running", Duration::from_secs(120), |j| {
         idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
     });
@@ -372,23 +479,22 @@ fn count_flow(bed: &Bed) {
 
     // SIGKILL a worker: the pod restarts, checkpoints go on.
     let before = bed.checkpoints("count").last().copied().unwrap();
-    bed.kubectl_ok(&[
-        "annotate",
-        "pod",
-        "count-1",
-        "-n",
-        NS,
-        "--overwrite",
-        "testbed.cairn.dev/kill=1",
-    ]);
-    let start = Instant::now();
-    while bed.checkpoints("count").last().copied().unwrap_or(0) <= before + 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "no checkpoint after killing a worker"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let killed = bed.kill(NS, "count-1");
+    bed.assert_restarted(NS, "count-1", killed);
+    poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        let last = bed.checkpoints("count").last().copied().unwrap_or(0);
+        if last > before + 2 {
+            Ok(())
+        } else {
+            Err(last)
+        }
+    })
+    .unwrap_or_else(|last| {
+        panic!(
+            "no checkpoint after killing a worker: the latest is {last}, {} before the kill",
+            before
+        )
+    });
 
     // Upgrade via savepoint (another checkpoint interval).
     let savepoints = |j: &Value| j["status"]["savepoints"].as_array().map_or(0, Vec::len);
@@ -469,7 +575,9 @@ fn count_flow(bed: &Bed) {
     let input_time = Duration::from_secs(RECORDS_PER_PARTITION / RATE);
     wait_for_state(
         bed,
-        "count",
+        "count: state equals the reference",
+        &bed.store_url("count"),
+        &[],
         &reference,
         input_time + Duration::from_secs(180),
     );
@@ -484,26 +592,21 @@ fn count_flow(bed: &Bed) {
             && events.contains("the latest committed checkpoint stays in the store"),
         "no event about the final savepoint: {events}"
     );
-    assert_eq!(
-        state(
-            &bed.worker,
-            &format!("file://{}", bed.store.join("count").display())
-        ),
-        reference
-    );
+    assert_eq!(state(&bed.worker, &bed.store_url("count")), reference);
 }
 
 /// Deletes a StreamJob and waits until it is gone (its finalizer released).
 fn delete_job(bed: &Bed, name: &str) {
     bed.kubectl_ok(&["delete", "sj", name, "-n", NS, "--wait=false"]);
-    let start = Instant::now();
-    while bed.kubectl(&["get", "sj", name, "-n", NS]).0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "StreamJob {name} not deleted"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    poll(Duration::from_secs(120), Duration::from_secs(1), || {
+        let get = bed.kubectl(&["get", "sj", name, "-n", NS]);
+        if get.ok {
+            Err(get.stdout)
+        } else {
+            Ok(())
+        }
+    })
+    .unwrap_or_else(|seen| panic!("StreamJob {name} not deleted:\n{seen}"));
 }
 
 /// Lines of `partition-<p>` of the file job: keys are unique to their partition (`p<p>-k<i>`), as
@@ -532,27 +635,36 @@ fn file_job(store: &Path, input: &Path) -> Value {
     job
 }
 
-/// Waits until the job's latest checkpoint holds exactly `expected`.
-fn wait_for_state(bed: &Bed, name: &str, expected: &BTreeMap<String, String>, timeout: Duration) {
-    let url = format!("file://{}", bed.store.join(name).display());
-    let start = Instant::now();
-    loop {
-        let got = state(&bed.worker, &url);
+/// Waits until the latest checkpoint of the store at `store_url` (`env`: how to reach an S3
+/// store) holds exactly `expected`; `what` says what that means, for the log and the panic.
+fn wait_for_state(
+    bed: &Bed,
+    what: &str,
+    store_url: &str,
+    env: &[(&str, String)],
+    expected: &BTreeMap<String, String>,
+    timeout: Duration,
+) {
+    poll(timeout, Duration::from_secs(2), || {
+        let got = state_from(&bed.worker, store_url, env);
         if &got == expected {
-            eprintln!(
-                "e2e: {name}: state equals the reference ({} keys)",
-                got.len()
-            );
-            return;
+            Ok(())
+        } else {
+            Err(got)
         }
-        assert!(
-            start.elapsed() < timeout,
-            "{name}: state never matched the reference: {} keys vs {}",
+    })
+    .unwrap_or_else(|got| {
+        let differing = expected
+            .iter()
+            .filter(|(k, v)| got.get(*k) != Some(*v))
+            .count();
+        panic!(
+            "timed out waiting until {what} ({store_url}): {} keys vs {} expected, {differing} expected keys missing or different",
             got.len(),
             expected.len()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+        )
+    });
+    eprintln!("e2e: {what} ({} keys)", expected.len());
 }
 
 /// A file-input job repartitioned 4 -> 6 when its input grows two partitions, with the operator
@@ -565,8 +677,7 @@ fn repartition_flow(bed: &Bed) {
         std::fs::write(input.join(format!("partition-{p}")), partition_file(p)).unwrap();
     }
     let job = file_job(&bed.store, &input);
-    let (ok, text) = bed.apply(&job);
-    assert!(ok, "{text}");
+    bed.apply_ok(&job);
     bed.wait("files", "Running", Duration::from_secs(120), |j| {
         idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
     });
@@ -576,7 +687,14 @@ fn repartition_flow(bed: &Bed) {
     let reference_dir = bed.cluster.work_dir().join("reference-files");
     let expected = reference_state(&bed.worker, &finite, &reference_dir.join("n4"));
     assert_eq!(expected.len(), 4 * 40, "reference run of the 4 files");
-    wait_for_state(bed, "files", &expected, Duration::from_secs(120));
+    wait_for_state(
+        bed,
+        "files: state equals the reference",
+        &bed.store_url("files"),
+        &[],
+        &expected,
+        Duration::from_secs(120),
+    );
 
     // The input grows two partitions; repartition to 6 and kill the operator mid-operation.
     for p in 4..6 {
@@ -592,26 +710,12 @@ fn repartition_flow(bed: &Bed) {
         Duration::from_secs(60),
         |j| j["status"]["operation"]["kind"] == "Repartition",
     );
-    let operator_pod = bed
-        .kubectl_ok(&["get", "pods", "-n", "cairn-system", "-o", "name"])
-        .lines()
-        .next()
-        .expect("operator pod")
-        .trim_start_matches("pod/")
-        .to_string();
+    let operator_pod = bed.operator_pod().expect("operator pod");
     eprintln!(
         "e2e: files: SIGKILL the operator during step {}",
         j["status"]["operation"]["step"]
     );
-    bed.kubectl_ok(&[
-        "annotate",
-        "pod",
-        &operator_pod,
-        "-n",
-        "cairn-system",
-        "--overwrite",
-        "testbed.cairn.dev/kill=1",
-    ]);
+    bed.kill("cairn-system", &operator_pod);
     let j = bed.wait("files", "repartitioned", Duration::from_secs(180), |j| {
         idle_running(j) && j["status"]["partitions"] == 6
     });
@@ -636,7 +740,14 @@ fn repartition_flow(bed: &Bed) {
     finite["spec"]["job"]["input"]["partitions"] = json!(6);
     let expected = reference_state(&bed.worker, &finite, &reference_dir.join("n6"));
     assert_eq!(expected.len(), 6 * 40, "reference run of the 6 files");
-    wait_for_state(bed, "files", &expected, Duration::from_secs(120));
+    wait_for_state(
+        bed,
+        "files: state equals the reference",
+        &bed.store_url("files"),
+        &[],
+        &expected,
+        Duration::from_secs(120),
+    );
 
     other_operations(bed, &expected);
 
@@ -701,22 +812,14 @@ fn kafka_s3_flow(bed: &Bed) {
 
     let first = clicks(0, 3000, 60);
     kafka.produce("clicks", &first).unwrap();
-    let (ok, text) = bed.apply(&job);
-    assert!(ok, "{text}");
+    bed.apply_ok(&job);
     bed.wait("kafka-count", "Running", Duration::from_secs(120), |j| {
         idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
     });
-    bed.kubectl_ok(&[
-        "annotate",
-        "pod",
-        "kafka-count-0",
-        "-n",
-        NS,
-        "--overwrite",
-        "testbed.cairn.dev/kill=1",
-    ]);
+    let killed = bed.kill(NS, "kafka-count-0");
     let second = clicks(3000, 3000, 60);
     kafka.produce("clicks", &second).unwrap();
+    bed.assert_restarted(NS, "kafka-count-0", killed);
 
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for key in first.iter().chain(&second) {
@@ -726,30 +829,22 @@ fn kafka_s3_flow(bed: &Bed) {
         .iter()
         .map(|(k, n)| (k.clone(), n.to_string()))
         .collect();
-    let url = "s3://cairn/kafka-count";
-    let start = Instant::now();
-    loop {
-        let got = state_from(&bed.worker, url, &minio.env());
-        if got == expected {
-            eprintln!(
-                "e2e: kafka-count: state in S3 equals the counts ({} keys)",
-                got.len()
-            );
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "kafka-count: state in S3 never matched: {} keys vs {}",
-            got.len(),
-            expected.len()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_for_state(
+        bed,
+        "kafka-count: state in S3 equals the counts",
+        "s3://cairn/kafka-count",
+        &minio.env(),
+        &expected,
+        Duration::from_secs(180),
+    );
 
     // Every (key, n) exactly once in the committed output (a transaction per checkpoint: the
     // last one may still be open right after the state matched, so poll).
-    let start = Instant::now();
-    loop {
+    let want: BTreeMap<String, Vec<u64>> = counts
+        .iter()
+        .map(|(k, n)| (k.clone(), (1..=*n).collect()))
+        .collect();
+    poll(Duration::from_secs(60), Duration::from_secs(2), || {
         let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for (key, value) in kafka.read_committed("click-counts").unwrap() {
             seen.entry(key).or_default().push(value.parse().unwrap());
@@ -757,22 +852,20 @@ fn kafka_s3_flow(bed: &Bed) {
         for values in seen.values_mut() {
             values.sort_unstable();
         }
-        let want: BTreeMap<String, Vec<u64>> = counts
-            .iter()
-            .map(|(k, n)| (k.clone(), (1..=*n).collect()))
-            .collect();
         if seen == want {
-            eprintln!("e2e: kafka-count: output holds every (key, n) exactly once");
-            break;
+            Ok(())
+        } else {
+            Err(seen)
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
+    })
+    .unwrap_or_else(|seen| {
+        panic!(
             "kafka-count: output differs from exactly-once: {} keys seen, {} records",
             seen.len(),
             seen.values().map(Vec::len).sum::<usize>()
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+        )
+    });
+    eprintln!("e2e: kafka-count: output holds every (key, n) exactly once");
     bed.kubectl_ok(&[
         "delete",
         "sj",
@@ -823,7 +916,7 @@ fn other_operations(bed: &Bed, expected: &BTreeMap<String, String>) {
         old_pods.split(' ').all(|uid| !new_pods.contains(uid)),
         "restartNonce replaces every worker pod: {old_pods} / {new_pods}"
     );
-    let url = format!("file://{}", bed.store.join("files").display());
+    let url = bed.store_url("files");
     assert_eq!(&state(&bed.worker, &url), expected);
 
     let before = savepoints(&bed.job("files"));
@@ -841,7 +934,14 @@ fn other_operations(bed: &Bed, expected: &BTreeMap<String, String>) {
         },
     );
     assert_eq!(savepoints(&j), before, "last-state takes no savepoint");
-    wait_for_state(bed, "files", expected, Duration::from_secs(60));
+    wait_for_state(
+        bed,
+        "files: state equals the reference after the last-state upgrade",
+        &url,
+        &[],
+        expected,
+        Duration::from_secs(60),
+    );
 
     bed.patch(
         "files",
@@ -858,14 +958,13 @@ fn other_operations(bed: &Bed, expected: &BTreeMap<String, String>) {
     );
     let epoch = j["status"]["deployed"]["stateEpoch"].as_u64().unwrap();
     assert_eq!(epoch, 1, "stateless moves the job to a fresh store path");
-    let fresh = format!("{url}/epoch-{epoch}");
-    let start = Instant::now();
-    while &state(&bed.worker, &fresh) != expected {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "the stateless restart never re-read the files to the same state"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_for_state(
+        bed,
+        "files: the stateless restart re-read the files to the same state",
+        &format!("{url}/epoch-{epoch}"),
+        &[],
+        expected,
+        Duration::from_secs(90),
+    );
     eprintln!("e2e: files: manual savepoint, restart, last-state and stateless upgrades exact");
 }

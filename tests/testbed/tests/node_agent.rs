@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cairn_testbed::node_agent::{workspace_binary, NodeAgent};
+use cairn_testbed::process::is_running;
 use cairn_testbed::{Cluster, ClusterOptions};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenReview;
@@ -111,17 +112,6 @@ fn environment(pid: u32) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// True while `pid` runs (a zombie waiting for a parent that does not reap it counts as gone).
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name: "123 (name) S ...".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 /// Sum of a Prometheus counter over its labels, read over HTTP from the pod's IP.
 fn scrape_counter(ip: Ipv4Addr, port: u16, metric: &str) -> Option<f64> {
     let mut stream =
@@ -152,9 +142,9 @@ fn scrape_counter(ip: Ipv4Addr, port: u16, metric: &str) -> Option<f64> {
 /// The agent exited, every container process it ran is gone, and so are its network
 /// namespaces and their markers.
 fn assert_nothing_left(agent_pid: u32, pids: &[u32], netns_prefix: &str, root_dir: &Path) {
-    assert!(!process_alive(agent_pid), "the agent exited");
+    assert!(!is_running(agent_pid), "the agent exited");
     for pid in pids {
-        assert!(!process_alive(*pid), "container process {pid} is gone");
+        assert!(!is_running(*pid), "container process {pid} is gone");
     }
     let out = std::process::Command::new("ip")
         .args(["netns", "list"])
@@ -446,10 +436,7 @@ async fn node_agent_runs_pods_as_processes() {
         (last.exit_code, last.signal, last.reason.as_deref()),
         (137, Some(9), Some("Error"))
     );
-    assert!(
-        !process_alive(wc1_pid),
-        "the killed process {wc1_pid} is gone"
-    );
+    assert!(!is_running(wc1_pid), "the killed process {wc1_pid} is gone");
     let new_pid = container_pid(&restarted, "worker").expect("pid");
     assert_ne!(new_pid, wc1_pid);
     pids.push(new_pid);
@@ -689,7 +676,7 @@ async fn node_agent_runs_pods_as_processes() {
         gone_after < Duration::from_secs(15),
         "deleted after {gone_after:?}"
     );
-    assert!(!process_alive(solo_pid), "solo's process is gone");
+    assert!(!is_running(solo_pid), "solo's process is gone");
     let log = agent.pod_log(NS, "solo", "worker");
     let stop = log
         .find("stop requested: taking a final checkpoint")
@@ -721,12 +708,12 @@ async fn node_agent_runs_pods_as_processes() {
     }
     agent.stop().expect("the killed agent is reaped");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|p| process_alive(*p)) && Instant::now() < deadline {
+    while pids.iter().any(|p| is_running(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     for pid in &pids {
         assert!(
-            !process_alive(*pid),
+            !is_running(*pid),
             "container process {pid} died with the agent"
         );
     }

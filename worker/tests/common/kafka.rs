@@ -14,6 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicRe
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -54,49 +55,54 @@ impl Kafka {
         let controller = super::free_local_addr();
         let keystore = make_certificates(&dir);
         let config = dir.join("server.properties");
-        std::fs::write(
-            &config,
-            format!(
-                "process.roles=broker,controller\n\
-                 node.id=1\n\
-                 controller.quorum.voters=1@{controller}\n\
-                 listeners=PLAINTEXT://{bootstrap},SASL_SSL://{sasl_ssl},CONTROLLER://{controller}\n\
-                 advertised.listeners=PLAINTEXT://{bootstrap},SASL_SSL://{sasl_ssl}\n\
-                 controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT\n\
-                 inter.broker.listener.name=PLAINTEXT\n\
-                 listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN\n\
-                 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}=\"{SASL_PASSWORD}\";\n\
-                 listener.name.sasl_ssl.ssl.keystore.type=PKCS12\n\
-                 listener.name.sasl_ssl.ssl.keystore.location={keystore}\n\
-                 listener.name.sasl_ssl.ssl.keystore.password={KEYSTORE_PASSWORD}\n\
-                 log.dirs={data}\n\
-                 auto.create.topics.enable=false\n\
-                 num.partitions=1\n\
-                 num.network.threads=2\n\
-                 num.io.threads=2\n\
-                 offsets.topic.replication.factor=1\n\
-                 offsets.topic.num.partitions=4\n\
-                 transaction.state.log.replication.factor=1\n\
-                 transaction.state.log.min.isr=1\n\
-                 transaction.state.log.num.partitions=4\n\
-                 group.initial.rebalance.delay.ms=0\n",
-                data = dir.join("data").display(),
-                keystore = keystore.display(),
+        // The broker settings shared with the Kubernetes test bed and the JVM flags live in
+        // tests/services/kafka/ (one source for both); this broker adds a SASL_SSL listener.
+        const TEMPLATE: &str = include_str!("../../../tests/services/kafka/broker.properties");
+        const JVM_FLAGS: &str = include_str!("../../../tests/services/kafka/jvm.flags");
+        let mut properties = TEMPLATE.to_owned();
+        for (name, value) in [
+            ("controller", controller.clone()),
+            (
+                "listeners",
+                format!("PLAINTEXT://{bootstrap},SASL_SSL://{sasl_ssl},CONTROLLER://{controller}"),
             ),
-        )
-        .unwrap();
+            (
+                "advertised_listeners",
+                format!("PLAINTEXT://{bootstrap},SASL_SSL://{sasl_ssl}"),
+            ),
+            (
+                "protocol_map",
+                "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT".to_owned(),
+            ),
+            ("data_dir", dir.join("data").display().to_string()),
+            ("internal_topic_partitions", "4".to_owned()),
+        ] {
+            properties = properties.replace(&format!("{{{name}}}"), &value);
+        }
+        assert!(
+            !properties
+                .lines()
+                .any(|l| !l.starts_with('#') && l.contains('{')),
+            "tests/services/kafka/broker.properties has a placeholder this test does not fill in:\n{properties}"
+        );
+        properties.push_str(&format!(
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=PLAIN\n\
+             listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{SASL_USER}=\"{SASL_PASSWORD}\";\n\
+             listener.name.sasl_ssl.ssl.keystore.type=PKCS12\n\
+             listener.name.sasl_ssl.ssl.keystore.location={keystore}\n\
+             listener.name.sasl_ssl.ssl.keystore.password={KEYSTORE_PASSWORD}\n",
+            keystore = keystore.display(),
+        ));
+        std::fs::write(&config, properties).unwrap();
         let classpath = format!("{}/*", libs.display());
+        let jvm_flags: Vec<&str> = JVM_FLAGS
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .collect();
         let java = |class: &str| {
             let mut cmd = Command::new("java");
-            cmd.args([
-                "-Xms128m",
-                "-Xmx512m",
-                "-XX:+UseSerialGC",
-                "-cp",
-                &classpath,
-                class,
-            ]);
+            cmd.args(&jvm_flags).args(["-cp", &classpath, class]);
             cmd
         };
         let format = java("kafka.tools.StorageTool")
@@ -225,13 +231,15 @@ impl Kafka {
             let mut record = BaseRecord::to(topic)
                 .key(key.as_bytes())
                 .payload(value.as_bytes());
+            // Only a full local queue is worth waiting for (the producer's thread drains it).
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
-                    Err((_, back)) => {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         std::thread::sleep(Duration::from_millis(2));
                     }
+                    Err((e, _)) => panic!("cannot produce ({key}, {value}) to {topic}: {e}"),
                 }
             }
         }

@@ -259,31 +259,18 @@ async fn environment(
                     downward::field_value(ctx.pod, &field.field_path, ctx.addrs, false)
                         .map_err(|e| StartFailure::config(format!("env {}: {e}", var.name)))?,
                 )
-            } else if let Some(r) = &from.config_map_key_ref {
-                env_key(
-                    ctx,
-                    &var.name,
-                    Kind::ConfigMap,
-                    &r.name,
-                    &r.key,
-                    r.optional.unwrap_or(false),
-                )
-                .await?
-            } else if let Some(r) = &from.secret_key_ref {
-                env_key(
-                    ctx,
-                    &var.name,
-                    Kind::Secret,
-                    &r.name,
-                    &r.key,
-                    r.optional.unwrap_or(false),
-                )
-                .await?
             } else {
-                return Err(StartFailure::config(format!(
-                    "env {}: only fieldRef, configMapKeyRef and secretKeyRef are supported by the test bed's node agent (not resourceFieldRef or fileKeyRef)",
-                    var.name
-                )));
+                let (kind, name, key, optional) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                    (Some(r), _) => (Kind::ConfigMap, &r.name, &r.key, r.optional),
+                    (None, Some(r)) => (Kind::Secret, &r.name, &r.key, r.optional),
+                    (None, None) => {
+                        return Err(StartFailure::config(format!(
+                            "env {}: only fieldRef, configMapKeyRef and secretKeyRef are supported by the test bed's node agent (not resourceFieldRef or fileKeyRef)",
+                            var.name
+                        )))
+                    }
+                };
+                env_key(ctx, &var.name, kind, name, key, optional.unwrap_or(false)).await?
             }
         } else {
             let raw = var.value.clone().unwrap_or_default();

@@ -198,6 +198,34 @@ fn initial_delay(probe: &Probe) -> Duration {
     Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64)
 }
 
+/// Runs `probe` every period (after its initial delay) until `failure_threshold` failures in
+/// a row, and returns the last failure's message; with `stop_on_success`, returns `None` at the
+/// first success instead. The startup probe stops at its first success; the liveness probe
+/// never does (a success only resets the count).
+async fn until_failed(
+    container: &Container,
+    probe: &Probe,
+    pod_ip: Ipv4Addr,
+    stop_on_success: bool,
+) -> Option<String> {
+    tokio::time::sleep(initial_delay(probe)).await;
+    let threshold = probe.failure_threshold.unwrap_or(3).max(1);
+    let mut failures = 0;
+    loop {
+        match run_once(container, probe, pod_ip).await {
+            Ok(()) if stop_on_success => return None,
+            Ok(()) => failures = 0,
+            Err(message) => {
+                failures += 1;
+                if failures >= threshold {
+                    return Some(message);
+                }
+            }
+        }
+        tokio::time::sleep(period(probe)).await;
+    }
+}
+
 /// Probes one running container until its task is aborted, calling `report` on each change.
 pub async fn run(
     container: Container,
@@ -205,27 +233,15 @@ pub async fn run(
     report: impl Fn(ProbeEvent) + Send + Sync,
 ) {
     if let Some(probe) = &container.startup_probe {
-        tokio::time::sleep(initial_delay(probe)).await;
-        let threshold = probe.failure_threshold.unwrap_or(3).max(1);
-        let mut failures = 0;
-        loop {
-            match run_once(&container, probe, pod_ip).await {
-                Ok(()) => {
-                    report(ProbeEvent::Started);
-                    break;
-                }
-                Err(message) => {
-                    failures += 1;
-                    if failures >= threshold {
-                        report(ProbeEvent::Failed {
-                            kind: "Startup",
-                            message,
-                        });
-                        return;
-                    }
-                }
+        match until_failed(&container, probe, pod_ip, true).await {
+            None => report(ProbeEvent::Started),
+            Some(message) => {
+                report(ProbeEvent::Failed {
+                    kind: "Startup",
+                    message,
+                });
+                return;
             }
-            tokio::time::sleep(period(probe)).await;
         }
     }
     let readiness = async {
@@ -269,24 +285,11 @@ pub async fn run(
         let Some(probe) = &container.liveness_probe else {
             return;
         };
-        tokio::time::sleep(initial_delay(probe)).await;
-        let failures_needed = probe.failure_threshold.unwrap_or(3).max(1);
-        let mut failures = 0;
-        loop {
-            match run_once(&container, probe, pod_ip).await {
-                Ok(()) => failures = 0,
-                Err(message) => {
-                    failures += 1;
-                    if failures >= failures_needed {
-                        report(ProbeEvent::Failed {
-                            kind: "Liveness",
-                            message,
-                        });
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(period(probe)).await;
+        if let Some(message) = until_failed(&container, probe, pod_ip, false).await {
+            report(ProbeEvent::Failed {
+                kind: "Liveness",
+                message,
+            });
         }
     };
     tokio::join!(readiness, liveness);
@@ -350,6 +353,48 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         task.abort();
         assert_eq!(*seen.lock().unwrap(), vec![ProbeEvent::Ready(true)]);
+    }
+
+    /// Runs [`run`] on `c` for `millis` and returns what it reported.
+    async fn events(c: Container, millis: u64) -> Vec<ProbeEvent> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(run(c, Ipv4Addr::LOCALHOST, move |e| {
+            sink.lock().unwrap().push(e)
+        }));
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        task.abort();
+        let events = seen.lock().unwrap().clone();
+        events
+    }
+
+    #[tokio::test]
+    async fn startup_then_liveness_fail_after_their_thresholds() {
+        let ok = server(200).await;
+        let bad = server(503).await;
+        let failed = |kind| ProbeEvent::Failed {
+            kind,
+            message: "HTTP probe failed with statuscode: 503".into(),
+        };
+        // Startup passes at once; liveness fails twice, one period apart: one restart.
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "startupProbe": {"httpGet": {"port": ok}, "periodSeconds": 1},
+            "livenessProbe": {"httpGet": {"port": bad}, "periodSeconds": 1, "failureThreshold": 2},
+        }))
+        .unwrap();
+        assert_eq!(
+            events(c, 2500).await,
+            vec![ProbeEvent::Started, failed("Liveness")]
+        );
+        // A failing startup probe reports once and ends the probing: liveness never runs.
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "startupProbe": {"httpGet": {"port": bad}, "periodSeconds": 1, "failureThreshold": 2},
+            "livenessProbe": {"httpGet": {"port": bad}, "periodSeconds": 1, "failureThreshold": 1},
+        }))
+        .unwrap();
+        assert_eq!(events(c, 2500).await, vec![failed("Startup")]);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount, Volume};
+use k8s_openapi::api::core::v1::{
+    DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount, Volume, VolumeProjection,
+};
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -177,35 +179,8 @@ impl PodVolumes {
         if let Some(host) = &volume.host_path {
             return host_path(&name, &host.path, host.type_.as_deref());
         }
-        if let Some(cm) = &volume.config_map {
-            let payload = keys_payload(
-                ctx.client,
-                &name,
-                Kind::ConfigMap,
-                &namespace,
-                &cm.name,
-                cm.items.as_deref(),
-                mode(cm.default_mode),
-                cm.optional.unwrap_or(false),
-            )
-            .await?;
-            write(&payload)?;
-            return Ok(dir);
-        }
-        if let Some(secret) = &volume.secret {
-            let secret_name = secret.secret_name.clone().unwrap_or_default();
-            let payload = keys_payload(
-                ctx.client,
-                &name,
-                Kind::Secret,
-                &namespace,
-                &secret_name,
-                secret.items.as_deref(),
-                mode(secret.default_mode),
-                secret.optional.unwrap_or(false),
-            )
-            .await?;
-            write(&payload)?;
+        if let Some(keys) = KeysSource::volume(volume) {
+            write(&keys_payload(ctx.client, &name, &namespace, keys).await?)?;
             return Ok(dir);
         }
         if let Some(d) = &volume.downward_api {
@@ -213,13 +188,13 @@ impl PodVolumes {
                 &name,
                 ctx,
                 d.items.as_deref().unwrap_or_default(),
-                mode(d.default_mode),
+                mode(d.default_mode, DEFAULT_MODE),
             )?;
             write(&payload)?;
             return Ok(dir);
         }
         if let Some(projected) = &volume.projected {
-            let default_mode = mode(projected.default_mode);
+            let default_mode = mode(projected.default_mode, DEFAULT_MODE);
             let mut payload = Payload::new();
             for source in projected.sources.as_deref().unwrap_or_default() {
                 if let Some(sat) = &source.service_account_token {
@@ -227,34 +202,8 @@ impl PodVolumes {
                         .token(ctx, &name, sat.audience.as_deref(), sat.expiration_seconds)
                         .await?;
                     payload.insert(sat.path.clone(), (token.into_bytes(), default_mode));
-                } else if let Some(cm) = &source.config_map {
-                    payload.extend(
-                        keys_payload(
-                            ctx.client,
-                            &name,
-                            Kind::ConfigMap,
-                            &namespace,
-                            &cm.name,
-                            cm.items.as_deref(),
-                            default_mode,
-                            cm.optional.unwrap_or(false),
-                        )
-                        .await?,
-                    );
-                } else if let Some(secret) = &source.secret {
-                    payload.extend(
-                        keys_payload(
-                            ctx.client,
-                            &name,
-                            Kind::Secret,
-                            &namespace,
-                            &secret.name,
-                            secret.items.as_deref(),
-                            default_mode,
-                            secret.optional.unwrap_or(false),
-                        )
-                        .await?,
-                    );
+                } else if let Some(keys) = KeysSource::projected(source, default_mode) {
+                    payload.extend(keys_payload(ctx.client, &name, &namespace, keys).await?);
                 } else if let Some(d) = &source.downward_api {
                     payload.extend(downward_payload(
                         &name,
@@ -357,8 +306,10 @@ impl PodVolumes {
     }
 }
 
-fn mode(value: Option<i32>) -> u32 {
-    value.map(|m| (m as u32) & 0o7777).unwrap_or(DEFAULT_MODE)
+/// A file mode from the API (`defaultMode`, an item's `mode`): its permission bits, or
+/// `default` when unset.
+fn mode(value: Option<i32>, default: u32) -> u32 {
+    value.map_or(default, |m| m as u32 & 0o7777)
 }
 
 fn host_path(volume: &str, path: &str, kind: Option<&str>) -> Result<PathBuf, VolumeError> {
@@ -395,18 +346,72 @@ fn host_path(volume: &str, path: &str, kind: Option<&str>) -> Result<PathBuf, Vo
     Ok(p)
 }
 
-/// The files of a ConfigMap or Secret volume (or projection).
-#[allow(clippy::too_many_arguments)]
+/// A ConfigMap or Secret whose keys become the files of a volume or of one projection.
+struct KeysSource<'a> {
+    kind: Kind,
+    name: &'a str,
+    /// Which keys go to which paths; all keys under their own names when absent or empty.
+    items: Option<&'a [KeyToPath]>,
+    default_mode: u32,
+    optional: bool,
+}
+
+impl<'a> KeysSource<'a> {
+    /// The ConfigMap or Secret of a `configMap` or `secret` volume, if it is one of those.
+    fn volume(volume: &'a Volume) -> Option<KeysSource<'a>> {
+        if let Some(cm) = &volume.config_map {
+            return Some(KeysSource {
+                kind: Kind::ConfigMap,
+                name: &cm.name,
+                items: cm.items.as_deref(),
+                default_mode: mode(cm.default_mode, DEFAULT_MODE),
+                optional: cm.optional.unwrap_or(false),
+            });
+        }
+        volume.secret.as_ref().map(|secret| KeysSource {
+            kind: Kind::Secret,
+            name: secret.secret_name.as_deref().unwrap_or_default(),
+            items: secret.items.as_deref(),
+            default_mode: mode(secret.default_mode, DEFAULT_MODE),
+            optional: secret.optional.unwrap_or(false),
+        })
+    }
+
+    /// The ConfigMap or Secret of a projected volume's source, if it is one of those.
+    fn projected(source: &'a VolumeProjection, default_mode: u32) -> Option<KeysSource<'a>> {
+        if let Some(cm) = &source.config_map {
+            return Some(KeysSource {
+                kind: Kind::ConfigMap,
+                name: &cm.name,
+                items: cm.items.as_deref(),
+                default_mode,
+                optional: cm.optional.unwrap_or(false),
+            });
+        }
+        source.secret.as_ref().map(|secret| KeysSource {
+            kind: Kind::Secret,
+            name: &secret.name,
+            items: secret.items.as_deref(),
+            default_mode,
+            optional: secret.optional.unwrap_or(false),
+        })
+    }
+}
+
+/// The files of a ConfigMap or Secret volume (or projection) of volume `volume`.
 async fn keys_payload(
     client: &Client,
     volume: &str,
-    kind: Kind,
     namespace: &str,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    default_mode: u32,
-    optional: bool,
+    source: KeysSource<'_>,
 ) -> Result<Payload, VolumeError> {
+    let KeysSource {
+        kind,
+        name,
+        items,
+        default_mode,
+        optional,
+    } = source;
     let data = objects::read(client, kind, namespace, name)
         .await
         .map_err(|source| VolumeError::Api {
@@ -431,7 +436,7 @@ async fn keys_payload(
             for item in items {
                 match data.get(&item.key) {
                     Some(bytes) => {
-                        let m = item.mode.map(|m| m as u32 & 0o7777).unwrap_or(default_mode);
+                        let m = mode(item.mode, default_mode);
                         payload.insert(item.path.clone(), (bytes.clone(), m));
                     }
                     None if optional => {}
@@ -476,8 +481,10 @@ fn downward_payload(
                 source,
             },
         )?;
-        let m = item.mode.map(|m| m as u32 & 0o7777).unwrap_or(default_mode);
-        payload.insert(item.path.clone(), (value.into_bytes(), m));
+        payload.insert(
+            item.path.clone(),
+            (value.into_bytes(), mode(item.mode, default_mode)),
+        );
     }
     Ok(payload)
 }
@@ -485,6 +492,15 @@ fn downward_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_keep_the_permission_bits_or_take_the_default() {
+        assert_eq!(mode(None, DEFAULT_MODE), 0o644);
+        assert_eq!(mode(Some(0o400), DEFAULT_MODE), 0o400);
+        // File-type bits above the permissions are dropped.
+        assert_eq!(mode(Some(0o100_755), 0o644), 0o755);
+        assert_eq!(mode(Some(0o4755), 0o644), 0o4755);
+    }
 
     #[test]
     fn host_path_types() {
