@@ -79,7 +79,13 @@ pub async fn list_checkpoints(
 ) -> Result<Vec<CheckpointSummary>, InspectError> {
     let mut out = Vec::new();
     for id in catalog::committed_ids(store).await? {
-        let c = catalog::load_commit(store, id).await?;
+        let c = match catalog::load_commit(store, id).await {
+            Ok(c) => c,
+            // A running job's retention deleted it between the listing and the read: it is no
+            // longer committed, so it is not listed.
+            Err(CheckpointError::Storage(e)) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        };
         out.push(CheckpointSummary {
             id,
             committed_at_ms: c.committed_at_ms,
