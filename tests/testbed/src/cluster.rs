@@ -565,6 +565,9 @@ impl Starter<'_> {
                     f.kubelet_client_cert.display()
                 ),
                 format!("--kubelet-client-key={}", f.kubelet_client_key.display()),
+                // The node agent's Hostname address does not resolve: reach it (kubectl logs)
+                // at its InternalIP, the gateway.
+                "--kubelet-preferred-address-types=InternalIP".to_string(),
                 "--allow-privileged=true".to_string(),
                 // Never write under the default /var/run/kubernetes.
                 format!("--cert-dir={}", self.work.join("apiserver-certs").display()),

@@ -19,7 +19,7 @@ use cairn_testbed::{Cluster, ClusterOptions};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authentication::v1::TokenReview;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
@@ -453,6 +453,59 @@ async fn node_agent_runs_pods_as_processes() {
         "wc-1 restarted after the kill at {:.1}s",
         started.elapsed().as_secs_f64()
     );
+
+    // `kubectl logs` through the API server (pods/log -> the agent's kubelet API): the runs are
+    // the agent's log file cut at its banners, the banners themselves left out.
+    let file = agent.pod_log(NS, "wc-1", "worker");
+    let runs: Vec<&str> = file.split("=== cairn-node-agent ").skip(1).collect();
+    assert_eq!(runs.len(), 2, "two runs of wc-1 in {file}");
+    let output = |run: &str| {
+        run.split_once('\n')
+            .map_or(String::new(), |(_, rest)| rest.to_owned())
+    };
+    let logs = |previous: bool, tail_lines: Option<i64>| {
+        let pods = pods.clone();
+        async move {
+            let params = LogParams {
+                container: Some("worker".into()),
+                previous,
+                tail_lines,
+                ..LogParams::default()
+            };
+            pods.logs("wc-1", &params).await
+        }
+    };
+    let previous = logs(true, None).await.expect("logs --previous");
+    assert_eq!(previous, output(runs[0]), "the killed run's output");
+    assert!(!previous.is_empty() && !previous.contains("=== cairn-node-agent"));
+    let last_line = format!("{}\n", previous.lines().last().unwrap());
+    assert_eq!(
+        logs(true, Some(1)).await.expect("logs --previous --tail 1"),
+        last_line
+    );
+    let current = logs(false, None).await.expect("logs");
+    let now = output(
+        agent
+            .pod_log(NS, "wc-1", "worker")
+            .split("=== cairn-node-agent ")
+            .nth(2)
+            .unwrap(),
+    );
+    assert!(
+        now.starts_with(&current) && !current.is_empty(),
+        "the current run's output so far: {current:?} vs the file's {now:?}"
+    );
+    let missing = pods
+        .logs(
+            "wc-1",
+            &LogParams {
+                container: Some("nope".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect_err("no such container");
+    assert!(missing.to_string().contains("nope"), "{missing}");
 
     // 3. An image that maps to no binary waits with ErrImagePull, naming it and the known ones.
     pods.create(

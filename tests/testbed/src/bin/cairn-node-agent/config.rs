@@ -117,6 +117,8 @@ pub struct Config {
     pub api_host: String,
     /// `KUBERNETES_SERVICE_PORT` for pods; `None` until read from the kubeconfig.
     pub api_port: Option<u16>,
+    /// The port of the kubelet API (`kubelet_api.rs`) on the gateway; 0 until it is bound.
+    pub kubelet_port: u16,
 }
 
 /// A bad command-line argument.
@@ -228,6 +230,7 @@ impl Config {
             images,
             api_host: args.api_host.unwrap_or_else(|| args.gateway.to_string()),
             api_port: args.api_port,
+            kubelet_port: 0,
         })
     }
 }

@@ -10,6 +10,7 @@ mod container;
 mod downward;
 mod expand;
 mod hosts;
+mod kubelet_api;
 mod network;
 mod node;
 mod objects;
@@ -62,6 +63,8 @@ enum StartError {
     Node(#[from] node::NodeError),
     #[error("the bridge {0:?} does not exist; start the cluster with a pod network first")]
     Bridge(String),
+    #[error(transparent)]
+    KubeletApi(#[from] kubelet_api::KubeletApiError),
 }
 
 fn main() -> ExitCode {
@@ -98,7 +101,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn client(config: &Config) -> Result<(Client, Option<u16>), StartError> {
+/// The API client, the API server's port and the cluster CA certificates (DER) of the kubeconfig.
+async fn client(config: &Config) -> Result<(Client, Option<u16>, Vec<Vec<u8>>), StartError> {
     let path = config.kubeconfig.display().to_string();
     let kubeconfig =
         Kubeconfig::read_from(&config.kubeconfig).map_err(|source| StartError::Kubeconfig {
@@ -110,13 +114,14 @@ async fn client(config: &Config) -> Result<(Client, Option<u16>), StartError> {
             .await
             .map_err(|source| StartError::Kubeconfig { path, source })?;
     let port = kube_config.cluster_url.port_u16();
+    let ca = kube_config.root_cert.clone().unwrap_or_default();
     let client = Client::try_from(kube_config).map_err(StartError::Client)?;
-    Ok((client, port))
+    Ok((client, port, ca))
 }
 
 async fn run(args: Args) -> Result<(), StartError> {
     let stop = stop_signal();
-    let config = Config::from_args(args)?;
+    let mut config = Config::from_args(args)?;
     if !std::path::Path::new("/sys/class/net")
         .join(&config.bridge)
         .exists()
@@ -127,7 +132,11 @@ async fn run(args: Args) -> Result<(), StartError> {
         path: config.root_dir.display().to_string(),
         source,
     })?;
-    let (client, server_port) = client(&config).await?;
+    let (client, server_port, cluster_ca) = client(&config).await?;
+    let kubelet_api =
+        kubelet_api::KubeletApi::bind(config.gateway, &cluster_ca, config.root_dir.clone()).await?;
+    config.kubelet_port = kubelet_api.port();
+    tokio::spawn(kubelet_api.serve());
     let api_port = config.api_port.or(server_port).ok_or(StartError::ApiPort)?;
     let removed = network::remove_leftovers(&config.root_dir);
     if removed > 0 {

@@ -66,7 +66,7 @@ fn status(config: &Config, since: Timestamp) -> serde_json::Value {
             {"type": "InternalIP", "address": config.gateway.to_string()},
             {"type": "Hostname", "address": config.node_name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.kubelet_port}},
         "nodeInfo": {
             "machineID": "", "systemUUID": "", "bootID": "",
             "kernelVersion": "", "osImage": "cairn test bed node agent",

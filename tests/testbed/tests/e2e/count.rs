@@ -1,0 +1,152 @@
+//! The count example through a worker kill, upgrade, rescale, a rolled-back upgrade, suspend
+//! and resume, to an exact result, then deletion.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::inspect::{reference_state, STORE_MOUNT};
+use crate::jobs::{idle_running, last_savepoint_reason, phase, savepoints};
+use crate::target::{Suite, NS};
+use crate::{poll, repo};
+
+const RECORDS_PER_PARTITION: u64 = 4000;
+const RATE: u64 = 15;
+
+/// `file://` URL of a job's store directory, as pods mounting the store volume see it.
+pub fn store_url(name: &str) -> String {
+    format!("file://{STORE_MOUNT}/{name}")
+}
+
+/// The count example, adjusted for the suite: a finite generator, short intervals and the
+/// suite's store volume.
+pub fn count_job(suite: &Suite) -> Value {
+    let text = std::fs::read_to_string(repo("examples/k8s/count.yaml")).unwrap();
+    let mut job: Value = serde_yaml::from_str(&text).unwrap();
+    job["metadata"]["namespace"] = json!(NS);
+    job["spec"]["job"]["input"]["recordsPerPartition"] = json!(RECORDS_PER_PARTITION);
+    job["spec"]["job"]["input"]["ratePerSecond"] = json!(RATE);
+    job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
+    job["spec"]["upgradeTimeout"] = json!("40s");
+    job["spec"]["deletion"] = json!({"finalSavepoint": true});
+    job["spec"]["podTemplate"]["volumes"] = json!([suite.store_volume("store")]);
+    job
+}
+
+pub fn count_flow(suite: &Suite) {
+    // Deploy; Running once checkpoints commit.
+    let job = count_job(suite);
+    suite.apply_ok(&job);
+    suite.wait("count", "Running", Duration::from_secs(120), |j| {
+        idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
+    });
+    let url = store_url("count");
+    let before = suite.checkpoints(&url).last().copied();
+    let before = before.expect("a committed checkpoint in the store");
+
+    // Kill a worker: it comes back, checkpoints go on.
+    let killed = suite.kill(NS, "count-1");
+    suite.assert_recovered(killed);
+    poll(Duration::from_secs(90), Duration::from_secs(1), || {
+        let last = suite.checkpoints(&url).last().copied().unwrap_or(0);
+        if last > before + 2 {
+            Ok(())
+        } else {
+            Err(last)
+        }
+    })
+    .unwrap_or_else(|last| {
+        panic!(
+            "no checkpoint after killing a worker: the latest is {last}, {before} before the kill"
+        )
+    });
+
+    // Upgrade via savepoint (another checkpoint interval).
+    suite.patch(
+        "count",
+        json!({"spec": {"job": {"checkpoint": {"interval": "3s"}}}}),
+    );
+    let j = suite.wait("count", "upgrade done", Duration::from_secs(120), |j| {
+        idle_running(j) && savepoints(j) >= 1
+    });
+    assert_eq!(j["status"]["savepoints"][0]["reason"], "upgrade");
+
+    // Rescale P 2 -> 3 through the scale subresource.
+    suite.kubectl_ok(&["scale", "sj", "count", "-n", NS, "--replicas", "3"]);
+    let j = suite.wait("count", "rescaled", Duration::from_secs(120), |j| {
+        idle_running(j) && j["status"]["parallelism"] == 3
+    });
+    assert_eq!(last_savepoint_reason(&j), "rescale");
+    assert_eq!(suite.worker_pods("count").len(), 3);
+
+    // A broken upgrade (an image nobody has) rolls back by itself.
+    suite.patch(
+        "count",
+        json!({"spec": {"image": "cairn/does-not-exist:1"}}),
+    );
+    let j = suite.wait("count", "rolled back", Duration::from_secs(180), |j| {
+        idle_running(j) && j["status"]["failedSpecHash"].is_string()
+    });
+    let degraded = j["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some("RolledBack"))
+    );
+    suite.kubectl_ok(&[
+        "patch",
+        "sj",
+        "count",
+        "-n",
+        NS,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/image"}]"#,
+    ]);
+    suite.wait(
+        "count",
+        "back on the good spec",
+        Duration::from_secs(60),
+        idle_running,
+    );
+
+    // Suspend and resume.
+    suite.patch("count", json!({"spec": {"state": "suspended"}}));
+    suite.wait("count", "suspended", Duration::from_secs(120), |j| {
+        phase(j) == "Suspended"
+    });
+    assert_eq!(suite.worker_pods("count").len(), 0);
+    suite.patch("count", json!({"spec": {"state": "running"}}));
+    suite.wait("count", "resumed", Duration::from_secs(120), idle_running);
+
+    // Let the input run out, then compare with a local run of the same job.
+    let reference = reference_state(&suite.worker, &job, &suite.work_dir.join("reference"));
+    // The input lasts RECORDS_PER_PARTITION / RATE seconds of running time, plus the time the
+    // operations above kept it stopped.
+    let input_time = Duration::from_secs(RECORDS_PER_PARTITION / RATE);
+    suite.wait_for_state(
+        "count: state equals the reference",
+        &url,
+        &[],
+        &reference,
+        input_time + Duration::from_secs(180),
+    );
+
+    // Delete. The input has ended, and a finished job takes no more savepoints (a known gap):
+    // the operator says so in a Warning event and deletes anyway, and the checkpoint data stays
+    // (deletion.checkpointData: retain), still holding the exact state.
+    suite.delete_job("count");
+    let events = suite.events();
+    assert!(
+        events.contains("FinalSavepointFailed")
+            && events.contains("the latest committed checkpoint stays in the store"),
+        "no event about the final savepoint: {events}"
+    );
+    assert_eq!(suite.state(&url, &[]), Ok(reference));
+}
