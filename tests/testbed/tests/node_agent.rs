@@ -507,6 +507,49 @@ async fn node_agent_runs_pods_as_processes() {
         .expect_err("no such container");
     assert!(missing.to_string().contains("nope"), "{missing}");
 
+    // The kubelet endpoint itself takes only clients the cluster CA signed: curl with the API
+    // server's kubelet-client certificate reads the log, curl without a certificate is refused.
+    let node: k8s_openapi::api::core::v1::Node = Api::all(client.clone())
+        .get(agent.node_name())
+        .await
+        .expect("node");
+    let port = node
+        .status
+        .unwrap()
+        .daemon_endpoints
+        .unwrap()
+        .kubelet_endpoint
+        .unwrap()
+        .port;
+    let gateway = cluster.pod_network().unwrap().gateway;
+    let url = format!("https://{gateway}:{port}/containerLogs/{NS}/wc-1/worker?previous=true");
+    let pki = cluster.work_dir().join("pki");
+    let curl = |extra: &[String]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--insecure", "--noproxy", "*", "--max-time", "10"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl runs")
+    };
+    let with_cert = curl(&[
+        "--cert".into(),
+        pki.join("apiserver-kubelet-client.crt")
+            .display()
+            .to_string(),
+        "--key".into(),
+        pki.join("apiserver-kubelet-client.key")
+            .display()
+            .to_string(),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&with_cert.stdout), previous);
+    let without = curl(&[]);
+    assert!(
+        !without.status.success() && without.stdout.is_empty(),
+        "no client certificate, no logs: {:?}",
+        String::from_utf8_lossy(&without.stdout)
+    );
+
     // 3. An image that maps to no binary waits with ErrImagePull, naming it and the known ones.
     pods.create(
         &PostParams::default(),
