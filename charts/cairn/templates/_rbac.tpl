@@ -12,17 +12,17 @@ ClusterRole (all namespaces) and by the Role of each of watchNamespaces, so both
 exactly the same access.
 */}}
 {{- define "cairn.jobRules" -}}
-# StreamJobs are what the operator reconciles: list/watch feed its controller (get is granted
-# with them but not used by the operator today), patch adds and removes the finalizer (set only on jobs that ask for a
-# final savepoint on deletion, so the savepoint is taken before the pods go).
+# StreamJobs are what the operator reconciles: list/watch feed its controller, patch adds and
+# removes the finalizer (set only on jobs that ask for a final savepoint on deletion, so the
+# savepoint is taken before the pods go).
 - apiGroups: ["cairn.dev"]
   resources: ["streamjobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Status is the operator's write-ahead log (the savepoint and target spec are recorded before
 # any worker is torn down) and what users read; written with server-side apply.
 - apiGroups: ["cairn.dev"]
   resources: ["streamjobs/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Children carry an owner reference with blockOwnerDeletion; where the
 # OwnerReferencesPermissionEnforcement admission plugin is on, setting it requires update on
 # the owner's finalizers subresource. No other update is granted.
@@ -30,45 +30,39 @@ exactly the same access.
   resources: ["streamjobs/finalizers"]
   verbs: ["update"]
 # Each job's control-API token: created once by the operator (never re-applied: a running job's
-# token must not change) and read back to authenticate its own calls to the job. list, watch,
-# patch and delete are granted for cleanup of leftovers but not used by the operator today.
+# token must not change) and read back to authenticate its own calls to the job. The Secret
+# goes with its StreamJob through the owner reference.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Each job's ConfigMap (job spec and task assignment): applied, watched for drift, deleted when
-# left over.
+  verbs: ["get", "create"]
+# Each job's ConfigMap (job spec and task assignment) and headless Service (stable DNS names
+# for the coordinator and the control API): applied on every reconcile, which puts back any
+# drift; they go with their StreamJob through the owner reference.
 - apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Each job's headless Service (stable DNS names for the coordinator and the control API):
-# applied, watched for drift, deleted when left over.
-- apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Each job's worker StatefulSet: applied, watched for rollout and readiness, deleted to tear the
-# workers down once a savepoint is recorded (upgrade, rescale, repartition, suspend).
+  resources: ["configmaps", "services"]
+  verbs: ["create", "patch"]
+# Each job's worker StatefulSet: watched for rollout and readiness (it triggers reconciles),
+# applied, and deleted to tear the workers down once a savepoint is recorded (upgrade, rescale,
+# repartition, suspend).
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Each job's PodDisruptionBudget, which keeps node drains from taking several workers at once:
-# applied, watched for drift, deleted when left over.
+# applied, and deleted with the workers.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Worker pods: read for phase and restart counts (status shows repeated failures); delete
-# removes a pod stuck on an old revision during an upgrade (a StatefulSet never replaces it).
+  verbs: ["create", "patch", "delete"]
+# Worker pods: listed and watched for phase and restart counts (status shows repeated
+# failures); delete removes a pod stuck on an old revision during an upgrade (a StatefulSet
+# never replaces it).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
-# Events on StreamJobs for every transition (events.k8s.io/v1). The operator creates one event
-# per transition (never a series: a series keeps its first message); patch is not used today.
+  verbs: ["list", "watch", "delete"]
+# Events on StreamJobs for every transition (events.k8s.io/v1; core-API readers see them too).
+# One event per transition, never a series, so no patch.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
-# The same events through the core API, for clients and tools that only read core events.
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*

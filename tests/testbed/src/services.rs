@@ -192,25 +192,36 @@ impl Minio {
         Ok(Minio { endpoint, process })
     }
 
-    /// Creates `bucket` (an S3 PUT Bucket signed with the root credentials).
+    /// Creates `bucket` (an S3 PUT Bucket signed with the root credentials). A server that just
+    /// became ready may still answer 503 (it loads its IAM state after it reports ready, longer
+    /// on a busy machine), so 503 is retried for up to 30 s.
     pub fn create_bucket(&self, bucket: &str) -> Result<(), ServiceError> {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
-            .args(["--user", &format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}")])
-            .arg(format!("{}/{bucket}", self.endpoint))
-            .output()
-            .map_err(io("running curl"))?;
-        if out.stdout != b"200" {
-            return Err(ServiceError::Io {
-                what: format!("creating bucket {bucket}"),
-                source: std::io::Error::other(format!(
-                    "HTTP {}",
-                    String::from_utf8_lossy(&out.stdout)
-                )),
-            });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+                .args(["--user", &format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}")])
+                .arg(format!("{}/{bucket}", self.endpoint))
+                .output()
+                .map_err(io("running curl"))?;
+            match out.stdout.as_slice() {
+                b"200" => return Ok(()),
+                b"503" if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                code => {
+                    return Err(ServiceError::Io {
+                        what: format!("creating bucket {bucket}"),
+                        source: std::io::Error::other(format!(
+                            "HTTP {}; see {}",
+                            String::from_utf8_lossy(code),
+                            self.log_path().display()
+                        )),
+                    })
+                }
+            }
         }
-        Ok(())
     }
 
     /// The server's log file.
