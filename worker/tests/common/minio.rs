@@ -127,20 +127,32 @@ impl Minio {
         ]
     }
 
-    /// Creates a bucket (MinIO makes one per top-level directory of its data).
+    /// Creates a bucket (MinIO makes one per top-level directory of its data). A server that
+    /// just became ready may still answer 503 (it loads its IAM state after it reports ready,
+    /// longer on a busy machine), so 503 is retried for up to 30 s.
     pub fn create_bucket(&self, bucket: &str) {
-        let status = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
-            .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
-            .arg(format!("{}/{bucket}", self.endpoint))
-            .output()
-            .expect("run curl");
-        assert_eq!(
-            String::from_utf8_lossy(&status.stdout),
-            "200",
-            "creating bucket {bucket} failed"
-        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+                .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+                .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+                .arg(format!("{}/{bucket}", self.endpoint))
+                .output()
+                .expect("run curl");
+            let code = String::from_utf8_lossy(&status.stdout).into_owned();
+            if code == "503" && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            assert_eq!(
+                code,
+                "200",
+                "creating bucket {bucket} failed; see {}",
+                self.log.display()
+            );
+            return;
+        }
     }
 
     /// A checkpoint store at `s3://<bucket>/<prefix>` on this server.
