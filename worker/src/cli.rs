@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::control::ControlConfig;
 use crate::inspect;
+use crate::runtime::job::DEFAULT_STOP_TIMEOUT;
 use crate::runtime::{run_job, Role, RunOptions};
 use crate::storage::CheckpointStore;
 use crate::task::TaskRegistry;
@@ -52,6 +53,12 @@ enum Command {
         /// Containers 1..P: the coordinator's address, e.g. job-0.job:9251.
         #[arg(long, env = "CAIRN_COORDINATOR")]
         coordinator: Option<String>,
+        /// With --container: after SIGTERM, how long the coordinator (container 0) tries to
+        /// take the final checkpoint before it stops the containers without one and exits with
+        /// an error; containers 1..P keep serving it and give up 5s later. Keep it below the
+        /// pod's termination grace period. Default 45s.
+        #[arg(long, env = "CAIRN_STOP_TIMEOUT", value_parser = parse_stop_timeout)]
+        stop_timeout: Option<Duration>,
         /// Serve the control API (status, checkpoints, savepoints, stop) on this address.
         #[arg(long, env = "CAIRN_CONTROL_ADDR", requires = "control_token_file")]
         control_addr: Option<SocketAddr>,
@@ -182,6 +189,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             container,
             coordinator_listen,
             coordinator,
+            stop_timeout,
             control_addr,
             control_token_file,
             metrics_addr,
@@ -191,7 +199,13 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             let spec = cairn_spec::JobSpec::from_path(&job)?;
             // Fail before touching any state if the task is unknown or its config is bad.
             registry.build(&spec.task.name, &spec.task.config)?;
-            let role = role(container, coordinator_listen, coordinator, spec.parallelism)?;
+            let role = role(
+                container,
+                coordinator_listen,
+                coordinator,
+                stop_timeout,
+                spec.parallelism,
+            )?;
             let upload_delay = match std::env::var(UPLOAD_DELAY_ENV) {
                 Ok(v) => Some(Duration::from_millis(v.parse().map_err(|_| {
                     format!("{UPLOAD_DELAY_ENV}={v:?} is not a number of milliseconds")
@@ -321,13 +335,35 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
     }
 }
 
+/// `--stop-timeout`: a duration with a unit (a bare number would be milliseconds, which nobody
+/// means here), more than zero.
+fn parse_stop_timeout(text: &str) -> Result<Duration, String> {
+    if text.trim().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "{text:?} has no unit; write e.g. \"45s\" or \"1m\""
+        ));
+    }
+    match cairn_spec::parse_duration(text) {
+        Ok(d) if d.is_zero() => {
+            Err("0 leaves no time for the final checkpoint; write e.g. \"45s\"".into())
+        }
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Which containers this process runs, from the command line.
 fn role(
     container: Option<u32>,
     listen: Option<SocketAddr>,
     coordinator: Option<String>,
+    stop_timeout: Option<Duration>,
     parallelism: u32,
 ) -> Result<Role, String> {
+    if container.is_none() && stop_timeout.is_some() {
+        return Err("--stop-timeout goes with --container (local mode stops without a deadline: press Ctrl-C twice to exit at once)".into());
+    }
+    let stop_timeout = stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
     match (container, listen, coordinator) {
         (None, None, None) => Ok(Role::AllContainers),
         (None, _, _) => Err("--coordinator-listen and --coordinator go with --container".into()),
@@ -337,11 +373,18 @@ fn role(
         )),
         // One pod template serves every container of a job on Kubernetes, so both addresses
         // may be given: container 0 listens, the others connect.
-        (Some(0), Some(listen), _) => Ok(Role::Coordinator { listen }),
+        (Some(0), Some(listen), _) => Ok(Role::Coordinator {
+            listen,
+            stop_timeout,
+        }),
         (Some(0), None, _) => {
             Err("container 0 runs the coordinator: give --coordinator-listen ADDR:PORT".into())
         }
-        (Some(index), _, Some(coordinator)) => Ok(Role::Container { index, coordinator }),
+        (Some(index), _, Some(coordinator)) => Ok(Role::Container {
+            index,
+            coordinator,
+            stop_timeout,
+        }),
         (Some(index), _, None) => Err(format!("container {index} needs --coordinator HOST:PORT")),
     }
 }
@@ -378,6 +421,52 @@ fn format_time(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use super::{parse_stop_timeout, role, Role, DEFAULT_STOP_TIMEOUT};
+
+    #[test]
+    fn stop_timeout_is_a_duration_with_a_unit() {
+        assert_eq!(parse_stop_timeout("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_stop_timeout("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(
+            parse_stop_timeout("45"),
+            Err(r#""45" has no unit; write e.g. "45s" or "1m""#.to_owned())
+        );
+        assert_eq!(
+            parse_stop_timeout("0s"),
+            Err(r#"0 leaves no time for the final checkpoint; write e.g. "45s""#.to_owned())
+        );
+        assert!(parse_stop_timeout("soon")
+            .unwrap_err()
+            .contains("is not a duration"));
+    }
+
+    #[test]
+    fn stop_timeout_goes_with_a_container_and_defaults() {
+        let err = role(None, None, None, Some(Duration::from_secs(5)), 2).unwrap_err();
+        assert!(
+            err.starts_with("--stop-timeout goes with --container"),
+            "{err}"
+        );
+        assert_eq!(
+            role(Some(1), None, Some("job-0.job:7000".into()), None, 2),
+            Ok(Role::Container {
+                index: 1,
+                coordinator: "job-0.job:7000".into(),
+                stop_timeout: DEFAULT_STOP_TIMEOUT,
+            })
+        );
+        let listen = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(
+            role(Some(0), Some(listen), None, Some(Duration::from_secs(9)), 2),
+            Ok(Role::Coordinator {
+                listen,
+                stop_timeout: Duration::from_secs(9),
+            })
+        );
+    }
+
     #[test]
     fn formats_utc_times() {
         assert_eq!(super::format_time(0), "1970-01-01 00:00:00.000");

@@ -21,6 +21,10 @@ use crate::storage::{CheckpointStore, StorageError};
 
 /// How many times a final checkpoint (before a stop) is retried after an abort.
 const FINAL_ATTEMPTS: u32 = 3;
+/// How long the coordinator waits, after telling the containers of other processes to stop,
+/// for them to close their connections: the `Stop` must reach them before this process exits,
+/// or they would take the closed connection for a crash of the coordinator.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// The last committed checkpoint, as shown to people and the control API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -88,6 +92,15 @@ pub enum CoordinatorError {
     /// Every container is gone.
     #[error("all containers exited unexpectedly")]
     ContainersGone,
+    /// The process was told to terminate and the final checkpoint did not commit before the
+    /// stop deadline (`--stop-timeout`).
+    #[error("stop requested by a signal, but the final checkpoint was not committed within the stop timeout ({reason}); the containers were told to stop and the job will resume from {}", resume_point(*.last))]
+    StopTimedOut {
+        /// Why the last attempt did not commit.
+        reason: String,
+        /// The last committed checkpoint.
+        last: Option<u64>,
+    },
 }
 
 /// How the run ended.
@@ -174,6 +187,11 @@ pub struct Coordinator {
     /// Containers that connected while a checkpoint was in flight; told where to restore from
     /// once it is committed or aborted.
     deferred: Vec<u32>,
+    /// When this process must have stopped: set when it is told to terminate (SIGTERM), after
+    /// which checkpoints give up at this instant instead of at the checkpoint timeout.
+    stop_deadline: watch::Receiver<Option<Instant>>,
+    /// Why the last checkpoint did not commit.
+    last_failure: Option<String>,
 }
 
 impl Coordinator {
@@ -200,6 +218,9 @@ impl Coordinator {
             last_committed,
             ready: BTreeSet::new(),
             deferred: Vec::new(),
+            // No deadline until `run` is given one.
+            stop_deadline: watch::channel(None).1,
+            last_failure: None,
         }
     }
 
@@ -246,23 +267,35 @@ impl Coordinator {
         }
     }
 
-    /// Waits (handling events) until every container is connected; false at `deadline`.
+    /// Waits (handling events) until every container is connected; false at `deadline` or
+    /// at the stop deadline.
     async fn await_containers(&mut self, deadline: Instant) -> Result<bool, CoordinatorError> {
         while !self.missing_containers().is_empty() {
             tokio::select! {
                 event = self.events.recv() => self.on_idle_event(event)?,
-                _ = tokio::time::sleep_until(deadline) => return Ok(false),
+                _ = deadline_passed(deadline, &mut self.stop_deadline) => return Ok(false),
             }
         }
         Ok(true)
     }
 
+    /// True once the stop deadline has passed.
+    fn past_stop_deadline(&self) -> bool {
+        self.stop_deadline
+            .borrow()
+            .is_some_and(|at| at <= Instant::now())
+    }
+
     /// Runs until the input is finished or `shutdown` turns true; either way ends with a
-    /// committed final checkpoint and every container told to stop.
+    /// committed final checkpoint and every container told to stop. `stop_deadline` turns
+    /// `Some` when the process is told to terminate: from then on checkpoints give up at that
+    /// instant, and the containers are told to exit (`Shutdown`) rather than to hold (`Stop`).
     pub async fn run(
         mut self,
         mut shutdown: watch::Receiver<bool>,
+        stop_deadline: watch::Receiver<Option<Instant>>,
     ) -> Result<Ending, CoordinatorError> {
+        self.stop_deadline = stop_deadline;
         let interval = self.cfg.spec.checkpoint.interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -308,8 +341,42 @@ impl Coordinator {
                 }
             }
         };
-        self.broadcast(Command::Stop);
+        self.release().await;
         result
+    }
+
+    /// Tells every container to stop — `Shutdown` if this process is terminating, `Stop`
+    /// otherwise — and waits (at most [`RELEASE_WAIT`]) until the containers of other processes
+    /// have closed their connections, i.e. received it.
+    async fn release(&mut self) {
+        let terminating = self.stop_deadline.borrow().is_some();
+        self.broadcast(if terminating {
+            Command::Shutdown
+        } else {
+            Command::Stop
+        });
+        let connected = |links: &[ContainerLink]| -> Vec<u32> {
+            (0..links.len() as u32)
+                .filter(|k| {
+                    let link = &links[*k as usize];
+                    matches!(link, ContainerLink::Remote(_)) && link.is_connected()
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + RELEASE_WAIT;
+        while !connected(&self.containers).is_empty() {
+            tokio::select! {
+                event = self.events.recv() => {
+                    if event.is_none() {
+                        break;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(containers = ?connected(&self.containers), "containers still connected {RELEASE_WAIT:?} after being told to stop");
+                    break;
+                }
+            }
+        }
     }
 
     /// Serves one request; `Some` when it ends the run (stop-with-savepoint).
@@ -408,12 +475,28 @@ impl Coordinator {
         }
     }
 
+    /// Takes the checkpoint a stop ends with, retrying an aborted one, within the stop
+    /// deadline if there is one.
     async fn final_checkpoint(&mut self) -> Result<u64, CoordinatorError> {
         for attempt in 1..=FINAL_ATTEMPTS {
+            if self.past_stop_deadline() {
+                break;
+            }
             if let Some(id) = self.checkpoint(true).await? {
                 return Ok(id);
             }
-            tracing::warn!(attempt, "final checkpoint aborted; retrying");
+            if attempt < FINAL_ATTEMPTS && !self.past_stop_deadline() {
+                tracing::warn!(attempt, "final checkpoint aborted; retrying");
+            }
+        }
+        if self.stop_deadline.borrow().is_some() {
+            return Err(CoordinatorError::StopTimedOut {
+                reason: self
+                    .last_failure
+                    .clone()
+                    .unwrap_or_else(|| "the deadline had passed before it started".into()),
+                last: self.last_committed,
+            });
         }
         Err(CoordinatorError::FinalCheckpointFailed {
             attempts: FINAL_ATTEMPTS,
@@ -425,11 +508,13 @@ impl Coordinator {
     pub async fn checkpoint(&mut self, pause: bool) -> Result<Option<u64>, CoordinatorError> {
         let started = Instant::now();
         let deadline = started + self.cfg.spec.checkpoint.timeout;
+        self.last_failure = None;
         // A container in another process that is restarting cannot take part: wait for it
         // (within the checkpoint timeout) rather than trigger a checkpoint that must fail.
         if !self.await_containers(deadline).await? {
             let missing = self.missing_containers();
             tracing::warn!(?missing, "checkpoint skipped: containers not connected");
+            self.last_failure = Some(format!("containers {missing:?} not connected"));
             self.metrics
                 .checkpoints
                 .with_label_values(&["skipped"])
@@ -465,9 +550,14 @@ impl Coordinator {
                     Some(Event::Connected(container)) => self.deferred.push(container),
                     other => self.on_idle_event(other)?,
                 },
-                _ = tokio::time::sleep_until(deadline) => {
-                    failure = Some(format!("timed out after {:?} waiting for {} of {} tasks",
-                        self.cfg.spec.checkpoint.timeout, self.tasks() - acks.len(), self.tasks()));
+                _ = deadline_passed(deadline, &mut self.stop_deadline) => {
+                    let waited = if self.past_stop_deadline() {
+                        "the stop deadline passed".to_owned()
+                    } else {
+                        format!("timed out after {:?}", self.cfg.spec.checkpoint.timeout)
+                    };
+                    failure = Some(format!("{waited} waiting for {} of {} tasks",
+                        self.tasks() - acks.len(), self.tasks()));
                 }
             }
         }
@@ -500,6 +590,7 @@ impl Coordinator {
     }
 
     fn abort(&mut self, id: u64, reason: &str) -> Result<Option<u64>, CoordinatorError> {
+        self.last_failure = Some(format!("checkpoint {id}: {reason}"));
         self.flush_deferred();
         tracing::warn!(checkpoint = id, reason, "checkpoint aborted");
         self.metrics
@@ -575,5 +666,33 @@ impl Coordinator {
             "checkpoint committed"
         );
         *self.progress.last_committed.lock().expect("progress lock") = Some(info);
+    }
+}
+
+/// Where a job whose last committed checkpoint is `last` resumes, for messages.
+fn resume_point(last: Option<u64>) -> String {
+    match last {
+        Some(id) => format!("checkpoint {id}"),
+        None => "where this run started (it committed no checkpoint)".into(),
+    }
+}
+
+/// Resolves at `deadline`, or earlier at the stop deadline if one is (or becomes) set.
+async fn deadline_passed(deadline: Instant, stop: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let until = match *stop.borrow_and_update() {
+            Some(at) => at.min(deadline),
+            None => deadline,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => return,
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // Nobody can set a stop deadline any more.
+                    tokio::time::sleep_until(until).await;
+                    return;
+                }
+            }
+        }
     }
 }

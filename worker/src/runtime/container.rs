@@ -16,8 +16,8 @@ pub const BATCH: usize = 1024;
 /// How long an idle container waits for a command before polling its sources again.
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 
-/// Runs `tasks` until told to stop. Returns when the coordinator sends `Stop`, or after
-/// reporting a failure.
+/// Runs `tasks` until told to stop. Returns when the coordinator sends `Stop` or `Shutdown`, or
+/// after reporting a failure.
 pub fn run(
     mut tasks: Vec<TaskInstance>,
     commands: Receiver<Command>,
@@ -136,6 +136,6 @@ fn handle(
             *paused = false;
             true
         }
-        Command::Stop => false,
+        Command::Stop | Command::Shutdown => false,
     }
 }

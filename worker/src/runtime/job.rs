@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use cairn_spec::JobSpec;
 use rocksdb::Cache;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant as Deadline;
 
 use super::container;
 use super::messages::Command;
 use super::progress;
-use super::remote::{self, ContainerLink};
+use super::remote::{self, ContainerLink, RelayEnd};
 use super::start::{self, Origin, StartRequest};
 use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::coordinator::{
@@ -32,6 +33,16 @@ use crate::task::{TaskError, TaskRegistry};
 
 /// How long the control API stays up after a stop-with-savepoint whose result nobody has read.
 const CONTROL_LINGER: Duration = Duration::from_secs(30);
+
+/// Default `--stop-timeout`: after SIGTERM, how long the coordinator's process tries to take
+/// the final checkpoint. Below the 60 s termination grace the operator gives worker pods, so
+/// that a stop that cannot complete ends with a message rather than the kubelet's SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How much longer than the coordinator a container of another process waits after SIGTERM:
+/// when the coordinator gives up on its final checkpoint it still tells the containers to
+/// stop, and that word should arrive before the container gives up on its own.
+const CONTAINER_STOP_MARGIN: Duration = Duration::from_secs(5);
 
 /// Everything `cairn-worker run` needs.
 pub struct RunOptions {
@@ -77,6 +88,10 @@ pub enum Role {
     Coordinator {
         /// Where containers connect.
         listen: std::net::SocketAddr,
+        /// After SIGTERM, how long the final checkpoint may take; then the coordinator stops
+        /// the containers without it and exits with an error (the job resumes from the last
+        /// committed checkpoint).
+        stop_timeout: Duration,
     },
     /// Container `index` (1..P) of the coordinator at `coordinator` (host:port).
     Container {
@@ -84,7 +99,37 @@ pub enum Role {
         index: u32,
         /// The coordinator's address.
         coordinator: String,
+        /// The coordinator's stop timeout: after SIGTERM this container keeps serving the
+        /// coordinator's final checkpoint, and exits with an error if it has not been told to
+        /// stop within this (plus a margin).
+        stop_timeout: Duration,
     },
+}
+
+impl Role {
+    /// After SIGTERM, how long this process may take to stop; `None`: no deadline (local
+    /// mode has no other process to wait for).
+    fn stop_wait(&self) -> Option<Duration> {
+        match self {
+            Role::AllContainers => None,
+            Role::Coordinator { stop_timeout, .. } => Some(*stop_timeout),
+            Role::Container { stop_timeout, .. } => Some(*stop_timeout + CONTAINER_STOP_MARGIN),
+        }
+    }
+
+    /// What the process says it does when a signal asks it to stop.
+    fn stop_message(&self, parallelism: u32) -> String {
+        match (self, self.stop_wait()) {
+            (Role::Coordinator { .. }, Some(wait)) => format!(
+                "stop requested: taking a final checkpoint with every container (parallelism {parallelism}), then stopping them (giving up after {wait:?}; signal again to exit at once)"
+            ),
+            (Role::Container { index, .. }, Some(wait)) => format!(
+                "stop requested: container {index} keeps running its tasks until the coordinator has taken its final checkpoint and stops it (waiting at most {wait:?}; signal again to exit at once)"
+            ),
+            _ => "stop requested: taking a final checkpoint (press Ctrl-C again to exit at once)"
+                .to_owned(),
+        }
+    }
 }
 
 /// How a run ended.
@@ -143,6 +188,14 @@ pub enum RunError {
         /// The coordinator's address.
         addr: String,
     },
+    /// This container was told to terminate and its coordinator did not stop the job in time.
+    #[error("stop requested by a signal, but the coordinator at {addr} did not stop the job within {waited:?}: exiting without a final checkpoint; this container's tasks restart from the last committed checkpoint")]
+    StopTimedOut {
+        /// The coordinator's address.
+        addr: String,
+        /// How long the container waited.
+        waited: Duration,
+    },
     /// Joining the coordinator failed.
     #[error(transparent)]
     Remote(#[from] crate::runtime::remote::RemoteError),
@@ -173,21 +226,57 @@ pub fn run_job(opts: RunOptions) -> Result<Outcome, RunError> {
         })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shutdown_tx = Arc::new(shutdown_tx);
+    let (signalled_tx, signalled_rx) = watch::channel(false);
+    let (deadline_tx, deadline_rx) = watch::channel(None);
     let (request_tx, request_rx) = mpsc::channel(8);
-    runtime.spawn(forward_signals(shutdown_tx.clone(), request_tx.clone()));
+    let parallelism = opts.spec.parallelism.max(1);
+    runtime.spawn(forward_signals(SignalTargets {
+        shutdown: shutdown_tx.clone(),
+        requests: request_tx.clone(),
+        signalled: signalled_tx,
+        stop_deadline: deadline_tx,
+        stop_wait: opts.role.stop_wait(),
+        stop_message: opts.role.stop_message(parallelism),
+    }));
     let controls = Controls {
         shutdown: shutdown_tx,
         requests: request_tx,
         stop: shutdown_rx,
+        signalled: signalled_rx,
+        stop_deadline: deadline_rx,
     };
     runtime.block_on(run_async(opts, controls, request_rx))
+}
+
+/// What the signal handler steers.
+struct SignalTargets {
+    /// Set on SIGINT/SIGTERM: the coordinator stops the job.
+    shutdown: Arc<watch::Sender<bool>>,
+    /// On-demand checkpoints and savepoints.
+    requests: mpsc::Sender<Request>,
+    /// Set on SIGINT/SIGTERM: this process was told to terminate, so it never holds.
+    signalled: watch::Sender<bool>,
+    /// Set on SIGINT/SIGTERM to now + `stop_wait`, if there is one.
+    stop_deadline: watch::Sender<Option<Deadline>>,
+    /// See [`Role::stop_wait`].
+    stop_wait: Option<Duration>,
+    /// See [`Role::stop_message`].
+    stop_message: String,
 }
 
 /// SIGINT/SIGTERM: stop with a final checkpoint (a second one exits at once). SIGUSR1: take a
 /// checkpoint now; SIGUSR2: take a savepoint and keep running (local mode's on-demand triggers;
 /// the operator uses the control API).
-async fn forward_signals(shutdown: Arc<watch::Sender<bool>>, requests: mpsc::Sender<Request>) {
+async fn forward_signals(targets: SignalTargets) {
     use tokio::signal::unix::{signal, SignalKind};
+    let SignalTargets {
+        shutdown,
+        requests,
+        signalled,
+        stop_deadline,
+        stop_wait,
+        stop_message,
+    } = targets;
     let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -230,9 +319,15 @@ async fn forward_signals(shutdown: Arc<watch::Sender<bool>>, requests: mpsc::Sen
             std::process::exit(130);
         }
         stopping = true;
-        tracing::info!(
-            "stop requested: taking a final checkpoint (press Ctrl-C again to exit at once)"
-        );
+        if let Some(wait) = stop_wait {
+            let _ = stop_deadline.send(Some(Deadline::now() + wait));
+        }
+        if *shutdown.borrow() {
+            tracing::info!("signal received while the job is stopping or stopped: exiting once it has stopped (signal again to exit at once)");
+        } else {
+            tracing::info!("{stop_message}");
+        }
+        let _ = signalled.send(true);
         let _ = shutdown.send(true);
     }
 }
@@ -242,6 +337,10 @@ struct Controls {
     shutdown: Arc<watch::Sender<bool>>,
     requests: mpsc::Sender<Request>,
     stop: watch::Receiver<bool>,
+    /// True once a signal asked this process to terminate.
+    signalled: watch::Receiver<bool>,
+    /// When this process must have stopped, once a signal asked it to terminate.
+    stop_deadline: watch::Receiver<Option<Deadline>>,
 }
 
 async fn run_async(
@@ -306,16 +405,31 @@ async fn run_async(
     // checkpoints); the others decide themselves.
     let mut connection = None;
     let (checkpoint, savepoint) = match &opts.role {
-        Role::Container { index, coordinator } => {
-            let mut conn = remote::connect(
-                coordinator,
-                *index,
-                spec.name.clone(),
-                spec_hash.clone(),
-                control_token.clone(),
-            )
-            .await?;
-            let (checkpoint, savepoint) = conn.await_restore().await?;
+        Role::Container {
+            index, coordinator, ..
+        } => {
+            let join = async {
+                let mut conn = remote::connect(
+                    coordinator,
+                    *index,
+                    spec.name.clone(),
+                    spec_hash.clone(),
+                    control_token.clone(),
+                )
+                .await?;
+                let restore = conn.await_restore().await?;
+                Ok::<_, RunError>((conn, restore))
+            };
+            // A signal while joining is bounded like one while running.
+            let (conn, (checkpoint, savepoint)) = tokio::select! {
+                joined = join => joined?,
+                () = stop_deadline_reached(controls.stop_deadline.clone()) => {
+                    return Err(RunError::StopTimedOut {
+                        addr: coordinator.clone(),
+                        waited: opts.role.stop_wait().unwrap_or_default(),
+                    })
+                }
+            };
             connection = Some(conn);
             (checkpoint, savepoint.map(|url| (url, true)))
         }
@@ -416,26 +530,50 @@ async fn run_async(
             .expect("joining containers")
     };
 
-    // A container of another process's coordinator: relay, and stop when told.
-    if let (Role::Container { index, coordinator }, Some(conn)) = (&opts.role, connection) {
+    // A container of another process's coordinator: relay, and stop when told. A signal does
+    // not stop it by itself: the final checkpoint needs its tasks, so it keeps serving the
+    // coordinator until told to stop, up to its stop deadline.
+    if let (
+        Role::Container {
+            index, coordinator, ..
+        },
+        Some(conn),
+    ) = (&opts.role, connection)
+    {
         drop(event_tx);
         let commands = local_links.remove(index).expect("own container");
-        let relayed = conn.relay(*index, commands.clone(), event_rx).await;
+        let relayed = tokio::select! {
+            relayed = conn.relay(*index, commands.clone(), event_rx) => relayed.map(Some),
+            () = stop_deadline_reached(controls.stop_deadline.clone()) => Ok(None),
+        };
+        // From here on a signal finds this process stopping.
+        let _ = controls.shutdown.send(true);
         let _ = commands.send(Command::Stop);
         join_threads().await;
         if let Some(p) = progress_thread {
             p.stop();
         }
-        if matches!(relayed, Ok(true)) && opts.hold_after_stop {
-            hold_until_signal().await;
-        }
+        let released = Ok(Outcome {
+            ending: Ending::Released,
+            origin: start.origin,
+        });
         return match relayed {
-            Ok(true) => Ok(Outcome {
-                ending: Ending::Released,
-                origin: start.origin,
-            }),
-            Ok(false) => Err(RunError::CoordinatorLost {
+            Ok(Some(RelayEnd::JobStopped)) => {
+                if opts.hold_after_stop {
+                    hold_until_signal(controls.signalled).await;
+                }
+                released
+            }
+            Ok(Some(RelayEnd::CoordinatorShutDown)) => {
+                tracing::info!("the coordinator took its final checkpoint and is shutting down; exiting (a restarted container rejoins its successor)");
+                released
+            }
+            Ok(Some(RelayEnd::CoordinatorLost)) => Err(RunError::CoordinatorLost {
                 addr: coordinator.clone(),
+            }),
+            Ok(None) => Err(RunError::StopTimedOut {
+                addr: coordinator.clone(),
+                waited: opts.role.stop_wait().unwrap_or_default(),
             }),
             Err(e) => Err(e.into()),
         };
@@ -448,7 +586,7 @@ async fn run_async(
             None => ContainerLink::Remote(Default::default()),
         })
         .collect();
-    if let Role::Coordinator { listen } = &opts.role {
+    if let Role::Coordinator { listen, .. } = &opts.role {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| RunError::Io {
@@ -513,7 +651,10 @@ async fn run_async(
         metrics.clone(),
         progress.clone(),
     );
-    let ending = coordinator.run(controls.stop).await;
+    let ending = coordinator
+        .run(controls.stop, controls.stop_deadline.clone())
+        .await;
+    let signalled = controls.signalled;
     if let (
         Ok(Ending::Stopped {
             savepoint: Some(url),
@@ -522,15 +663,18 @@ async fn run_async(
         Some(server),
     ) = (&ending, &control_server)
     {
-        if !opts.hold_after_stop {
+        if !opts.hold_after_stop && !*signalled.borrow() {
             tracing::info!(%url, "stopped with a savepoint; waiting for its result to be read from the control API");
-            server.wait_for_stop_result(CONTROL_LINGER).await;
+            tokio::select! {
+                () = server.wait_for_stop_result(CONTROL_LINGER) => {}
+                () = signal_received(signalled.clone()) => {}
+            }
         }
     }
     if matches!(ending, Ok(Ending::Stopped { .. } | Ending::Finished { .. }))
         && opts.hold_after_stop
     {
-        hold_until_signal().await;
+        hold_until_signal(signalled).await;
     }
     join_threads().await;
     if let Some(p) = progress_thread {
@@ -550,22 +694,34 @@ async fn checked_sources(sources: SourceFactory) -> Result<SourceFactory, Source
         .expect("the input check panicked")
 }
 
-/// Keeps a stopped job's process (and its control API) alive until SIGTERM/SIGINT.
-async fn hold_until_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    tracing::info!("job stopped; holding until SIGTERM (--hold-after-stop)");
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => tracing::warn!("cannot wait for signals; exiting instead of holding"),
+/// Keeps a stopped job's process (and its control API) alive until SIGTERM/SIGINT — unless
+/// one has already arrived: a process stopped by the signal itself (a deleted pod) exits at
+/// once, since nobody will send a second one before the kubelet's SIGKILL.
+async fn hold_until_signal(mut signalled: watch::Receiver<bool>) {
+    if *signalled.borrow() {
+        tracing::info!("job stopped; exiting (the stop was requested by a signal, so not holding)");
+        return;
     }
+    tracing::info!("job stopped; holding until SIGTERM (--hold-after-stop)");
+    if signalled.wait_for(|s| *s).await.is_err() {
+        tracing::warn!("cannot wait for signals; exiting instead of holding");
+    }
+}
+
+/// Resolves when a signal has asked this process to terminate; never if none can arrive.
+async fn signal_received(mut signalled: watch::Receiver<bool>) {
+    if signalled.wait_for(|s| *s).await.is_err() {
+        std::future::pending().await
+    }
+}
+
+/// Resolves when this process's stop deadline passes; never if it gets none.
+async fn stop_deadline_reached(mut deadline: watch::Receiver<Option<Deadline>>) {
+    let at = match deadline.wait_for(Option::is_some).await {
+        Ok(at) => (*at).expect("waited for Some"),
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::time::sleep_until(at).await;
 }
 
 fn hostname() -> String {

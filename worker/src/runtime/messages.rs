@@ -30,8 +30,14 @@ pub enum Command {
         /// Savepoint URL.
         savepoint: Option<String>,
     },
-    /// Exit the run loop.
+    /// Exit the run loop: the job stopped (finished, stopped on request, or stopped with a
+    /// savepoint). A container of another process with `--hold-after-stop` then holds until
+    /// SIGTERM, so that a supervisor restarting exited processes cannot resume a stopped job.
     Stop,
+    /// Exit the run loop and the process, never holding: the coordinator's process was told to
+    /// terminate (SIGTERM) and has taken its final checkpoint. When only the coordinator's pod
+    /// goes away, the other containers exit too, are restarted, and rejoin its successor.
+    Shutdown,
 }
 
 /// Container -> coordinator.

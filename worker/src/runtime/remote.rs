@@ -275,7 +275,7 @@ impl CoordinatorConnection {
                     checkpoint,
                     savepoint,
                 }) => return Ok((checkpoint, savepoint)),
-                Ok(Command::Stop) => {
+                Ok(Command::Stop | Command::Shutdown) => {
                     return Err(self.io(std::io::Error::other("the job is stopping")))
                 }
                 Ok(_) => {} // commands for running tasks; this container has none yet
@@ -285,14 +285,14 @@ impl CoordinatorConnection {
     }
 
     /// Reports `Ready`, then forwards commands to the local run loop and its events to the
-    /// coordinator until the connection ends: `Ok(true)` after `Stop`, `Ok(false)` if the
-    /// coordinator went away.
+    /// coordinator until the coordinator releases this container or the connection ends.
+    /// Dropping the future closes the connection (the coordinator sees the container leave).
     pub async fn relay(
         self,
         container: u32,
         commands: std::sync::mpsc::Sender<Command>,
         mut events: UnboundedReceiver<Event>,
-    ) -> Result<bool, RemoteError> {
+    ) -> Result<RelayEnd, RemoteError> {
         let CoordinatorConnection {
             addr,
             mut lines,
@@ -309,26 +309,44 @@ impl CoordinatorConnection {
             while let Some(event) = events.recv().await {
                 write_line(&mut write, &event).await?;
             }
-            Ok::<_, std::io::Error>(false)
+            // The run loop ended on its own (a task failed and was reported).
+            Ok::<_, std::io::Error>(RelayEnd::CoordinatorLost)
         };
         let forward_commands = async {
             while let Some(line) = lines.next_line().await? {
                 let cmd: Command = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-                let stop = cmd == Command::Stop;
+                let end = match cmd {
+                    Command::Stop => Some(RelayEnd::JobStopped),
+                    Command::Shutdown => Some(RelayEnd::CoordinatorShutDown),
+                    _ => None,
+                };
                 if commands.send(cmd).is_err() {
-                    return Ok(false);
+                    return Ok(RelayEnd::CoordinatorLost);
                 }
-                if stop {
-                    return Ok(true);
+                if let Some(end) = end {
+                    return Ok(end);
                 }
             }
-            Ok::<_, std::io::Error>(false)
+            Ok::<_, std::io::Error>(RelayEnd::CoordinatorLost)
         };
         tokio::select! {
             r = forward_events => r.map_err(io),
             r = forward_commands => r.map_err(io),
         }
     }
+}
+
+/// How a container's relay with its coordinator ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// `Stop`: the job stopped; the container may hold (`--hold-after-stop`).
+    JobStopped,
+    /// `Shutdown`: the coordinator's process is terminating after its final checkpoint; the
+    /// container exits (and, under a supervisor, rejoins the coordinator's successor).
+    CoordinatorShutDown,
+    /// The connection ended without either (the coordinator died), or the local run loop
+    /// stopped; the container's tasks restart from the last committed checkpoint.
+    CoordinatorLost,
 }
 
 /// Parses `host:port` for the listener.
