@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_worker::source::generator::{KeyTable, RecordRule};
 use common::launcher::wait_until;
 use common::*;
 
@@ -112,9 +111,7 @@ impl Job {
     /// Sends SIGTERM to the given containers, one right after the other.
     fn sigterm(&self, containers: &[u32]) {
         for &k in containers {
-            let pid = self.procs[k as usize].as_ref().expect("running").id();
-            // SAFETY: kill(2) on a child we started and have not reaped yet.
-            assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
+            sigterm(self.procs[k as usize].as_ref().expect("running"));
         }
     }
 
@@ -224,23 +221,6 @@ fn committed_offsets(dir: &Path, checkpoint: u64, parallelism: u32) -> BTreeMap<
     offsets
 }
 
-/// Exact count per key of the records before `offsets` (the generator's definition).
-fn counts_up_to(offsets: &BTreeMap<u32, u64>, parallelism: u32) -> BTreeMap<String, i64> {
-    let spec = cairn_spec::JobSpec::from_yaml_str(&job(parallelism)).unwrap();
-    let cairn_spec::InputSpec::Generator(g) = &spec.input else {
-        unreachable!()
-    };
-    let table = KeyTable::build(g);
-    let mut counts = BTreeMap::new();
-    for (&p, &offset) in offsets {
-        let rule = RecordRule::new(g, &table, p);
-        for j in 0..offset {
-            *counts.entry(format!("k{}", rule.record(j).0)).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
 /// The newest committed checkpoint is newer than `before`; its offsets are inside the input
 /// (the stop landed midway) and past `before`'s; its state and the published output are exactly
 /// those of the records it read. Returns its id.
@@ -261,7 +241,8 @@ fn assert_final_checkpoint(job: &Job, before: u64, parallelism: u32) -> u64 {
             earlier[p]
         );
     }
-    let expected = counts_up_to(&offsets, parallelism);
+    let spec = cairn_spec::JobSpec::from_yaml_str(&self::job(parallelism)).unwrap();
+    let expected = expected_counts_up_to(&spec, &offsets);
     assert_eq!(
         expected.values().sum::<i64>() as u64,
         offsets.values().sum::<u64>()

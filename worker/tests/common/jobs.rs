@@ -54,5 +54,9 @@ pub fn stop_when_checkpointed(dir: &Path, mut child: Child, records: u64) {
     });
     super::sigterm(&child);
     let status = child.wait().unwrap();
-    assert!(status.success(), "worker failed: {}", worker_log(dir));
+    assert!(
+        status.success(),
+        "worker stopped by SIGTERM exited with {status}; its log:\n{}",
+        worker_log(dir)
+    );
 }

@@ -58,14 +58,27 @@ pub fn expected_counts(spec: &JobSpec) -> BTreeMap<String, i64> {
     let cairn_spec::InputSpec::Generator(g) = &spec.input else {
         panic!("generator input expected")
     };
+    let end = g.records_per_partition.expect("finite job");
+    expected_counts_up_to(spec, &(0..g.partitions).map(|p| (p, end)).collect())
+}
+
+/// Exact count per key of the records of a generator job before `offsets` (partition ->
+/// offset): the state a checkpoint with those offsets holds.
+pub fn expected_counts_up_to(
+    spec: &JobSpec,
+    offsets: &BTreeMap<u32, u64>,
+) -> BTreeMap<String, i64> {
+    let cairn_spec::InputSpec::Generator(g) = &spec.input else {
+        panic!("generator input expected")
+    };
     let table = KeyTable::build(g);
     let mut counts = BTreeMap::new();
-    for p in 0..g.partitions {
+    for (&p, &offset) in offsets {
         let rule = RecordRule::new(g, &table, p);
         if !rule.has_keys() {
             continue;
         }
-        for j in 0..g.records_per_partition.expect("finite job") {
+        for j in 0..offset {
             *counts.entry(format!("k{}", rule.record(j).0)).or_insert(0) += 1;
         }
     }
@@ -201,11 +214,13 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Sends SIGTERM to a child (graceful stop).
 pub fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    // SAFETY: kill(2) on a child this test started and has not reaped yet.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0,
+        "SIGTERM to {}",
+        child.id()
+    );
 }
 
 /// Committed checkpoint ids listed by `cairn-worker checkpoints --json`.

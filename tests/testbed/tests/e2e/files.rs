@@ -175,19 +175,7 @@ fn other_operations(suite: &Suite, expected: &BTreeMap<String, String>) {
     assert_eq!(suite.state(&url, &[]).as_ref(), Ok(expected));
 
     let before = savepoints(&suite.job("files"));
-    suite.patch(
-        "files",
-        json!({"spec": {"upgradeMode": "last-state", "job": {"checkpoint": {"interval": "3s"}}}}),
-    );
-    let j = suite.wait(
-        "files",
-        "last-state upgrade",
-        Duration::from_secs(240),
-        |j| {
-            idle_running(j)
-                && j["status"]["deployed"]["spec"]["job"]["checkpoint"]["interval"] == "3s"
-        },
-    );
+    let j = upgrade_interval(suite, "last-state", "3s");
     assert_eq!(savepoints(&j), before, "last-state takes no savepoint");
     suite.wait_for_state(
         "files: state equals the reference after the last-state upgrade",
@@ -197,19 +185,7 @@ fn other_operations(suite: &Suite, expected: &BTreeMap<String, String>) {
         Duration::from_secs(60),
     );
 
-    suite.patch(
-        "files",
-        json!({"spec": {"upgradeMode": "stateless", "job": {"checkpoint": {"interval": "2s"}}}}),
-    );
-    let j = suite.wait(
-        "files",
-        "stateless upgrade",
-        Duration::from_secs(240),
-        |j| {
-            idle_running(j)
-                && j["status"]["deployed"]["spec"]["job"]["checkpoint"]["interval"] == "2s"
-        },
-    );
+    let j = upgrade_interval(suite, "stateless", "2s");
     let epoch = j["status"]["deployed"]["stateEpoch"].as_u64().unwrap();
     assert_eq!(epoch, 1, "stateless moves the job to a fresh store path");
     suite.wait_for_state(
@@ -220,4 +196,22 @@ fn other_operations(suite: &Suite, expected: &BTreeMap<String, String>) {
         Duration::from_secs(90),
     );
     eprintln!("e2e: files: manual savepoint, restart, last-state and stateless upgrades exact");
+}
+
+/// Upgrades the file job in `mode` to another checkpoint `interval` and waits until that spec
+/// is deployed and the job idle again; returns the job.
+fn upgrade_interval(suite: &Suite, mode: &str, interval: &str) -> Value {
+    suite.patch(
+        "files",
+        json!({"spec": {"upgradeMode": mode, "job": {"checkpoint": {"interval": interval}}}}),
+    );
+    suite.wait(
+        "files",
+        &format!("{mode} upgrade"),
+        Duration::from_secs(240),
+        |j| {
+            idle_running(j)
+                && j["status"]["deployed"]["spec"]["job"]["checkpoint"]["interval"] == interval
+        },
+    )
 }

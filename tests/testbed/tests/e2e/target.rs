@@ -247,11 +247,17 @@ impl Suite {
     /// The end of the operator's log and, on the bed, of the node agent's: for failure messages.
     pub fn diagnostics(&self) -> String {
         let operator = match self.operator_pod() {
-            Some(pod) => {
-                let log = self.pod_log(OPERATOR_NS, &pod, "operator");
-                let lines: Vec<&str> = log.lines().collect();
-                lines[lines.len().saturating_sub(40)..].join("\n")
-            }
+            Some(pod) => self
+                .kubectl(&[
+                    "logs",
+                    &pod,
+                    "-n",
+                    OPERATOR_NS,
+                    "-c",
+                    "operator",
+                    "--tail=40",
+                ])
+                .text(),
             None => "(no operator pod)".to_owned(),
         };
         let agent = match &self.target {

@@ -395,7 +395,8 @@ pub async fn launch_spec(
         hostname: ctx.hostname.to_string(),
         mounts,
         banner: format!(
-            "=== cairn-node-agent {}: container {} of pod {}/{} (uid {}), restart {restart}, image {image} -> {} ===",
+            "{}{}: container {} of pod {}/{} (uid {}), restart {restart}, image {image} -> {} ===",
+            crate::runtime::BANNER_PREFIX,
             k8s_openapi::jiff::Timestamp::now(),
             container.name,
             pod.metadata.namespace.as_deref().unwrap_or_default(),

@@ -31,8 +31,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// The first line of each run in a container log (written by `runtime.rs`).
-const BANNER: &str = "=== cairn-node-agent ";
+use crate::runtime::BANNER_PREFIX;
 
 /// A failure to start the server.
 #[derive(Debug, thiserror::Error)]
@@ -258,7 +257,7 @@ impl LogOptions {
 fn select(text: &str, options: &LogOptions) -> Option<String> {
     let mut runs: Vec<Vec<&str>> = Vec::new();
     for line in text.lines() {
-        if line.starts_with(BANNER) {
+        if line.starts_with(BANNER_PREFIX) {
             runs.push(Vec::new());
         } else if let Some(run) = runs.last_mut() {
             run.push(line);

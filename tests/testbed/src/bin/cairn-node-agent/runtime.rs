@@ -30,6 +30,10 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// How each run's first line in a container log starts: the agent writes it (`container.rs`)
+/// and cuts the runs apart at it (`kubelet_api.rs`, for `kubectl logs` of one run).
+pub const BANNER_PREFIX: &str = "=== cairn-node-agent ";
+
 /// Everything needed to start one container process.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
