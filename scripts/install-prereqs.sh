@@ -3,9 +3,12 @@
 # everything is present. Called by `make run`, `make test` and CI.
 set -euo pipefail
 
+# bindgen (clang-sys) loads libclang.so, libclang.so.<N> or libclang-<N>.so; libclang-cpp.so.<N>
+# (a different library, preinstalled on some images) does not count.
 have_libclang() {
-  ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' && return 0
-  compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null
+  ldconfig -p 2>/dev/null | grep -Eq '[[:space:]]libclang(-[0-9.]+)?\.so' && return 0
+  compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null && return 0
+  compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null
 }
 
 if ! have_libclang; then

@@ -25,6 +25,30 @@ fn duration_error(text: &str) -> UnitError {
     UnitError(format!("{text:?} is not a duration; {DURATION_HINT}"))
 }
 
+/// The longest duration any setting accepts: one year (`8760h`).
+///
+/// Intervals, timeouts and ages are multiplied and added to instants by the worker and the
+/// operator; a bound far above any sensible setting keeps all of that arithmetic far from
+/// overflow, so a hostile or mistyped value is a clear spec error instead of a panic or a
+/// wrapped-around deadline. The CRD's CEL rules and the operator use the same bound.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn too_long(text: &str) -> UnitError {
+    UnitError(format!(
+        "{text:?} is longer than the maximum of {} (one year); write a shorter duration",
+        format_duration(MAX_DURATION)
+    ))
+}
+
+/// Accepts `duration` if it is at most [`MAX_DURATION`].
+fn bounded(text: &str, duration: Duration) -> Result<Duration, UnitError> {
+    if duration > MAX_DURATION {
+        Err(too_long(text))
+    } else {
+        Ok(duration)
+    }
+}
+
 fn size_error(text: &str) -> UnitError {
     UnitError(format!("{text:?} is not a size; {SIZE_HINT}"))
 }
@@ -43,15 +67,16 @@ const DURATION_UNITS: [(&str, u128); 6] = [
 ///
 /// Components (`h`, `m`, `s`, `ms`, and for completeness `us`/`µs` and `ns`) may be combined and
 /// separated by spaces. A bare whole number means milliseconds, the unit Samza's `*.ms`
-/// properties use. Fractions and negative values are rejected rather than rounded.
+/// properties use. Fractions and negative values are rejected rather than rounded, and
+/// anything longer than [`MAX_DURATION`] is refused.
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(duration_error(text));
     }
     if trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        let millis: u64 = trimmed.parse().map_err(|_| duration_error(text))?;
-        return Ok(Duration::from_millis(millis));
+        let millis: u64 = trimmed.parse().map_err(|_| too_long(text))?;
+        return bounded(text, Duration::from_millis(millis));
     }
     let mut nanos: u128 = 0;
     let mut rest = trimmed;
@@ -81,13 +106,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         nanos = amount
             .checked_mul(scale)
             .and_then(|n| n.checked_add(nanos))
-            .ok_or_else(|| duration_error(text))?;
+            .ok_or_else(|| too_long(text))?;
         rest = rest[unit_end..].trim_start();
     }
-    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| duration_error(text))?;
+    let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| too_long(text))?;
     // The remainder is below one second, so it always fits in u32.
     let sub_nanos = (nanos % 1_000_000_000) as u32;
-    Ok(Duration::new(secs, sub_nanos))
+    bounded(text, Duration::new(secs, sub_nanos))
 }
 
 /// Writes a duration in its canonical form: one number with the largest unit that divides it
@@ -179,7 +204,7 @@ pub fn format_size(bytes: u64) -> String {
 /// Serde adapter for [`Duration`] fields: reads [`parse_duration`] strings or whole milliseconds,
 /// writes [`format_duration`] strings. Use as `#[serde(with = "crate::units::duration")]`.
 pub(crate) mod duration {
-    use super::{duration_error, format_duration, parse_duration, DURATION_HINT};
+    use super::{bounded, duration_error, format_duration, parse_duration, DURATION_HINT};
     use serde::de::{self, Visitor};
     use serde::{Deserializer, Serializer};
     use std::fmt;
@@ -206,13 +231,14 @@ pub(crate) mod duration {
         }
 
         fn visit_u64<E: de::Error>(self, millis: u64) -> Result<Duration, E> {
-            Ok(Duration::from_millis(millis))
+            bounded(&millis.to_string(), Duration::from_millis(millis)).map_err(E::custom)
         }
 
         fn visit_i64<E: de::Error>(self, millis: i64) -> Result<Duration, E> {
-            u64::try_from(millis)
-                .map(Duration::from_millis)
-                .map_err(|_| E::custom(duration_error(&millis.to_string())))
+            match u64::try_from(millis) {
+                Ok(millis) => self.visit_u64(millis),
+                Err(_) => Err(E::custom(duration_error(&millis.to_string()))),
+            }
         }
 
         fn visit_f64<E: de::Error>(self, value: f64) -> Result<Duration, E> {
@@ -302,6 +328,7 @@ mod tests {
         assert_eq!(parse_duration(" 10 s "), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("7us"), Ok(Duration::from_micros(7)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
     }
 
     #[test]
@@ -314,6 +341,24 @@ mod tests {
             );
         }
         assert!(parse_duration("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn durations_longer_than_a_year_are_refused() {
+        // The audit's value: passed CEL and validation, then overflowed `interval * 3`.
+        for long in ["1800000000000000h", "8761h", "8760h1ns", "31536000001", "99999999999999999999"] {
+            let err = parse_duration(long).unwrap_err().to_string();
+            assert!(err.contains("longer than the maximum of 8760h"), "{long}: {err}");
+        }
+        #[derive(serde::Deserialize, Debug)]
+        struct Holder {
+            #[serde(with = "duration")]
+            #[allow(dead_code)]
+            d: Duration,
+        }
+        let err = serde_json::from_str::<Holder>(r#"{"d": 18446744073709551615}"#).unwrap_err();
+        assert!(err.to_string().contains("longer than the maximum"), "{err}");
+        assert!(serde_json::from_str::<Holder>(r#"{"d": 31536000000}"#).is_ok());
     }
 
     #[test]
