@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR
 JOB ?= examples/wordcount.yaml
 WORKER := $(CARGO_TARGET_DIR)/debug/cairn-worker
 
-.PHONY: run test prereqs build lint fmt unit bench clean-state testbed-bins crds
+.PHONY: run test prereqs build lint fmt unit bench clean-state testbed-bins crds images
 
 ## Run the example job locally (no cluster): Ctrl-C stops it with a final checkpoint; run again to resume.
 run: prereqs
@@ -20,6 +20,11 @@ test: prereqs testbed-bins lint unit
 ## their Go modules once into ~/.cache/cairn/bin/<name>-<version>/ and reused.
 testbed-bins:
 	tests/controlplane/build.sh all
+
+## cairn/worker and cairn/operator images (tagged with the chart's appVersion) from the
+## Dockerfiles, in a Docker engine owned by the build (scripts/dockerd.sh); docs/helm.md#images.
+images:
+	export DOCKER_HOST=$$(scripts/dockerd.sh start) && images/build.sh
 
 ## Regenerate the CRD (committed under crds/ and in the chart; a test checks they are current).
 crds:

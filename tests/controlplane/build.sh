@@ -4,11 +4,15 @@
 # the wrapper modules next to this script (kubernetes/, etcd/, helm/ — their go.mod is the only
 # place a version is written).
 #
-# Usage: tests/controlplane/build.sh [kubernetes|helm|all]      (default: all)
+# Usage: tests/controlplane/build.sh [kubernetes|helm|all|node]      (default: all)
 #
 # Output, keyed by version so a bump never reuses a stale binary:
 #   ${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}/bin/kubernetes-vX.Y.Z/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kubectl}
 #   ${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}/bin/helm-vX.Y.Z/helm
+#   ${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}/bin/kubernetes-node-vX.Y.Z/{kubelet,kubeadm,kube-proxy},
+#   .../coredns-vA.B.C/coredns and .../kind-vD.E.F/kind
+#     (`node`: what the kind cluster of tests/kind needs besides the control plane; not in `all`;
+#     prints the kind, CoreDNS and node directories, one a line)
 # The last line of stdout is the binary directory (for `all`: the Kubernetes one; the Helm one is
 # the line before it). Everything else goes to stderr.
 #
@@ -24,9 +28,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 target="${1:-all}"
 case "$target" in
-kubernetes | helm | all) ;;
+kubernetes | helm | all | node) ;;
 *)
-	echo "build.sh: unknown target '$target'; use one of: kubernetes, helm, all" >&2
+	echo "build.sh: unknown target '$target'; use one of: kubernetes, helm, all, node" >&2
 	exit 2
 	;;
 esac
@@ -47,18 +51,25 @@ module_version() { # <module dir> <module path>
 k8s_version="$(module_version kubernetes k8s.io/kubernetes)"
 etcd_version="$(module_version etcd go.etcd.io/etcd/server/v3)"
 helm_version="$(module_version helm helm.sh/helm/v3)"
+coredns_version="$(module_version coredns github.com/coredns/coredns)"
+kind_version="$(module_version kind sigs.k8s.io/kind)"
 
 cache="${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}"
 bin_root="$cache/bin"
 k8s_dir="$bin_root/kubernetes-$k8s_version"
 k8s_out="$k8s_dir" # what is printed: $KUBEBUILDER_ASSETS when it provides every binary
 helm_dir="$bin_root/helm-$helm_version"
+node_dir="$bin_root/kubernetes-node-$k8s_version"
+coredns_dir="$bin_root/coredns-$coredns_version"
+kind_dir="$bin_root/kind-$kind_version"
 
 # What each binary must print to count as built at the pinned version.
 expected_version_output() { # <binary name>
 	case "$1" in
 	etcd) echo "etcd Version: ${etcd_version#v}" ;;
 	helm) echo "$helm_version" ;;
+	coredns) echo "CoreDNS-${coredns_version#v}" ;;
+	kind) echo "kind $kind_version" ;;
 	*) echo "$k8s_version" ;;
 	esac
 }
@@ -67,6 +78,8 @@ version_output() { # <binary path>
 	case "$(basename "$1")" in
 	kubectl) "$1" version --client 2>&1 ;;
 	helm) "$1" version --short 2>&1 ;;
+	coredns) "$1" -version 2>&1 ;;
+	kind) "$1" version 2>&1 ;;
 	*) "$1" --version 2>&1 ;;
 	esac
 }
@@ -117,7 +130,18 @@ install_dir() { # <tmp dir> <final dir>
 }
 
 build_kubernetes() {
-	local names=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+	build_kubernetes_set "$k8s_dir" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
+}
+
+# The node binaries are never taken from KUBEBUILDER_ASSETS (envtest has none of them).
+build_node() {
+	KUBEBUILDER_ASSETS="" build_kubernetes_set "$node_dir" kubelet kubeadm kube-proxy
+}
+
+build_kubernetes_set() { # <final dir> <binary names...>
+	local k8s_dir="$1"
+	shift
+	local names=("$@")
 	local missing=()
 	local n
 	for n in "${names[@]}"; do
@@ -180,6 +204,28 @@ build_kubernetes() {
 	log "installed ${missing[*]} into $k8s_dir"
 }
 
+# A single binary whose module writes its version in code (no -X stamps needed).
+build_module_binary() { # <wrapper module dir> <package> <final dir> <binary name>
+	local module="$1" pkg="$2" final="$3" name="$4"
+	if is_good "$final/$name"; then
+		log "$name is up to date in $final"
+		return
+	fi
+	require_go
+	log "building $name ($pkg) from source"
+	local tmp
+	tmp="$(mktemp -d "$bin_root/.tmp-$name.XXXXXX")"
+	chmod 755 "$tmp"
+	go_build "$module" -ldflags "-s -w" -o "$tmp/$name" "$pkg"
+	if ! is_good "$tmp/$name"; then
+		log "$name was built but does not report $(expected_version_output "$name"): $(version_output "$tmp/$name" | head -3)"
+		rm -rf "$tmp"
+		exit 1
+	fi
+	install_dir "$tmp" "$final"
+	log "installed $name into $final"
+}
+
 build_helm() {
 	if is_good "$helm_dir/helm"; then
 		log "Helm $helm_version is up to date in $helm_dir"
@@ -219,6 +265,14 @@ fi
 rm -rf "$bin_root"/.tmp-* "$bin_root"/.old.*
 
 case "$target" in
+node)
+	build_node
+	build_module_binary coredns github.com/coredns/coredns "$coredns_dir" coredns
+	build_module_binary kind sigs.k8s.io/kind "$kind_dir" kind
+	echo "$kind_dir"
+	echo "$coredns_dir"
+	echo "$node_dir"
+	;;
 kubernetes)
 	build_kubernetes
 	echo "$k8s_out"

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A Docker engine owned by the test run: its own data root (kept under the Cairn cache, so built
+# images survive between runs), exec root, socket and pid file, so it never touches a Docker the
+# machine may already run and can be stopped by pid.
+#
+# Usage: scripts/dockerd.sh start|stop|host|running
+#   start  starts the daemon if it is not running and waits until it answers; prints DOCKER_HOST
+#   stop   stops it (SIGTERM, then SIGKILL after 30 s) and removes what Docker left on the host
+#   host   prints DOCKER_HOST
+#   running  exits 0 when the daemon runs
+#
+# Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE (some VMs), Docker's
+# --privileged containers (kind nodes) cannot start: runc is wrapped to drop that one
+# capability (runc-without-sys-resource.sh next to this script).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cache="${CAIRN_CACHE_DIR:-$HOME/.cache/cairn}"
+data_root="$cache/docker"
+run_dir="${CAIRN_DOCKER_RUN_DIR:-/run/cairn-docker}"
+sock="$run_dir/docker.sock"
+pidfile="$run_dir/dockerd.pid"
+log="$run_dir/dockerd.log"
+host="unix://$sock"
+
+log() { echo "dockerd.sh: $*" >&2; }
+
+running() { [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+lacks_sys_resource() {
+	local bnd
+	bnd="$(awk '/^CapBnd:/ { print $2 }' /proc/self/status)"
+	# CAP_SYS_RESOURCE is capability 24.
+	(((0x$bnd >> 24) & 1)) && return 1
+	return 0
+}
+
+start() {
+	if running; then
+		echo "$host"
+		return
+	fi
+	for tool in dockerd containerd runc docker; do
+		command -v "$tool" >/dev/null || {
+			log "$tool is missing: install Docker (Debian: apt-get install docker.io)"
+			exit 1
+		}
+	done
+	mkdir -p "$data_root" "$run_dir"
+	local args=(--data-root "$data_root" --exec-root "$run_dir/exec" -H "$host" --pidfile "$pidfile"
+		--storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs
+		--containerd-namespace cairn --containerd-plugins-namespace cairn-plugins
+		--bridge none --ip-masq=false --iptables=true)
+	if lacks_sys_resource; then
+		args+=(--add-runtime "nosysres=$here/runc-without-sys-resource.sh" --default-runtime nosysres)
+	fi
+	log "starting dockerd (data root $data_root, socket $sock)"
+	setsid dockerd "${args[@]}" >"$log" 2>&1 </dev/null &
+	for _ in $(seq 1 60); do
+		if DOCKER_HOST="$host" docker version >/dev/null 2>&1; then
+			echo "$host"
+			return
+		fi
+		running || sleep 1
+		sleep 1
+	done
+	log "dockerd did not answer within 60 s; its log:"
+	tail -n 30 "$log" >&2
+	exit 1
+}
+
+stop() {
+	running || return 0
+	local pid
+	pid="$(cat "$pidfile")"
+	kill -TERM "$pid"
+	for _ in $(seq 1 30); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 1
+	done
+	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+	rm -f "$pidfile"
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop ;;
+host) echo "$host" ;;
+running) running ;;
+*)
+	echo "usage: $0 start|stop|host|running" >&2
+	exit 2
+	;;
+esac
