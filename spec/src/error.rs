@@ -30,6 +30,16 @@ pub enum SpecError {
         /// expected keys), with the line and column when they are known.
         message: String,
     },
+    /// The document is larger than [`crate::MAX_SPEC_LEN`]: not a job spec (a job spec is a
+    /// few kilobytes), and too large to parse safely.
+    #[error(
+        "the job spec is larger than the maximum of {max} bytes; a job spec is a few kilobytes \
+         at most: check that this is the right file"
+    )]
+    TooLarge {
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// A properties file has lines that cannot be mapped onto the spec (unknown key, a key set
     /// twice, an unsupported Samza setting). All bad lines are reported together.
     #[error("{}", display_lines(.0))]

@@ -14,16 +14,25 @@ use crate::error::FieldError;
 
 /// Client properties Cairn sets itself; `properties` may not override them, because the
 /// guarantees (offsets only in checkpoints, explicit assignment, exactly-once output) depend on
-/// their values.
+/// their values. Refused with a message saying which spec field sets them instead.
 pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "bootstrap.servers",
+    "metadata.broker.list",
+    "client.id",
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "auto.offset.reset",
+    "enable.partition.eof",
     "isolation.level",
+    "statistics.interval.ms",
     "transactional.id",
+    "transaction.timeout.ms",
     "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
     "partitioner",
     "security.protocol",
     "ssl.ca.location",
@@ -33,6 +42,69 @@ pub const RESERVED_KAFKA_PROPERTIES: &[&str] = &[
     "sasl.mechanism",
     "sasl.username",
     "sasl.password",
+];
+
+/// librdkafka properties both `input.properties` and `output.properties` may set: connection,
+/// metadata and message-size tuning. Only listed properties are passed to librdkafka; anything
+/// else (TLS and SASL settings, plugins, interceptors, debugging, ...) is refused, so a spec
+/// cannot load code, turn off certificate checks or weaken the delivery guarantees.
+pub const KAFKA_CLIENT_PROPERTIES: &[&str] = &[
+    "api.version.request.timeout.ms",
+    "broker.address.family",
+    "broker.address.ttl",
+    "client.rack",
+    "connections.max.idle.ms",
+    "max.in.flight",
+    "max.in.flight.requests.per.connection",
+    "message.copy.max.bytes",
+    "message.max.bytes",
+    "metadata.max.age.ms",
+    "receive.message.max.bytes",
+    "reconnect.backoff.max.ms",
+    "reconnect.backoff.ms",
+    "retry.backoff.max.ms",
+    "retry.backoff.ms",
+    "socket.connection.setup.timeout.ms",
+    "socket.keepalive.enable",
+    "socket.max.fails",
+    "socket.nagle.disable",
+    "socket.receive.buffer.bytes",
+    "socket.send.buffer.bytes",
+    "socket.timeout.ms",
+    "topic.metadata.propagation.max.ms",
+    "topic.metadata.refresh.fast.interval.ms",
+    "topic.metadata.refresh.interval.ms",
+    "topic.metadata.refresh.sparse",
+];
+
+/// Fetch and queueing properties `input.properties` may set, besides
+/// [`KAFKA_CLIENT_PROPERTIES`].
+pub const KAFKA_CONSUMER_PROPERTIES: &[&str] = &[
+    "check.crcs",
+    "fetch.error.backoff.ms",
+    "fetch.max.bytes",
+    "fetch.message.max.bytes",
+    "fetch.min.bytes",
+    "fetch.queue.backoff.ms",
+    "fetch.wait.max.ms",
+    "max.partition.fetch.bytes",
+    "queued.max.messages.kbytes",
+    "queued.min.messages",
+];
+
+/// Batching, queueing, compression and request-timeout properties `output.properties` may set,
+/// besides [`KAFKA_CLIENT_PROPERTIES`].
+pub const KAFKA_PRODUCER_PROPERTIES: &[&str] = &[
+    "batch.num.messages",
+    "batch.size",
+    "compression.codec",
+    "compression.level",
+    "compression.type",
+    "linger.ms",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.ms",
+    "request.timeout.ms",
 ];
 
 /// How to connect to the brokers (`security:`); the default is plaintext without
@@ -247,25 +319,96 @@ pub(crate) fn problems(
         ));
     }
     for key in properties.keys() {
-        if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
+        if let Some((problem, fix)) = property_problem(section, key) {
             errors.push(FieldError::new(
                 field(&format!("properties.{key}")),
-                "is set by Cairn itself",
-                reserved_fix(key),
+                problem,
+                fix,
             ));
         }
     }
     errors
 }
 
+/// Why `key` may not be set in `<section>.properties`, and what to do instead; `None` when it
+/// is one of the tuning properties passed through to librdkafka.
+fn property_problem(section: &str, key: &str) -> Option<(String, String)> {
+    let (own, other, other_section, role) = if section == "input" {
+        (
+            KAFKA_CONSUMER_PROPERTIES,
+            KAFKA_PRODUCER_PROPERTIES,
+            "output",
+            "producer",
+        )
+    } else {
+        (
+            KAFKA_PRODUCER_PROPERTIES,
+            KAFKA_CONSUMER_PROPERTIES,
+            "input",
+            "consumer",
+        )
+    };
+    if KAFKA_CLIENT_PROPERTIES.contains(&key) || own.contains(&key) {
+        return None;
+    }
+    let refused = if RESERVED_KAFKA_PROPERTIES.contains(&key) {
+        (
+            "is set by Cairn itself".to_owned(),
+            reserved_fix(key).to_owned(),
+        )
+    } else if is_security_property(key) {
+        (
+            "is a TLS or SASL setting".to_owned(),
+            "configure TLS and SASL in the `security` section (protocol, caFile, certFile, \
+             keyFile, sasl; docs/kafka.md); other TLS and SASL settings are not offered"
+                .to_owned(),
+        )
+    } else if other.contains(&key) {
+        (
+            format!("is a {role} property"),
+            format!("set it in {other_section}.properties"),
+        )
+    } else {
+        (
+            "is not one of the librdkafka tuning properties Cairn passes through".to_owned(),
+            "remove it; the properties that may be set (fetching, batching, queueing, \
+             compression, timeouts, connections) are listed in docs/kafka.md"
+                .to_owned(),
+        )
+    };
+    Some(refused)
+}
+
+/// Whether `key` configures TLS or SASL, which only the `security` section may do.
+fn is_security_property(key: &str) -> bool {
+    key.starts_with("ssl.")
+        || key.starts_with("ssl_")
+        || key.starts_with("sasl.")
+        || key.starts_with("security.")
+        || key.contains("ssl.")
+        || key.contains("sasl")
+}
+
 /// What to do instead of setting a reserved client property.
 fn reserved_fix(key: &str) -> &'static str {
     match key {
-        "bootstrap.servers" => "use `brokers`",
+        "bootstrap.servers" | "metadata.broker.list" => "use `brokers`",
         k if k.starts_with("ssl.") || k.starts_with("sasl.") || k == "security.protocol" => {
             "use the `security` section"
         }
         "transactional.id" => "use `transactionalId` of a `type: kafka` output",
+        "client.id" => "remove it: Cairn names every client after the topic and the task",
+        "statistics.interval.ms" => "remove it: Cairn reads the lag from the statistics every 5s",
+        "transaction.timeout.ms"
+        | "enable.idempotence"
+        | "acks"
+        | "request.required.acks"
+        | "message.timeout.ms"
+        | "delivery.timeout.ms"
+        | "partitioner" => {
+            "remove it: Cairn's delivery guarantees and partitioning depend on its value \
+             (docs/kafka.md)"
+        }
         _ => {
             "remove it: Cairn assigns partitions itself and keeps offsets only in its \
              checkpoints (docs/kafka.md)"

@@ -45,8 +45,15 @@ pub use job::{
     DEFAULT_CHECKPOINTS_RETAINED, DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_CHECKPOINT_STORE,
     DEFAULT_CHECKPOINT_TIMEOUT, DEFAULT_STATE_DIR,
 };
-pub use kafka::{KafkaProtocol, KafkaSecurity, SaslMechanism, SaslSpec, RESERVED_KAFKA_PROPERTIES};
+pub use kafka::{
+    KafkaProtocol, KafkaSecurity, SaslMechanism, SaslSpec, KAFKA_CLIENT_PROPERTIES,
+    KAFKA_CONSUMER_PROPERTIES, KAFKA_PRODUCER_PROPERTIES, RESERVED_KAFKA_PROPERTIES,
+};
 pub use output::{KafkaDelivery, KafkaOutput, OutputSpec, DEFAULT_KAFKA_SPOOL_DIR};
+pub use parse::MAX_SPEC_LEN;
 pub use store::CheckpointStore;
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
-pub use validate::{MAX_NAME_LEN, MAX_PARTITIONS, MIN_CACHE_SIZE, MIN_CHECKPOINT_INTERVAL};
+pub use validate::{
+    MAX_CACHE_SIZE, MAX_CHECKPOINTS_RETAINED, MAX_GENERATOR_KEYS, MAX_NAME_LEN, MAX_PARTITIONS,
+    MAX_RATE_PER_SECOND, MAX_RECORDS_PER_PARTITION, MIN_CACHE_SIZE, MIN_CHECKPOINT_INTERVAL,
+};

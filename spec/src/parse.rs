@@ -4,6 +4,7 @@
 //! parse error names the dotted path of the field it is about, and through
 //! [`JobSpec::validate`].
 
+use std::io::Read;
 use std::path::Path;
 
 use serde::Deserializer;
@@ -12,9 +13,22 @@ use crate::error::SpecError;
 use crate::job::JobSpec;
 use crate::properties::{self, PropertiesTree};
 
+/// Largest job spec document, YAML or properties (1 MiB). Real specs are a few kilobytes;
+/// the bound keeps a wrong or hostile file from being parsed at all.
+pub const MAX_SPEC_LEN: usize = 1 << 20;
+
+/// Refuses a document over [`MAX_SPEC_LEN`].
+fn check_len(text: &str) -> Result<(), SpecError> {
+    if text.len() > MAX_SPEC_LEN {
+        return Err(SpecError::TooLarge { max: MAX_SPEC_LEN });
+    }
+    Ok(())
+}
+
 impl JobSpec {
     /// Parses and validates a YAML job spec.
     pub fn from_yaml_str(yaml: &str) -> Result<JobSpec, SpecError> {
+        check_len(yaml)?;
         let spec = deserialize(serde_yaml::Deserializer::from_str(yaml))?;
         spec.validate()?;
         Ok(spec)
@@ -31,6 +45,7 @@ impl JobSpec {
     /// Parses and validates a Java-style properties job spec (`cairn.*` keys and the Samza
     /// names; see [`crate::properties`]).
     pub fn from_properties_str(text: &str) -> Result<JobSpec, SpecError> {
+        check_len(text)?;
         let tree = properties::parse(text)?;
         let spec = deserialize(tree.value.clone()).map_err(|err| point_at_line(err, &tree))?;
         spec.validate()?;
@@ -43,10 +58,23 @@ impl JobSpec {
     /// Errors other than [`SpecError::Read`] do not repeat the file name; callers that show
     /// them should say which file they loaded.
     pub fn from_path(path: &Path) -> Result<JobSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        // Read at most one byte more than a spec may have: enough to tell it is too large
+        // without reading all of a huge (or endless) file.
+        let read_error = |source| SpecError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .map_err(read_error)?
+            .take(MAX_SPEC_LEN as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() > MAX_SPEC_LEN {
+            return Err(SpecError::TooLarge { max: MAX_SPEC_LEN });
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         let is_properties = path
             .extension()
             .is_some_and(|ext| ext.eq_ignore_ascii_case("properties"));

@@ -47,6 +47,16 @@ pub const SAMZA_KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Most field names in one `cairn.` key (`cairn.input.security.sasl.passwordFile` has 5).
+/// Every level becomes a nested map that is later read and dropped recursively, so a key with
+/// thousands of segments must be refused before it is built.
+pub const MAX_PROPERTY_DEPTH: usize = 32;
+/// Most properties in one document. A job spec has a few dozen; the bound keeps the checks
+/// between properties (which compare every pair) cheap.
+pub const MAX_PROPERTIES: usize = 1000;
+/// Longest key shown in full in an error; longer ones are cut, with their length.
+const MAX_SHOWN_KEY: usize = 80;
+
 /// The fix for any HDFS setting.
 const HDFS_FIX: &str = "keep checkpoints on a local or mounted filesystem with \
      `task.checkpoint.store.filesystem.path=/path/to/checkpoints` (a `file://` store), or in S3 \
@@ -96,6 +106,13 @@ enum Factory {
 pub(crate) fn parse(text: &str) -> Result<PropertiesTree, SpecError> {
     let mut errors = Vec::new();
     let entries = split_entries(text, &mut errors);
+    if let Some(first_extra) = entries.get(MAX_PROPERTIES) {
+        return Err(SpecError::Properties(vec![error(
+            first_extra,
+            format!("is past the maximum of {MAX_PROPERTIES} properties in one job spec"),
+            "a job spec needs a few dozen properties at most: check that this is the right file",
+        )]));
+    }
 
     let mut first_seen: BTreeMap<&str, usize> = BTreeMap::new();
     let mut tree = PropertiesTree {
@@ -142,9 +159,18 @@ pub(crate) fn parse(text: &str) -> Result<PropertiesTree, SpecError> {
 fn error(entry: &Entry, problem: impl Into<String>, fix: impl Into<String>) -> PropertyError {
     PropertyError {
         line: entry.line,
-        key: entry.key.clone(),
+        key: shown_key(&entry.key),
         problem: problem.into(),
         fix: fix.into(),
+    }
+}
+
+/// `key` as an error shows it: in full up to [`MAX_SHOWN_KEY`] characters, else its start and
+/// its length, so a hostile key cannot make a megabyte of error message.
+fn shown_key(key: &str) -> String {
+    match key.char_indices().nth(MAX_SHOWN_KEY) {
+        None => key.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes)", &key[..cut], key.len()),
     }
 }
 
@@ -175,7 +201,7 @@ fn split_entries(text: &str, errors: &mut Vec<PropertyError>) -> Vec<Entry> {
             }),
             _ => errors.push(PropertyError {
                 line,
-                key: logical.clone(),
+                key: shown_key(&logical),
                 problem: "is not a `key=value` line".to_owned(),
                 fix: "write `key=value` or `key: value`, and start comments with `#` or `!`"
                     .to_owned(),
@@ -237,6 +263,15 @@ fn action(entry: &Entry) -> Result<Action, PropertyError> {
             )),
         },
         key => match key.strip_prefix("cairn.") {
+            Some(path) if path.split('.').nth(MAX_PROPERTY_DEPTH).is_some() => Err(error(
+                entry,
+                format!(
+                    "has {} field names, more than the maximum of {MAX_PROPERTY_DEPTH}",
+                    path.split('.').count()
+                ),
+                "write a dotted camelCase path such as `cairn.input.partitions`; no job spec \
+                 field is nested that deep",
+            )),
             Some(path) if !path.split('.').any(str::is_empty) => Ok(Action::Set(
                 path.split('.').map(str::to_owned).collect(),
                 scalar(value),
@@ -261,8 +296,11 @@ fn unknown_key(entry: &Entry) -> PropertyError {
         "write `cairn.<field path>` (e.g. `cairn.input.partitions=4`) or one of the Samza names {}",
         names.join(", ")
     );
+    // A near miss is at most two edits away, so its length differs by at most two: skip the
+    // (quadratic) distance for keys that cannot be one.
     let near = SAMZA_KEYS
         .iter()
+        .filter(|(key, _)| key.len().abs_diff(entry.key.len()) <= 2)
         .map(|(key, _)| (edit_distance(key, &entry.key), *key))
         .filter(|(distance, _)| *distance <= 2)
         .min();
@@ -343,10 +381,12 @@ impl PropertiesTree {
     /// that an earlier line set.
     fn insert(&mut self, path: &[String], value: Value, origin: Origin) -> Result<(), String> {
         let dotted = path.join(".");
+        let within = |path: &str, section: &str| {
+            path.strip_prefix(section)
+                .is_some_and(|rest| rest.starts_with('.'))
+        };
         let clash = self.origins.iter().find(|(other, _)| {
-            **other == dotted
-                || dotted.starts_with(&format!("{other}."))
-                || other.starts_with(&format!("{dotted}."))
+            **other == dotted || within(&dotted, other) || within(other, &dotted)
         });
         if let Some((other, earlier)) = clash {
             return Err(format!(

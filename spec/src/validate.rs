@@ -11,7 +11,7 @@ use crate::job::JobSpec;
 use crate::kafka;
 use crate::output::{KafkaDelivery, OutputSpec};
 use crate::store::CheckpointStore;
-use crate::units::{format_duration, format_size};
+use crate::units::{format_duration, format_size, MAX_DURATION};
 
 /// Most input partitions one job may have.
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -21,6 +21,20 @@ pub const MAX_NAME_LEN: usize = 63;
 pub const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 /// Smallest per-task write-back cache.
 pub const MIN_CACHE_SIZE: u64 = 1 << 20;
+/// Largest per-task write-back cache (1 TiB): far above any machine's memory, so the cache
+/// arithmetic (and the process-wide block cache of the same size) is far from overflow.
+pub const MAX_CACHE_SIZE: u64 = 1 << 40;
+/// Most distinct keys of a generator input: the worker builds a table of every key id (8 bytes
+/// each, 800 MB at this maximum) before the first record.
+pub const MAX_GENERATOR_KEYS: u64 = 100_000_000;
+/// Most records per partition of a finite generator input (10^15): keeps the record index
+/// `j·N + p` of every record within 64 bits for any N up to [`MAX_PARTITIONS`].
+pub const MAX_RECORDS_PER_PARTITION: u64 = 1_000_000_000_000_000;
+/// Highest generator rate, records per second per partition (10^9).
+pub const MAX_RATE_PER_SECOND: u64 = 1_000_000_000;
+/// Most committed checkpoints kept. Every commit reads the manifests of the retained
+/// checkpoints to decide what may be deleted; keep older states as savepoints instead.
+pub const MAX_CHECKPOINTS_RETAINED: u32 = 100;
 
 impl JobSpec {
     /// Checks every rule and returns all problems found as [`SpecError::Invalid`].
@@ -59,11 +73,19 @@ impl JobSpec {
         );
         match &self.input {
             InputSpec::Generator(generator) => {
+                let keys = generator.keys;
                 errors.check(
-                    generator.keys >= 1,
+                    keys >= 1,
                     "input.keys",
                     || "0 keys leaves nothing to generate".to_owned(),
                     "set `keys` to 1 or more (default 1000)",
+                );
+                errors.check(
+                    keys <= MAX_GENERATOR_KEYS,
+                    "input.keys",
+                    || format!("{keys} is more than the maximum of {MAX_GENERATOR_KEYS}"),
+                    "use fewer distinct keys (the generator keeps a table of every key), e.g. \
+                     `keys: 1000000`",
                 );
                 let exponent = generator.zipf_exponent;
                 errors.check(
@@ -72,6 +94,29 @@ impl JobSpec {
                     || format!("{exponent} is not a finite number greater than 0"),
                     "use e.g. `zipfExponent: 1.1` (higher means more skew; default 1.0)",
                 );
+                if let Some(records) = generator.records_per_partition {
+                    errors.check(
+                        records <= MAX_RECORDS_PER_PARTITION,
+                        "input.recordsPerPartition",
+                        || {
+                            format!(
+                                "{records} is more than the maximum of \
+                                 {MAX_RECORDS_PER_PARTITION}"
+                            )
+                        },
+                        "write fewer records, or leave `recordsPerPartition` out for an endless \
+                         input",
+                    );
+                }
+                if let Some(rate) = generator.rate_per_second {
+                    errors.check(
+                        rate <= MAX_RATE_PER_SECOND,
+                        "input.ratePerSecond",
+                        || format!("{rate} is more than the maximum of {MAX_RATE_PER_SECOND}"),
+                        "write a lower rate, or leave `ratePerSecond` out to run as fast as \
+                         possible",
+                    );
+                }
             }
             InputSpec::File(file) => errors.check(
                 !file.path.as_os_str().is_empty(),
@@ -97,6 +142,7 @@ impl JobSpec {
                     "check the topic's partition count less often, e.g. \
                      `partitionCheckInterval: 30s` (the default)",
                 );
+                errors.at_most_a_year("input.partitionCheckInterval", interval);
             }
         }
 
@@ -146,8 +192,8 @@ impl JobSpec {
                         errors.push(FieldError::new(
                             "output.transactionalId",
                             problem,
-                            "use 1 to 200 ASCII letters, digits, '.', '_' or '-', e.g. the \
-                             job name",
+                            "use 1 to 200 ASCII letters, digits, '.', '_' or '-' (but not \
+                             `.` or `..`), e.g. the job name",
                         ));
                     }
                 }
@@ -170,6 +216,12 @@ impl JobSpec {
             "run at least 1 container (the default)",
         );
         errors.check(
+            partitions_ok || parallelism <= MAX_PARTITIONS,
+            "parallelism",
+            || format!("{parallelism} is more than the maximum of {MAX_PARTITIONS}"),
+            "run at most one container per input partition",
+        );
+        errors.check(
             !partitions_ok || parallelism <= partitions,
             "parallelism",
             || format!("{parallelism} is more than input.partitions ({partitions})"),
@@ -190,6 +242,7 @@ impl JobSpec {
             },
             "checkpoint less often, e.g. `interval: 10s` (default 1m)",
         );
+        errors.at_most_a_year("checkpoint.interval", checkpoint.interval);
         if let Err(err) = CheckpointStore::parse(&checkpoint.store) {
             errors.push(err);
         }
@@ -206,11 +259,23 @@ impl JobSpec {
             "keep at least 1 (default 3)",
         );
         errors.check(
+            checkpoint.retained <= MAX_CHECKPOINTS_RETAINED,
+            "checkpoint.retained",
+            || {
+                format!(
+                    "{} is more than the maximum of {MAX_CHECKPOINTS_RETAINED}",
+                    checkpoint.retained
+                )
+            },
+            "keep fewer (default 3), and keep older states as savepoints (docs/savepoints.md)",
+        );
+        errors.check(
             !checkpoint.timeout.is_zero(),
             "checkpoint.timeout",
             || "0s would abandon every checkpoint".to_owned(),
             "allow checkpoints time to finish, e.g. `timeout: 10m` (the default)",
         );
+        errors.at_most_a_year("checkpoint.timeout", checkpoint.timeout);
 
         errors.check(
             !self.state.dir.as_os_str().is_empty(),
@@ -230,6 +295,18 @@ impl JobSpec {
             },
             "give each task at least 1MiB of cache, e.g. `cacheSize: 64MiB` (the default)",
         );
+        errors.check(
+            self.state.cache_size <= MAX_CACHE_SIZE,
+            "state.cacheSize",
+            || {
+                format!(
+                    "{} is more than the maximum of {}",
+                    format_size(self.state.cache_size),
+                    format_size(MAX_CACHE_SIZE)
+                )
+            },
+            "give each task a cache that fits in memory, e.g. `cacheSize: 64MiB` (the default)",
+        );
         errors.0
     }
 }
@@ -248,13 +325,33 @@ impl Problems {
     fn push(&mut self, error: FieldError) {
         self.0.push(error);
     }
+
+    /// Durations read from text are bounded by [`crate::units::parse_duration`]; this catches
+    /// the ones set in code, so a validated spec never holds a duration over [`MAX_DURATION`].
+    fn at_most_a_year(&mut self, field: &str, duration: Duration) {
+        self.check(
+            duration <= MAX_DURATION,
+            field,
+            || {
+                format!(
+                    "{} is longer than the maximum of {} (one year)",
+                    format_duration(duration),
+                    format_duration(MAX_DURATION)
+                )
+            },
+            "write a shorter duration",
+        );
+    }
 }
 
 /// Why `id` is not a usable transactional id prefix, or `None`. Kafka itself takes any
 /// string; Cairn also names the exactly-once spool directory after it, so it keeps to the
-/// topic alphabet.
+/// topic alphabet, and `.` and `..` (which would name the spool directory itself or its
+/// parent) are refused as they are for topics.
 fn transactional_id_problem(id: &str) -> Option<String> {
-    crate::kafka::name_problem(id, 200, "not allowed")
+    crate::kafka::name_problem(id, 200, "not allowed").or_else(|| {
+        (id == "." || id == "..").then(|| format!("{id:?} is not allowed as a transactional id"))
+    })
 }
 
 /// Why `name` is not a DNS-1123 label, or `None` if it is one.
@@ -296,6 +393,12 @@ mod tests {
             Some("\"a/b c\" contains characters not allowed: \"/ \"".to_owned())
         );
         assert_eq!(transactional_id_problem(&"x".repeat(200)), None);
+        assert_eq!(
+            transactional_id_problem(".."),
+            Some("\"..\" is not allowed as a transactional id".to_owned())
+        );
+        assert!(transactional_id_problem(".").is_some());
+        assert_eq!(transactional_id_problem("..a"), None);
         assert_eq!(
             transactional_id_problem(&"x".repeat(201)),
             Some(format!(

@@ -186,3 +186,157 @@ fn the_kafka_s3_example_is_valid() {
     );
     assert_eq!(spec.checkpoint.store, "s3://cairn/kafka-count");
 }
+
+/// `properties` is an allow-list of librdkafka tuning settings; everything else is refused
+/// naming the property, and where it goes instead if anywhere.
+#[test]
+fn only_tuning_properties_are_passed_to_librdkafka() {
+    let input = |props: &str| {
+        format!(
+            "name: j\ntask: {{name: count}}\ninput: {{type: kafka, topic: t, partitions: 1, \
+             brokers: 'b:1', properties: {{{props}}}}}\n"
+        )
+    };
+    let output = |props: &str| {
+        format!(
+            "name: j\ntask: {{name: count}}\ninput: {{type: generator, partitions: 1}}\n\
+             output: {{type: kafka, topic: t, brokers: 'b:1', properties: {{{props}}}}}\n"
+        )
+    };
+    let spec = JobSpec::from_yaml_str(&input(
+        "fetch.max.bytes: '1048576', socket.timeout.ms: '30000', client.rack: r1, \
+         queued.min.messages: '1000'",
+    ))
+    .unwrap();
+    let InputSpec::Kafka(kafka) = &spec.input else {
+        panic!("kafka input")
+    };
+    assert_eq!(kafka.properties.len(), 4);
+    JobSpec::from_yaml_str(&output(
+        "compression.type: lz4, linger.ms: '20', batch.size: '1000000', message.max.bytes: \
+         '2000000'",
+    ))
+    .unwrap();
+
+    let tls = "configure TLS and SASL in the `security` section (protocol, caFile, certFile, \
+               keyFile, sasl; docs/kafka.md); other TLS and SASL settings are not offered";
+    let not_passed = "remove it; the properties that may be set (fetching, batching, queueing, \
+                      compression, timeouts, connections) are listed in docs/kafka.md";
+    for (key, problem, fix) in [
+        (
+            "metadata.broker.list",
+            "is set by Cairn itself",
+            "use `brokers`",
+        ),
+        (
+            "bootstrap.servers",
+            "is set by Cairn itself",
+            "use `brokers`",
+        ),
+        (
+            "enable.ssl.certificate.verification",
+            "is a TLS or SASL setting",
+            tls,
+        ),
+        ("ssl.key.password", "is a TLS or SASL setting", tls),
+        (
+            "ssl.endpoint.identification.algorithm",
+            "is a TLS or SASL setting",
+            tls,
+        ),
+        ("sasl.kerberos.kinit.cmd", "is a TLS or SASL setting", tls),
+        (
+            "ssl.ca.location",
+            "is set by Cairn itself",
+            "use the `security` section",
+        ),
+        (
+            "plugin.library.paths",
+            "is not one of the librdkafka tuning properties Cairn passes through",
+            not_passed,
+        ),
+        (
+            "debug",
+            "is not one of the librdkafka tuning properties Cairn passes through",
+            not_passed,
+        ),
+        (
+            "client.id",
+            "is set by Cairn itself",
+            "remove it: Cairn names every client after the topic and the task",
+        ),
+        (
+            "linger.ms",
+            "is a producer property",
+            "set it in output.properties",
+        ),
+    ] {
+        assert_eq!(
+            problems(&input(&format!("{key}: x"))),
+            [format!("input.properties.{key}: {problem}; {fix}")],
+            "{key}"
+        );
+    }
+    for (key, problem, fix) in [
+        (
+            "fetch.max.bytes",
+            "is a consumer property",
+            "set it in input.properties",
+        ),
+        (
+            "acks",
+            "is set by Cairn itself",
+            "remove it: Cairn's delivery guarantees and partitioning depend on its value \
+             (docs/kafka.md)",
+        ),
+        (
+            "transactional.id",
+            "is set by Cairn itself",
+            "use `transactionalId` of a `type: kafka` output",
+        ),
+        (
+            "interceptors",
+            "is not one of the librdkafka tuning properties Cairn passes through",
+            not_passed,
+        ),
+    ] {
+        assert_eq!(
+            problems(&output(&format!("{key}: x"))),
+            [format!("output.properties.{key}: {problem}; {fix}")],
+            "{key}"
+        );
+    }
+}
+
+/// The exactly-once spool directory is named after the transactional id, so `.` and `..` (the
+/// spool directory itself and its parent) are refused like other names outside Kafka's rules.
+#[test]
+fn a_transactional_id_follows_kafka_name_rules() {
+    let spec = |id: &str| {
+        format!(
+            "name: j\ntask: {{name: count}}\ninput: {{type: generator, partitions: 1}}\n\
+             output: {{type: kafka, topic: t, brokers: 'b:1', delivery: exactlyOnce, \
+             transactionalId: '{id}'}}\n"
+        )
+    };
+    let fix = "use 1 to 200 ASCII letters, digits, '.', '_' or '-' (but not `.` or `..`), e.g. \
+               the job name";
+    for (id, problem) in [
+        (
+            "..",
+            "\"..\" is not allowed as a transactional id".to_owned(),
+        ),
+        (".", "\".\" is not allowed as a transactional id".to_owned()),
+        (
+            "../x",
+            "\"../x\" contains characters not allowed: \"/\"".to_owned(),
+        ),
+    ] {
+        assert_eq!(
+            problems(&spec(id)),
+            [format!("output.transactionalId: {problem}; {fix}")],
+            "{id}"
+        );
+    }
+    assert!(JobSpec::from_yaml_str(&spec("clicks.v2")).is_ok());
+}

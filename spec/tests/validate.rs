@@ -265,6 +265,108 @@ fn cache_size_must_be_at_least_1mib() {
 }
 
 #[test]
+fn every_count_has_a_maximum_named_in_its_error() {
+    let mut spec = valid();
+    generator(&mut spec).keys = 100_000_001;
+    assert_rejected(
+        &spec,
+        "input.keys",
+        "100000001 is more than the maximum of 100000000",
+        "use fewer distinct keys",
+    );
+    generator(&mut spec).keys = 100_000_000;
+    assert!(spec.validate().is_ok());
+
+    let mut spec = valid();
+    generator(&mut spec).records_per_partition = Some(u64::MAX);
+    assert_rejected(
+        &spec,
+        "input.recordsPerPartition",
+        "18446744073709551615 is more than the maximum of 1000000000000000",
+        "leave `recordsPerPartition` out for an endless input",
+    );
+    generator(&mut spec).records_per_partition = Some(1_000_000_000_000_000);
+    assert!(spec.validate().is_ok());
+
+    let mut spec = valid();
+    generator(&mut spec).rate_per_second = Some(1_000_000_001);
+    assert_rejected(
+        &spec,
+        "input.ratePerSecond",
+        "1000000001 is more than the maximum of 1000000000",
+        "write a lower rate",
+    );
+
+    let mut spec = valid();
+    spec.checkpoint.retained = 101;
+    assert_rejected(
+        &spec,
+        "checkpoint.retained",
+        "101 is more than the maximum of 100",
+        "keep older states as savepoints",
+    );
+    spec.checkpoint.retained = 100;
+    assert!(spec.validate().is_ok());
+
+    let mut spec = valid();
+    spec.state.cache_size = (1 << 40) + 1;
+    assert_rejected(
+        &spec,
+        "state.cacheSize",
+        "1099511627777 is more than the maximum of 1TiB",
+        "cacheSize: 64MiB",
+    );
+    spec.state.cache_size = 1 << 40;
+    assert!(spec.validate().is_ok());
+
+    // With partitions out of range, parallelism is still bounded on its own.
+    let mut spec = valid();
+    generator(&mut spec).partitions = 0;
+    spec.parallelism = u32::MAX;
+    let errors = problems(&spec);
+    assert_eq!(
+        errors[1].to_string(),
+        "parallelism: 4294967295 is more than the maximum of 4096; run at most one container \
+         per input partition"
+    );
+}
+
+/// Text durations are bounded when parsed; a spec built in code is bounded by validation.
+#[test]
+fn durations_set_in_code_are_at_most_a_year() {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let mut spec = valid();
+    spec.checkpoint.interval = year;
+    spec.checkpoint.timeout = year;
+    assert!(spec.validate().is_ok());
+    spec.checkpoint.interval = Duration::MAX;
+    assert_rejected(
+        &spec,
+        "checkpoint.interval",
+        "18446744073709551615999999999ns is longer than the maximum of 8760h (one year)",
+        "write a shorter duration",
+    );
+    let mut spec = valid();
+    spec.checkpoint.timeout = year + Duration::from_secs(1);
+    assert_rejected(
+        &spec,
+        "checkpoint.timeout",
+        "31536001s is longer than the maximum of 8760h (one year)",
+        "write a shorter duration",
+    );
+    let mut kafka = cairn_spec::KafkaInput::new(4, "t", "b:1");
+    kafka.partition_check_interval = year * 2;
+    let mut spec = valid();
+    spec.input = InputSpec::Kafka(kafka);
+    assert_rejected(
+        &spec,
+        "input.partitionCheckInterval",
+        "17520h is longer than the maximum of 8760h (one year)",
+        "write a shorter duration",
+    );
+}
+
+#[test]
 fn all_problems_are_reported_together() {
     let yaml = r#"
 name: Word_Count
