@@ -197,6 +197,14 @@ fn assert_explains(err: &SpecError, input: &str) {
     );
     match err {
         SpecError::Read { .. } => panic!("a parse from text reported a read error: {err:?}"),
+        // A document over the size limit: the message names the limit.
+        SpecError::TooLarge { max } => {
+            assert!(
+                shown.contains(&max.to_string()),
+                "{err:?} for a {}-byte input",
+                input.len()
+            );
+        }
         SpecError::Parse { message, .. } => {
             assert!(!message.trim().is_empty(), "{err:?} for\n{input}");
         }
@@ -266,7 +274,9 @@ impl Outcomes {
     fn count(&self, result: &Result<JobSpec, SpecError>) {
         let counter = match result {
             Ok(_) => &self.accepted,
-            Err(SpecError::Parse { .. } | SpecError::Read { .. }) => &self.parse,
+            Err(SpecError::Parse { .. } | SpecError::Read { .. } | SpecError::TooLarge { .. }) => {
+                &self.parse
+            }
             Err(SpecError::Properties(_)) => &self.properties,
             Err(SpecError::Invalid(_)) => &self.invalid,
         };
