@@ -34,7 +34,7 @@ pub const MAX_RECORDS_PER_PARTITION: u64 = 1_000_000_000_000_000;
 pub const MAX_RATE_PER_SECOND: u64 = 1_000_000_000;
 /// Most committed checkpoints kept. Every commit reads the manifests of the retained
 /// checkpoints to decide what may be deleted; keep older states as savepoints instead.
-pub const MAX_CHECKPOINTS_RETAINED: u32 = 100;
+pub const MAX_CHECKPOINTS_RETAINED: u32 = 10_000;
 
 impl JobSpec {
     /// Checks every rule and returns all problems found as [`SpecError::Invalid`].

@@ -298,14 +298,15 @@ fn every_count_has_a_maximum_named_in_its_error() {
     );
 
     let mut spec = valid();
-    spec.checkpoint.retained = 101;
+    spec.checkpoint.retained = 10_001;
     assert_rejected(
         &spec,
         "checkpoint.retained",
-        "101 is more than the maximum of 100",
+        "10001 is more than the maximum of 10000",
         "keep older states as savepoints",
     );
-    spec.checkpoint.retained = 100;
+    // Tests keep every checkpoint of a run with retained: 1000.
+    spec.checkpoint.retained = 10_000;
     assert!(spec.validate().is_ok());
 
     let mut spec = valid();
