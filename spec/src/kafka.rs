@@ -379,13 +379,13 @@ fn property_problem(section: &str, key: &str) -> Option<(String, String)> {
     Some(refused)
 }
 
-/// Whether `key` configures TLS or SASL, which only the `security` section may do.
+/// Whether `key` configures TLS or SASL, which only the `security` section may do
+/// (`ssl.*`, `ssl_*`, `sasl.*`, `security.*`, and settings such as
+/// `enable.ssl.certificate.verification` that name them inside).
 fn is_security_property(key: &str) -> bool {
-    key.starts_with("ssl.")
-        || key.starts_with("ssl_")
-        || key.starts_with("sasl.")
-        || key.starts_with("security.")
+    key.starts_with("security.")
         || key.contains("ssl.")
+        || key.contains("ssl_")
         || key.contains("sasl")
 }
 
@@ -428,15 +428,15 @@ fn serde_plain_name(protocol: KafkaProtocol) -> &'static str {
 
 /// Why `topic` is not a legal Kafka topic name, or `None`.
 fn topic_problem(topic: &str) -> Option<String> {
-    name_problem(topic, 249, "Kafka does not allow").or_else(|| {
-        (topic == "." || topic == "..").then(|| format!("{topic:?} is not allowed as a topic name"))
-    })
+    name_problem(topic, 249, "Kafka does not allow", "a topic name")
 }
 
 /// Why `value` is not a name of 1 to `max_len` ASCII letters, digits, '.', '_' or '-' (Kafka's
 /// topic alphabet, also required of transactional ids), or `None`. `what` says whose rule a
-/// bad character breaks: "... contains characters {what}: ...".
-pub(crate) fn name_problem(value: &str, max_len: usize, what: &str) -> Option<String> {
+/// bad character breaks ("... contains characters {what}: ..."); `kind` names the value in the
+/// refusal of `.` and `..`, which Kafka refuses as topics and which would name a directory or
+/// its parent where Cairn uses the name as a path (the exactly-once spool).
+pub(crate) fn name_problem(value: &str, max_len: usize, what: &str, kind: &str) -> Option<String> {
     if value.is_empty() {
         return Some("is empty".to_owned());
     }
@@ -450,7 +450,10 @@ pub(crate) fn name_problem(value: &str, max_len: usize, what: &str) -> Option<St
         .chars()
         .filter(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
         .collect();
-    (!bad.is_empty()).then(|| format!("{value:?} contains characters {what}: {bad:?}"))
+    if !bad.is_empty() {
+        return Some(format!("{value:?} contains characters {what}: {bad:?}"));
+    }
+    (value == "." || value == "..").then(|| format!("{value:?} is not allowed as {kind}"))
 }
 
 /// Why `brokers` is not a `host:port[,host:port...]` list, or `None`.

@@ -349,9 +349,7 @@ impl Problems {
 /// topic alphabet, and `.` and `..` (which would name the spool directory itself or its
 /// parent) are refused as they are for topics.
 fn transactional_id_problem(id: &str) -> Option<String> {
-    crate::kafka::name_problem(id, 200, "not allowed").or_else(|| {
-        (id == "." || id == "..").then(|| format!("{id:?} is not allowed as a transactional id"))
-    })
+    crate::kafka::name_problem(id, 200, "not allowed", "a transactional id")
 }
 
 /// Why `name` is not a DNS-1123 label, or `None` if it is one.

@@ -327,34 +327,9 @@ fn check_properties(input: &str) {
     }
 }
 
-/// Closed hole (found by `properties_spec`): a property key with about a thousand dotted
-/// segments (`cairn.a.a.a...`, one 2 KB line) nested the YAML tree that deep and
-/// `JobSpec::from_properties_str` overflowed the stack cloning it, aborting the process. The
-/// properties parser now refuses keys deeper than 32 field names; `findings/deep-key.properties`
-/// is checked on every run, and generated inputs are no longer filtered. Set this to `true` (and
-/// name a finding `open-*`) only while a newly found hole waits for its fix.
-const KNOWN_DEEP_KEY_OVERFLOW: bool = false;
-
-/// Dotted segments per key that the base handles on a 2 MiB test thread in a debug build.
-const SAFE_KEY_DEPTH: usize = 256;
-
-/// Whether a generated properties input would only hit [`KNOWN_DEEP_KEY_OVERFLOW`] again.
-fn hits_known_deep_key(text: &str) -> bool {
-    KNOWN_DEEP_KEY_OVERFLOW
-        && text
-            .lines()
-            .any(|line| line.matches('.').count() > SAFE_KEY_DEPTH)
-}
-
 /// Runs `check` on every seed as written (open findings in a child process, expecting them to
-/// still fail), then on generated cases, skipping those `skip` says hit a known hole.
-fn fuzz(
-    test: &str,
-    seeds: &Seeds,
-    to_text: fn(&Value) -> String,
-    check: fn(&str),
-    skip: fn(&str) -> bool,
-) {
+/// still fail), then on generated cases.
+fn fuzz(test: &str, seeds: &Seeds, to_text: fn(&Value) -> String, check: fn(&str)) {
     assert!(!seeds.trees.is_empty(), "no seeds found");
     for (path, bytes) in &seeds.docs {
         if mutate::is_open_finding(path) {
@@ -375,10 +350,8 @@ fn fuzz(
         .with_test_time(budget.time)
         .for_each(|case| {
             let text = render(case, seeds, to_text);
-            if !skip(&text) {
-                mutate::remember_input(test, text.as_bytes());
-                check(&text);
-            }
+            mutate::remember_input(test, text.as_bytes());
+            check(&text);
         });
 }
 
@@ -399,16 +372,11 @@ fn yaml_spec() {
         return;
     }
     let seeds = yaml_seeds();
-    // Every valid example must be accepted: otherwise the fuzzer would start from errors.
-    for (path, bytes) in seeds
-        .docs
-        .iter()
-        .filter(|(p, _)| !p.starts_with(findings_dir()))
-    {
-        JobSpec::from_yaml_str(&String::from_utf8_lossy(bytes))
+    for (path, text) in valid_seeds(&seeds) {
+        JobSpec::from_yaml_str(&text)
             .unwrap_or_else(|e| panic!("seed {} is not a valid spec: {e}", path.display()));
     }
-    fuzz("yaml_spec", &seeds, render_yaml, check_yaml, |_| false);
+    fuzz("yaml_spec", &seeds, render_yaml, check_yaml);
     YAML_OUTCOMES.report("yaml_spec");
 }
 
@@ -418,16 +386,12 @@ fn properties_spec() {
         return;
     }
     let seeds = properties_seeds();
-    for (path, bytes) in seeds
-        .docs
-        .iter()
-        .filter(|(p, _)| !p.starts_with(findings_dir()))
-    {
-        JobSpec::from_properties_str(&String::from_utf8_lossy(bytes))
+    for (path, text) in valid_seeds(&seeds) {
+        JobSpec::from_properties_str(&text)
             .unwrap_or_else(|e| panic!("seed {} is not a valid spec: {e}", path.display()));
         // The simple rendering used for mutation must still be a valid document, or every
         // mutated case would start from an error.
-        let tree = properties_tree(&String::from_utf8_lossy(bytes));
+        let tree = properties_tree(&text);
         JobSpec::from_properties_str(&render_properties(&tree))
             .unwrap_or_else(|e| panic!("seed {} rendered back is not valid: {e}", path.display()));
     }
@@ -436,9 +400,19 @@ fn properties_spec() {
         &seeds,
         render_properties,
         check_properties,
-        hits_known_deep_key,
     );
     PROPERTIES_OUTCOMES.report("properties_spec");
+}
+
+/// The seeds that must be valid specs (every one but the kept findings), as text: a target
+/// whose seeds were errors would only fuzz the first parse error.
+fn valid_seeds(seeds: &Seeds) -> impl Iterator<Item = (&PathBuf, String)> {
+    let findings = findings_dir();
+    seeds
+        .docs
+        .iter()
+        .filter(move |(path, _)| !path.starts_with(&findings))
+        .map(|(path, bytes)| (path, String::from_utf8_lossy(bytes).into_owned()))
 }
 
 fn findings_dir() -> PathBuf {
