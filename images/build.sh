@@ -12,7 +12,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { echo "images/build.sh: $*" >&2; }
-: "${DOCKER_HOST:?start Docker first (scripts/dockerd.sh start) and export DOCKER_HOST}"
+docker version >/dev/null 2>&1 || {
+	log "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}): start one, e.g. with scripts/dockerd.sh start"
+	exit 1
+}
 
 # A client that can build with BuildKit (needed for the cache mounts): one with the buildx plugin,
 # or a client older than 23.0, which has BuildKit built in. Machines may carry a newer static

@@ -8,12 +8,27 @@
 #
 # Debian packages come from the mirror this machine's apt uses; the Rust toolchain is the one
 # `rustc` runs here (the same compiler the rest of the build uses). Idempotent: an image that
-# exists is kept. Prints the builder image's name.
+# exists is kept.
+#
+# Usage: images/local-bases.sh [builder|base]   (default builder) — prints that image's name;
+# `base` makes only the Debian image (the kind node image needs no compiler).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 log() { echo "local-bases.sh: $*" >&2; }
-: "${DOCKER_HOST:?start Docker first (scripts/dockerd.sh start) and export DOCKER_HOST}"
+docker version >/dev/null 2>&1 || {
+	log "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}): start one, e.g. with scripts/dockerd.sh start"
+	exit 1
+}
+
+want="${1:-builder}"
+case "$want" in
+builder | base) ;;
+*)
+	log "unknown image '$want'; use builder or base"
+	exit 2
+	;;
+esac
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -51,6 +66,11 @@ if ! have_image "$base"; then
 		-c 'CMD ["/bin/bash"]' - "$base" >/dev/null
 	rm -rf "$rootfs"
 	trap - EXIT
+fi
+
+if [[ "$want" == base ]]; then
+	echo "$base"
+	exit 0
 fi
 
 # The toolchain: this machine's, so the image builds with the compiler the tests use.

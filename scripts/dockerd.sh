@@ -52,19 +52,25 @@ start() {
 		--containerd-namespace cairn --containerd-plugins-namespace cairn-plugins
 		--bridge none --ip-masq=false --iptables=true)
 	if lacks_sys_resource; then
+		command -v jq >/dev/null || {
+			log "jq is missing: the runc wrapper this kernel needs edits OCI specs with it (Debian: apt-get install jq)"
+			exit 1
+		}
 		args+=(--add-runtime "nosysres=$here/runc-without-sys-resource.sh" --default-runtime nosysres)
 	fi
 	log "starting dockerd (data root $data_root, socket $sock)"
 	setsid dockerd "${args[@]}" >"$log" 2>&1 </dev/null &
+	local daemon=$!
 	for _ in $(seq 1 60); do
 		if DOCKER_HOST="$host" docker version >/dev/null 2>&1; then
 			echo "$host"
 			return
 		fi
-		running || sleep 1
+		kill -0 "$daemon" 2>/dev/null || break
 		sleep 1
 	done
-	log "dockerd did not answer within 60 s; its log:"
+	kill -0 "$daemon" 2>/dev/null && log "dockerd did not answer within 60 s; its log:" ||
+		log "dockerd exited; its log:"
 	tail -n 30 "$log" >&2
 	exit 1
 }

@@ -20,11 +20,10 @@ command -v helm >/dev/null || export HELM="$(tests/controlplane/build.sh helm | 
 
 CLUSTER=${CLUSTER:-cairn-e2e}
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER"
-# The tag the chart uses by default: its appVersion.
-tag=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' charts/cairn/Chart.yaml)
-docker build -t "cairn/operator:$tag" -f operator/Dockerfile .
-docker build -t "cairn/worker:$tag" -f worker/Dockerfile .
-kind load docker-image --name "$CLUSTER" "cairn/operator:$tag" "cairn/worker:$tag"
+# The images, tagged with the chart's appVersion, from the public base images (BuildKit: the
+# Dockerfiles use cache mounts).
+mapfile -t images < <(IMAGE_BASES=public images/build.sh)
+kind load docker-image --name "$CLUSTER" "${images[@]}"
 
 export KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}"
 kind export kubeconfig --name "$CLUSTER"

@@ -18,7 +18,10 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 log() { echo "node-image.sh: $*" >&2; }
-: "${DOCKER_HOST:?start Docker first (scripts/dockerd.sh start) and export DOCKER_HOST}"
+docker version >/dev/null 2>&1 || {
+	log "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset}): start one, e.g. with scripts/dockerd.sh start"
+	exit 1
+}
 
 repo="$(awk '/^ *imageRepository:/ { print $2; exit }' "$here/kind-config.yaml")"
 pause_tag=3.10
@@ -29,10 +32,14 @@ k8s_dir="${control_plane[-1]}" kind_dir="${node_bins[0]}" coredns_dir="${node_bi
 k8s_version="${node_dir##*/kubernetes-node-}"
 etcd_tag="v$("$k8s_dir/etcd" --version | awk '/^etcd Version:/ { print $3 }')"
 coredns_tag="v$("$coredns_dir/coredns" -version | sed -n 's/^CoreDNS-//p')"
-base="$("$root/images/local-bases.sh" >/dev/null && echo local/debian:bookworm)"
-kind_module="$(cd "$root/tests/controlplane/kind" && GOWORK=off go list -m -f '{{.Dir}}' sigs.k8s.io/kind 2>/dev/null ||
-	(cd "$root/tests/controlplane/kind" && GOWORK=off go mod download -json sigs.k8s.io/kind | awk -F'"' '/"Dir"/ { print $4 }'))"
-k8s_module="$(cd "$root/tests/controlplane/kubernetes" && GOWORK=off go list -m -f '{{.Dir}}' k8s.io/kubernetes)"
+base="$("$root/images/local-bases.sh" base)"
+# Source directories of two pinned modules (kind's node files, Kubernetes' pause.c); `go mod
+# download` fetches them if needed and prints where they are.
+module_dir() { # <wrapper module dir> <module path>
+	(cd "$root/tests/controlplane/$1" && GOWORK=off go mod download -json "$2" | awk -F'"' '/"Dir"/ { print $4 }')
+}
+kind_module="$(module_dir kind sigs.k8s.io/kind)"
+k8s_module="$(module_dir kubernetes k8s.io/kubernetes)"
 
 inputs_hash="$(cat "$here"/node-image.sh "$here"/node.Dockerfile "$here"/containerd-config.toml \
 	"$here"/10-bridge.conflist "$here"/kind-config.yaml | sha256sum | cut -c1-12)"
