@@ -5,9 +5,15 @@
 #
 # Usage: scripts/dockerd.sh start|stop|host|running
 #   start  starts the daemon if it is not running and waits until it answers; prints DOCKER_HOST
-#   stop   stops it (SIGTERM, then SIGKILL after 30 s) and removes what Docker left on the host
+#   stop   stops it (SIGTERM, then SIGKILL after 30 s)
 #   host   prints DOCKER_HOST
 #   running  exits 0 when the daemon runs
+#
+# It leaves the host's network settings alone: with iptables on, Docker sets the FORWARD chain's
+# policy to DROP (which cut the test bed's pod network, which forwards between namespaces over a
+# bridge) and turns on IP forwarding, and neither is undone when it stops. Without its iptables
+# rules no container reaches beyond the machine (nothing is masqueraded), which is what the tests
+# want; published ports still work through Docker's userland proxy.
 #
 # Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE (some VMs), Docker's
 # --privileged containers (kind nodes) cannot start: runc is wrapped to drop that one
@@ -50,7 +56,7 @@ start() {
 	local args=(--data-root "$data_root" --exec-root "$run_dir/exec" -H "$host" --pidfile "$pidfile"
 		--storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs
 		--containerd-namespace cairn --containerd-plugins-namespace cairn-plugins
-		--bridge none --ip-masq=false --iptables=true)
+		--bridge none --iptables=false --ip-forward=false)
 	if lacks_sys_resource; then
 		command -v jq >/dev/null || {
 			log "jq is missing: the runc wrapper this kernel needs edits OCI specs with it (Debian: apt-get install jq)"
