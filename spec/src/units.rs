@@ -346,9 +346,18 @@ mod tests {
     #[test]
     fn durations_longer_than_a_year_are_refused() {
         // The audit's value: passed CEL and validation, then overflowed `interval * 3`.
-        for long in ["1800000000000000h", "8761h", "8760h1ns", "31536000001", "99999999999999999999"] {
+        for long in [
+            "1800000000000000h",
+            "8761h",
+            "8760h1ns",
+            "31536000001",
+            "99999999999999999999",
+        ] {
             let err = parse_duration(long).unwrap_err().to_string();
-            assert!(err.contains("longer than the maximum of 8760h"), "{long}: {err}");
+            assert!(
+                err.contains("longer than the maximum of 8760h"),
+                "{long}: {err}"
+            );
         }
         #[derive(serde::Deserialize, Debug)]
         struct Holder {

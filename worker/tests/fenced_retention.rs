@@ -116,7 +116,11 @@ fn a_fenced_process_deletes_nothing_of_its_successor() {
     // A: generation 1; its first retention pass waits for the gate.
     let mut a = start(&dir_a, &[(RETENTION_GATE_ENV, gate.display().to_string())]);
     wait_until("A's first commit", 60, || {
-        assert!(a.try_wait().unwrap().is_none(), "A exited: {}", log_of(&dir_a));
+        assert!(
+            a.try_wait().unwrap().is_none(),
+            "A exited: {}",
+            log_of(&dir_a)
+        );
         keys_below(&store, "checkpoints")
             .iter()
             .any(|k| k.ends_with("_COMMIT.json"))
@@ -132,7 +136,11 @@ fn a_fenced_process_deletes_nothing_of_its_successor() {
     let mut b = start(&dir_b, &[("CAIRN_FAULT_UPLOAD_DELAY_MS", "1500".into())]);
     let b_sst_dir = "/db-000002-";
     wait_until("B's first uploaded SST", 60, || {
-        assert!(b.try_wait().unwrap().is_none(), "B exited: {}", log_of(&dir_b));
+        assert!(
+            b.try_wait().unwrap().is_none(),
+            "B exited: {}",
+            log_of(&dir_b)
+        );
         keys_below(&store, "tasks")
             .iter()
             .any(|k| k.contains(b_sst_dir) && k.ends_with(".sst"))
@@ -152,7 +160,10 @@ fn a_fenced_process_deletes_nothing_of_its_successor() {
     std::fs::write(&gate, b"open").unwrap();
     let status = wait_exit(&mut a, "A to stop");
     let log_a = log_of(&dir_a);
-    assert!(!status.success(), "a fenced process must not end cleanly: {log_a}");
+    assert!(
+        !status.success(),
+        "a fenced process must not end cleanly: {log_a}"
+    );
     assert!(
         log_a.contains("fenced: generation 2 of this job started after ours (1)"),
         "{log_a}"
@@ -204,7 +215,11 @@ fn retention_leaves_no_empty_directories() {
     )
     .unwrap();
     let out = run_cmd(dir, &["run", "job.yaml", "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let root = dir.join(".cairn/checkpoints");
     let ids = committed_ids(dir, "file://./.cairn/checkpoints");
     assert_eq!(ids.len(), 1);
@@ -231,7 +246,11 @@ fn abandoned_incomplete_savepoints_are_removed_and_nothing_else() {
     )
     .unwrap();
     let out = run_cmd(dir, &["run", "job.yaml", "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let store_url = "file://./.cairn/checkpoints";
     let root = dir.join(".cairn/checkpoints");
     let id = *committed_ids(dir, store_url).last().unwrap();
@@ -264,7 +283,11 @@ fn abandoned_incomplete_savepoints_are_removed_and_nothing_else() {
 
     let before = keys_below(&root, "savepoints");
     let out = run_cmd(dir, &["savepoint", store_url]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let new = format!("savepoints/sp-{id:012}/");
     assert!(url.ends_with(new.trim_end_matches('/')), "{url}");
@@ -285,8 +308,17 @@ fn abandoned_incomplete_savepoints_are_removed_and_nothing_else() {
     let mut expected = expected;
     expected.sort();
     assert_eq!(others, expected);
-    assert!(!root.join(abandoned).exists(), "the abandoned directory is left");
+    assert!(
+        !root.join(abandoned).exists(),
+        "the abandoned directory is left"
+    );
     // The new savepoint is complete, and its marker is gone.
-    assert!(after.contains(&format!("{new}_SAVEPOINT.json")), "{after:?}");
-    assert!(!after.contains(&format!("{new}_IN_PROGRESS.json")), "{after:?}");
+    assert!(
+        after.contains(&format!("{new}_SAVEPOINT.json")),
+        "{after:?}"
+    );
+    assert!(
+        !after.contains(&format!("{new}_IN_PROGRESS.json")),
+        "{after:?}"
+    );
 }

@@ -61,7 +61,9 @@ fn climbing_to(target: &Path) -> String {
 /// The manifest of task 0 in the newest committed checkpoint of the store in `dir`.
 fn newest_task_manifest(dir: &Path) -> PathBuf {
     let store = dir.join(".cairn/checkpoints");
-    let id = *committed_ids(dir, STORE).last().expect("a committed checkpoint");
+    let id = *committed_ids(dir, STORE)
+        .last()
+        .expect("a committed checkpoint");
     let commit = read_json(&store.join(format!("checkpoints/{id:012}/_COMMIT.json")));
     let task0 = commit["tasks"]
         .as_array()
@@ -115,7 +117,10 @@ fn hostile_variants(
     out.push((
         "absolute",
         v,
-        format!("files[{sst}]: name {:?} is not a plain file name", abs.to_str().unwrap()),
+        format!(
+            "files[{sst}]: name {:?} is not a plain file name",
+            abs.to_str().unwrap()
+        ),
         vec![abs.clone(), outside.join("abs")],
     ));
 
@@ -172,7 +177,11 @@ fn crafted_file_names_never_write_outside_the_restore_directory() {
 
     // A savepoint of that checkpoint, for the savepoint variants.
     let out = run_cmd(&dir, &["savepoint", STORE]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sp_url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let sp_file = PathBuf::from(sp_url.strip_prefix("file://").unwrap()).join("_SAVEPOINT.json");
 
@@ -186,7 +195,10 @@ fn crafted_file_names_never_write_outside_the_restore_directory() {
         write_json(&manifest_path, &doc);
         let env: &[(&str, &Path)] = &[("TMPDIR", &tmpdir)];
         let err = run_err(&dir, &["state", "dump", "--store", STORE], env);
-        assert!(err.contains(&message), "{what}: state dump must say {message:?}: {err}");
+        assert!(
+            err.contains(&message),
+            "{what}: state dump must say {message:?}: {err}"
+        );
         assert!(
             err.contains(manifest_path.file_name().unwrap().to_str().unwrap()),
             "{what}: the error names the manifest: {err}"
@@ -194,7 +206,10 @@ fn crafted_file_names_never_write_outside_the_restore_directory() {
         assert_nothing_written(&targets, what);
         // `run` falls back past the damaged checkpoint: it is the only one, so it refuses.
         let err = run_err(&dir, &["run", "job.yaml", "--quiet"], &[]);
-        assert!(err.contains(&message), "{what}: run must say {message:?}: {err}");
+        assert!(
+            err.contains(&message),
+            "{what}: run must say {message:?}: {err}"
+        );
         assert_nothing_written(&targets, what);
         // Un-mark it for the next variant (only damage marks a checkpoint unusable).
         for marker in walk(&dir.join(".cairn/checkpoints/checkpoints")) {
@@ -221,7 +236,10 @@ fn crafted_file_names_never_write_outside_the_restore_directory() {
             &["run", "job.yaml", "--quiet", "--from-savepoint", &sp_url],
             &[],
         );
-        assert!(err.contains(&message), "{what}: --from-savepoint must say {message:?}: {err}");
+        assert!(
+            err.contains(&message),
+            "{what}: --from-savepoint must say {message:?}: {err}"
+        );
         assert!(err.contains("_SAVEPOINT.json"), "{what}: {err}");
         assert_nothing_written(&targets, what);
     }
@@ -281,7 +299,11 @@ fn a_rotten_store_copy_is_uploaded_again() {
         for t in commit["tasks"].as_array().unwrap() {
             let m = read_json(&store.join(t["manifest"].as_str().unwrap()));
             assert!(
-                m["files"].as_array().unwrap().iter().all(|f| f["key"] != key.as_str()),
+                m["files"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|f| f["key"] != key.as_str()),
                 "checkpoint {id} still references the rotten {key}"
             );
         }
@@ -344,7 +366,11 @@ fn reading_a_store_or_savepoint_creates_nothing() {
     .unwrap();
     let err = run_err(&dir, &["run", "job.yaml", "--quiet"], &[]);
     assert!(err.contains("no such savepoint"), "{err}");
-    assert!(!typo.exists(), "restore.savepoint created {}", typo.display());
+    assert!(
+        !typo.exists(),
+        "restore.savepoint created {}",
+        typo.display()
+    );
 }
 
 /// `--from-checkpoint` on a damaged checkpoint refuses without pretending to fall back; without
@@ -366,7 +392,13 @@ fn the_fallback_message_tells_the_truth() {
     let newest_arg = newest.to_string();
     let err = run_err(
         dir,
-        &["run", "job.yaml", "--quiet", "--from-checkpoint", &newest_arg],
+        &[
+            "run",
+            "job.yaml",
+            "--quiet",
+            "--from-checkpoint",
+            &newest_arg,
+        ],
         &[],
     );
     assert!(

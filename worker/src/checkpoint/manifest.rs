@@ -329,7 +329,10 @@ mod tests {
         let again: TaskManifest = parse(KEY, &to_bytes(&m)).unwrap();
         assert_eq!(again, m);
         let prefixed = m.files.with_key_prefix("savepoints/sp-000000000004/");
-        assert_eq!(prefixed[2].key, "savepoints/sp-000000000004/task-0000/CURRENT");
+        assert_eq!(
+            prefixed[2].key,
+            "savepoints/sp-000000000004/task-0000/CURRENT"
+        );
         assert_eq!(prefixed[2].name, "CURRENT");
     }
 
@@ -352,7 +355,10 @@ mod tests {
                 file("000009.sst", "tasks/task-0000/db-000001-aa/000010.sst"),
                 "does not match its key",
             ),
-            (file("x.sst", "../outside/x.sst"), "invalid checkpoint store key"),
+            (
+                file("x.sst", "../outside/x.sst"),
+                "invalid checkpoint store key",
+            ),
             (file("x.sst", "/abs/x.sst"), "invalid checkpoint store key"),
             (ok.clone(), "listed twice (also files[0])"),
         ];

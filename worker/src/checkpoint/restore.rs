@@ -354,7 +354,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read(db.join("000001.sst")).unwrap(), SST);
-        assert_eq!(std::fs::read(db.join("OPTIONS-000007")).unwrap(), b"options");
+        assert_eq!(
+            std::fs::read(db.join("OPTIONS-000007")).unwrap(),
+            b"options"
+        );
         assert_eq!(stats.corrupt_in_store, ["000001.sst"]);
         assert_eq!((stats.linked, stats.downloaded), (1, 1));
         assert_eq!(crate::metrics::store_corrupt_files().get(), before + 1);
@@ -409,10 +412,7 @@ mod tests {
         assert!(stats.corrupt_in_store.is_empty());
         assert_eq!((stats.linked, stats.downloaded), (1, 1));
 
-        inner
-            .put(&SST_KEY.into(), rotten().into())
-            .await
-            .unwrap();
+        inner.put(&SST_KEY.into(), rotten().into()).await.unwrap();
         let before = crate::metrics::store_corrupt_files().get();
         let (db, stats) = restore_task_db(&store, &manifest, &task_dir, "000003-cc")
             .await

@@ -274,10 +274,7 @@ mod tests {
         .collect();
         let manifests = vec![manifest(3, &["tasks/task-0000/db-000002-aa/000001.sst"])];
         let p = plan(&listing, &[1, 3], &newest(&[1, 3], 1), &manifests, 2);
-        assert_eq!(
-            p.retire_commits,
-            ["checkpoints/000000000001/_COMMIT.json"]
-        );
+        assert_eq!(p.retire_commits, ["checkpoints/000000000001/_COMMIT.json"]);
         assert_eq!(
             p.delete,
             [
@@ -298,18 +295,25 @@ mod tests {
         };
         use crate::storage::FileMeta;
 
-        const SPEC: &str = "name: t\ninput:\n  type: generator\n  partitions: 1\ntask:\n  name: count\n";
+        const SPEC: &str =
+            "name: t\ninput:\n  type: generator\n  partitions: 1\ntask:\n  name: count\n";
 
         /// Stores `ssts` (one byte each) and commits checkpoint `id` referencing them, as
         /// generation `generation`.
         async fn commit(store: &CheckpointStore, id: u64, generation: u64, ssts: &[&str]) {
             let mut files = Vec::new();
             for key in ssts {
-                store.put_bytes(key, Bytes::from_static(b"s")).await.unwrap();
+                store
+                    .put_bytes(key, Bytes::from_static(b"s"))
+                    .await
+                    .unwrap();
                 files.push(ManifestFile {
                     name: key.rsplit('/').next().unwrap().into(),
                     key: (*key).into(),
-                    meta: FileMeta { size: 1, crc32c: crate::storage::crc32c_of(b"s") },
+                    meta: FileMeta {
+                        size: 1,
+                        crc32c: crate::storage::crc32c_of(b"s"),
+                    },
                 });
             }
             let m = TaskManifest {
@@ -325,7 +329,10 @@ mod tests {
                 created_at_ms: 0,
             };
             let manifest_key = paths::task_manifest_key(id, generation, 0);
-            store.put_bytes(&manifest_key, manifest::to_bytes(&m)).await.unwrap();
+            store
+                .put_bytes(&manifest_key, manifest::to_bytes(&m))
+                .await
+                .unwrap();
             let spec = cairn_spec::JobSpec::from_yaml_str(SPEC).unwrap();
             let record = CommitRecord {
                 format: FORMAT_VERSION,
@@ -355,7 +362,13 @@ mod tests {
         }
 
         async fn keys(store: &CheckpointStore) -> Vec<String> {
-            store.list("").await.unwrap().into_iter().map(|o| o.key).collect()
+            store
+                .list("")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| o.key)
+                .collect()
         }
 
         /// Temp files below the store root, by name.
@@ -391,21 +404,34 @@ mod tests {
             assert_eq!(generation::claim(&store, "new").await.unwrap(), 2);
             commit(&store, 3, 2, &["tasks/task-0000/db-000002-bb/000003.sst"]).await;
             store
-                .put_bytes("tasks/task-0000/db-000002-bb/000004.sst", Bytes::from_static(b"s"))
+                .put_bytes(
+                    "tasks/task-0000/db-000002-bb/000004.sst",
+                    Bytes::from_static(b"s"),
+                )
                 .await
                 .unwrap();
             let dir = root.join("tasks/task-0000/db-000002-bb");
-            std::fs::write(dir.join(".000005.sst.tmp-g2-1-00000000000000aa"), b"partial").unwrap();
+            std::fs::write(
+                dir.join(".000005.sst.tmp-g2-1-00000000000000aa"),
+                b"partial",
+            )
+            .unwrap();
             std::fs::write(dir.join(".000006.sst.tmp-1-00000000000000bb"), b"partial").unwrap();
             let before = keys(&store).await;
 
             // The old process runs retention after its last commit: fenced, nothing deleted.
             let err = collect(&store, 1, 1).await.unwrap_err();
-            assert!(matches!(err, CheckpointError::Fenced { ours: 1, newer: 2 }), "{err}");
+            assert!(
+                matches!(err, CheckpointError::Fenced { ours: 1, newer: 2 }),
+                "{err}"
+            );
             assert_eq!(keys(&store).await, before);
             assert_eq!(
                 temps(&root),
-                [".000005.sst.tmp-g2-1-00000000000000aa", ".000006.sst.tmp-1-00000000000000bb"]
+                [
+                    ".000005.sst.tmp-g2-1-00000000000000aa",
+                    ".000006.sst.tmp-1-00000000000000bb"
+                ]
             );
 
             // The same pass without the fence check (as if it slipped in before the claim)
@@ -416,10 +442,18 @@ mod tests {
             let listing = store.list("").await.unwrap();
             let p = plan(&listing, &committed, &retained, &manifests, 1);
             assert!(
-                p.delete.iter().all(|k| paths::writer_generation_of(k) == Some(1)),
+                p.delete
+                    .iter()
+                    .all(|k| paths::writer_generation_of(k) == Some(1)),
                 "{p:?}"
             );
-            assert_eq!(store.purge_abandoned_uploads(paths::TASKS, 1).await.unwrap(), 1);
+            assert_eq!(
+                store
+                    .purge_abandoned_uploads(paths::TASKS, 1)
+                    .await
+                    .unwrap(),
+                1
+            );
             assert_eq!(temps(&root), [".000005.sst.tmp-g2-1-00000000000000aa"]);
 
             // The new process collects the old one's garbage, its own dead temp and the files

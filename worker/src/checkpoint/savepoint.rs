@@ -401,12 +401,27 @@ mod tests {
         let fresh = Duration::from_secs(60);
         // Abandoned: incomplete, marker older than the bound, older checkpoint.
         marker(&store, "sp-000000000001", old).await;
-        put(&store, "savepoints/sp-000000000001/task-0000/000001.sst", b"x").await;
+        put(
+            &store,
+            "savepoints/sp-000000000001/task-0000/000001.sst",
+            b"x",
+        )
+        .await;
         // Its writer may still be copying.
         marker(&store, "sp-000000000002", fresh).await;
-        put(&store, "savepoints/sp-000000000002/task-0000/000001.sst", b"x").await;
+        put(
+            &store,
+            "savepoints/sp-000000000002/task-0000/000001.sst",
+            b"x",
+        )
+        .await;
         // No marker: written by a version that wrote none, or by someone else.
-        put(&store, "savepoints/sp-000000000003/task-0000/000001.sst", b"x").await;
+        put(
+            &store,
+            "savepoints/sp-000000000003/task-0000/000001.sst",
+            b"x",
+        )
+        .await;
         // Completed (its marker was not removed before a crash): never touched.
         marker(&store, "sp-000000000004", old).await;
         put(&store, "savepoints/sp-000000000004/_SAVEPOINT.json", b"{}").await;
@@ -438,7 +453,10 @@ mod tests {
             .filter(|k| !k.starts_with("savepoints/sp-000000000001/"))
             .collect();
         assert_eq!(after, expected);
-        assert_eq!(remove_abandoned(&store, 9).await.unwrap(), Vec::<String>::new());
+        assert_eq!(
+            remove_abandoned(&store, 9).await.unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[tokio::test]

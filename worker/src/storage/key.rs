@@ -212,10 +212,7 @@ mod tests {
         assert_eq!(temp_generation(".a.tmp-gx-1-2"), None);
         assert_eq!(temp_generation("plain"), None);
         // A final name that itself contains the marker does not confuse the parse.
-        assert_eq!(
-            temp_generation(&temp_name("weird.tmp-g9-name", 7)),
-            Some(7)
-        );
+        assert_eq!(temp_generation(&temp_name("weird.tmp-g9-name", 7)), Some(7));
     }
 
     #[test]

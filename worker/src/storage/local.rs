@@ -165,7 +165,9 @@ impl LocalDir {
                         }
                         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                         // A delete removed an emptied ancestor between our steps: start over.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_ATTEMPTS => {
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_ATTEMPTS =>
+                        {
                             attempt += 1;
                             ready.clear();
                             continue 'again;
@@ -808,7 +810,10 @@ mod tests {
                 .unwrap();
         }
         store.delete("a/b/c/x").unwrap();
-        assert!(!root.join("a/b/c").exists(), "emptied directory left behind");
+        assert!(
+            !root.join("a/b/c").exists(),
+            "emptied directory left behind"
+        );
         assert!(root.join("a/b/y").is_file());
         store.delete("a/b/y").unwrap();
         assert!(!root.join("a/b").exists());
@@ -827,7 +832,10 @@ mod tests {
         store
             .put_bytes("a/b/c/x", &Bytes::from_static(b"2"), PutMode::Overwrite)
             .unwrap();
-        assert_eq!(store.get_bytes("a/b/c/x").unwrap(), Bytes::from_static(b"2"));
+        assert_eq!(
+            store.get_bytes("a/b/c/x").unwrap(),
+            Bytes::from_static(b"2")
+        );
     }
 
     #[test]
@@ -838,7 +846,12 @@ mod tests {
         store
             .put_bytes("d/k", &Bytes::from_static(b"1"), PutMode::Overwrite)
             .unwrap();
-        for name in [temp_name("a", 6), temp_name("b", 7), temp_name("c", 8), temp_name("d", 0)] {
+        for name in [
+            temp_name("a", 6),
+            temp_name("b", 7),
+            temp_name("c", 8),
+            temp_name("d", 0),
+        ] {
             fs::write(root.join("d").join(&name), b"partial").unwrap();
         }
         assert_eq!(store.purge_temps("d/", 7).unwrap(), 3);
@@ -861,7 +874,10 @@ mod tests {
             "{err:?}"
         );
         let msg = err.to_string();
-        assert!(msg.contains(&missing.display().to_string()) && msg.contains("does not exist"), "{msg}");
+        assert!(
+            msg.contains(&missing.display().to_string()) && msg.contains("does not exist"),
+            "{msg}"
+        );
         assert!(!tmp.path().join("typo").exists());
         let file = tmp.path().join("file");
         fs::write(&file, b"x").unwrap();
