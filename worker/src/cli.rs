@@ -239,7 +239,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Checkpoints { store, json } => {
-            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let store = CheckpointStore::open_existing(&store, &current_dir()?)?;
             let list = block_on(inspect::list_checkpoints(&store))??;
             if json {
                 for c in &list {
@@ -268,7 +268,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Savepoint { store, checkpoint } => {
-            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let store = CheckpointStore::open_existing(&store, &current_dir()?)?;
             let url = block_on(async {
                 let id = match checkpoint {
                     Some(id) => id,
@@ -287,7 +287,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Savepoints { store, json } => {
-            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let store = CheckpointStore::open_existing(&store, &current_dir()?)?;
             let list = block_on(crate::checkpoint::savepoint::list(&store))??;
             for (location, m) in &list {
                 if json {
@@ -323,7 +323,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                     task,
                 },
         } => {
-            let store = CheckpointStore::from_url(&store, &current_dir()?)?;
+            let store = CheckpointStore::open_existing(&store, &current_dir()?)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             block_on(inspect::dump_state(

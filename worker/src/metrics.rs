@@ -6,6 +6,21 @@ use prometheus::{
     Registry,
 };
 
+/// Files of the checkpoint store found corrupt (size or CRC32C not what the manifest records)
+/// while a local copy kept the checkpoint restorable. Process-wide, because restore runs before
+/// a job's [`Metrics`] are handed around; every [`Metrics`] registry exports it.
+pub fn store_corrupt_files() -> &'static IntCounter {
+    static COUNTER: std::sync::OnceLock<IntCounter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| {
+        IntCounter::new(
+            "cairn_checkpoint_store_corrupt_files_total",
+            "Checkpoint store files found corrupt at restore while an identical local copy \
+             existed; the next checkpoint uploads them again",
+        )
+        .expect("valid metric")
+    })
+}
+
 /// Every metric the worker exports.
 pub struct Metrics {
     /// The registry served at `/metrics`.
@@ -109,6 +124,9 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(checkpoints.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(store_corrupt_files().clone()))
             .expect("unique metric");
         Metrics {
             records_in: counter_vec("cairn_records_in_total", "Records read"),

@@ -581,10 +581,14 @@ impl Coordinator {
         }
         self.committed(&record, started.elapsed());
         self.broadcast(Command::Committed(id));
-        if let Err(e) =
-            retention::collect(&self.cfg.store, self.cfg.spec.checkpoint.retained as usize).await
-        {
-            tracing::warn!(error = %e, "checkpoint retention failed; will retry after the next commit");
+        let retain = self.cfg.spec.checkpoint.retained as usize;
+        match retention::collect(&self.cfg.store, retain, self.cfg.generation).await {
+            Ok(_) => {}
+            // A newer process has started: it owns the store now; stop before doing more.
+            Err(e @ CheckpointError::Fenced { .. }) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoint retention failed; will retry after the next commit")
+            }
         }
         Ok(Some(id))
     }

@@ -48,6 +48,26 @@ pub async fn check_not_fenced(store: &CheckpointStore, ours: u64) -> Result<(), 
     Ok(())
 }
 
+/// Errors with [`CheckpointError::Fenced`] if generation `ours + 1` has been claimed: a cheap
+/// form of [`check_not_fenced`] (one existence check instead of a listing of every claim ever
+/// made), used before each delete of a retention pass.
+///
+/// It is exact: a claim starts at one above the highest claim it lists and moves up one at a
+/// time past claims that exist, and claims are never deleted, so the lowest claim above ours —
+/// if there is any — is `ours + 1`. (Its claimer either listed ours or something lower, and then
+/// tried `ours + 1` before anything higher; or it listed something above ours, which would be a
+/// lower claim above ours.)
+pub async fn check_successor_absent(
+    store: &CheckpointStore,
+    ours: u64,
+) -> Result<(), CheckpointError> {
+    let next = ours.saturating_add(1);
+    if store.exists(&paths::generation_key(next)).await? {
+        return Err(CheckpointError::Fenced { ours, newer: next });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +80,12 @@ mod tests {
         assert_eq!((first, second), (1, 2));
         check_not_fenced(&store, second).await.unwrap();
         let err = check_not_fenced(&store, first).await.unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::Fenced { ours: 1, newer: 2 }),
+            "{err}"
+        );
+        check_successor_absent(&store, second).await.unwrap();
+        let err = check_successor_absent(&store, first).await.unwrap_err();
         assert!(
             matches!(err, CheckpointError::Fenced { ours: 1, newer: 2 }),
             "{err}"

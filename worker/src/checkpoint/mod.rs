@@ -97,6 +97,22 @@ pub enum CheckpointError {
         /// Where it was looked for.
         location: String,
     },
+    /// A savepoint is malformed, or could not be completed.
+    #[error("savepoint {location}: {reason}")]
+    BadSavepoint {
+        /// Its URL (or manifest).
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory a savepoint URL names does not exist.
+    #[error("no such savepoint: {} does not exist (from {location}); give the URL of a savepoint directory, e.g. file://./.cairn/checkpoints/savepoints/sp-000000000012; list them with `cairn-worker savepoints <store-url>`", path.display())]
+    NoSuchSavepoint {
+        /// The URL.
+        location: String,
+        /// The missing directory.
+        path: std::path::PathBuf,
+    },
     /// The savepoint's state does not belong to this task.
     #[error("the savepoint holds state of task '{saved}' (state version {saved_version}), this job runs '{now}' (state version {now_version}); restore it with the matching task, or set restore.allowStateDrop: true to start with empty state and the savepoint's offsets")]
     IncompatibleState {

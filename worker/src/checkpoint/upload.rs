@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::manifest::{self, ManifestFile, TaskManifest, FORMAT_VERSION};
+use super::manifest::{self, ManifestFile, ManifestFiles, TaskManifest, FORMAT_VERSION};
 use super::{now_ms, paths, CheckpointError};
 use crate::sink::Sealed;
 use crate::state::Snapshot;
@@ -141,7 +141,7 @@ impl TaskCheckpointer {
             } else {
                 to_upload.push((
                     name.clone(),
-                    paths::checkpoint_file_key(id, self.task, &name),
+                    paths::checkpoint_file_key(id, self.generation, self.task, &name),
                 ));
             }
         }
@@ -176,6 +176,12 @@ impl TaskCheckpointer {
             files.push(file);
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
+        // Names come from our own database directory, so this only fails on a bug; checked
+        // anyway, because a manifest that restore would refuse must never be written.
+        let files = ManifestFiles::new(files).map_err(|e| CheckpointError::Local {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
 
         let manifest = TaskManifest {
             format: FORMAT_VERSION,
@@ -189,7 +195,7 @@ impl TaskCheckpointer {
             new_sst_bytes,
             created_at_ms: now_ms(),
         };
-        let manifest_key = paths::task_manifest_key(id, self.task);
+        let manifest_key = paths::task_manifest_key(id, self.generation, self.task);
         self.store
             .put_bytes(&manifest_key, manifest::to_bytes(&manifest))
             .await?;

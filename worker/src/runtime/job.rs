@@ -394,6 +394,9 @@ async fn run_async(
         }
     };
 
+    // Our temp files in a file:// store name our generation (see checkpoint::retention).
+    store.set_writer_generation(generation);
+
     // Restore.
     let restore_started = Instant::now();
     let block_cache = Cache::new_lru_cache(spec.state.cache_size as usize);

@@ -10,9 +10,9 @@ use rocksdb::Cache;
 
 use super::job::{task_dir, RunError};
 use crate::checkpoint::manifest::{ManifestFile, TaskManifest};
-use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db};
+use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db, stored_files};
 use crate::checkpoint::savepoint::{SavepointLocation, SavepointManifest};
-use crate::checkpoint::{catalog, paths, repartition, CheckpointError};
+use crate::checkpoint::{catalog, repartition, CheckpointError};
 use crate::partition::mix64;
 use crate::state::open_task_db;
 use crate::storage::CheckpointStore;
@@ -127,11 +127,17 @@ async fn lineage_continues(store: &CheckpointStore, url: &str) -> Result<bool, C
     Ok(catalog::load_commit(store, newest).await?.origin.as_deref() == Some(url))
 }
 
-/// Logs why a committed checkpoint cannot be restored and, if it is damaged (not merely
-/// unreachable) and restore may fall back, marks it unusable so that it is not tried again and
-/// retention collects it.
-async fn quarantine(req: &StartRequest<'_>, id: u64, e: &CheckpointError) {
-    tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; trying the previous one");
+/// Logs why a committed checkpoint cannot be restored and what happens next (`next`: the
+/// checkpoint tried after it, if any) and, if it is damaged (not merely unreachable) and
+/// restore may fall back, marks it unusable so that it is not tried again and retention
+/// collects it.
+async fn quarantine(req: &StartRequest<'_>, id: u64, e: &CheckpointError, next: Option<u64>) {
+    let then = match (req.checkpoint, next) {
+        (Some(_), _) => "--from-checkpoint asked for this one, so there is no fallback".to_owned(),
+        (None, Some(next)) => format!("trying the previous one, checkpoint {next}"),
+        (None, None) => "no older committed checkpoint to fall back to".to_owned(),
+    };
+    tracing::error!(checkpoint = id, error = %e, "checkpoint unusable; {then}");
     if req.checkpoint.is_none() && e.is_damage() {
         if let Err(mark) = catalog::mark_unusable(req.store, id, &e.to_string()).await {
             tracing::warn!(checkpoint = id, error = %mark, "could not mark the checkpoint unusable");
@@ -156,11 +162,12 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
         None => committed.iter().rev().copied().collect(),
     };
     let mut last_error = String::new();
-    for id in &candidates {
+    for (i, id) in candidates.iter().enumerate() {
+        let next = candidates.get(i + 1).copied();
         let (commit, manifests) = match catalog::load_checkpoint(req.store, *id).await {
             Ok(c) => c,
             Err(e) => {
-                quarantine(req, *id, &e).await;
+                quarantine(req, *id, &e, next).await;
                 last_error = e.to_string();
                 continue;
             }
@@ -192,7 +199,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
                 })
             }
             Err(e) => {
-                quarantine(req, *id, &e).await;
+                quarantine(req, *id, &e, next).await;
                 last_error = e.to_string();
             }
         }
@@ -377,11 +384,7 @@ async fn restore_all(
             let (db_dir, stats) = restore_task_db(store, m, &dir, &db_id).await?;
             tracing::debug!(task = m.task, ?stats, "task state restored");
             let known = if reuse {
-                m.files
-                    .iter()
-                    .filter(|f| paths::is_immutable_db_file(&f.name))
-                    .cloned()
-                    .collect()
+                stored_files(m, &stats)
             } else {
                 Vec::new()
             };

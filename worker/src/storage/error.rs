@@ -20,6 +20,19 @@ pub enum StorageError {
         /// The URL as it was given.
         url: String,
     },
+    /// A store opened for reading does not exist (nothing is created for a reader).
+    #[error(
+        "no such checkpoint store or savepoint: {} {problem} (from the URL {url:?}); check the \
+         URL (list savepoints with `cairn-worker savepoints <store-url>`)", path.display()
+    )]
+    NoSuchStore {
+        /// The URL as it was given.
+        url: String,
+        /// The directory it names.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// An S3 connection setting (an environment variable, see docs/s3.md) is unusable.
     #[error("{setting}: {problem}; {fix}")]
     S3Config {

@@ -5,9 +5,12 @@
 //! local filesystem (`..`, a leading `/`) and means the same thing on every backend (no empty
 //! segments, a portable character set, at most S3's 1024 bytes).
 //!
-//! Writers stage content under a temp name `.<name>.tmp-<pid>-<random>` next to the final file
-//! and publish it with a rename or hard link. A temp name can never be a key segment, so listing
-//! can skip in-progress and abandoned temps without ever hiding a real file.
+//! Writers stage content under a temp name `.<name>.tmp-g<generation>-<pid>-<random>` next to the
+//! final file and publish it with a rename or hard link. A temp name can never be a key segment,
+//! so listing can skip in-progress and abandoned temps without ever hiding a real file. The
+//! generation (of the process that writes, see `checkpoint::generation`) lets a purge of
+//! abandoned temps spare those of a newer process; writers that have no generation (and stores
+//! written before it was recorded) leave `.<name>.tmp-<pid>-<random>`.
 
 use super::StorageError;
 
@@ -89,15 +92,29 @@ pub(crate) fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
-/// A fresh temp name for staging `final_name` in the same directory. The suffix has the pid
-/// and 64 random bits: the pid alone is not unique when workers in different containers (often
-/// all pid 1) share a mounted store.
-pub(crate) fn temp_name(final_name: &str) -> String {
+/// A fresh temp name for staging `final_name` in the same directory, written by `generation`
+/// (0: unknown). The suffix has the pid and 64 random bits: the pid alone is not unique when
+/// workers in different containers (often all pid 1) share a mounted store.
+pub(crate) fn temp_name(final_name: &str, generation: u64) -> String {
+    let writer = if generation == 0 {
+        String::new()
+    } else {
+        format!("g{generation}-")
+    };
     format!(
-        ".{final_name}{TEMP_MARKER}{:x}-{:016x}",
+        ".{final_name}{TEMP_MARKER}{writer}{:x}-{:016x}",
         std::process::id(),
         rand::random::<u64>()
     )
+}
+
+/// The generation recorded in a temp name by [`temp_name`]; `None` when it has none (written
+/// without a generation, or by a version of Cairn that did not record it). The pid after the
+/// marker is hexadecimal, so it never starts with `g`.
+pub(crate) fn temp_generation(name: &str) -> Option<u64> {
+    let (_, suffix) = name.rsplit_once(TEMP_MARKER)?;
+    let (digits, _) = suffix.strip_prefix('g')?.split_once('-')?;
+    digits.parse().ok()
 }
 
 /// The last segment of a key or path-like string.
@@ -171,8 +188,8 @@ mod tests {
 
     #[test]
     fn temp_names_are_recognised_and_unique() {
-        let t1 = temp_name("000123.sst");
-        let t2 = temp_name("000123.sst");
+        let t1 = temp_name("000123.sst", 0);
+        let t2 = temp_name("000123.sst", 0);
         assert_ne!(t1, t2);
         assert!(t1.starts_with(".000123.sst.tmp-"), "{t1}");
         assert!(is_temp_name(&t1));
@@ -181,6 +198,21 @@ mod tests {
         assert!(!is_temp_name("x.tmp-1"));
         // A temp name is never a valid key segment, so `list` can skip temps safely.
         assert!(validate_key(&format!("dir/{t1}")).is_err());
+    }
+
+    #[test]
+    fn temp_names_carry_the_writers_generation() {
+        let tagged = temp_name("000123.sst", 42);
+        assert!(tagged.starts_with(".000123.sst.tmp-g42-"), "{tagged}");
+        assert!(is_temp_name(&tagged));
+        assert_eq!(temp_generation(&tagged), Some(42));
+        assert_eq!(temp_generation(&temp_name("x", 0)), None);
+        // Names of earlier versions and foreign names have none.
+        assert_eq!(temp_generation(".000009.sst.tmp-1-00ff00ff00ff00ff"), None);
+        assert_eq!(temp_generation(".a.tmp-gx-1-2"), None);
+        assert_eq!(temp_generation("plain"), None);
+        // A final name that itself contains the marker does not confuse the parse.
+        assert_eq!(temp_generation(&temp_name("weird.tmp-g9-name", 7)), Some(7));
     }
 
     #[test]

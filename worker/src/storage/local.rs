@@ -42,11 +42,13 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
-use super::key::{file_name, is_temp_name, prefix_dir, temp_name, validate_key, validate_prefix};
+use super::key::{
+    file_name, is_temp_name, prefix_dir, temp_generation, temp_name, validate_key, validate_prefix,
+};
 use super::{file_crc32c, FileMeta, ObjectInfo, StorageError};
 
 /// Threads that issue `fdatasync`/`fsync` calls of one batch concurrently (see the module doc).
@@ -61,10 +63,17 @@ pub(crate) enum PutMode {
     CreateOnly,
 }
 
+/// How many times a write re-creates its parent directories when a concurrent delete removed
+/// them (emptied directories are removed after deletes) between two steps.
+const PARENT_ATTEMPTS: u32 = 4;
+
 /// A store rooted at a local directory.
 #[derive(Debug)]
 pub(crate) struct LocalDir {
     root: PathBuf,
+    /// Generation of the process writing through this handle (0: unknown), recorded in temp
+    /// names so that a purge of abandoned temps can spare a newer process's uploads.
+    writer_generation: AtomicU64,
 }
 
 impl LocalDir {
@@ -74,7 +83,50 @@ impl LocalDir {
             fs::create_dir_all(&root).map_err(|e| StorageError::io_path(&root, e))?;
             sync_dirs(&[root.clone(), parent_dir(&root).to_path_buf()])?;
         }
-        Ok(Self { root })
+        Ok(Self::at(root))
+    }
+
+    /// Opens the existing store directory `root` without creating anything: a missing path is
+    /// [`StorageError::NoSuchStore`], so that a mistyped URL given to a reading command fails
+    /// instead of leaving a new directory tree behind.
+    pub(crate) fn open_existing(root: PathBuf, url: &str) -> Result<Self, StorageError> {
+        match fs::metadata(&root) {
+            Ok(meta) if meta.is_dir() => Ok(Self::at(root)),
+            Ok(_) => Err(StorageError::NoSuchStore {
+                url: url.to_owned(),
+                path: root,
+                problem: "is not a directory".to_owned(),
+            }),
+            Err(e) if is_missing(&e) => Err(StorageError::NoSuchStore {
+                url: url.to_owned(),
+                path: root,
+                problem: "does not exist".to_owned(),
+            }),
+            Err(e) => Err(StorageError::io_path(&root, e)),
+        }
+    }
+
+    /// A handle on `root` that neither creates nor checks it: reads of a missing directory
+    /// find nothing. Writes would create it; readers never write.
+    pub(crate) fn unchecked(root: PathBuf) -> Self {
+        Self::at(root)
+    }
+
+    fn at(root: PathBuf) -> Self {
+        Self {
+            root,
+            writer_generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Records the generation of the process writing through this handle (see the field).
+    pub(crate) fn set_writer_generation(&self, generation: u64) {
+        self.writer_generation.store(generation, Ordering::Relaxed);
+    }
+
+    /// A fresh temp name for staging `final_name`, tagged with the writer's generation.
+    fn temp_for(&self, final_name: &str) -> String {
+        temp_name(final_name, self.writer_generation.load(Ordering::Relaxed))
     }
 
     /// The store's root directory.
@@ -100,23 +152,34 @@ impl LocalDir {
         if ready.contains(&target) {
             return Ok(target);
         }
-        let mut dir = self.root.clone();
         let segments: Vec<&str> = key.split('/').collect();
-        for segment in &segments[..segments.len() - 1] {
-            let next = dir.join(segment);
-            if !ready.contains(&next) {
-                match fs::create_dir(&next) {
-                    Ok(()) => {
-                        touched.insert(dir.clone());
+        let mut attempt = 1;
+        'again: loop {
+            let mut dir = self.root.clone();
+            for segment in &segments[..segments.len() - 1] {
+                let next = dir.join(segment);
+                if !ready.contains(&next) {
+                    match fs::create_dir(&next) {
+                        Ok(()) => {
+                            touched.insert(dir.clone());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        // A delete removed an emptied ancestor between our steps: start over.
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_ATTEMPTS =>
+                        {
+                            attempt += 1;
+                            ready.clear();
+                            continue 'again;
+                        }
+                        Err(e) => return Err(StorageError::io_path(&next, e)),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(StorageError::io_path(&next, e)),
+                    ready.insert(next.clone());
                 }
-                ready.insert(next.clone());
+                dir = next;
             }
-            dir = next;
+            return Ok(target);
         }
-        Ok(target)
     }
 
     /// See [`super::CheckpointStore::upload_files`]: copy every file to a temp name, sync the
@@ -134,7 +197,7 @@ impl LocalDir {
         let mut plan = Vec::with_capacity(files.len());
         for (src, key) in files {
             let dir = self.ensure_parent(key, &mut touched, &mut ready)?;
-            let temp = dir.join(temp_name(file_name(key)));
+            let temp = dir.join(self.temp_for(file_name(key)));
             temps.add(temp.clone());
             plan.push((src.as_path(), temp, dir));
         }
@@ -185,7 +248,7 @@ impl LocalDir {
                     return Err(not_found_or_io(from, &src, e))
                 }
                 Err(_) => {
-                    let temp = dir.join(temp_name(file_name(to)));
+                    let temp = dir.join(self.temp_for(file_name(to)));
                     fs::copy(&src, &temp).map_err(|e| not_found_or_io(from, &src, e))?;
                     sync_files(std::slice::from_ref(&temp))?;
                     let meta = file_crc32c(&temp).map_err(|e| StorageError::io_path(&temp, e))?;
@@ -219,7 +282,7 @@ impl LocalDir {
         })?;
         let dir = parent_dir(local);
         fs::create_dir_all(dir).map_err(|e| StorageError::io_path(dir, e))?;
-        let temp = dir.join(temp_name(name));
+        let temp = dir.join(temp_name(name, 0));
         let mut temps = TempFiles::default();
         temps.add(temp.clone());
         let mut target = File::create_new(&temp).map_err(|e| StorageError::io_path(&temp, e))?;
@@ -286,7 +349,7 @@ impl LocalDir {
         let mut touched = BTreeSet::new();
         let dir = self.ensure_parent(key, &mut touched, &mut HashSet::new())?;
         let target = dir.join(file_name(key));
-        let temp = dir.join(temp_name(file_name(key)));
+        let temp = dir.join(self.temp_for(file_name(key)));
         let mut temps = TempFiles::default();
         temps.add(temp.clone());
         let mut file = File::create_new(&temp).map_err(|e| StorageError::io_path(&temp, e))?;
@@ -326,6 +389,13 @@ impl LocalDir {
             .map_err(|e| not_found_or_io(key, &path, e))
     }
 
+    /// Size and CRC32C of the file stored under `key`, read in full.
+    pub(crate) fn stored_meta(&self, key: &str) -> Result<FileMeta, StorageError> {
+        validate_key(key)?;
+        let path = self.path_of(key);
+        file_crc32c(&path).map_err(|e| not_found_or_io(key, &path, e))
+    }
+
     /// Whether a regular file is stored under `key`.
     pub(crate) fn exists(&self, key: &str) -> Result<bool, StorageError> {
         validate_key(key)?;
@@ -337,23 +407,52 @@ impl LocalDir {
         }
     }
 
-    /// Removes `key` (missing is fine) and fsyncs its directory, so a deleted manifest cannot
-    /// come back after a crash.
+    /// Removes `key` (missing is fine) and the directories this left empty, then fsyncs the
+    /// directories that changed, so a deleted manifest cannot come back after a crash.
     pub(crate) fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         let path = self.path_of(key);
         match fs::remove_file(&path) {
-            Ok(()) => sync_dirs(&[parent_dir(&path).to_path_buf()]),
+            Ok(()) => {
+                let changed = self.remove_empty_parents(key);
+                sync_dirs(&[changed])
+            }
             Err(e) if is_missing(&e) => Ok(()),
             Err(e) => Err(StorageError::io_path(&path, e)),
         }
     }
 
-    /// Removes writers' temp files below the directory of `prefix`; returns how many.
-    pub(crate) fn purge_temps(&self, prefix: &str) -> Result<u64, StorageError> {
+    /// Removes the directories of `key`'s path that are empty now, deepest first, stopping at
+    /// the first one that is not (or cannot be removed). Never removes the root or a top-level
+    /// directory (`checkpoints/`, `tasks/`, …): only directories strictly between them and the
+    /// deleted file, so nothing at or above the store root is ever touched. Without this every
+    /// retired checkpoint would leave its directories behind and listings would slow down
+    /// forever. Returns the deepest directory still present, whose entries changed.
+    fn remove_empty_parents(&self, key: &str) -> PathBuf {
+        let segments: Vec<&str> = key.split('/').collect();
+        // Directories of the key below the top level: segments[..1] is kept, segments[last] is
+        // the file.
+        let mut depth = segments.len() - 1;
+        while depth > 1 {
+            let dir = self.root.join(segments[..depth].join("/"));
+            // `remove_dir` only removes an empty directory, atomically: a concurrent writer that
+            // already created an entry in it makes it fail, and one that created it anew after
+            // us re-creates what it needs (see `ensure_parent`).
+            if fs::remove_dir(&dir).is_err() {
+                return dir;
+            }
+            depth -= 1;
+        }
+        self.root.join(segments[..depth].join("/"))
+    }
+
+    /// Removes temp files below the directory of `prefix` left by writers of generation
+    /// `up_to` or older (and by writers that recorded none); returns how many. Temps of newer
+    /// generations are in-progress uploads of a process that fenced this one: never touched.
+    pub(crate) fn purge_temps(&self, prefix: &str, up_to: u64) -> Result<u64, StorageError> {
         validate_prefix(prefix)?;
         let start = self.root.join(prefix_dir(prefix).trim_end_matches('/'));
-        purge_temps_below(&start)
+        purge_temps_below(&start, up_to)
     }
 
     /// Keys (regular files, never temps) starting with `prefix`, sorted.
@@ -368,7 +467,7 @@ impl LocalDir {
     }
 }
 
-fn purge_temps_below(dir: &Path) -> Result<u64, StorageError> {
+fn purge_temps_below(dir: &Path, up_to: u64) -> Result<u64, StorageError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if is_missing(&e) => return Ok(0),
@@ -378,13 +477,19 @@ fn purge_temps_below(dir: &Path) -> Result<u64, StorageError> {
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io_path(dir, e))?;
         let path = entry.path();
-        let is_temp = entry.file_name().to_str().is_some_and(is_temp_name);
+        let name = entry.file_name();
+        let name = name.to_str();
+        let is_temp = name.is_some_and(is_temp_name);
+        let newer = name
+            .and_then(temp_generation)
+            .is_some_and(|generation| generation > up_to);
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         let result = match (is_temp, is_dir) {
+            (true, _) if newer => Ok(0),
             (true, true) => fs::remove_dir_all(&path).map(|_| 1),
             (true, false) => fs::remove_file(&path).map(|_| 1),
             (false, true) => {
-                removed += purge_temps_below(&path)?;
+                removed += purge_temps_below(&path, up_to)?;
                 Ok(0)
             }
             (false, false) => Ok(0),
@@ -659,7 +764,7 @@ mod tests {
             .put_bytes("a/x", &Bytes::from_static(b"1"), PutMode::Overwrite)
             .unwrap();
         let root = store.root().to_path_buf();
-        fs::write(root.join("a").join(temp_name("y")), b"partial").unwrap();
+        fs::write(root.join("a").join(temp_name("y", 3)), b"partial").unwrap();
         fs::write(root.join("a/has space"), b"foreign").unwrap();
         fs::create_dir(root.join(".hidden-dir.tmp-1")).unwrap();
         fs::write(root.join(".hidden-dir.tmp-1/z"), b"z").unwrap();
@@ -693,5 +798,97 @@ mod tests {
         paths.push(tmp.path().join("nope"));
         let err = sync_files(&paths).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn deletes_remove_emptied_directories_below_the_top_level_only() {
+        let (tmp, store) = store();
+        let root = store.root().to_path_buf();
+        for key in ["a/b/c/x", "a/b/y", "t/z"] {
+            store
+                .put_bytes(key, &Bytes::from_static(b"1"), PutMode::Overwrite)
+                .unwrap();
+        }
+        store.delete("a/b/c/x").unwrap();
+        assert!(
+            !root.join("a/b/c").exists(),
+            "emptied directory left behind"
+        );
+        assert!(root.join("a/b/y").is_file());
+        store.delete("a/b/y").unwrap();
+        assert!(!root.join("a/b").exists());
+        // The top-level directory, the root and everything above it stay.
+        assert!(root.join("a").is_dir());
+        store.delete("t/z").unwrap();
+        assert!(root.join("t").is_dir() && root.is_dir() && tmp.path().is_dir());
+        // A directory that is not empty is left alone, whatever its depth.
+        store
+            .put_bytes("a/q/r", &Bytes::from_static(b"1"), PutMode::Overwrite)
+            .unwrap();
+        fs::write(root.join("a/q/foreign file"), b"not a key").unwrap();
+        store.delete("a/q/r").unwrap();
+        assert!(root.join("a/q/foreign file").is_file());
+        // Writing again re-creates what the deletes removed.
+        store
+            .put_bytes("a/b/c/x", &Bytes::from_static(b"2"), PutMode::Overwrite)
+            .unwrap();
+        assert_eq!(
+            store.get_bytes("a/b/c/x").unwrap(),
+            Bytes::from_static(b"2")
+        );
+    }
+
+    #[test]
+    fn purges_spare_newer_generations_temps() {
+        let (_tmp, store) = store();
+        let root = store.root().to_path_buf();
+        store.set_writer_generation(7);
+        store
+            .put_bytes("d/k", &Bytes::from_static(b"1"), PutMode::Overwrite)
+            .unwrap();
+        for name in [
+            temp_name("a", 6),
+            temp_name("b", 7),
+            temp_name("c", 8),
+            temp_name("d", 0),
+        ] {
+            fs::write(root.join("d").join(&name), b"partial").unwrap();
+        }
+        assert_eq!(store.purge_temps("d/", 7).unwrap(), 3);
+        let left: Vec<String> = fs::read_dir(root.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| is_temp_name(n))
+            .collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(temp_generation(&left[0]), Some(8));
+    }
+
+    #[test]
+    fn opening_for_reading_creates_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("typo/store");
+        let err = LocalDir::open_existing(missing.clone(), "file:///x").unwrap_err();
+        assert!(
+            matches!(&err, StorageError::NoSuchStore { path, .. } if *path == missing),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&missing.display().to_string()) && msg.contains("does not exist"),
+            "{msg}"
+        );
+        assert!(!tmp.path().join("typo").exists());
+        let file = tmp.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let err = LocalDir::open_existing(file, "file:///f").unwrap_err();
+        assert!(err.to_string().contains("is not a directory"), "{err}");
+        let unchecked = LocalDir::unchecked(missing);
+        assert!(unchecked.list("").unwrap().is_empty());
+        assert!(matches!(
+            unchecked.get_bytes("a/b"),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert!(!tmp.path().join("typo").exists());
     }
 }

@@ -36,6 +36,7 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 
 pub use error::StorageError;
+pub(crate) use key::{file_name as key_file_name, validate_key};
 pub use s3::{
     S3Credentials, S3Settings, ENV_CONDITIONAL_PUT, ENV_CREDENTIALS_DIR, ENV_ENDPOINT,
     ENV_PATH_STYLE, ENV_REGION,
@@ -82,6 +83,17 @@ struct Inner {
     backend: Backend,
 }
 
+/// What opening a `file://` store does with its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    /// Create it if missing (a job that writes).
+    Create,
+    /// Refuse a missing one (a command that reads).
+    MustExist,
+    /// Neither: a missing directory reads as empty.
+    AsIs,
+}
+
 /// The storage medium behind a [`CheckpointStore`].
 enum Backend {
     /// `file://`: a local or mounted directory, written with explicit fsyncs.
@@ -110,8 +122,29 @@ impl CheckpointStore {
     ///
     /// anything else is [`StorageError::UnsupportedUrl`] naming the URL and these forms. As in
     /// the spec, everything after `file://` is a path (no host part, no percent-decoding). A
-    /// `file://` directory is created if missing.
+    /// `file://` directory is created if missing: this is the opening of a job that writes;
+    /// commands that only read use [`Self::open_existing`].
     pub fn from_url(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_url(url, base_dir, OpenMode::Create)
+    }
+
+    /// Opens the store a URL names for reading, like [`Self::from_url`] but creating nothing: a
+    /// `file://` directory that does not exist is [`StorageError::NoSuchStore`] naming the path
+    /// (a mistyped `cairn-worker state dump --store file:///typo/…` must fail, not create
+    /// `/typo/…`). Object stores are opened as usual (opening one creates nothing).
+    pub fn open_existing(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_url(url, base_dir, OpenMode::MustExist)
+    }
+
+    /// Opens the store a URL names without creating or checking anything: a `file://`
+    /// directory that does not exist reads as empty (every read is
+    /// [`StorageError::NotFound`]). For readers that may not need to read at all, such as a
+    /// job whose spec names a savepoint it has already moved past.
+    pub fn open_unchecked(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_url(url, base_dir, OpenMode::AsIs)
+    }
+
+    fn open_url(url: &str, base_dir: &Path, mode: OpenMode) -> Result<Self, StorageError> {
         let unsupported = || StorageError::UnsupportedUrl {
             url: url.to_owned(),
         };
@@ -125,7 +158,12 @@ impl CheckpointStore {
                 let root = base_dir.join(path);
                 let root = std::path::absolute(&root)
                     .map_err(|source| StorageError::io_path(&root, source))?;
-                Backend::Local(Arc::new(LocalDir::open(root)?))
+                let dir = match mode {
+                    OpenMode::Create => LocalDir::open(root)?,
+                    OpenMode::MustExist => LocalDir::open_existing(root, url)?,
+                    OpenMode::AsIs => LocalDir::unchecked(root),
+                };
+                Backend::Local(Arc::new(dir))
             }
             "memory" if rest.starts_with("//") => Backend::Object(ObjectBackend::new(Arc::new(
                 object_store::memory::InMemory::new(),
@@ -167,6 +205,16 @@ impl CheckpointStore {
     /// The URL the store was opened with, for logs and status.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// Records the generation of the process writing through this handle and its clones (see
+    /// `checkpoint::generation`). `file://` stores put it in the names of their temp files, so
+    /// that [`Self::purge_abandoned_uploads`] of an older, fenced process never removes the
+    /// in-progress uploads of a newer one. Object stores have no temp objects.
+    pub fn set_writer_generation(&self, generation: u64) {
+        if let Backend::Local(dir) = &self.inner.backend {
+            dir.set_writer_generation(generation);
+        }
     }
 
     /// Local root directory when the store is `file://`, for tools and tests.
@@ -313,23 +361,52 @@ impl CheckpointStore {
         }
     }
 
-    /// Removes what writers that died mid-upload left behind under `prefix` (temp files of a
-    /// `file://` store); returns how many. Only safe while no upload under `prefix` is in
-    /// progress — the coordinator calls it after a commit, when every task is idle. Object
-    /// stores never expose partial objects; their incomplete multipart uploads are cleaned by
-    /// the bucket's lifecycle rule (see docs/checkpoints.md).
-    pub async fn purge_abandoned_uploads(&self, prefix: &str) -> Result<u64, StorageError> {
+    /// Removes what writers of generation `up_to` or older that died mid-upload left behind
+    /// under `prefix` (temp files of a `file://` store, including those that record no
+    /// generation); returns how many. Temps of newer generations are never removed. Only safe
+    /// while no upload of generation `up_to` or older under `prefix` is in progress — the
+    /// coordinator calls it after a commit, when every task is idle. Object stores never expose
+    /// partial objects; their incomplete multipart uploads are cleaned by the bucket's
+    /// lifecycle rule (see docs/checkpoints.md).
+    pub async fn purge_abandoned_uploads(
+        &self,
+        prefix: &str,
+        up_to: u64,
+    ) -> Result<u64, StorageError> {
         match &self.inner.backend {
             Backend::Local(dir) => {
                 let (dir, prefix) = (Arc::clone(dir), prefix.to_owned());
-                blocking(move || dir.purge_temps(&prefix)).await
+                blocking(move || dir.purge_temps(&prefix, up_to)).await
             }
             Backend::Object(_) => Ok(0),
         }
     }
 
+    /// Reads the file stored under `key` back and checks its size and CRC32C against
+    /// `expected`, without writing anything: [`StorageError::Corrupt`] on a mismatch,
+    /// [`StorageError::NotFound`] if it is missing. Costs one full read of the stored file.
+    pub async fn verify(&self, key: &str, expected: FileMeta) -> Result<(), StorageError> {
+        let actual = match &self.inner.backend {
+            Backend::Local(dir) => {
+                let (dir, key) = (Arc::clone(dir), key.to_owned());
+                blocking(move || dir.stored_meta(&key)).await?
+            }
+            Backend::Object(store) => store.stored_meta_of(key).await?,
+        };
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(StorageError::Corrupt {
+                key: key.to_owned(),
+                expected,
+                actual,
+            })
+        }
+    }
+
     /// Deletes the file stored under `key`; a missing key is `Ok` (deletes are idempotent, so
-    /// garbage collection can be retried).
+    /// garbage collection can be retried). On `file://` the directories the delete left empty
+    /// are removed too (below the top-level directories, never the root or above).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match &self.inner.backend {
             Backend::Local(dir) => {

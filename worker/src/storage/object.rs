@@ -208,6 +208,14 @@ impl ObjectBackend {
             .await
     }
 
+    /// Size and CRC32C of the object stored under `key`, streamed (see
+    /// [`super::CheckpointStore::verify`]).
+    pub(crate) async fn stored_meta_of(&self, key: &str) -> Result<FileMeta, StorageError> {
+        validate_key(key)?;
+        let location = object_path(key)?;
+        retry(|_| self.stored_meta(key, &location)).await
+    }
+
     /// See [`super::CheckpointStore::download_file`].
     pub(crate) async fn download_file(
         &self,
@@ -246,7 +254,7 @@ impl ObjectBackend {
             .get(location)
             .await
             .map_err(|e| StorageError::object(key, e))?;
-        let temp = dir.join(temp_name(name));
+        let temp = dir.join(temp_name(name, 0));
         let file = {
             let (dir, temp) = (dir.to_owned(), temp.clone());
             blocking(move || {
