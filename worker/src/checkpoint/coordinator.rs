@@ -297,7 +297,7 @@ impl Coordinator {
     ) -> Result<Ending, CoordinatorError> {
         self.stop_deadline = stop_deadline;
         let interval = self.cfg.spec.checkpoint.interval;
-        let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
+        let mut ticker = tokio::time::interval_at(deadline_after(Instant::now(), interval), interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             if self.finished.len() == self.tasks() {
@@ -363,7 +363,7 @@ impl Coordinator {
                 })
                 .collect()
         };
-        let deadline = Instant::now() + RELEASE_WAIT;
+        let deadline = deadline_after(Instant::now(), RELEASE_WAIT);
         while !connected(&self.containers).is_empty() {
             tokio::select! {
                 event = self.events.recv() => {
@@ -507,7 +507,7 @@ impl Coordinator {
     /// Takes one checkpoint. `Ok(Some(id))` committed, `Ok(None)` aborted, `Err` fatal.
     pub async fn checkpoint(&mut self, pause: bool) -> Result<Option<u64>, CoordinatorError> {
         let started = Instant::now();
-        let deadline = started + self.cfg.spec.checkpoint.timeout;
+        let deadline = deadline_after(started, self.cfg.spec.checkpoint.timeout);
         self.last_failure = None;
         // A container in another process that is restarting cannot take part: wait for it
         // (within the checkpoint timeout) rather than trigger a checkpoint that must fail.
@@ -522,7 +522,16 @@ impl Coordinator {
             return Ok(None);
         }
         let id = self.next_id;
-        self.next_id += 1;
+        // Ids come from the store (the highest one there, plus one): one at the maximum must
+        // stop the job with a clear error, not wrap around to reuse id 0.
+        self.next_id = id
+            .checked_add(1)
+            .ok_or_else(|| CheckpointError::IdsExhausted {
+                key: paths::checkpoint_prefix(id),
+                what: "checkpoint",
+                id,
+                fix: "start the job in a new, empty checkpoint store from a savepoint (`cairn-worker savepoint <store-url>`, then `cairn-worker run --from-savepoint <savepoint-url>` with checkpoint.store pointing at the new location)",
+            })?;
         let triggered_at_ms = now_ms();
         self.broadcast(Command::Checkpoint { id, pause });
 
@@ -678,6 +687,21 @@ fn resume_point(last: Option<u64>) -> String {
     match last {
         Some(id) => format!("checkpoint {id}"),
         None => "where this run started (it committed no checkpoint)".into(),
+    }
+}
+
+/// `start + wait`, or if that instant cannot be represented, the latest one that can within a
+/// factor of two: a deadline that far away never comes anyway. Specs bound intervals and
+/// timeouts (`cairn_spec::units::MAX_DURATION`, 8760h), so this only matters for callers that
+/// bypass them; either way, no duration panics.
+pub fn deadline_after(start: Instant, wait: Duration) -> Instant {
+    let mut wait = wait;
+    loop {
+        if let Some(at) = start.checked_add(wait) {
+            return at;
+        }
+        // Terminates: `start + 0` is always representable.
+        wait /= 2;
     }
 }
 

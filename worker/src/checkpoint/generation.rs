@@ -19,9 +19,11 @@ pub async fn latest(store: &CheckpointStore) -> Result<u64, CheckpointError> {
         .unwrap_or(0))
 }
 
-/// Claims a new generation, higher than every existing one.
+/// Claims a new generation, higher than every existing one. A store whose generations have
+/// reached `u64::MAX` (claims are create-only files anyone with write access can add) is refused
+/// with [`CheckpointError::IdsExhausted`] rather than wrapping around to generation 0.
 pub async fn claim(store: &CheckpointStore, who: &str) -> Result<u64, CheckpointError> {
-    let mut g = latest(store).await? + 1;
+    let mut g = next_after(latest(store).await?)?;
     loop {
         let body =
             serde_json::json!({ "generation": g, "claimedBy": who, "atMs": super::now_ms() });
@@ -30,10 +32,20 @@ pub async fn claim(store: &CheckpointStore, who: &str) -> Result<u64, Checkpoint
             .await
         {
             Ok(()) => return Ok(g),
-            Err(crate::storage::StorageError::AlreadyExists { .. }) => g += 1,
+            Err(crate::storage::StorageError::AlreadyExists { .. }) => g = next_after(g)?,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The generation after `g`; an error naming `g`'s claim when there is none.
+fn next_after(g: u64) -> Result<u64, CheckpointError> {
+    g.checked_add(1).ok_or_else(|| CheckpointError::IdsExhausted {
+        key: paths::generation_key(g),
+        what: "generation",
+        id: g,
+        fix: "start the job in a new, empty checkpoint store from a savepoint of its latest checkpoint (`cairn-worker savepoint <store-url>`, then `cairn-worker run --from-savepoint <savepoint-url>` with checkpoint.store pointing at the new location)",
+    })
 }
 
 /// Errors with [`CheckpointError::Fenced`] if a generation newer than `ours` exists.
@@ -106,5 +118,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claim(&store, "c").await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_claim_at_the_largest_generation_is_refused_naming_it() {
+        let store = CheckpointStore::in_memory();
+        store
+            .put_bytes_create_only(&paths::generation_key(u64::MAX), "x".into())
+            .await
+            .unwrap();
+        let err = claim(&store, "d").await.unwrap_err();
+        assert!(
+            matches!(err, CheckpointError::IdsExhausted { id: u64::MAX, .. }),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("generations/18446744073709551615 holds generation")
+                && text.contains("--from-savepoint"),
+            "{text}"
+        );
     }
 }

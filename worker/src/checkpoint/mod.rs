@@ -58,6 +58,20 @@ pub enum CheckpointError {
         /// The newer one.
         newer: u64,
     },
+    /// An id read from the store (a generation claim, a checkpoint directory, a savepoint's
+    /// source checkpoint) is the largest a 64-bit id can be, so no later id is left: refused
+    /// instead of wrapping around to 0 (which would reuse old ids) or panicking.
+    #[error("{key} holds {what} {id}, the largest id there is, so this job cannot number a newer one; {fix}")]
+    IdsExhausted {
+        /// The store key (or savepoint manifest) the id was read from.
+        key: String,
+        /// Which id: "generation", "checkpoint", "source checkpoint".
+        what: &'static str,
+        /// The id.
+        id: u64,
+        /// How to recover.
+        fix: &'static str,
+    },
     /// Snapshotting local state failed.
     #[error(transparent)]
     State(#[from] crate::state::StateError),

@@ -5,11 +5,21 @@
 //! sequential pass per old task writes one SST file per new partition with RocksDB's
 //! `SstFileWriter`, and each new task ingests the files addressed to it (moved, not copied).
 //! No entry goes through a memtable. Old tasks are split in parallel, one thread per core.
+//!
+//! The work happens in a [`Scratch`] directory of the job's state directory, one per process
+//! (`repartition-<generation>-<process>`): the processes of one job on one machine re-split at
+//! the same time, each for its own new tasks. Each holds a lock on its scratch while it works,
+//! and every start removes the scratch nobody holds any more ([`remove_dead_scratch`]).
 
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, DB};
 
 use super::CheckpointError;
@@ -32,13 +42,21 @@ fn err(what: impl std::fmt::Display) -> CheckpointError {
 }
 
 /// Splits the databases in `old_dbs` (one per old task, any order) into `new_partitions`
-/// partitions, writing SST files under `out_dir`.
+/// partitions, writing SST files under `out_dir` for the new partitions in `wanted` only (the
+/// tasks of this process; the other processes of the job write their own).
 pub fn split_all(
     old_dbs: &[PathBuf],
     new_partitions: u32,
+    wanted: &[u32],
     out_dir: &Path,
 ) -> Result<Split, CheckpointError> {
     std::fs::create_dir_all(out_dir).map_err(|e| err(format!("{}: {e}", out_dir.display())))?;
+    let mut keep = vec![false; new_partitions as usize];
+    for &p in wanted {
+        if let Some(k) = keep.get_mut(p as usize) {
+            *k = true;
+        }
+    }
     let result = Mutex::new(Split {
         files: vec![Vec::new(); new_partitions as usize],
         ..Split::default()
@@ -58,7 +76,7 @@ pub fn split_all(
                             return Ok(());
                         };
                         let (files, entries, bytes) =
-                            split_one(db_dir, new_partitions, out_dir, i)?;
+                            split_one(db_dir, new_partitions, &keep, out_dir, i)?;
                         let mut r = result.lock().expect("split lock");
                         for (p, f) in files.into_iter().enumerate() {
                             r.files[p].extend(f);
@@ -81,6 +99,7 @@ type OneSplit = (Vec<Option<PathBuf>>, u64, u64);
 fn split_one(
     db_dir: &Path,
     n: u32,
+    keep: &[bool],
     out_dir: &Path,
     index: usize,
 ) -> Result<OneSplit, CheckpointError> {
@@ -100,6 +119,9 @@ fn split_one(
             ))
         })?;
         let target = partition_of_hash(hash, n) as usize;
+        if !keep[target] {
+            continue;
+        }
         if writers[target].is_none() {
             let path = out_dir.join(format!("old-{index:04}-to-{target:04}.sst"));
             let w = SstFileWriter::create(&opts);
@@ -137,6 +159,161 @@ pub fn ingest(db: &DB, files: &[PathBuf]) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// Name prefix of scratch directories (and their lock files) in a job's state directory.
+const SCRATCH_PREFIX: &str = "repartition-";
+/// Suffix of a scratch directory's lock file, `repartition-<…>.lock` next to it.
+const LOCK_SUFFIX: &str = ".lock";
+
+/// A re-split's scratch directory, `<job dir>/repartition-<generation>-<process>`, in use by
+/// this process. Its lock file (the same name plus `.lock`, next to it rather than inside, so
+/// that it exists before the directory does) is locked with `flock(2)` for as long as this
+/// value lives: a starting process never removes a scratch whose lock is held, and the kernel
+/// releases the lock of a process that dies. Dropping it removes the directory and the lock
+/// file, also when the re-split failed.
+#[derive(Debug)]
+pub struct Scratch {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    /// Holds the lock; unlocked and closed after the files are gone.
+    _lock: Flock<File>,
+}
+
+impl Scratch {
+    /// Takes the scratch directory of `process` (e.g. `c2` for container 2, `all` for a
+    /// process running every container) for `generation`, empty. Whatever an earlier process of
+    /// the same name left there is removed; if a live process holds it, that is an error.
+    pub fn acquire(
+        job_dir: &Path,
+        generation: u64,
+        process: &str,
+    ) -> Result<Scratch, CheckpointError> {
+        let dir = job_dir.join(format!("{SCRATCH_PREFIX}{generation}-{process}"));
+        let lock_path = lock_path_of(&dir);
+        let local = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CheckpointError::Local { path, source }
+        };
+        let Some(lock) = try_lock(&lock_path).map_err(local(&lock_path))? else {
+            return Err(err(format!(
+                "{} is in use by another live process (it holds the lock {}): two processes of this job, both `{process}` (`all`: every container, `cK`: container K), share this state directory; stop one of them, or give each its own state.dir",
+                dir.display(),
+                lock_path.display()
+            )));
+        };
+        remove_path(&dir).map_err(local(&dir))?;
+        std::fs::create_dir_all(&dir).map_err(local(&dir))?;
+        Ok(Scratch {
+            dir,
+            lock_path,
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Directory first, then the lock file, both while the lock is still held.
+        for path in [&self.dir, &self.lock_path] {
+            if let Err(e) = remove_path(path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove repartition scratch; the next start removes it");
+            }
+        }
+    }
+}
+
+/// Removes every re-split scratch directory (and lock file) in `job_dir` whose lock no live
+/// process holds: those of processes killed while re-splitting, of any generation. Scratch in
+/// use by another process of the job on this machine is left alone. Failures are logged; they
+/// never stop a start.
+pub fn remove_dead_scratch(job_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(job_dir) else {
+        return;
+    };
+    let names: std::collections::BTreeSet<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.starts_with(SCRATCH_PREFIX))
+        .map(|name| match name.strip_suffix(LOCK_SUFFIX) {
+            Some(base) => base.to_owned(),
+            None => name,
+        })
+        .collect();
+    for name in names {
+        let dir = job_dir.join(&name);
+        let lock_path = lock_path_of(&dir);
+        let removed = match try_lock(&lock_path) {
+            Ok(Some(_lock)) => remove_path(&dir).and_then(|()| remove_path(&lock_path)),
+            Ok(None) => {
+                tracing::debug!(path = %dir.display(), "repartition scratch in use by a live process; left alone");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %dir.display(), error = %e, "could not remove stale repartition scratch");
+        }
+    }
+}
+
+/// `<dir>.lock`.
+fn lock_path_of(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(LOCK_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Removes a directory tree, or a file or symbolic link (never following it); absent is fine.
+fn remove_path(path: &Path) -> io::Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Locks the file at `path` (created if missing) exclusively without waiting; `Ok(None)` when
+/// another open file holds the lock. The lock is on the file that is at `path` once it is held:
+/// if a concurrent clean-up unlinked the file between our open and our lock, it starts over.
+fn try_lock(path: &Path) -> io::Result<Option<Flock<File>>> {
+    const ATTEMPTS: u32 = 8;
+    for _ in 0..ATTEMPTS {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            // A planted symbolic link must not make us create or lock a file elsewhere.
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)?;
+        let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, errno)) => return Err(errno.into()),
+        };
+        let held = locked.metadata()?;
+        match std::fs::metadata(path) {
+            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
+                return Ok(Some(locked))
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "the lock file was replaced {ATTEMPTS} times while locking it"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,8 +340,16 @@ mod tests {
             snap.take(&tmp.path().join(format!("cp-{t}"))).unwrap();
             old_dirs.push(tmp.path().join(format!("cp-{t}")));
         }
+        // Only the new partitions asked for get files.
+        let only_one = split_all(&old_dirs, 3, &[1], &tmp.path().join("split-1")).unwrap();
+        assert!(only_one.files[0].is_empty() && only_one.files[2].is_empty());
+        assert_eq!(only_one.files[1].len(), 2);
+        let in_1 = (0..1000)
+            .filter(|i| partition_of(format!("k{i}").as_bytes(), 3) == 1)
+            .count();
+        assert_eq!(only_one.entries, 2 * in_1 as u64);
         // N' = 3, not a multiple.
-        let split = split_all(&old_dirs, 3, &tmp.path().join("split")).unwrap();
+        let split = split_all(&old_dirs, 3, &[0, 1, 2], &tmp.path().join("split")).unwrap();
         assert_eq!(split.entries, 2000);
         for p in 0..3u32 {
             let db = open_task_db(&tmp.path().join(format!("new-{p}")), &cache).unwrap();
@@ -186,5 +371,49 @@ mod tests {
                 * 2;
             assert_eq!(seen, expected);
         }
+    }
+
+    #[test]
+    fn a_scratch_is_held_until_dropped_and_then_gone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let job = tmp.path();
+        let scratch = Scratch::acquire(job, 4, "c1").unwrap();
+        assert_eq!(scratch.path(), job.join("repartition-4-c1"));
+        std::fs::write(scratch.path().join("x.sst"), b"x").unwrap();
+        // Another process (here: another open file) cannot take it, and a start leaves it.
+        let err = Scratch::acquire(job, 4, "c1").unwrap_err().to_string();
+        assert!(err.contains("in use by another live process"), "{err}");
+        remove_dead_scratch(job);
+        assert!(scratch.path().join("x.sst").is_file());
+        drop(scratch);
+        assert_eq!(std::fs::read_dir(job).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_start_removes_only_scratch_nobody_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let job = tmp.path();
+        let live = Scratch::acquire(job, 7, "c2").unwrap();
+        std::fs::write(live.path().join("x.sst"), b"x").unwrap();
+        for dead in ["repartition-3/old-0000", "repartition-5-c1/split"] {
+            std::fs::create_dir_all(job.join(dead)).unwrap();
+            std::fs::write(job.join(dead).join("y.sst"), b"y").unwrap();
+        }
+        std::fs::write(job.join("repartition-5-c1.lock"), b"").unwrap();
+        std::fs::write(job.join("repartition-6-all.lock"), b"").unwrap();
+        std::fs::create_dir_all(job.join("task-0000")).unwrap();
+
+        remove_dead_scratch(job);
+
+        let mut left: Vec<String> = std::fs::read_dir(job)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["repartition-7-c2", "repartition-7-c2.lock", "task-0000"]
+        );
+        assert!(live.path().join("x.sst").is_file());
     }
 }

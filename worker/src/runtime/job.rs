@@ -20,7 +20,7 @@ use super::remote::{self, ContainerLink, RelayEnd};
 use super::start::{self, Origin, StartRequest};
 use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
+    deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
 };
 use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
@@ -113,7 +113,9 @@ impl Role {
         match self {
             Role::AllContainers => None,
             Role::Coordinator { stop_timeout, .. } => Some(*stop_timeout),
-            Role::Container { stop_timeout, .. } => Some(*stop_timeout + CONTAINER_STOP_MARGIN),
+            Role::Container { stop_timeout, .. } => {
+                Some(stop_timeout.saturating_add(CONTAINER_STOP_MARGIN))
+            }
         }
     }
 
@@ -320,7 +322,7 @@ async fn forward_signals(targets: SignalTargets) {
         }
         stopping = true;
         if let Some(wait) = stop_wait {
-            let _ = stop_deadline.send(Some(Deadline::now() + wait));
+            let _ = stop_deadline.send(Some(deadline_after(Deadline::now(), wait)));
         }
         if *shutdown.borrow() {
             tracing::info!("signal received while the job is stopping or stopped: exiting once it has stopped (signal again to exit at once)");
@@ -381,6 +383,12 @@ async fn run_async(
         .filter(|(_, c)| my_containers.contains(c))
         .map(|(t, _)| *t)
         .collect();
+    // Names this process's local scratch among the job's processes sharing its directory.
+    let process = match &opts.role {
+        Role::AllContainers => "all".to_owned(),
+        Role::Coordinator { .. } => "c0".to_owned(),
+        Role::Container { index, .. } => format!("c{index}"),
+    };
 
     // Only the process that commits claims a generation (see checkpoint::generation).
     let generation = match &opts.role {
@@ -455,6 +463,7 @@ async fn run_async(
         state_version,
         cache: &block_cache,
         only: &my_tasks,
+        process: &process,
     })
     .await?;
     metrics
@@ -636,7 +645,7 @@ async fn run_async(
             generation,
             spec: spec.clone(),
             assignment,
-            first_id: start.after_id + 1,
+            first_id: start.first_id,
             restored: match start.origin {
                 Origin::Checkpoint(id) => Some(id),
                 _ => None,
@@ -741,4 +750,31 @@ pub fn job_state_dir(spec: &JobSpec, base: &Path) -> PathBuf {
 /// Directory of task `task`.
 pub fn task_dir(job_dir: &Path, task: u32) -> PathBuf {
     job_dir.join(format!("task-{task:04}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_stop_timeouts_give_deadlines_without_overflowing() {
+        let longest = Duration::from_secs(8760 * 3600);
+        let container = Role::Container {
+            index: 1,
+            coordinator: "c:1".into(),
+            stop_timeout: longest,
+        };
+        assert_eq!(container.stop_wait(), Some(longest + CONTAINER_STOP_MARGIN));
+        let beyond = Role::Container {
+            index: 1,
+            coordinator: "c:1".into(),
+            stop_timeout: Duration::MAX,
+        };
+        assert_eq!(beyond.stop_wait(), Some(Duration::MAX));
+
+        let now = Deadline::now();
+        assert_eq!(deadline_after(now, longest), now + longest);
+        // Not representable: the farthest deadline there is instead of a panic.
+        assert!(deadline_after(now, Duration::MAX) >= now + longest);
+    }
 }

@@ -11,8 +11,8 @@ use rocksdb::Cache;
 use super::job::{task_dir, RunError};
 use crate::checkpoint::manifest::{ManifestFile, TaskManifest};
 use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db, stored_files};
-use crate::checkpoint::savepoint::{SavepointLocation, SavepointManifest};
-use crate::checkpoint::{catalog, repartition, CheckpointError};
+use crate::checkpoint::savepoint::{self, SavepointLocation, SavepointManifest};
+use crate::checkpoint::{catalog, paths, repartition, CheckpointError};
 use crate::partition::mix64;
 use crate::state::open_task_db;
 use crate::storage::CheckpointStore;
@@ -59,8 +59,10 @@ pub struct StartPoint {
     pub sink_checkpoint: Option<u64>,
     /// Savepoint lineage recorded in every commit of this run.
     pub lineage: Option<String>,
-    /// New checkpoint ids start above this.
-    pub after_id: u64,
+    /// The first checkpoint id of this run (set by [`prepare`] once the rest is ready): above
+    /// every id in the store and, after a savepoint, above the checkpoint it was taken from
+    /// (the file sink's epochs go on from it).
+    pub first_id: u64,
 }
 
 /// Inputs of [`prepare`].
@@ -86,6 +88,9 @@ pub struct StartRequest<'a> {
     pub cache: &'a Cache,
     /// The tasks this process runs (all of them, or one container's).
     pub only: &'a [u32],
+    /// Names this process among the job's processes sharing `job_dir` (`all` in local mode,
+    /// `c<K>` for container K): its re-split scratch is `repartition-<generation>-<process>`.
+    pub process: &'a str,
 }
 
 /// A fresh database instance id: generation plus randomness, never reused.
@@ -98,9 +103,47 @@ pub fn new_db_id(generation: u64, task: u32) -> String {
     format!("{generation:06}-{:08x}", salt as u32)
 }
 
+/// What to do about a checkpoint id at `u64::MAX` in the job's store.
+const FIX_CHECKPOINT_ID: &str = "if that checkpoint was written by mistake remove it; otherwise start the job in a new, empty checkpoint store from a savepoint of an earlier checkpoint (`cairn-worker checkpoints <store-url>` lists them, `cairn-worker savepoint <store-url> --checkpoint <id>` takes one, `cairn-worker run --from-savepoint <savepoint-url>` starts from it)";
+
+/// What to do about a savepoint taken from checkpoint `u64::MAX`.
+const FIX_SAVEPOINT_ID: &str = "restore a savepoint of an earlier checkpoint instead (`cairn-worker savepoint <store-url> --checkpoint <id>`)";
+
+/// The id after `id`, read from `key`; [`CheckpointError::IdsExhausted`] when there is none.
+fn id_after(
+    id: u64,
+    key: impl FnOnce() -> String,
+    what: &'static str,
+    fix: &'static str,
+) -> Result<u64, CheckpointError> {
+    id.checked_add(1).ok_or_else(|| CheckpointError::IdsExhausted {
+        key: key(),
+        what,
+        id,
+        fix,
+    })
+}
+
 /// Decides where to start and rebuilds every task's state for it.
 pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, RunError> {
+    // Scratch left by a process killed while re-splitting, before anything else uses the
+    // job's directory.
+    repartition::remove_dead_scratch(req.job_dir);
+    let start = prepare_tasks(&req).await?;
+    remove_dropped_task_dirs(req.job_dir, req.spec.input.partitions());
+    Ok(start)
+}
+
+/// [`prepare`] without the clean-up of the job's local directory.
+async fn prepare_tasks(req: &StartRequest<'_>) -> Result<StartPoint, RunError> {
     let max_id = catalog::max_checkpoint_id(req.store).await?;
+    // New ids go above every id the store holds, checked before any state is restored.
+    let above_store = id_after(
+        max_id,
+        || paths::checkpoint_prefix(max_id),
+        "checkpoint",
+        FIX_CHECKPOINT_ID,
+    )?;
     if let Some((url, explicit)) = &req.savepoint {
         let location = SavepointLocation::from_url(url, req.base_dir)?;
         // Checked before reading the savepoint: once the job has checkpoints of its own, the
@@ -108,14 +151,20 @@ pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, RunError> {
         let resumed = !explicit && lineage_continues(req.store, &location.url()).await?;
         if !resumed {
             let manifest = location.load().await?;
-            let mut start = from_savepoint(&req, &location, &manifest).await?;
-            start.after_id = start.after_id.max(max_id);
+            let above_savepoint = id_after(
+                manifest.source_checkpoint,
+                || format!("{}/{}", location.url(), savepoint::SAVEPOINT_FILE),
+                "source checkpoint",
+                FIX_SAVEPOINT_ID,
+            )?;
+            let mut start = from_savepoint(req, &location, &manifest).await?;
+            start.first_id = above_savepoint.max(above_store);
             return Ok(start);
         }
         tracing::info!(savepoint = %location.url(), "this job already checkpointed after restoring the savepoint named in its spec; resuming from its own checkpoints");
     }
-    let mut start = from_checkpoints(&req).await?;
-    start.after_id = max_id;
+    let mut start = from_checkpoints(req).await?;
+    start.first_id = above_store;
     Ok(start)
 }
 
@@ -195,7 +244,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
                     origin: Origin::Checkpoint(*id),
                     sink_checkpoint: Some(*id),
                     lineage: commit.origin,
-                    after_id: 0,
+                    first_id: 0,
                 })
             }
             Err(e) => {
@@ -228,7 +277,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
         origin: Origin::Fresh,
         sink_checkpoint: None,
         lineage: None,
-        after_id: 0,
+        first_id: 0,
     })
 }
 
@@ -308,7 +357,7 @@ async fn from_savepoint(
         },
         sink_checkpoint: Some(sp.source_checkpoint),
         lineage: Some(location.url()),
-        after_id: sp.source_checkpoint,
+        first_id: 0,
     })
 }
 
@@ -321,23 +370,25 @@ async fn resplit(
     offsets: &BTreeMap<u32, u64>,
 ) -> Result<Vec<PreparedTask>, RunError> {
     let partitions = req.spec.input.partitions();
-    let scratch = req.job_dir.join(format!("repartition-{}", req.generation));
-    let _ = std::fs::remove_dir_all(&scratch);
+    // Every process of the job re-splits for its own tasks, at the same time, in its own
+    // scratch (removed when `scratch` is dropped, on success or error).
+    let scratch = repartition::Scratch::acquire(req.job_dir, req.generation, req.process)?;
     let started = std::time::Instant::now();
     let mut old_dbs = Vec::new();
     for m in sp.task_manifests(location) {
         let (dir, _) = restore_task_db(
             &location.store,
             &m,
-            &scratch.join(format!("old-{:04}", m.task)),
+            &scratch.path().join(format!("old-{:04}", m.task)),
             "old",
         )
         .await?;
         old_dbs.push(dir);
     }
-    let split_dir = scratch.join("split");
+    let split_dir = scratch.path().join("split");
+    let wanted = req.only.to_vec();
     let split = tokio::task::spawn_blocking(move || {
-        repartition::split_all(&old_dbs, partitions, &split_dir)
+        repartition::split_all(&old_dbs, partitions, &wanted, &split_dir)
     })
     .await
     .expect("split thread panicked")?;
@@ -346,7 +397,7 @@ async fn resplit(
         let db = open_task_db(&task.db_dir, req.cache)?;
         repartition::ingest(&db, &split.files[task.task as usize])?;
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    drop(scratch);
     tracing::info!(
         from = sp.partitions,
         to = partitions,
@@ -410,4 +461,110 @@ async fn restore_all(
         remove_stale_local_dirs(dir.as_path(), &p.db_dir);
     }
     Ok(prepared.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Entries of a task's local directory that the worker writes there (see
+/// `restore::remove_stale_local_dirs`): database instances, checkpoint snapshots, restores in
+/// progress.
+const TASK_DIR_ENTRIES: [&str; 3] = ["db-", "ckpt-", "restoring-"];
+
+/// After a successful start, removes the local directories `task-NNNN` of tasks the job no
+/// longer has (NNNN >= N, left by a run with more partitions; each holds a whole database).
+/// Tasks below N belong to this process or another of the job and are never touched. Only
+/// directories holding nothing but the worker's own state entries are removed: anything else
+/// (say, output a misconfigured sink wrote there) is left with a warning.
+fn remove_dropped_task_dirs(job_dir: &Path, partitions: u32) {
+    let Ok(entries) = std::fs::read_dir(job_dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Some(task) = entry.file_name().to_str().and_then(task_of_dir_name) else {
+            continue;
+        };
+        // `file_type` does not follow symbolic links: a link is never a task directory.
+        if task < partitions || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if !holds_only_task_state(&path) {
+            tracing::warn!(path = %path.display(), task, partitions, "directory of a task this job no longer has holds files the worker did not write; left in place");
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::info!(path = %path.display(), task, partitions, "removed the local state of a task this job no longer has"),
+            // Another process of the job removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove the local state of a task this job no longer has")
+            }
+        }
+    }
+}
+
+/// The task of a directory named `task-NNNN` (exactly as [`task_dir`] names them: `task-`
+/// and at least four digits).
+fn task_of_dir_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("task-")?;
+    if digits.len() < 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// True when every entry of `dir` is one the worker writes into a task directory.
+fn holds_only_task_state(dir: &Path) -> bool {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.all(|e| {
+        e.ok()
+            .and_then(|e| e.file_name().into_string().ok())
+            .is_some_and(|name| TASK_DIR_ENTRIES.iter().any(|p| name.starts_with(p)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_directory_names_parse_back_and_nothing_else_does() {
+        assert_eq!(task_of_dir_name("task-0007"), Some(7));
+        assert_eq!(task_of_dir_name("task-12345"), Some(12345));
+        for other in ["task-7", "task-00a7", "task-", "tasks-0007", "task-0007x", "task--007"] {
+            assert_eq!(task_of_dir_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_directories_of_dropped_tasks_holding_only_state_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let job = tmp.path();
+        for task in 0..6u32 {
+            let dir = task_dir(job, task);
+            std::fs::create_dir_all(dir.join("db-000001-0000abcd")).unwrap();
+            std::fs::write(dir.join("db-000001-0000abcd/000001.sst"), b"x").unwrap();
+            std::fs::create_dir_all(dir.join("ckpt-000000000003")).unwrap();
+        }
+        // Task 5's directory also holds something the worker never writes there.
+        std::fs::write(task_dir(job, 5).join("000000000007.out"), b"k\t1\n").unwrap();
+        // A symbolic link named like a dropped task, pointing at state that must survive.
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("db-x")).unwrap();
+        std::os::unix::fs::symlink(&outside, job.join("task-0009")).unwrap();
+
+        remove_dropped_task_dirs(job, 4);
+
+        let mut left: Vec<String> = std::fs::read_dir(job)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["outside", "task-0000", "task-0001", "task-0002", "task-0003", "task-0005", "task-0009"]
+        );
+        assert!(task_dir(job, 3).join("db-000001-0000abcd/000001.sst").exists());
+        assert!(outside.join("db-x").is_dir());
+    }
 }

@@ -73,7 +73,7 @@ impl TaskInstance {
             bad_records: metrics.bad_records.with_label_values(&[&label]),
             lag: metrics.lag.with_label_values(&[&label]),
         };
-        let next_timer = task.timer_interval().map(|d| Instant::now() + d);
+        let next_timer = next_timer_after(task.as_ref());
         Ok(TaskInstance {
             id,
             task,
@@ -138,7 +138,7 @@ impl TaskInstance {
         }
         let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
         self.task.on_timer(&mut ctx)?;
-        self.next_timer = self.task.timer_interval().map(|d| Instant::now() + d);
+        self.next_timer = next_timer_after(self.task.as_ref());
         Ok(())
     }
 
@@ -177,5 +177,41 @@ impl TaskInstance {
         self.sink.publish(id)?;
         self.task.after_checkpoint(id);
         Ok(())
+    }
+}
+
+/// When the task's timer fires next, if it has one. An interval too long to add to the clock
+/// (a task may return any `Duration`) means the timer never fires, instead of a panic.
+fn next_timer_after(task: &dyn StreamTask) -> Option<Instant> {
+    task.timer_interval()
+        .and_then(|d| Instant::now().checked_add(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::task::Record;
+
+    /// A task whose timer interval is whatever the test says.
+    struct Every(Duration);
+
+    impl StreamTask for Every {
+        fn process(&mut self, _: &Record<'_>, _: &mut TaskContext<'_>) -> Result<(), TaskError> {
+            Ok(())
+        }
+
+        fn timer_interval(&self) -> Option<Duration> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn a_timer_interval_too_long_for_the_clock_never_fires_instead_of_panicking() {
+        assert_eq!(next_timer_after(&Every(Duration::MAX)), None);
+        let before = Instant::now();
+        let due = next_timer_after(&Every(Duration::from_secs(3600))).expect("representable");
+        assert!(due >= before + Duration::from_secs(3600));
     }
 }
