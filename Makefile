@@ -38,13 +38,18 @@ prereqs:
 build: prereqs
 	cargo build --workspace --all-targets
 
+## Lints both builds of the worker: release (no test hooks) and test (feature test-hooks).
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features cairn-worker/test-hooks -- -D warnings
 
+## The worker's fault-injection hooks are compiled in for the tests (feature test-hooks); the
+## last line checks that a build without the feature has none.
 unit:
-	cargo build --workspace --bins
-	cargo test --workspace
+	cargo build --workspace --bins --features cairn-worker/test-hooks
+	cargo test --workspace --features cairn-worker/test-hooks
+	cargo test -p cairn-worker --lib compiled_out_without_the_feature
 
 fmt:
 	cargo fmt --all

@@ -16,8 +16,29 @@ use crate::storage::CheckpointStore;
 use crate::task::TaskRegistry;
 
 /// Environment variable of the upload fault-injection knob (tests only): milliseconds to pause
-/// before each file uploaded by a checkpoint, so that a kill can land mid-upload.
+/// before each file uploaded by a checkpoint, so that a kill can land mid-upload. Exists only
+/// in builds with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 pub const UPLOAD_DELAY_ENV: &str = "CAIRN_FAULT_UPLOAD_DELAY_MS";
+
+/// The [`UPLOAD_DELAY_ENV`] test hook, read like any duration (a bare number is milliseconds),
+/// so it is bounded like one.
+#[cfg(feature = "test-hooks")]
+fn upload_delay_hook() -> Result<Option<Duration>, String> {
+    match std::env::var(UPLOAD_DELAY_ENV) {
+        Ok(v) => cairn_spec::parse_duration(&v)
+            .map(Some)
+            .map_err(|e| format!("{UPLOAD_DELAY_ENV}: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Without the `test-hooks` feature the upload delay hook does not exist: release builds do
+/// not read its variable at all.
+#[cfg(not(feature = "test-hooks"))]
+fn upload_delay_hook() -> Result<Option<Duration>, String> {
+    Ok(None)
+}
 
 #[derive(Parser)]
 #[command(
@@ -206,12 +227,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 stop_timeout,
                 spec.parallelism,
             )?;
-            let upload_delay = match std::env::var(UPLOAD_DELAY_ENV) {
-                Ok(v) => Some(Duration::from_millis(v.parse().map_err(|_| {
-                    format!("{UPLOAD_DELAY_ENV}={v:?} is not a number of milliseconds")
-                })?)),
-                Err(_) => None,
-            };
+            let upload_delay = upload_delay_hook()?;
             let outcome = run_job(RunOptions {
                 spec,
                 registry,
@@ -423,7 +439,26 @@ fn format_time(ms: u64) -> String {
 mod tests {
     use std::time::Duration;
 
-    use super::{parse_stop_timeout, role, Role, DEFAULT_STOP_TIMEOUT};
+    use super::{parse_stop_timeout, role, upload_delay_hook, Role, DEFAULT_STOP_TIMEOUT};
+
+    /// Release builds (no `test-hooks` feature) must not read the hook's variable.
+    #[cfg(not(feature = "test-hooks"))]
+    #[test]
+    fn the_upload_delay_hook_is_compiled_out_without_the_feature() {
+        std::env::set_var("CAIRN_FAULT_UPLOAD_DELAY_MS", "40");
+        assert_eq!(upload_delay_hook(), Ok(None));
+    }
+
+    #[cfg(feature = "test-hooks")]
+    #[test]
+    fn the_upload_delay_hook_reads_a_bounded_duration() {
+        std::env::set_var("CAIRN_FAULT_UPLOAD_DELAY_MS", "40");
+        assert_eq!(upload_delay_hook(), Ok(Some(Duration::from_millis(40))));
+        std::env::set_var("CAIRN_FAULT_UPLOAD_DELAY_MS", "99999999999999");
+        let err = upload_delay_hook().unwrap_err();
+        assert!(err.contains("longer than the maximum"), "{err}");
+        std::env::remove_var("CAIRN_FAULT_UPLOAD_DELAY_MS");
+    }
 
     #[test]
     fn stop_timeout_is_a_duration_with_a_unit() {

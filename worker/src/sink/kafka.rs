@@ -44,8 +44,38 @@ const DELIVERY_WAIT: Duration = Duration::from_secs(130);
 /// Timeout of transactional calls (init, commit, abort) and of reading the marker.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Test hook: abort the process right before the first transaction commit of this process, to
-/// prove that a crash between Cairn's commit and Kafka's loses and repeats nothing.
+/// prove that a crash between Cairn's commit and Kafka's loses and repeats nothing. Exists only
+/// in builds with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 pub const CRASH_BEFORE_KAFKA_COMMIT_ENV: &str = "CAIRN_TEST_KAFKA_CRASH_BEFORE_COMMIT";
+
+/// The [`CRASH_BEFORE_KAFKA_COMMIT_ENV`] test hook: aborts the process before the Kafka commit
+/// of checkpoint `id`.
+#[cfg(feature = "test-hooks")]
+fn abort_before_commit(id: u64) {
+    tracing::warn!(
+        checkpoint = id,
+        "{CRASH_BEFORE_KAFKA_COMMIT_ENV} is set: aborting before the Kafka commit"
+    );
+    std::process::abort();
+}
+
+/// Without the `test-hooks` feature the hook is never set, and does nothing.
+#[cfg(not(feature = "test-hooks"))]
+fn abort_before_commit(_id: u64) {}
+
+/// Whether the `CAIRN_TEST_KAFKA_CRASH_BEFORE_COMMIT` test hook is set. Always `false` without the
+/// `test-hooks` feature: release builds do not read the variable at all.
+#[cfg(feature = "test-hooks")]
+fn crash_before_commit_hook() -> bool {
+    std::env::var_os(CRASH_BEFORE_KAFKA_COMMIT_ENV).is_some()
+}
+
+/// Without the `test-hooks` feature the hook does not exist: never set.
+#[cfg(not(feature = "test-hooks"))]
+fn crash_before_commit_hook() -> bool {
+    false
+}
 
 /// Opens the sink of task `task`; `restored` is the checkpoint the task restored from.
 pub fn open(
@@ -374,7 +404,7 @@ impl ExactlyOnceSink {
             producer,
             marker,
             failed: Arc::clone(&failed),
-            crash_before_commit: std::env::var_os(CRASH_BEFORE_KAFKA_COMMIT_ENV).is_some(),
+            crash_before_commit: crash_before_commit_hook(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("cairn-kafka-publish-{task}"))
@@ -600,11 +630,7 @@ impl Publisher {
                 .send_offsets_to_transaction(&self.marker.offsets_for(id)?, &group, TXN_TIMEOUT)
                 .map_err(|e| txn("cannot add the marker to the transaction", e))?;
             if self.crash_before_commit {
-                tracing::warn!(
-                    checkpoint = id,
-                    "{CRASH_BEFORE_KAFKA_COMMIT_ENV} is set: aborting before the Kafka commit"
-                );
-                std::process::abort();
+                abort_before_commit(id);
             }
             self.producer
                 .commit_transaction(TXN_TIMEOUT)
@@ -651,6 +677,14 @@ fn read_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Release builds (no `test-hooks` feature) must not read the hook's variable.
+    #[cfg(not(feature = "test-hooks"))]
+    #[test]
+    fn the_crash_hook_is_compiled_out_without_the_feature() {
+        std::env::set_var("CAIRN_TEST_KAFKA_CRASH_BEFORE_COMMIT", "1");
+        assert!(!crash_before_commit_hook());
+    }
 
     #[test]
     fn spool_names_sort_and_parse() {

@@ -3,11 +3,18 @@
 
 use crate::task::Record;
 
+/// Bytes of keys and values after which a source stops adding records to a batch (a soft
+/// limit: the record that crosses it is kept). Bounds the memory of one batch whatever the
+/// record sizes, e.g. 1024 lines of 16 MiB.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// Where one record is in the buffer. Plain `usize`s: a batch may exceed 4 GiB only if a
+/// source ignores [`MAX_BATCH_BYTES`], and then it must still never wrap.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    start: u32,
-    key_len: u32,
-    value_len: u32,
+    start: usize,
+    key_len: usize,
+    value_len: usize,
     offset: u64,
 }
 
@@ -29,13 +36,13 @@ impl RecordBatch {
 
     /// Appends a record.
     pub fn push(&mut self, offset: u64, key: &[u8], value: &[u8]) {
-        let start = self.data.len() as u32;
+        let start = self.data.len();
         self.data.extend_from_slice(key);
         self.data.extend_from_slice(value);
         self.entries.push(Entry {
             start,
-            key_len: key.len() as u32,
-            value_len: value.len() as u32,
+            key_len: key.len(),
+            value_len: value.len(),
             offset,
         });
     }
@@ -47,11 +54,22 @@ impl RecordBatch {
         let key_len = fill(&mut self.data);
         let total = self.data.len() - start;
         self.entries.push(Entry {
-            start: start as u32,
-            key_len: key_len as u32,
-            value_len: (total - key_len) as u32,
+            start,
+            key_len,
+            value_len: total - key_len,
             offset,
         });
+    }
+
+    /// Bytes of keys and values in the batch; sources stop adding records at
+    /// [`MAX_BATCH_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the batch has reached [`MAX_BATCH_BYTES`].
+    pub fn is_full(&self) -> bool {
+        self.data.len() >= MAX_BATCH_BYTES
     }
 
     /// Number of records.
@@ -67,13 +85,12 @@ impl RecordBatch {
     /// The `i`-th record.
     pub fn get(&self, i: usize) -> Record<'_> {
         let e = self.entries[i];
-        let s = e.start as usize;
-        let k = s + e.key_len as usize;
+        let k = e.start + e.key_len;
         Record {
             partition: self.partition,
             offset: e.offset,
-            key: &self.data[s..k],
-            value: &self.data[k..k + e.value_len as usize],
+            key: &self.data[e.start..k],
+            value: &self.data[k..k + e.value_len],
         }
     }
 }

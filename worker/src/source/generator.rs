@@ -83,7 +83,9 @@ impl<'a> RecordRule<'a> {
 
     /// `(key id, value)` of record `j`.
     pub fn record(&self, j: u64) -> (u64, u64) {
-        let i = j * self.partitions + self.partition;
+        // Exact for every record a spec can ask for (`recordsPerPartition` is bounded so that
+        // `j·N + p` fits); an endless input that ran past it wraps instead of panicking.
+        let i = j.wrapping_mul(self.partitions).wrapping_add(self.partition);
         let r = mix64(self.seed.wrapping_add(i));
         let index = match &self.zipf {
             Some(z) => z.sample(r) - 1,
@@ -126,7 +128,7 @@ impl GeneratorSource {
 
 impl Source for GeneratorSource {
     fn poll(&mut self, batch: &mut RecordBatch, max: usize) -> Result<Poll, SourceError> {
-        let mut end = self.next + max as u64;
+        let mut end = self.next.saturating_add(max as u64);
         if let Some(limit) = self.limit {
             if self.next >= limit {
                 return Ok(Poll::End);
@@ -135,7 +137,8 @@ impl Source for GeneratorSource {
         }
         if let Some(rate) = self.rate {
             let (t0, base) = self.rate_origin;
-            let allowed = base + (t0.elapsed().as_secs_f64() * rate as f64) as u64;
+            // The float-to-integer cast saturates, and so does the sum.
+            let allowed = base.saturating_add((t0.elapsed().as_secs_f64() * rate as f64) as u64);
             if allowed <= self.next {
                 return Ok(Poll::Idle);
             }

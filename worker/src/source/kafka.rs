@@ -335,7 +335,7 @@ impl Source for KafkaSource {
         }
         let consumer = self.consumer.as_ref().expect("assigned");
         let mut read = 0;
-        while read < max {
+        while read < max && !batch.is_full() {
             match consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(message)) => {

@@ -11,6 +11,7 @@ pub use batch::RecordBatch;
 use std::sync::Arc;
 
 use cairn_spec::InputSpec;
+use prometheus::IntCounterVec;
 
 /// What one poll produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,8 @@ pub struct SourceFactory {
     spec: InputSpec,
     generator: Option<Arc<generator::KeyTable>>,
     kafka: Option<Arc<kafka::KafkaShared>>,
+    /// `cairn_bad_records_total`, for input a source itself skips as bad (an over-long line).
+    bad_records: Option<IntCounterVec>,
 }
 
 impl SourceFactory {
@@ -132,6 +135,7 @@ impl SourceFactory {
             spec: spec.clone(),
             generator,
             kafka,
+            bad_records: None,
         }
     }
 
@@ -155,8 +159,10 @@ impl SourceFactory {
     }
 
     /// Exports the observed partition count (Kafka) to `metrics`
-    /// (`cairn_input_partitions_observed`); other inputs report N.
-    pub fn with_metrics(self, metrics: &crate::metrics::Metrics) -> Self {
+    /// (`cairn_input_partitions_observed`; other inputs report N), and counts input the
+    /// sources skip themselves in the task's `cairn_bad_records_total`.
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.bad_records = Some(metrics.bad_records.clone());
         match self.partition_watch() {
             Some(watch) => watch.export_to(metrics.input_partitions_observed.clone()),
             None => metrics
@@ -174,7 +180,15 @@ impl SourceFactory {
                 self.generator.clone().expect("built with the spec"),
                 partition,
             )),
-            InputSpec::File(f) => Box::new(file::FileSource::new(f, partition)),
+            InputSpec::File(f) => {
+                let source = file::FileSource::new(f, partition);
+                Box::new(match &self.bad_records {
+                    // Labelled like the task's own metrics: the task id is its partition.
+                    Some(counter) => source
+                        .with_bad_record_counter(counter.with_label_values(&[&partition.to_string()])),
+                    None => source,
+                })
+            }
             InputSpec::Kafka(_) => Box::new(kafka::KafkaSource::new(
                 self.kafka.clone().expect("built with the spec"),
                 partition,

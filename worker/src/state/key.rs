@@ -15,7 +15,9 @@ pub const HEADER_LEN: usize = 6;
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 
 /// Writes the encoded state key for (`key`, `sub`) into `out`, replacing its contents.
-/// Panics never: keys longer than [`MAX_KEY_LEN`] are rejected by the caller first.
+/// The caller rejects keys longer than [`MAX_KEY_LEN`] first ([`crate::state::KeyedState`]
+/// returns `StateError::KeyTooLong`, which a task sees as a bad record): the 16-bit length
+/// field cannot hold a longer one.
 pub fn encode_into(out: &mut Vec<u8>, key: &[u8], sub: &[u8]) {
     out.clear();
     out.extend_from_slice(&key_hash(key).to_be_bytes());
@@ -24,11 +26,15 @@ pub fn encode_into(out: &mut Vec<u8>, key: &[u8], sub: &[u8]) {
     out.extend_from_slice(sub);
 }
 
-/// The encoded prefix shared by every sub-key of `key`.
-pub fn prefix_of(key: &[u8]) -> Vec<u8> {
+/// The encoded prefix shared by every sub-key of `key`; `None` for a key longer than
+/// [`MAX_KEY_LEN`], which has no state key.
+pub fn prefix_of(key: &[u8]) -> Option<Vec<u8>> {
+    if key.len() > MAX_KEY_LEN {
+        return None;
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + key.len());
     encode_into(&mut out, key, &[]);
-    out
+    Some(out)
 }
 
 /// A decoded state key.
@@ -79,12 +85,18 @@ mod tests {
         assert_eq!(d.key, b"user-7");
         assert_eq!(d.sub, b"\x00\x01");
         assert_eq!(d.hash, key_hash(b"user-7"));
-        assert!(buf.starts_with(&prefix_of(b"user-7")));
+        assert!(buf.starts_with(&prefix_of(b"user-7").unwrap()));
         // A key that is a string prefix of another is not a state-key prefix of it.
         let mut other = Vec::new();
         encode_into(&mut other, b"user-70", b"");
-        assert!(!other.starts_with(&prefix_of(b"user-7")));
+        assert!(!other.starts_with(&prefix_of(b"user-7").unwrap()));
         assert_eq!(hash_of(&buf), Some(key_hash(b"user-7")));
+    }
+
+    #[test]
+    fn a_key_over_the_length_field_has_no_prefix() {
+        assert_eq!(prefix_of(&[b'k'; MAX_KEY_LEN]).map(|p| p.len()), Some(HEADER_LEN + MAX_KEY_LEN));
+        assert_eq!(prefix_of(&[b'k'; MAX_KEY_LEN + 1]), None);
     }
 
     #[test]

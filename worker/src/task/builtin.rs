@@ -236,6 +236,18 @@ mod tests {
         config: serde_json::Value,
         records: &[(&str, &str)],
     ) -> (Vec<(String, String)>, usize) {
+        let (out, bad, _) = run_and_read(name, config, records, &[]);
+        (out, bad)
+    }
+
+    /// [`run`], also returning the counter stored at each of `keys` afterwards (`None` when
+    /// absent).
+    fn run_and_read(
+        name: &str,
+        config: serde_json::Value,
+        records: &[(&str, &str)],
+        keys: &[&str],
+    ) -> (Vec<(String, String)>, usize, Vec<Option<i64>>) {
         let tmp = tempfile::tempdir().unwrap();
         let cache = rocksdb::Cache::new_lru_cache(1 << 20);
         let mut state = KeyedState::new(
@@ -260,7 +272,11 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        (sink.0, bad)
+        let values = keys
+            .iter()
+            .map(|k| ctx.get(k.as_bytes()).unwrap().map(|v| decode_i64(&v)))
+            .collect();
+        (sink.0, bad, values)
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -288,6 +304,54 @@ mod tests {
         );
         assert_eq!(out, pairs(&[("a", "5"), ("a", "3"), ("b", "7")]));
         assert_eq!(bad, 1);
+    }
+
+    #[test]
+    fn a_sum_that_would_overflow_is_a_bad_record_and_leaves_the_sum() {
+        let max = i64::MAX.to_string();
+        let min = i64::MIN.to_string();
+        let (out, bad, state) = run_and_read(
+            "sum",
+            serde_json::json!({}),
+            &[
+                ("a", &max),
+                ("a", "1"),
+                ("a", "-5"),
+                ("a", "6"),
+                ("b", &min),
+                ("b", "-1"),
+                ("b", "3"),
+            ],
+            &["a", "b"],
+        );
+        let a = (i64::MAX - 5).to_string();
+        let b = (i64::MIN + 3).to_string();
+        assert_eq!(
+            out,
+            pairs(&[("a", &max), ("a", &a), ("b", &min), ("b", &b)])
+        );
+        assert_eq!(bad, 3, "a+1, a+6 and b-1 are outside the 64-bit range");
+        assert_eq!(state, [Some(i64::MAX - 5), Some(i64::MIN + 3)]);
+    }
+
+    #[test]
+    fn a_key_longer_than_a_state_key_is_a_bad_record() {
+        let long = "k".repeat(crate::state::key::MAX_KEY_LEN + 1);
+        let longest = "k".repeat(crate::state::key::MAX_KEY_LEN);
+        for task in ["count", "sum", "dedupe"] {
+            let (out, bad, state) = run_and_read(
+                task,
+                serde_json::json!({}),
+                &[("a", "1"), (&long, "1"), ("a", "2"), (&longest, "4"), (&long, "3")],
+                &["a"],
+            );
+            assert_eq!(bad, 2, "{task}: both records with the long key are skipped");
+            assert_eq!(out.len(), if task == "dedupe" { 2 } else { 3 }, "{task}");
+            assert!(out.iter().all(|(k, _)| k.len() <= longest.len()), "{task}");
+            if task != "dedupe" {
+                assert_eq!(state, [Some(if task == "count" { 2 } else { 3 })], "{task}");
+            }
+        }
     }
 
     #[test]

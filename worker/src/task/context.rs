@@ -1,7 +1,7 @@
 //! [`TaskContext`]: what a task may touch while it processes a record.
 
 use crate::sink::Sink;
-use crate::state::{KeyedState, SubEntry};
+use crate::state::{KeyedState, StateError, SubEntry};
 
 use super::TaskError;
 
@@ -36,17 +36,17 @@ impl<'a> TaskContext<'a> {
 
     /// Current value of `key`, copied.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError> {
-        Ok(self.state.read(key, b"", |v| v.map(<[u8]>::to_vec))?)
+        self.state.read(key, b"", |v| v.map(<[u8]>::to_vec)).map_err(record_error)
     }
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError> {
-        Ok(self.state.put(key, b"", value)?)
+        self.state.put(key, b"", value).map_err(record_error)
     }
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: &[u8]) -> Result<(), TaskError> {
-        Ok(self.state.delete(key, b"")?)
+        self.state.delete(key, b"").map_err(record_error)
     }
 
     /// Replaces the value of `key` with `f(old)` in one lookup; `None` deletes it.
@@ -55,34 +55,49 @@ impl<'a> TaskContext<'a> {
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> Option<V>,
     ) -> Result<(), TaskError> {
-        Ok(self.state.update(key, b"", f)?)
+        self.state.update(key, b"", f).map_err(record_error)
     }
 
     /// Reads the 64-bit counter stored at `key` (0 when absent), adds `delta`, stores and
     /// returns the new value. Stored as 8 little-endian bytes.
+    ///
+    /// A sum outside the 64-bit range is a [`TaskError::BadRecord`] (the runtime skips and
+    /// counts the record) and leaves the counter as it was: it never wraps around.
     pub fn add_i64(&mut self, key: &[u8], delta: i64) -> Result<i64, TaskError> {
-        let mut new = 0i64;
-        self.state.update(key, b"", |old| {
-            new = old.map_or(0, decode_i64).wrapping_add(delta);
-            Some(new.to_le_bytes())
-        })?;
-        Ok(new)
+        let mut sum = Ok(0i64);
+        self.state
+            .update(key, b"", |old| {
+                let current = old.map_or(0, decode_i64);
+                sum = current.checked_add(delta).ok_or(current);
+                // On overflow the current value is written back unchanged: `update` has no
+                // "leave it" answer, and a second lookup would slow down every counter update.
+                // Only an 8-byte value can overflow (anything else reads as 0), so this is the
+                // stored value itself.
+                Some(sum.unwrap_or(current).to_le_bytes())
+            })
+            .map_err(record_error)?;
+        sum.map_err(|current| TaskError::BadRecord {
+            reason: format!(
+                "adding {delta} to the counter of this key ({current}) is outside the 64-bit \
+                 range (-2^63 to 2^63-1); the counter is left at {current}"
+            ),
+        })
     }
 
     /// Reads `(key, sub)`: a value under a sub-key of `key` (a window, a list element), stored
     /// next to the key's other sub-keys.
     pub fn get_sub(&mut self, key: &[u8], sub: &[u8]) -> Result<Option<Vec<u8>>, TaskError> {
-        Ok(self.state.read(key, sub, |v| v.map(<[u8]>::to_vec))?)
+        self.state.read(key, sub, |v| v.map(<[u8]>::to_vec)).map_err(record_error)
     }
 
     /// Sets `(key, sub)`.
     pub fn put_sub(&mut self, key: &[u8], sub: &[u8], value: &[u8]) -> Result<(), TaskError> {
-        Ok(self.state.put(key, sub, value)?)
+        self.state.put(key, sub, value).map_err(record_error)
     }
 
     /// Deletes `(key, sub)`.
     pub fn delete_sub(&mut self, key: &[u8], sub: &[u8]) -> Result<(), TaskError> {
-        Ok(self.state.delete(key, sub)?)
+        self.state.delete(key, sub).map_err(record_error)
     }
 
     /// All sub-keys of `key` from `from` (inclusive) to `to` (exclusive, `None` = to the end),
@@ -93,7 +108,7 @@ impl<'a> TaskContext<'a> {
         from: &[u8],
         to: Option<&[u8]>,
     ) -> Result<Vec<SubEntry>, TaskError> {
-        Ok(self.state.scan(key, from, to)?)
+        self.state.scan(key, from, to).map_err(record_error)
     }
 
     /// Sends a record to the job's output. With the `file` sink it becomes visible exactly
@@ -101,6 +116,20 @@ impl<'a> TaskContext<'a> {
     pub fn emit(&mut self, key: &[u8], value: &[u8]) -> Result<(), TaskError> {
         self.emitted += 1;
         Ok(self.sink.write(key, value)?)
+    }
+}
+
+/// A state error caused by the record itself (a key longer than a state key may be) is a
+/// [`TaskError::BadRecord`]: the runtime skips and counts it. As a task failure it would stop
+/// the task at the same record again after every restart.
+fn record_error(error: StateError) -> TaskError {
+    match error {
+        StateError::KeyTooLong { len, max } => TaskError::BadRecord {
+            reason: format!(
+                "its key of {len} bytes is longer than the {max}-byte maximum of a state key"
+            ),
+        },
+        other => TaskError::State(other),
     }
 }
 
