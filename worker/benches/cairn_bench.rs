@@ -162,6 +162,7 @@ fn run_spec(
         control: None,
         role: Default::default(),
         metrics_addr: None,
+        http_limits: Default::default(),
         show_progress: false,
         base_dir: base.to_path_buf(),
         upload_delay: None,

@@ -217,6 +217,7 @@ fn cairn_count(scratch: &Path, brokers: &str, topic: &str, records: u64) -> (f64
         control: None,
         role: Default::default(),
         metrics_addr: None,
+        http_limits: Default::default(),
         show_progress: false,
         base_dir: dir.clone(),
         upload_delay: None,

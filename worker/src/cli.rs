@@ -86,6 +86,15 @@ enum Command {
         /// File holding the control API's bearer token.
         #[arg(long, env = "CAIRN_CONTROL_TOKEN_FILE")]
         control_token_file: Option<PathBuf>,
+        /// With --container: file holding the token the job's processes authenticate to each
+        /// other with (the same file for every process; at least 16 characters). Default: the
+        /// --control-token-file, which the operator mounts in every worker pod.
+        #[arg(long, env = "CAIRN_COORDINATOR_TOKEN_FILE")]
+        coordinator_token_file: Option<PathBuf>,
+        /// Open connections at most, per HTTP server (the control API, /metrics and /healthz);
+        /// at the limit a new connection closes the oldest idle one.
+        #[arg(long, env = "CAIRN_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u16).range(1..))]
+        http_max_connections: u16,
         /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9249.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
@@ -213,6 +222,8 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             stop_timeout,
             control_addr,
             control_token_file,
+            coordinator_token_file,
+            http_max_connections,
             metrics_addr,
             quiet,
             hold_after_stop,
@@ -221,12 +232,19 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             // Fail before touching any state if the task is unknown or its config is bad.
             registry.build(&spec.task.name, &spec.task.config)?;
             let role = role(
-                container,
-                coordinator_listen,
-                coordinator,
-                stop_timeout,
+                Placement {
+                    container,
+                    listen: coordinator_listen,
+                    coordinator,
+                    stop_timeout,
+                    token_file: coordinator_token_file.or_else(|| control_token_file.clone()),
+                },
                 spec.parallelism,
             )?;
+            let http_limits = crate::http::HttpLimits {
+                max_connections: usize::from(http_max_connections),
+                ..Default::default()
+            };
             let upload_delay = upload_delay_hook()?;
             let outcome = run_job(RunOptions {
                 spec,
@@ -234,10 +252,15 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 from_checkpoint,
                 from_savepoint,
                 role,
-                control: control_addr
-                    .zip(control_token_file)
-                    .map(|(addr, token_file)| ControlConfig { addr, token_file }),
+                control: control_addr.zip(control_token_file).map(|(addr, token_file)| {
+                    ControlConfig {
+                        addr,
+                        token_file,
+                        limits: http_limits,
+                    }
+                }),
                 metrics_addr,
+                http_limits,
                 show_progress: !quiet,
                 metrics: Default::default(),
                 progress: Default::default(),
@@ -368,18 +391,46 @@ fn parse_stop_timeout(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Which containers this process runs, from the command line.
-fn role(
+/// The command line's say on which containers this process runs.
+#[derive(Debug, Default)]
+struct Placement {
+    /// `--container`.
     container: Option<u32>,
+    /// `--coordinator-listen`.
     listen: Option<SocketAddr>,
+    /// `--coordinator`.
     coordinator: Option<String>,
+    /// `--stop-timeout`.
     stop_timeout: Option<Duration>,
-    parallelism: u32,
-) -> Result<Role, String> {
+    /// `--coordinator-token-file`, else `--control-token-file`.
+    token_file: Option<PathBuf>,
+}
+
+/// Which containers this process runs, from the command line.
+fn role(placement: Placement, parallelism: u32) -> Result<Role, String> {
+    let Placement {
+        container,
+        listen,
+        coordinator,
+        stop_timeout,
+        token_file,
+    } = placement;
     if container.is_none() && stop_timeout.is_some() {
         return Err("--stop-timeout goes with --container (local mode stops without a deadline: press Ctrl-C twice to exit at once)".into());
     }
     let stop_timeout = stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+    // The coordinator's port is open to whatever reaches it: every process of a job that runs
+    // as several proves itself with a shared token.
+    let token_file = |k: u32| {
+        token_file.clone().ok_or_else(|| {
+            format!(
+                "--container {k}: the job's processes authenticate to each other with a shared \
+                 token; give every process --coordinator-token-file FILE (or \
+                 --control-token-file FILE) naming a file with one random token of at least 16 \
+                 characters, e.g. `head -c 32 /dev/urandom | base64 > token`"
+            )
+        })
+    };
     match (container, listen, coordinator) {
         (None, None, None) => Ok(Role::AllContainers),
         (None, _, _) => Err("--coordinator-listen and --coordinator go with --container".into()),
@@ -391,6 +442,7 @@ fn role(
         // may be given: container 0 listens, the others connect.
         (Some(0), Some(listen), _) => Ok(Role::Coordinator {
             listen,
+            token_file: token_file(0)?,
             stop_timeout,
         }),
         (Some(0), None, _) => {
@@ -399,6 +451,7 @@ fn role(
         (Some(index), _, Some(coordinator)) => Ok(Role::Container {
             index,
             coordinator,
+            token_file: token_file(index)?,
             stop_timeout,
         }),
         (Some(index), _, None) => Err(format!("container {index} needs --coordinator HOST:PORT")),
@@ -439,7 +492,11 @@ fn format_time(ms: u64) -> String {
 mod tests {
     use std::time::Duration;
 
-    use super::{parse_stop_timeout, role, upload_delay_hook, Role, DEFAULT_STOP_TIMEOUT};
+    use std::path::PathBuf;
+
+    use super::{
+        parse_stop_timeout, role, upload_delay_hook, Placement, Role, DEFAULT_STOP_TIMEOUT,
+    };
 
     /// Release builds (no `test-hooks` feature) must not read the hook's variable.
     #[cfg(not(feature = "test-hooks"))]
@@ -479,27 +536,80 @@ mod tests {
 
     #[test]
     fn stop_timeout_goes_with_a_container_and_defaults() {
-        let err = role(None, None, None, Some(Duration::from_secs(5)), 2).unwrap_err();
+        let token = || Some(PathBuf::from("token"));
+        let err = role(
+            Placement {
+                stop_timeout: Some(Duration::from_secs(5)),
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap_err();
         assert!(
             err.starts_with("--stop-timeout goes with --container"),
             "{err}"
         );
         assert_eq!(
-            role(Some(1), None, Some("job-0.job:7000".into()), None, 2),
+            role(
+                Placement {
+                    container: Some(1),
+                    coordinator: Some("job-0.job:7000".into()),
+                    token_file: token(),
+                    ..Default::default()
+                },
+                2
+            ),
             Ok(Role::Container {
                 index: 1,
                 coordinator: "job-0.job:7000".into(),
+                token_file: "token".into(),
                 stop_timeout: DEFAULT_STOP_TIMEOUT,
             })
         );
         let listen = "127.0.0.1:7000".parse().unwrap();
         assert_eq!(
-            role(Some(0), Some(listen), None, Some(Duration::from_secs(9)), 2),
+            role(
+                Placement {
+                    container: Some(0),
+                    listen: Some(listen),
+                    stop_timeout: Some(Duration::from_secs(9)),
+                    token_file: token(),
+                    ..Default::default()
+                },
+                2
+            ),
             Ok(Role::Coordinator {
                 listen,
+                token_file: "token".into(),
                 stop_timeout: Duration::from_secs(9),
             })
         );
+    }
+
+    #[test]
+    fn every_process_of_a_multi_process_job_needs_a_token_and_local_mode_none() {
+        assert_eq!(role(Placement::default(), 2), Ok(Role::AllContainers));
+        let listen = "127.0.0.1:7000".parse().unwrap();
+        for placement in [
+            Placement {
+                container: Some(0),
+                listen: Some(listen),
+                ..Default::default()
+            },
+            Placement {
+                container: Some(1),
+                coordinator: Some("job-0.job:7000".into()),
+                ..Default::default()
+            },
+        ] {
+            let k = placement.container.unwrap();
+            let err = role(placement, 2).unwrap_err();
+            assert!(
+                err.starts_with(&format!("--container {k}: the job's processes authenticate"))
+                    && err.contains("--coordinator-token-file FILE"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

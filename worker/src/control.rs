@@ -30,7 +30,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::checkpoint::coordinator::{CommittedInfo, JobProgress, Request, SavepointInfo};
 use crate::checkpoint::now_ms;
-use crate::metrics::Metrics;
+use crate::http::{spawn_server, HttpLimits};
+use crate::metrics::{HealthRule, Metrics};
+
+/// Longest token accepted: a token is a random string of a few dozen characters, and one that
+/// does not fit in a request header or a hello line is a mistake (a wrong file).
+const MAX_TOKEN_LEN: usize = 4096;
 
 /// Where and how to serve the control API.
 #[derive(Debug, Clone)]
@@ -39,6 +44,8 @@ pub struct ControlConfig {
     pub addr: SocketAddr,
     /// File holding the bearer token.
     pub token_file: PathBuf,
+    /// Timeouts and the connection limit.
+    pub limits: HttpLimits,
 }
 
 /// Why the control API could not start.
@@ -70,6 +77,15 @@ pub fn read_token(path: &Path) -> Result<String, ControlError> {
         problem: e.to_string(),
     })?;
     let token = text.trim().to_owned();
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(ControlError::Token {
+            path: path.to_path_buf(),
+            problem: format!(
+                "the token has {} characters, at most {MAX_TOKEN_LEN} are allowed",
+                token.len()
+            ),
+        });
+    }
     if token.len() < 16 {
         return Err(ControlError::Token {
             path: path.to_path_buf(),
@@ -129,7 +145,8 @@ pub struct JobStatus {
     pub facts: JobFacts,
     /// `running` or `stopping`.
     pub state: &'static str,
-    /// `healthy`, or `degraded` when no checkpoint committed for three intervals.
+    /// `healthy`, or `degraded` when no checkpoint committed for `max(3 × interval, 30 s)`
+    /// (the operator's `CheckpointsLate` rule).
     pub health: &'static str,
     /// Tasks.
     pub tasks: Vec<TaskStatus>,
@@ -280,11 +297,7 @@ pub async fn serve(
         addr,
         ops: api.ops.clone(),
     };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "control API stopped");
-        }
-    });
+    spawn_server("control API", listener, router, cfg.limits);
     Ok(server)
 }
 
@@ -293,7 +306,7 @@ fn error(code: StatusCode, message: &str) -> Response {
 }
 
 /// Compares without an early exit, so response time does not reveal how much matched.
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -327,7 +340,12 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
     let since = last
         .as_ref()
         .map_or(api.facts.started_at_ms, |c| c.committed_at_ms);
-    let healthy = now_ms().saturating_sub(since) <= 3 * interval.max(1000);
+    let late_after = HealthRule {
+        interval: std::time::Duration::from_millis(interval),
+        timeout: std::time::Duration::ZERO,
+    }
+    .late_after();
+    let healthy = u128::from(now_ms().saturating_sub(since)) <= late_after.as_millis();
     let tasks = api
         .facts
         .assignment

@@ -1,6 +1,9 @@
 //! Prometheus metrics of a worker process. Counters are bumped once per batch, not per record,
 //! so they stay off the hot path.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -56,6 +59,8 @@ pub struct Metrics {
     /// Partition count of the input as last observed (a Kafka topic that grew shows more than
     /// the job's N); 0 until known.
     pub input_partitions_observed: IntGauge,
+    /// Whether checkpoints still commit, for `/healthz`.
+    pub liveness: Liveness,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -173,6 +178,7 @@ impl Metrics {
                  more than the job's input.partitions); 0 until known",
             ),
             registry,
+            liveness: Liveness::default(),
         }
     }
 
@@ -195,5 +201,176 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The operator's `CheckpointsLate` floor (operator/src/conditions.rs): a job is late when no
+/// checkpoint committed for `max(3 × interval, 30 s)`.
+const LATE_FLOOR: Duration = Duration::from_secs(30);
+
+/// When a job counts as late or dead, from its checkpoint interval and timeout.
+///
+/// `late_after` is the operator's `CheckpointsLate` rule, so that the control API's `degraded`
+/// and the operator's condition agree. `dead_after` (the liveness probe) adds one checkpoint
+/// timeout on top: a checkpoint that may legitimately take up to `timeout` never fails the
+/// probe, and the operator reports `CheckpointsLate` before the kubelet restarts anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthRule {
+    /// `checkpoint.interval`.
+    pub interval: Duration,
+    /// `checkpoint.timeout`.
+    pub timeout: Duration,
+}
+
+impl HealthRule {
+    /// No commit for longer than this: `degraded` (operator: `CheckpointsLate`).
+    pub fn late_after(&self) -> Duration {
+        self.interval.saturating_mul(3).max(LATE_FLOOR)
+    }
+
+    /// No commit for longer than this: `/healthz` fails, so the liveness probe restarts the
+    /// process, which resumes from the last committed checkpoint.
+    pub fn dead_after(&self) -> Duration {
+        self.late_after().saturating_add(self.timeout)
+    }
+}
+
+/// What `/healthz` says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// A checkpoint committed (or the tasks started) this long ago, within the rule.
+    Committing(Duration),
+    /// The job stopped (finished, stopped, holding after a stop): nothing is expected to commit.
+    Stopped,
+    /// Nothing committed for this long, more than [`HealthRule::dead_after`].
+    Stale(Duration),
+}
+
+/// Monotonic time of the last commit this process saw, for the liveness probe. Every process
+/// runs at least one container, and every container hears of every commit (`Committed`), so the
+/// containers of other processes see commits stop as well as the coordinator does.
+#[derive(Debug)]
+pub struct Liveness {
+    state: Mutex<LivenessState>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LivenessState {
+    /// When the tasks started running, or the last commit, whichever is later.
+    since: Instant,
+    /// The job stopped.
+    stopped: bool,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            state: Mutex::new(LivenessState {
+                since: Instant::now(),
+                stopped: false,
+            }),
+        }
+    }
+}
+
+impl Liveness {
+    /// The tasks start running now (after their restore, which may take long and must not
+    /// count against the job).
+    pub fn started(&self) {
+        self.state.lock().expect("liveness lock").since = Instant::now();
+    }
+
+    /// A checkpoint committed now.
+    pub fn committed(&self) {
+        self.state.lock().expect("liveness lock").since = Instant::now();
+    }
+
+    /// The job stopped: a stopped (held) job commits nothing and must not be restarted for it.
+    pub fn stopped(&self) {
+        self.state.lock().expect("liveness lock").stopped = true;
+    }
+
+    /// Health now under `rule`.
+    pub fn check(&self, rule: &HealthRule) -> Health {
+        let state = *self.state.lock().expect("liveness lock");
+        judge(state.stopped, state.since.elapsed(), rule)
+    }
+}
+
+/// The liveness rule itself: stale once nothing has committed for more than
+/// [`HealthRule::dead_after`].
+fn judge(stopped: bool, since_commit: Duration, rule: &HealthRule) -> Health {
+    if stopped {
+        Health::Stopped
+    } else if since_commit > rule.dead_after() {
+        Health::Stale(since_commit)
+    } else {
+        Health::Committing(since_commit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn late_follows_the_operator_and_dead_adds_one_timeout() {
+        let rule = |interval, timeout| HealthRule {
+            interval: S(interval),
+            timeout: S(timeout),
+        };
+        // Short intervals: the operator's 30 s floor.
+        assert_eq!(rule(1, 5).late_after(), S(30));
+        assert_eq!(rule(1, 5).dead_after(), S(35));
+        // Defaults (1m, 10m): 3 intervals, then one timeout more.
+        assert_eq!(rule(60, 600).late_after(), S(180));
+        assert_eq!(rule(60, 600).dead_after(), S(780));
+        // Durations no spec allows still give a bound instead of overflowing.
+        let huge = HealthRule {
+            interval: Duration::MAX,
+            timeout: Duration::MAX,
+        };
+        assert_eq!(huge.late_after(), Duration::MAX);
+        assert_eq!(huge.dead_after(), Duration::MAX);
+    }
+
+    #[test]
+    fn stale_only_past_the_bound_and_never_once_stopped() {
+        let rule = HealthRule {
+            interval: S(10),
+            timeout: S(20),
+        };
+        assert_eq!(rule.dead_after(), S(50));
+        assert_eq!(judge(false, S(0), &rule), Health::Committing(S(0)));
+        assert_eq!(judge(false, S(50), &rule), Health::Committing(S(50)));
+        assert_eq!(
+            judge(false, S(50) + Duration::from_millis(1), &rule),
+            Health::Stale(S(50) + Duration::from_millis(1))
+        );
+        assert_eq!(judge(true, S(10_000), &rule), Health::Stopped);
+    }
+
+    #[test]
+    fn a_commit_or_a_start_resets_the_clock_and_a_stop_ends_it() {
+        // The shortest bound there is: the 30 s floor.
+        let rule = HealthRule {
+            interval: Duration::ZERO,
+            timeout: Duration::ZERO,
+        };
+        assert_eq!(rule.dead_after(), S(30));
+        let live = Liveness::default();
+        let long_ago = || Instant::now().checked_sub(S(31)).expect("uptime over 31 s");
+        live.state.lock().unwrap().since = long_ago();
+        assert!(matches!(live.check(&rule), Health::Stale(d) if d >= S(31)));
+        live.committed();
+        assert!(matches!(live.check(&rule), Health::Committing(d) if d < S(30)));
+        live.state.lock().unwrap().since = long_ago();
+        live.started();
+        assert!(matches!(live.check(&rule), Health::Committing(d) if d < S(30)));
+        live.state.lock().unwrap().since = long_ago();
+        live.stopped();
+        assert_eq!(live.check(&rule), Health::Stopped);
     }
 }

@@ -30,12 +30,23 @@ checkpoint:
   retained: 2
 ";
 
+/// The token the job's processes share (`--coordinator-token-file`).
+const TOKEN: &str = "multi-container-token-0123456789";
+
+/// Writes `job` and the shared token into `dir`.
+fn setup(dir: &std::path::Path, job: &str) {
+    std::fs::write(dir.join("job.yaml"), job).unwrap();
+    std::fs::write(dir.join("token"), TOKEN).unwrap();
+}
+
 fn container(dir: &std::path::Path, index: u32, addr: &str) -> Child {
     let mut cmd = worker(dir);
     cmd.args([
         "run",
         "job.yaml",
         "--quiet",
+        "--coordinator-token-file",
+        "token",
         "--container",
         &index.to_string(),
     ]);
@@ -54,7 +65,7 @@ fn container(dir: &std::path::Path, index: u32, addr: &str) -> Child {
 fn killing_one_container_restarts_only_its_tasks_and_totals_stay_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::write(dir.join("job.yaml"), JOB).unwrap();
+    setup(dir, JOB);
     let addr = free_local_addr();
 
     let mut c0 = container(dir, 0, &addr);
@@ -108,18 +119,20 @@ fn killing_one_container_restarts_only_its_tasks_and_totals_stay_exact() {
 fn a_container_with_another_spec_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::write(dir.join("job.yaml"), JOB).unwrap();
+    setup(dir, JOB);
     let addr = free_local_addr();
     let mut c0 = container(dir, 0, &addr);
     let other = dir.join("other");
     std::fs::create_dir(&other).unwrap();
-    std::fs::write(other.join("job.yaml"), JOB.replace("seed: 21", "seed: 22")).unwrap();
+    setup(&other, &JOB.replace("seed: 21", "seed: 22"));
     let out = run_cmd(
         &other,
         &[
             "run",
             "job.yaml",
             "--quiet",
+            "--coordinator-token-file",
+            "token",
             "--container",
             "1",
             "--coordinator",

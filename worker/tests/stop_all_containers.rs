@@ -63,6 +63,7 @@ struct Job {
 impl Job {
     fn new(dir: &Path, parallelism: u32) -> Job {
         std::fs::write(dir.join("job.yaml"), job(parallelism)).unwrap();
+        std::fs::write(dir.join("token"), "stop-all-token-0123456789abcdef").unwrap();
         Job {
             dir: dir.to_owned(),
             addr: free_local_addr(),
@@ -86,6 +87,7 @@ impl Job {
         let mut cmd = worker(&self.dir);
         cmd.env("RUST_LOG", "info")
             .args(["run", "job.yaml", "--quiet", "--hold-after-stop"])
+            .args(["--coordinator-token-file", "token"])
             .args(["--container", &k.to_string()]);
         if k == 0 {
             cmd.args(["--coordinator-listen", &self.addr]);

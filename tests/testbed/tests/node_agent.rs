@@ -241,7 +241,9 @@ async fn node_agent_runs_pods_as_processes() {
             &PostParams::default(),
             &create(json!({
                 "metadata": {"name": "wc-job"},
-                "data": {"job.yaml": job_yaml("wc", 2, 2, "file:///var/lib/cairn/store")},
+                // The token the two processes authenticate to each other with.
+                "data": {"job.yaml": job_yaml("wc", 2, 2, "file:///var/lib/cairn/store"),
+                         "token": "node-agent-coordinator-token-0123"},
             })),
         )
         .await
@@ -279,6 +281,7 @@ async fn node_agent_runs_pods_as_processes() {
                                 "args": ["run", "/etc/cairn/job.yaml", "--quiet",
                                          "--coordinator-listen", "0.0.0.0:7000",
                                          "--coordinator", "$(COORDINATOR)",
+                                         "--coordinator-token-file", "/etc/cairn/token",
                                          "--metrics-addr", "0.0.0.0:9249"],
                                 "env": [
                                     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},

@@ -341,15 +341,17 @@ impl Coordinator {
                 }
             }
         };
-        self.release().await;
+        self.release(result.is_err()).await;
         result
     }
 
-    /// Tells every container to stop — `Shutdown` if this process is terminating, `Stop`
-    /// otherwise — and waits (at most [`RELEASE_WAIT`]) until the containers of other processes
-    /// have closed their connections, i.e. received it.
-    async fn release(&mut self) {
-        let terminating = self.stop_deadline.borrow().is_some();
+    /// Tells every container to stop — `Shutdown` if this process is terminating or the job
+    /// failed, `Stop` otherwise — and waits (at most [`RELEASE_WAIT`]) until the containers of
+    /// other processes have closed their connections, i.e. received it. A job that failed must
+    /// not leave containers holding as if it had stopped: they exit, and rejoin the
+    /// coordinator's restarted process.
+    async fn release(&mut self, failed: bool) {
+        let terminating = failed || self.stop_deadline.borrow().is_some();
         self.broadcast(if terminating {
             Command::Shutdown
         } else {
@@ -444,7 +446,10 @@ impl Coordinator {
         match event {
             None => Err(CoordinatorError::ContainersGone),
             Some(Event::Finished(task)) => {
-                self.finished.insert(task);
+                // Only the job's own tasks count towards "every task finished".
+                if self.cfg.assignment.contains_key(&task) {
+                    self.finished.insert(task);
+                }
                 Ok(())
             }
             Some(Event::Failed { task, error }) => {
@@ -543,8 +548,12 @@ impl Coordinator {
                     Some(Event::Ack { task, checkpoint, result, sync_seconds }) if checkpoint == id => {
                         self.metrics.sync_seconds.observe(sync_seconds);
                         self.progress.record_sync_pause(sync_seconds);
-                        match result {
-                            Ok(report) => {
+                        match result.map(|report| (self.check_report(id, task, &report), report)) {
+                            Ok((Err(why), _)) => {
+                                tracing::warn!(checkpoint = id, task, %why, "refusing an acknowledgement");
+                                failure = Some(format!("refused an acknowledgement: {why}"));
+                            }
+                            Ok((Ok(()), report)) => {
                                 self.metrics.async_seconds.observe(report.duration.as_secs_f64());
                                 self.metrics.uploaded_bytes.inc_by(report.uploaded_bytes);
                                 acks.insert(task, report);
@@ -600,6 +609,27 @@ impl Coordinator {
             }
         }
         Ok(Some(id))
+    }
+
+    /// `Ok` if `report` is what task `task` of this job writes for checkpoint `id`: a task
+    /// of the assignment, its own manifest, and offsets of its own partition only. A report
+    /// that is not (from a buggy or hostile container) aborts the checkpoint instead of being
+    /// committed.
+    fn check_report(&self, id: u64, task: u32, report: &PhaseReport) -> Result<(), String> {
+        if !self.cfg.assignment.contains_key(&task) {
+            return Err(format!("task {task} is not a task of this job"));
+        }
+        let manifest = paths::task_manifest_key(id, task);
+        if report.manifest_key != manifest {
+            return Err(format!(
+                "task {task} reported manifest {:?}, its manifest is {manifest:?}",
+                report.manifest_key
+            ));
+        }
+        if let Some(p) = report.offsets.keys().find(|p| **p != task) {
+            return Err(format!("task {task} reported an offset of partition {p}"));
+        }
+        Ok(())
     }
 
     fn abort(&mut self, id: u64, reason: &str) -> Result<Option<u64>, CoordinatorError> {

@@ -39,6 +39,19 @@ pub fn run(
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
             }
         }
+        // A task whose state store keeps failing stops here: its process exits with the error
+        // and restarts from the last committed checkpoint.
+        if let Some((task, e)) = tasks
+            .iter()
+            .find_map(|t| t.check_state_store().err().map(|e| (t.id, e)))
+        {
+            tracing::error!(task, error = %e, "task failed");
+            let _ = events.send(Event::Failed {
+                task,
+                error: e.to_string(),
+            });
+            return;
+        }
         let mut busy = false;
         if !paused {
             for t in tasks.iter_mut().filter(|t| !t.finished) {
@@ -95,8 +108,13 @@ fn handle(
                         let sync_seconds = started.elapsed().as_secs_f64();
                         let events = events.clone();
                         let task = t.id;
+                        let state_failures = t.state_failures();
                         runtime.spawn(async move {
-                            let result = checkpointer.run(input).await.map_err(|e| e.to_string());
+                            let result = checkpointer.run(input).await;
+                            // Counted before the acknowledgement, so the container sees it
+                            // no later than the coordinator's answer.
+                            state_failures.record(&result);
+                            let result = result.map_err(|e| e.to_string());
                             let _ = events.send(Event::Ack {
                                 task,
                                 checkpoint: id,
@@ -136,6 +154,9 @@ fn handle(
             *paused = false;
             true
         }
-        Command::Stop | Command::Shutdown => false,
+        Command::Stop | Command::Shutdown => {
+            tasks.iter().for_each(TaskInstance::job_stopped);
+            false
+        }
     }
 }

@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub role: Role,
     /// Serve `/metrics` and `/healthz` here.
     pub metrics_addr: Option<SocketAddr>,
+    /// Timeouts and connection limit of the `/metrics` server.
+    pub http_limits: crate::http::HttpLimits,
     /// Show live progress on the terminal.
     pub show_progress: bool,
     /// Where the run reports metrics and progress (injected so embedders and benchmarks can
@@ -88,6 +90,8 @@ pub enum Role {
     Coordinator {
         /// Where containers connect.
         listen: std::net::SocketAddr,
+        /// File with the token every container must present.
+        token_file: PathBuf,
         /// After SIGTERM, how long the final checkpoint may take; then the coordinator stops
         /// the containers without it and exits with an error (the job resumes from the last
         /// committed checkpoint).
@@ -99,6 +103,8 @@ pub enum Role {
         index: u32,
         /// The coordinator's address.
         coordinator: String,
+        /// File with the token to present to the coordinator.
+        token_file: PathBuf,
         /// The coordinator's stop timeout: after SIGTERM this container keeps serving the
         /// coordinator's final checkpoint, and exits with an error if it has not been told to
         /// stop within this (plus a margin).
@@ -115,6 +121,17 @@ impl Role {
             Role::Coordinator { stop_timeout, .. } => Some(*stop_timeout),
             Role::Container { stop_timeout, .. } => {
                 Some(stop_timeout.saturating_add(CONTAINER_STOP_MARGIN))
+            }
+        }
+    }
+
+    /// The file with the token the job's processes authenticate to each other with; `None`
+    /// in local mode (one process, nothing to authenticate).
+    fn token_file(&self) -> Option<&Path> {
+        match self {
+            Role::AllContainers => None,
+            Role::Coordinator { token_file, .. } | Role::Container { token_file, .. } => {
+                Some(token_file)
             }
         }
     }
@@ -366,6 +383,11 @@ async fn run_async(
         .as_ref()
         .map(|c| read_token(&c.token_file))
         .transpose()?;
+    let coordinator_token = opts
+        .role
+        .token_file()
+        .map(remote::read_token)
+        .transpose()?;
     let metrics = opts.metrics.clone();
     // So does an input that does not match the spec (a Kafka topic that is missing or has
     // another partition count): no generation claimed, no state restored.
@@ -425,7 +447,7 @@ async fn run_async(
                     *index,
                     spec.name.clone(),
                     spec_hash.clone(),
-                    control_token.clone(),
+                    coordinator_token.clone().expect("a container has a token file"),
                 )
                 .await?;
                 let restore = conn.await_restore().await?;
@@ -531,7 +553,18 @@ async fn run_async(
     }
     let progress = opts.progress.clone();
     if let Some(addr) = opts.metrics_addr {
-        crate::http::serve(addr, metrics.clone(), progress.clone()).await?;
+        let rule = crate::metrics::HealthRule {
+            interval: spec.checkpoint.interval,
+            timeout: spec.checkpoint.timeout,
+        };
+        crate::http::serve(
+            addr,
+            metrics.clone(),
+            progress.clone(),
+            rule,
+            opts.http_limits,
+        )
+        .await?;
     }
     let progress_thread = opts
         .show_progress
@@ -583,6 +616,9 @@ async fn run_async(
             Ok(Some(RelayEnd::CoordinatorLost)) => Err(RunError::CoordinatorLost {
                 addr: coordinator.clone(),
             }),
+            Ok(Some(RelayEnd::TaskFailed { task, error })) => {
+                Err(CoordinatorError::TaskFailed { task, error }.into())
+            }
             Ok(None) => Err(RunError::StopTimedOut {
                 addr: coordinator.clone(),
                 waited: opts.role.stop_wait().unwrap_or_default(),
@@ -610,9 +646,14 @@ async fn run_async(
             listener,
             links.clone(),
             event_tx.clone(),
-            spec.name.clone(),
-            spec_hash.clone(),
-            control_token.clone(),
+            remote::Admission {
+                job: spec.name.clone(),
+                spec_hash: spec_hash.clone(),
+                token: coordinator_token
+                    .clone()
+                    .expect("the coordinator has a token file"),
+                assignment: assignment.clone(),
+            },
         );
     }
     drop(event_tx);

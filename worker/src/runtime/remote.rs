@@ -7,17 +7,38 @@
 //! That is consistent because tasks never exchange records: each task's state and input offset
 //! form a consistent pair on their own. A container that loses the coordinator exits (its
 //! process restarts and reconnects to the new coordinator).
+//!
+//! The coordinator's port faces whatever can reach the pod, so it admits only what it must: a
+//! connection has [`HELLO_TIMEOUT`] to introduce itself in one line of at most [`HELLO_MAX`]
+//! bytes carrying the job's token (compared in constant time), at most
+//! [`MAX_PENDING_HELLOS`] connections may be waiting to do so, every later line is at most
+//! [`LINE_MAX`] bytes, and a container may speak only for its own tasks: anything else closes
+//! its connection (its tasks restart from the last committed checkpoint).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Semaphore;
 
 use super::messages::{Command, Event};
+
+/// How long a new connection has to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest hello line: a job name, a spec hash and a token fit many times over.
+pub const HELLO_MAX: usize = 64 * 1024;
+/// Longest line after the hello (an event or a command): an `Ack` or an error message.
+pub const LINE_MAX: usize = 1024 * 1024;
+/// Connections that may be waiting to send their hello at once; more are refused at once.
+/// Connected containers do not count (there are at most P - 1 of them).
+pub const MAX_PENDING_HELLOS: usize = 16;
 
 /// The coordinator's handle on one container.
 #[derive(Clone)]
@@ -88,6 +109,99 @@ pub enum RemoteError {
         /// Its reason.
         reason: String,
     },
+    /// The token file shared by the job's processes cannot be used.
+    #[error("coordinator token file {path}: {problem}; the job's processes authenticate to each other with it (on Kubernetes, the control token Secret the operator mounts; locally, write one random token of at least 16 characters to a file and give it to every process with --coordinator-token-file)")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Reads the token the job's processes share (trailing newline ignored), with the control
+/// API's rules: 16 to 4096 characters. The token itself is never logged.
+pub fn read_token(path: &Path) -> Result<String, RemoteError> {
+    crate::control::read_token(path).map_err(|e| match e {
+        crate::control::ControlError::Token { path, problem } => RemoteError::Token { path, problem },
+        other => RemoteError::Token {
+            path: path.to_path_buf(),
+            problem: other.to_string(),
+        },
+    })
+}
+
+/// What the coordinator admits: one job, one spec, one token, and each container speaking
+/// for its own tasks only.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The job's name.
+    pub job: String,
+    /// Hash of the spec the coordinator runs.
+    pub spec_hash: String,
+    /// The token every container must present.
+    pub token: String,
+    /// Task -> container.
+    pub assignment: BTreeMap<u32, u32>,
+}
+
+/// Reads `\n`-terminated lines of at most `max` bytes: a peer cannot make us buffer more by
+/// leaving out the newline.
+struct LineReader<R> {
+    inner: R,
+    line: Vec<u8>,
+    max: usize,
+}
+
+impl<R: AsyncBufRead + Unpin> LineReader<R> {
+    fn new(inner: R, max: usize) -> Self {
+        LineReader {
+            inner,
+            line: Vec::new(),
+            max,
+        }
+    }
+
+    /// The next line without its newline; `None` at a clean end of stream. A line longer than
+    /// the limit, or a stream ending inside a line, is an error.
+    async fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        self.line.clear();
+        loop {
+            let available = self.inner.fill_buf().await?;
+            if available.is_empty() {
+                if self.line.is_empty() {
+                    return Ok(None);
+                }
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+                Some(end) => (&available[..end], true),
+                None => (available, false),
+            };
+            if self.line.len().saturating_add(chunk.len()) > self.max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a line longer than {} bytes", self.max),
+                ));
+            }
+            self.line.extend_from_slice(chunk);
+            let used = chunk.len() + usize::from(done);
+            self.inner.consume(used);
+            if done {
+                return Ok(Some(&self.line));
+            }
+        }
+    }
+
+    /// The next line parsed as JSON; `None` at a clean end of stream.
+    async fn next_json<T: serde::de::DeserializeOwned>(&mut self) -> std::io::Result<Option<T>> {
+        match self.next().await? {
+            Some(line) => serde_json::from_slice(line)
+                .map(Some)
+                .map_err(std::io::Error::other),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Accepts containers `1..P` on `listener`, wiring each connection into its link slot and
@@ -96,31 +210,42 @@ pub fn accept_containers(
     listener: TcpListener,
     links: Vec<ContainerLink>,
     events: UnboundedSender<Event>,
-    job: String,
-    spec_hash: String,
-    token: Option<String>,
+    admission: Admission,
 ) {
+    let admission = Arc::new(admission);
+    let pending = Arc::new(Semaphore::new(MAX_PENDING_HELLOS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::warn!(error = %e, "accepting a container connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "refusing a connection: {MAX_PENDING_HELLOS} connections are already waiting to introduce themselves");
+                refuse_now(&stream, &format!("the coordinator already has {MAX_PENDING_HELLOS} connections waiting to introduce themselves; try again"));
                 continue;
             };
-            let (links, events, job, spec_hash, token) = (
-                links.clone(),
-                events.clone(),
-                job.clone(),
-                spec_hash.clone(),
-                token.clone(),
-            );
+            let (links, events, admission) = (links.clone(), events.clone(), admission.clone());
             tokio::spawn(async move {
-                if let Err(e) =
-                    serve_container(stream, links, events, &job, &spec_hash, token.as_deref()).await
-                {
+                if let Err(e) = serve_container(stream, links, events, &admission, permit).await {
                     tracing::warn!(%peer, error = %e, "container connection ended");
                 }
             });
         }
     });
+}
+
+/// Tells a connection it is refused without waiting on it (best effort), then closes it.
+fn refuse_now(stream: &TcpStream, reason: &str) {
+    if let Ok(mut line) = serde_json::to_vec(&Welcome::Refused(reason.to_owned())) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
+    }
 }
 
 async fn write_line<T: Serialize>(
@@ -132,44 +257,100 @@ async fn write_line<T: Serialize>(
     w.write_all(&line).await
 }
 
+/// Why the coordinator closes a container's connection.
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("no hello within {HELLO_TIMEOUT:?}")]
+    HelloTimeout,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("container {container} sent a message it may not send ({why}); closed its connection, its tasks restart from the last committed checkpoint")]
+    Forged { container: u32, why: String },
+}
+
+/// Decides whether `hello` may join; `Err` is the reason given back. The token is checked
+/// first, so nothing about the job is revealed without it.
+fn admit(
+    hello: &Hello,
+    links: &[ContainerLink],
+    admission: &Admission,
+) -> Result<(), String> {
+    let token_ok = hello
+        .token
+        .as_deref()
+        .is_some_and(|t| crate::control::same(t.as_bytes(), admission.token.as_bytes()));
+    if !token_ok {
+        return Err("wrong or missing token".to_owned());
+    }
+    if hello.job != admission.job || hello.spec_hash != admission.spec_hash {
+        return Err(format!(
+            "it runs job {} with spec {}, the coordinator runs {} with spec {}",
+            hello.job, hello.spec_hash, admission.job, admission.spec_hash
+        ));
+    }
+    match links.get(hello.container as usize) {
+        Some(ContainerLink::Remote(slot)) if slot.lock().expect("link lock").is_none() => Ok(()),
+        Some(ContainerLink::Remote(_)) => Err("that container is already connected".to_owned()),
+        _ => Err(format!("no remote container {} in this job", hello.container)),
+    }
+}
+
+/// `Ok` if container `container` may send `event`: events about tasks only for its own tasks,
+/// `Ready` only for itself, and never `Connected`/`Disconnected` (the coordinator's own).
+fn check_event(container: u32, event: &Event, assignment: &BTreeMap<u32, u32>) -> Result<(), String> {
+    let (kind, task) = match event {
+        Event::Ack { task, .. } => ("Ack", *task),
+        Event::Finished(task) => ("Finished", *task),
+        Event::Failed { task, .. } => ("Failed", *task),
+        Event::Ready(k) if *k == container => return Ok(()),
+        Event::Ready(k) => return Err(format!("Ready for container {k}")),
+        Event::Connected(_) | Event::Disconnected(_) => {
+            return Err("an event only the coordinator raises".to_owned())
+        }
+    };
+    match assignment.get(&task) {
+        Some(owner) if *owner == container => Ok(()),
+        Some(owner) => Err(format!("{kind} for task {task}, which runs in container {owner}")),
+        None => Err(format!("{kind} for task {task}, which this job does not have")),
+    }
+}
+
 async fn serve_container(
     stream: TcpStream,
     links: Vec<ContainerLink>,
     events: UnboundedSender<Event>,
-    job: &str,
-    spec_hash: &str,
-    token: Option<&str>,
-) -> std::io::Result<()> {
+    admission: &Admission,
+    pending: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), ServeError> {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Some(first) = lines.next_line().await? else {
-        return Ok(());
-    };
-    let hello: Hello = serde_json::from_str(&first).map_err(std::io::Error::other)?;
-    let refusal = match links.get(hello.container as usize) {
-        _ if token.is_some() && hello.token.as_deref() != token => {
-            Some("wrong or missing token".to_owned())
+    let mut lines = LineReader::new(BufReader::new(read), HELLO_MAX);
+    let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, lines.next_json()).await {
+        Ok(Ok(Some(hello))) => hello,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(e)) => {
+            let reason = format!("bad hello: {e}");
+            let _ = write_line(&mut write, &Welcome::Refused(reason.clone())).await;
+            return Err(ServeError::Refused(reason));
         }
-        _ if hello.job != job || hello.spec_hash != spec_hash => Some(format!(
-            "it runs job {} with spec {}, the coordinator runs {job} with spec {spec_hash}",
-            hello.job, hello.spec_hash
-        )),
-        Some(ContainerLink::Remote(slot)) if slot.lock().expect("link lock").is_none() => None,
-        Some(ContainerLink::Remote(_)) => Some("that container is already connected".to_owned()),
-        _ => Some(format!(
-            "no remote container {} in this job",
-            hello.container
-        )),
+        Err(_) => {
+            let reason = format!("no hello within {HELLO_TIMEOUT:?}");
+            let _ = write_line(&mut write, &Welcome::Refused(reason)).await;
+            return Err(ServeError::HelloTimeout);
+        }
     };
-    if let Some(reason) = refusal {
-        write_line(&mut write, &Welcome::Refused(reason)).await?;
-        return Ok(());
+    if let Err(reason) = admit(&hello, &links, admission) {
+        write_line(&mut write, &Welcome::Refused(reason.clone())).await?;
+        return Err(ServeError::Refused(format!("container {}: {reason}", hello.container)));
     }
+    // From here on the connection holds its container's slot, not a pending place.
+    drop(pending);
     write_line(&mut write, &Welcome::Accepted).await?;
     let container = hello.container;
     let ContainerLink::Remote(slot) = &links[container as usize] else {
-        unreachable!()
+        unreachable!("admit accepts remote containers only")
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
     *slot.lock().expect("link lock") = Some(tx);
@@ -181,12 +362,15 @@ async fn serve_container(
             }
         }
     });
+    lines.max = LINE_MAX;
     let result = async {
-        while let Some(line) = lines.next_line().await? {
-            let event: Event = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        while let Some(event) = lines.next_json::<Event>().await? {
+            if let Err(why) = check_event(container, &event, &admission.assignment) {
+                return Err(ServeError::Forged { container, why });
+            }
             let _ = events.send(event);
         }
-        Ok::<_, std::io::Error>(())
+        Ok::<_, ServeError>(())
     }
     .await;
     *slot.lock().expect("link lock") = None;
@@ -198,7 +382,7 @@ async fn serve_container(
 /// A container's connection to its coordinator.
 pub struct CoordinatorConnection {
     addr: String,
-    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    lines: LineReader<BufReader<OwnedReadHalf>>,
     write: tokio::net::tcp::OwnedWriteHalf,
 }
 
@@ -209,7 +393,7 @@ pub async fn connect(
     container: u32,
     job: String,
     spec_hash: String,
-    token: Option<String>,
+    token: String,
 ) -> Result<CoordinatorConnection, RemoteError> {
     let io = |source| RemoteError::Io {
         addr: addr.to_owned(),
@@ -229,23 +413,22 @@ pub async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
+    let mut lines = LineReader::new(BufReader::new(read), LINE_MAX);
     write_line(
         &mut write,
         &Hello {
             container,
             job,
             spec_hash,
-            token,
+            token: Some(token),
         },
     )
     .await
     .map_err(io)?;
-    let welcome = lines.next_line().await.map_err(io)?.unwrap_or_default();
-    match serde_json::from_str::<Welcome>(&welcome) {
-        Ok(Welcome::Accepted) => tracing::info!(addr, container, "joined the coordinator"),
-        Ok(Welcome::Refused(reason)) => return Err(RemoteError::Refused { container, reason }),
-        Err(e) => return Err(io(std::io::Error::other(e))),
+    match lines.next_json::<Welcome>().await.map_err(io)? {
+        Some(Welcome::Accepted) => tracing::info!(addr, container, "joined the coordinator"),
+        Some(Welcome::Refused(reason)) => return Err(RemoteError::Refused { container, reason }),
+        None => return Err(io(std::io::ErrorKind::UnexpectedEof.into())),
     }
     Ok(CoordinatorConnection {
         addr: addr.to_owned(),
@@ -265,21 +448,20 @@ impl CoordinatorConnection {
     /// Waits for the coordinator's `Restore`: `(checkpoint, savepoint)` to restore from.
     pub async fn await_restore(&mut self) -> Result<(Option<u64>, Option<String>), RemoteError> {
         loop {
-            let line = match self.lines.next_line().await {
-                Ok(Some(line)) => line,
+            let cmd = match self.lines.next_json::<Command>().await {
+                Ok(Some(cmd)) => cmd,
                 Ok(None) => return Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
                 Err(e) => return Err(self.io(e)),
             };
-            match serde_json::from_str::<Command>(&line) {
-                Ok(Command::Restore {
+            match cmd {
+                Command::Restore {
                     checkpoint,
                     savepoint,
-                }) => return Ok((checkpoint, savepoint)),
-                Ok(Command::Stop | Command::Shutdown) => {
+                } => return Ok((checkpoint, savepoint)),
+                Command::Stop | Command::Shutdown => {
                     return Err(self.io(std::io::Error::other("the job is stopping")))
                 }
-                Ok(_) => {} // commands for running tasks; this container has none yet
-                Err(e) => return Err(self.io(std::io::Error::other(e))),
+                _ => {} // commands for running tasks; this container has none yet
             }
         }
     }
@@ -305,16 +487,21 @@ impl CoordinatorConnection {
         write_line(&mut write, &Event::Ready(container))
             .await
             .map_err(io)?;
-        let forward_events = async move {
+        // A task of ours that failed: whatever the coordinator answers (it stops the job), this
+        // process must exit with the failure rather than hold or call it the coordinator's loss.
+        let failed: Mutex<Option<(u32, String)>> = Mutex::new(None);
+        let forward_events = async {
             while let Some(event) = events.recv().await {
+                if let Event::Failed { task, error } = &event {
+                    *failed.lock().expect("failure lock") = Some((*task, error.clone()));
+                }
                 write_line(&mut write, &event).await?;
             }
             // The run loop ended on its own (a task failed and was reported).
             Ok::<_, std::io::Error>(RelayEnd::CoordinatorLost)
         };
         let forward_commands = async {
-            while let Some(line) = lines.next_line().await? {
-                let cmd: Command = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+            while let Some(cmd) = lines.next_json::<Command>().await? {
                 let end = match cmd {
                     Command::Stop => Some(RelayEnd::JobStopped),
                     Command::Shutdown => Some(RelayEnd::CoordinatorShutDown),
@@ -329,15 +516,19 @@ impl CoordinatorConnection {
             }
             Ok::<_, std::io::Error>(RelayEnd::CoordinatorLost)
         };
-        tokio::select! {
+        let end = tokio::select! {
             r = forward_events => r.map_err(io),
             r = forward_commands => r.map_err(io),
+        };
+        if let Some((task, error)) = failed.lock().expect("failure lock").take() {
+            return Ok(RelayEnd::TaskFailed { task, error });
         }
+        end
     }
 }
 
 /// How a container's relay with its coordinator ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEnd {
     /// `Stop`: the job stopped; the container may hold (`--hold-after-stop`).
     JobStopped,
@@ -347,10 +538,139 @@ pub enum RelayEnd {
     /// The connection ended without either (the coordinator died), or the local run loop
     /// stopped; the container's tasks restart from the last committed checkpoint.
     CoordinatorLost,
+    /// A task of this container failed (and told the coordinator); the process exits with it.
+    TaskFailed {
+        /// The task.
+        task: u32,
+        /// Why.
+        error: String,
+    },
 }
 
 /// Parses `host:port` for the listener.
 pub fn listen_addr(addr: &str) -> Result<SocketAddr, String> {
     addr.parse()
         .map_err(|e| format!("{addr:?} is not a listen address like 0.0.0.0:9251: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn lines_are_cut_at_their_cap() {
+        block_on(async {
+            let input: &[u8] = b"short\n0123456789\nxx";
+            let mut lines = LineReader::new(BufReader::with_capacity(4, input), 8);
+            assert_eq!(lines.next().await.unwrap(), Some(&b"short"[..]));
+            let err = lines.next().await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+            assert_eq!(err.to_string(), "a line longer than 8 bytes");
+        });
+        block_on(async {
+            // Exactly at the cap is fine; a stream ending inside a line is not.
+            let input: &[u8] = b"12345678\n1234";
+            let mut lines = LineReader::new(BufReader::with_capacity(3, input), 8);
+            assert_eq!(lines.next().await.unwrap(), Some(&b"12345678"[..]));
+            let err = lines.next().await.unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        });
+        block_on(async {
+            let input: &[u8] = b"";
+            let mut lines = LineReader::new(BufReader::new(input), 8);
+            assert_eq!(lines.next().await.unwrap(), None);
+        });
+    }
+
+    fn admission() -> Admission {
+        Admission {
+            job: "job".into(),
+            spec_hash: "hash".into(),
+            token: "the-token-0123456789".into(),
+            // Tasks 0..4 over containers 0..2.
+            assignment: (0..4).map(|t| (t, t % 2)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_container_speaks_only_for_its_own_tasks() {
+        let assignment = admission().assignment;
+        let ack = |task| Event::Ack {
+            task,
+            checkpoint: 1,
+            result: Err("x".into()),
+            sync_seconds: 0.0,
+        };
+        assert_eq!(check_event(1, &ack(3), &assignment), Ok(()));
+        assert_eq!(check_event(1, &Event::Finished(1), &assignment), Ok(()));
+        assert_eq!(check_event(1, &Event::Ready(1), &assignment), Ok(()));
+        assert_eq!(
+            check_event(1, &ack(2), &assignment),
+            Err("Ack for task 2, which runs in container 0".into())
+        );
+        assert_eq!(
+            check_event(1, &ack(99), &assignment),
+            Err("Ack for task 99, which this job does not have".into())
+        );
+        let failed = Event::Failed {
+            task: 0,
+            error: "x".into(),
+        };
+        assert_eq!(
+            check_event(1, &failed, &assignment),
+            Err("Failed for task 0, which runs in container 0".into())
+        );
+        assert_eq!(
+            check_event(1, &Event::Ready(0), &assignment),
+            Err("Ready for container 0".into())
+        );
+        for event in [Event::Connected(1), Event::Disconnected(1)] {
+            assert_eq!(
+                check_event(1, &event, &assignment),
+                Err("an event only the coordinator raises".into())
+            );
+        }
+    }
+
+    #[test]
+    fn a_hello_needs_the_token_first() {
+        let links = vec![
+            ContainerLink::Local(std::sync::mpsc::channel().0),
+            ContainerLink::Remote(Default::default()),
+        ];
+        let admission = admission();
+        let hello = |container, job: &str, token: Option<&str>| Hello {
+            container,
+            job: job.into(),
+            spec_hash: "hash".into(),
+            token: token.map(Into::into),
+        };
+        let token = Some("the-token-0123456789");
+        assert_eq!(admit(&hello(1, "job", token), &links, &admission), Ok(()));
+        // Without the right token nothing else is looked at (or revealed).
+        for wrong in [None, Some(""), Some("the-token-012345678"), Some("the-token-0123456788")] {
+            assert_eq!(
+                admit(&hello(1, "other", wrong), &links, &admission),
+                Err("wrong or missing token".into())
+            );
+        }
+        assert!(admit(&hello(1, "other", token), &links, &admission)
+            .unwrap_err()
+            .contains("the coordinator runs job with spec hash"));
+        assert_eq!(
+            admit(&hello(0, "job", token), &links, &admission),
+            Err("no remote container 0 in this job".into())
+        );
+        assert_eq!(
+            admit(&hello(7, "job", token), &links, &admission),
+            Err("no remote container 7 in this job".into())
+        );
+    }
 }

@@ -1,12 +1,14 @@
 //! [`TaskInstance`]: one task of one partition, with its state, source, sink and checkpointer.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus::{IntCounter, IntGauge};
 
-use crate::checkpoint::upload::{PhaseInput, TaskCheckpointer};
+use crate::checkpoint::upload::{PhaseInput, PhaseReport, TaskCheckpointer};
+use crate::checkpoint::CheckpointError;
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, RecordBatch, Source, SourceError};
@@ -25,6 +27,55 @@ pub enum InstanceError {
     /// The sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The local state store failed [`STATE_FAILURES_TOLERATED`] checkpoints in a row.
+    #[error("the state store of task {task} failed {failures} checkpoints in a row (last: {last}); the task stops so that the job restarts from the last committed checkpoint; check the volume of state.dir (full, removed or read-only)")]
+    StateStoreBroken {
+        /// Task id.
+        task: u32,
+        /// Failed checkpoints in a row.
+        failures: u32,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// How many checkpoints in a row a task's local state store (RocksDB and the checkpoint
+/// directory next to it) may fail before the task fails. One failure may pass (a full disk
+/// that is cleaned up); after a hard RocksDB error every checkpoint fails, and a process that
+/// stayed up would never commit again. Failing the task ends the process with an error, and
+/// its restart rebuilds the state from the last committed checkpoint.
+pub const STATE_FAILURES_TOLERATED: u32 = 3;
+
+/// Checkpoints in a row whose asynchronous phase failed in a task's local state store; shared
+/// by the task and the phases it starts.
+#[derive(Debug, Default)]
+pub struct StateFailures {
+    in_a_row: AtomicU32,
+    last: Mutex<Option<String>>,
+}
+
+impl StateFailures {
+    /// Counts the outcome of one asynchronous phase: a failure of the local state store adds
+    /// one, a success starts over, other failures (the durable store, the sink) do not count.
+    pub fn record(&self, result: &Result<PhaseReport, CheckpointError>) {
+        match result {
+            Ok(_) => self.in_a_row.store(0, Ordering::Release),
+            Err(e @ (CheckpointError::State(_) | CheckpointError::Local { .. })) => {
+                *self.last.lock().expect("state failures lock") = Some(e.to_string());
+                self.in_a_row.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The failures in a row and the last one, once there are too many.
+    fn too_many(&self) -> Option<(u32, String)> {
+        let failures = self.in_a_row.load(Ordering::Acquire);
+        (failures >= STATE_FAILURES_TOLERATED).then(|| {
+            let last = self.last.lock().expect("state failures lock").clone();
+            (failures, last.unwrap_or_default())
+        })
+    }
 }
 
 /// Metric handles of one task, resolved once.
@@ -51,6 +102,7 @@ pub struct TaskInstance {
     /// True once the source reported the end of a finite input.
     pub finished: bool,
     last_bad_log: Option<Instant>,
+    state_failures: Arc<StateFailures>,
 }
 
 impl TaskInstance {
@@ -87,6 +139,7 @@ impl TaskInstance {
             next_timer,
             finished: false,
             last_bad_log: None,
+            state_failures: Arc::default(),
         })
     }
 
@@ -174,9 +227,33 @@ impl TaskInstance {
 
     /// Checkpoint `id` is committed: publish its output, then `after_checkpoint`.
     pub fn committed(&mut self, id: u64) -> Result<(), InstanceError> {
+        self.metrics.liveness.committed();
         self.sink.publish(id)?;
         self.task.after_checkpoint(id);
         Ok(())
+    }
+
+    /// Where the asynchronous phases of this task count failures of its state store.
+    pub fn state_failures(&self) -> Arc<StateFailures> {
+        self.state_failures.clone()
+    }
+
+    /// `Err` once the state store failed [`STATE_FAILURES_TOLERATED`] checkpoints in a row.
+    pub fn check_state_store(&self) -> Result<(), InstanceError> {
+        match self.state_failures.too_many() {
+            Some((failures, last)) => Err(InstanceError::StateStoreBroken {
+                task: self.id,
+                failures,
+                last,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The job stopped: nothing commits any more, and the liveness probe must not hold that
+    /// against a process that holds after the stop.
+    pub fn job_stopped(&self) {
+        self.metrics.liveness.stopped();
     }
 }
 
