@@ -19,6 +19,21 @@ pub const DEGRADED: &str = "Degraded";
 /// Checkpoints commit on time.
 pub const CHECKPOINTS_HEALTHY: &str = "CheckpointsHealthy";
 
+/// Reason of the conditions of a spec with validation problems.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Reason of the conditions of a spec the operator's policy refuses.
+pub const POLICY_VIOLATION: &str = "PolicyViolation";
+
+/// Why the desired spec is not deployed: a `Degraded` reason, and `Ready`'s too while nothing
+/// is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal<'a> {
+    /// [`INVALID_SPEC`] or [`POLICY_VIOLATION`].
+    pub reason: &'static str,
+    /// Every problem, each naming its field and the fix.
+    pub message: &'a str,
+}
+
 /// Inputs beyond the status.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
@@ -28,8 +43,8 @@ pub struct Facts<'a> {
     pub checkpoint_interval: Duration,
     /// The desired spec failed before and was rolled back.
     pub desired_failed_before: bool,
-    /// Validation problems of the desired spec.
-    pub invalid: Option<&'a str>,
+    /// The desired spec is refused (invalid, or against the operator's policy).
+    pub refused: Option<Refusal<'a>>,
     /// Now.
     pub now: Timestamp,
 }
@@ -73,7 +88,12 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
         .as_ref()
         .and_then(|c| c.time.parse::<Timestamp>().ok())
         .map(|t| elapsed(t, facts.now));
-    let limit = (facts.checkpoint_interval * 3).max(Duration::from_secs(30));
+    // Saturating: the interval comes from a spec (bounded by validation, but conditions must
+    // never be the place where a bad value panics the operator).
+    let limit = facts
+        .checkpoint_interval
+        .saturating_mul(3)
+        .max(Duration::from_secs(30));
     let job_answers = facts.observed.report.is_some();
     let checkpoints: Row = match (phase, job_answers, checkpoint_age) {
         (Some(Phase::Suspended), _, _) => (CHECKPOINTS_HEALTHY, None, "Suspended", "no pods run".into()),
@@ -95,21 +115,25 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
         ),
     };
     let healthy = checkpoints.1 == Some(true);
-    let ready: Row = match phase {
-        Some(Phase::Running) if healthy => (
+    let ready: Row = match (phase, facts.refused) {
+        // Refused before anything was deployed: say why, not just "Failed".
+        (_, Some(refusal)) if status.deployed.is_none() => {
+            (READY, Some(false), refusal.reason, refusal.message.into())
+        }
+        (Some(Phase::Running), _) if healthy => (
             READY,
             Some(true),
             "Running",
             "the job runs and checkpoints commit".into(),
         ),
-        Some(Phase::Running) => (READY, Some(false), "CheckpointsLate", checkpoints.3.clone()),
-        Some(p) => (
+        (Some(Phase::Running), _) => (READY, Some(false), "CheckpointsLate", checkpoints.3.clone()),
+        (Some(p), _) => (
             READY,
             Some(false),
             p.as_str(),
             format!("phase {}", p.as_str()),
         ),
-        None => (READY, Some(false), "Pending", "not reconciled yet".into()),
+        (None, _) => (READY, Some(false), "Pending", "not reconciled yet".into()),
     };
     let progressing: Row = match (&status.operation, phase) {
         (Some(op), _) => (
@@ -135,8 +159,8 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
             "no operation in flight".into(),
         ),
     };
-    let degraded: Row = if let Some(problems) = facts.invalid {
-        (DEGRADED, Some(true), "InvalidSpec", problems.into())
+    let degraded: Row = if let Some(refusal) = facts.refused {
+        (DEGRADED, Some(true), refusal.reason, refusal.message.into())
     } else if phase == Some(Phase::Failed) {
         (
             DEGRADED,

@@ -13,6 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
+/// Largest answer the operator reads from a job. Real answers are a few KiB; a job runs the
+/// user's image, and an unbounded answer would be read into the memory of the one operator that
+/// serves every namespace.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// A boxed future (the trait is used as `dyn ControlApi`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -187,10 +192,20 @@ impl HttpControl {
             .map_err(|_| unreachable(format!("no answer within {:?}", self.timeout)))?
             .map_err(|e| unreachable(e.to_string()))?;
         let status = response.status();
-        let bytes = tokio::time::timeout(self.timeout, response.into_body().collect())
+        let limited = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES);
+        let bytes = tokio::time::timeout(self.timeout, limited.collect())
             .await
             .map_err(|_| unreachable("body not received in time".into()))?
-            .map_err(|e| unreachable(e.to_string()))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    ControlError::Malformed {
+                        addr,
+                        reason: format!("answer longer than {MAX_ANSWER_BYTES} bytes"),
+                    }
+                } else {
+                    unreachable(e.to_string())
+                }
+            })?
             .to_bytes();
         if !status.is_success() {
             return Err(ControlError::Status {

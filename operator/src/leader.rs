@@ -80,7 +80,7 @@ impl Elector {
                 spec.lease_transitions.unwrap_or(0),
             )
         } else {
-            (now, spec.lease_transitions.unwrap_or(0) + 1)
+            (now, spec.lease_transitions.unwrap_or(0).saturating_add(1))
         };
         let mut next = lease.clone();
         next.spec = Some(self.spec(now, acquired, transitions));

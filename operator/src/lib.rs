@@ -16,6 +16,7 @@ pub mod http;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod policy;
 pub mod reconcile;
 pub mod run;
 pub mod validate;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use cairn_operator::config::OperatorConfig;
+use cairn_operator::config::{OperatorConfig, PolicyConfigError, WorkloadPolicy};
 
 #[derive(Parser)]
 #[command(
@@ -15,6 +15,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; the size of `Run` (all its flags) does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Reconcile StreamJobs until SIGTERM.
@@ -49,6 +51,37 @@ enum Command {
             default_value = "cairn-worker"
         )]
         worker_service_account: String,
+        /// Worker images StreamJobs may run, comma-separated: `*`, `prefix*`, or a repository
+        /// (any tag or digest of it). Empty: the repository of the default worker image.
+        #[arg(
+            long,
+            env = "CAIRN_ALLOWED_IMAGES",
+            value_delimiter = ',',
+            default_value = ""
+        )]
+        allowed_images: Vec<String>,
+        /// Service accounts worker pods may run as, comma-separated, or `*`. Empty: the
+        /// default worker service account only.
+        #[arg(
+            long,
+            env = "CAIRN_ALLOWED_SERVICE_ACCOUNTS",
+            value_delimiter = ',',
+            default_value = ""
+        )]
+        allowed_service_accounts: Vec<String>,
+        /// Volume types StreamJobs may add to worker pods, comma-separated (`hostPath`,
+        /// `projected`, `serviceAccountToken` in projected volumes, ...), or `*`.
+        #[arg(
+            long,
+            env = "CAIRN_ALLOWED_VOLUME_TYPES",
+            value_delimiter = ',',
+            default_value = "configMap,downwardAPI,emptyDir,persistentVolumeClaim,secret"
+        )]
+        allowed_volume_types: Vec<String>,
+        /// Which Secrets StreamJobs may use: `labelled` (only those labelled
+        /// cairn.dev/streamjob-access=allowed), `any`, or `none`.
+        #[arg(long, env = "CAIRN_SECRET_ACCESS", default_value = "labelled")]
+        secret_access: String,
         /// Log format.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
@@ -75,13 +108,34 @@ fn main() -> std::process::ExitCode {
             identity,
             worker_image,
             worker_service_account,
+            allowed_images,
+            allowed_service_accounts,
+            allowed_volume_types,
+            secret_access,
             log_format,
         } => {
             init_logging(&log_format);
             let defaults = OperatorConfig::default();
+            let worker_image = worker_image.unwrap_or(defaults.worker_image);
+            let policy = match workload_policy(
+                &worker_image,
+                &worker_service_account,
+                allowed_images,
+                allowed_service_accounts,
+                allowed_volume_types,
+                &secret_access,
+            ) {
+                Ok(policy) => policy,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(?policy, "StreamJob policy");
             let config = OperatorConfig {
-                worker_image: worker_image.unwrap_or(defaults.worker_image),
+                worker_image,
                 worker_service_account,
+                policy,
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 http_addr,
                 leader_election,
@@ -105,6 +159,43 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+}
+
+/// The policy from the flags; empty lists fall back to the defaults of
+/// [`WorkloadPolicy::defaults_for`].
+fn workload_policy(
+    worker_image: &str,
+    worker_service_account: &str,
+    images: Vec<String>,
+    service_accounts: Vec<String>,
+    volume_types: Vec<String>,
+    secret_access: &str,
+) -> Result<WorkloadPolicy, PolicyConfigError> {
+    let cleaned = |list: Vec<String>| -> Vec<String> {
+        list.into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let defaults = WorkloadPolicy::defaults_for(worker_image, worker_service_account);
+    let images = cleaned(images);
+    let service_accounts = cleaned(service_accounts);
+    let policy = WorkloadPolicy {
+        allowed_images: if images.is_empty() {
+            defaults.allowed_images
+        } else {
+            images
+        },
+        allowed_service_accounts: if service_accounts.is_empty() {
+            defaults.allowed_service_accounts
+        } else {
+            service_accounts
+        },
+        allowed_volume_types: cleaned(volume_types),
+        secret_access: secret_access.parse()?,
+    };
+    policy.check()?;
+    Ok(policy)
 }
 
 fn init_logging(format: &str) {

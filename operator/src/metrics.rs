@@ -12,6 +12,8 @@ pub struct Metrics {
     pub reconciles: IntCounterVec,
     /// Reconcile errors by kind ([`crate::reconcile::Error::metric_label`]).
     pub errors: IntCounterVec,
+    /// Panicked (and caught) reconciles by StreamJob.
+    pub reconcile_panics: IntCounterVec,
     /// Reconcile duration.
     pub reconcile_seconds: HistogramVec,
     /// StreamJobs by phase.
@@ -36,6 +38,14 @@ impl Default for Metrics {
                 "Reconcile errors by kind",
             ),
             &["kind"],
+        )
+        .expect("valid metric");
+        let reconcile_panics = IntCounterVec::new(
+            Opts::new(
+                "cairn_operator_reconcile_panics_total",
+                "Reconciles that panicked (a bug; caught, the job is retried with backoff)",
+            ),
+            &["namespace", "job"],
         )
         .expect("valid metric");
         let reconcile_seconds = HistogramVec::new(
@@ -73,9 +83,10 @@ impl Default for Metrics {
             &["kind"],
         )
         .expect("valid metric");
-        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
             Box::new(reconciles.clone()),
             Box::new(errors.clone()),
+            Box::new(reconcile_panics.clone()),
             Box::new(reconcile_seconds.clone()),
             Box::new(jobs.clone()),
             Box::new(checkpoint_age.clone()),
@@ -88,6 +99,7 @@ impl Default for Metrics {
             registry,
             reconciles,
             errors,
+            reconcile_panics,
             reconcile_seconds,
             jobs,
             checkpoint_age,

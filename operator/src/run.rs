@@ -97,6 +97,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
             controller: "cairn-operator".into(),
             instance: Some(config.identity.clone()),
         },
+        panics: Default::default(),
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

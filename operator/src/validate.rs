@@ -23,6 +23,13 @@ pub const STATE_DIR: &str = "/var/lib/cairn/state";
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default `savepoints.maxCount`.
 pub const DEFAULT_SAVEPOINT_HISTORY: u32 = 10;
+/// Largest `savepoints.maxCount`: the history lives in the StreamJob's status, which must stay
+/// far below the API server's object size limit.
+pub const MAX_SAVEPOINT_HISTORY: u32 = 100;
+/// Largest `savepoints.fallbackToLastStateAfter` (failed attempts, 10 s to 5 min apart).
+pub const MAX_FALLBACK_ATTEMPTS: u32 = 100;
+/// Largest `job.checkpoint.retained` on Kubernetes (also a CRD `maximum`).
+pub const MAX_RETAINED: u32 = 1000;
 
 /// A StreamJob spec that passed validation, with every default applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,7 +214,14 @@ fn parse_job(name: &str, job: &Value) -> Result<JobSpec, Vec<String>> {
         }
     }
     let value = serde_yaml::to_value(Value::Object(map)).expect("JSON converts to YAML");
-    JobSpec::from_yaml_value(value).map_err(job_problems)
+    let job = JobSpec::from_yaml_value(value).map_err(job_problems)?;
+    if job.checkpoint.retained > MAX_RETAINED {
+        return Err(vec![format!(
+            "spec.job.checkpoint.retained: {} is more than {MAX_RETAINED}; keep at most {MAX_RETAINED} checkpoints (default 3)",
+            job.checkpoint.retained
+        )]);
+    }
+    Ok(job)
 }
 
 /// The spec crate's errors, with their field paths moved under `spec.job`.
@@ -243,6 +257,19 @@ fn savepoint_policy(settings: &SavepointSettings, problems: &mut Vec<String>) ->
     let max_count = settings.max_count.unwrap_or(DEFAULT_SAVEPOINT_HISTORY);
     if max_count == 0 {
         problems.push("spec.savepoints.maxCount: must be at least 1".into());
+    }
+    if max_count > MAX_SAVEPOINT_HISTORY {
+        problems.push(format!(
+            "spec.savepoints.maxCount: {max_count} is more than {MAX_SAVEPOINT_HISTORY}; the history is kept in the StreamJob's status, keep at most {MAX_SAVEPOINT_HISTORY}"
+        ));
+    }
+    if let Some(n) = settings
+        .fallback_to_last_state_after
+        .filter(|n| *n > MAX_FALLBACK_ATTEMPTS)
+    {
+        problems.push(format!(
+            "spec.savepoints.fallbackToLastStateAfter: {n} is more than {MAX_FALLBACK_ATTEMPTS}; write at most {MAX_FALLBACK_ATTEMPTS} (or leave it out to never fall back)"
+        ));
     }
     SavepointPolicy {
         trigger_nonce: settings.trigger_nonce,

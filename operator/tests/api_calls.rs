@@ -1,7 +1,8 @@
 //! The exact sequence of API calls of a reconcile, against a scripted API server (tower-test)
 //! and a scripted job control API: the first deployment, and the upgrade steps around the
-//! savepoint, where order matters most (status before deletion), and the rollback of an
-//! upgrade that never became healthy.
+//! savepoint, where order matters most (status before deletion), the rollback of an upgrade
+//! that never became healthy, a job the operator's policy refuses (no child is created), and a
+//! panicking reconcile (caught; other jobs keep being reconciled).
 
 mod common;
 
@@ -85,6 +86,7 @@ fn context(client: Client, job: Arc<ScriptedJob>) -> Arc<Context> {
             controller: "cairn-operator".into(),
             instance: None,
         },
+        panics: Default::default(),
     })
 }
 
@@ -409,5 +411,161 @@ async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
     assert_eq!(
         image, "cairn/worker:test",
         "the good spec's image (the default)"
+    );
+}
+
+/// A StreamJob against the operator's policy (a hostPath volume, an unlabelled Secret): its
+/// status and a Warning event say why, and no child object is created.
+#[tokio::test]
+async fn a_job_against_the_policy_gets_no_child_objects() {
+    let mut sj = job();
+    sj.spec.credentials_secret = Some("s3-credentials".into());
+    let pod = sj.spec.pod_template.as_mut().unwrap();
+    pod.volumes.push(
+        serde_json::from_value(serde_json::json!({"name": "node", "hostPath": {"path": "/"}}))
+            .unwrap(),
+    );
+    let scripted = Arc::new(ScriptedJob::default());
+    let (seen, bodies) = reconcile_against(&sj, pod_list(&[]), &scripted).await;
+    assert_eq!(
+        seen,
+        [
+            // The Secret's labels (metadata only): it does not exist here.
+            "GET /api/v1/namespaces/jobs/secrets/s3-credentials",
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "event PolicyViolation",
+        ]
+    );
+    let status = &bodies[1]["status"];
+    let condition = |type_: &str| {
+        status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap()
+            .clone()
+    };
+    let volume = "spec.podTemplate.volumes[1] (\"node\"): volume type hostPath is not allowed (allowed: configMap, downwardAPI, emptyDir, persistentVolumeClaim, secret); use another volume type, or have the operator's administrator add it to --allowed-volume-types (chart value policy.allowedVolumeTypes)";
+    let secret = "spec.credentialsSecret: Secret \"s3-credentials\" does not exist or is not labelled for StreamJobs; whoever manages it can allow it with `kubectl label secret s3-credentials cairn.dev/streamjob-access=allowed` (or the operator's administrator can set --secret-access any, chart value policy.secretAccess)";
+    let message = format!("{volume}; {secret}");
+    for type_ in ["Ready", "Degraded"] {
+        let c = condition(type_);
+        assert_eq!(
+            (
+                c["status"].as_str(),
+                c["reason"].as_str(),
+                c["message"].as_str()
+            ),
+            (
+                Some(if type_ == "Ready" { "False" } else { "True" }),
+                Some("PolicyViolation"),
+                Some(message.as_str())
+            ),
+            "{type_}"
+        );
+    }
+    assert_eq!(bodies[2]["type"], "Warning");
+    assert_eq!(
+        bodies[2]["note"],
+        format!("{message}; the running job (if any) is left as it is")
+    );
+}
+
+/// A job whose control API makes the operator panic (a stand-in for any bug on the reconcile
+/// path): the panic is caught, counted, reported on that job, and another job reconciled at
+/// the same time by the same operator is deployed as usual.
+#[tokio::test]
+async fn a_panicking_reconcile_is_caught_and_other_jobs_are_still_reconciled() {
+    struct PanickingJob;
+    impl ControlApi for PanickingJob {
+        fn status<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, Result<JobReport, ControlError>> {
+            panic!("scripted panic in the control API")
+        }
+        fn savepoint<'a>(
+            &'a self,
+            _: &'a Endpoint,
+            _: bool,
+        ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+            unreachable!()
+        }
+        fn operation<'a>(
+            &'a self,
+            _: &'a Endpoint,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+            unreachable!()
+        }
+    }
+    // `count` has a pod 0, so its reconcile calls the (panicking) control API; `other` has
+    // none yet: its first deployment never calls it.
+    let broken = job();
+    let mut other = job();
+    other.metadata.name = Some("other".into());
+    other.metadata.uid = Some("uid-2".into());
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(serve_with_bodies(
+        handle,
+        broken.clone(),
+        pod_list(&[("count-0", "10.1.0.5")]),
+    ));
+    let ctx = Arc::new(Context {
+        control: Arc::new(PanickingJob),
+        ..Arc::into_inner(context(Client::new(service, "default"), Arc::default())).unwrap()
+    });
+    let (broken_result, other_result) = tokio::join!(
+        reconcile(Arc::new(broken.clone()), ctx.clone()),
+        reconcile(Arc::new(other.clone()), ctx.clone()),
+    );
+    match broken_result {
+        Err(cairn_operator::reconcile::Error::Panicked { panic }) => {
+            assert_eq!(panic, "scripted panic in the control API")
+        }
+        other => panic!("expected a caught panic, got {other:?}"),
+    }
+    other_result.expect("the other job reconciles");
+    let metrics = ctx.metrics.render();
+    assert!(
+        metrics
+            .contains("cairn_operator_reconcile_panics_total{job=\"count\",namespace=\"jobs\"} 1"),
+        "{metrics}"
+    );
+    // Retry delays of consecutive panics (error_policy records them): 10 s doubling to
+    // 10 minutes; a reconcile that finishes clears them.
+    let secs: Vec<u64> = (0..8)
+        .map(|_| ctx.panics.record("jobs/count").as_secs())
+        .collect();
+    assert_eq!(secs, [10, 20, 40, 80, 160, 320, 600, 600]);
+    ctx.panics.clear("jobs/count");
+    assert_eq!(ctx.panics.record("jobs/count").as_secs(), 10);
+    drop(ctx);
+    let (seen, bodies) = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the reconciles' requests end")
+        .unwrap();
+    let events: Vec<&serde_json::Value> =
+        bodies.iter().filter(|b| b["reason"].is_string()).collect();
+    let panicked = events
+        .iter()
+        .find(|e| e["reason"] == "ReconcilePanicked")
+        .expect("a ReconcilePanicked event");
+    assert_eq!(panicked["type"], "Warning");
+    assert_eq!(panicked["regarding"]["name"], "count");
+    assert!(
+        panicked["note"]
+            .as_str()
+            .unwrap()
+            .contains("(scripted panic in the control API)"),
+        "{panicked}"
+    );
+    assert!(
+        seen.contains(&"PATCH /apis/apps/v1/namespaces/jobs/statefulsets/other".to_string()),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|s| s.contains("statefulsets/count") && s.starts_with("PATCH")),
+        "{seen:?}"
     );
 }

@@ -220,3 +220,46 @@ fn deploy_hash_ignores_settings_the_pods_do_not_run() {
     other.spec.image = Some("cairn/worker:2".into());
     assert_ne!(validated(&other).deploy_hash, base.deploy_hash);
 }
+
+#[test]
+fn durations_and_counts_past_their_bounds_are_refused_naming_the_field() {
+    let sj = manifest("operator/tests/fixtures/invalid-bounds.yaml");
+    let err = validate("bounds", &sj.spec, &config()).unwrap_err();
+    let long = |field: &str, text: &str| {
+        format!("{field}: {text:?} is longer than the maximum of 8760h (one year); write a shorter duration")
+    };
+    assert_eq!(err.problems.len(), 6, "{err}");
+    assert!(
+        err.problems[0].starts_with(&long("spec.job.checkpoint.interval", "1800000000000000h")),
+        "{err}"
+    );
+    assert_eq!(
+        err.problems[1..],
+        [
+            long("spec.upgradeTimeout", "8761h"),
+            "spec.savepoints.maxCount: 101 is more than 100; the history is kept in the StreamJob's status, keep at most 100".into(),
+            "spec.savepoints.fallbackToLastStateAfter: 101 is more than 100; write at most 100 (or leave it out to never fall back)".into(),
+            long("spec.savepoints.interval", "8760h1ns"),
+            long("spec.savepoints.maxAge", "87600h"),
+        ]
+    );
+
+    // At the bounds: valid.
+    let mut ok = sj.clone();
+    ok.spec.job["checkpoint"]["interval"] = "8760h".into();
+    ok.spec.upgrade_timeout = Some("8760h".into());
+    let sp = ok.spec.savepoints.as_mut().unwrap();
+    sp.interval = Some("8760h".into());
+    sp.max_age = Some("525600m".into());
+    sp.max_count = Some(100);
+    sp.fallback_to_last_state_after = Some(100);
+    ok.spec.job["checkpoint"]["retained"] = 1000.into();
+    validate("bounds", &ok.spec, &config()).unwrap();
+
+    ok.spec.job["checkpoint"]["retained"] = 1001.into();
+    let err = validate("bounds", &ok.spec, &config()).unwrap_err();
+    assert_eq!(
+        err.problems,
+        ["spec.job.checkpoint.retained: 1001 is more than 1000; keep at most 1000 checkpoints (default 3)"]
+    );
+}

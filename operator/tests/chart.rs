@@ -405,6 +405,9 @@ fn default_values_render_exactly_the_expected_objects() {
             ("RoleBinding", ns, "cairn-operator-leader-election"),
             ("Service", ns, "cairn-metrics"),
             ("Deployment", ns, "cairn-operator"),
+            // On by default (docs/helm.md, Security).
+            ("NetworkPolicy", ns, "cairn-operator"),
+            ("NetworkPolicy", ns, "cairn-workers"),
         ])
     );
 }
@@ -567,6 +570,18 @@ fn invalid_values_fail_with_a_message_naming_the_value_and_the_fix() {
         (
             vec!["worker.image.tag=7"],
             "at '/worker/image/tag': got number, want string",
+        ),
+        (
+            vec!["policy.secretAccess=all"],
+            "at '/policy/secretAccess': value must be one of 'labelled', 'any', 'none'",
+        ),
+        (
+            vec!["policy.allowedVolumeTypes={hostpath}"],
+            "at '/policy/allowedVolumeTypes/0': value must be one of",
+        ),
+        (
+            vec!["policy.allowedVolumeTypes=null"],
+            "at '/policy/allowedVolumeTypes'",
         ),
     ] {
         let run = template_run(&set(&assignments));
@@ -767,6 +782,13 @@ fn operator_deployment_gets_its_settings_from_values() {
         ("CAIRN_LEADER_ELECTION", "true"),
         ("CAIRN_WORKER_IMAGE", "cairn/worker:0.1.0"),
         ("CAIRN_WORKER_SERVICE_ACCOUNT", WORKER_SA),
+        ("CAIRN_ALLOWED_IMAGES", "cairn/worker"),
+        ("CAIRN_ALLOWED_SERVICE_ACCOUNTS", WORKER_SA),
+        (
+            "CAIRN_ALLOWED_VOLUME_TYPES",
+            "configMap,downwardAPI,emptyDir,persistentVolumeClaim,secret",
+        ),
+        ("CAIRN_SECRET_ACCESS", "labelled"),
         ("RUST_LOG", "info"),
         ("POD_NAME", "fieldRef:metadata.name"),
         ("POD_NAMESPACE", "fieldRef:metadata.namespace"),
@@ -815,6 +837,9 @@ fn operator_deployment_gets_its_settings_from_values() {
     let env = operator_env(&objects);
     assert_eq!(env["CAIRN_WORKER_IMAGE"], "example.com/me/my-worker:7");
     assert_eq!(env["CAIRN_WORKER_SERVICE_ACCOUNT"], "jobs");
+    // The policy's defaults follow the worker image and ServiceAccount.
+    assert_eq!(env["CAIRN_ALLOWED_IMAGES"], "example.com/me/my-worker");
+    assert_eq!(env["CAIRN_ALLOWED_SERVICE_ACCOUNTS"], "jobs");
     assert_eq!(env["CAIRN_HTTP_ADDR"], "0.0.0.0:9000");
     assert_eq!(env["RUST_LOG"], "debug");
     let container = &at(operator_deployment(&objects), &["spec", "template", "spec"])
@@ -823,6 +848,27 @@ fn operator_deployment_gets_its_settings_from_values() {
     assert_eq!(container["args"][2], Value::from("text"));
     assert_eq!(container["ports"][0]["containerPort"], Value::from(9000));
     find(&objects, "ServiceAccount", RELEASE_NAMESPACE, "jobs");
+}
+
+#[test]
+fn policy_values_reach_the_operator() {
+    let objects = render(&set(&[
+        "policy.allowedImages={registry.example.com/team/*,cairn/worker}",
+        "policy.allowedServiceAccounts={cairn-worker,reader}",
+        "policy.allowedVolumeTypes={configMap,hostPath,projected,serviceAccountToken}",
+        "policy.secretAccess=any",
+    ]));
+    let env = operator_env(&objects);
+    assert_eq!(
+        env["CAIRN_ALLOWED_IMAGES"],
+        "registry.example.com/team/*,cairn/worker"
+    );
+    assert_eq!(env["CAIRN_ALLOWED_SERVICE_ACCOUNTS"], "cairn-worker,reader");
+    assert_eq!(
+        env["CAIRN_ALLOWED_VOLUME_TYPES"],
+        "configMap,hostPath,projected,serviceAccountToken"
+    );
+    assert_eq!(env["CAIRN_SECRET_ACCESS"], "any");
 }
 
 #[test]
@@ -1148,6 +1194,37 @@ fn chart_matches_what_the_operator_code_uses() {
 
     let defaults = OperatorConfig::default();
     assert_eq!(defaults.worker_service_account, WORKER_SA);
+    // The chart's policy defaults are the operator's, and its schema knows every volume type
+    // the operator accepts.
+    let values: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml parses");
+    let volume_types: Vec<&str> = values["policy"]["allowedVolumeTypes"]
+        .as_sequence()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert_eq!(volume_types, defaults.policy.allowed_volume_types);
+    assert_eq!(
+        values["policy"]["secretAccess"].as_str(),
+        Some(defaults.policy.secret_access.as_str())
+    );
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(chart_dir().join("values.schema.json")).expect("schema"),
+    )
+    .expect("the schema is JSON");
+    let mut known: Vec<&str> = cairn_operator::config::KNOWN_VOLUME_TYPES.to_vec();
+    known.extend(["serviceAccountToken", "*"]);
+    let enumerated: Vec<&str> = schema["properties"]["policy"]["properties"]["allowedVolumeTypes"]
+        ["items"]["enum"]
+        .as_array()
+        .expect("an enum")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert_eq!(enumerated, known);
     let lease_role = find(
         &objects,
         "Role",

@@ -7,11 +7,14 @@ mod common;
 use std::time::Duration;
 
 use cairn_operator::build::{job_document, Start};
+use cairn_operator::conditions;
 use cairn_operator::control::{
     CommittedCheckpoint, ControlError, JobReport, OperationReport, SavepointReport,
 };
 use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
-use cairn_operator::lifecycle::{classify, plan, Change, Effect, Input, Observed, Plan, Workers};
+use cairn_operator::lifecycle::{
+    classify, plan, Change, Effect, Input, Observed, Plan, Workers, MAX_REQUEUE,
+};
 use cairn_operator::validate::{pinned_spec, validate_recorded, ValidatedJob};
 use common::{manifest, validated};
 use jiff::Timestamp;
@@ -470,4 +473,151 @@ fn stateless_upgrade_moves_the_store_and_finishes_on_the_new_pods_commit() {
     assert!(w.status.operation.is_none(), "{:?}", w.status.operation);
     assert_eq!(w.status.phase, Some(Phase::Running));
     assert_eq!(p.finished.map(|f| f.0), Some(OperationKind::Upgrade));
+}
+
+/// A status whose Rollback lost its target (edited by hand, or written by something else):
+/// the operator used to panic on it (`expect("a rollback has a target")`), taking every other
+/// StreamJob down with it. Now the job fails with a message that says how to get out.
+#[test]
+fn a_rollback_without_a_target_fails_the_job_with_a_way_out() {
+    let mut w = World::running();
+    w.status.phase = Some(Phase::RollingBack);
+    w.status.operation = Some(cairn_operator::crd::Operation {
+        kind: OperationKind::Rollback,
+        step: Step::StoppingWorkers,
+        target: None,
+        control_operation: None,
+        savepoint: None,
+        trigger: None,
+        attempts: 0,
+        retry_after: None,
+        started_at: "2026-11-24T09:00:00Z".into(),
+        step_started_at: "2026-11-24T09:00:00Z".into(),
+        message: None,
+    });
+    let p = w.step(observed(0, None));
+    assert_eq!(p.effects, []);
+    assert_eq!(w.status.phase, Some(Phase::Failed));
+    assert!(w.status.operation.is_none());
+    let note = p
+        .notes
+        .iter()
+        .find(|n| n.reason == "RollbackWithoutTarget")
+        .expect("a Warning event");
+    assert!(note.warning);
+    assert_eq!(
+        note.message,
+        "status.operation is a Rollback without a target (status.operation.target was removed or never written), so there is no spec to roll back to; the worker pods are stopped. To deploy again, change the spec, or set spec.restartNonce to a new value to restart the deployed spec"
+    );
+    assert_eq!(w.status.last_error.as_deref(), Some(note.message.as_str()));
+    // The condition users see says the same.
+    let mut status = w.status.clone();
+    conditions::update(
+        &mut status,
+        &facts(&Observed::default(), Duration::from_secs(10), w.now),
+    );
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (
+            degraded.status.as_str(),
+            degraded.reason.as_str(),
+            degraded.message.as_str()
+        ),
+        ("True", "Failed", note.message.as_str())
+    );
+    // The way out works: a new restartNonce redeploys the deployed spec.
+    w.sj.spec.restart_nonce = Some(1);
+    w.step(observed(0, None));
+    assert_eq!(w.op(), (OperationKind::Restart, Step::StoppingWorkers));
+    let p = w.step(observed(0, None));
+    assert!(matches!(
+        &p.effects[..],
+        [Effect::Apply {
+            with_workers: true,
+            ..
+        }]
+    ));
+}
+
+fn facts(observed: &Observed, interval: Duration, now: Timestamp) -> conditions::Facts<'_> {
+    conditions::Facts {
+        observed,
+        checkpoint_interval: interval,
+        desired_failed_before: false,
+        refused: None,
+        now,
+    }
+}
+
+/// `interval * 3` overflowed (a panic) for an interval near `Duration::MAX`; conditions must be
+/// computable from any interval.
+#[test]
+fn conditions_of_a_huge_checkpoint_interval_do_not_panic() {
+    let w = World::running();
+    let seen = observed(2, Some(report("h", 1)));
+    let mut status = w.status.clone();
+    status.last_checkpoint.as_mut().unwrap().time = "2026-11-24T09:00:00Z".into();
+    conditions::update(&mut status, &facts(&seen, Duration::MAX, w.now));
+    let healthy = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CheckpointsHealthy")
+        .unwrap();
+    assert_eq!(
+        (healthy.status.as_str(), healthy.reason.as_str()),
+        ("True", "Committing")
+    );
+}
+
+/// A retry time far in the future (not one this operator writes: its backoff is at most
+/// 5 minutes) is not waited for, and no plan asks to be requeued later than `MAX_REQUEUE`
+/// (kube-runtime's scheduler panics on delays of more than about two years).
+#[test]
+fn a_far_retry_time_in_status_is_not_waited_for() {
+    let mut w = World::running();
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(observed(2, None));
+    assert_eq!(w.op(), (OperationKind::Upgrade, Step::TakingSavepoint));
+    w.status.operation.as_mut().unwrap().retry_after = Some("9999-01-01T00:00:00Z".into());
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
+    assert!(p.requeue <= MAX_REQUEUE, "{:?}", p.requeue);
+    // Within the backoff: waited for, and the wait is what is left of it.
+    w.status.operation.as_mut().unwrap().retry_after =
+        Some((w.now + Duration::from_secs(40)).to_string());
+    let p = w.step(observed(2, None));
+    assert_eq!(p.effects, []);
+    assert_eq!(p.requeue, Duration::from_secs(40));
+}
+
+/// Counters recorded in status saturate instead of overflowing (a panic in debug builds).
+#[test]
+fn counters_from_status_saturate() {
+    let mut w = World::running();
+    w.sj.spec.job["parallelism"] = 3.into();
+    w.step(observed(2, None));
+    w.step(observed(2, None));
+    let op = w.status.operation.as_mut().unwrap();
+    op.control_operation = Some("savepoint-1".into());
+    op.attempts = u32::MAX;
+    w.step(answered("failed", Some("checkpoint 12 timed out")));
+    assert_eq!(w.status.operation.as_ref().unwrap().attempts, u32::MAX);
+
+    let mut w = World::running();
+    for d in [&mut w.status.deployed, &mut w.status.last_good] {
+        d.as_mut().unwrap().state_epoch = u32::MAX;
+    }
+    w.sj.spec.upgrade_mode = cairn_operator::crd::UpgradeMode::Stateless;
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(observed(2, None));
+    w.step(observed(2, None));
+    let p = w.step(observed(0, None));
+    let Effect::Apply { deployment, .. } = &p.effects[0] else {
+        panic!("{:?}", p.effects)
+    };
+    assert_eq!(deployment.state_epoch, u32::MAX);
 }

@@ -9,9 +9,63 @@
 
 use schemars::{json_schema, Schema, SchemaGenerator};
 
-/// Duration syntax accepted by the spec crate: `250ms`, `10s`, `5m`, `1h`, `1m30s`, or whole
-/// milliseconds.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h) ?)+$|^[0-9]+$";
+/// Duration syntax accepted by the CRD: components such as `250ms`, `10s`, `5m`, `1h`, `1m30s`
+/// (units h, m, s, ms, us, ns; spaces between them allowed), or whole milliseconds. The spec
+/// crate reads all of these (and a little more: `µs`, tabs).
+pub const DURATION_PATTERN: &str = r"^ *([0-9]+ *(h|m|s|ms|us|ns) *)+$|^ *[0-9]+ *$";
+
+/// A whole number of milliseconds (the spec crate's bare-number form).
+const BARE_MILLIS_PATTERN: &str = r"^ *[0-9]+ *$";
+
+/// Units of [`DURATION_PATTERN`] with their length in nanoseconds.
+const DURATION_UNITS: [(&str, u128); 6] = [
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("ns", 1),
+];
+
+/// Matches a duration with one component that alone is longer than
+/// [`cairn_spec::units::MAX_DURATION`]: more significant digits than the maximum has in that
+/// unit (`10000h`, `1000000m`, ...).
+///
+/// The bound rule checks this before it calls CEL's `duration()`, for two reasons: the message
+/// then says "too long" instead of an evaluation error, and what reaches `duration()` is small
+/// (every component under 28000h, at most 64 characters, so under 200000h in all), far from the
+/// ~2.5 million hours at which Go's duration parser overflows.
+pub fn duration_too_long_pattern() -> String {
+    let max = cairn_spec::units::MAX_DURATION.as_nanos();
+    DURATION_UNITS
+        .iter()
+        .map(|(unit, nanos)| {
+            let digits = (max / nanos).to_string().len();
+            // After minutes comes a space, a digit or the end; never the `s` of `ms`.
+            let after = if *unit == "m" { "( |[0-9]|$)" } else { "" };
+            format!("[1-9][0-9]{{{digits},}} *{unit}{after}")
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// The CEL rule bounding a duration string to [`cairn_spec::units::MAX_DURATION`] (8760h), as
+/// `cairn_spec::parse_duration` does. It passes strings that do not match [`DURATION_PATTERN`]
+/// (the syntax rule reports those). Whole milliseconds are compared as an integer (at most 11
+/// significant digits first, so `int()` cannot overflow); components are checked against
+/// [`duration_too_long_pattern`], then summed by CEL's `duration()` (which needs no spaces).
+pub fn duration_bound_rule() -> String {
+    let max = cairn_spec::units::MAX_DURATION;
+    let max_millis = max.as_millis();
+    let millis_digits = max_millis.to_string().len();
+    format!(
+        "!self.matches('{pattern}') || (self.matches('{bare}') ? (self.matches('^ *0*[0-9]{{1,{millis_digits}}} *$') && int(self.replace(' ', '')) <= {max_millis}) : (!self.matches('{too_long}') && duration(self.replace(' ', '')) <= duration('{max_text}')))",
+        pattern = DURATION_PATTERN,
+        bare = BARE_MILLIS_PATTERN,
+        too_long = duration_too_long_pattern(),
+        max_text = cairn_spec::format_duration(max),
+    )
+}
 
 /// Store URLs usable on Kubernetes: an object store, or a filesystem path that every worker
 /// pod mounts (an RWX volume). `memory://` and relative `file://` paths are local-mode only.
@@ -22,16 +76,27 @@ fn string(max: u32, description: &str) -> serde_json::Value {
     serde_json::json!({"type": "string", "maxLength": max, "description": description})
 }
 
-/// A duration string, checked by CEL so the message names the field.
+/// A duration string, checked by CEL so the message names the field: its syntax, and the same
+/// upper bound as the spec crate ([`cairn_spec::units::MAX_DURATION`], 8760h), so that an
+/// absurd value is refused by the API server and never reaches interval or timeout arithmetic.
 pub fn duration(field: &str, description: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "string",
         "maxLength": 64,
         "description": description,
-        "x-kubernetes-validations": [{
-            "rule": format!("self.matches('{}')", DURATION_PATTERN.replace('\\', "\\\\")),
-            "message": format!("{field} must be a duration such as 250ms, 10s, 5m, 1h or 1m30s"),
-        }],
+        "x-kubernetes-validations": [
+            {
+                "rule": format!("self.matches('{DURATION_PATTERN}')"),
+                "message": format!("{field} must be a duration such as 250ms, 10s, 5m, 1h or 1m30s"),
+            },
+            {
+                "rule": duration_bound_rule(),
+                "message": format!(
+                    "{field} must be at most {} (one year)",
+                    cairn_spec::format_duration(cairn_spec::units::MAX_DURATION)
+                ),
+            },
+        ],
     })
 }
 
@@ -91,7 +156,7 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
                         "Durable store: s3://bucket/prefix, or file:///path on a volume every worker pod mounts.",
                         "spec.job.checkpoint.store must be s3://bucket[/prefix] or file:///absolute/path on a volume shared by every worker pod (memory:// and relative paths are for local mode)",
                     ),
-                    "retained": {"type": "integer", "minimum": 1, "description": "Completed checkpoints kept (default 3)."},
+                    "retained": {"type": "integer", "minimum": 1, "maximum": crate::validate::MAX_RETAINED, "description": "Completed checkpoints kept (default 3)."},
                     "timeout": duration("spec.job.checkpoint.timeout", "How long one checkpoint may take (default 10m).")
                 }
             },

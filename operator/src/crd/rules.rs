@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::job_schema::{duration, store_url};
 use super::StreamJob;
+use crate::validate::{MAX_FALLBACK_ATTEMPTS, MAX_SAVEPOINT_HISTORY};
 
 /// The complete StreamJob CRD: derived schema plus CEL rules. This is what `crdgen` prints.
 pub fn definition() -> CustomResourceDefinition {
@@ -32,6 +33,9 @@ pub fn definition() -> CustomResourceDefinition {
         "Delete savepoints older than this (e.g. 168h).",
     );
     spec["savepoints"]["properties"]["maxCount"]["minimum"] = json!(1);
+    spec["savepoints"]["properties"]["maxCount"]["maximum"] = json!(MAX_SAVEPOINT_HISTORY);
+    spec["savepoints"]["properties"]["fallbackToLastStateAfter"]["maximum"] =
+        json!(MAX_FALLBACK_ATTEMPTS);
     spec["restoreFrom"]["properties"]["savepoint"] = store_url(
         2048,
         "URL of a savepoint directory for the first deployment of this StreamJob.",

@@ -13,4 +13,5 @@ mod plan;
 pub use classify::{classify, Change};
 pub use plan::{
     backoff, elapsed, plan, savepoint_request_failed, Effect, Input, Note, Observed, Plan, Workers,
+    MAX_REQUEUE,
 };

@@ -23,6 +23,10 @@ const STEADY_REQUEUE: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest savepoint retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest time between two reconciles of a job. Requeue times come partly from status (a retry
+/// time) and spec (a savepoint interval); kube-runtime's scheduler panics on a delay more than
+/// about two years away, so every plan is capped here.
+pub const MAX_REQUEUE: Duration = Duration::from_secs(600);
 
 /// What the operator saw of the job's pods.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,7 +181,7 @@ impl<'a> Stepper<'a> {
             status: self.status,
             effects: self.effects,
             notes: self.notes,
-            requeue: self.requeue,
+            requeue: self.requeue.min(MAX_REQUEUE),
             finished: self.finished,
             release_finalizer: self.release_finalizer,
         }
@@ -203,7 +207,10 @@ impl<'a> Stepper<'a> {
             if let Some(c) = &report.last_checkpoint {
                 self.status.last_checkpoint = Some(CheckpointInfo {
                     id: c.id,
-                    time: Timestamp::from_millisecond(c.committed_at_ms as i64)
+                    // The job reports the time; one out of range is shown as unknown.
+                    time: i64::try_from(c.committed_at_ms)
+                        .ok()
+                        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
                         .map(|t| t.to_string())
                         .unwrap_or_default(),
                     duration_ms: c.duration_ms,
@@ -474,8 +481,11 @@ impl<'a> Stepper<'a> {
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok())
         {
-            if after > self.input.now {
-                self.requeue = elapsed(self.input.now, after).max(Duration::from_secs(1));
+            // A retry time further away than the longest backoff was not written by this
+            // operator (status edited by hand?): retry now rather than wait for it.
+            let wait = elapsed(self.input.now, after);
+            if after > self.input.now && wait <= MAX_BACKOFF {
+                self.requeue = wait.max(Duration::from_secs(1));
                 return;
             }
         }
@@ -538,7 +548,7 @@ impl<'a> Stepper<'a> {
     }
 
     fn savepoint_failed(&mut self, mut op: Operation, reason: String) {
-        op.attempts += 1;
+        op.attempts = op.attempts.saturating_add(1);
         op.control_operation = None;
         if op.kind == OperationKind::Delete {
             // Deletion never gets stuck on a job that cannot take a savepoint.
@@ -617,10 +627,10 @@ impl<'a> Stepper<'a> {
                 self.requeue = Duration::from_secs(300);
             }
             OperationKind::Restart => self.deploy(op, deployed),
-            OperationKind::Rollback => {
-                let target = op.target.clone().expect("a rollback has a target");
-                self.deploy(op, target)
-            }
+            OperationKind::Rollback => match op.target.clone() {
+                Some(target) => self.deploy(op, target),
+                None => self.rollback_without_target(),
+            },
             _ => {
                 let target = match mode {
                     UpgradeMode::Savepoint => self.new_deployment(
@@ -633,11 +643,28 @@ impl<'a> Stepper<'a> {
                         deployed.state_epoch,
                     ),
                     UpgradeMode::LastState => self.new_deployment(None, deployed.state_epoch),
-                    UpgradeMode::Stateless => self.new_deployment(None, deployed.state_epoch + 1),
+                    // Saturating: the epoch comes from status; 2^32 stateless restarts do not
+                    // happen, a status edited to u32::MAX must not panic the operator.
+                    UpgradeMode::Stateless => {
+                        self.new_deployment(None, deployed.state_epoch.saturating_add(1))
+                    }
                 };
                 self.deploy(op, target)
             }
         }
+    }
+
+    /// A rollback whose target is missing from status. The operator always records one, so the
+    /// status was edited or written by something else: there is no spec to roll back to, and
+    /// redeploying the failed spec would undo the rollback. The workers are already stopped (this
+    /// is the step after their deletion): stop here, say what is wrong and how to get out of it
+    /// (phase `Failed`, `Degraded`, a Warning event), and wait for a spec change.
+    fn rollback_without_target(&mut self) {
+        let message = "status.operation is a Rollback without a target (status.operation.target was removed or never written), so there is no spec to roll back to; the worker pods are stopped. To deploy again, change the spec, or set spec.restartNonce to a new value to restart the deployed spec".to_owned();
+        self.note(true, "RollbackWithoutTarget", message.clone());
+        self.status.last_error = Some(message);
+        self.status.phase = Some(Phase::Failed);
+        self.finish();
     }
 
     fn deploy(&mut self, mut op: Operation, target: Deployment) {

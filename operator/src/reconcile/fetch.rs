@@ -1,6 +1,7 @@
 //! Step 1: read what exists — the token Secret, the StatefulSet, the worker pods — and ask the job
 //! (through its control API) how it is doing and how a pending savepoint went.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -11,9 +12,12 @@ use rand::Rng;
 
 use super::{Context, Error, FINALIZER};
 use crate::build::{selector_string, Owner, CONTROL_PORT, TOKEN_KEY};
+use crate::config::{SecretAccess, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
 use crate::control::Endpoint;
 use crate::crd::{StreamJob, StreamJobStatus};
 use crate::lifecycle::{Observed, Workers};
+use crate::policy;
+use crate::validate::ValidatedJob;
 
 /// What fetch found.
 #[derive(Debug, Clone)]
@@ -26,6 +30,38 @@ pub struct Fetched {
     pub endpoint: Option<Endpoint>,
     /// Pods and job answers.
     pub observed: Observed,
+}
+
+/// The Secrets referenced by `job` that exist and carry the access label
+/// ([`crate::config::SECRET_ACCESS_LABEL`]); read (metadata only) only when the policy is
+/// `labelled` and the job references any.
+pub async fn labelled_secrets(
+    namespace: &str,
+    job: &ValidatedJob,
+    ctx: &Context,
+) -> Result<BTreeSet<String>, Error> {
+    let mut labelled = BTreeSet::new();
+    if ctx.config.policy.secret_access != SecretAccess::Labelled {
+        return Ok(labelled);
+    }
+    let names: BTreeSet<String> = policy::secret_refs(job)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for name in names {
+        let meta = secrets
+            .get_metadata_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading the labels of Secret {name}")))?;
+        let allowed = meta.is_some_and(|m| {
+            m.labels().get(SECRET_ACCESS_LABEL).map(String::as_str) == Some(SECRET_ACCESS_VALUE)
+        });
+        if allowed {
+            labelled.insert(name);
+        }
+    }
+    Ok(labelled)
 }
 
 /// The owner of the children.
@@ -120,7 +156,8 @@ pub fn workers(stateful_set: bool, pods: &[Pod]) -> Workers {
     for pod in pods {
         let Some(status) = &pod.status else { continue };
         for cs in status.container_statuses.iter().flatten() {
-            w.restarts += cs.restart_count;
+            // Saturating: restart counts come from pod status, which is not ours.
+            w.restarts = w.restarts.saturating_add(cs.restart_count);
             let waiting = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
             if let Some(waiting) = waiting.filter(|w| {
                 matches!(

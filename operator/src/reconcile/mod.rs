@@ -5,9 +5,12 @@ mod apply;
 mod fetch;
 mod status;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Reporter;
@@ -20,6 +23,7 @@ use crate::control::ControlApi;
 use crate::crd::{Phase, StreamJob, StreamJobStatus};
 use crate::lifecycle::{self, Effect, Input};
 use crate::metrics::Metrics;
+use crate::policy;
 use crate::validate::{pinned_spec, validate, validate_recorded, InvalidSpec, ValidatedJob};
 
 pub use fetch::Fetched;
@@ -28,6 +32,9 @@ pub use fetch::Fetched;
 pub const FINALIZER: &str = "cairn.dev/final-savepoint";
 /// Field manager of everything the operator applies.
 pub const MANAGER: &str = "cairn-operator";
+/// How often a StreamJob refused by the policy is checked again (a Secret may have been
+/// labelled meanwhile); a spec change is seen at once.
+pub const POLICY_RECHECK: Duration = Duration::from_secs(60);
 
 /// What every reconcile shares.
 pub struct Context {
@@ -41,6 +48,35 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Who reports the events (a recorder is made per event: see `status::publish`).
     pub reporter: Reporter,
+    /// Consecutive panicked reconciles per StreamJob, for their retry backoff.
+    pub panics: PanicCounts,
+}
+
+/// First retry delay after a panicked reconcile; doubles per consecutive panic up to
+/// [`lifecycle::MAX_REQUEUE`]. A panic is a bug that usually repeats: retrying it every few
+/// seconds would only fill the log and the job's events.
+pub const FIRST_PANIC_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Consecutive panicked reconciles of each StreamJob (`namespace/name`); cleared by a reconcile
+/// that finishes.
+#[derive(Debug, Default)]
+pub struct PanicCounts(Mutex<HashMap<String, u32>>);
+
+impl PanicCounts {
+    /// Counts a panic of `key`; returns the delay before its retry.
+    pub fn record(&self, key: &str) -> Duration {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        FIRST_PANIC_BACKOFF
+            .saturating_mul(1 << n.saturating_sub(1).min(10))
+            .min(lifecycle::MAX_REQUEUE)
+    }
+
+    /// Forgets `key`'s panics (its reconcile finished).
+    pub fn clear(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
 }
 
 /// Why a reconcile failed (transient: retried with backoff).
@@ -59,6 +95,13 @@ pub enum Error {
     /// server).
     #[error("StreamJob {0} has no namespace")]
     NoNamespace(String),
+    /// The reconcile panicked (a bug): caught, so that one StreamJob cannot stop the operator
+    /// from reconciling the others; reported on the object and retried with backoff.
+    #[error("the reconcile panicked (a bug in the operator; please report it with the operator's log): {panic}")]
+    Panicked {
+        /// The panic message.
+        panic: String,
+    },
     /// A deployment recorded in status no longer validates (the operator was downgraded?).
     #[error("the {which} spec recorded in status is no longer valid: {source}; run an operator version that accepts it, or clear status.deployed (kubectl edit sj <name> --subresource=status) to deploy the current spec")]
     RecordedSpec {
@@ -77,6 +120,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::NoNamespace(_) => "no_namespace",
             Error::RecordedSpec { .. } => "recorded_spec",
+            Error::Panicked { .. } => "panic",
         }
     }
 
@@ -86,10 +130,24 @@ impl Error {
     }
 }
 
-/// Reconciles one StreamJob.
+/// Reconciles one StreamJob. A panic anywhere in it is caught here and becomes
+/// [`Error::Panicked`]: kube-runtime would re-raise it and stop the whole operator, for every
+/// namespace, without naming the job.
 pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&sj, &ctx).await;
+    // Unwind safety: a panic abandons this reconcile's own values; what it shares (the
+    // metrics, the panic counts) is only ever updated by whole operations, and the next
+    // reconcile starts again from the object and its status.
+    let result = match AssertUnwindSafe(reconcile_inner(&sj, &ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => {
+            ctx.panics.clear(&object_key(&sj));
+            result
+        }
+        Err(payload) => Err(panicked(&sj, panic_message(payload.as_ref()), &ctx).await),
+    };
     ctx.metrics
         .reconcile_seconds
         .with_label_values(&[] as &[&str])
@@ -101,15 +159,57 @@ pub async fn reconcile(sj: Arc<StreamJob>, ctx: Arc<Context>) -> Result<Action, 
     result
 }
 
-/// Retries a failed reconcile with exponential-ish backoff and jitter.
+/// Retries a failed reconcile after 3-5 s (jitter), or, after a panic, with a backoff that
+/// doubles per consecutive panic of the same StreamJob.
 pub fn error_policy(sj: Arc<StreamJob>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
         .errors
         .with_label_values(&[error.metric_label()])
         .inc();
     tracing::warn!(job = %sj.name_any(), namespace = ?sj.namespace(), %error, "reconcile failed; retrying");
-    let jitter = rand::rng().random_range(0..2000);
-    Action::requeue(Duration::from_millis(3000 + jitter))
+    let jitter = Duration::from_millis(rand::rng().random_range(0..2000));
+    match error {
+        Error::Panicked { .. } => Action::requeue(ctx.panics.record(&object_key(&sj)) + jitter),
+        _ => Action::requeue(Duration::from_secs(3) + jitter),
+    }
+}
+
+/// The message of a panic (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// `namespace/name` of a StreamJob (keys of [`PanicCounts`], labels of logs).
+fn object_key(sj: &StreamJob) -> String {
+    format!("{}/{}", sj.namespace().unwrap_or_default(), sj.name_any())
+}
+
+/// A caught panic: logged with the job's name, counted, reported on the object as a Warning
+/// event. The status is not written: what panicked may be the status computation itself, and a
+/// partial status written with server-side apply would drop the write-ahead log.
+async fn panicked(sj: &StreamJob, panic: String, ctx: &Context) -> Error {
+    let namespace = sj.namespace().unwrap_or_default();
+    let name = sj.name_any();
+    tracing::error!(%namespace, job = %name, %panic, "reconcile panicked; the other StreamJobs are still reconciled, this one is retried with backoff");
+    ctx.metrics
+        .reconcile_panics
+        .with_label_values(&[namespace.as_str(), name.as_str()])
+        .inc();
+    status::publish(
+        sj,
+        &lifecycle::Note {
+            warning: true,
+            reason: "ReconcilePanicked",
+            message: format!("the operator hit a bug while reconciling this StreamJob and stopped this attempt ({panic}); nothing after that point was changed, other StreamJobs are not affected, and it is retried with a growing delay (10s doubling to 10m). Please report it with the operator's log"),
+        },
+        ctx,
+    )
+    .await;
+    Error::Panicked { panic }
 }
 
 async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error> {
@@ -127,7 +227,17 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     let desired = match validate(&name, &sj.spec, &ctx.config) {
         Ok(v) => v,
         Err(invalid) if !deleting => {
-            return invalid_spec(sj, &namespace, status, invalid, ctx).await
+            let message = invalid.problems.join("; ");
+            refuse(
+                sj,
+                &namespace,
+                status,
+                conditions::INVALID_SPEC,
+                &message,
+                ctx,
+            )
+            .await?;
+            return Ok(Action::await_change());
         }
         Err(_) => {
             // A StreamJob whose spec became invalid can still be deleted.
@@ -135,6 +245,24 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
             return Ok(Action::await_change());
         }
     };
+    // policy: before anything is created (deletion creates nothing, so it is never refused)
+    if !deleting {
+        let labelled = fetch::labelled_secrets(&namespace, &desired, ctx).await?;
+        if let Err(violation) = policy::check(&desired, &ctx.config.policy, &labelled) {
+            let message = violation.problems.join("; ");
+            refuse(
+                sj,
+                &namespace,
+                status,
+                conditions::POLICY_VIOLATION,
+                &message,
+                ctx,
+            )
+            .await?;
+            // Labelling a Secret does not touch the StreamJob: look again now and then.
+            return Ok(Action::requeue(POLICY_RECHECK));
+        }
+    }
     let desired_spec = pinned_spec(&sj.spec, &desired);
     let deployed = recorded(
         status.deployed.as_ref().map(|d| &d.spec),
@@ -176,7 +304,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         checkpoint_interval: interval,
         desired_failed_before: plan.status.failed_spec_hash.as_deref()
             == Some(&desired.deploy_hash),
-        invalid: None,
+        refused: None,
         now,
     };
     conditions::update(&mut plan.status, &facts);
@@ -286,15 +414,18 @@ fn recorded(
         .map_err(|source| Error::RecordedSpec { which, source })
 }
 
-/// An invalid spec: say why in status and an event, change nothing else, wait for an edit.
-async fn invalid_spec(
+/// A refused spec (invalid, or against the operator's policy): say why in status and a
+/// Warning event (once, when the status changes), change nothing else. A running job keeps
+/// running its deployed spec.
+async fn refuse(
     sj: &StreamJob,
     namespace: &str,
     status: StreamJobStatus,
-    invalid: InvalidSpec,
+    reason: &'static str,
+    message: &str,
     ctx: &Context,
-) -> Result<Action, Error> {
-    let message = invalid.problems.join("; ");
+) -> Result<(), Error> {
+    let message = message.to_owned();
     let mut next = status.clone();
     next.observed_generation = sj.metadata.generation;
     next.last_error = Some(message.clone());
@@ -305,7 +436,10 @@ async fn invalid_spec(
         observed: &Default::default(),
         checkpoint_interval: cairn_spec::DEFAULT_CHECKPOINT_INTERVAL,
         desired_failed_before: false,
-        invalid: Some(&message),
+        refused: Some(conditions::Refusal {
+            reason,
+            message: &message,
+        }),
         now: Timestamp::now(),
     };
     conditions::update(&mut next, &facts);
@@ -315,14 +449,14 @@ async fn invalid_spec(
             sj,
             &lifecycle::Note {
                 warning: true,
-                reason: "InvalidSpec",
+                reason,
                 message: format!("{message}; the running job (if any) is left as it is"),
             },
             ctx,
         )
         .await;
     }
-    Ok(Action::await_change())
+    Ok(())
 }
 
 fn record_checkpoint_age(
