@@ -9,7 +9,9 @@
 //!   every entry names its field or line, the problem and the fix;
 //! * an accepted spec survives every way it is written back: its YAML parses to an equal spec
 //!   with the same `spec_hash` and the same YAML, and its JSON (what a commit record and a
-//!   Kubernetes object hold) reads back equal, with and without validation.
+//!   Kubernetes object hold) reads back equal, with and without validation;
+//! * the operator's path (`JobSpec::from_yaml_value` on the edited tree as an object) meets the
+//!   same checks and gives the same answer as the YAML text of that tree.
 
 #[path = "fuzz/mutate.rs"]
 mod mutate;
@@ -177,13 +179,6 @@ fn render_properties(tree: &Value) -> String {
     out
 }
 
-/// The text of one fuzz case (see `mutate::apply`).
-fn render(case: &Case, seeds: &Seeds, to_text: fn(&Value) -> String) -> String {
-    let mut tree = seeds.tree(case);
-    let bytes = mutate::apply(case, &mut tree, &seeds.dict, |t| to_text(t).into_bytes());
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 fn render_yaml(tree: &Value) -> String {
     serde_yaml::to_string(tree).expect("a JSON value serialises as YAML")
 }
@@ -318,6 +313,33 @@ fn check_yaml(input: &str) {
     }
 }
 
+/// The operator's path: a StreamJob's `spec.job` arrives as JSON and is read with
+/// `JobSpec::from_yaml_value`. The same checks as for text, and the same answer as the text the
+/// tree is written as (`yaml`, when no text edit changed it).
+fn check_object(tree: &Value, yaml: Option<&str>) {
+    let shown = || tree.to_string();
+    let value = serde_yaml::to_value(tree).expect("JSON converts to a YAML value");
+    let result = JobSpec::from_yaml_value(value);
+    match &result {
+        Ok(spec) => assert_round_trips(spec, &shown()),
+        Err(err) => assert_explains(err, &shown()),
+    }
+    if let Some(yaml) = yaml {
+        match (result, JobSpec::from_yaml_str(yaml)) {
+            (Ok(object), Ok(text)) => {
+                assert_eq!(object, text, "object and text disagree\n{}\n{yaml}", shown())
+            }
+            (Err(_), Err(_)) => {}
+            (object, text) => panic!(
+                "the object is {} but its YAML text is {}:\n{}\n{yaml}\nobject: {object:?}\ntext: {text:?}",
+                if object.is_ok() { "accepted" } else { "refused" },
+                if text.is_ok() { "accepted" } else { "refused" },
+                shown()
+            ),
+        }
+    }
+}
+
 fn check_properties(input: &str) {
     let result = JobSpec::from_properties_str(input);
     PROPERTIES_OUTCOMES.count(&result);
@@ -328,8 +350,14 @@ fn check_properties(input: &str) {
 }
 
 /// Runs `check` on every seed as written (open findings in a child process, expecting them to
-/// still fail), then on generated cases.
-fn fuzz(test: &str, seeds: &Seeds, to_text: fn(&Value) -> String, check: fn(&str)) {
+/// still fail), then on generated cases; `check_tree` also gets each case's edited tree.
+fn fuzz(
+    test: &str,
+    seeds: &Seeds,
+    to_text: fn(&Value) -> String,
+    check: fn(&str),
+    check_tree: Option<fn(&Value, Option<&str>)>,
+) {
     assert!(!seeds.trees.is_empty(), "no seeds found");
     for (path, bytes) in &seeds.docs {
         if mutate::is_open_finding(path) {
@@ -349,9 +377,17 @@ fn fuzz(test: &str, seeds: &Seeds, to_text: fn(&Value) -> String, check: fn(&str
         .with_iterations(budget.iterations)
         .with_test_time(budget.time)
         .for_each(|case| {
-            let text = render(case, seeds, to_text);
+            let mut tree = seeds.tree(case);
+            let bytes = mutate::apply(case, &mut tree, &seeds.dict, |t| to_text(t).into_bytes());
+            let text = String::from_utf8_lossy(&bytes);
             mutate::remember_input(test, text.as_bytes());
             check(&text);
+            if let Some(check_tree) = check_tree {
+                // `tree` is the edited document; `text` is it written out unless a text edit
+                // changed it.
+                let written = to_text(&tree);
+                check_tree(&tree, (written == text).then_some(written.as_str()));
+            }
         });
 }
 
@@ -376,7 +412,7 @@ fn yaml_spec() {
         JobSpec::from_yaml_str(&text)
             .unwrap_or_else(|e| panic!("seed {} is not a valid spec: {e}", path.display()));
     }
-    fuzz("yaml_spec", &seeds, render_yaml, check_yaml);
+    fuzz("yaml_spec", &seeds, render_yaml, check_yaml, Some(check_object));
     YAML_OUTCOMES.report("yaml_spec");
 }
 
@@ -400,6 +436,7 @@ fn properties_spec() {
         &seeds,
         render_properties,
         check_properties,
+        None,
     );
     PROPERTIES_OUTCOMES.report("properties_spec");
 }
