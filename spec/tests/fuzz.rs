@@ -412,7 +412,13 @@ fn yaml_spec() {
         JobSpec::from_yaml_str(&text)
             .unwrap_or_else(|e| panic!("seed {} is not a valid spec: {e}", path.display()));
     }
-    fuzz("yaml_spec", &seeds, render_yaml, check_yaml, Some(check_object));
+    fuzz(
+        "yaml_spec",
+        &seeds,
+        render_yaml,
+        check_yaml,
+        Some(check_object),
+    );
     YAML_OUTCOMES.report("yaml_spec");
 }
 

@@ -528,6 +528,7 @@ fn repartition(
         state_version: 1,
         cache: &cache,
         only: &all,
+        process: "all",
     }))
     .unwrap();
     let _ = Command::new("sync").status();

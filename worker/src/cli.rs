@@ -51,6 +51,9 @@ struct Cli {
     command: Command,
 }
 
+// `Run` carries every flag of a job start; the command is parsed once per process, so its size
+// does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a job (YAML, or a .properties file with Samza's names) in this process.
@@ -252,13 +255,13 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 from_checkpoint,
                 from_savepoint,
                 role,
-                control: control_addr.zip(control_token_file).map(|(addr, token_file)| {
-                    ControlConfig {
+                control: control_addr
+                    .zip(control_token_file)
+                    .map(|(addr, token_file)| ControlConfig {
                         addr,
                         token_file,
                         limits: http_limits,
-                    }
-                }),
+                    }),
                 metrics_addr,
                 http_limits,
                 show_progress: !quiet,
@@ -605,8 +608,9 @@ mod tests {
             let k = placement.container.unwrap();
             let err = role(placement, 2).unwrap_err();
             assert!(
-                err.starts_with(&format!("--container {k}: the job's processes authenticate"))
-                    && err.contains("--coordinator-token-file FILE"),
+                err.starts_with(&format!(
+                    "--container {k}: the job's processes authenticate"
+                )) && err.contains("--coordinator-token-file FILE"),
                 "{err}"
             );
         }

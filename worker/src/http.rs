@@ -335,14 +335,23 @@ mod tests {
         // a is busy, b is the oldest idle one: it is told to close and loses its place.
         let d = table.admit().unwrap();
         assert_eq!(
-            table.open.lock().unwrap().entries.keys().copied().collect::<Vec<_>>(),
+            table
+                .open
+                .lock()
+                .unwrap()
+                .entries
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
             vec![a.id, c.id, d.id]
         );
         // The notification is kept until b's connection waits for it.
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        let mut notified = std::pin::pin!(b.evict.notified());
-        assert!(std::future::Future::poll(notified.as_mut(), &mut cx).is_ready());
+        {
+            let mut notified = std::pin::pin!(b.evict.notified());
+            assert!(std::future::Future::poll(notified.as_mut(), &mut cx).is_ready());
+        }
         // Dropping an evicted slot does not free anyone else's place.
         drop(b);
         assert_eq!(table.open.lock().unwrap().entries.len(), 3);

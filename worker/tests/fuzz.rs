@@ -9,8 +9,7 @@
 //! * `manifests`: every input goes to the task manifest, commit record and savepoint manifest
 //!   parsers. None panics; a rejected document gets an error naming the stored object; an
 //!   accepted one is not of a newer format, writes back to bytes that parse to an equal
-//!   document, and, read through the real store path, names only plain file names (see
-//!   [`PLAIN_NAME_VALIDATION_MERGED`]).
+//!   document, and, read through the real store path, names only plain file names.
 //! * `control_api`: requests with mutated bodies, operation ids, methods and tokens sent to
 //!   the real control API server (real TCP, a stand-in coordinator) never get a 5xx or a
 //!   dropped connection; a wrong token gets 401 and reaches nothing; a body that is not JSON or
@@ -34,7 +33,7 @@ use cairn_spec::JobSpec;
 use cairn_worker::checkpoint::catalog;
 use cairn_worker::checkpoint::coordinator::{JobProgress, Request, SavepointInfo};
 use cairn_worker::checkpoint::manifest::{
-    self, CommitRecord, CommittedTask, ManifestFile, TaskManifest, FORMAT_VERSION,
+    self, CommitRecord, CommittedTask, ManifestFile, ManifestFiles, TaskManifest, FORMAT_VERSION,
 };
 use cairn_worker::checkpoint::paths;
 use cairn_worker::checkpoint::savepoint::{
@@ -97,18 +96,6 @@ impl Mutator {
 // Checkpoint and savepoint documents.
 // ------------------------------------------------------------------------------------------
 
-/// Whether the validation that manifests name only plain file names has landed.
-///
-/// KNOWN HOLE on this branch's base (audit item "manifest file names", fixed on another
-/// branch): `manifest::parse` and the store read path accept a task or savepoint manifest whose
-/// `files[].name` is `../x`, `/etc/x` or `a/b`, and restore joins that name to the directory it
-/// rebuilds, so a hostile store can make restore write outside the task's state directory.
-/// While this is `false`, `manifests` reports such acceptances without failing and
-/// `manifest_file_names_must_be_plain` checks that the hole is still there (so it fails, asking
-/// for this switch to be flipped, the moment the validation is merged). Set it to `true` with
-/// that merge: then both enforce the property.
-const PLAIN_NAME_VALIDATION_MERGED: bool = false;
-
 /// A plain file name: one non-empty path segment that is not `.` or `..`.
 fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
@@ -157,7 +144,7 @@ trait Document:
 impl Document for TaskManifest {
     const KIND: &'static str = "task manifest";
     fn key() -> String {
-        paths::task_manifest_key(7, 1)
+        paths::task_manifest_key(7, 3, 1)
     }
     fn format(&self) -> u32 {
         self.format
@@ -210,16 +197,8 @@ impl Document for SavepointManifest {
     }
 }
 
-/// What one document's checks found that is not (yet) a failure.
-#[derive(Debug, Default)]
-struct Findings {
-    /// Accepted documents naming a file that is not a plain name (see
-    /// [`PLAIN_NAME_VALIDATION_MERGED`]).
-    unplain_names: Vec<String>,
-}
-
 /// Checks one input as a document of kind `D`.
-fn check_document<D: Document>(ctx: &StoreCtx, bytes: &[u8], found: &mut Findings) {
+fn check_document<D: Document>(ctx: &StoreCtx, bytes: &[u8]) {
     let key = D::key();
     let input = || String::from_utf8_lossy(bytes).into_owned();
     let doc: D = match manifest::parse(&key, bytes) {
@@ -266,27 +245,22 @@ fn check_document<D: Document>(ctx: &StoreCtx, bytes: &[u8], found: &mut Finding
                 .into_iter()
                 .filter(|n| !is_plain_file_name(n))
                 .collect();
-            if !bad.is_empty() {
-                let report = format!(
-                    "accepted a {} naming files that are not plain names: {bad:?}\n{}",
-                    D::KIND,
-                    input()
-                );
-                assert!(!PLAIN_NAME_VALIDATION_MERGED, "{report}");
-                found.unplain_names.push(report);
-            }
+            assert!(
+                bad.is_empty(),
+                "accepted a {} naming files that are not plain names: {bad:?}\n{}",
+                D::KIND,
+                input()
+            );
         }
         Err(err) => assert!(!err.to_string().trim().is_empty(), "{err:?}"),
     }
 }
 
 /// Checks one input as each kind of document.
-fn check_all_documents(ctx: &StoreCtx, bytes: &[u8]) -> Findings {
-    let mut found = Findings::default();
-    check_document::<TaskManifest>(ctx, bytes, &mut found);
-    check_document::<CommitRecord>(ctx, bytes, &mut found);
-    check_document::<SavepointManifest>(ctx, bytes, &mut found);
-    found
+fn check_all_documents(ctx: &StoreCtx, bytes: &[u8]) {
+    check_document::<TaskManifest>(ctx, bytes);
+    check_document::<CommitRecord>(ctx, bytes);
+    check_document::<SavepointManifest>(ctx, bytes);
 }
 
 fn example_spec() -> JobSpec {
@@ -313,7 +287,7 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
         task: 1,
         db_id: "000003-9f2c01ab".to_owned(),
         offsets: offsets.clone(),
-        files: vec![
+        files: ManifestFiles::new(vec![
             file(
                 "000012.sst",
                 &paths::sst_key(1, "000003-9f2c01ab", "000012.sst"),
@@ -322,23 +296,24 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
             ),
             file(
                 "CURRENT",
-                &paths::checkpoint_file_key(7, 1, "CURRENT"),
+                &paths::checkpoint_file_key(7, 3, 1, "CURRENT"),
                 16,
                 0xdead_beef,
             ),
             file(
                 "MANIFEST-000005",
-                &paths::checkpoint_file_key(7, 1, "MANIFEST-000005"),
+                &paths::checkpoint_file_key(7, 3, 1, "MANIFEST-000005"),
                 1_024,
                 7,
             ),
             file(
                 "OPTIONS-000007",
-                &paths::checkpoint_file_key(7, 1, "OPTIONS-000007"),
+                &paths::checkpoint_file_key(7, 3, 1, "OPTIONS-000007"),
                 6_000,
                 u32::MAX,
             ),
-        ],
+        ])
+        .expect("the seed's files are valid"),
         uploaded_bytes: 47_000,
         new_sst_bytes: 40_960,
         created_at_ms: 1_700_000_000_000,
@@ -357,13 +332,13 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
             CommittedTask {
                 task: 0,
                 container: 0,
-                manifest: paths::task_manifest_key(7, 0),
+                manifest: paths::task_manifest_key(7, 3, 0),
                 offsets: BTreeMap::from([(0, 5)]),
             },
             CommittedTask {
                 task: 1,
                 container: 1,
-                manifest: paths::task_manifest_key(7, 1),
+                manifest: paths::task_manifest_key(7, 3, 1),
                 offsets,
             },
         ],
@@ -388,14 +363,16 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
         tasks: vec![SavepointTask {
             task: 1,
             offsets: BTreeMap::from([(1, 120_000)]),
-            files: task
-                .files
-                .iter()
-                .map(|f| ManifestFile {
-                    key: format!("task-0001/{}", f.name),
-                    ..f.clone()
-                })
-                .collect(),
+            files: ManifestFiles::new(
+                task.files
+                    .iter()
+                    .map(|f| ManifestFile {
+                        key: format!("task-0001/{}", f.name),
+                        ..f.clone()
+                    })
+                    .collect(),
+            )
+            .expect("the seed's files are valid"),
         }],
         total_bytes: 48_000,
     };
@@ -427,13 +404,10 @@ fn manifests() {
     let mutator = Mutator::new(&seeds, &[]);
     let mut all = seeds;
     all.extend(findings("json"));
-    let unplain = std::sync::Mutex::new(Vec::new());
-    let record = |found: Findings| unplain.lock().unwrap().extend(found.unplain_names);
-    run_seeds(&all, |bytes| record(check_all_documents(&ctx, bytes)));
+    run_seeds(&all, |bytes| check_all_documents(&ctx, bytes));
 
     let budget = Budget::from_env();
     let ctx = AssertUnwindSafe(&ctx);
-    let record = AssertUnwindSafe(&record);
     bolero::check!()
         .with_type::<Case>()
         .with_iterations(budget.iterations)
@@ -441,19 +415,8 @@ fn manifests() {
         .for_each(|case| {
             let bytes = mutator.bytes(case);
             mutate::remember_input("manifests", &bytes);
-            record(check_all_documents(&ctx, &bytes));
+            check_all_documents(&ctx, &bytes);
         });
-
-    let unplain = unplain.into_inner().unwrap();
-    if !unplain.is_empty() {
-        // KNOWN HOLE (see PLAIN_NAME_VALIDATION_MERGED): reported, not failed, until the
-        // validation is merged.
-        eprintln!(
-            "KNOWN HOLE: {} accepted documents named non-plain files; first:\n{}",
-            unplain.len(),
-            unplain[0]
-        );
-    }
 }
 
 /// Checks that the worker's own read path accepts a seed.
@@ -464,12 +427,11 @@ fn load_seed<D: Document>(ctx: &StoreCtx, bytes: &[u8]) {
     D::load(ctx).unwrap_or_else(|e| panic!("seed {} rejected: {e}", D::KIND));
 }
 
-/// The known hole as one exact case: a task manifest whose file is named `../../escaped.sst`.
-/// Until the validation is merged this checks that the hole is still there; then it checks
-/// that the document is refused (see [`PLAIN_NAME_VALIDATION_MERGED`]).
+/// The audit's case, exactly: a task or savepoint manifest naming `../../escaped.sst`, an
+/// absolute path or a nested one is refused by the parser every reader uses, with an error that
+/// names the document and the entry.
 #[test]
 fn manifest_file_names_must_be_plain() {
-    let ctx = StoreCtx::new();
     for (bad, doc) in [
         ("../../escaped.sst", 0),
         ("/etc/escaped", 0),
@@ -483,25 +445,16 @@ fn manifest_file_names_must_be_plain() {
         };
         files[0]["name"] = bad.into();
         let bytes = serde_json::to_vec(&tree).unwrap();
-        let found = if doc == 0 {
-            let mut found = Findings::default();
-            check_document::<TaskManifest>(&ctx, &bytes, &mut found);
-            found
+        let err = if doc == 0 {
+            manifest::parse::<TaskManifest>(&TaskManifest::key(), &bytes).unwrap_err()
         } else {
-            let mut found = Findings::default();
-            check_document::<SavepointManifest>(&ctx, &bytes, &mut found);
-            found
-        };
-        // With the validation merged, check_document has already failed on an accepted
-        // non-plain name; without it, the hole must still be there.
-        if !PLAIN_NAME_VALIDATION_MERGED {
-            assert_eq!(
-                found.unplain_names.len(),
-                1,
-                "a manifest naming {bad:?} is refused now: the file-name validation has landed, \
-                 set PLAIN_NAME_VALIDATION_MERGED = true in worker/tests/fuzz.rs"
-            );
+            manifest::parse::<SavepointManifest>(&SavepointManifest::key(), &bytes).unwrap_err()
         }
+        .to_string();
+        assert!(
+            err.contains("files[0]") && err.contains("not a plain file name"),
+            "{bad:?}: {err}"
+        );
     }
 }
 
@@ -574,6 +527,7 @@ fn start_control_server() -> ControlServer {
     let cfg = ControlConfig {
         addr: "127.0.0.1:0".parse().expect("address"),
         token_file: token_file.clone(),
+        limits: Default::default(),
     };
     let token = control::read_token(&token_file).expect("token");
     let server = runtime
@@ -835,7 +789,7 @@ fn check_request(
                     shown()
                 );
                 if status != 409 {
-                    let op = json.expect("an operation");
+                    let op = json.as_ref().expect("an operation");
                     assert_eq!(op["kind"], "savepoint", "{op}");
                     assert_eq!(op["stop"], stop, "{op} for {}", shown());
                 }

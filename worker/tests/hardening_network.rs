@@ -173,7 +173,9 @@ impl Drop for Procs {
 /// The state and the published output of the newest committed checkpoint are exactly those of
 /// the records its offsets say were read.
 fn assert_exact(dir: &Path, job_yaml: &str) {
-    let last = *committed_ids(dir, "file://./ckpt").last().expect("a commit");
+    let last = *committed_ids(dir, "file://./ckpt")
+        .last()
+        .expect("a commit");
     let commit: Value = serde_json::from_slice(
         &std::fs::read(dir.join(format!("ckpt/checkpoints/{last:012}/_COMMIT.json"))).unwrap(),
     )
@@ -244,7 +246,9 @@ impl Peer {
             Ok(0) => None,
             Ok(_) => Some(line.trim_end().to_owned()),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                panic!("the server neither answered nor closed the connection within {CLOSE_BOUND:?}")
+                panic!(
+                    "the server neither answered nor closed the connection within {CLOSE_BOUND:?}"
+                )
             }
             // Reset: the server closed with our bytes unread.
             Err(_) => None,
@@ -427,9 +431,13 @@ fn a_container_speaking_for_tasks_it_does_not_run_is_disconnected() {
         let id = peer.until(|v| v["Checkpoint"]["id"].as_u64());
         (peer, id)
     };
-    let forgeries: [(&str, Box<dyn Fn(u64) -> Vec<Value>>); 3] = [
+    type Forge = Box<dyn Fn(u64) -> Vec<Value>>;
+    let forgeries: [(&str, Forge); 3] = [
         // Two tasks the job does not have: with the four real acks they would make six.
-        ("unknown tasks", Box::new(|id| vec![ack(99, id), ack(98, id)])),
+        (
+            "unknown tasks",
+            Box::new(|id| vec![ack(99, id), ack(98, id)]),
+        ),
         ("another container's task", Box::new(|id| vec![ack(0, id)])),
         (
             "another container's finished task",
@@ -527,7 +535,9 @@ fn http_servers_close_half_sent_requests_and_outlast_a_flood_of_idle_connections
     let half: Vec<_> = [&metrics, &control]
         .iter()
         .flat_map(|addr| (0..4).map(move |_| (*addr).clone()))
-        .map(|addr| std::thread::spawn(move || http_exchange(&addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n")))
+        .map(|addr| {
+            std::thread::spawn(move || http_exchange(&addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n"))
+        })
         .collect();
     for h in half {
         let answer = h.join().unwrap();

@@ -259,7 +259,10 @@ fn assert_one_exact_final_checkpoint(dir: &Path, logs: &str) {
         .map(|(p, o)| (p.parse().unwrap(), o.as_u64().unwrap()))
         .collect();
     assert_eq!(offsets.len(), 4, "{commit}");
-    assert!(offsets.values().sum::<u64>() > 0, "records were read: {commit}");
+    assert!(
+        offsets.values().sum::<u64>() > 0,
+        "records were read: {commit}"
+    );
     let spec = cairn_spec::JobSpec::from_yaml_str(LONGEST).unwrap();
     assert_eq!(
         dumped_counts(dir, STORE),
@@ -321,7 +324,13 @@ fn the_longest_stop_timeout_stops_two_processes_cleanly_with_a_final_checkpoint(
         ],
         "c1.log",
     );
-    let logs = || format!("--- c0:\n{}--- c1:\n{}", read_log(dir, "c0.log"), read_log(dir, "c1.log"));
+    let logs = || {
+        format!(
+            "--- c0:\n{}--- c1:\n{}",
+            read_log(dir, "c0.log"),
+            read_log(dir, "c1.log")
+        )
+    };
     wait_until("container 1 to join and records to be read", 60, || {
         assert!(
             c0.try_wait().unwrap().is_none() && c1.try_wait().unwrap().is_none(),

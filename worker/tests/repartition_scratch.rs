@@ -131,14 +131,15 @@ fn four_processes_on_one_machine_repartition_9_to_6_and_commit_exact_state() {
     // Bounded so that a stalled job fails the test instead of hanging it; the job takes a few
     // seconds when it works.
     wait_until("all four processes to finish the job", 180, || {
-        procs
-            .0
-            .iter_mut()
-            .all(|p| p.try_wait().unwrap().is_some())
+        procs.0.iter_mut().all(|p| p.try_wait().unwrap().is_some())
     });
     for (k, p) in procs.0.iter_mut().enumerate() {
         let status = p.wait().unwrap();
-        assert!(status.success(), "container {k}: {status}\n{}", logs(dir, 4));
+        assert!(
+            status.success(),
+            "container {k}: {status}\n{}",
+            logs(dir, 4)
+        );
     }
     let all_logs = logs(dir, 4);
     for k in 0..4 {
@@ -155,7 +156,9 @@ fn four_processes_on_one_machine_repartition_9_to_6_and_commit_exact_state() {
     // Every scratch is gone, and so is the state of the three partitions that no longer exist.
     assert_eq!(
         names(&state_dir(dir)),
-        (0..6).map(|t| format!("task-{t:04}")).collect::<BTreeSet<_>>()
+        (0..6)
+            .map(|t| format!("task-{t:04}"))
+            .collect::<BTreeSet<_>>()
     );
 }
 
@@ -211,11 +214,16 @@ fn after_shrinking_8_to_4_no_local_state_of_dropped_partitions_is_left() {
 
     let b = job(4, 2, 4_000, None);
     std::fs::write(dir.join("job.yaml"), &b).unwrap();
-    run_ok(dir, &["run", "job.yaml", "--quiet", "--from-savepoint", &sp]);
+    run_ok(
+        dir,
+        &["run", "job.yaml", "--quiet", "--from-savepoint", &sp],
+    );
 
     assert_eq!(
         names(&state_dir(dir)),
-        (0..4).map(|t| format!("task-{t:04}")).collect::<BTreeSet<_>>()
+        (0..4)
+            .map(|t| format!("task-{t:04}"))
+            .collect::<BTreeSet<_>>()
     );
     let mut expected = BTreeMap::new();
     add_records(&mut expected, &a, &BTreeMap::new());

@@ -133,7 +133,9 @@ fn a_broken_state_store_fails_the_process_and_a_restart_resumes_exactly() {
     assert!(last >= resumed);
     let offsets = committed_offsets(dir, last);
     assert_eq!(offsets.len(), 2);
-    assert!(offsets.values().all(|o| *o > 0 && *o < RECORDS_PER_PARTITION));
+    assert!(offsets
+        .values()
+        .all(|o| *o > 0 && *o < RECORDS_PER_PARTITION));
     let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
     let expected = expected_counts_up_to(&spec, &offsets);
     assert_eq!(

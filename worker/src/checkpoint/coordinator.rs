@@ -297,7 +297,8 @@ impl Coordinator {
     ) -> Result<Ending, CoordinatorError> {
         self.stop_deadline = stop_deadline;
         let interval = self.cfg.spec.checkpoint.interval;
-        let mut ticker = tokio::time::interval_at(deadline_after(Instant::now(), interval), interval);
+        let mut ticker =
+            tokio::time::interval_at(deadline_after(Instant::now(), interval), interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             if self.finished.len() == self.tasks() {
@@ -619,7 +620,7 @@ impl Coordinator {
         if !self.cfg.assignment.contains_key(&task) {
             return Err(format!("task {task} is not a task of this job"));
         }
-        let manifest = paths::task_manifest_key(id, task);
+        let manifest = paths::task_manifest_key(id, self.cfg.generation, task);
         if report.manifest_key != manifest {
             return Err(format!(
                 "task {task} reported manifest {:?}, its manifest is {manifest:?}",

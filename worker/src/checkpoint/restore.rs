@@ -273,7 +273,7 @@ pub fn remove_stale_local_dirs(task_dir: &Path, keep: &Path) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use object_store::{memory::InMemory, ObjectStoreExt};
 
@@ -281,7 +281,7 @@ mod tests {
     use crate::checkpoint::manifest::{ManifestFiles, FORMAT_VERSION};
 
     /// Serialises the tests that read the process-wide corruption counter.
-    static COUNTER: Mutex<()> = Mutex::new(());
+    static COUNTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     const SST: &[u8] = b"immutable sst content";
     const SST_KEY: &str = "tasks/task-0000/db-000001-aa/000001.sst";
@@ -341,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rotten_store_copy_is_detected_even_with_a_local_copy() {
-        let _serial = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = COUNTER.lock().await;
         let tmp = tempfile::tempdir().unwrap();
         let store = CheckpointStore::from_url("file:store", tmp.path()).unwrap();
         let manifest = stored_checkpoint(&store, &tmp.path().join("scratch")).await;
@@ -398,7 +398,7 @@ mod tests {
 
     #[tokio::test]
     async fn object_stores_verify_the_stored_copy_and_link_the_local_one() {
-        let _serial = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = COUNTER.lock().await;
         let tmp = tempfile::tempdir().unwrap();
         let inner = Arc::new(InMemory::new());
         let store = CheckpointStore::with_object_store("memory://t", inner.clone());

@@ -383,11 +383,7 @@ async fn run_async(
         .as_ref()
         .map(|c| read_token(&c.token_file))
         .transpose()?;
-    let coordinator_token = opts
-        .role
-        .token_file()
-        .map(remote::read_token)
-        .transpose()?;
+    let coordinator_token = opts.role.token_file().map(remote::read_token).transpose()?;
     let metrics = opts.metrics.clone();
     // So does an input that does not match the spec (a Kafka topic that is missing or has
     // another partition count): no generation claimed, no state restored.
@@ -447,7 +443,9 @@ async fn run_async(
                     *index,
                     spec.name.clone(),
                     spec_hash.clone(),
-                    coordinator_token.clone().expect("a container has a token file"),
+                    coordinator_token
+                        .clone()
+                        .expect("a container has a token file"),
                 )
                 .await?;
                 let restore = conn.await_restore().await?;
@@ -803,12 +801,14 @@ mod tests {
         let container = Role::Container {
             index: 1,
             coordinator: "c:1".into(),
+            token_file: PathBuf::from("token"),
             stop_timeout: longest,
         };
         assert_eq!(container.stop_wait(), Some(longest + CONTAINER_STOP_MARGIN));
         let beyond = Role::Container {
             index: 1,
             coordinator: "c:1".into(),
+            token_file: PathBuf::from("token"),
             stop_timeout: Duration::MAX,
         };
         assert_eq!(beyond.stop_wait(), Some(Duration::MAX));

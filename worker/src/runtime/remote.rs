@@ -123,7 +123,9 @@ pub enum RemoteError {
 /// API's rules: 16 to 4096 characters. The token itself is never logged.
 pub fn read_token(path: &Path) -> Result<String, RemoteError> {
     crate::control::read_token(path).map_err(|e| match e {
-        crate::control::ControlError::Token { path, problem } => RemoteError::Token { path, problem },
+        crate::control::ControlError::Token { path, problem } => {
+            RemoteError::Token { path, problem }
+        }
         other => RemoteError::Token {
             path: path.to_path_buf(),
             problem: other.to_string(),
@@ -272,11 +274,7 @@ enum ServeError {
 
 /// Decides whether `hello` may join; `Err` is the reason given back. The token is checked
 /// first, so nothing about the job is revealed without it.
-fn admit(
-    hello: &Hello,
-    links: &[ContainerLink],
-    admission: &Admission,
-) -> Result<(), String> {
+fn admit(hello: &Hello, links: &[ContainerLink], admission: &Admission) -> Result<(), String> {
     let token_ok = hello
         .token
         .as_deref()
@@ -293,13 +291,20 @@ fn admit(
     match links.get(hello.container as usize) {
         Some(ContainerLink::Remote(slot)) if slot.lock().expect("link lock").is_none() => Ok(()),
         Some(ContainerLink::Remote(_)) => Err("that container is already connected".to_owned()),
-        _ => Err(format!("no remote container {} in this job", hello.container)),
+        _ => Err(format!(
+            "no remote container {} in this job",
+            hello.container
+        )),
     }
 }
 
 /// `Ok` if container `container` may send `event`: events about tasks only for its own tasks,
 /// `Ready` only for itself, and never `Connected`/`Disconnected` (the coordinator's own).
-fn check_event(container: u32, event: &Event, assignment: &BTreeMap<u32, u32>) -> Result<(), String> {
+fn check_event(
+    container: u32,
+    event: &Event,
+    assignment: &BTreeMap<u32, u32>,
+) -> Result<(), String> {
     let (kind, task) = match event {
         Event::Ack { task, .. } => ("Ack", *task),
         Event::Finished(task) => ("Finished", *task),
@@ -312,8 +317,12 @@ fn check_event(container: u32, event: &Event, assignment: &BTreeMap<u32, u32>) -
     };
     match assignment.get(&task) {
         Some(owner) if *owner == container => Ok(()),
-        Some(owner) => Err(format!("{kind} for task {task}, which runs in container {owner}")),
-        None => Err(format!("{kind} for task {task}, which this job does not have")),
+        Some(owner) => Err(format!(
+            "{kind} for task {task}, which runs in container {owner}"
+        )),
+        None => Err(format!(
+            "{kind} for task {task}, which this job does not have"
+        )),
     }
 }
 
@@ -343,7 +352,10 @@ async fn serve_container(
     };
     if let Err(reason) = admit(&hello, &links, admission) {
         write_line(&mut write, &Welcome::Refused(reason.clone())).await?;
-        return Err(ServeError::Refused(format!("container {}: {reason}", hello.container)));
+        return Err(ServeError::Refused(format!(
+            "container {}: {reason}",
+            hello.container
+        )));
     }
     // From here on the connection holds its container's slot, not a pending place.
     drop(pending);
@@ -655,7 +667,12 @@ mod tests {
         let token = Some("the-token-0123456789");
         assert_eq!(admit(&hello(1, "job", token), &links, &admission), Ok(()));
         // Without the right token nothing else is looked at (or revealed).
-        for wrong in [None, Some(""), Some("the-token-012345678"), Some("the-token-0123456788")] {
+        for wrong in [
+            None,
+            Some(""),
+            Some("the-token-012345678"),
+            Some("the-token-0123456788"),
+        ] {
             assert_eq!(
                 admit(&hello(1, "other", wrong), &links, &admission),
                 Err("wrong or missing token".into())

@@ -116,12 +116,13 @@ fn id_after(
     what: &'static str,
     fix: &'static str,
 ) -> Result<u64, CheckpointError> {
-    id.checked_add(1).ok_or_else(|| CheckpointError::IdsExhausted {
-        key: key(),
-        what,
-        id,
-        fix,
-    })
+    id.checked_add(1)
+        .ok_or_else(|| CheckpointError::IdsExhausted {
+            key: key(),
+            what,
+            id,
+            fix,
+        })
 }
 
 /// Decides where to start and rebuilds every task's state for it.
@@ -491,7 +492,9 @@ fn remove_dropped_task_dirs(job_dir: &Path, partitions: u32) {
             continue;
         }
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => tracing::info!(path = %path.display(), task, partitions, "removed the local state of a task this job no longer has"),
+            Ok(()) => {
+                tracing::info!(path = %path.display(), task, partitions, "removed the local state of a task this job no longer has")
+            }
             // Another process of the job removed it first.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -531,7 +534,14 @@ mod tests {
     fn task_directory_names_parse_back_and_nothing_else_does() {
         assert_eq!(task_of_dir_name("task-0007"), Some(7));
         assert_eq!(task_of_dir_name("task-12345"), Some(12345));
-        for other in ["task-7", "task-00a7", "task-", "tasks-0007", "task-0007x", "task--007"] {
+        for other in [
+            "task-7",
+            "task-00a7",
+            "task-",
+            "tasks-0007",
+            "task-0007x",
+            "task--007",
+        ] {
             assert_eq!(task_of_dir_name(other), None, "{other}");
         }
     }
@@ -562,9 +572,19 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            ["outside", "task-0000", "task-0001", "task-0002", "task-0003", "task-0005", "task-0009"]
+            [
+                "outside",
+                "task-0000",
+                "task-0001",
+                "task-0002",
+                "task-0003",
+                "task-0005",
+                "task-0009"
+            ]
         );
-        assert!(task_dir(job, 3).join("db-000001-0000abcd/000001.sst").exists());
+        assert!(task_dir(job, 3)
+            .join("db-000001-0000abcd/000001.sst")
+            .exists());
         assert!(outside.join("db-x").is_dir());
     }
 }

@@ -161,7 +161,10 @@ impl FileSource {
             let start = self.consumed;
             self.consumed = end + 1;
             self.scan_from = self.consumed;
-            let line_offset = self.skipping.take().unwrap_or(self.buf_offset + start as u64);
+            let line_offset = self
+                .skipping
+                .take()
+                .unwrap_or(self.buf_offset + start as u64);
             let line_len = self.buf_offset + end as u64 - line_offset;
             if line_len > self.max_line as u64 {
                 self.skipped(line_offset, line_len);
@@ -395,7 +398,11 @@ mod tests {
                 (fits_at + 11, "d", ""),
             ])
         );
-        assert_eq!(src.bad_records(), 3, "the 50- and 11-byte lines and the last one");
+        assert_eq!(
+            src.bad_records(),
+            3,
+            "the 50- and 11-byte lines and the last one"
+        );
         assert_eq!(src.position(), text.len() as u64);
     }
 
@@ -445,7 +452,11 @@ mod tests {
             }
             for i in 0..b.len() {
                 let r = b.get(i);
-                records.push((r.offset, r.key.len(), String::from_utf8_lossy(r.value).into_owned()));
+                records.push((
+                    r.offset,
+                    r.key.len(),
+                    String::from_utf8_lossy(r.value).into_owned(),
+                ));
             }
         }
         let c_at = 8 + MAX_LINE_LEN as u64 + 4;

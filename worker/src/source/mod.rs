@@ -184,8 +184,9 @@ impl SourceFactory {
                 let source = file::FileSource::new(f, partition);
                 Box::new(match &self.bad_records {
                     // Labelled like the task's own metrics: the task id is its partition.
-                    Some(counter) => source
-                        .with_bad_record_counter(counter.with_label_values(&[&partition.to_string()])),
+                    Some(counter) => source.with_bad_record_counter(
+                        counter.with_label_values(&[&partition.to_string()]),
+                    ),
                     None => source,
                 })
             }

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn a_key_over_the_length_field_has_no_prefix() {
-        assert_eq!(prefix_of(&[b'k'; MAX_KEY_LEN]).map(|p| p.len()), Some(HEADER_LEN + MAX_KEY_LEN));
+        assert_eq!(
+            prefix_of(&[b'k'; MAX_KEY_LEN]).map(|p| p.len()),
+            Some(HEADER_LEN + MAX_KEY_LEN)
+        );
         assert_eq!(prefix_of(&[b'k'; MAX_KEY_LEN + 1]), None);
     }
 

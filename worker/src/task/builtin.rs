@@ -342,7 +342,13 @@ mod tests {
             let (out, bad, state) = run_and_read(
                 task,
                 serde_json::json!({}),
-                &[("a", "1"), (&long, "1"), ("a", "2"), (&longest, "4"), (&long, "3")],
+                &[
+                    ("a", "1"),
+                    (&long, "1"),
+                    ("a", "2"),
+                    (&longest, "4"),
+                    (&long, "3"),
+                ],
                 &["a"],
             );
             assert_eq!(bad, 2, "{task}: both records with the long key are skipped");

@@ -36,7 +36,9 @@ impl<'a> TaskContext<'a> {
 
     /// Current value of `key`, copied.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError> {
-        self.state.read(key, b"", |v| v.map(<[u8]>::to_vec)).map_err(record_error)
+        self.state
+            .read(key, b"", |v| v.map(<[u8]>::to_vec))
+            .map_err(record_error)
     }
 
     /// Sets `key` to `value`.
@@ -87,7 +89,9 @@ impl<'a> TaskContext<'a> {
     /// Reads `(key, sub)`: a value under a sub-key of `key` (a window, a list element), stored
     /// next to the key's other sub-keys.
     pub fn get_sub(&mut self, key: &[u8], sub: &[u8]) -> Result<Option<Vec<u8>>, TaskError> {
-        self.state.read(key, sub, |v| v.map(<[u8]>::to_vec)).map_err(record_error)
+        self.state
+            .read(key, sub, |v| v.map(<[u8]>::to_vec))
+            .map_err(record_error)
     }
 
     /// Sets `(key, sub)`.
