@@ -581,7 +581,7 @@ fn invalid_values_fail_with_a_message_naming_the_value_and_the_fix() {
         ),
         (
             vec!["policy.allowedVolumeTypes=null"],
-            "at '/policy/allowedVolumeTypes'",
+            "at '/policy': missing property 'allowedVolumeTypes'",
         ),
     ] {
         let run = template_run(&set(&assignments));
@@ -1021,9 +1021,19 @@ fn network_policies_allow_exactly_the_documented_ingress() {
             "worker policy in {namespace}"
         );
     }
-    assert!(!render(&[])
-        .iter()
-        .any(|object| kind(object) == "NetworkPolicy"));
+    // On by default (docs/helm.md#networkpolicy), and off when asked.
+    let count = |objects: &[Value]| {
+        objects
+            .iter()
+            .filter(|object| kind(object) == "NetworkPolicy")
+            .count()
+    };
+    assert_eq!(
+        count(&render(&[])),
+        2,
+        "operator and worker policies by default"
+    );
+    assert_eq!(count(&render(&set(&["networkPolicy.enabled=false"]))), 0);
 }
 
 /// A value path (`image.tag`) and whether the schema describes it with inline properties

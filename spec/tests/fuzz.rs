@@ -330,6 +330,11 @@ fn check_object(tree: &Value, yaml: Option<&str>) {
                 assert_eq!(object, text, "object and text disagree\n{}\n{yaml}", shown())
             }
             (Err(_), Err(_)) => {}
+            // YAML text reads a plain scalar as a string where the spec wants one
+            // (`path: 4294967296` is the path "4294967296"); an object keeps its JSON type and is
+            // refused for it. On Kubernetes the CRD schema refuses such an object first.
+            (Err(SpecError::Parse { message, .. }), Ok(_))
+                if message.starts_with("invalid type:") && message.contains("string") => {}
             (object, text) => panic!(
                 "the object is {} but its YAML text is {}:\n{}\n{yaml}\nobject: {object:?}\ntext: {text:?}",
                 if object.is_ok() { "accepted" } else { "refused" },

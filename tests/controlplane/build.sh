@@ -77,6 +77,7 @@ expected_version_output() { # <binary name>
 version_output() { # <binary path>
 	case "$(basename "$1")" in
 	kubectl) "$1" version --client 2>&1 ;;
+	kubeadm) "$1" version -o short 2>&1 ;;
 	helm) "$1" version --short 2>&1 ;;
 	coredns) "$1" -version 2>&1 ;;
 	kind) "$1" version 2>&1 ;;

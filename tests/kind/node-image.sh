@@ -116,7 +116,7 @@ docker exec "$container" bash -euc '
 	containerd >/tmp/containerd.log 2>&1 &
 	for _ in $(seq 1 30); do ctr version >/dev/null 2>&1 && break; sleep 1; done
 	for tarball in /kind/images/*.tar; do
-		ctr -n k8s.io images import --all-platforms --no-unpack --digests "$tarball" >/dev/null
+		ctr -n k8s.io images import --label=io.cri-containerd.pinned=pinned --all-platforms --no-unpack --digests "$tarball" >/dev/null
 	done
 	ctr -n k8s.io images list -q
 	kill %1; wait || true

@@ -549,7 +549,18 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
     (StatusCode::ACCEPTED, Json(op)).into_response()
 }
 
-async fn operation(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Response {
+async fn operation(
+    State(api): State<Api>,
+    id: Result<UrlPath<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    // An id that is not UTF-8 after percent-decoding is no id we gave out; answered as JSON
+    // like every other error, not with the extractor's plain-text rejection.
+    let Ok(UrlPath(id)) = id else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such operation: the id is not valid UTF-8; use the id a POST returned",
+        );
+    };
     let mut ops = api.ops.lock().expect("operations lock");
     match ops.all.get(&id).cloned() {
         Some(op) => {

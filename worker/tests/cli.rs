@@ -141,6 +141,12 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 #[test]
 fn inspecting_an_empty_store_says_so() {
     let tmp = tempfile::tempdir().unwrap();
+    // A store that does not exist is an error (reading creates nothing: a typo is not an
+    // empty store); one that exists but holds no commit says so.
+    let missing = stderr_of(tmp.path(), &["checkpoints", "file://./nothing-here"]);
+    assert!(missing.contains("no such checkpoint store"), "{missing}");
+    assert!(!tmp.path().join("nothing-here").exists());
+    std::fs::create_dir(tmp.path().join("nothing-here")).unwrap();
     let out = run_cmd(tmp.path(), &["checkpoints", "file://./nothing-here"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no committed checkpoint"));

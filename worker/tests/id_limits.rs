@@ -37,6 +37,8 @@ checkpoint:
 fn job_dir(job: &str) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("job.yaml"), job).unwrap();
+    // The token a job's processes share (`--coordinator-token-file`).
+    std::fs::write(tmp.path().join("token"), "id-limits-token-0123456789abcdef").unwrap();
     tmp
 }
 
@@ -301,6 +303,8 @@ fn the_longest_stop_timeout_stops_two_processes_cleanly_with_a_final_checkpoint(
     let mut c0 = start(
         dir,
         &[
+            "--coordinator-token-file",
+            "token",
             "--container",
             "0",
             "--coordinator-listen",
@@ -315,6 +319,8 @@ fn the_longest_stop_timeout_stops_two_processes_cleanly_with_a_final_checkpoint(
     let mut c1 = start(
         dir,
         &[
+            "--coordinator-token-file",
+            "token",
             "--container",
             "1",
             "--coordinator",

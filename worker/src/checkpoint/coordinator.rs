@@ -255,6 +255,7 @@ impl Coordinator {
         };
         tracing::info!(container, checkpoint = ?self.last_committed, ?savepoint, "container connected; restoring its tasks");
         self.containers[container as usize].send(Command::Restore {
+            generation: self.cfg.generation,
             checkpoint: self.last_committed,
             savepoint,
         });

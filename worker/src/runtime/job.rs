@@ -408,20 +408,18 @@ async fn run_async(
         Role::Container { index, .. } => format!("c{index}"),
     };
 
-    // Only the process that commits claims a generation (see checkpoint::generation).
-    let generation = match &opts.role {
-        Role::Container { .. } => generation::latest(&store).await?,
-        _ => {
+    // Only the process that commits claims a generation (see checkpoint::generation); a
+    // container of another process writes under its coordinator's, which it learns on joining.
+    let claimed = match &opts.role {
+        Role::Container { .. } => None,
+        _ => Some(
             generation::claim(
                 &store,
                 &format!("pid {} on {}", std::process::id(), hostname()),
             )
-            .await?
-        }
+            .await?,
+        ),
     };
-
-    // Our temp files in a file:// store name our generation (see checkpoint::retention).
-    store.set_writer_generation(generation);
 
     // Restore.
     let restore_started = Instant::now();
@@ -433,7 +431,7 @@ async fn run_async(
     // A container of another process restores what its coordinator says (decided between
     // checkpoints); the others decide themselves.
     let mut connection = None;
-    let (checkpoint, savepoint) = match &opts.role {
+    let (generation, checkpoint, savepoint) = match &opts.role {
         Role::Container {
             index, coordinator, ..
         } => {
@@ -452,7 +450,7 @@ async fn run_async(
                 Ok::<_, RunError>((conn, restore))
             };
             // A signal while joining is bounded like one while running.
-            let (conn, (checkpoint, savepoint)) = tokio::select! {
+            let (conn, restore) = tokio::select! {
                 joined = join => joined?,
                 () = stop_deadline_reached(controls.stop_deadline.clone()) => {
                     return Err(RunError::StopTimedOut {
@@ -462,16 +460,23 @@ async fn run_async(
                 }
             };
             connection = Some(conn);
-            (checkpoint, savepoint.map(|url| (url, true)))
+            (
+                restore.generation,
+                restore.checkpoint,
+                restore.savepoint.map(|url| (url, true)),
+            )
         }
         _ => {
             let savepoint = match &opts.from_savepoint {
                 Some(url) => Some((url.clone(), true)),
                 None => spec.restore.savepoint.clone().map(|url| (url, false)),
             };
-            (opts.from_checkpoint, savepoint)
+            let generation = claimed.expect("every other role claimed a generation");
+            (generation, opts.from_checkpoint, savepoint)
         }
     };
+    // Our temp files in a file:// store name our generation (see checkpoint::retention).
+    store.set_writer_generation(generation);
     let start = start::prepare(StartRequest {
         store: &store,
         spec,

@@ -25,6 +25,11 @@ pub enum Command {
     /// start fresh), then report `Ready`. Decided by the coordinator between checkpoints, so
     /// the container never restores from a checkpoint older than one being committed.
     Restore {
+        /// The coordinator's process generation: the container writes under it (task files
+        /// and manifests name their writer's generation, and the coordinator commits only the
+        /// manifests of its own). Read from the store instead, a container that started before
+        /// its coordinator claimed would write under the previous generation.
+        generation: u64,
         /// Checkpoint id.
         checkpoint: Option<u64>,
         /// Savepoint URL.

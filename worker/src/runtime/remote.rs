@@ -449,6 +449,17 @@ pub async fn connect(
     })
 }
 
+/// What the coordinator tells a joining container (see [`Command::Restore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// The generation to write under.
+    pub generation: u64,
+    /// The committed checkpoint to restore from.
+    pub checkpoint: Option<u64>,
+    /// Before the run's first commit, the savepoint the run started from.
+    pub savepoint: Option<String>,
+}
+
 impl CoordinatorConnection {
     fn io(&self, source: std::io::Error) -> RemoteError {
         RemoteError::Io {
@@ -457,8 +468,9 @@ impl CoordinatorConnection {
         }
     }
 
-    /// Waits for the coordinator's `Restore`: `(checkpoint, savepoint)` to restore from.
-    pub async fn await_restore(&mut self) -> Result<(Option<u64>, Option<String>), RemoteError> {
+    /// Waits for the coordinator's `Restore`: the generation to write under, and the
+    /// `(checkpoint, savepoint)` to restore from.
+    pub async fn await_restore(&mut self) -> Result<Restore, RemoteError> {
         loop {
             let cmd = match self.lines.next_json::<Command>().await {
                 Ok(Some(cmd)) => cmd,
@@ -467,9 +479,16 @@ impl CoordinatorConnection {
             };
             match cmd {
                 Command::Restore {
+                    generation,
                     checkpoint,
                     savepoint,
-                } => return Ok((checkpoint, savepoint)),
+                } => {
+                    return Ok(Restore {
+                        generation,
+                        checkpoint,
+                        savepoint,
+                    })
+                }
                 Command::Stop | Command::Shutdown => {
                     return Err(self.io(std::io::Error::other("the job is stopping")))
                 }

@@ -104,6 +104,13 @@ fn install_chart(suite: &Suite) {
             "--include-crds",
             "--set",
             &format!("watchNamespaces={{{NS}}}"),
+            // The test bed's job store is a hostPath directory (target.rs); the policy refuses
+            // hostPath volumes unless the administrator allows them, as done here.
+            "--set",
+            "policy.allowedVolumeTypes={configMap,downwardAPI,emptyDir,persistentVolumeClaim,secret,hostPath}",
+            // The rollback flow deploys an image that does not exist (cairn/does-not-exist).
+            "--set",
+            "policy.allowedImages={cairn/*}",
         ])
         .output()
         .expect("helm runs");
