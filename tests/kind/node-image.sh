@@ -127,6 +127,8 @@ docker commit \
 	--change "LABEL dev.cairn.etcd-tag=$etcd_tag dev.cairn.coredns-tag=$coredns_tag" \
 	--change 'CMD []' \
 	"$container" "$image" >/dev/null
+docker rm -f "$container" >/dev/null
+container=""
 docker rmi "$image-unloaded" >/dev/null
 log "built $image"
 echo "$image"

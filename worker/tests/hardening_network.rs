@@ -220,8 +220,21 @@ struct Peer {
 }
 
 impl Peer {
+    /// Connects, waiting (up to 60 s) for a process that is still starting to listen.
     fn connect(addr: &str) -> Peer {
-        let stream = TcpStream::connect(addr).unwrap();
+        let started = std::time::Instant::now();
+        let stream = loop {
+            match TcpStream::connect(addr) {
+                Ok(stream) => break stream,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused
+                        && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("connecting to {addr}: {e}"),
+            }
+        };
         stream.set_read_timeout(Some(CLOSE_BOUND)).unwrap();
         Peer {
             reader: BufReader::new(stream),

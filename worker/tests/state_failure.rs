@@ -105,8 +105,17 @@ fn a_broken_state_store_fails_the_process_and_a_restart_resumes_exactly() {
     });
     let log = std::fs::read_to_string(dir.join("first.log")).unwrap();
     assert_eq!(status.unwrap().code(), Some(1), "{log}");
+    // At least 3 (STATE_FAILURES_TOLERATED): asynchronous phases that fail while the task
+    // thread has not yet looked may add one or two more.
+    let failures: u32 = log
+        .split("the state store of task 0 failed ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no state-store failure in the log: {log}"));
     assert!(
-        log.contains("the state store of task 0 failed 3 checkpoints in a row")
+        failures >= 3
+            && log.contains("checkpoints in a row")
             && log.contains("the job restarts from the last committed checkpoint"),
         "{log}"
     );
