@@ -49,7 +49,7 @@ lint:
 unit:
 	cargo build --workspace --bins --features cairn-worker/test-hooks
 	cargo test --workspace --features cairn-worker/test-hooks
-	cargo test -p cairn-worker --lib compiled_out_without_the_feature
+	cargo test --workspace --lib compiled_out_without_the_feature
 
 fmt:
 	cargo fmt --all
