@@ -50,7 +50,8 @@ restore_host() {
 	rm -f "$state/lib-modules"
 }
 
-kind_bin() { "$root/tests/controlplane/build.sh" node | head -n 1; }
+# sed, not head: head would close the pipe early and pipefail would report build.sh's SIGPIPE.
+kind_bin() { "$root/tests/controlplane/build.sh" node | sed -n 1p; }
 
 up() {
 	export DOCKER_HOST
