@@ -4,6 +4,7 @@
 #   tests/kind/cluster.sh up     Docker (scripts/dockerd.sh), the node image (node-image.sh), the
 #                                Cairn images (make images), `kind create cluster`, `kind load`;
 #                                prints the kubeconfig's path
+#   tests/kind/cluster.sh services-ip   an address of this host the cluster's pods reach
 #   tests/kind/cluster.sh down   deletes the cluster and puts back what the kubelet and Docker
 #                                changed on the host (sysctls, an empty /lib/modules); the Docker
 #                                engine stays up for the next run unless CAIRN_STOP_DOCKER=1
@@ -81,17 +82,31 @@ down() {
 	DOCKER_HOST="$("$root/scripts/dockerd.sh" host)"
 	if "$root/scripts/dockerd.sh" running; then
 		"$(kind_bin)/kind" delete cluster --name "$name" >&2 || true
+		# kind leaves its network (and so a bridge with an address on the host) behind.
+		if ! docker ps -aq --filter network=kind | grep -q .; then
+			docker network rm kind >/dev/null 2>&1 || true
+		fi
 	fi
 	restore_host
 	[[ "${CAIRN_STOP_DOCKER:-0}" == 1 ]] && "$root/scripts/dockerd.sh" stop
 	return 0
 }
 
+# The gateway of the cluster's Docker network: an address of this host that pods reach (their
+# traffic is masqueraded to the node's address), where the e2e suite runs Kafka and MinIO
+# (CAIRN_E2E_SERVICES_IP).
+services_ip() {
+	export DOCKER_HOST
+	DOCKER_HOST="$("$root/scripts/dockerd.sh" host)"
+	docker network inspect kind -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 '^[0-9.]*$'
+}
+
 case "${1:-}" in
 up) up ;;
 down) down ;;
+services-ip) services_ip ;;
 *)
-	echo "usage: $0 up|down" >&2
+	echo "usage: $0 up|down|services-ip" >&2
 	exit 2
 	;;
 esac

@@ -2,10 +2,13 @@
 //! batches around a killed worker; the state in S3 holds exactly the count of every key, and the
 //! exactly-once output topic holds every `(key, n)` for n = 1..=count exactly once.
 //!
-//! Test bed only: Kafka and MinIO run on the test's host, on the bed's pod-network gateway,
-//! where both the pods and the test reach them. On an existing cluster the flow is skipped.
+//! Kafka and MinIO run on the test's host, on an address both the pods and the test reach: on
+//! the test bed its pod-network gateway; on an existing cluster the address
+//! `CAIRN_E2E_SERVICES_IP` names (for a kind cluster, the gateway of its Docker network, which
+//! `tests/kind/cluster.sh services-ip` prints). Without it the flow is skipped there.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use cairn_testbed::services::{Kafka, Minio, S3_ACCESS_KEY, S3_SECRET_KEY};
@@ -28,13 +31,20 @@ fn clicks(from: u64, n: u64, keys: u64) -> Vec<String> {
 }
 
 pub fn kafka_s3_flow(suite: &Suite) {
-    let Target::Bed { cluster, .. } = &suite.target else {
-        eprintln!("e2e: kafka-count: skipped, Kafka and S3 run on the test bed's pod network only");
-        return;
+    let ip: IpAddr = match &suite.target {
+        Target::Bed { cluster, .. } => cluster.api_ip(),
+        Target::Existing { .. } => match std::env::var("CAIRN_E2E_SERVICES_IP") {
+            Ok(ip) => ip.parse().unwrap_or_else(|e| {
+                panic!("CAIRN_E2E_SERVICES_IP={ip:?} is not an IP address: {e}")
+            }),
+            Err(_) => {
+                eprintln!("e2e: kafka-count: skipped, set CAIRN_E2E_SERVICES_IP to an address of this host that the cluster's pods reach (kind: tests/kind/cluster.sh services-ip)");
+                return;
+            }
+        },
     };
     let dir = suite.work_dir.join("services");
     std::fs::create_dir_all(&dir).unwrap();
-    let ip = cluster.api_ip();
     let minio = Minio::start(&dir, ip).expect("MinIO starts");
     minio.create_bucket("cairn").unwrap();
     let kafka = Kafka::start(&dir, ip).expect("Kafka starts");

@@ -11,7 +11,7 @@
 //! | images | mapped by the node agent to workspace binaries | `cairn/operator`, `cairn/worker` at the chart's appVersion, already loaded |
 //! | job store volume | a hostPath directory of this test | a PVC on the default StorageClass (`CAIRN_E2E_STORE_VOLUME` overrides) |
 //! | killing a pod | SIGKILL of its process (node agent annotation): the same pod restarts | the pod is force-deleted: its controller replaces it |
-//! | Kafka + S3 flow | Kafka and MinIO on the bed's pod network | skipped (the services run on the test's host) |
+//! | Kafka + S3 flow | Kafka and MinIO on the bed's pod network | Kafka and MinIO on the host at `CAIRN_E2E_SERVICES_IP` (pods must reach it; kind: `tests/kind/cluster.sh services-ip`), else skipped |
 //!
 //! On an existing cluster the suite works in its own namespaces ([`NS`], [`OPERATOR_NS`]) and
 //! deletes them at the end; the CRD stays. Use a dedicated cluster: the suite installs the
