@@ -54,7 +54,8 @@ fn size_error(text: &str) -> UnitError {
 }
 
 /// Nanoseconds per duration unit, largest first; the order [`format_duration`] tries them in.
-const DURATION_UNITS: [(&str, u128); 6] = [
+/// Public so that the operator's CRD patterns accept exactly these units.
+pub const DURATION_UNITS: [(&str, u128); 6] = [
     ("h", 3_600_000_000_000),
     ("m", 60_000_000_000),
     ("s", 1_000_000_000),

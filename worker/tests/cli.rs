@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -124,18 +123,6 @@ fn metrics_endpoint_reports_progress_and_checkpoints() {
         .unwrap_or(0.0);
     assert!(committed >= 2.0, "checkpoints should be committing: {body}");
     assert!(health.contains("\"status\":\"ok\""), "{health}");
-}
-
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 #[test]

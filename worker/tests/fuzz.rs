@@ -557,7 +557,12 @@ impl ControlServer {
     /// Requests that reached the coordinator, once every queued one has been taken: an
     /// authorised request answered earlier may still be on its way to the stand-in.
     fn reached(&self) -> u64 {
+        let started = std::time::Instant::now();
         loop {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the stand-in coordinator stopped taking requests"
+            );
             if self.queue.capacity() == self.queue.max_capacity() {
                 let taken = self.requests.load(Ordering::SeqCst);
                 // The stand-in counts right after taking; give it that instant.

@@ -17,16 +17,6 @@ pub const DURATION_PATTERN: &str = r"^ *([0-9]+ *(h|m|s|ms|us|ns) *)+$|^ *[0-9]+
 /// A whole number of milliseconds (the spec crate's bare-number form).
 const BARE_MILLIS_PATTERN: &str = r"^ *[0-9]+ *$";
 
-/// Units of [`DURATION_PATTERN`] with their length in nanoseconds.
-const DURATION_UNITS: [(&str, u128); 6] = [
-    ("h", 3_600_000_000_000),
-    ("m", 60_000_000_000),
-    ("s", 1_000_000_000),
-    ("ms", 1_000_000),
-    ("us", 1_000),
-    ("ns", 1),
-];
-
 /// Matches a duration with one component that alone is longer than
 /// [`cairn_spec::units::MAX_DURATION`]: more significant digits than the maximum has in that
 /// unit (`10000h`, `1000000m`, ...).
@@ -37,7 +27,7 @@ const DURATION_UNITS: [(&str, u128); 6] = [
 /// ~2.5 million hours at which Go's duration parser overflows.
 pub fn duration_too_long_pattern() -> String {
     let max = cairn_spec::units::MAX_DURATION.as_nanos();
-    DURATION_UNITS
+    cairn_spec::units::DURATION_UNITS
         .iter()
         .map(|(unit, nanos)| {
             let digits = (max / nanos).to_string().len();

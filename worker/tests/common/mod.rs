@@ -278,3 +278,33 @@ pub fn free_local_addr() -> String {
         .port();
     format!("127.0.0.1:{port}")
 }
+
+/// The whole answer (status line, headers, body) of a plain `GET` on a worker's HTTP server.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Asserts that a count job's committed state and published file output are exactly the counts
+/// of its generator input up to `offsets` (the offsets of the commit checked), and that those
+/// counts account for every record read.
+pub fn assert_counts_exact(dir: &Path, store: &str, spec: &JobSpec, offsets: &BTreeMap<u32, u64>) {
+    let expected = expected_counts_up_to(spec, offsets);
+    assert_eq!(
+        expected.values().sum::<i64>() as u64,
+        offsets.values().sum::<u64>()
+    );
+    assert_eq!(dumped_counts(dir, store), expected);
+    assert_eq!(
+        published_lines(&dir.join("out")),
+        expected_count_output(&expected)
+    );
+}
