@@ -40,22 +40,8 @@ fn setup(dir: &std::path::Path, job: &str) {
 }
 
 fn container(dir: &std::path::Path, index: u32, addr: &str) -> Child {
-    let mut cmd = worker(dir);
-    cmd.args([
-        "run",
-        "job.yaml",
-        "--quiet",
-        "--coordinator-token-file",
-        "token",
-        "--container",
-        &index.to_string(),
-    ]);
-    if index == 0 {
-        cmd.args(["--coordinator-listen", addr]);
-    } else {
-        cmd.args(["--coordinator", addr]);
-    }
-    cmd.stdout(Stdio::null())
+    container_command(dir, index, addr)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()

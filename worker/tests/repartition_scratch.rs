@@ -92,24 +92,9 @@ impl Drop for Processes {
 /// Starts container `k` of the job in `dir`, logging (at info) to `c<k>.log`.
 fn container(dir: &Path, k: u32, addr: &str) -> Child {
     let log = std::fs::File::create(dir.join(format!("c{k}.log"))).unwrap();
-    // The token the job's processes share.
-    std::fs::write(dir.join("token"), "repartition-token-0123456789abcdef").unwrap();
-    let mut cmd = worker(dir);
-    cmd.env("RUST_LOG", "info").args([
-        "run",
-        "job.yaml",
-        "--quiet",
-        "--coordinator-token-file",
-        "token",
-        "--container",
-        &k.to_string(),
-    ]);
-    if k == 0 {
-        cmd.args(["--coordinator-listen", addr]);
-    } else {
-        cmd.args(["--coordinator", addr]);
-    }
-    cmd.stdout(Stdio::null())
+    container_command(dir, k, addr)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap()

@@ -84,17 +84,10 @@ impl Job {
             .append(true)
             .open(self.dir.join(format!("c{k}.log")))
             .unwrap();
-        let mut cmd = worker(&self.dir);
+        let mut cmd = container_command(&self.dir, k, &self.addr);
         cmd.env("RUST_LOG", "info")
-            .args(["run", "job.yaml", "--quiet", "--hold-after-stop"])
-            .args(["--coordinator-token-file", "token"])
-            .args(["--container", &k.to_string()]);
-        if k == 0 {
-            cmd.args(["--coordinator-listen", &self.addr]);
-        } else {
-            cmd.args(["--coordinator", &self.addr]);
-        }
-        cmd.args(extra)
+            .arg("--hold-after-stop")
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         self.procs[k as usize] = Some(cmd.spawn().expect("start cairn-worker"));

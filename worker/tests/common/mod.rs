@@ -26,6 +26,34 @@ pub fn worker(dir: &Path) -> Command {
     cmd
 }
 
+/// `cairn-worker run job.yaml` in `dir` as container `k` of a job run as several processes:
+/// container 0 listens for the others at `addr`, the others join it there. All present the
+/// token in `dir/token`, written here if the directory has none yet.
+pub fn container_command(dir: &Path, k: u32, addr: &str) -> Command {
+    let token = dir.join("token");
+    if !token.exists() {
+        std::fs::write(&token, "test-coordinator-token-0123456789").unwrap();
+    }
+    let mut cmd = worker(dir);
+    cmd.args([
+        "run",
+        "job.yaml",
+        "--quiet",
+        "--coordinator-token-file",
+        "token",
+    ])
+    .args(["--container", &k.to_string()])
+    .args([
+        if k == 0 {
+            "--coordinator-listen"
+        } else {
+            "--coordinator"
+        },
+        addr,
+    ]);
+    cmd
+}
+
 /// Starts `cairn-worker run job.yaml` in `dir` in the background.
 pub fn spawn_run(dir: &Path, extra_env: &[(&str, &str)]) -> Child {
     let mut cmd = worker(dir);
