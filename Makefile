@@ -5,21 +5,27 @@ export CARGO_TARGET_DIR
 JOB ?= examples/wordcount.yaml
 WORKER := $(CARGO_TARGET_DIR)/debug/cairn-worker
 
-.PHONY: run test prereqs build lint fmt unit bench clean-state testbed-bins crds images
+.PHONY: run test prereqs build lint fmt unit e2e fresh-machine bench clean-state crds images
 
 ## Run the example job locally (no cluster): Ctrl-C stops it with a final checkpoint; run again to resume.
 run: prereqs
 	cargo build -p cairn-worker --bin cairn-worker
 	$(WORKER) run $(JOB) --metrics-addr 127.0.0.1:9249
 
-## Everything CI checks: formatting, lints, unit, integration and end-to-end tests (the e2e suite
-## starts a real Kubernetes control plane built from source: see docs/testbed.md).
-test: prereqs testbed-bins lint unit
+## Everything CI checks: formatting, lints, unit and integration tests, the end-to-end suite on a
+## kind cluster built on this machine (docs/testbed.md), and the README's install path on a
+## pristine Debian container (docs/fresh-machine.md).
+test: prereqs lint unit e2e fresh-machine
 
-## etcd, kube-apiserver, controller-manager, scheduler, kubectl (v1.34) and helm, built from
-## their Go modules once into ~/.cache/cairn/bin/<name>-<version>/ and reused.
-testbed-bins:
-	tests/controlplane/build.sh all
+## The operator's flows on a real cluster: images from the Dockerfiles, a kind cluster, the chart
+## installed with helm install, Kafka and MinIO as pods (tests/e2e/kind.sh; needs root and Docker,
+## which scripts/install-prereqs.sh installs).
+e2e:
+	tests/e2e/kind.sh
+
+## `make run` and the prerequisites of `make test` on a pristine Debian container.
+fresh-machine:
+	tests/fresh-machine/check.sh
 
 ## cairn/worker and cairn/operator images (tagged with the chart's appVersion) from the
 ## Dockerfiles, in a Docker engine owned by the build (scripts/dockerd.sh); docs/helm.md#images.
@@ -38,11 +44,13 @@ prereqs:
 build: prereqs
 	cargo build --workspace --all-targets
 
-## Lints both builds of the worker: release (no test hooks) and test (feature test-hooks).
+## Lints both builds of the worker: release (no test hooks) and test (feature test-hooks); the
+## e2e suite separately (--all-targets leaves it out: it is `test = false`, needing a cluster).
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --workspace --all-targets --features cairn-worker/test-hooks -- -D warnings
+	cargo clippy --workspace --features cairn-worker/test-hooks --test e2e -- -D warnings
 
 ## The worker's fault-injection hooks are compiled in for the tests (feature test-hooks); the
 ## last line checks that a build without the feature has none.

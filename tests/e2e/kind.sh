@@ -1,33 +1,44 @@
 #!/usr/bin/env bash
-# The end-to-end suite on kind, for machines with a Docker engine (`make test` runs the same
-# suite on the built-in test bed instead; this script cannot run without Docker).
-#   tests/e2e/kind.sh     create (or reuse) the kind cluster "cairn-e2e", build and load the
-#                         images, and run tests/testbed/tests/e2e against it
-# The suite installs the chart itself (helm template | kubectl apply) into its own namespaces,
-# so use a cluster without Cairn. CLUSTER=<name> picks another kind cluster; extra arguments go
-# to the test binary (e.g. -- --nocapture is already set).
+# The end-to-end suite on a kind cluster: what `make test` runs here, and what to run on a
+# laptop with Docker and internet. One path for both:
+#   1. tests/kind/cluster.sh up: images from the repository's Dockerfiles, the services image
+#      (Kafka, MinIO), a kind cluster, `kind load`
+#   2. the local cairn-worker (reference runs) and the suite (tests/e2e/tests/e2e), which
+#      installs the chart with `helm install` and runs every flow
+#   3. tests/kind/cluster.sh down (KEEP_CLUSTER=1 leaves the cluster up for a look)
+#
+# CAIRN_KIND_SOURCES=local (default: everything built on this machine, no registry) or public
+# (your Docker, kind's node image, public base images); see tests/kind/cluster.sh.
+# kubectl and helm: KUBECTL and HELM if set, else the pinned builds of tests/controlplane/build.sh
+# (local) or the ones on PATH (public). Extra arguments go to the test binary.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-command -v docker >/dev/null && docker info >/dev/null 2>&1 || {
-  echo "kind.sh needs a running Docker engine; without one, run 'make test' (it uses the built-in test bed)" >&2
-  exit 1
-}
-export PATH="$PATH:$(go env GOPATH)/bin"
-command -v kind >/dev/null || go install sigs.k8s.io/kind@v0.30.0
-# kubectl and helm: from PATH, else the pinned builds of tests/controlplane/build.sh.
-command -v kubectl >/dev/null || export KUBECTL="$(tests/controlplane/build.sh kubernetes | tail -1)/kubectl"
-command -v helm >/dev/null || export HELM="$(tests/controlplane/build.sh helm | tail -1)/helm"
-
-CLUSTER=${CLUSTER:-cairn-e2e}
-kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER"
-# The images, tagged with the chart's appVersion, from the public base images (BuildKit: the
-# Dockerfiles use cache mounts).
-mapfile -t images < <(IMAGE_BASES=public images/build.sh)
-kind load docker-image --name "$CLUSTER" "${images[@]}"
-
-export KUBECONFIG="${KUBECONFIG:-$HOME/.kube/config}"
-kind export kubeconfig --name "$CLUSTER"
-# The local cairn-worker computes the expected results (reference runs of each job).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+log() { echo "kind.sh: $*" >&2; }
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-cargo build --workspace --bins
-USE_EXISTING_CLUSTER=true cargo test -p cairn-testbed --test e2e -- --nocapture "$@"
+sources="${CAIRN_KIND_SOURCES:-local}"
+
+tool() { # <name> <build.sh target> <line of its output>
+	if [[ "$sources" == public ]] && command -v "$1" >/dev/null; then
+		command -v "$1"
+	else
+		echo "$(tests/controlplane/build.sh "$2" | sed -n "$3")/$1"
+	fi
+}
+export KUBECTL="${KUBECTL:-$(tool kubectl kubernetes '$p')}"
+export HELM="${HELM:-$(tool helm helm '$p')}"
+
+started=$SECONDS
+if [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
+	trap 'tests/kind/cluster.sh down' EXIT
+fi
+env_file="$(tests/kind/cluster.sh up)"
+# shellcheck source=/dev/null # written by cluster.sh up
+. "$env_file"
+log "cluster up in $((SECONDS - started)) s"
+
+# The same features as `make unit`, so this reuses its build.
+cargo build --workspace --bins --features cairn-worker/test-hooks
+suite_start=$SECONDS
+cargo test --workspace --features cairn-worker/test-hooks --test e2e -- --nocapture "$@"
+log "suite passed in $((SECONDS - suite_start)) s; $((SECONDS - started)) s in all before teardown"

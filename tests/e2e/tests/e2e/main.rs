@@ -1,17 +1,18 @@
 //! End-to-end: the chart, the operator (as a pod) and real jobs on a real cluster, with exact
-//! results. One cluster for the whole run (a job moves through every operation in turn); by
-//! default the test bed's, or any cluster named by `KUBECONFIG` with `USE_EXISTING_CLUSTER=true`
-//! (see `target.rs` for what differs).
+//! results. One cluster for the whole run (a job moves through every operation in turn): the
+//! one `KUBECONFIG` names, normally the kind cluster `tests/e2e/kind.sh` builds (`make test`
+//! runs it; see `target.rs` for what another cluster needs).
 //!
-//! Flow: install the chart (`helm template | kubectl apply`) -> operator pod Ready -> an invalid
-//! StreamJob is rejected by the API server with the CEL message -> the count example (a finite
-//! generator) reaches Running and commits checkpoints -> a worker pod is killed and the job
-//! recovers -> upgrade via savepoint -> rescale P 2 -> 3 -> a broken upgrade rolls back by itself
-//! -> suspend and resume -> the input runs out and the state in the store equals, key for key, a
-//! local reference run of the same job -> deletion with a final savepoint -> a file-input job
-//! repartitioned 4 -> 6 while the operator is killed mid-operation, again to exactly the state of
-//! a local run, then a manual savepoint, a restart and last-state and stateless upgrades, each to
-//! the exact state -> (test bed only) the Kafka + S3 example with exactly-once output.
+//! Flow: install the chart (`helm install`, as the README tells users) -> operator pod Ready ->
+//! an invalid StreamJob is rejected by the API server with the CEL message -> the count example
+//! (a finite generator) reaches Running and commits checkpoints -> a worker is SIGKILLed and the
+//! job recovers -> upgrade via savepoint -> rescale P 2 -> 3 -> a broken upgrade rolls back by
+//! itself -> suspend and resume -> the input runs out and the state in the store equals, key for
+//! key, a local reference run of the same job -> deletion with a final savepoint -> a file-input
+//! job repartitioned 4 -> 6 while the operator is killed mid-operation, again to exactly the
+//! state of a local run, then a manual savepoint, a restart and last-state and stateless
+//! upgrades, each to the exact state -> the Kafka + S3 example, with Kafka and MinIO as pods of
+//! the cluster, to exactly-once output.
 //!
 //! The suite never touches a store directly: pods of the worker image read it (`inspect.rs`).
 //! `CAIRN_E2E_FLOWS=files,kafka` runs only those flows (to debug one without the others).
@@ -21,6 +22,7 @@ mod files;
 mod inspect;
 mod jobs;
 mod kafka;
+mod services;
 mod target;
 
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use target::{Suite, NS, OPERATOR_NS};
+use target::{Suite, NS, OPERATOR_NS, RELEASE};
 
 /// Calls `check` every `every` until it returns `Ok`, and returns that; once `timeout` has
 /// passed, returns the last `Err` instead (what was seen), for the caller's panic message.
@@ -54,6 +56,9 @@ pub fn repo(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// One flow of the suite: a job through its operations, on the suite's cluster.
+type Flow = fn(&Suite);
+
 #[test]
 fn operator_flows_on_a_real_cluster() {
     let suite = Suite::start();
@@ -78,56 +83,54 @@ fn operator_flows_on_a_real_cluster() {
     );
 
     let only = std::env::var("CAIRN_E2E_FLOWS").unwrap_or_default();
-    let run = |flow: &str| only.is_empty() || only.split(',').any(|f| f.trim() == flow);
-    if run("count") {
-        count::count_flow(&suite);
-    }
-    if run("files") {
-        files::repartition_flow(&suite);
-    }
-    if run("kafka") {
-        kafka::kafka_s3_flow(&suite);
+    let flows: [(&str, Flow); 3] = [
+        ("count", count::count_flow),
+        ("files", files::repartition_flow),
+        ("kafka", kafka::kafka_s3_flow),
+    ];
+    for (name, flow) in flows {
+        if only.is_empty() || only.split(',').any(|f| f.trim() == name) {
+            let started = Instant::now();
+            flow(&suite);
+            eprintln!("e2e: flow {name} passed in {:.0?}", started.elapsed());
+        }
     }
 }
 
-/// Installs the chart as users do without Helm's release machinery, and waits until the
+/// Installs the chart with `helm install`, as the README tells users, and waits until the
 /// operator is Available.
 fn install_chart(suite: &Suite) {
-    let rendered = suite
+    let started = Instant::now();
+    let installed = suite
         .helm()
         .args([
-            "template",
-            "cairn",
+            "install",
+            RELEASE,
             repo("charts/cairn").to_str().unwrap(),
             "--namespace",
             OPERATOR_NS,
-            "--include-crds",
             "--set",
             &format!("watchNamespaces={{{NS}}}"),
-            // The test bed's job store is a hostPath directory (target.rs); the policy refuses
-            // hostPath volumes unless the administrator allows them, as done here.
+            // The suite's job store is a hostPath directory on kind (target.rs); the policy
+            // refuses hostPath volumes unless the administrator allows them, as done here.
             "--set",
             "policy.allowedVolumeTypes={configMap,downwardAPI,emptyDir,persistentVolumeClaim,secret,hostPath}",
             // The rollback flow deploys an image that does not exist (cairn/does-not-exist).
             "--set",
             "policy.allowedImages={cairn/*}",
+            "--wait",
+            "--timeout",
+            "180s",
         ])
         .output()
         .expect("helm runs");
     assert!(
-        rendered.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&rendered.stderr)
+        installed.status.success(),
+        "helm install: {}{}\n{}",
+        String::from_utf8_lossy(&installed.stdout),
+        String::from_utf8_lossy(&installed.stderr),
+        suite.diagnostics()
     );
-    let manifests = suite.work_dir.join("chart.yaml");
-    std::fs::write(&manifests, &rendered.stdout).unwrap();
-    suite.kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        manifests.to_str().unwrap(),
-    ]);
     let available = suite.kubectl(&[
         "wait",
         "-n",
@@ -142,5 +145,9 @@ fn install_chart(suite: &Suite) {
         "operator not available: {}\n{}",
         available.text(),
         suite.diagnostics()
+    );
+    eprintln!(
+        "e2e: chart installed (helm install {RELEASE}), operator Available in {:.0?}",
+        started.elapsed()
     );
 }

@@ -1,33 +1,30 @@
-//! Where the suite runs, and the few things that differ between places.
+//! The cluster the suite runs on: the one `KUBECONFIG` names. `tests/e2e/kind.sh` makes a kind
+//! cluster, loads the images and runs the suite on it (`make test` does exactly that); any other
+//! dedicated cluster works too, given:
 //!
-//! By default on the test bed: a control plane and a node agent this test starts, torn down at
-//! the end. With `USE_EXISTING_CLUSTER=true` (envtest's convention) on the cluster that
-//! `KUBECONFIG` names, for example a kind cluster made by `tests/e2e/kind.sh`. The flows are the
-//! same code on both; only these differ:
+//! | | |
+//! |---|---|
+//! | kubectl, helm | `KUBECTL`, `HELM`, else from `PATH` |
+//! | images | `cairn/operator`, `cairn/worker` at the chart's appVersion, and the services image `CAIRN_E2E_SERVICES_IMAGE` (Kafka and MinIO), already on the nodes |
+//! | job store volume | a PVC on the default StorageClass; `CAIRN_E2E_STORE_VOLUME` overrides (kind.sh: a hostPath on the node) |
+//! | local `cairn-worker` | `$CARGO_TARGET_DIR/debug/cairn-worker`, for reference runs of each job |
 //!
-//! | | test bed | existing cluster |
-//! |---|---|---|
-//! | kubectl, helm | built by `tests/controlplane/build.sh` | from `PATH` (`KUBECTL`, `HELM` override) |
-//! | images | mapped by the node agent to workspace binaries | `cairn/operator`, `cairn/worker` at the chart's appVersion, already loaded |
-//! | job store volume | a hostPath directory of this test | a PVC on the default StorageClass (`CAIRN_E2E_STORE_VOLUME` overrides) |
-//! | killing a pod | SIGKILL of its process (node agent annotation): the same pod restarts | the pod is force-deleted: its controller replaces it |
-//! | Kafka + S3 flow | Kafka and MinIO on the bed's pod network | Kafka and MinIO on the host at `CAIRN_E2E_SERVICES_IP` (pods must reach it; kind: `tests/kind/cluster.sh services-ip`), else skipped |
+//! A pod is killed by force-deleting it (no grace period): its controller replaces it.
 //!
-//! On an existing cluster the suite works in its own namespaces ([`NS`], [`OPERATOR_NS`]) and
-//! deletes them at the end; the CRD stays. Use a dedicated cluster: the suite installs the
-//! chart, so a Cairn already installed there would conflict.
+//! The suite works in its own namespaces ([`NS`], [`OPERATOR_NS`], the services' namespace) and
+//! deletes them at the end (`CAIRN_E2E_KEEP=1` keeps them for a look); the CRD stays. Use a
+//! dedicated cluster: the suite installs the chart as Helm release [`RELEASE`], so a Cairn
+//! already installed there would conflict.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cairn_testbed::node_agent::{workspace_binary, NodeAgent};
-use cairn_testbed::process::log_tail;
-use cairn_testbed::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
 
 use crate::poll;
+use crate::services::SERVICES_NS;
 
 /// Namespace of the jobs.
 pub const NS: &str = "cairn-e2e";
@@ -36,17 +33,8 @@ pub const OPERATOR_NS: &str = "cairn-e2e-system";
 /// The claim an existing cluster's job store lives on (created by the suite).
 const STORE_CLAIM: &str = "cairn-e2e-store";
 
-/// The cluster the suite talks to.
-pub enum Target {
-    /// The test bed's own control plane and node agent (dropped in this order: the agent stops
-    /// its pods while the API server still runs).
-    Bed {
-        agent: NodeAgent,
-        cluster: Box<Cluster>,
-    },
-    /// The cluster named by `KUBECONFIG`, and the kubectl and helm to reach it with.
-    Existing { kubectl: PathBuf, helm: PathBuf },
-}
+/// The Helm release the suite installs the chart as.
+pub const RELEASE: &str = "cairn";
 
 /// What one kubectl run printed, stdout and stderr apart: stdout is the data (JSON, names),
 /// stderr the errors and warnings.
@@ -76,7 +64,8 @@ pub struct Killed {
 /// The suite's view of its cluster: how to run kubectl and helm, where local scratch files go,
 /// and the target-specific parts listed in the module documentation.
 pub struct Suite {
-    pub target: Target,
+    kubectl: PathBuf,
+    helm: PathBuf,
     /// Local scratch: rendered manifests, reference runs.
     pub work_dir: PathBuf,
     /// The local `cairn-worker`, for reference runs of a job.
@@ -86,10 +75,6 @@ pub struct Suite {
     /// The volume source of every job's checkpoint store (mounted at /var/lib/cairn-store).
     store_source: Value,
     inspections: AtomicU32,
-}
-
-fn existing_cluster_requested() -> bool {
-    std::env::var("USE_EXISTING_CLUSTER").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 /// The chart's `appVersion`: the tag of the images an existing cluster runs.
@@ -103,40 +88,9 @@ fn chart_app_version() -> String {
 }
 
 impl Suite {
-    /// Starts the test bed, or connects to the cluster `KUBECONFIG` names when
-    /// `USE_EXISTING_CLUSTER=true`.
+    /// Connects to the cluster `KUBECONFIG` names.
     pub fn start() -> Suite {
-        let worker = workspace_binary("cairn-worker").expect("cairn-worker built");
-        if existing_cluster_requested() {
-            return Suite::existing(worker);
-        }
-        let operator = workspace_binary("cairn-operator").expect("cairn-operator built");
-        let cluster = Cluster::start(ClusterOptions::new("e2e")).expect("cluster starts");
-        let agent = NodeAgent::start(
-            &cluster,
-            &[
-                ("cairn/worker".into(), worker.clone()),
-                ("cairn/operator".into(), operator),
-            ],
-        )
-        .expect("node agent starts");
-        let work_dir = cluster.work_dir().to_path_buf();
-        let store = work_dir.join("store");
-        std::fs::create_dir_all(&store).unwrap();
-        Suite {
-            work_dir,
-            worker,
-            worker_image: "cairn/worker".to_owned(),
-            store_source: json!({"hostPath": {"path": store, "type": "DirectoryOrCreate"}}),
-            target: Target::Bed {
-                agent,
-                cluster: Box::new(cluster),
-            },
-            inspections: AtomicU32::new(0),
-        }
-    }
-
-    fn existing(worker: PathBuf) -> Suite {
+        let worker = local_worker();
         let tool = |var: &str, default: &str| {
             PathBuf::from(std::env::var(var).unwrap_or_else(|_| default.to_owned()))
         };
@@ -149,7 +103,7 @@ impl Suite {
         let work_dir = std::env::temp_dir().join(format!("cairn-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&work_dir).unwrap();
         eprintln!(
-            "e2e: on the existing cluster of KUBECONFIG={} (scratch {})",
+            "e2e: on the cluster of KUBECONFIG={} (scratch {})",
             std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into()),
             work_dir.display()
         );
@@ -158,10 +112,8 @@ impl Suite {
             worker,
             worker_image: format!("cairn/worker:{}", chart_app_version()),
             store_source,
-            target: Target::Existing {
-                kubectl: tool("KUBECTL", "kubectl"),
-                helm: tool("HELM", "helm"),
-            },
+            kubectl: tool("KUBECTL", "kubectl"),
+            helm: tool("HELM", "helm"),
             inspections: AtomicU32::new(0),
         }
     }
@@ -173,16 +125,33 @@ impl Suite {
         volume
     }
 
-    pub fn on_bed(&self) -> bool {
-        matches!(self.target, Target::Bed { .. })
+    pub fn kubectl(&self, args: &[&str]) -> KubectlOutput {
+        let out = Command::new(&self.kubectl)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.kubectl.display()));
+        KubectlOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
-    pub fn kubectl(&self, args: &[&str]) -> KubectlOutput {
-        let mut cmd = match &self.target {
-            Target::Bed { cluster, .. } => cluster.kubectl(),
-            Target::Existing { kubectl, .. } => Command::new(kubectl),
-        };
-        let out = cmd.args(args).output().expect("kubectl runs");
+    /// Runs kubectl with `input` on its stdin (`kubectl exec -i`).
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> KubectlOutput {
+        use std::io::Write;
+        let mut child = Command::new(&self.kubectl)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.kubectl.display()));
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        // A tool that fails early closes its stdin: its output says why, not this write.
+        let _ = stdin.write_all(input.as_bytes());
+        drop(stdin);
+        let out = child.wait_with_output().expect("kubectl ends");
         KubectlOutput {
             ok: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -198,15 +167,13 @@ impl Suite {
     }
 
     pub fn helm(&self) -> Command {
-        match &self.target {
-            Target::Bed { cluster, .. } => cluster.helm(),
-            Target::Existing { helm, .. } => Command::new(helm),
-        }
+        Command::new(&self.helm)
     }
 
-    /// The suite's namespaces, and on an existing cluster the store's claim.
+    /// The suite's namespaces, and the store's claim unless `CAIRN_E2E_STORE_VOLUME` names
+    /// another volume.
     pub fn create_namespaces(&self) {
-        for ns in [OPERATOR_NS, NS] {
+        for ns in [OPERATOR_NS, NS, SERVICES_NS] {
             self.apply_ok(
                 &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
             );
@@ -238,13 +205,13 @@ impl Suite {
     }
 
     /// What the current run of container `container` of a pod printed (stdout and stderr):
-    /// `kubectl logs`, on the test bed too (its node agent serves the kubelet's log endpoint).
+    /// `kubectl logs`.
     pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> String {
         self.kubectl(&["logs", pod, "-n", namespace, "-c", container])
             .text()
     }
 
-    /// The end of the operator's log and, on the bed, of the node agent's: for failure messages.
+    /// The pods and the end of the operator's log: for failure messages.
     pub fn diagnostics(&self) -> String {
         let operator = match self.operator_pod() {
             Some(pod) => self
@@ -260,12 +227,8 @@ impl Suite {
                 .text(),
             None => "(no operator pod)".to_owned(),
         };
-        let agent = match &self.target {
-            Target::Bed { agent, .. } => log_tail(agent.log_path(), 30),
-            Target::Existing { .. } => "(not on the test bed)".to_owned(),
-        };
         format!(
-            "pods:\n{}\noperator log tail:\n{operator}\nagent log tail:\n{agent}",
+            "pods:\n{}\noperator log tail:\n{operator}",
             self.kubectl(&["get", "pods", "-A", "-o", "wide"]).text()
         )
     }
@@ -284,11 +247,11 @@ impl Suite {
         serde_json::from_str(&text).expect("Pod JSON")
     }
 
-    /// Kills `pod`: on the bed its container processes are SIGKILLed through the node agent's
-    /// fault-injection annotation (only a new value kills, so each kill writes its own) and the
-    /// restart policy applies; elsewhere it is force-deleted and its controller replaces it.
+    /// Kills `pod`. On kind (`CAIRN_E2E_KIND=1`, set by kind.sh: the nodes are containers of the
+    /// Docker that `DOCKER_HOST` names) its container's process gets SIGKILL from containerd on
+    /// its node, and the kubelet restarts it in the same pod, as after a crash. Elsewhere the pod
+    /// is force-deleted and its controller replaces it.
     pub fn kill(&self, namespace: &str, pod: &str) -> Killed {
-        static KILLS: AtomicU32 = AtomicU32::new(0);
         let before = self.pod_json(namespace, pod);
         let labels = before["metadata"]["labels"]
             .as_object()
@@ -306,17 +269,30 @@ impl Suite {
             restarts: restart_count(&before),
             selector: labels,
         };
-        if self.on_bed() {
-            let value = KILLS.fetch_add(1, Ordering::Relaxed) + 1;
-            self.kubectl_ok(&[
-                "annotate",
-                "pod",
-                pod,
-                "-n",
-                namespace,
-                "--overwrite",
-                &format!("testbed.cairn.dev/kill={value}"),
-            ]);
+        if on_kind() {
+            let node = before["spec"]["nodeName"]
+                .as_str()
+                .expect("a running pod has a node");
+            let container = before["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .and_then(|id| id.strip_prefix("containerd://"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{namespace}/{pod}: no containerd container id in {}",
+                        before["status"]
+                    )
+                });
+            let out = Command::new("docker")
+                .args([
+                    "exec", node, "ctr", "-n", "k8s.io", "task", "kill", "-s", "SIGKILL", container,
+                ])
+                .output()
+                .expect("docker runs");
+            assert!(
+                out.status.success(),
+                "SIGKILL of {namespace}/{pod} on node {node}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         } else {
             self.kubectl_ok(&[
                 "delete",
@@ -332,8 +308,8 @@ impl Suite {
         killed
     }
 
-    /// Waits until a pod killed by [`Suite::kill`] is back: on the bed the same pod with its
-    /// restartCount one more; elsewhere a Ready replacement (a new uid, the same labels).
+    /// Waits until a pod killed by [`Suite::kill`] is back: on kind the same pod, Ready, with
+    /// its restartCount one more; elsewhere a Ready replacement (a new uid, the same labels).
     pub fn assert_recovered(&self, killed: Killed) {
         let Killed {
             namespace,
@@ -342,21 +318,25 @@ impl Suite {
             restarts,
             selector,
         } = killed;
-        let on_bed = self.on_bed();
+        let same_pod = on_kind();
         let back = poll(Duration::from_secs(120), Duration::from_secs(1), || {
-            if on_bed {
+            if same_pod {
                 let now = self.pod_json(&namespace, &pod);
-                let now = (
+                let seen = (
                     now["metadata"]["uid"]
                         .as_str()
                         .unwrap_or_default()
                         .to_owned(),
                     restart_count(&now),
                 );
-                return if now.0 != uid || now.1 != restarts {
-                    Ok(now)
+                return if seen.1 != restarts && is_ready(&now) {
+                    Ok(seen)
                 } else {
-                    Err(format!("restartCount still {restarts}"))
+                    Err(format!(
+                        "restartCount {} (was {restarts}), ready {}",
+                        seen.1,
+                        is_ready(&now)
+                    ))
                 };
             }
             let text = self.kubectl_ok(&[
@@ -376,16 +356,19 @@ impl Suite {
             }
         })
         .unwrap_or_else(|seen| {
-            panic!("{namespace}/{pod} did not come back after its kill: {seen}")
+            panic!(
+                "{namespace}/{pod} did not come back after its kill: {seen}\n{}",
+                self.diagnostics()
+            )
         });
-        if on_bed {
+        if same_pod {
             assert_eq!(
                 back,
                 (uid, restarts + 1),
                 "{namespace}/{pod}: the same pod, restarted once"
             );
             eprintln!(
-                "e2e: {pod}: restarted after its kill (restartCount {})",
+                "e2e: {pod}: restarted after SIGKILL (restartCount {})",
                 back.1
             );
         } else {
@@ -398,14 +381,30 @@ impl Suite {
         self.inspections.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// On an existing cluster: deletes the suite's namespaces (the jobs first, while the
-    /// operator can still release their finalizers). The bed is torn down as a whole.
-    fn clean_up_existing(&self) {
-        if self.on_bed() || std::env::var("CAIRN_TESTBED_KEEP").is_ok_and(|v| v == "1") {
+    /// Deletes the suite's namespaces (the jobs first, while the operator can still release
+    /// their finalizers) and the Helm release, unless `CAIRN_E2E_KEEP=1`.
+    fn clean_up(&self) {
+        if std::env::var("CAIRN_E2E_KEEP").is_ok_and(|v| v == "1") {
+            eprintln!(
+                "e2e: CAIRN_E2E_KEEP=1: namespaces and scratch {} kept",
+                self.work_dir.display()
+            );
             return;
         }
         self.kubectl(&["delete", "sj", "--all", "-n", NS, "--timeout=120s"]);
-        for ns in [NS, OPERATOR_NS] {
+        let _ = self
+            .helm()
+            .args([
+                "uninstall",
+                RELEASE,
+                "--namespace",
+                OPERATOR_NS,
+                "--wait",
+                "--timeout",
+                "120s",
+            ])
+            .output();
+        for ns in [NS, OPERATOR_NS, SERVICES_NS] {
             self.kubectl(&["delete", "namespace", ns, "--wait=false"]);
         }
         let _ = std::fs::remove_dir_all(&self.work_dir);
@@ -414,8 +413,27 @@ impl Suite {
 
 impl Drop for Suite {
     fn drop(&mut self) {
-        self.clean_up_existing();
+        self.clean_up();
     }
+}
+
+/// True when kind.sh says the nodes are kind containers this process can `docker exec` into.
+fn on_kind() -> bool {
+    std::env::var("CAIRN_E2E_KIND").is_ok_and(|v| v == "1")
+}
+
+/// The local `cairn-worker` (built by kind.sh before the suite), for reference runs.
+fn local_worker() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::repo("target"));
+    let worker = target.join("debug/cairn-worker");
+    assert!(
+        worker.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins` (tests/e2e/kind.sh does)",
+        worker.display()
+    );
+    worker
 }
 
 fn restart_count(pod: &Value) -> u64 {

@@ -2,20 +2,17 @@
 //! batches around a killed worker; the state in S3 holds exactly the count of every key, and the
 //! exactly-once output topic holds every `(key, n)` for n = 1..=count exactly once.
 //!
-//! Kafka and MinIO run on the test's host, on an address both the pods and the test reach: on
-//! the test bed its pod-network gateway; on an existing cluster the address
-//! `CAIRN_E2E_SERVICES_IP` names (for a kind cluster, the gateway of its Docker network, which
-//! `tests/kind/cluster.sh services-ip` prints). Without it the flow is skipped there.
+//! Kafka and MinIO run as pods of the cluster (`services.rs`).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
-use cairn_testbed::services::{Kafka, Minio, S3_ACCESS_KEY, S3_SECRET_KEY};
+use cairn_e2e::services::{S3_ACCESS_KEY, S3_SECRET_KEY};
 use serde_json::{json, Value};
 
 use crate::jobs::idle_running;
-use crate::target::{Suite, Target, NS};
+use crate::services::{Kafka, Minio};
+use crate::target::{Suite, NS};
 use crate::{poll, repo};
 
 /// `n` keyed click lines `key<TAB>1` for Kafka's console producer, keys drawn deterministically
@@ -31,27 +28,13 @@ fn clicks(from: u64, n: u64, keys: u64) -> Vec<String> {
 }
 
 pub fn kafka_s3_flow(suite: &Suite) {
-    let ip: IpAddr = match &suite.target {
-        Target::Bed { cluster, .. } => cluster.api_ip(),
-        Target::Existing { .. } => match std::env::var("CAIRN_E2E_SERVICES_IP") {
-            Ok(ip) => ip.parse().unwrap_or_else(|e| {
-                panic!("CAIRN_E2E_SERVICES_IP={ip:?} is not an IP address: {e}")
-            }),
-            Err(_) => {
-                eprintln!("e2e: kafka-count: skipped, set CAIRN_E2E_SERVICES_IP to an address of this host that the cluster's pods reach (kind: tests/kind/cluster.sh services-ip)");
-                return;
-            }
-        },
-    };
-    let dir = suite.work_dir.join("services");
-    std::fs::create_dir_all(&dir).unwrap();
-    let minio = Minio::start(&dir, ip).expect("MinIO starts");
-    minio.create_bucket("cairn").unwrap();
-    let kafka = Kafka::start(&dir, ip).expect("Kafka starts");
-    kafka.create_topic("clicks", 4).unwrap();
-    kafka.create_topic("click-counts", 2).unwrap();
+    let minio = Minio::start(suite);
+    minio.create_bucket("cairn");
+    let kafka = Kafka::start(suite);
+    kafka.create_topic("clicks", 4);
+    kafka.create_topic("click-counts", 2);
     eprintln!(
-        "e2e: kafka-count: MinIO on {}, Kafka on {}",
+        "e2e: kafka-count: MinIO at {}, Kafka at {} (pods of the cluster)",
         minio.endpoint, kafka.bootstrap
     );
     suite.kubectl_ok(&[
@@ -81,20 +64,20 @@ pub fn kafka_s3_flow(suite: &Suite) {
     job["spec"]["job"]["input"]["brokers"] = json!(kafka.bootstrap);
     job["spec"]["job"]["output"]["brokers"] = json!(kafka.bootstrap);
     job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
-    // No volume provisioner on the test bed.
+    // kind.sh's cluster has no volume provisioner.
     job["spec"]["stateVolume"] = json!({"emptyDir": {}});
     job["spec"]["podTemplate"]["env"] =
         json!([{"name": "CAIRN_S3_ENDPOINT", "value": minio.endpoint}]);
 
     let first = clicks(0, 3000, 60);
-    kafka.produce("clicks", &first).unwrap();
+    kafka.produce("clicks", &first);
     suite.apply_ok(&job);
     suite.wait("kafka-count", "Running", Duration::from_secs(120), |j| {
         idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
     });
     let killed = suite.kill(NS, "kafka-count-0");
     let second = clicks(3000, 3000, 60);
-    kafka.produce("clicks", &second).unwrap();
+    kafka.produce("clicks", &second);
     suite.assert_recovered(killed);
 
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
@@ -121,7 +104,7 @@ pub fn kafka_s3_flow(suite: &Suite) {
         .collect();
     poll(Duration::from_secs(60), Duration::from_secs(2), || {
         let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (key, value) in kafka.read_committed("click-counts").unwrap() {
+        for (key, value) in kafka.read_committed("click-counts") {
             seen.entry(key).or_default().push(value.parse().unwrap());
         }
         for values in seen.values_mut() {
