@@ -15,7 +15,10 @@ run: prereqs
 ## Everything CI checks: formatting, lints, unit and integration tests, the end-to-end suite on a
 ## kind cluster built on this machine (docs/testbed.md), and the README's install path on a
 ## pristine Debian container (docs/fresh-machine.md).
-test: prereqs lint unit e2e fresh-machine
+## The e2e suite spends most of its time waiting for jobs, so the fresh-machine check runs next to
+## it (each one's output is printed whole when it ends).
+test: prereqs lint unit
+	$(MAKE) --no-print-directory -j2 --output-sync=target e2e fresh-machine
 
 ## The operator's flows on a real cluster: images from the Dockerfiles, a kind cluster, the chart
 ## installed with helm install, Kafka and MinIO as pods (tests/e2e/kind.sh; needs root and Docker,

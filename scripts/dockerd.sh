@@ -42,6 +42,10 @@ lacks_sys_resource() {
 }
 
 start() {
+	# One start at a time: make test starts the e2e cluster and the fresh-machine check together.
+	mkdir -p "$run_dir"
+	exec 9>"$run_dir/start.lock"
+	flock 9
 	if running; then
 		echo "$host"
 		return
@@ -65,7 +69,8 @@ start() {
 		args+=(--add-runtime "nosysres=$here/runc-without-sys-resource.sh" --default-runtime nosysres)
 	fi
 	log "starting dockerd (data root $data_root, socket $sock)"
-	setsid dockerd "${args[@]}" >"$log" 2>&1 </dev/null &
+	# Not holding the start lock (fd 9) for the daemon's lifetime.
+	setsid dockerd "${args[@]}" >"$log" 2>&1 </dev/null 9>&- &
 	local daemon=$!
 	for _ in $(seq 1 60); do
 		if DOCKER_HOST="$host" docker version >/dev/null 2>&1; then
