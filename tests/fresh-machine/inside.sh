@@ -126,10 +126,13 @@ run() {
 	# is in its log: "job ended" only after a clean stop with the final checkpoint.
 	[[ $status -eq 130 || $status -eq 0 ]] || fail "make run exited with status $status after Ctrl-C"
 	grep -q 'taking a final checkpoint' "$out" || fail "the worker did not start a final checkpoint on Ctrl-C"
-	grep -q 'job ended' "$out" || fail "the worker did not report 'job ended' after Ctrl-C"
-	local after
+	# "job ended outcome=Outcome { ending: Stopped { checkpoint: N, ... }": the final checkpoint.
+	local final after
+	final="$(sed -nE 's/.*job ended.*Stopped \{ checkpoint: ([0-9]+).*/\1/p' "$out")"
+	[[ -n "$final" ]] || fail "the worker did not report 'job ended' with a final checkpoint after Ctrl-C"
 	after="$(latest)"
-	[[ "$after" -gt "$before" ]] || fail "no final checkpoint: the latest was $before before Ctrl-C and $after after"
+	[[ "$final" -gt "$before" && "$after" == "$final" ]] ||
+		fail "no final checkpoint: the latest was $before before Ctrl-C, the worker reported $final, the store has $after"
 	"$CARGO_TARGET_DIR/debug/cairn-worker" checkpoints file://./.cairn/checkpoints
 	log "make run: the job ran, committed checkpoint $before, and on Ctrl-C its final checkpoint $after (make's status $status)"
 }
