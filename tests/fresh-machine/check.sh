@@ -57,6 +57,7 @@ started=0 watchdog=""
 cleanup() {
 	local status=$?
 	trap - EXIT INT TERM
+	set +e # clean up all the same when a step of the cleanup fails
 	[[ -n "$watchdog" ]] && kill "$watchdog" 2>/dev/null
 	# Removing the container ends whatever still runs in it.
 	((started)) && "$docker" rm -f "$name" >/dev/null 2>&1
