@@ -39,28 +39,38 @@ for component in rustfmt clippy; do
   fi
 done
 
-# Building the Kafka client (librdkafka, compiled from source) needs make and the OpenSSL and
-# zlib headers. The Kafka and S3 tests also run real servers: a broker from the official jars
+# Building the Kafka client (librdkafka, compiled from source) needs make, pkg-config and the
+# OpenSSL and zlib headers. The Kafka and S3 tests also run real servers: a broker from the official jars
 # (Java 17+, fetched with Maven), MinIO built from its Go module, TLS certificates made with
 # openssl, buckets created with curl (docs/kafka.md, docs/s3.md). Build needs are required; test
 # needs are installed when possible and otherwise only reported, so `make run` works without them.
 # The test bed (`make test` only) needs `ip` (network namespaces, veth, bridge; run as root),
 # `flock` (build and network locks) and Go (Kubernetes, etcd, Helm and MinIO are built from their
-# Go modules).
+# Go modules). `make test`'s fresh-machine check (tests/fresh-machine/check.sh) and the kind path
+# (tests/kind) run Docker containers in an engine of the project's own (scripts/dockerd.sh:
+# dockerd, containerd, runc and Debian's docker client; jq where the kernel needs its runc wrapper)
+# from a Debian image made with debootstrap (images/local-bases.sh). A docker client alone (some
+# machines have one without an engine) does not count.
 build_debs=() test_debs=()
 command -v ip >/dev/null || test_debs+=(iproute2)
 command -v flock >/dev/null || test_debs+=(util-linux)
+type -P kill >/dev/null || test_debs+=(procps) # the tests run kill(1), not the shell's builtin
 command -v make >/dev/null || build_debs+=(make)
+# openssl-sys (the Kafka client's TLS) finds OpenSSL only through pkg-config on Linux.
+command -v pkg-config >/dev/null || build_debs+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || build_debs+=(libssl-dev)
 [ -e /usr/include/zlib.h ] || build_debs+=(zlib1g-dev)
 command -v java >/dev/null || test_debs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || test_debs+=(maven)
 command -v openssl >/dev/null || test_debs+=(openssl)
 command -v curl >/dev/null || test_debs+=(curl)
+{ command -v dockerd && [ -x /usr/bin/docker ]; } >/dev/null || test_debs+=(docker.io)
+command -v debootstrap >/dev/null || test_debs+=(debootstrap)
+command -v jq >/dev/null || test_debs+=(jq)
 wanted=("${build_debs[@]}" "${test_debs[@]}")
 if [ ${#wanted[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${wanted[*]} (Kafka client build; test bed and Kafka/S3 test servers)"
+    echo "installing ${wanted[*]} (Kafka client build; test bed, Kafka/S3 test servers, Docker)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
   elif [ ${#build_debs[@]} -gt 0 ]; then
