@@ -44,15 +44,13 @@ done
 # (Java 17+, fetched with Maven), MinIO built from its Go module, TLS certificates made with
 # openssl, buckets created with curl (docs/kafka.md, docs/s3.md). Build needs are required; test
 # needs are installed when possible and otherwise only reported, so `make run` works without them.
-# The test bed (`make test` only) needs `ip` (network namespaces, veth, bridge; run as root),
-# `flock` (build and network locks) and Go (Kubernetes, etcd, Helm and MinIO are built from their
-# Go modules). `make test`'s fresh-machine check (tests/fresh-machine/check.sh) and the kind path
-# (tests/kind) run Docker containers in an engine of the project's own (scripts/dockerd.sh:
+# `make test` also needs `flock` (build locks) and Go (Kubernetes, etcd, CoreDNS, kind, Helm and
+# MinIO are built from their Go modules). Its e2e suite on kind (tests/kind) and its fresh-machine
+# check (tests/fresh-machine/check.sh) run Docker containers in an engine of the project's own (scripts/dockerd.sh:
 # dockerd, containerd, runc and Debian's docker client; jq where the kernel needs its runc wrapper)
 # from a Debian image made with debootstrap (images/local-bases.sh). A docker client alone (some
 # machines have one without an engine) does not count.
 build_debs=() test_debs=()
-command -v ip >/dev/null || test_debs+=(iproute2)
 command -v flock >/dev/null || test_debs+=(util-linux)
 type -P kill >/dev/null || test_debs+=(procps) # the tests run kill(1), not the shell's builtin
 command -v make >/dev/null || build_debs+=(make)
@@ -70,18 +68,18 @@ command -v jq >/dev/null || test_debs+=(jq)
 wanted=("${build_debs[@]}" "${test_debs[@]}")
 if [ ${#wanted[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${wanted[*]} (Kafka client build; test bed, Kafka/S3 test servers, Docker)"
+    echo "installing ${wanted[*]} (Kafka client build; Kafka/S3 test servers, Docker, kind)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
   elif [ ${#build_debs[@]} -gt 0 ]; then
     echo "missing: ${build_debs[*]} (Debian/Ubuntu: sudo apt-get install ${build_debs[*]})" >&2
     exit 1
   else
-    echo "note: make test (test bed, Kafka/S3 tests) needs ${test_debs[*]} (Debian/Ubuntu:" \
+    echo "note: make test (Kafka/S3 tests, kind) needs ${test_debs[*]} (Debian/Ubuntu:" \
          "sudo apt-get install ${test_debs[*]})" >&2
   fi
 fi
 if ! command -v go >/dev/null; then
-  echo "note: make test needs Go 1.21 or later (it fetches newer toolchains itself): the test bed" \
-       "builds Kubernetes, etcd, Helm and MinIO from their Go modules" >&2
+  echo "note: make test needs Go 1.21 or later (it fetches newer toolchains itself): it" \
+       "builds Kubernetes, etcd, CoreDNS, kind, Helm and MinIO from their Go modules" >&2
 fi

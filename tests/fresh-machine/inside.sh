@@ -44,11 +44,12 @@ prereqs() {
 tools() {
 	local missing=() tool
 	# make run: the Rust tool chain, make, a C/C++ compiler (RocksDB, librdkafka).
-	# make test: cargo fmt/clippy (lint); ip, nsenter, flock, setsid, sync, kill (the test bed);
+	# make test: cargo fmt/clippy (lint); flock, setsid, sync, kill (build locks, the Docker engine,
+	# the worker's crash tests);
 	# java, mvn (the Kafka broker), openssl, curl (TLS certificates, MinIO buckets); go (Kubernetes,
 	# etcd, Helm, MinIO from source); dockerd, containerd, runc, docker, jq (scripts/dockerd.sh),
 	# debootstrap, tar (images/local-bases.sh) for this check and the kind path.
-	for tool in cargo rustc make cc gcc g++ ip nsenter flock setsid sync kill java mvn openssl curl \
+	for tool in cargo rustc make cc gcc g++ flock setsid sync kill java mvn openssl curl \
 		go dockerd containerd runc docker jq debootstrap tar; do
 		type -P "$tool" >/dev/null || missing+=("$tool")
 	done
