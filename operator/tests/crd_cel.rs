@@ -1,9 +1,9 @@
 //! The generated CRD's schema and CEL rules, evaluated by the API server's own validation code
-//! (the Go helper in `tests/celcheck`, built from k8s.io/apiextensions-apiserver at the test
-//! bed's Kubernetes version): the CRD is accepted (rules compile, within the cost limits), the
+//! (the Go helper in `tests/celcheck`, built from k8s.io/apiextensions-apiserver at the
+//! pinned Kubernetes version): the CRD is accepted (rules compile, within the cost limits), the
 //! audit's StreamJob is rejected naming its field, and the CEL duration bound agrees with the
-//! spec crate's (`cairn_spec::parse_duration`) on a table of values. Needs `go` (the test bed's
-//! control plane and Helm are built with it too).
+//! spec crate's (`cairn_spec::parse_duration`) on a table of values. Needs `go` (the kind cluster's
+//! Kubernetes and Helm are built with it too).
 
 mod common;
 

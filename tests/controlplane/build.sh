@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the test bed's Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) and the Helm CLI from source with `go build`, at the versions pinned by
+# Builds what the kind cluster of tests/kind is made from (etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubectl) and the Helm CLI from source with `go build`, at the versions pinned by
 # the wrapper modules next to this script (kubernetes/, etcd/, helm/ — their go.mod is the only
 # place a version is written).
 #

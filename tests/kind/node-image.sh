@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the kind node image for the Kubernetes version the test bed pins, with no image
+# Builds the kind node image for the pinned Kubernetes version (tests/controlplane), with no image
 # registry: every image the cluster starts is made here from binaries built from source (the
 # wrapper modules in tests/controlplane) and Debian packages.
 #

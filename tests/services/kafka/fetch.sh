@@ -2,7 +2,7 @@
 # Fetches the official Apache Kafka broker jars (KRaft mode) with Maven into
 # ~/.cache/cairn/kafka-<version>/libs and prints that directory. Idempotent: a complete cache
 # is reused without touching the network. Used by the worker's Kafka tests and benchmarks
-# (worker/tests/common/kafka.rs), and by the Kubernetes end-to-end test bed.
+# (worker/tests/common/kafka.rs), and by the end-to-end suite's services image (tests/services/image).
 set -euo pipefail
 
 KAFKA_VERSION=4.1.0   # keep in sync with pom.xml

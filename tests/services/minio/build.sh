@@ -2,7 +2,7 @@
 # Builds the MinIO server (a real S3-compatible object store) from its Go module at a pinned
 # version into ~/.cache/cairn/bin/minio-<version>/minio and prints the binary's path.
 # Idempotent: an existing binary is reused. Used by the worker's S3 tests and benchmarks
-# (worker/tests/common/minio.rs) and by the Kubernetes end-to-end test bed.
+# (worker/tests/common/minio.rs) and by the end-to-end suite's services image (tests/services/image).
 #
 # MinIO publishes no semantic-version tags, so the module is pinned by its pseudo-version
 # (a commit of the upstream repository).

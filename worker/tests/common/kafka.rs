@@ -55,7 +55,7 @@ impl Kafka {
         let controller = super::free_local_addr();
         let keystore = make_certificates(&dir);
         let config = dir.join("server.properties");
-        // The broker settings shared with the Kubernetes test bed and the JVM flags live in
+        // The broker settings shared with the e2e suite's broker pod and the JVM flags live in
         // tests/services/kafka/ (one source for both); this broker adds a SASL_SSL listener.
         const TEMPLATE: &str = include_str!("../../../tests/services/kafka/broker.properties");
         const JVM_FLAGS: &str = include_str!("../../../tests/services/kafka/jvm.flags");
