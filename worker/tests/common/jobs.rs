@@ -41,9 +41,13 @@ pub fn committed_offsets(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until the running job has checkpointed offsets for all `records` (an endless input
-/// that has been read to its end), then stops it gracefully and checks it exited cleanly.
+/// Waits until the running job (just started) has committed a checkpoint of its own holding the
+/// offsets of all `records` (an endless input that has been read to its end), then stops it
+/// gracefully and checks it exited cleanly. "Of its own": a restarted job may find a checkpoint
+/// that already holds every offset, and a SIGTERM before it has even restored would prove
+/// nothing (and kill it before its signal handling is set up).
 pub fn stop_when_checkpointed(dir: &Path, mut child: Child, records: u64) {
+    let before = super::committed_ids(dir, "file://./ckpt").last().copied();
     wait_until("the job to checkpoint every record", 120, || {
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -51,6 +55,7 @@ pub fn stop_when_checkpointed(dir: &Path, mut child: Child, records: u64) {
             worker_log(dir)
         );
         committed_offsets(dir) == records
+            && super::committed_ids(dir, "file://./ckpt").last().copied() > before
     });
     super::sigterm(&child);
     let status = child.wait().unwrap();
