@@ -120,7 +120,7 @@ docker exec "$container" bash -euc '
 	done
 	ctr -n k8s.io images list -q
 	kill %1; wait || true
-	rm -rf /kind/images /tmp/containerd.log'
+	rm -rf /kind/images /tmp/containerd.log' >&2 # the list is for the log: stdout carries only the image name
 # The tags kubeadm must be told (kind-config.yaml) travel with the image.
 docker commit \
 	--change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
