@@ -103,6 +103,12 @@ up() {
 	local kind services
 	kind="$(kind_cmd)"
 	mapfile -t cairn_images < <("$root/images/build.sh")
+	# A process substitution's failure does not stop the script: count what it printed instead,
+	# so a failed image build stops here, not later as pods that cannot pull their image.
+	((${#cairn_images[@]} == 2)) || {
+		log "images/build.sh failed (its output is above); no cluster was created"
+		exit 1
+	}
 	services="$("$root/tests/services/image/build.sh")"
 	"$kind" delete cluster --name "$name" >/dev/null 2>&1 || true
 	local create=(create cluster --name "$name" --kubeconfig "$state/kubeconfig" --wait 180s)

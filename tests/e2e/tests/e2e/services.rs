@@ -33,15 +33,17 @@ fn services_image() -> String {
     })
 }
 
-/// A StatefulSet of one pod running `command` in the services image, with a Service in front:
-/// headless for Kafka (a stable per-pod DNS name to advertise), a ClusterIP one for MinIO.
-fn stateful_service(
+/// Applies a StatefulSet of one pod running `container` (of the services image), with a Service
+/// in front — headless for Kafka (a stable per-pod DNS name to advertise), a ClusterIP one for
+/// MinIO — and waits until its pod `<name>-0` is Ready.
+fn deploy_stateful_service(
+    suite: &Suite,
     name: &str,
     port: u16,
     headless: bool,
     container: Value,
     volumes: Value,
-) -> [Value; 2] {
+) {
     let labels = json!({"app.kubernetes.io/name": name});
     let mut service = json!({
         "apiVersion": "v1", "kind": "Service",
@@ -64,7 +66,9 @@ fn stateful_service(
             },
         },
     });
-    [service, set]
+    suite.apply_ok(&service);
+    suite.apply_ok(&set);
+    wait_ready(suite, &format!("{name}-0"));
 }
 
 /// Waits until pod `pod` of the services namespace is Ready.
@@ -171,10 +175,7 @@ impl<'a> Kafka<'a> {
             {"name": "data", "emptyDir": {}},
         ]);
         suite.apply_ok(&config);
-        for object in stateful_service("kafka", 9092, true, container, volumes) {
-            suite.apply_ok(&object);
-        }
-        wait_ready(suite, "kafka-0");
+        deploy_stateful_service(suite, "kafka", 9092, true, container, volumes);
         Kafka {
             suite,
             bootstrap: KAFKA_BOOTSTRAP,
@@ -294,10 +295,7 @@ impl<'a> Minio<'a> {
             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
         });
         let volumes = json!([{"name": "data", "emptyDir": {}}]);
-        for object in stateful_service("minio", 9000, false, container, volumes) {
-            suite.apply_ok(&object);
-        }
-        wait_ready(suite, "minio-0");
+        deploy_stateful_service(suite, "minio", 9000, false, container, volumes);
         Minio {
             suite,
             endpoint: MINIO_ENDPOINT,

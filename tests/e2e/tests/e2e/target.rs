@@ -44,6 +44,16 @@ pub struct KubectlOutput {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for KubectlOutput {
+    fn from(out: std::process::Output) -> Self {
+        KubectlOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl KubectlOutput {
     /// Both streams, for messages.
     pub fn text(&self) -> String {
@@ -130,11 +140,7 @@ impl Suite {
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("running {}: {e}", self.kubectl.display()));
-        KubectlOutput {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        KubectlOutput::from(out)
     }
 
     /// Runs kubectl with `input` on its stdin (`kubectl exec -i`).
@@ -152,11 +158,7 @@ impl Suite {
         let _ = stdin.write_all(input.as_bytes());
         drop(stdin);
         let out = child.wait_with_output().expect("kubectl ends");
-        KubectlOutput {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        KubectlOutput::from(out)
     }
 
     /// Runs kubectl, asserts it succeeded and returns its stdout.
