@@ -8,8 +8,10 @@ WORKER := $(CARGO_TARGET_DIR)/debug/cairn-worker
 .PHONY: run test prereqs build lint fmt unit e2e fresh-machine bench clean-state crds images
 
 ## Run the example job locally (no cluster): Ctrl-C stops it with a final checkpoint; run again to resume.
+## `--workspace` resolves dependency features as `make test` does, so the two share one build of
+## RocksDB (`-p cairn-worker` alone would compile it again).
 run: prereqs
-	cargo build -p cairn-worker --bin cairn-worker
+	cargo build --workspace --bin cairn-worker
 	$(WORKER) run $(JOB) --metrics-addr 127.0.0.1:9249
 
 ## Everything CI checks: formatting, lints, unit and integration tests, the end-to-end suite on a
@@ -56,11 +58,15 @@ lint:
 	cargo clippy --workspace --features cairn-worker/test-hooks --test e2e -- -D warnings
 
 ## The worker's fault-injection hooks are compiled in for the tests (feature test-hooks); the
-## last line checks that a build without the feature has none.
+## last line checks that a build without the feature has none. It also builds what the next steps
+## run on the host (the binaries as `make run` builds them, the e2e suite), so the e2e suite and
+## the fresh-machine check, which run side by side and read this build, find it complete.
 unit:
 	cargo build --workspace --bins --features cairn-worker/test-hooks
 	cargo test --workspace --features cairn-worker/test-hooks
 	cargo test --workspace --lib compiled_out_without_the_feature
+	cargo build --workspace --bins
+	cargo test --workspace --features cairn-worker/test-hooks --test e2e --no-run
 
 fmt:
 	cargo fmt --all

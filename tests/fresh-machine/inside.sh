@@ -135,6 +135,9 @@ run() {
 	[[ "$final" -gt "$before" && "$after" == "$final" ]] ||
 		fail "no final checkpoint: the latest was $before before Ctrl-C, the worker reported $final, the store has $after"
 	"$CARGO_TARGET_DIR/debug/cairn-worker" checkpoints file://./.cairn/checkpoints
+	# What this container compiled itself: Cairn's crates; their dependencies come from the host's
+	# build (check.sh), unless it lacked them.
+	log "make run compiled here: $(sed -nE 's/^ *Compiling ([^ ]+) .*/\1/p' "$out" | tr '\n' ' ')"
 	log "make run: the job ran, committed checkpoint $before, and on Ctrl-C its final checkpoint $after (make's status $status)"
 }
 

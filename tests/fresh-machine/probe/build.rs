@@ -5,6 +5,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CAIRN_FRESH_MACHINE_RUN");
     println!("cargo:rerun-if-changed=probe.h");
     println!("cargo:rerun-if-changed=probe.c");
+    println!("cargo:rerun-if-changed=probe.cc");
 
     // As librocksdb-sys: bindgen with the runtime feature finds and loads libclang.so when it
     // generates; a machine without it panics here with "Unable to find libclang".
@@ -29,4 +30,14 @@ fn main() {
         c.includes(found.include_paths);
     }
     c.file("probe.c").compile("cairnprobe");
+
+    // As librocksdb-sys compiles RocksDB: C++20 with g++ (the cc crate's default C++ compiler),
+    // linked with libstdc++.
+    cc::Build::new()
+        .cpp(true)
+        .flag("-std=c++20")
+        .flag("-include")
+        .flag("cstdint")
+        .file("probe.cc")
+        .compile("cairnprobecxx");
 }
