@@ -26,8 +26,15 @@ docker version >/dev/null 2>&1 || {
 repo="$(awk '/^ *imageRepository:/ { print $2; exit }' "$here/kind-config.yaml")"
 pause_tag=3.10
 
-mapfile -t control_plane < <("$root/tests/controlplane/build.sh" kubernetes)
-mapfile -t node_bins < <("$root/tests/controlplane/build.sh" node)
+# Command substitutions, not process substitutions: a failed build must stop this script (set -e).
+built="$("$root/tests/controlplane/build.sh" kubernetes)"
+mapfile -t control_plane <<<"$built"
+built="$("$root/tests/controlplane/build.sh" node)"
+mapfile -t node_bins <<<"$built"
+((${#control_plane[@]} == 1 && ${#node_bins[@]} == 3)) || {
+	echo "node-image.sh: tests/controlplane/build.sh printed ${#control_plane[@]} and ${#node_bins[@]} directories, not 1 and 3" >&2
+	exit 1
+}
 k8s_dir="${control_plane[-1]}" kind_dir="${node_bins[0]}" coredns_dir="${node_bins[1]}" node_dir="${node_bins[2]}"
 k8s_version="${node_dir##*/kubernetes-node-}"
 etcd_tag="v$("$k8s_dir/etcd" --version | awk '/^etcd Version:/ { print $3 }')"
