@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cairn_contract::health::HealthRule;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -88,12 +89,12 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
         .as_ref()
         .and_then(|c| c.time.parse::<Timestamp>().ok())
         .map(|t| elapsed(t, facts.now));
-    // Saturating: the interval comes from a spec (bounded by validation, but conditions must
-    // never be the place where a bad value panics the operator).
-    let limit = facts
-        .checkpoint_interval
-        .saturating_mul(3)
-        .max(Duration::from_secs(30));
+    // The workers' rule (their `health: degraded`), so the condition and the job agree.
+    let limit = HealthRule {
+        interval: facts.checkpoint_interval,
+        timeout: Duration::ZERO,
+    }
+    .late_after();
     let job_answers = facts.observed.report.is_some();
     let checkpoints: Row = match (phase, job_answers, checkpoint_age) {
         (Some(Phase::Suspended), _, _) => (CHECKPOINTS_HEALTHY, None, "Suspended", "no pods run".into()),

@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+
+// The wire types are the contract crate's: the worker serves exactly these.
+use cairn_contract::control::{self as wire, JobStatus, Operation, SavepointRequest};
 
 /// Largest answer the operator reads from a job. Real answers are a few KiB; a job runs the
 /// user's image, and an unbounded answer would be read into the memory of the one operator that
@@ -28,71 +30,6 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Bearer token (never logged).
     pub token: String,
-}
-
-/// What `GET /v1/status` says (the fields the operator uses).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct JobReport {
-    /// The job's spec hash.
-    pub spec_hash: String,
-    /// Process generation.
-    pub generation: u64,
-    /// N.
-    pub partitions: u32,
-    /// P.
-    pub parallelism: u32,
-    /// `running` or `stopping`.
-    pub state: String,
-    /// `healthy` or `degraded`.
-    pub health: String,
-    /// The last checkpoint this run committed.
-    pub last_checkpoint: Option<CommittedCheckpoint>,
-    /// Partitions of the input as last observed (Kafka topics can grow).
-    #[serde(default)]
-    pub observed_input_partitions: Option<u32>,
-}
-
-/// A committed checkpoint as the job reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct CommittedCheckpoint {
-    /// Id.
-    pub id: u64,
-    /// Commit time, ms since the epoch.
-    pub committed_at_ms: u64,
-    /// Referenced bytes.
-    pub total_bytes: u64,
-    /// Uploaded bytes.
-    pub uploaded_bytes: u64,
-    /// Trigger-to-commit duration.
-    pub duration_ms: u64,
-}
-
-/// An operation (`POST /v1/savepoints`, `GET /v1/operations/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OperationReport {
-    /// Id to poll.
-    pub id: String,
-    /// `pending`, `succeeded` or `failed`.
-    pub state: String,
-    /// The savepoint, once succeeded.
-    #[serde(default)]
-    pub savepoint: Option<SavepointReport>,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
-/// A savepoint the job took.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SavepointReport {
-    /// Its URL.
-    pub url: String,
-    /// The checkpoint it copies.
-    pub checkpoint: u64,
 }
 
 /// Why a control-API call failed.
@@ -137,19 +74,19 @@ impl ControlError {
 /// The calls the operator makes.
 pub trait ControlApi: Send + Sync {
     /// `GET /v1/status`.
-    fn status<'a>(&'a self, at: &'a Endpoint) -> BoxFuture<'a, Result<JobReport, ControlError>>;
+    fn status<'a>(&'a self, at: &'a Endpoint) -> BoxFuture<'a, Result<JobStatus, ControlError>>;
     /// `POST /v1/savepoints {"stop": stop}`.
     fn savepoint<'a>(
         &'a self,
         at: &'a Endpoint,
         stop: bool,
-    ) -> BoxFuture<'a, Result<OperationReport, ControlError>>;
+    ) -> BoxFuture<'a, Result<Operation, ControlError>>;
     /// `GET /v1/operations/{id}`.
     fn operation<'a>(
         &'a self,
         at: &'a Endpoint,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<OperationReport, ControlError>>;
+    ) -> BoxFuture<'a, Result<Operation, ControlError>>;
 }
 
 /// The HTTP client.
@@ -222,30 +159,33 @@ impl HttpControl {
 }
 
 impl ControlApi for HttpControl {
-    fn status<'a>(&'a self, at: &'a Endpoint) -> BoxFuture<'a, Result<JobReport, ControlError>> {
-        Box::pin(self.call(at, http::Method::GET, "/v1/status", None))
+    fn status<'a>(&'a self, at: &'a Endpoint) -> BoxFuture<'a, Result<JobStatus, ControlError>> {
+        Box::pin(self.call(at, http::Method::GET, wire::STATUS_PATH, None))
     }
 
     fn savepoint<'a>(
         &'a self,
         at: &'a Endpoint,
         stop: bool,
-    ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
-        Box::pin(self.call(
-            at,
-            http::Method::POST,
-            "/v1/savepoints",
-            Some(format!("{{\"stop\": {stop}}}")),
-        ))
+    ) -> BoxFuture<'a, Result<Operation, ControlError>> {
+        let body = serde_json::to_string(&SavepointRequest { stop });
+        Box::pin(async move {
+            let body = body.map_err(|e| ControlError::Malformed {
+                addr: at.addr,
+                reason: e.to_string(),
+            })?;
+            self.call(at, http::Method::POST, wire::SAVEPOINTS_PATH, Some(body))
+                .await
+        })
     }
 
     fn operation<'a>(
         &'a self,
         at: &'a Endpoint,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+    ) -> BoxFuture<'a, Result<Operation, ControlError>> {
         Box::pin(async move {
-            let path = format!("/v1/operations/{id}");
+            let path = wire::operation_path(id);
             self.call(at, http::Method::GET, &path, None).await
         })
     }

@@ -7,7 +7,7 @@
 //! upgrades). The operator talks to a job only through its control API ([`control`]) and never
 //! links RocksDB.
 
-pub mod build;
+pub mod children;
 pub mod conditions;
 pub mod config;
 pub mod control;

@@ -17,7 +17,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
-use crate::build::{JOB_LABEL, MANAGED_BY};
+use crate::children::{JOB_LABEL, MANAGED_BY};
 use crate::config::OperatorConfig;
 use crate::control::HttpControl;
 use crate::crd::{Phase, StreamJob};

@@ -1,10 +1,10 @@
 //! Step 2 of the reconcile pipeline: from a StreamJob spec to a [`ValidatedJob`], the only input
-//! of the builders. The job section is parsed and checked by the shared spec crate (the same
+//! of the builders. The job section is parsed and checked by the contract crate (the same
 //! rules `cairn-worker validate` applies); the pod settings get their defaults here.
 
 use std::time::Duration;
 
-use cairn_spec::{JobSpec, SpecError};
+use cairn_contract::{JobSpec, SpecError};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
@@ -169,7 +169,7 @@ pub fn validate(
     })
 }
 
-/// Parses the job section with the spec crate: the name defaults to the StreamJob's, the state
+/// Parses the job section with the contract crate: the name defaults to the StreamJob's, the state
 /// directory is the pod's state volume.
 fn parse_job(name: &str, job: &Value) -> Result<JobSpec, Vec<String>> {
     let Value::Object(map) = job else {
@@ -224,7 +224,7 @@ fn parse_job(name: &str, job: &Value) -> Result<JobSpec, Vec<String>> {
     Ok(job)
 }
 
-/// The spec crate's errors, with their field paths moved under `spec.job`.
+/// The contract crate's errors, with their field paths moved under `spec.job`.
 fn job_problems(err: SpecError) -> Vec<String> {
     match err {
         SpecError::Invalid(fields) => fields
@@ -240,7 +240,7 @@ fn job_problems(err: SpecError) -> Vec<String> {
 
 fn duration_field(field: &str, text: Option<&str>, problems: &mut Vec<String>) -> Option<Duration> {
     let text = text?;
-    match cairn_spec::parse_duration(text) {
+    match cairn_contract::parse_duration(text) {
         Ok(d) if !d.is_zero() => Some(d),
         Ok(_) => {
             problems.push(format!("{field}: must be more than 0"));
@@ -305,7 +305,7 @@ pub fn pod_document(v: &ValidatedJob) -> Value {
 }
 
 fn deploy_hash(v: &ValidatedJob) -> String {
-    cairn_spec::fingerprint(&pod_document(v))
+    cairn_contract::fingerprint(&pod_document(v))
 }
 
 /// The spec as recorded in `status.deployed`: the operator's defaults (image, service account)

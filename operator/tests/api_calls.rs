@@ -8,9 +8,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use cairn_operator::control::{
-    BoxFuture, ControlApi, ControlError, Endpoint, JobReport, OperationReport, SavepointReport,
+use cairn_contract::control::{
+    self as wire, JobStatus, OperationKind as WireKind, OperationState, SavepointInfo,
 };
+use cairn_operator::control::{BoxFuture, ControlApi, ControlError, Endpoint};
 use cairn_operator::crd::{Operation, OperationKind, Phase, Step, StreamJob};
 use cairn_operator::metrics::Metrics;
 use cairn_operator::reconcile::{reconcile, Context};
@@ -21,15 +22,33 @@ use kube::Client;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
+/// Operation `savepoint-1` as the job's control API answers it.
+fn savepoint_operation(
+    state: OperationState,
+    stop: bool,
+    savepoint: Option<SavepointInfo>,
+) -> wire::Operation {
+    wire::Operation {
+        id: "savepoint-1".into(),
+        kind: WireKind::Savepoint,
+        stop,
+        state,
+        checkpoint: savepoint.as_ref().map(|s| s.checkpoint),
+        savepoint,
+        error: None,
+        started_at_ms: 1_790_000_000_000,
+    }
+}
+
 /// A job whose control API answers from a script.
 #[derive(Default)]
 struct ScriptedJob {
     calls: Mutex<Vec<String>>,
-    operation: Mutex<Option<OperationReport>>,
+    operation: Mutex<Option<wire::Operation>>,
 }
 
 impl ControlApi for ScriptedJob {
-    fn status<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, Result<JobReport, ControlError>> {
+    fn status<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, Result<JobStatus, ControlError>> {
         self.calls.lock().unwrap().push("GET /v1/status".into());
         Box::pin(async {
             Err(ControlError::Unreachable {
@@ -42,25 +61,18 @@ impl ControlApi for ScriptedJob {
         &'a self,
         _: &'a Endpoint,
         stop: bool,
-    ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+    ) -> BoxFuture<'a, Result<wire::Operation, ControlError>> {
         self.calls
             .lock()
             .unwrap()
             .push(format!("POST /v1/savepoints stop={stop}"));
-        Box::pin(async {
-            Ok(OperationReport {
-                id: "savepoint-1".into(),
-                state: "pending".into(),
-                savepoint: None,
-                error: None,
-            })
-        })
+        Box::pin(async move { Ok(savepoint_operation(OperationState::Pending, stop, None)) })
     }
     fn operation<'a>(
         &'a self,
         _: &'a Endpoint,
         id: &'a str,
-    ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+    ) -> BoxFuture<'a, Result<wire::Operation, ControlError>> {
         self.calls
             .lock()
             .unwrap()
@@ -243,15 +255,15 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
     sj.spec.image = Some("cairn/worker:2".into());
     sj.status = Some(status);
     let scripted = Arc::new(ScriptedJob::default());
-    *scripted.operation.lock().unwrap() = Some(OperationReport {
-        id: "savepoint-1".into(),
-        state: "succeeded".into(),
-        savepoint: Some(SavepointReport {
+    *scripted.operation.lock().unwrap() = Some(savepoint_operation(
+        OperationState::Succeeded,
+        true,
+        Some(SavepointInfo {
             url: "file:///var/lib/cairn-store/count/savepoints/sp-9".into(),
+            id: "sp-9".into(),
             checkpoint: 9,
         }),
-        error: None,
-    });
+    ));
 
     // Reconcile 1: the savepoint goes into status; nothing is deleted yet.
     let (seen, _) = reconcile_against(&sj, pods.clone(), &scripted).await;
@@ -479,21 +491,21 @@ async fn a_job_against_the_policy_gets_no_child_objects() {
 async fn a_panicking_reconcile_is_caught_and_other_jobs_are_still_reconciled() {
     struct PanickingJob;
     impl ControlApi for PanickingJob {
-        fn status<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, Result<JobReport, ControlError>> {
+        fn status<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, Result<JobStatus, ControlError>> {
             panic!("scripted panic in the control API")
         }
         fn savepoint<'a>(
             &'a self,
             _: &'a Endpoint,
             _: bool,
-        ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+        ) -> BoxFuture<'a, Result<wire::Operation, ControlError>> {
             unreachable!()
         }
         fn operation<'a>(
             &'a self,
             _: &'a Endpoint,
             _: &'a str,
-        ) -> BoxFuture<'a, Result<OperationReport, ControlError>> {
+        ) -> BoxFuture<'a, Result<wire::Operation, ControlError>> {
             unreachable!()
         }
     }

@@ -2,10 +2,10 @@
 
 mod common;
 
-use cairn_operator::build::{self, Owner, Start};
+use cairn_contract::JobSpec;
+use cairn_operator::children::{self, Owner, Start};
 use cairn_operator::lifecycle::{classify, Change};
 use cairn_operator::validate::{pinned_spec, validate, validate_recorded, STATE_DIR};
-use cairn_spec::JobSpec;
 use common::{config, manifest, validated};
 
 fn owner() -> Owner {
@@ -24,7 +24,7 @@ fn count_example_builds_every_child_with_owner_and_labels() {
         savepoint: Some("file:///var/lib/cairn-store/count/savepoints/sp-1".into()),
         state_epoch: 0,
     };
-    let c = build::children(&job, &owner(), &start, "t0ken-t0ken-t0ken-t0ken", true);
+    let c = children::render(&job, &owner(), &start, "t0ken-t0ken-t0ken-t0ken", true);
     let sts = c.stateful_set.expect("workers");
     let spec = sts.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
@@ -128,7 +128,7 @@ fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
         savepoint: None,
         state_epoch: 2,
     };
-    let c = build::children(&job, &owner(), &start, "t0ken-t0ken-t0ken-t0ken", false);
+    let c = children::render(&job, &owner(), &start, "t0ken-t0ken-t0ken-t0ken", false);
     assert!(c.stateful_set.is_none() && c.pdb.is_none());
     let spec = JobSpec::from_yaml_str(&c.config_map.data.unwrap()["job.yaml"]).unwrap();
     assert_eq!(

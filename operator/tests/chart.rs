@@ -1165,7 +1165,7 @@ fn every_value_is_commented_in_values_yaml_and_documented_in_docs() {
 fn chart_matches_what_the_operator_code_uses() {
     // Ports and labels of worker pods come from the operator's builders, the Lease name and the
     // worker ServiceAccount default from its config: the chart must not drift from them.
-    use cairn_operator::build::{child_labels, CONTROL_PORT, COORDINATOR_PORT, METRICS_PORT};
+    use cairn_operator::children::{child_labels, CONTROL_PORT, COORDINATOR_PORT, METRICS_PORT};
     use cairn_operator::config::OperatorConfig;
 
     let objects = render(&set(&["networkPolicy.enabled=true"]));

@@ -2,6 +2,7 @@
 //! image, so its answers are input. An answer larger than `MAX_ANSWER_BYTES` is refused
 //! instead of being read into the memory of the one operator every namespace depends on.
 
+use cairn_contract::control::JobStatus;
 use cairn_operator::control::{ControlApi, ControlError, Endpoint, HttpControl, MAX_ANSWER_BYTES};
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -25,12 +26,19 @@ async fn serve_once(body: Vec<u8>) -> std::net::SocketAddr {
     addr
 }
 
+/// A status as the worker serializes it (the contract's type), after `padding` spaces.
 fn report(padding: usize) -> Vec<u8> {
     // JSON allows any amount of whitespace: before the bound, this parsed as a valid answer.
     let mut body = vec![b' '; padding];
-    body.extend_from_slice(
-        br#"{"specHash":"h","generation":1,"partitions":2,"parallelism":1,"state":"running","health":"healthy","lastCheckpoint":null}"#,
-    );
+    let status = JobStatus {
+        job: "count".into(),
+        spec_hash: "h".into(),
+        partitions: 2,
+        parallelism: 1,
+        observed_partitions: Some(3),
+        ..Default::default()
+    };
+    body.extend_from_slice(&serde_json::to_vec(&status).unwrap());
     body
 }
 
@@ -60,4 +68,7 @@ async fn an_answer_within_the_bound_is_read() {
     };
     let report = HttpControl::default().status(&at).await.unwrap();
     assert_eq!((report.spec_hash.as_str(), report.partitions), ("h", 2));
+    // Every field the worker sends arrives (the operator once read `observedInputPartitions`
+    // where the worker wrote `observedPartitions`, and the field stayed empty).
+    assert_eq!(report.observed_partitions, Some(3));
 }

@@ -2,7 +2,7 @@
 //! (the Go helper in `tests/celcheck`, built from k8s.io/apiextensions-apiserver at the
 //! pinned Kubernetes version): the CRD is accepted (rules compile, within the cost limits), the
 //! audit's StreamJob is rejected naming its field, and the CEL duration bound agrees with the
-//! spec crate's (`cairn_spec::parse_duration`) on a table of values. Needs `go` (the kind cluster's
+//! contract crate's (`cairn_contract::parse_duration`) on a table of values. Needs `go` (the kind cluster's
 //! Kubernetes and Helm are built with it too).
 
 mod common;
@@ -251,10 +251,10 @@ fn the_cel_bound_agrees_with_the_spec_crate() {
             "{text:?} is not in the CRD's syntax: a bad table entry"
         );
         let cel_accepts = errors.is_empty();
-        let rust_accepts = cairn_spec::parse_duration(text).is_ok();
+        let rust_accepts = cairn_contract::parse_duration(text).is_ok();
         if cel_accepts != rust_accepts {
             disagreements.push(format!(
-                "{text:?}: CEL {cel_accepts} ({errors:?}), spec crate {rust_accepts}"
+                "{text:?}: CEL {cel_accepts} ({errors:?}), contract crate {rust_accepts}"
             ));
         }
     }

@@ -28,7 +28,7 @@ fn job_schema_covers_every_spec_field() {
     let crd: serde_json::Value = serde_yaml::from_str(&definition_yaml()).unwrap();
     let job = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         ["properties"]["job"];
-    let full = cairn_spec::JobSpec::from_yaml_str(
+    let full = cairn_contract::JobSpec::from_yaml_str(
         "name: j\ninput: {type: generator, partitions: 2, seed: 1, keys: 5, distribution: zipf, zipfExponent: 1.5, recordsPerPartition: 10, ratePerSecond: 3}\ntask: {name: count}\noutput: {type: file, path: /o}\nparallelism: 1\ncheckpoint: {interval: 10s, store: 'file:///s', retained: 2, timeout: 1m}\nstate: {cacheSize: 8MiB}\n",
     )
     .unwrap();
@@ -36,7 +36,7 @@ fn job_schema_covers_every_spec_field() {
     value["state"].as_object_mut().unwrap().remove("dir"); // set by the operator
     let file_input =
         serde_json::json!({"type": "file", "partitions": 1, "path": "/in", "follow": true});
-    let kafka = cairn_spec::JobSpec::from_yaml_str(
+    let kafka = cairn_contract::JobSpec::from_yaml_str(
         "name: j
 input:
   type: kafka

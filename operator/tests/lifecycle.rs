@@ -6,11 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use cairn_operator::build::{job_document, Start};
-use cairn_operator::conditions;
-use cairn_operator::control::{
-    CommittedCheckpoint, ControlError, JobReport, OperationReport, SavepointReport,
+use cairn_contract::control::{
+    self as wire, CommittedCheckpoint, JobStatus, OperationState, SavepointInfo,
 };
+use cairn_operator::children::{job_document, Start};
+use cairn_operator::conditions;
+use cairn_operator::control::ControlError;
 use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
 use cairn_operator::lifecycle::{
     classify, plan, Change, Effect, Input, Observed, Plan, Workers, MAX_REQUEUE,
@@ -18,6 +19,7 @@ use cairn_operator::lifecycle::{
 use cairn_operator::validate::{pinned_spec, validate_recorded, ValidatedJob};
 use common::{manifest, validated};
 use jiff::Timestamp;
+use OperationState::{Failed, Pending, Succeeded};
 
 const SP: &str = "file:///var/lib/cairn-store/count/savepoints/sp-000000000007";
 
@@ -114,7 +116,7 @@ fn workers(pods: u32) -> Workers {
     }
 }
 
-fn observed(pods: u32, report: Option<JobReport>) -> Observed {
+fn observed(pods: u32, report: Option<JobStatus>) -> Observed {
     Observed {
         workers: workers(pods),
         report,
@@ -122,35 +124,39 @@ fn observed(pods: u32, report: Option<JobReport>) -> Observed {
     }
 }
 
-fn report(job_hash: &str, checkpoint: u64) -> JobReport {
-    JobReport {
+fn report(job_hash: &str, checkpoint: u64) -> JobStatus {
+    JobStatus {
         spec_hash: job_hash.into(),
         generation: 1,
         partitions: 4,
         parallelism: 2,
-        state: "running".into(),
-        health: "healthy".into(),
         last_checkpoint: Some(CommittedCheckpoint {
             id: checkpoint,
             committed_at_ms: 1_790_000_000_000,
             ..Default::default()
         }),
-        observed_input_partitions: None,
+        ..Default::default()
     }
 }
 
-fn answered(state: &str, error: Option<&str>) -> Observed {
+fn answered(state: OperationState, error: Option<&str>) -> Observed {
+    let savepoint = (state == Succeeded).then(|| SavepointInfo {
+        url: SP.into(),
+        id: "sp-7".into(),
+        checkpoint: 7,
+    });
     Observed {
         workers: workers(2),
         report: None,
-        operation: Some(Ok(OperationReport {
+        operation: Some(Ok(wire::Operation {
             id: "savepoint-1".into(),
-            state: state.into(),
-            savepoint: (state == "succeeded").then(|| SavepointReport {
-                url: SP.into(),
-                checkpoint: 7,
-            }),
+            kind: wire::OperationKind::Savepoint,
+            stop: true,
+            state,
+            checkpoint: savepoint.as_ref().map(|s| s.checkpoint),
+            savepoint,
             error: error.map(Into::into),
+            started_at_ms: 1_790_000_000_000,
         })),
     }
 }
@@ -167,9 +173,9 @@ fn take_savepoint(w: &mut World) {
     let p = w.step(observed(2, None));
     assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
     w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
-    let p = w.step(answered("pending", None));
+    let p = w.step(answered(Pending, None));
     assert!(p.effects.is_empty());
-    let p = w.step(answered("succeeded", None));
+    let p = w.step(answered(Succeeded, None));
     // The savepoint is in status before anything is deleted.
     assert!(p.effects.is_empty(), "{:?}", p.effects);
     assert_eq!(w.op().1, Step::StoppingWorkers);
@@ -265,7 +271,7 @@ fn a_failed_savepoint_leaves_the_job_running_and_backs_off() {
     w.step(observed(2, None));
     w.step(observed(2, None));
     w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
-    let p = w.step(answered("failed", Some("checkpoint 12 timed out")));
+    let p = w.step(answered(Failed, Some("checkpoint 12 timed out")));
     assert!(
         p.effects.is_empty(),
         "nothing is torn down: {:?}",
@@ -298,7 +304,7 @@ fn fallback_to_last_state_is_explicit() {
     w.step(observed(2, None));
     w.step(observed(2, None));
     w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
-    let mut lost = answered("pending", None);
+    let mut lost = answered(Pending, None);
     lost.operation = Some(Err(ControlError::Status {
         addr: "10.0.0.1:9250".parse().unwrap(),
         status: 404,
@@ -416,7 +422,7 @@ fn deletion_takes_a_final_savepoint_then_lets_go() {
     let p = w.step_deleting(observed(2, None), true);
     assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
     w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
-    let p = w.step_deleting(answered("succeeded", None), true);
+    let p = w.step_deleting(answered(Succeeded, None), true);
     assert!(p.release_finalizer);
     assert!(p.notes.iter().any(|n| n.message.contains(SP)));
 }
@@ -436,7 +442,7 @@ fn manual_and_periodic_savepoints_keep_the_job_running_and_prune_history() {
     assert_eq!(p.effects, [Effect::RequestSavepoint { stop: false }]);
     for n in 0..2 {
         w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
-        let mut done = answered("succeeded", None);
+        let mut done = answered(Succeeded, None);
         if let Some(Ok(r)) = &mut done.operation {
             r.savepoint.as_mut().unwrap().url = format!("{SP}{n}");
         }
@@ -604,7 +610,7 @@ fn counters_from_status_saturate() {
     let op = w.status.operation.as_mut().unwrap();
     op.control_operation = Some("savepoint-1".into());
     op.attempts = u32::MAX;
-    w.step(answered("failed", Some("checkpoint 12 timed out")));
+    w.step(answered(Failed, Some("checkpoint 12 timed out")));
     assert_eq!(w.status.operation.as_ref().unwrap().attempts, u32::MAX);
 
     let mut w = World::running();

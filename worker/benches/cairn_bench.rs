@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_spec::JobSpec;
+use cairn_contract::JobSpec;
 use cairn_worker::checkpoint::catalog;
 use cairn_worker::checkpoint::manifest::TaskManifest;
 use cairn_worker::checkpoint::restore::restore_task_db;
@@ -223,7 +223,7 @@ fn count(scratch: &Path, keys: u64, records: u64) {
     // 400M records of it would take ten minutes.
     let baseline_records = records.min(20_000_000);
     let mut baseline_spec = spec.clone();
-    if let cairn_spec::InputSpec::Generator(g) = &mut baseline_spec.input {
+    if let cairn_contract::InputSpec::Generator(g) = &mut baseline_spec.input {
         g.records_per_partition = Some(baseline_records / partitions as u64);
     }
     let baseline = bare_rocksdb(&dir, &baseline_spec, baseline_records);
@@ -249,7 +249,7 @@ fn count(scratch: &Path, keys: u64, records: u64) {
 /// back (WAL off, the same options as task databases). Two threads, each with its own DB and
 /// half the partitions, like the two containers.
 fn bare_rocksdb(dir: &Path, spec: &JobSpec, records: u64) -> (f64, f64) {
-    let cairn_spec::InputSpec::Generator(g) = &spec.input else {
+    let cairn_contract::InputSpec::Generator(g) = &spec.input else {
         unreachable!()
     };
     let table = Arc::new(KeyTable::build(g));
@@ -341,7 +341,7 @@ fn pause(scratch: &Path, values_mb: u64) {
     // enough synchronous pauses at full state size for a meaningful p99.
     let mut steady_spec = spec;
     steady_spec.checkpoint.interval = Duration::from_millis(250);
-    if let cairn_spec::InputSpec::Generator(g) = &mut steady_spec.input {
+    if let cairn_contract::InputSpec::Generator(g) = &mut steady_spec.input {
         g.records_per_partition = Some(records / 4 + 5_000 * 30);
         g.rate_per_second = Some(5_000);
     }
@@ -509,7 +509,7 @@ fn repartition(
     let savepoint_seconds = t.elapsed().as_secs_f64();
 
     let mut spec8 = spec.clone();
-    if let cairn_spec::InputSpec::Generator(g) = &mut spec8.input {
+    if let cairn_contract::InputSpec::Generator(g) = &mut spec8.input {
         g.partitions = 8;
     }
     let job_dir = dir.join("repartitioned");

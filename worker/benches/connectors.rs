@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cairn_spec::JobSpec;
+use cairn_contract::JobSpec;
 use cairn_worker::metrics::Metrics;
 use cairn_worker::partition::mix64;
 use cairn_worker::storage::{CheckpointStore, FileMeta, S3Settings, ENV_ENDPOINT};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cairn_contract::pod::env;
 use clap::{Parser, Subcommand};
 
 use crate::control::ControlConfig;
@@ -26,7 +27,7 @@ pub const UPLOAD_DELAY_ENV: &str = "CAIRN_FAULT_UPLOAD_DELAY_MS";
 #[cfg(feature = "test-hooks")]
 fn upload_delay_hook() -> Result<Option<Duration>, String> {
     match std::env::var(UPLOAD_DELAY_ENV) {
-        Ok(v) => cairn_spec::parse_duration(&v)
+        Ok(v) => cairn_contract::parse_duration(&v)
             .map(Some)
             .map_err(|e| format!("{UPLOAD_DELAY_ENV}: {e}")),
         Err(_) => Ok(None),
@@ -69,36 +70,37 @@ enum Command {
         from_savepoint: Option<String>,
         /// Run only container K of the job's P (one worker pod); container 0 also runs the
         /// coordinator. Without it, all containers run here as threads.
-        #[arg(long, env = "CAIRN_CONTAINER")]
+        #[arg(long, env = env::CONTAINER)]
         container: Option<u32>,
-        /// Container 0: where the other containers connect, e.g. 0.0.0.0:9251.
-        #[arg(long, env = "CAIRN_COORDINATOR_LISTEN")]
+        /// Container 0: where the other containers connect, e.g. 0.0.0.0:7000.
+        #[arg(long, env = env::COORDINATOR_LISTEN)]
         coordinator_listen: Option<SocketAddr>,
-        /// Containers 1..P: the coordinator's address, e.g. job-0.job:9251.
-        #[arg(long, env = "CAIRN_COORDINATOR")]
+        /// Containers 1..P: the coordinator's address, e.g. job-0.job:7000.
+        #[arg(long, env = env::COORDINATOR)]
         coordinator: Option<String>,
         /// With --container: after SIGTERM, how long the coordinator (container 0) tries to
         /// take the final checkpoint before it stops the containers without one and exits with
         /// an error; containers 1..P keep serving it and give up 5s later. Keep it below the
         /// pod's termination grace period. Default 45s.
-        #[arg(long, env = "CAIRN_STOP_TIMEOUT", value_parser = parse_stop_timeout)]
+        #[arg(long, env = env::STOP_TIMEOUT, value_parser = parse_stop_timeout)]
         stop_timeout: Option<Duration>,
         /// Serve the control API (status, checkpoints, savepoints, stop) on this address.
-        #[arg(long, env = "CAIRN_CONTROL_ADDR", requires = "control_token_file")]
+        #[arg(long, env = env::CONTROL_ADDR, requires = "control_token_file")]
         control_addr: Option<SocketAddr>,
         /// File holding the control API's bearer token.
-        #[arg(long, env = "CAIRN_CONTROL_TOKEN_FILE")]
+        #[arg(long, env = env::CONTROL_TOKEN_FILE)]
         control_token_file: Option<PathBuf>,
         /// With --container: file holding the token the job's processes authenticate to each
         /// other with (the same file for every process; at least 16 characters). Default: the
         /// --control-token-file, which the operator mounts in every worker pod.
-        #[arg(long, env = "CAIRN_COORDINATOR_TOKEN_FILE")]
+        #[arg(long, env = env::COORDINATOR_TOKEN_FILE)]
         coordinator_token_file: Option<PathBuf>,
         /// Open connections at most, per HTTP server (the control API, /metrics and /healthz);
         /// at the limit a new connection closes the oldest idle one.
-        #[arg(long, env = "CAIRN_HTTP_MAX_CONNECTIONS", default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u16).range(1..))]
+        #[arg(long, env = env::HTTP_MAX_CONNECTIONS, default_value_t = crate::http::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u16).range(1..))]
         http_max_connections: u16,
-        /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9249.
+        /// Serve /metrics and /healthz on this address, e.g. 127.0.0.1:9249 (the pod's
+        /// arguments, `cairn_contract::pod::worker_args`, serve them on 0.0.0.0:9249).
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
         /// Do not show live progress.
@@ -107,7 +109,7 @@ enum Command {
         /// After a stop (stop-with-savepoint, `/v1/stop`) or the end of a finite input, stay
         /// alive until SIGTERM instead of exiting, so a supervisor that restarts exited processes (the kubelet) cannot resume
         /// a stopped job. The operator sets it on every worker pod.
-        #[arg(long, env = "CAIRN_HOLD_AFTER_STOP")]
+        #[arg(long, env = env::HOLD_AFTER_STOP)]
         hold_after_stop: bool,
     },
     /// Check a job spec and print it with every default filled in.
@@ -231,7 +233,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             quiet,
             hold_after_stop,
         } => {
-            let spec = cairn_spec::JobSpec::from_path(&job)?;
+            let spec = cairn_contract::JobSpec::from_path(&job)?;
             // Fail before touching any state if the task is unknown or its config is bad.
             registry.build(&spec.task.name, &spec.task.config)?;
             let role = role(
@@ -275,7 +277,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Validate { job } => {
-            let spec = cairn_spec::JobSpec::from_path(&job)?;
+            let spec = cairn_contract::JobSpec::from_path(&job)?;
             registry.build(&spec.task.name, &spec.task.config)?;
             print!("{}", spec.to_yaml());
             Ok(())
@@ -385,7 +387,7 @@ fn parse_stop_timeout(text: &str) -> Result<Duration, String> {
             "{text:?} has no unit; write e.g. \"45s\" or \"1m\""
         ));
     }
-    match cairn_spec::parse_duration(text) {
+    match cairn_contract::parse_duration(text) {
         Ok(d) if d.is_zero() => {
             Err("0 leaves no time for the final checkpoint; write e.g. \"45s\"".into())
         }
@@ -518,6 +520,31 @@ mod tests {
         let err = upload_delay_hook().unwrap_err();
         assert!(err.contains("longer than the maximum"), "{err}");
         std::env::remove_var("CAIRN_FAULT_UPLOAD_DELAY_MS");
+    }
+
+    /// The arguments the operator gives every worker pod are a valid `cairn-worker` command line
+    /// that runs the mounted job with metrics on the contract's port, holding after a stop.
+    #[test]
+    fn the_pod_arguments_of_the_contract_parse() {
+        use clap::Parser;
+        let args =
+            std::iter::once("cairn-worker".to_owned()).chain(cairn_contract::pod::worker_args());
+        let cli = super::Cli::try_parse_from(args).expect("the pod's arguments parse");
+        let super::Command::Run {
+            job,
+            metrics_addr,
+            hold_after_stop,
+            quiet,
+            ..
+        } = cli.command
+        else {
+            panic!("the pod's arguments are not `run`");
+        };
+        assert_eq!(job, PathBuf::from(cairn_contract::pod::JOB_FILE));
+        let metrics = metrics_addr.expect("--metrics-addr");
+        assert_eq!(metrics.port(), cairn_contract::pod::METRICS_PORT);
+        assert!(metrics.ip().is_unspecified());
+        assert!(hold_after_stop && quiet);
     }
 
     #[test]

@@ -25,17 +25,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use cairn_contract::control::{
+    self as wire, ErrorBody, Health, JobStatus, Operation, OperationKind, OperationState, RunState,
+    SavepointRequest, StopAccepted, TaskStatus, MAX_TOKEN_LEN, MIN_TOKEN_LEN,
+};
+use cairn_contract::health::HealthRule;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::checkpoint::coordinator::{CommittedInfo, JobProgress, Request, SavepointInfo};
+use crate::checkpoint::coordinator::{JobProgress, Request};
 use crate::checkpoint::now_ms;
 use crate::http::{spawn_server, HttpLimits};
-use crate::metrics::{HealthRule, Metrics};
-
-/// Longest token accepted: a token is a random string of a few dozen characters, and one that
-/// does not fit in a request header or a hello line is a mistake (a wrong file).
-const MAX_TOKEN_LEN: usize = 4096;
+use crate::metrics::Metrics;
 
 /// Where and how to serve the control API.
 #[derive(Debug, Clone)]
@@ -86,11 +86,11 @@ pub fn read_token(path: &Path) -> Result<String, ControlError> {
             ),
         });
     }
-    if token.len() < 16 {
+    if token.len() < MIN_TOKEN_LEN {
         return Err(ControlError::Token {
             path: path.to_path_buf(),
             problem: format!(
-                "the token has {} characters, at least 16 are needed",
+                "the token has {} characters, at least {MIN_TOKEN_LEN} are needed",
                 token.len()
             ),
         });
@@ -98,9 +98,9 @@ pub fn read_token(path: &Path) -> Result<String, ControlError> {
     Ok(token)
 }
 
-/// Static facts about the job shown in its status.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// Static facts about the job shown in its status ([`JobStatus`] has them next to the live
+/// ones).
+#[derive(Debug, Clone)]
 pub struct JobFacts {
     /// Job name.
     pub job: String,
@@ -117,72 +117,6 @@ pub struct JobFacts {
     /// Checkpoint interval, for the health rule.
     pub checkpoint_interval_ms: u64,
     /// When the run started.
-    pub started_at_ms: u64,
-}
-
-/// One task in the status.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskStatus {
-    /// Task id.
-    pub task: u32,
-    /// Its container.
-    pub container: u32,
-    /// Records read.
-    pub records_in: u64,
-    /// Records emitted.
-    pub records_out: u64,
-    /// Records or bytes not read yet.
-    pub lag: i64,
-}
-
-/// `GET /v1/status`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    /// Static facts.
-    #[serde(flatten)]
-    pub facts: JobFacts,
-    /// `running` or `stopping`.
-    pub state: &'static str,
-    /// `healthy`, or `degraded` when no checkpoint committed for `max(3 × interval, 30 s)`
-    /// (the operator's `CheckpointsLate` rule).
-    pub health: &'static str,
-    /// Tasks.
-    pub tasks: Vec<TaskStatus>,
-    /// The last committed checkpoint.
-    pub last_checkpoint: Option<CommittedInfo>,
-    /// Checkpoints aborted since start.
-    pub aborted_checkpoints: u64,
-    /// The input's partition count as last observed (a Kafka topic re-read every
-    /// `input.partitionCheckInterval`); more than `partitions` means the topic grew and the job
-    /// needs a repartition. Absent until known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub observed_partitions: Option<u32>,
-}
-
-/// An asynchronous operation.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Operation {
-    /// Id to poll.
-    pub id: String,
-    /// `checkpoint` or `savepoint`.
-    pub kind: &'static str,
-    /// For savepoints: stop afterwards.
-    pub stop: bool,
-    /// `pending`, `succeeded` or `failed`.
-    pub state: &'static str,
-    /// The checkpoint taken.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<u64>,
-    /// The savepoint taken.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub savepoint: Option<SavepointInfo>,
-    /// Why it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// When it was asked for.
     pub started_at_ms: u64,
 }
 
@@ -269,11 +203,11 @@ pub async fn serve(
         progress: handles.progress,
     };
     let router = Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/checkpoints", post(checkpoint))
-        .route("/v1/savepoints", post(savepoint))
-        .route("/v1/operations/{id}", get(operation))
-        .route("/v1/stop", post(stop))
+        .route(wire::STATUS_PATH, get(status))
+        .route(wire::CHECKPOINTS_PATH, post(checkpoint))
+        .route(wire::SAVEPOINTS_PATH, post(savepoint))
+        .route(&wire::operation_path("{id}"), get(operation))
+        .route(wire::STOP_PATH, post(stop))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .fallback(|| async {
             error(
@@ -302,7 +236,10 @@ pub async fn serve(
 }
 
 fn error(code: StatusCode, message: &str) -> Response {
-    (code, Json(serde_json::json!({ "error": message }))).into_response()
+    let body = ErrorBody {
+        error: message.to_owned(),
+    };
+    (code, Json(body)).into_response()
 }
 
 /// Compares without an early exit, so response time does not reveal how much matched.
@@ -340,12 +277,13 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
     let since = last
         .as_ref()
         .map_or(api.facts.started_at_ms, |c| c.committed_at_ms);
-    let late_after = HealthRule {
+    let late = HealthRule {
         interval: std::time::Duration::from_millis(interval),
         timeout: std::time::Duration::ZERO,
     }
-    .late_after();
-    let healthy = u128::from(now_ms().saturating_sub(since)) <= late_after.as_millis();
+    .is_late(std::time::Duration::from_millis(
+        now_ms().saturating_sub(since),
+    ));
     let tasks = api
         .facts
         .assignment
@@ -361,14 +299,26 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
             }
         })
         .collect();
+    let facts = &*api.facts;
     Json(JobStatus {
-        facts: (*api.facts).clone(),
+        job: facts.job.clone(),
+        generation: facts.generation,
+        partitions: facts.partitions,
+        parallelism: facts.parallelism,
+        spec_hash: facts.spec_hash.clone(),
+        assignment: facts.assignment.clone(),
+        checkpoint_interval_ms: facts.checkpoint_interval_ms,
+        started_at_ms: facts.started_at_ms,
         state: if *api.shutdown.borrow() {
-            "stopping"
+            RunState::Stopping
         } else {
-            "running"
+            RunState::Running
         },
-        health: if healthy { "healthy" } else { "degraded" },
+        health: if late {
+            Health::Degraded
+        } else {
+            Health::Healthy
+        },
         tasks,
         last_checkpoint: last,
         aborted_checkpoints: api
@@ -381,13 +331,13 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
     })
 }
 
-fn new_operation(ops: &mut Operations, kind: &'static str, stop: bool) -> Operation {
+fn new_operation(ops: &mut Operations, kind: OperationKind, stop: bool) -> Operation {
     ops.next += 1;
     let op = Operation {
-        id: format!("{kind}-{}", ops.next),
+        id: format!("{}-{}", kind.as_str(), ops.next),
         kind,
         stop,
-        state: "pending",
+        state: OperationState::Pending,
         checkpoint: None,
         savepoint: None,
         error: None,
@@ -444,7 +394,7 @@ async fn checkpoint(State(api): State<Api>) -> Response {
     }
     let op = new_operation(
         &mut api.ops.lock().expect("operations lock"),
-        "checkpoint",
+        OperationKind::Checkpoint,
         false,
     );
     let (ops, id) = (api.ops.clone(), op.id.clone());
@@ -453,23 +403,18 @@ async fn checkpoint(State(api): State<Api>) -> Response {
             .await
             .unwrap_or_else(|_| Err("the job stopped before answering".into()));
         finish(&ops, &id, false, |op| match result {
-            Ok(checkpoint) => (op.state, op.checkpoint) = ("succeeded", Some(checkpoint)),
-            Err(e) => (op.state, op.error) = ("failed", Some(e)),
+            Ok(checkpoint) => {
+                (op.state, op.checkpoint) = (OperationState::Succeeded, Some(checkpoint))
+            }
+            Err(e) => (op.state, op.error) = (OperationState::Failed, Some(e)),
         });
     });
     (StatusCode::ACCEPTED, Json(op)).into_response()
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SavepointBody {
-    #[serde(default)]
-    stop: bool,
-}
-
 async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
-    let body: SavepointBody = if body.iter().all(u8::is_ascii_whitespace) {
-        SavepointBody::default()
+    let body: SavepointRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SavepointRequest::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(b) => b,
@@ -528,7 +473,7 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
             "the coordinator is busy or stopping; retry later",
         );
     }
-    let op = new_operation(&mut ops, "savepoint", body.stop);
+    let op = new_operation(&mut ops, OperationKind::Savepoint, body.stop);
     ops.pending_savepoint = Some(op.id.clone());
     drop(ops);
     let (ops, id) = (api.ops.clone(), op.id.clone());
@@ -539,11 +484,11 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
         let stopped = body.stop && result.is_ok();
         finish(&ops, &id, stopped, |op| match result {
             Ok(info) => {
-                op.state = "succeeded";
+                op.state = OperationState::Succeeded;
                 op.checkpoint = Some(info.checkpoint);
                 op.savepoint = Some(info);
             }
-            Err(e) => (op.state, op.error) = ("failed", Some(e)),
+            Err(e) => (op.state, op.error) = (OperationState::Failed, Some(e)),
         });
     });
     (StatusCode::ACCEPTED, Json(op)).into_response()
@@ -564,7 +509,7 @@ async fn operation(
     let mut ops = api.ops.lock().expect("operations lock");
     match ops.all.get(&id).cloned() {
         Some(op) => {
-            if op.stop && op.state != "pending" {
+            if op.stop && op.state != OperationState::Pending {
                 ops.stop_result_read = true;
             }
             Json(op).into_response()
@@ -581,11 +526,10 @@ async fn operation(
 
 async fn stop(State(api): State<Api>) -> Response {
     let _ = api.shutdown.send(true);
-    (
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "state": "stopping" })),
-    )
-        .into_response()
+    let accepted = StopAccepted {
+        state: RunState::Stopping,
+    };
+    (StatusCode::ACCEPTED, Json(accepted)).into_response()
 }
 
 #[cfg(test)]
@@ -596,20 +540,22 @@ mod tests {
     fn only_the_latest_finished_operations_are_kept() {
         let ops = Mutex::new(Operations::default());
         let new = |kind, stop| new_operation(&mut ops.lock().unwrap(), kind, stop).id;
-        let pending = new("checkpoint", false);
-        let stopped = new("savepoint", true);
-        finish(&ops, &stopped, true, |op| op.state = "succeeded");
+        let pending = new(OperationKind::Checkpoint, false);
+        let stopped = new(OperationKind::Savepoint, true);
+        finish(&ops, &stopped, true, |op| {
+            op.state = OperationState::Succeeded
+        });
         let done: Vec<String> = (0..100)
             .map(|_| {
-                let id = new("checkpoint", false);
-                finish(&ops, &id, false, |op| op.state = "succeeded");
+                let id = new(OperationKind::Checkpoint, false);
+                finish(&ops, &id, false, |op| op.state = OperationState::Succeeded);
                 id
             })
             .collect();
         let ops = ops.lock().unwrap();
         // The pending one and the stop-with-savepoint stay whatever their age.
-        assert_eq!(ops.all[&pending].state, "pending");
-        assert_eq!(ops.all[&stopped].state, "succeeded");
+        assert_eq!(ops.all[&pending].state, OperationState::Pending);
+        assert_eq!(ops.all[&stopped].state, OperationState::Succeeded);
         assert_eq!(ops.stopped_with.as_deref(), Some(stopped.as_str()));
         let forgotten = done.len() - FINISHED_KEPT;
         assert!(done[..forgotten].iter().all(|id| !ops.all.contains_key(id)));

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_spec::{KafkaSecurity, SaslSpec};
+use cairn_contract::{KafkaSecurity, SaslSpec};
 use rdkafka::config::ClientConfig;
 
 /// Builds the librdkafka configuration shared by consumers and producers: brokers, TLS, SASL
@@ -86,7 +86,7 @@ mod tests {
 
     #[test]
     fn passwords_come_from_their_file_or_variable() {
-        use cairn_spec::{KafkaProtocol, SaslMechanism};
+        use cairn_contract::{KafkaProtocol, SaslMechanism};
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("password");
         std::fs::write(&file, "s3cret\n").unwrap();

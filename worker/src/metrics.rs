@@ -204,36 +204,8 @@ impl Default for Metrics {
     }
 }
 
-/// The operator's `CheckpointsLate` floor (operator/src/conditions.rs): a job is late when no
-/// checkpoint committed for `max(3 × interval, 30 s)`.
-const LATE_FLOOR: Duration = Duration::from_secs(30);
-
-/// When a job counts as late or dead, from its checkpoint interval and timeout.
-///
-/// `late_after` is the operator's `CheckpointsLate` rule, so that the control API's `degraded`
-/// and the operator's condition agree. `dead_after` (the liveness probe) adds one checkpoint
-/// timeout on top: a checkpoint that may legitimately take up to `timeout` never fails the
-/// probe, and the operator reports `CheckpointsLate` before the kubelet restarts anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthRule {
-    /// `checkpoint.interval`.
-    pub interval: Duration,
-    /// `checkpoint.timeout`.
-    pub timeout: Duration,
-}
-
-impl HealthRule {
-    /// No commit for longer than this: `degraded` (operator: `CheckpointsLate`).
-    pub fn late_after(&self) -> Duration {
-        self.interval.saturating_mul(3).max(LATE_FLOOR)
-    }
-
-    /// No commit for longer than this: `/healthz` fails, so the liveness probe restarts the
-    /// process, which resumes from the last committed checkpoint.
-    pub fn dead_after(&self) -> Duration {
-        self.late_after().saturating_add(self.timeout)
-    }
-}
+/// The job's health rule, shared with the operator (its `CheckpointsLate` condition).
+pub use cairn_contract::health::HealthRule;
 
 /// What `/healthz` says about a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -59,7 +59,7 @@ fn timed_out_checkpoints_are_aborted_and_never_restored() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(JOB).unwrap();
     let expected = expected_counts(&spec);
     assert_eq!(dumped_counts(dir, "file://./.cairn/checkpoints"), expected);
     assert_eq!(

@@ -224,7 +224,7 @@ fn stop_with_savepoint_under_load_then_restore_is_exact() {
         String::from_utf8_lossy(&out.stderr)
     );
     let expected: BTreeMap<String, i64> =
-        expected_counts(&cairn_spec::JobSpec::from_yaml_str(&job).unwrap());
+        expected_counts(&cairn_contract::JobSpec::from_yaml_str(&job).unwrap());
     assert_eq!(
         dumped_counts(&fresh, "file://./.cairn/checkpoints"),
         expected

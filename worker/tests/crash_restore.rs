@@ -36,7 +36,7 @@ fn random_sigkills_lose_and_duplicate_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("job.yaml"), JOB).unwrap();
-    let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(JOB).unwrap();
 
     let seed: u64 = std::env::var("CAIRN_TEST_SEED")
         .ok()

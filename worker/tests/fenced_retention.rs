@@ -55,7 +55,7 @@ fn keys_below(root: &Path, dir: &str) -> Vec<String> {
 /// Every committed checkpoint of the store restores (by `state dump`, which reads the store
 /// only) to exactly the state its commit record's offsets imply.
 fn assert_every_checkpoint_restores_exactly(dir: &Path, store_url: &str, store: &Path) {
-    let spec = cairn_spec::JobSpec::from_path(&dir.join("job.yaml")).unwrap();
+    let spec = cairn_contract::JobSpec::from_path(&dir.join("job.yaml")).unwrap();
     let ids = committed_ids(dir, store_url);
     assert!(!ids.is_empty());
     for id in ids {
@@ -178,7 +178,7 @@ fn a_fenced_process_deletes_nothing_of_its_successor() {
     let status = wait_exit(&mut b, "B to finish");
     assert!(status.success(), "B failed: {}", log_of(&dir_b));
     assert_every_checkpoint_restores_exactly(&dir_b, &store_url, &store);
-    let spec = cairn_spec::JobSpec::from_path(&dir_b.join("job.yaml")).unwrap();
+    let spec = cairn_contract::JobSpec::from_path(&dir_b.join("job.yaml")).unwrap();
     let out = run_cmd(&dir_b, &["state", "dump", "--store", &store_url]);
     assert!(out.status.success());
     assert_eq!(counts_from_dump(&out.stdout), expected_counts(&spec));

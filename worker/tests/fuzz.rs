@@ -3,7 +3,7 @@
 //!
 //! Each target first runs its seeds as they are (documents written by the worker's own
 //! serialisers, real request bodies, and the findings kept in `tests/fuzz/findings/`), then
-//! bolero-generated mutations of them (the spec crate's `tests/fuzz/mutate.rs`), bounded by
+//! bolero-generated mutations of them (the contract crate's `tests/fuzz/mutate.rs`), bounded by
 //! `CAIRN_FUZZ_ITERATIONS` / `CAIRN_FUZZ_SECONDS` (docs/fuzzing.md).
 //!
 //! * `manifests`: every input goes to the task manifest, commit record and savepoint manifest
@@ -16,7 +16,7 @@
 //!   has an unknown field gets 400 with the reason; an accepted savepoint request does what its
 //!   body asked.
 
-#[path = "../../spec/tests/fuzz/mutate.rs"]
+#[path = "../../contract/tests/fuzz/mutate.rs"]
 mod mutate;
 
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bolero::TypeGenerator;
-use cairn_spec::JobSpec;
+use cairn_contract::JobSpec;
 use cairn_worker::checkpoint::catalog;
 use cairn_worker::checkpoint::coordinator::{JobProgress, Request, SavepointInfo};
 use cairn_worker::checkpoint::manifest::{

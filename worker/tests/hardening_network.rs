@@ -180,7 +180,7 @@ fn assert_exact(dir: &Path, job_yaml: &str) {
         &std::fs::read(dir.join(format!("ckpt/checkpoints/{last:012}/_COMMIT.json"))).unwrap(),
     )
     .unwrap();
-    let spec = cairn_spec::JobSpec::from_yaml_str(job_yaml).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(job_yaml).unwrap();
     let tasks = commit["tasks"].as_array().unwrap();
     assert_eq!(tasks.len() as u32, spec.input.partitions(), "{commit}");
     let mut offsets = BTreeMap::new();
@@ -417,7 +417,7 @@ fn a_container_speaking_for_tasks_it_does_not_run_is_disconnected() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let job_yaml = job(6, 3);
-    let spec_hash = cairn_spec::JobSpec::from_yaml_str(&job_yaml)
+    let spec_hash = cairn_contract::JobSpec::from_yaml_str(&job_yaml)
         .unwrap()
         .spec_hash();
     let mut procs = Procs::new(dir, &job_yaml);

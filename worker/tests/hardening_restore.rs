@@ -172,7 +172,7 @@ fn crafted_file_names_never_write_outside_the_restore_directory() {
     let spec_text = job(3000, "1h", 3);
     std::fs::write(dir.join("job.yaml"), &spec_text).unwrap();
     run_ok(&dir, &["run", "job.yaml", "--quiet"]);
-    let expected = expected_counts(&cairn_spec::JobSpec::from_yaml_str(&spec_text).unwrap());
+    let expected = expected_counts(&cairn_contract::JobSpec::from_yaml_str(&spec_text).unwrap());
     assert_eq!(dumped_counts(&dir, STORE), expected);
 
     // A savepoint of that checkpoint, for the savepoint variants.
@@ -310,7 +310,7 @@ fn a_rotten_store_copy_is_uploaded_again() {
     }
     // Without any local state, the newest checkpoint restores exactly.
     std::fs::remove_dir_all(dir.join(".cairn/state")).unwrap();
-    let expected = expected_counts(&cairn_spec::JobSpec::from_yaml_str(&second).unwrap());
+    let expected = expected_counts(&cairn_contract::JobSpec::from_yaml_str(&second).unwrap());
     assert_eq!(dumped_counts(dir, STORE), expected);
 }
 

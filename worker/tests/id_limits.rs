@@ -265,7 +265,7 @@ fn assert_one_exact_final_checkpoint(dir: &Path, logs: &str) {
         offsets.values().sum::<u64>() > 0,
         "records were read: {commit}"
     );
-    let spec = cairn_spec::JobSpec::from_yaml_str(LONGEST).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(LONGEST).unwrap();
     assert_eq!(
         dumped_counts(dir, STORE),
         expected_counts_up_to(&spec, &offsets)

@@ -90,7 +90,7 @@ fn killing_one_container_restarts_only_its_tasks_and_totals_stay_exact() {
         );
     }
 
-    let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(JOB).unwrap();
     let expected = expected_counts(&spec);
     assert_eq!(expected.values().sum::<i64>(), 180_000);
     assert_eq!(dumped_counts(dir, "file://./.cairn/checkpoints"), expected);

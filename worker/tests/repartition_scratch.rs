@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use cairn_spec::{InputSpec, JobSpec};
+use cairn_contract::{InputSpec, JobSpec};
 use cairn_worker::source::generator::{KeyTable, RecordRule};
 use common::launcher::wait_until;
 use common::*;

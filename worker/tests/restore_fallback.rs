@@ -65,7 +65,7 @@ fn sigterm_then_corrupt_and_missing_checkpoints_fall_back_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("job.yaml"), JOB).unwrap();
-    let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(JOB).unwrap();
     let store_dir = dir.join(".cairn/checkpoints");
 
     // 1. SIGTERM: the job stops with a final checkpoint and the next run resumes from it.

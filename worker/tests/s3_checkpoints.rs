@@ -42,12 +42,12 @@ checkpoint:
 }
 
 /// A MinIO server with `bucket`, and a directory holding `spec_text` as `job.yaml`.
-fn setup(bucket: &str, spec_text: String) -> (Minio, tempfile::TempDir, cairn_spec::JobSpec) {
+fn setup(bucket: &str, spec_text: String) -> (Minio, tempfile::TempDir, cairn_contract::JobSpec) {
     let minio = Minio::start();
     minio.create_bucket(bucket);
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("job.yaml"), &spec_text).unwrap();
-    let spec = cairn_spec::JobSpec::from_yaml_str(&spec_text).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(&spec_text).unwrap();
     (minio, tmp, spec)
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cairn_spec::{InputSpec, JobSpec};
+use cairn_contract::{InputSpec, JobSpec};
 use cairn_worker::source::generator::{KeyTable, RecordRule};
 use common::*;
 

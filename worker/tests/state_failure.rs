@@ -145,6 +145,6 @@ fn a_broken_state_store_fails_the_process_and_a_restart_resumes_exactly() {
     assert!(offsets
         .values()
         .all(|o| *o > 0 && *o < RECORDS_PER_PARTITION));
-    let spec = cairn_spec::JobSpec::from_yaml_str(JOB).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(JOB).unwrap();
     assert_counts_exact(dir, "file://./ckpt", &spec, &offsets);
 }

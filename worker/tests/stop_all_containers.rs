@@ -236,7 +236,7 @@ fn assert_final_checkpoint(job: &Job, before: u64, parallelism: u32) -> u64 {
             earlier[p]
         );
     }
-    let spec = cairn_spec::JobSpec::from_yaml_str(&self::job(parallelism)).unwrap();
+    let spec = cairn_contract::JobSpec::from_yaml_str(&self::job(parallelism)).unwrap();
     let expected = expected_counts_up_to(&spec, &offsets);
     assert_eq!(
         expected.values().sum::<i64>() as u64,

@@ -1,10 +1,10 @@
 //! OpenAPI schema of `spec.job`, written out by hand.
 //!
-//! The job types live in the shared spec crate, which has no schema dependency and uses tagged
+//! The job types live in the contract crate, which has no schema dependency and uses tagged
 //! unions (`input.type`) that derive into `oneOf` schemas Kubernetes cannot use (structural
 //! schemas need every property declared once). So the section is described here, field for field,
 //! with the CEL rules that let the API server reject a bad job with a message naming the field.
-//! A test (`job_schema_covers_every_spec_field`) fails when the spec crate grows a field this
+//! A test (`job_schema_covers_every_spec_field`) fails when the contract crate grows a field this
 //! schema does not declare.
 
 use schemars::{json_schema, Schema, SchemaGenerator};
@@ -14,11 +14,11 @@ use schemars::{json_schema, Schema, SchemaGenerator};
 /// crate reads all of these (and a little more: `µs`, tabs).
 pub const DURATION_PATTERN: &str = r"^ *([0-9]+ *(h|m|s|ms|us|ns) *)+$|^ *[0-9]+ *$";
 
-/// A whole number of milliseconds (the spec crate's bare-number form).
+/// A whole number of milliseconds (the contract crate's bare-number form).
 const BARE_MILLIS_PATTERN: &str = r"^ *[0-9]+ *$";
 
 /// Matches a duration with one component that alone is longer than
-/// [`cairn_spec::units::MAX_DURATION`]: more significant digits than the maximum has in that
+/// [`cairn_contract::units::MAX_DURATION`]: more significant digits than the maximum has in that
 /// unit (`10000h`, `1000000m`, ...).
 ///
 /// The bound rule checks this before it calls CEL's `duration()`, for two reasons: the message
@@ -26,8 +26,8 @@ const BARE_MILLIS_PATTERN: &str = r"^ *[0-9]+ *$";
 /// (every component under 28000h, at most 64 characters, so under 200000h in all), far from the
 /// ~2.5 million hours at which Go's duration parser overflows.
 pub fn duration_too_long_pattern() -> String {
-    let max = cairn_spec::units::MAX_DURATION.as_nanos();
-    cairn_spec::units::DURATION_UNITS
+    let max = cairn_contract::units::MAX_DURATION.as_nanos();
+    cairn_contract::units::DURATION_UNITS
         .iter()
         .map(|(unit, nanos)| {
             let digits = (max / nanos).to_string().len();
@@ -39,13 +39,13 @@ pub fn duration_too_long_pattern() -> String {
         .join("|")
 }
 
-/// The CEL rule bounding a duration string to [`cairn_spec::units::MAX_DURATION`] (8760h), as
-/// `cairn_spec::parse_duration` does. It passes strings that do not match [`DURATION_PATTERN`]
+/// The CEL rule bounding a duration string to [`cairn_contract::units::MAX_DURATION`] (8760h), as
+/// `cairn_contract::parse_duration` does. It passes strings that do not match [`DURATION_PATTERN`]
 /// (the syntax rule reports those). Whole milliseconds are compared as an integer (at most 11
 /// significant digits first, so `int()` cannot overflow); components are checked against
 /// [`duration_too_long_pattern`], then summed by CEL's `duration()` (which needs no spaces).
 pub fn duration_bound_rule() -> String {
-    let max = cairn_spec::units::MAX_DURATION;
+    let max = cairn_contract::units::MAX_DURATION;
     let max_millis = max.as_millis();
     let millis_digits = max_millis.to_string().len();
     format!(
@@ -53,7 +53,7 @@ pub fn duration_bound_rule() -> String {
         pattern = DURATION_PATTERN,
         bare = BARE_MILLIS_PATTERN,
         too_long = duration_too_long_pattern(),
-        max_text = cairn_spec::format_duration(max),
+        max_text = cairn_contract::format_duration(max),
     )
 }
 
@@ -67,7 +67,7 @@ fn string(max: u32, description: &str) -> serde_json::Value {
 }
 
 /// A duration string, checked by CEL so the message names the field: its syntax, and the same
-/// upper bound as the spec crate ([`cairn_spec::units::MAX_DURATION`], 8760h), so that an
+/// upper bound as the contract crate ([`cairn_contract::units::MAX_DURATION`], 8760h), so that an
 /// absurd value is refused by the API server and never reaches interval or timeout arithmetic.
 pub fn duration(field: &str, description: &str) -> serde_json::Value {
     serde_json::json!({
@@ -83,7 +83,7 @@ pub fn duration(field: &str, description: &str) -> serde_json::Value {
                 "rule": duration_bound_rule(),
                 "message": format!(
                     "{field} must be at most {} (one year)",
-                    cairn_spec::format_duration(cairn_spec::units::MAX_DURATION)
+                    cairn_contract::format_duration(cairn_contract::units::MAX_DURATION)
                 ),
             },
         ],

@@ -2,7 +2,7 @@
 //! and the status the operator writes back.
 //!
 //! The `job` section is the worker's job spec (the same YAML `cairn-worker run` reads), kept as
-//! JSON here and parsed by the shared spec crate during validation; its OpenAPI schema is written
+//! JSON here and parsed by the contract crate during validation; its OpenAPI schema is written
 //! out in [`job_schema`] so the API server checks it. Cross-field rules (CEL) are added to the
 //! generated definition in [`rules`].
 

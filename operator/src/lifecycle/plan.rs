@@ -7,13 +7,14 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::classify::{classify, Change};
-use crate::build::{job_document, Start};
-use crate::control::{ControlError, JobReport, OperationReport};
+use crate::children::{job_document, Start};
+use crate::control::ControlError;
 use crate::crd::{
     CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase, SavepointRecord,
     Step, StreamJobStatus, UpgradeMode,
 };
 use crate::validate::ValidatedJob;
+use cairn_contract::control::{self as wire, JobStatus, OperationState};
 
 /// Poll interval while an operation is in flight.
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
@@ -54,9 +55,9 @@ pub struct Observed {
     /// The pods.
     pub workers: Workers,
     /// The job's control API status, when it answered.
-    pub report: Option<JobReport>,
+    pub report: Option<JobStatus>,
     /// The answer to polling `status.operation.controlOperation`, when there is one.
-    pub operation: Option<Result<OperationReport, ControlError>>,
+    pub operation: Option<Result<wire::Operation, ControlError>>,
 }
 
 /// The inputs of one step.
@@ -218,8 +219,8 @@ impl<'a> Stepper<'a> {
                     uploaded_bytes: c.uploaded_bytes,
                 });
             }
-            if report.observed_input_partitions.is_some() {
-                self.status.observed_input_partitions = report.observed_input_partitions;
+            if report.observed_partitions.is_some() {
+                self.status.observed_input_partitions = report.observed_partitions;
             }
         }
         if let (Some(_), Some(job)) = (&self.status.deployed, self.input.deployed) {
@@ -500,8 +501,8 @@ impl<'a> Stepper<'a> {
             return;
         }
         match self.input.observed.operation.clone() {
-            Some(Ok(r)) if r.state == "pending" => {}
-            Some(Ok(r)) if r.state == "succeeded" && r.savepoint.is_some() => {
+            Some(Ok(r)) if r.state == OperationState::Pending => {}
+            Some(Ok(r)) if r.state == OperationState::Succeeded && r.savepoint.is_some() => {
                 let sp = r.savepoint.expect("checked");
                 let reason = match op.kind {
                     OperationKind::Savepoint => {
@@ -535,7 +536,7 @@ impl<'a> Stepper<'a> {
                 let reason = match other {
                     Some(Ok(r)) => r
                         .error
-                        .unwrap_or_else(|| format!("operation ended {}", r.state)),
+                        .unwrap_or_else(|| format!("operation ended {}", r.state.as_str())),
                     Some(Err(e)) if e.is_not_found() => {
                         "the job restarted and lost the savepoint operation".into()
                     }

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::fetch::Fetched;
 use super::{Context, Error, MANAGER};
-use crate::build::{self, selector_string, Children, Owner, Start};
+use crate::children::{self, selector_string, Children, Owner, Start};
 use crate::crd::Deployment;
 use crate::validate::ValidatedJob;
 
@@ -35,7 +35,7 @@ pub async fn children(
         service,
         stateful_set,
         pdb,
-    } = build::children(job, owner, &start, &fetched.token, with_workers);
+    } = children::render(job, owner, &start, &fetched.token, with_workers);
     if !fetched.token_exists {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         match api.create(&PostParams::default(), &secret).await {

@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::{Context, Error, FINALIZER};
-use crate::build::{selector_string, Owner, CONTROL_PORT, TOKEN_KEY};
+use crate::children::{selector_string, Owner, CONTROL_PORT, TOKEN_KEY};
 use crate::config::{SecretAccess, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
 use crate::control::Endpoint;
 use crate::crd::{StreamJob, StreamJobStatus};
@@ -114,7 +114,7 @@ pub async fn fetch(
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .and_then(|p| p.status.as_ref()?.pod_ip.as_ref()?.parse::<IpAddr>().ok())
         .map(|ip| Endpoint {
-            addr: SocketAddr::new(ip, CONTROL_PORT as u16),
+            addr: SocketAddr::new(ip, CONTROL_PORT),
             token: token.clone(),
         });
 

@@ -290,7 +290,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         now,
     };
     let mut plan = lifecycle::plan(&input);
-    plan.status.selector = Some(crate::build::selector_string(&name));
+    plan.status.selector = Some(crate::children::selector_string(&name));
 
     // status first (the write-ahead log), then the effects
     let interval = deployed
@@ -434,7 +434,7 @@ async fn refuse(
     }
     let facts = conditions::Facts {
         observed: &Default::default(),
-        checkpoint_interval: cairn_spec::DEFAULT_CHECKPOINT_INTERVAL,
+        checkpoint_interval: cairn_contract::DEFAULT_CHECKPOINT_INTERVAL,
         desired_failed_before: false,
         refused: Some(conditions::Refusal {
             reason,

@@ -26,27 +26,13 @@ const FINAL_ATTEMPTS: u32 = 3;
 /// or they would take the closed connection for a crash of the coordinator.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
-/// The last committed checkpoint, as shown to people and the control API.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommittedInfo {
-    /// Checkpoint id.
-    pub id: u64,
-    /// Commit time.
-    pub committed_at_ms: u64,
-    /// State bytes referenced.
-    pub total_bytes: u64,
-    /// Bytes uploaded by it.
-    pub uploaded_bytes: u64,
-    /// Trigger-to-commit duration.
-    pub duration_ms: u64,
-}
+pub use cairn_contract::control::{CommittedCheckpoint, SavepointInfo};
 
 /// Shared, observable job progress.
 #[derive(Debug, Default)]
 pub struct JobProgress {
     /// The last committed checkpoint.
-    pub last_committed: Mutex<Option<CommittedInfo>>,
+    pub last_committed: Mutex<Option<CommittedCheckpoint>>,
     /// Checkpoints aborted so far.
     pub aborted: std::sync::atomic::AtomicU64,
     /// The most recent synchronous pauses (seconds, one per task and checkpoint), newest last;
@@ -122,18 +108,6 @@ pub enum Ending {
     },
 }
 
-/// A savepoint that was taken.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SavepointInfo {
-    /// Where it is (give this to `restore.savepoint` / `--from-savepoint`).
-    pub url: String,
-    /// Its unique id.
-    pub id: String,
-    /// The checkpoint it copies.
-    pub checkpoint: u64,
-}
-
 /// Something asked of a running coordinator (SIGUSR1/SIGUSR2 locally, the control API later).
 #[derive(Debug)]
 pub enum Request {
@@ -156,7 +130,7 @@ pub struct CoordinatorConfig {
     /// Our generation.
     pub generation: u64,
     /// The spec in force (recorded in every commit).
-    pub spec: cairn_spec::JobSpec,
+    pub spec: cairn_contract::JobSpec,
     /// Task -> container.
     pub assignment: BTreeMap<u32, u32>,
     /// First id to use.
@@ -696,7 +670,7 @@ impl Coordinator {
         self.metrics
             .last_committed_bytes
             .set(record.total_bytes as i64);
-        let info = CommittedInfo {
+        let info = CommittedCheckpoint {
             id: record.checkpoint,
             committed_at_ms: record.committed_at_ms,
             total_bytes: record.total_bytes,
@@ -724,7 +698,7 @@ fn resume_point(last: Option<u64>) -> String {
 
 /// `start + wait`, or if that instant cannot be represented, the latest one that can within a
 /// factor of two: a deadline that far away never comes anyway. Specs bound intervals and
-/// timeouts (`cairn_spec::units::MAX_DURATION`, 8760h), so this only matters for callers that
+/// timeouts (`cairn_contract::units::MAX_DURATION`, 8760h), so this only matters for callers that
 /// bypass them; either way, no duration panics.
 pub fn deadline_after(start: Instant, wait: Duration) -> Instant {
     let mut wait = wait;

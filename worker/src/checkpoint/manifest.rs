@@ -236,7 +236,7 @@ pub struct CommitRecord {
     /// When it was committed.
     pub committed_at_ms: u64,
     /// The job spec in force.
-    pub spec: cairn_spec::JobSpec,
+    pub spec: cairn_contract::JobSpec,
     /// Its hash.
     pub spec_hash: String,
     /// N.

@@ -333,7 +333,7 @@ mod tests {
                 .put_bytes(&manifest_key, manifest::to_bytes(&m))
                 .await
                 .unwrap();
-            let spec = cairn_spec::JobSpec::from_yaml_str(SPEC).unwrap();
+            let spec = cairn_contract::JobSpec::from_yaml_str(SPEC).unwrap();
             let record = CommitRecord {
                 format: FORMAT_VERSION,
                 checkpoint: id,

@@ -77,7 +77,7 @@ pub struct SavepointManifest {
     /// The checkpoint it copies.
     pub source_checkpoint: u64,
     /// The spec of the job that took it.
-    pub spec: cairn_spec::JobSpec,
+    pub spec: cairn_contract::JobSpec,
     /// Its hash.
     pub spec_hash: String,
     /// N.
@@ -464,7 +464,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("sp");
         std::fs::create_dir_all(&dir).unwrap();
-        let spec = cairn_spec::JobSpec::from_yaml_str(
+        let spec = cairn_contract::JobSpec::from_yaml_str(
             "name: t\ninput:\n  type: generator\n  partitions: 1\ntask:\n  name: count\n",
         )
         .unwrap();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_spec::JobSpec;
+use cairn_contract::JobSpec;
 use rocksdb::Cache;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
@@ -34,15 +34,9 @@ use crate::task::{TaskError, TaskRegistry};
 /// How long the control API stays up after a stop-with-savepoint whose result nobody has read.
 const CONTROL_LINGER: Duration = Duration::from_secs(30);
 
-/// Default `--stop-timeout`: after SIGTERM, how long the coordinator's process tries to take
-/// the final checkpoint. Below the 60 s termination grace the operator gives worker pods, so
-/// that a stop that cannot complete ends with a message rather than the kubelet's SIGKILL.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(45);
-
-/// How much longer than the coordinator a container of another process waits after SIGTERM:
-/// when the coordinator gives up on its final checkpoint it still tells the containers to
-/// stop, and that word should arrive before the container gives up on its own.
-const CONTAINER_STOP_MARGIN: Duration = Duration::from_secs(5);
+// Default `--stop-timeout`, and how much longer the other containers wait: the pod contract,
+// with the operator's termination grace period they must fit in.
+pub use cairn_contract::pod::{CONTAINER_STOP_MARGIN, DEFAULT_STOP_TIMEOUT};
 
 /// Everything `cairn-worker run` needs.
 pub struct RunOptions {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cairn_spec::JobSpec;
+use cairn_contract::JobSpec;
 use rocksdb::Cache;
 
 use super::job::{task_dir, RunError};

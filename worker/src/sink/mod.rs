@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_spec::OutputSpec;
+use cairn_contract::OutputSpec;
 
 /// Why a sink failed.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use cairn_spec::FileInput;
+use cairn_contract::FileInput;
 use prometheus::IntCounter;
 
 use super::{Poll, RecordBatch, Source, SourceError};

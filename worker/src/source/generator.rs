@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use cairn_spec::{GeneratorInput, KeyDistribution};
+use cairn_contract::{GeneratorInput, KeyDistribution};
 
 use super::{Poll, RecordBatch, Source, SourceError};
 use crate::partition::{mix64, partition_of};
@@ -260,7 +260,7 @@ fn log1p_over_x(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_spec::KeyDistribution;
+    use cairn_contract::KeyDistribution;
 
     fn spec(keys: u64, n: u32, dist: KeyDistribution) -> GeneratorInput {
         GeneratorInput {

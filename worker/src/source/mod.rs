@@ -10,7 +10,7 @@ pub use batch::RecordBatch;
 
 use std::sync::Arc;
 
-use cairn_spec::InputSpec;
+use cairn_contract::InputSpec;
 use prometheus::IntCounterVec;
 
 /// What one poll produced.

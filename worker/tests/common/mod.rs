@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use cairn_spec::JobSpec;
+use cairn_contract::JobSpec;
 use cairn_worker::source::generator::{KeyTable, RecordRule};
 
 /// Path of the worker binary built by cargo for this test run.
@@ -83,7 +83,7 @@ pub fn run_cmd_with_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Ou
 
 /// Exact final count per key of a finite generator job: replays the generator's definition.
 pub fn expected_counts(spec: &JobSpec) -> BTreeMap<String, i64> {
-    let cairn_spec::InputSpec::Generator(g) = &spec.input else {
+    let cairn_contract::InputSpec::Generator(g) = &spec.input else {
         panic!("generator input expected")
     };
     let end = g.records_per_partition.expect("finite job");
@@ -96,7 +96,7 @@ pub fn expected_counts_up_to(
     spec: &JobSpec,
     offsets: &BTreeMap<u32, u64>,
 ) -> BTreeMap<String, i64> {
-    let cairn_spec::InputSpec::Generator(g) = &spec.input else {
+    let cairn_contract::InputSpec::Generator(g) = &spec.input else {
         panic!("generator input expected")
     };
     let table = KeyTable::build(g);

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use super::Owner;
 
 /// Key of the token in the Secret (and file name in the pod).
-pub const TOKEN_KEY: &str = "token";
+pub use cairn_contract::pod::TOKEN_KEY;
 
 /// The token Secret.
 pub fn secret(owner: &Owner, token: &str) -> Secret {

@@ -1,14 +1,20 @@
-//! The Cairn job spec: the document a user runs locally (`cairn-worker run job.yaml`) and that
-//! the operator stores as `spec.job` of a StreamJob resource.
+//! What the Cairn worker and operator agree on, defined once so that neither side can drift:
 //!
-//! This crate is shared by the worker and the operator, so it only knows about the document:
-//! its types ([`JobSpec`] and its sections), defaults, human-readable durations and sizes
-//! ([`units`]), validation with actionable messages ([`SpecError`]), the Samza-style properties
-//! form ([`properties`]), and a stable [`JobSpec::spec_hash`]. It deliberately has no runtime
-//! dependencies (no RocksDB, tokio or kube).
+//! - the job spec: the document a user runs locally (`cairn-worker run job.yaml`) and that the
+//!   operator stores as `spec.job` of a StreamJob and mounts in the worker pods — its types
+//!   ([`JobSpec`] and its sections), defaults, human-readable durations and sizes ([`units`]),
+//!   validation with actionable messages ([`SpecError`]), the Samza-style properties form
+//!   ([`properties`]) and a stable [`JobSpec::spec_hash`];
+//! - the checkpoint store URL ([`CheckpointStore`]);
+//! - the control API's wire types ([`control`]);
+//! - the worker pod: arguments, environment, ports, paths, and the timeouts that must fit in the
+//!   pod's grace period ([`pod`]);
+//! - the health rule both report from ([`health`]).
+//!
+//! It deliberately has no runtime dependencies (no RocksDB, tokio or kube): serde only.
 //!
 //! ```
-//! let spec = cairn_spec::JobSpec::from_yaml_str(
+//! let spec = cairn_contract::JobSpec::from_yaml_str(
 //!     "name: wordcount\n\
 //!      input: {type: generator, partitions: 4}\n\
 //!      task: {name: count}\n",
@@ -21,14 +27,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod control;
 mod error;
 mod hash;
+pub mod health;
 pub use hash::fingerprint;
 mod input;
 mod job;
 mod kafka;
 mod output;
 mod parse;
+pub mod pod;
 pub mod properties;
 mod store;
 mod tagged;

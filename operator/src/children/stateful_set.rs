@@ -17,22 +17,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::config_map::JOB_FILE;
-use super::{child_labels, selector, Owner, Start, TOKEN_KEY};
-use crate::validate::{ValidatedJob, STATE_MOUNT};
+use cairn_contract::pod::{
+    self, env, CONTROL_PORT, COORDINATOR_PORT, HEALTHZ_PATH, JOB_DIR, METRICS_PORT, TOKEN_DIR,
+    TOKEN_FILE, WORKER_UID,
+};
 
-/// Containers 1..P dial the coordinator (pod 0) here.
-pub const COORDINATOR_PORT: i32 = 7000;
-/// The control API of pod 0 (the operator's only way to talk to a job).
-pub const CONTROL_PORT: i32 = 9250;
-/// `/metrics` and `/healthz` of every pod.
-pub const METRICS_PORT: i32 = 9249;
-/// Where the token Secret is mounted.
-const TOKEN_DIR: &str = "/var/run/secrets/cairn/control";
-/// Unprivileged user of the worker image.
-const WORKER_UID: i64 = 65532;
-/// Time for the final checkpoint a worker takes on SIGTERM.
-const TERMINATION_GRACE_SECONDS: i64 = 60;
+use super::{child_labels, selector, Owner, Start};
+use crate::validate::{ValidatedJob, STATE_MOUNT};
 /// Annotation with the deploy hash: the pods of two different specs never look alike.
 pub const DEPLOY_HASH_ANNOTATION: &str = "cairn.dev/deploy-hash";
 
@@ -133,7 +124,9 @@ fn pod_spec(job: &ValidatedJob, owner: &Owner) -> PodSpec {
         volumes: Some(volumes),
         service_account_name: Some(job.service_account.clone()),
         automount_service_account_token: Some(false),
-        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        // Time for the final checkpoint a worker takes on SIGTERM (the worker's stop timeouts
+        // fit in it: cairn_contract::pod).
+        termination_grace_period_seconds: Some(pod::TERMINATION_GRACE.as_secs() as i64),
         node_selector: (!job.pod.node_selector.is_empty()).then(|| job.pod.node_selector.clone()),
         tolerations: (!job.pod.tolerations.is_empty()).then(|| job.pod.tolerations.clone()),
         affinity: job.pod.affinity.clone(),
@@ -161,25 +154,22 @@ fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
     );
     let mut env = vec![
         field_env(
-            "CAIRN_CONTAINER",
+            env::CONTAINER,
             "metadata.labels['apps.kubernetes.io/pod-index']",
         ),
         literal_env(
-            "CAIRN_COORDINATOR_LISTEN",
+            env::COORDINATOR_LISTEN,
             &format!("0.0.0.0:{COORDINATOR_PORT}"),
         ),
-        literal_env("CAIRN_COORDINATOR", &coordinator),
-        literal_env("CAIRN_CONTROL_ADDR", &format!("0.0.0.0:{CONTROL_PORT}")),
-        literal_env(
-            "CAIRN_CONTROL_TOKEN_FILE",
-            &format!("{TOKEN_DIR}/{TOKEN_KEY}"),
-        ),
+        literal_env(env::COORDINATOR, &coordinator),
+        literal_env(env::CONTROL_ADDR, &format!("0.0.0.0:{CONTROL_PORT}")),
+        literal_env(env::CONTROL_TOKEN_FILE, TOKEN_FILE),
     ];
     env.extend(job.pod.env.iter().cloned());
     let mut mounts = vec![
         VolumeMount {
             name: "job".into(),
-            mount_path: "/etc/cairn".into(),
+            mount_path: JOB_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         },
@@ -207,9 +197,9 @@ fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
         timeout_seconds: Some(2),
         ..Default::default()
     };
-    let port = |name: &str, port: i32| ContainerPort {
+    let port = |name: &str, port: u16| ContainerPort {
         name: Some(name.into()),
-        container_port: port,
+        container_port: i32::from(port),
         protocol: Some("TCP".into()),
         ..Default::default()
     };
@@ -217,14 +207,7 @@ fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
         name: "worker".into(),
         image: Some(job.image.clone()),
         image_pull_policy: job.pull_policy.map(|p| p.as_str().into()),
-        args: Some(vec![
-            "run".into(),
-            JOB_FILE.into(),
-            "--metrics-addr".into(),
-            format!("0.0.0.0:{METRICS_PORT}"),
-            "--hold-after-stop".into(),
-            "--quiet".into(),
-        ]),
+        args: Some(pod::worker_args()),
         env: Some(env),
         env_from: job.credentials_secret.as_ref().map(|name| {
             vec![EnvFromSource {
@@ -242,8 +225,8 @@ fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
         ]),
         volume_mounts: Some(mounts),
         resources: job.resources.clone(),
-        readiness_probe: Some(http_probe("/healthz", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        readiness_probe: Some(http_probe(HEALTHZ_PATH, 5, 3)),
+        liveness_probe: Some(http_probe(HEALTHZ_PATH, 10, 6)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

@@ -26,12 +26,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-pub use config_map::{config_map, job_document, JOB_FILE, JOB_KEY};
+pub use cairn_contract::pod::{CONTROL_PORT, COORDINATOR_PORT, JOB_FILE, JOB_KEY, METRICS_PORT};
+pub use config_map::{config_map, job_document};
 pub use labels::{child_labels, selector, selector_string, JOB_LABEL, MANAGED_BY};
 pub use pdb::pod_disruption_budget;
 pub use secret::{secret, TOKEN_KEY};
 pub use service::service;
-pub use stateful_set::{stateful_set, CONTROL_PORT, COORDINATOR_PORT, METRICS_PORT};
+pub use stateful_set::stateful_set;
 
 use crate::crd::StreamJob;
 use crate::validate::ValidatedJob;
@@ -106,7 +107,7 @@ pub struct Children {
 
 /// Builds every child of `job` started as `start`; `with_workers` false leaves out the
 /// StatefulSet and PDB (suspended, or between the old and the new pods of an upgrade).
-pub fn children(
+pub fn render(
     job: &ValidatedJob,
     owner: &Owner,
     start: &Start,

@@ -2,7 +2,7 @@
 //! of many megabytes, an endless file, numbers past every maximum. Each is a clear error naming
 //! what is wrong; none crashes or hangs.
 
-use cairn_spec::{JobSpec, SpecError, MAX_SPEC_LEN};
+use cairn_contract::{JobSpec, SpecError, MAX_SPEC_LEN};
 
 /// Runs `f` on a thread with the default 2 MiB stack of spawned threads (the test harness may
 /// be given a bigger one through RUST_MIN_STACK), so recursion as deep as the input would
@@ -98,7 +98,7 @@ fn a_spec_over_1mib_is_refused_before_parsing() {
              kilobytes at most: check that this is the right file"
         );
     }
-    let file = std::env::temp_dir().join(format!("cairn-spec-big-{}.yaml", std::process::id()));
+    let file = std::env::temp_dir().join(format!("cairn-contract-big-{}.yaml", std::process::id()));
     std::fs::write(&file, &yaml).unwrap();
     let result = JobSpec::from_path(&file);
     std::fs::remove_file(&file).unwrap();

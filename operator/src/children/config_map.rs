@@ -3,16 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use cairn_spec::{JobSpec, RestoreSpec};
+use cairn_contract::pod::JOB_KEY;
+use cairn_contract::{JobSpec, RestoreSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::{Owner, Start};
 use crate::validate::ValidatedJob;
-
-/// Key of the job document in the ConfigMap.
-pub const JOB_KEY: &str = "job.yaml";
-/// Where the worker container sees it.
-pub const JOB_FILE: &str = "/etc/cairn/job.yaml";
 
 /// The job document of a deployment: `restore.savepoint` names the savepoint to start from
 /// (the worker uses it until the job commits a checkpoint of its own), and a stateless restart

@@ -1,4 +1,4 @@
-//! Structure-aware mutation of real documents, shared by the fuzz targets of `spec/` and
+//! Structure-aware mutation of real documents, shared by the fuzz targets of `contract/` and
 //! `worker/` (the worker's `tests/fuzz.rs` includes this file by path).
 //!
 //! Random bytes almost never get past a parser's first error, so every fuzz input here is a

@@ -19,7 +19,7 @@ mod mutate;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cairn_spec::{JobSpec, SpecError};
+use cairn_contract::{JobSpec, SpecError};
 use mutate::{Budget, Case, Dict};
 use serde_json::{Map, Value};
 
@@ -52,8 +52,8 @@ fn yaml_seeds() -> Seeds {
     for dir in [
         root.join("examples"),
         root.join("examples/custom-task"),
-        root.join("spec/tests/fixtures"),
-        root.join("spec/tests/fuzz/seeds"),
+        root.join("contract/tests/fixtures"),
+        root.join("contract/tests/fuzz/seeds"),
     ] {
         docs.extend(mutate::read_dir_files(&dir, &["yaml"]));
     }
@@ -92,8 +92,8 @@ fn properties_seeds() -> Seeds {
     let mut docs = Vec::new();
     for dir in [
         root.join("examples"),
-        root.join("spec/tests/fixtures"),
-        root.join("spec/tests/fuzz/seeds"),
+        root.join("contract/tests/fixtures"),
+        root.join("contract/tests/fuzz/seeds"),
     ] {
         docs.extend(mutate::read_dir_files(&dir, &["properties"]));
     }
@@ -101,7 +101,7 @@ fn properties_seeds() -> Seeds {
         .iter()
         .map(|(_, bytes)| properties_tree(&String::from_utf8_lossy(bytes)))
         .collect();
-    let mut keys: Vec<String> = cairn_spec::properties::SAMZA_KEYS
+    let mut keys: Vec<String> = cairn_contract::properties::SAMZA_KEYS
         .iter()
         .map(|(key, _)| (*key).to_owned())
         .collect();
@@ -116,7 +116,7 @@ fn properties_seeds() -> Seeds {
 
 /// Inputs a target once failed on (docs/fuzzing.md): always run, never mutated.
 fn findings(extensions: &[&str]) -> Vec<(PathBuf, Vec<u8>)> {
-    mutate::read_dir_files(&root().join("spec/tests/fuzz/findings"), extensions)
+    mutate::read_dir_files(&root().join("contract/tests/fuzz/findings"), extensions)
 }
 
 /// `prefix.<path>` of every leaf of `value`.
@@ -464,5 +464,5 @@ fn valid_seeds(seeds: &Seeds) -> impl Iterator<Item = (&PathBuf, String)> {
 }
 
 fn findings_dir() -> PathBuf {
-    root().join("spec/tests/fuzz/findings")
+    root().join("contract/tests/fuzz/findings")
 }

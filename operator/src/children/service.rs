@@ -4,14 +4,16 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{selector, Owner, CONTROL_PORT, COORDINATOR_PORT, METRICS_PORT};
+use cairn_contract::pod::{CONTROL_PORT, COORDINATOR_PORT, METRICS_PORT};
+
+use super::{selector, Owner};
 
 /// The headless Service named like the job.
 pub fn service(owner: &Owner) -> Service {
-    let port = |name: &str, port: i32| ServicePort {
+    let port = |name: &str, port: u16| ServicePort {
         name: Some(name.into()),
-        port,
-        target_port: Some(IntOrString::Int(port)),
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(i32::from(port))),
         protocol: Some("TCP".into()),
         ..Default::default()
     };

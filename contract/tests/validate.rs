@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cairn_spec::{
+use cairn_contract::{
     FieldError, FileInput, GeneratorInput, InputSpec, JobSpec, OutputSpec, SpecError, TaskSpec,
 };
 
@@ -355,7 +355,7 @@ fn durations_set_in_code_are_at_most_a_year() {
         "31536001s is longer than the maximum of 8760h (one year)",
         "write a shorter duration",
     );
-    let mut kafka = cairn_spec::KafkaInput::new(4, "t", "b:1");
+    let mut kafka = cairn_contract::KafkaInput::new(4, "t", "b:1");
     kafka.partition_check_interval = year * 2;
     let mut spec = valid();
     spec.input = InputSpec::Kafka(kafka);

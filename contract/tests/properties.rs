@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cairn_spec::{JobSpec, PropertyError, SpecError};
+use cairn_contract::{JobSpec, PropertyError, SpecError};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -64,7 +64,7 @@ fn an_absolute_filesystem_path_becomes_an_absolute_file_url() {
     assert_eq!(spec.checkpoint.store, "file:///var/lib/cairn/checkpoints");
     assert_eq!(
         spec.checkpoint.store_location(),
-        Ok(cairn_spec::CheckpointStore::File(
+        Ok(cairn_contract::CheckpointStore::File(
             "/var/lib/cairn/checkpoints".into()
         ))
     );

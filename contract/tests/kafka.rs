@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cairn_spec::{
+use cairn_contract::{
     InputSpec, JobSpec, KafkaDelivery, KafkaProtocol, OutputSpec, SaslMechanism, SpecError,
 };
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cairn_spec::{
+use cairn_contract::{
     CheckpointSpec, FileInput, GeneratorInput, InputSpec, JobSpec, KeyDistribution, OutputSpec,
     SpecError, StateSpec, TaskSpec,
 };

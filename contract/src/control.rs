@@ -1,0 +1,346 @@
+//! The control API's wire types (docs/control-api.md): the worker serves them, the operator
+//! reads them, and both use these definitions, so a field renamed on one side is a compile error
+//! on the other, not a value that silently stays empty.
+//!
+//! ```text
+//! GET  /v1/status                     JobStatus
+//! POST /v1/checkpoints                take a checkpoint now            -> 202 Operation
+//! POST /v1/savepoints SavepointRequest take a savepoint (and stop)     -> 202 Operation
+//! GET  /v1/operations/{id}            Operation
+//! POST /v1/stop                       stop with a final checkpoint     -> 202 StopAccepted
+//! ```
+//! Every request carries `Authorization: Bearer <token>`; an error answer is an [`ErrorBody`].
+//!
+//! Compatibility: the operator and the workers of a job may run different releases for a while
+//! (an operator upgrade does not restart running jobs). Readers ignore fields they do not know,
+//! and fields added after the first release are `#[serde(default)]`, so an answer from an older
+//! worker still reads.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET`: the job's status.
+pub const STATUS_PATH: &str = "/v1/status";
+/// `POST`: take a checkpoint now.
+pub const CHECKPOINTS_PATH: &str = "/v1/checkpoints";
+/// `POST` a [`SavepointRequest`]: take a savepoint.
+pub const SAVEPOINTS_PATH: &str = "/v1/savepoints";
+/// `POST`: stop with a final checkpoint.
+pub const STOP_PATH: &str = "/v1/stop";
+
+/// `GET`: the operation `id` (as a POST returned it).
+pub fn operation_path(id: &str) -> String {
+    format!("/v1/operations/{id}")
+}
+
+/// Shortest bearer token a worker accepts: a token is random, and a short one is a mistake.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Longest bearer token a worker accepts: one that does not fit in a request header or a hello
+/// line is a wrong file, not a token.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Whether the job runs or is stopping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Processing records.
+    #[default]
+    Running,
+    /// Taking its final checkpoint or savepoint, then stopping.
+    Stopping,
+}
+
+/// The job's health by [`crate::health::HealthRule::late_after`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// A checkpoint committed recently enough.
+    #[default]
+    Healthy,
+    /// No checkpoint committed for longer than the rule allows (the operator's
+    /// `CheckpointsLate`).
+    Degraded,
+}
+
+/// What an operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationKind {
+    /// `POST /v1/checkpoints`.
+    Checkpoint,
+    /// `POST /v1/savepoints`.
+    Savepoint,
+}
+
+impl OperationKind {
+    /// The lowercase name, as on the wire (also the prefix of operation ids).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Checkpoint => "checkpoint",
+            OperationKind::Savepoint => "savepoint",
+        }
+    }
+}
+
+/// Where an operation is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OperationState {
+    /// Not finished: poll again.
+    #[default]
+    Pending,
+    /// Done; the result is in the operation.
+    Succeeded,
+    /// Given up; `error` says why.
+    Failed,
+}
+
+impl OperationState {
+    /// The lowercase name, as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationState::Pending => "pending",
+            OperationState::Succeeded => "succeeded",
+            OperationState::Failed => "failed",
+        }
+    }
+}
+
+/// One task in the status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    /// Task id.
+    pub task: u32,
+    /// Its container.
+    pub container: u32,
+    /// Records read.
+    pub records_in: u64,
+    /// Records emitted.
+    pub records_out: u64,
+    /// Records or bytes not read yet.
+    pub lag: i64,
+}
+
+/// A committed checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommittedCheckpoint {
+    /// Id.
+    pub id: u64,
+    /// Commit time, ms since the epoch.
+    pub committed_at_ms: u64,
+    /// Bytes the checkpoint references.
+    pub total_bytes: u64,
+    /// Bytes uploaded for it (the rest was shared with earlier checkpoints).
+    pub uploaded_bytes: u64,
+    /// Trigger-to-commit duration.
+    pub duration_ms: u64,
+}
+
+/// A savepoint the job took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointInfo {
+    /// URL of its directory: what `restore.savepoint` (or `--from-savepoint`) takes.
+    pub url: String,
+    /// Its unique id (the name of its directory).
+    pub id: String,
+    /// The checkpoint it copies.
+    pub checkpoint: u64,
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// Job name.
+    pub job: String,
+    /// Process generation.
+    pub generation: u64,
+    /// N: the job's partitions.
+    pub partitions: u32,
+    /// P: its containers.
+    pub parallelism: u32,
+    /// `spec_hash` of the job document running ([`crate::JobSpec::spec_hash`]).
+    pub spec_hash: String,
+    /// Task -> container.
+    #[serde(default)]
+    pub assignment: BTreeMap<u32, u32>,
+    /// Checkpoint interval, for the health rule.
+    pub checkpoint_interval_ms: u64,
+    /// When the run started, ms since the epoch.
+    pub started_at_ms: u64,
+    /// Running or stopping.
+    pub state: RunState,
+    /// Healthy, or degraded when checkpoints are late.
+    pub health: Health,
+    /// Tasks.
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+    /// The last checkpoint this run committed.
+    #[serde(default)]
+    pub last_checkpoint: Option<CommittedCheckpoint>,
+    /// Checkpoints aborted since start.
+    #[serde(default)]
+    pub aborted_checkpoints: u64,
+    /// The input's partition count as last observed (a Kafka topic re-read every
+    /// `input.partitionCheckInterval`); more than `partitions` means the topic grew and the job
+    /// needs a repartition. Absent until known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_partitions: Option<u32>,
+}
+
+/// An asynchronous operation (`POST /v1/checkpoints`, `POST /v1/savepoints`,
+/// `GET /v1/operations/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    /// Id to poll.
+    pub id: String,
+    /// Checkpoint or savepoint.
+    pub kind: OperationKind,
+    /// For savepoints: the job stops afterwards.
+    #[serde(default)]
+    pub stop: bool,
+    /// Pending, succeeded or failed.
+    pub state: OperationState,
+    /// The checkpoint taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
+    /// The savepoint taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<SavepointInfo>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was asked for, ms since the epoch.
+    #[serde(default)]
+    pub started_at_ms: u64,
+}
+
+/// The body of `POST /v1/savepoints`. Unknown fields are refused (a caller that thinks it can
+/// ask for more than this must hear that it cannot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SavepointRequest {
+    /// Stop the job once the savepoint is taken.
+    #[serde(default)]
+    pub stop: bool,
+}
+
+/// The answer to `POST /v1/stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAccepted {
+    /// Always stopping.
+    pub state: RunState,
+}
+
+/// The body of every error answer (4xx, 5xx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What is wrong, and what to do about it.
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire format, spelled out: what docs/control-api.md documents and any client reads.
+    #[test]
+    fn status_fields_and_states_have_their_documented_names() {
+        let status = JobStatus {
+            job: "count".into(),
+            generation: 2,
+            partitions: 4,
+            parallelism: 2,
+            spec_hash: "abc".into(),
+            assignment: BTreeMap::from([(0, 0), (1, 1)]),
+            checkpoint_interval_ms: 10_000,
+            started_at_ms: 5,
+            state: RunState::Stopping,
+            health: Health::Degraded,
+            tasks: vec![],
+            last_checkpoint: None,
+            aborted_checkpoints: 1,
+            observed_partitions: Some(6),
+        };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "job": "count", "generation": 2, "partitions": 4, "parallelism": 2,
+                "specHash": "abc", "assignment": {"0": 0, "1": 1},
+                "checkpointIntervalMs": 10000, "startedAtMs": 5,
+                "state": "stopping", "health": "degraded", "tasks": [],
+                "lastCheckpoint": null, "abortedCheckpoints": 1, "observedPartitions": 6,
+            })
+        );
+        assert_eq!(serde_json::from_value::<JobStatus>(json).unwrap(), status);
+    }
+
+    /// An answer from a worker of an earlier release, without the fields added since, and with
+    /// one a later release may add, still reads.
+    #[test]
+    fn a_status_without_later_fields_or_with_unknown_ones_reads() {
+        let status: JobStatus = serde_json::from_str(
+            r#"{"job":"count","generation":1,"partitions":2,"parallelism":1,"specHash":"h",
+                "checkpointIntervalMs":1000,"startedAtMs":0,"state":"running",
+                "health":"healthy","lastCheckpoint":null,"somethingNew":true}"#,
+        )
+        .unwrap();
+        assert_eq!(status.observed_partitions, None);
+        assert!(status.tasks.is_empty() && status.assignment.is_empty());
+    }
+
+    #[test]
+    fn operations_round_trip_and_a_savepoint_request_refuses_unknown_fields() {
+        let op = Operation {
+            id: "savepoint-3".into(),
+            kind: OperationKind::Savepoint,
+            stop: true,
+            state: OperationState::Succeeded,
+            checkpoint: Some(9),
+            savepoint: Some(SavepointInfo {
+                url: "s3://b/job/savepoints/sp-000000000001".into(),
+                id: "sp-000000000001".into(),
+                checkpoint: 9,
+            }),
+            error: None,
+            started_at_ms: 7,
+        };
+        let json = serde_json::to_string(&op).unwrap();
+        assert!(json.contains(r#""kind":"savepoint""#) && json.contains(r#""state":"succeeded""#));
+        assert_eq!(serde_json::from_str::<Operation>(&json).unwrap(), op);
+        for state in [
+            OperationState::Pending,
+            OperationState::Succeeded,
+            OperationState::Failed,
+        ] {
+            let wire = serde_json::to_string(&state).unwrap();
+            assert_eq!(wire, format!("\"{}\"", state.as_str()));
+        }
+        assert_eq!(
+            serde_json::from_str::<SavepointRequest>(r#"{"stop": true}"#).unwrap(),
+            SavepointRequest { stop: true }
+        );
+        let err = serde_json::from_str::<SavepointRequest>(r#"{"stop": true, "drain": 1}"#);
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `drain`"));
+        assert_eq!(
+            serde_json::to_string(&StopAccepted {
+                state: RunState::Stopping
+            })
+            .unwrap(),
+            r#"{"state":"stopping"}"#
+        );
+        assert_eq!(
+            operation_path("checkpoint-1"),
+            "/v1/operations/checkpoint-1"
+        );
+    }
+}
