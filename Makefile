@@ -73,7 +73,7 @@ fmt:
 
 ## Benchmarks (release build; writes the numbers recorded in docs/benchmarks.md).
 bench: prereqs
-	cargo build --release -p cairn-worker --bin cairn-bench --bin cairn-worker
+	cargo build --release --workspace --bin cairn-bench --bin cairn-worker
 	$(CARGO_TARGET_DIR)/release/cairn-bench all
 
 ## Forget the local example job's state and checkpoints.

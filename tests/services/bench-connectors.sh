@@ -27,7 +27,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 libs="$("$here/kafka/fetch.sh")"
 minio="$("$here/minio/build.sh")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-(cd "$root" && cargo build --release -q -p cairn-worker --bin cairn-bench)
+(cd "$root" && cargo build --release -q --workspace --bin cairn-bench)
 bench="$CARGO_TARGET_DIR/release/cairn-bench"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-services.XXXXXX")"

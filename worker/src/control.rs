@@ -32,10 +32,11 @@ use cairn_contract::control::{
 use cairn_contract::health::HealthRule;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::checkpoint::coordinator::{JobProgress, Request};
 use crate::checkpoint::now_ms;
 use crate::http::{spawn_server, HttpLimits};
 use crate::metrics::Metrics;
+use crate::runtime::coordinator::Request;
+use crate::runtime::job_progress::JobProgress;
 
 /// Where and how to serve the control API.
 #[derive(Debug, Clone)]

@@ -27,9 +27,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::checkpoint::coordinator::JobProgress;
 use crate::metrics::{Health, HealthRule, Metrics};
-use crate::runtime::RunError;
+use crate::runtime::job_progress::JobProgress;
 
 /// Default of `--http-max-connections`: open connections per server (control API, metrics).
 pub const DEFAULT_MAX_CONNECTIONS: u16 = 32;
@@ -63,6 +62,17 @@ struct AppState {
     rule: HealthRule,
 }
 
+/// The metrics address cannot be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics address {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Binds `addr` and serves in the background. Binding errors are returned (a port in use must
 /// fail the start, not be discovered later). `/healthz` fails once nothing has committed for
 /// [`HealthRule::dead_after`]; the clock starts now, as the tasks start running.
@@ -72,7 +82,7 @@ pub async fn serve(
     progress: Arc<JobProgress>,
     rule: HealthRule,
     limits: HttpLimits,
-) -> Result<(), RunError> {
+) -> Result<(), BindError> {
     metrics.liveness.started();
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
@@ -84,10 +94,7 @@ pub async fn serve(
         });
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| RunError::Io {
-            path: format!("metrics address {addr}").into(),
-            source,
-        })?;
+        .map_err(|source| BindError { addr, source })?;
     tracing::info!(%addr, "serving /metrics and /healthz");
     spawn_server("metrics", listener, app, limits);
     Ok(())

@@ -31,7 +31,6 @@ use std::time::Duration;
 use bolero::TypeGenerator;
 use cairn_contract::JobSpec;
 use cairn_worker::checkpoint::catalog;
-use cairn_worker::checkpoint::coordinator::{JobProgress, Request, SavepointInfo};
 use cairn_worker::checkpoint::manifest::{
     self, CommitRecord, CommittedTask, ManifestFile, ManifestFiles, TaskManifest, FORMAT_VERSION,
 };
@@ -42,6 +41,7 @@ use cairn_worker::checkpoint::savepoint::{
 use cairn_worker::checkpoint::CheckpointError;
 use cairn_worker::control::{self, ControlConfig, ControlHandles, JobFacts};
 use cairn_worker::metrics::Metrics;
+use cairn_worker::runtime::coordinator::{JobProgress, Request, SavepointInfo};
 use cairn_worker::storage::{CheckpointStore, FileMeta};
 use mutate::{Budget, Case, Dict};
 use serde_json::Value;

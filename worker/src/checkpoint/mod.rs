@@ -1,17 +1,17 @@
-//! Coordinated incremental checkpoints (seed section 3, architecture decision 3).
+//! Coordinated incremental checkpoints (seed section 3, architecture decision 3): the store-side
+//! mechanics. The coordinator that drives them lives in the runtime
+//! (`runtime::coordinator`), which uses this module and is never used by it.
 //!
-//! * [`coordinator`] triggers checkpoint `n`, collects one acknowledgement per task and commits
-//!   `n` by writing its commit record create-only, or aborts it.
 //! * [`upload`] is a task's asynchronous phase: snapshot, upload only the files the store lacks,
 //!   write the task manifest, acknowledge.
-//! * [`restore`] rebuilds tasks from the latest usable committed checkpoint.
+//! * [`restore`] rebuilds tasks from the latest usable committed checkpoint; [`start`] plans
+//!   where a run starts (its checkpoint, a savepoint, a repartition, or nothing).
 //! * [`retention`] classifies every stored file, then deletes only what no retained checkpoint
 //!   references.
 //! * [`paths`], [`manifest`], [`catalog`] and [`generation`] are the store layout, the file
 //!   formats, the read side and the fencing of zombie processes.
 
 pub mod catalog;
-pub mod coordinator;
 pub mod generation;
 pub mod manifest;
 pub mod paths;
@@ -19,6 +19,7 @@ pub mod repartition;
 pub mod restore;
 pub mod retention;
 pub mod savepoint;
+pub mod start;
 pub mod upload;
 
 use crate::storage::StorageError;

@@ -91,7 +91,7 @@ pub fn generation_of(key: &str) -> Option<u64> {
 
 /// The generation of the process that wrote a task file, from its key: the `g<generation>`
 /// directory of a checkpoint (`checkpoints/<id>/g<generation>/…`) or the database instance of
-/// an SST (`tasks/task-NNNN/db-<generation>-<salt>/…`, see `runtime::start::new_db_id`). `None`
+/// an SST (`tasks/task-NNNN/db-<generation>-<salt>/…`, see `checkpoint::start::new_db_id`). `None`
 /// for keys that carry none: commit records and markers, and stores written before the
 /// generation was recorded.
 pub fn writer_generation_of(key: &str) -> Option<u64> {

@@ -17,15 +17,15 @@ use super::container;
 use super::messages::Command;
 use super::progress;
 use super::remote::{self, ContainerLink, RelayEnd};
-use super::start::{self, Origin, StartRequest};
 use super::task_instance::{InstanceError, TaskInstance};
-use crate::checkpoint::coordinator::{
-    deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
-};
+use crate::checkpoint::start::{self, task_dir, Origin, StartError, StartRequest};
 use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
 use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles, JobFacts};
 use crate::metrics::Metrics;
+use crate::runtime::coordinator::{
+    deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
+};
 use crate::source::{SourceError, SourceFactory};
 use crate::state::{open_task_db, KeyedState, StateError};
 use crate::storage::{CheckpointStore, StorageError};
@@ -185,16 +185,9 @@ pub enum RunError {
     /// The job stopped on an error.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
-    /// The checkpoint does not fit this job.
-    #[error("checkpoint {checkpoint} was taken with input.partitions = {found}, this spec has {expected}; changing the partition count needs a repartition from a savepoint, or restore nothing (a new checkpoint store)")]
-    PartitionsChanged {
-        /// The checkpoint.
-        checkpoint: u64,
-        /// N in the checkpoint.
-        found: u32,
-        /// N in the spec.
-        expected: u32,
-    },
+    /// The store holds nothing this run can start from as the spec asks.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// This container lost its coordinator (it restarts and reconnects).
     #[error("lost the coordinator at {addr}; restart this container to restore its tasks from the last committed checkpoint and rejoin")]
     CoordinatorLost {
@@ -215,6 +208,9 @@ pub enum RunError {
     /// The control API could not start.
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The metrics address cannot be bound.
+    #[error(transparent)]
+    MetricsBind(#[from] crate::http::BindError),
     /// Local files could not be prepared.
     #[error("{path}: {source}")]
     Io {
@@ -783,11 +779,6 @@ fn hostname() -> String {
 /// The job's local directory: `<state.dir>/<job name>`.
 pub fn job_state_dir(spec: &JobSpec, base: &Path) -> PathBuf {
     base.join(&spec.state.dir).join(&spec.name)
-}
-
-/// Directory of task `task`.
-pub fn task_dir(job_dir: &Path, task: u32) -> PathBuf {
-    job_dir.join(format!("task-{task:04}"))
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::coordinator::JobProgress;
 use crate::checkpoint::now_ms;
 use crate::metrics::Metrics;
+use crate::runtime::job_progress::JobProgress;
 
 /// The running progress reporter.
 pub struct ProgressThread {

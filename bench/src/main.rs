@@ -150,9 +150,9 @@ fn run_spec(
     base: &Path,
 ) -> (
     Duration,
-    Arc<cairn_worker::checkpoint::coordinator::JobProgress>,
+    Arc<cairn_worker::runtime::coordinator::JobProgress>,
 ) {
-    let progress: Arc<cairn_worker::checkpoint::coordinator::JobProgress> = Default::default();
+    let progress: Arc<cairn_worker::runtime::coordinator::JobProgress> = Default::default();
     let started = Instant::now();
     run_job(RunOptions {
         spec,
@@ -503,7 +503,7 @@ fn repartition(
     cp_seconds: f64,
 ) {
     use cairn_worker::checkpoint::savepoint;
-    use cairn_worker::runtime::start::{prepare, StartRequest};
+    use cairn_worker::checkpoint::start::{prepare, StartRequest};
     let t = Instant::now();
     let (location, sp) = block_on(savepoint::create(store, checkpoint, 1)).unwrap();
     let savepoint_seconds = t.elapsed().as_secs_f64();

@@ -1,6 +1,7 @@
-//! Where a run starts: the job's own latest usable checkpoint, a savepoint (same N), a savepoint
-//! re-split to a new partition count, or nothing. Produces, per task, a database directory to
-//! open, the input offset to seek to, and the files already in the job's store.
+//! Restore planning — where a run starts: the job's own latest usable checkpoint, a savepoint
+//! (same N), a savepoint re-split to a new partition count, or nothing. Produces, per task, a
+//! database directory to open, the input offset to seek to, and the files already in the job's
+//! store. It also owns the layout of the job's local directory (`task-NNNN` per task).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,14 +9,42 @@ use std::path::{Path, PathBuf};
 use cairn_contract::JobSpec;
 use rocksdb::Cache;
 
-use super::job::{task_dir, RunError};
-use crate::checkpoint::manifest::{ManifestFile, TaskManifest};
-use crate::checkpoint::restore::{remove_stale_local_dirs, restore_task_db, stored_files};
-use crate::checkpoint::savepoint::{self, SavepointLocation, SavepointManifest};
-use crate::checkpoint::{catalog, paths, repartition, CheckpointError};
+use super::manifest::{ManifestFile, TaskManifest};
+use super::restore::{remove_stale_local_dirs, restore_task_db, stored_files};
+use super::savepoint::{self, SavepointLocation, SavepointManifest};
+use super::{catalog, paths, repartition, CheckpointError};
 use crate::partition::mix64;
-use crate::state::open_task_db;
-use crate::storage::CheckpointStore;
+use crate::state::{open_task_db, StateError};
+use crate::storage::{CheckpointStore, StorageError};
+
+/// The local directory of `task` in the job's directory.
+pub fn task_dir(job_dir: &Path, task: u32) -> PathBuf {
+    job_dir.join(format!("task-{task:04}"))
+}
+
+/// Why a run cannot start from what the store holds.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Restore failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A restored state database could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The checkpoint does not fit this job.
+    #[error("checkpoint {checkpoint} was taken with input.partitions = {found}, this spec has {expected}; changing the partition count needs a repartition from a savepoint, or restore nothing (a new checkpoint store)")]
+    PartitionsChanged {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// N in the checkpoint.
+        found: u32,
+        /// N in the spec.
+        expected: u32,
+    },
+}
 
 /// One task, ready to open.
 pub struct PreparedTask {
@@ -126,7 +155,7 @@ fn id_after(
 }
 
 /// Decides where to start and rebuilds every task's state for it.
-pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, RunError> {
+pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, StartError> {
     // Scratch left by a process killed while re-splitting, before anything else uses the
     // job's directory.
     repartition::remove_dead_scratch(req.job_dir);
@@ -136,7 +165,7 @@ pub async fn prepare(req: StartRequest<'_>) -> Result<StartPoint, RunError> {
 }
 
 /// [`prepare`] without the clean-up of the job's local directory.
-async fn prepare_tasks(req: &StartRequest<'_>) -> Result<StartPoint, RunError> {
+async fn prepare_tasks(req: &StartRequest<'_>) -> Result<StartPoint, StartError> {
     let max_id = catalog::max_checkpoint_id(req.store).await?;
     // New ids go above every id the store holds, checked before any state is restored.
     let above_store = id_after(
@@ -197,7 +226,7 @@ async fn quarantine(req: &StartRequest<'_>, id: u64, e: &CheckpointError, next: 
 
 /// The newest usable committed checkpoint (or the requested one), falling back past unusable
 /// ones with an error in the log naming what was wrong; fresh state if there is none.
-async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError> {
+async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, StartError> {
     let partitions = req.spec.input.partitions();
     let committed = catalog::committed_ids(req.store).await?;
     let candidates: Vec<u64> = match req.checkpoint {
@@ -223,7 +252,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, RunError
             }
         };
         if commit.partitions != partitions {
-            return Err(RunError::PartitionsChanged {
+            return Err(StartError::PartitionsChanged {
                 checkpoint: *id,
                 found: commit.partitions,
                 expected: partitions,
@@ -305,7 +334,7 @@ async fn from_savepoint(
     req: &StartRequest<'_>,
     location: &SavepointLocation,
     sp: &SavepointManifest,
-) -> Result<StartPoint, RunError> {
+) -> Result<StartPoint, StartError> {
     let spec = req.spec;
     let partitions = spec.input.partitions();
     let compatible = sp.task_name == spec.task.name && sp.state_version == req.state_version;
@@ -369,7 +398,7 @@ async fn resplit(
     location: &SavepointLocation,
     sp: &SavepointManifest,
     offsets: &BTreeMap<u32, u64>,
-) -> Result<Vec<PreparedTask>, RunError> {
+) -> Result<Vec<PreparedTask>, StartError> {
     let partitions = req.spec.input.partitions();
     // Every process of the job re-splits for its own tasks, at the same time, in its own
     // scratch (removed when `scratch` is dropped, on success or error).

@@ -5,18 +5,18 @@
 //! whatever happens to the operator.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::manifest::{self, CommitRecord, CommittedTask, FORMAT_VERSION};
-use super::upload::PhaseReport;
-use super::{generation, now_ms, paths, retention, savepoint, CheckpointError};
+use super::messages::{Command, Event};
+use super::remote::ContainerLink;
+use crate::checkpoint::manifest::{self, CommitRecord, CommittedTask, FORMAT_VERSION};
+use crate::checkpoint::upload::PhaseReport;
+use crate::checkpoint::{generation, now_ms, paths, retention, savepoint, CheckpointError};
 use crate::metrics::Metrics;
-use crate::runtime::messages::{Command, Event};
-use crate::runtime::remote::ContainerLink;
 use crate::storage::{CheckpointStore, StorageError};
 
 /// How many times a final checkpoint (before a stop) is retried after an abort.
@@ -26,32 +26,8 @@ const FINAL_ATTEMPTS: u32 = 3;
 /// or they would take the closed connection for a crash of the coordinator.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
+pub use super::job_progress::JobProgress;
 pub use cairn_contract::control::{CommittedCheckpoint, SavepointInfo};
-
-/// Shared, observable job progress.
-#[derive(Debug, Default)]
-pub struct JobProgress {
-    /// The last committed checkpoint.
-    pub last_committed: Mutex<Option<CommittedCheckpoint>>,
-    /// Checkpoints aborted so far.
-    pub aborted: std::sync::atomic::AtomicU64,
-    /// The most recent synchronous pauses (seconds, one per task and checkpoint), newest last;
-    /// bounded, for status reports and benchmarks that need exact percentiles.
-    pub sync_pauses: Mutex<std::collections::VecDeque<f64>>,
-}
-
-/// How many synchronous pauses [`JobProgress`] keeps.
-pub const SYNC_PAUSES_KEPT: usize = 10_000;
-
-impl JobProgress {
-    fn record_sync_pause(&self, seconds: f64) {
-        let mut pauses = self.sync_pauses.lock().expect("progress lock");
-        if pauses.len() == SYNC_PAUSES_KEPT {
-            pauses.pop_front();
-        }
-        pauses.push_back(seconds);
-    }
-}
 
 /// Why the coordinator stopped the job.
 #[derive(Debug, thiserror::Error)]
