@@ -60,10 +60,12 @@ lint:
 ## The worker's fault-injection hooks are compiled in for the tests (feature test-hooks); the
 ## last line checks that a build without the feature has none. It also builds what the next steps
 ## run on the host (the binaries as `make run` builds them, the e2e suite), so the e2e suite and
-## the fresh-machine check, which run side by side and read this build, find it complete.
+## the fresh-machine check, which run side by side and read this build, find it complete. The
+## chart tests get helm from here (built once per version; the tests build nothing).
 unit:
 	cargo build --workspace --bins --features cairn-worker/test-hooks
-	cargo test --workspace --features cairn-worker/test-hooks
+	helm_dir="$$(tests/controlplane/build.sh helm)" && \
+		HELM="$$helm_dir" cargo test --workspace --features cairn-worker/test-hooks
 	cargo test --workspace --lib compiled_out_without_the_feature
 	cargo build --workspace --bins
 	cargo test --workspace --features cairn-worker/test-hooks --test e2e --no-run

@@ -2,9 +2,9 @@
 //! of the manifests `helm template` renders (security contexts, RBAC, ServiceAccounts,
 //! NetworkPolicies, the operator's settings).
 //!
-//! `helm` is `$HELM` when set (the binary, or the directory holding it); otherwise the test
-//! bed's `tests/controlplane/build.sh helm` builds it from source and prints its directory on
-//! its last line of output.
+//! `helm` is `$HELM` (the binary, or the directory holding it). `make unit` builds it first
+//! (`tests/controlplane/build.sh helm`, a version-keyed cache) and sets it: these tests build
+//! nothing themselves. Without it they fail and say how to get one.
 
 mod common;
 
@@ -68,42 +68,9 @@ fn locate_helm() -> Result<PathBuf, String> {
             ))
         };
     }
-    let script = repo_file("tests/controlplane/build.sh");
-    if !script.is_file() {
-        return Err(format!(
-            "{} is missing: set HELM to a helm binary (or its directory) to run the chart tests",
-            script.display()
-        ));
-    }
-    let output = Command::new(&script)
-        .arg("helm")
-        .current_dir(repo_file(""))
-        .output()
-        .map_err(|error| format!("cannot run {}: {error}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{} helm failed ({}):\n{}",
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .ok_or_else(|| format!("{} helm printed nothing", script.display()))?;
-    let binary = Path::new(dir).join("helm");
-    if binary.is_file() {
-        Ok(binary)
-    } else {
-        Err(format!(
-            "{} helm printed {dir}, which holds no helm binary",
-            script.display()
-        ))
-    }
+    Err("HELM is not set: run the chart tests through `make unit` (it builds helm), or set HELM \
+         to a helm binary or its directory (e.g. HELM=$(tests/controlplane/build.sh helm))"
+        .into())
 }
 
 /// Exit status and output of one helm command.
