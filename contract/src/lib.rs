@@ -9,6 +9,7 @@
 //! - the control API's wire types ([`control`]);
 //! - the worker pod: arguments, environment, ports, paths, and the timeouts that must fit in the
 //!   pod's grace period ([`pod`]);
+//! - the document a deployment's pods run, whose hash both sides report ([`deploy`]);
 //! - the health rule both report from ([`health`]).
 //!
 //! It deliberately has no runtime dependencies (no RocksDB, tokio or kube): serde only.
@@ -28,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod deploy;
 mod error;
 mod hash;
 pub mod health;

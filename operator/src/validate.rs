@@ -68,6 +68,18 @@ pub struct ValidatedJob {
     pub deploy_hash: String,
 }
 
+impl ValidatedJob {
+    /// `restoreFrom` as the worker document's `restore` section of a first deployment
+    /// ([`cairn_contract::deploy::worker_document`]).
+    pub fn first_restore(&self) -> cairn_contract::RestoreSpec {
+        cairn_contract::RestoreSpec {
+            savepoint: self.restore_from.savepoint.clone(),
+            reset_offsets: self.restore_from.reset_offsets,
+            allow_state_drop: self.restore_from.allow_state_drop,
+        }
+    }
+}
+
 /// Savepoint settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SavepointPolicy {

@@ -68,9 +68,11 @@ fn locate_helm() -> Result<PathBuf, String> {
             ))
         };
     }
-    Err("HELM is not set: run the chart tests through `make unit` (it builds helm), or set HELM \
+    Err(
+        "HELM is not set: run the chart tests through `make unit` (it builds helm), or set HELM \
          to a helm binary or its directory (e.g. HELM=$(tests/controlplane/build.sh helm))"
-        .into())
+            .into(),
+    )
 }
 
 /// Exit status and output of one helm command.

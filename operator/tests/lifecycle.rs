@@ -9,7 +9,7 @@ use std::time::Duration;
 use cairn_contract::control::{
     self as wire, CommittedCheckpoint, JobStatus, OperationState, SavepointInfo,
 };
-use cairn_operator::children::{job_document, Start};
+use cairn_contract::deploy::{worker_document, Start};
 use cairn_operator::conditions;
 use cairn_operator::control::ControlError;
 use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
@@ -105,7 +105,7 @@ fn running_hash(w: &World) -> String {
         savepoint: deployed.savepoint.clone(),
         state_epoch: deployed.state_epoch,
     };
-    job_document(&job, &start).spec_hash()
+    worker_document(&job.job, &job.first_restore(), &start).spec_hash()
 }
 
 fn workers(pods: u32) -> Workers {

@@ -26,8 +26,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+pub use cairn_contract::deploy::Start;
 pub use cairn_contract::pod::{CONTROL_PORT, COORDINATOR_PORT, JOB_FILE, JOB_KEY, METRICS_PORT};
-pub use config_map::{config_map, job_document};
+pub use config_map::config_map;
 pub use labels::{child_labels, selector, selector_string, JOB_LABEL, MANAGED_BY};
 pub use pdb::pod_disruption_budget;
 pub use secret::{secret, TOKEN_KEY};
@@ -78,15 +79,6 @@ impl Owner {
     pub fn secret_name(&self) -> String {
         format!("{}-control", self.name)
     }
-}
-
-/// How the pods of one deployment start: the savepoint they restore and the state epoch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Start {
-    /// Savepoint URL restored until the job commits a checkpoint of its own.
-    pub savepoint: Option<String>,
-    /// Stateless (re)starts so far: the store gets `/epoch-<n>` for n > 0.
-    pub state_epoch: u32,
 }
 
 /// Every child of a running job. `apply` destructures it without `..`, so a child added here

@@ -7,7 +7,6 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::classify::{classify, Change};
-use crate::children::{job_document, Start};
 use crate::control::ControlError;
 use crate::crd::{
     CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase, SavepointRecord,
@@ -15,6 +14,7 @@ use crate::crd::{
 };
 use crate::validate::ValidatedJob;
 use cairn_contract::control::{self as wire, JobStatus, OperationState};
+use cairn_contract::deploy::{worker_document, Start};
 
 /// Poll interval while an operation is in flight.
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
@@ -250,7 +250,12 @@ impl<'a> Stepper<'a> {
         Deployment {
             spec: self.input.desired_spec.clone(),
             hash: self.input.desired.deploy_hash.clone(),
-            job_hash: job_document(self.input.desired, &start).spec_hash(),
+            job_hash: worker_document(
+                &self.input.desired.job,
+                &self.input.desired.first_restore(),
+                &start,
+            )
+            .spec_hash(),
             savepoint,
             state_epoch,
             deployed_at: Some(self.now()),
