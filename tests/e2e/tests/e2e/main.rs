@@ -15,7 +15,13 @@
 //! the cluster, to exactly-once output.
 //!
 //! The suite never touches a store directly: pods of the worker image read it (`inspect.rs`).
-//! `CAIRN_E2E_FLOWS=files,kafka` runs only those flows (to debug one without the others).
+//!
+//! Each flow is a test of its own, named `count`, `files` and `kafka`, after the cluster-wide
+//! checks (`chart`). The harness is this file's `main` (`harness = false`), because the flows
+//! share one cluster, one chart install and one cleanup, which libtest cannot express: a flow
+//! that fails is reported by name and the next one still runs; the run fails if any did.
+//! Arguments select flows by name, as libtest filters do (`tests/e2e/kind.sh files kafka`);
+//! `--list` lists them.
 
 mod count;
 mod files;
@@ -26,6 +32,7 @@ mod services;
 mod target;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -59,14 +66,81 @@ pub fn repo(rel: &str) -> PathBuf {
 /// One flow of the suite: a job through its operations, on the suite's cluster.
 type Flow = fn(&Suite);
 
-#[test]
-fn operator_flows_on_a_real_cluster() {
-    let suite = Suite::start();
-    suite.create_namespaces();
-    install_chart(&suite);
+/// The flows, in the order they run.
+const FLOWS: [(&str, Flow); 3] = [
+    ("count", count::count_flow),
+    ("files", files::repartition_flow),
+    ("kafka", kafka::kafka_s3_flow),
+];
 
-    // An invalid StreamJob: rejected by the API server, with the CEL message.
-    let mut bad = count::count_job(&suite);
+fn main() -> ExitCode {
+    // Flags (`--nocapture`, which kind.sh passes for libtest's sake) are ignored; every other
+    // argument is a filter, matched like libtest's (a substring of the flow's name).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in FLOWS {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let filters: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<(&str, Flow)> = FLOWS
+        .into_iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = FLOWS.iter().map(|(name, _)| *name).collect();
+        eprintln!("e2e: no flow matches {filters:?}; the flows are {names:?}");
+        return ExitCode::FAILURE;
+    }
+
+    let suite = Suite::start();
+    let mut results = vec![run_one("chart", || cluster_checks(&suite))];
+    // A failed chart install leaves nothing for the flows to run on.
+    if results[0].1 {
+        for (name, flow) in selected {
+            results.push(run_one(name, || flow(&suite)));
+        }
+    }
+    drop(suite); // deletes what the suite created, also after a failure
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, passed)| !passed)
+        .map(|(name, _)| *name)
+        .collect();
+    let summary: Vec<String> = results
+        .iter()
+        .map(|(name, passed)| format!("{name} {}", if *passed { "ok" } else { "FAILED" }))
+        .collect();
+    eprintln!("e2e: {}", summary.join(", "));
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("e2e: failed: {}", failed.join(" "));
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs one test of the suite, catching its panic (whose message the panic hook has printed);
+/// returns its name and whether it passed.
+fn run_one(name: &str, test: impl FnOnce()) -> (&str, bool) {
+    let started = Instant::now();
+    let passed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(test)).is_ok();
+    let verdict = if passed { "passed" } else { "FAILED" };
+    eprintln!("e2e: flow {name} {verdict} in {:.0?}", started.elapsed());
+    (name, passed)
+}
+
+/// What every flow relies on: the namespaces, the chart installed with the operator Available,
+/// and the API server refusing an invalid StreamJob with the CRD's CEL message.
+fn cluster_checks(suite: &Suite) {
+    suite.create_namespaces();
+    install_chart(suite);
+    let mut bad = count::count_job(suite);
     bad["metadata"]["name"] = json!("too-wide");
     bad["spec"]["job"]["parallelism"] = json!(5);
     let rejected = suite.apply(&bad);
@@ -81,20 +155,6 @@ fn operator_flows_on_a_real_cluster() {
         "{}",
         rejected.text()
     );
-
-    let only = std::env::var("CAIRN_E2E_FLOWS").unwrap_or_default();
-    let flows: [(&str, Flow); 3] = [
-        ("count", count::count_flow),
-        ("files", files::repartition_flow),
-        ("kafka", kafka::kafka_s3_flow),
-    ];
-    for (name, flow) in flows {
-        if only.is_empty() || only.split(',').any(|f| f.trim() == name) {
-            let started = Instant::now();
-            flow(&suite);
-            eprintln!("e2e: flow {name} passed in {:.0?}", started.elapsed());
-        }
-    }
 }
 
 /// Installs the chart with `helm install`, as the README tells users, and waits until the
