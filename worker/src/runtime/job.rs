@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 
 use super::container;
-use super::messages::Command;
-use super::progress;
-use super::remote::{self, ContainerLink, RelayEnd};
+use super::messages::{Command, Event};
+use super::progress::{self, ProgressThread};
+use super::remote::{self, ContainerLink, CoordinatorConnection, RelayEnd};
 use super::task_instance::{InstanceError, TaskInstance};
-use crate::checkpoint::start::{self, task_dir, Origin, StartError, StartRequest};
+use crate::checkpoint::start::{self, task_dir, Origin, StartError, StartPoint, StartRequest};
 use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
 use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles, JobFacts};
@@ -357,6 +357,77 @@ async fn run_async(
     controls: Controls,
     trigger_rx: mpsc::Receiver<Request>,
 ) -> Result<Outcome, RunError> {
+    let mut job = assemble(&opts, &controls).await?;
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let (mut local_links, threads) = spawn_containers(std::mem::take(&mut job.groups), &event_tx)?;
+    let running = Running {
+        threads,
+        progress: serve_observers(&opts).await?,
+    };
+    match (&opts.role, job.connection.take()) {
+        (
+            Role::Container {
+                index, coordinator, ..
+            },
+            Some(conn),
+        ) => {
+            drop(event_tx);
+            let commands = local_links.remove(index).expect("own container");
+            let relay = Relay {
+                conn,
+                index: *index,
+                coordinator,
+                commands,
+                events: event_rx,
+            };
+            relay_for_coordinator(&opts, controls, relay, running, job.start.origin).await
+        }
+        _ => {
+            let links = (0..job.parallelism)
+                .map(|c| match local_links.remove(&c) {
+                    Some(tx) => ContainerLink::Local(tx),
+                    None => ContainerLink::Remote(Default::default()),
+                })
+                .collect();
+            coordinate(
+                &opts,
+                controls,
+                trigger_rx,
+                job,
+                links,
+                (event_tx, event_rx),
+                running,
+            )
+            .await
+        }
+    }
+}
+
+/// What [`assemble`] prepared: this process's tasks, restored and open, grouped by container,
+/// and what the roles need to run them.
+struct Assembled {
+    store: CheckpointStore,
+    spec_hash: String,
+    partitions: u32,
+    parallelism: u32,
+    /// Task -> container.
+    assignment: BTreeMap<u32, u32>,
+    generation: u64,
+    state_version: u32,
+    /// Where the run starts (its tasks are in `groups`).
+    start: StartPoint,
+    /// Container -> its task instances, for the containers of this process.
+    groups: BTreeMap<u32, Vec<TaskInstance>>,
+    /// A container of another process's coordinator: its connection.
+    connection: Option<CoordinatorConnection>,
+    control_token: Option<String>,
+    coordinator_token: Option<String>,
+}
+
+/// Everything before processing starts: the store, the tokens and the input checked (before
+/// any state is touched), a generation claimed (or learnt from the coordinator), the start
+/// point decided and restored, and this process's task instances built.
+async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, RunError> {
     let spec = &opts.spec;
     let spec_hash = spec.spec_hash();
     let partitions = spec.input.partitions();
@@ -374,10 +445,10 @@ async fn run_async(
         .map(|c| read_token(&c.token_file))
         .transpose()?;
     let coordinator_token = opts.role.token_file().map(remote::read_token).transpose()?;
-    let metrics = opts.metrics.clone();
+    let metrics = &opts.metrics;
     // So does an input that does not match the spec (a Kafka topic that is missing or has
     // another partition count): no generation claimed, no state restored.
-    let sources = checked_sources(SourceFactory::new(&spec.input).with_metrics(&metrics)).await?;
+    let sources = checked_sources(SourceFactory::new(&spec.input).with_metrics(metrics)).await?;
 
     // Task t runs in container t % P; this process runs every container, or one.
     let assignment: BTreeMap<u32, u32> = (0..partitions).map(|t| (t, t % parallelism)).collect();
@@ -467,7 +538,7 @@ async fn run_async(
     };
     // Our temp files in a file:// store name our generation (see checkpoint::retention).
     store.set_writer_generation(generation);
-    let start = start::prepare(StartRequest {
+    let mut start = start::prepare(StartRequest {
         store: &store,
         spec,
         job_dir: &job_dir,
@@ -489,7 +560,7 @@ async fn run_async(
     // Build task instances.
     let mut groups: BTreeMap<u32, Vec<TaskInstance>> =
         my_containers.iter().map(|c| (*c, Vec::new())).collect();
-    for prepared in start.tasks {
+    for prepared in std::mem::take(&mut start.tasks) {
         let task = prepared.task;
         let instance_err = |source: InstanceError| RunError::Instance { task, source };
         let db = open_task_db(&prepared.db_dir, &block_cache)?;
@@ -525,15 +596,41 @@ async fn run_async(
             .expect("own container")
             .push(instance);
     }
+    Ok(Assembled {
+        store,
+        spec_hash,
+        partitions,
+        parallelism,
+        assignment,
+        generation,
+        state_version,
+        start,
+        groups,
+        connection,
+        control_token,
+        coordinator_token,
+    })
+}
 
-    // Container threads of this process.
-    let (event_tx, event_rx) = mpsc::unbounded_channel();
+/// One processing thread per container of this process; returns each container's command
+/// channel and the threads.
+#[allow(clippy::type_complexity)]
+fn spawn_containers(
+    groups: BTreeMap<u32, Vec<TaskInstance>>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<
+    (
+        BTreeMap<u32, std::sync::mpsc::Sender<Command>>,
+        Vec<std::thread::JoinHandle<()>>,
+    ),
+    RunError,
+> {
     let mut local_links = BTreeMap::new();
     let mut threads = Vec::new();
     for (index, tasks) in groups {
         let (tx, rx) = std::sync::mpsc::channel();
         local_links.insert(index, tx);
-        let events = event_tx.clone();
+        let events = events.clone();
         let handle = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
             .name(format!("cairn-container-{index}"))
@@ -544,89 +641,125 @@ async fn run_async(
             })?;
         threads.push(thread);
     }
-    let progress = opts.progress.clone();
+    Ok((local_links, threads))
+}
+
+/// `/metrics` and `/healthz` (with `--metrics-addr`), and the live progress line.
+async fn serve_observers(opts: &RunOptions) -> Result<Option<ProgressThread>, RunError> {
     if let Some(addr) = opts.metrics_addr {
         let rule = crate::metrics::HealthRule {
-            interval: spec.checkpoint.interval,
-            timeout: spec.checkpoint.timeout,
+            interval: opts.spec.checkpoint.interval,
+            timeout: opts.spec.checkpoint.timeout,
         };
         crate::http::serve(
             addr,
-            metrics.clone(),
-            progress.clone(),
+            opts.metrics.clone(),
+            opts.progress.clone(),
             rule,
             opts.http_limits,
         )
         .await?;
     }
-    let progress_thread = opts
+    Ok(opts
         .show_progress
-        .then(|| progress::spawn(metrics.clone(), progress.clone()));
-    let join_threads = || async move {
+        .then(|| progress::spawn(opts.metrics.clone(), opts.progress.clone())))
+}
+
+/// The container threads and the progress line of a running process.
+struct Running {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    progress: Option<ProgressThread>,
+}
+
+impl Running {
+    /// Waits for the containers (told to stop) to finish, and stops the progress line.
+    async fn finish(self) {
+        let threads = self.threads;
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join())))
             .await
-            .expect("joining containers")
-    };
-
-    // A container of another process's coordinator: relay, and stop when told. A signal does
-    // not stop it by itself: the final checkpoint needs its tasks, so it keeps serving the
-    // coordinator until told to stop, up to its stop deadline.
-    if let (
-        Role::Container {
-            index, coordinator, ..
-        },
-        Some(conn),
-    ) = (&opts.role, connection)
-    {
-        drop(event_tx);
-        let commands = local_links.remove(index).expect("own container");
-        let relayed = tokio::select! {
-            relayed = conn.relay(*index, commands.clone(), event_rx) => relayed.map(Some),
-            () = stop_deadline_reached(controls.stop_deadline.clone()) => Ok(None),
-        };
-        // From here on a signal finds this process stopping.
-        let _ = controls.shutdown.send(true);
-        let _ = commands.send(Command::Stop);
-        join_threads().await;
-        if let Some(p) = progress_thread {
+            .expect("joining containers");
+        if let Some(p) = self.progress {
             p.stop();
         }
-        let released = Ok(Outcome {
-            ending: Ending::Released,
-            origin: start.origin,
-        });
-        return match relayed {
-            Ok(Some(RelayEnd::JobStopped)) => {
-                if opts.hold_after_stop {
-                    hold_until_signal(controls.signalled).await;
-                }
-                released
-            }
-            Ok(Some(RelayEnd::CoordinatorShutDown)) => {
-                tracing::info!("the coordinator took its final checkpoint and is shutting down; exiting (a restarted container rejoins its successor)");
-                released
-            }
-            Ok(Some(RelayEnd::CoordinatorLost)) => Err(RunError::CoordinatorLost {
-                addr: coordinator.clone(),
-            }),
-            Ok(Some(RelayEnd::TaskFailed { task, error })) => {
-                Err(CoordinatorError::TaskFailed { task, error }.into())
-            }
-            Ok(None) => Err(RunError::StopTimedOut {
-                addr: coordinator.clone(),
-                waited: opts.role.stop_wait().unwrap_or_default(),
-            }),
-            Err(e) => Err(e.into()),
-        };
     }
+}
 
-    // The coordinator's side: links to every container, local or remote.
-    let links: Vec<ContainerLink> = (0..parallelism)
-        .map(|c| match local_links.remove(&c) {
-            Some(tx) => ContainerLink::Local(tx),
-            None => ContainerLink::Remote(Default::default()),
-        })
-        .collect();
+/// A container of another process's coordinator, and its link to it.
+struct Relay<'a> {
+    conn: CoordinatorConnection,
+    index: u32,
+    coordinator: &'a String,
+    commands: std::sync::mpsc::Sender<Command>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// The container of another process's coordinator: relay, and stop when told. A signal does not
+/// stop it by itself: the final checkpoint needs its tasks, so it keeps serving the coordinator
+/// until told to stop, up to its stop deadline.
+async fn relay_for_coordinator(
+    opts: &RunOptions,
+    controls: Controls,
+    relay: Relay<'_>,
+    running: Running,
+    origin: Origin,
+) -> Result<Outcome, RunError> {
+    let Relay {
+        conn,
+        index,
+        coordinator,
+        commands,
+        events,
+    } = relay;
+    let relayed = tokio::select! {
+        relayed = conn.relay(index, commands.clone(), events) => relayed.map(Some),
+        () = stop_deadline_reached(controls.stop_deadline.clone()) => Ok(None),
+    };
+    // From here on a signal finds this process stopping.
+    let _ = controls.shutdown.send(true);
+    let _ = commands.send(Command::Stop);
+    running.finish().await;
+    let released = Ok(Outcome {
+        ending: Ending::Released,
+        origin,
+    });
+    match relayed {
+        Ok(Some(RelayEnd::JobStopped)) => {
+            if opts.hold_after_stop {
+                hold_until_signal(controls.signalled).await;
+            }
+            released
+        }
+        Ok(Some(RelayEnd::CoordinatorShutDown)) => {
+            tracing::info!("the coordinator took its final checkpoint and is shutting down; exiting (a restarted container rejoins its successor)");
+            released
+        }
+        Ok(Some(RelayEnd::CoordinatorLost)) => Err(RunError::CoordinatorLost {
+            addr: coordinator.clone(),
+        }),
+        Ok(Some(RelayEnd::TaskFailed { task, error })) => {
+            Err(CoordinatorError::TaskFailed { task, error }.into())
+        }
+        Ok(None) => Err(RunError::StopTimedOut {
+            addr: coordinator.clone(),
+            waited: opts.role.stop_wait().unwrap_or_default(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The coordinator's process: admits the containers of other processes, serves the control
+/// API, runs the checkpoint coordinator until the job ends, and holds or lingers as asked.
+#[allow(clippy::too_many_arguments)]
+async fn coordinate(
+    opts: &RunOptions,
+    controls: Controls,
+    trigger_rx: mpsc::Receiver<Request>,
+    job: Assembled,
+    links: Vec<ContainerLink>,
+    (event_tx, event_rx): (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
+    running: Running,
+) -> Result<Outcome, RunError> {
+    let spec = &opts.spec;
     if let Role::Coordinator { listen, .. } = &opts.role {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -634,32 +767,33 @@ async fn run_async(
                 path: format!("coordinator address {listen}").into(),
                 source,
             })?;
-        tracing::info!(%listen, "waiting for containers 1..{}", parallelism - 1);
+        tracing::info!(%listen, "waiting for containers 1..{}", job.parallelism - 1);
         remote::accept_containers(
             listener,
             links.clone(),
             event_tx.clone(),
             remote::Admission {
                 job: spec.name.clone(),
-                spec_hash: spec_hash.clone(),
-                token: coordinator_token
+                spec_hash: job.spec_hash.clone(),
+                token: job
+                    .coordinator_token
                     .clone()
                     .expect("the coordinator has a token file"),
-                assignment: assignment.clone(),
+                assignment: job.assignment.clone(),
             },
         );
     }
     drop(event_tx);
 
     let mut control_server = None;
-    if let (Some(cfg), Some(token)) = (&opts.control, control_token) {
+    if let (Some(cfg), Some(token)) = (&opts.control, job.control_token) {
         let facts = JobFacts {
             job: spec.name.clone(),
-            generation,
-            partitions,
-            parallelism,
-            spec_hash,
-            assignment: assignment.clone(),
+            generation: job.generation,
+            partitions: job.partitions,
+            parallelism: job.parallelism,
+            spec_hash: job.spec_hash,
+            assignment: job.assignment.clone(),
             checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
             started_at_ms: crate::checkpoint::now_ms(),
         };
@@ -667,18 +801,19 @@ async fn run_async(
             requests: controls.requests.clone(),
             shutdown: controls.shutdown.clone(),
             facts,
-            metrics: metrics.clone(),
-            progress: progress.clone(),
+            metrics: opts.metrics.clone(),
+            progress: opts.progress.clone(),
         };
         control_server = Some(control::serve(cfg, token, handles).await?);
     }
 
+    let start = job.start;
     let coordinator = Coordinator::new(
         CoordinatorConfig {
-            store: store.clone(),
-            generation,
+            store: job.store.clone(),
+            generation: job.generation,
             spec: spec.clone(),
-            assignment,
+            assignment: job.assignment,
             first_id: start.first_id,
             restored: match start.origin {
                 Origin::Checkpoint(id) => Some(id),
@@ -689,13 +824,13 @@ async fn run_async(
                 _ => None,
             },
             origin: start.lineage,
-            state_version,
+            state_version: job.state_version,
         },
         links,
         event_rx,
         trigger_rx,
-        metrics.clone(),
-        progress.clone(),
+        opts.metrics.clone(),
+        opts.progress.clone(),
     );
     let ending = coordinator
         .run(controls.stop, controls.stop_deadline.clone())
@@ -722,10 +857,7 @@ async fn run_async(
     {
         hold_until_signal(signalled).await;
     }
-    join_threads().await;
-    if let Some(p) = progress_thread {
-        p.stop();
-    }
+    running.finish().await;
     Ok(Outcome {
         ending: ending?,
         origin: start.origin,
