@@ -6,11 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use rand::Rng;
 
-use super::{Context, Error, FINALIZER};
+use super::{Context, Error};
 use crate::children::{selector_string, Owner, CONTROL_PORT, TOKEN_KEY};
 use crate::config::{SecretAccess, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
 use crate::control::Endpoint;
@@ -202,70 +202,4 @@ pub fn workers(stateful_set: bool, pods: &[Pod]) -> Workers {
 fn new_token() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether the final-savepoint finalizer is on the object.
-pub fn has_finalizer(sj: &StreamJob) -> bool {
-    sj.finalizers().iter().any(|f| f == FINALIZER)
-}
-
-/// Adds or removes the final-savepoint finalizer to match the spec.
-pub async fn sync_finalizer(
-    sj: &StreamJob,
-    namespace: &str,
-    wanted: bool,
-    ctx: &Context,
-) -> Result<(), Error> {
-    if has_finalizer(sj) == wanted {
-        return Ok(());
-    }
-    let mut list: Vec<String> = sj
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if wanted {
-        list.push(FINALIZER.into());
-    }
-    patch_finalizers(sj, namespace, list, ctx).await
-}
-
-/// Removes the finalizer so deletion proceeds.
-pub async fn release_finalizer(
-    sj: &StreamJob,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<(), Error> {
-    sync_finalizer(sj, namespace, false, ctx).await
-}
-
-async fn patch_finalizers(
-    sj: &StreamJob,
-    namespace: &str,
-    list: Vec<String>,
-    ctx: &Context,
-) -> Result<(), Error> {
-    let api: Api<StreamJob> = Api::namespaced(ctx.client.clone(), namespace);
-    // A compare-and-swap on the finalizers alone: finalizers another controller changed
-    // meanwhile make the `test` fail (and the reconcile retry), while this reconcile's own
-    // status write (which changed the object's resourceVersion) does not.
-    let current = sj.finalizers();
-    let ops = if current.is_empty() {
-        serde_json::json!([{"op": "add", "path": "/metadata/finalizers", "value": list}])
-    } else {
-        serde_json::json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": current},
-            {"op": "replace", "path": "/metadata/finalizers", "value": list}
-        ])
-    };
-    let patch: json_patch::Patch = serde_json::from_value(ops).expect("a well-formed JSON patch");
-    api.patch(
-        &sj.name_any(),
-        &PatchParams::default(),
-        &Patch::Json::<()>(patch),
-    )
-    .await
-    .map_err(Error::kube("updating finalizers"))?;
-    Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod apply;
 mod fetch;
+mod finalizer;
 mod status;
 
 use std::collections::HashMap;
@@ -219,7 +220,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         .ok_or_else(|| Error::NoNamespace(name.clone()))?;
     let status = sj.status.clone().unwrap_or_default();
     let deleting = sj.metadata.deletion_timestamp.is_some();
-    if deleting && !fetch::has_finalizer(sj) {
+    if deleting && !finalizer::has_finalizer(sj) {
         return Ok(Action::await_change());
     }
 
@@ -241,7 +242,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         }
         Err(_) => {
             // A StreamJob whose spec became invalid can still be deleted.
-            fetch::release_finalizer(sj, &namespace, ctx).await?;
+            finalizer::release_finalizer(sj, &namespace, ctx).await?;
             return Ok(Action::await_change());
         }
     };
@@ -274,7 +275,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     // fetch
     let fetched = fetch::fetch(sj, &namespace, &status, ctx).await?;
     if !deleting {
-        fetch::sync_finalizer(sj, &namespace, desired.final_savepoint, ctx).await?;
+        finalizer::sync_finalizer(sj, &namespace, desired.final_savepoint, ctx).await?;
     }
 
     // plan
@@ -351,7 +352,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         }
     }
     if plan.release_finalizer {
-        fetch::release_finalizer(sj, &namespace, ctx).await?;
+        finalizer::release_finalizer(sj, &namespace, ctx).await?;
         return Ok(Action::await_change());
     }
     Ok(Action::requeue(
