@@ -93,3 +93,60 @@ fn main() -> ExitCode {
     registry.register("max-value", MaxValue::from_config);
     cairn_worker::cli::main_with(registry)
 }
+
+/// A task is unit-tested record by record with in-memory state and a collecting sink: no
+/// RocksDB, no directory, no job (the integration test in tests/ runs the whole binary).
+#[cfg(test)]
+mod tests {
+    use cairn_worker::sink::CollectSink;
+    use cairn_worker::state::MemoryState;
+    use cairn_worker::task::{Record, TaskContext, TaskError};
+
+    use super::MaxValue;
+
+    #[test]
+    fn keeps_the_max_per_key_above_the_floor_and_skips_bad_records() {
+        let cfg = serde_json::json!({"floor": 3});
+        let mut task = MaxValue::from_config(cfg.as_object().unwrap()).unwrap();
+        let (mut state, mut sink) = (MemoryState::new(), CollectSink::default());
+        let mut ctx = TaskContext::in_memory(&mut state, &mut sink, 0);
+        let input = [
+            ("a", "5"),
+            ("b", "50"),
+            ("a", "3"),
+            ("a", "9"),
+            ("c", "2"),
+            ("c", "x"),
+        ];
+        let mut bad = 0;
+        for (offset, (key, value)) in input.into_iter().enumerate() {
+            let record = Record {
+                partition: 0,
+                offset: offset as u64,
+                key: key.as_bytes(),
+                value: value.as_bytes(),
+            };
+            match task.process(&record, &mut ctx) {
+                Ok(()) => {}
+                Err(TaskError::BadRecord { .. }) => bad += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(bad, 1);
+        let max = |key: &[u8]| {
+            state
+                .get(key)
+                .map(|v| i64::from_le_bytes(v.try_into().unwrap()))
+        };
+        assert_eq!((max(b"a"), max(b"b"), max(b"c")), (Some(9), Some(50), None));
+        let emitted: Vec<(&[u8], &[u8])> = sink
+            .records
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            emitted,
+            [(&b"a"[..], &b"5"[..]), (b"b", b"50"), (b"a", b"9")]
+        );
+    }
+}

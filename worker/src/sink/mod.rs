@@ -135,6 +135,27 @@ impl Sink for StdoutSink {
     }
 }
 
+/// Keeps every record written, in order: the output side of a task's unit test (with
+/// `TaskContext::in_memory`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CollectSink {
+    /// (key, value) of each record written.
+    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Sink for CollectSink {
+    fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), SinkError> {
+        self.records.push((key.to_vec(), value.to_vec()));
+        Ok(())
+    }
+    fn seal(&mut self, _id: u64) -> Result<Sealed, SinkError> {
+        Ok(Sealed::default())
+    }
+    fn publish(&mut self, _id: u64) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
 /// Discards everything (benchmarks, jobs whose result is their state).
 pub struct NullSink;
 

@@ -1,8 +1,11 @@
-//! Keyed task state: RocksDB behind a write-back cache, with hard-link snapshots for checkpoints.
+//! Keyed task state: RocksDB behind a write-back cache, with hard-link snapshots for checkpoints;
+//! and an in-memory stand-in for unit tests of tasks ([`MemoryState`]).
 
 pub mod db;
 pub mod key;
 pub mod keyed;
+pub mod memory;
 
 pub use db::{open_task_db, StateError};
 pub use keyed::{KeyedState, Snapshot, SubEntry};
+pub use memory::MemoryState;

@@ -1,23 +1,88 @@
 //! [`TaskContext`]: what a task may touch while it processes a record.
 
 use crate::sink::Sink;
-use crate::state::{KeyedState, StateError, SubEntry};
+use crate::state::{KeyedState, MemoryState, StateError, SubEntry};
 
 use super::TaskError;
 
 /// Keyed state and the output of one task, lent to it for one call.
 pub struct TaskContext<'a> {
-    pub(crate) state: &'a mut KeyedState,
+    state: State<'a>,
     pub(crate) sink: &'a mut dyn Sink,
     pub(crate) task_id: u32,
     pub(crate) emitted: u64,
 }
 
+/// The state behind a context: RocksDB when the job runs, memory in a task's unit test. An enum,
+/// not a trait object: every record's state access stays a direct call.
+enum State<'a> {
+    Db(&'a mut KeyedState),
+    Memory(&'a mut MemoryState),
+}
+
+impl State<'_> {
+    fn read<R>(
+        &mut self,
+        key: &[u8],
+        sub: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, StateError> {
+        match self {
+            State::Db(s) => s.read(key, sub, f),
+            State::Memory(s) => s.read(key, sub, f),
+        }
+    }
+
+    fn update<V: AsRef<[u8]>>(
+        &mut self,
+        key: &[u8],
+        sub: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> Option<V>,
+    ) -> Result<(), StateError> {
+        match self {
+            State::Db(s) => s.update(key, sub, f),
+            State::Memory(s) => s.update(key, sub, f),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], sub: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.update(key, sub, |_| Some(value))
+    }
+
+    fn delete(&mut self, key: &[u8], sub: &[u8]) -> Result<(), StateError> {
+        self.update::<&[u8]>(key, sub, |_| None)
+    }
+
+    fn scan(
+        &mut self,
+        key: &[u8],
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Result<Vec<SubEntry>, StateError> {
+        match self {
+            State::Db(s) => s.scan(key, from, to),
+            State::Memory(s) => s.scan(key, from, to),
+        }
+    }
+}
+
 impl<'a> TaskContext<'a> {
-    /// Builds a context (used by the runtime and by tests of custom tasks).
+    /// Builds a context over RocksDB-backed state (the runtime's).
     pub fn new(state: &'a mut KeyedState, sink: &'a mut dyn Sink, task_id: u32) -> Self {
         TaskContext {
-            state,
+            state: State::Db(state),
+            sink,
+            task_id,
+            emitted: 0,
+        }
+    }
+
+    /// Builds a context over in-memory state, for unit tests of a task: no RocksDB, no
+    /// directory. The task sees the same state semantics (see [`MemoryState`]); pair it with a
+    /// sink that collects, e.g. [`crate::sink::CollectSink`].
+    pub fn in_memory(state: &'a mut MemoryState, sink: &'a mut dyn Sink, task_id: u32) -> Self {
+        TaskContext {
+            state: State::Memory(state),
             sink,
             task_id,
             emitted: 0,
