@@ -190,3 +190,137 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
     };
     vec![ready, progressing, degraded, checkpoints]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::CheckpointInfo;
+    use crate::lifecycle::Workers;
+
+    const NOW: &str = "2026-12-03T12:00:00Z";
+
+    fn running_with_checkpoint_age(age_s: i64) -> StreamJobStatus {
+        let now: Timestamp = NOW.parse().unwrap();
+        let time = now - jiff::SignedDuration::from_secs(age_s);
+        StreamJobStatus {
+            phase: Some(Phase::Running),
+            last_checkpoint: Some(CheckpointInfo {
+                id: 7,
+                time: time.to_string(),
+                duration_ms: 10,
+                bytes: 1,
+                uploaded_bytes: 1,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn answering() -> Observed {
+        Observed {
+            workers: Workers {
+                stateful_set: true,
+                pods: 2,
+                ..Default::default()
+            },
+            report: Some(Default::default()),
+            operation: None,
+        }
+    }
+
+    fn facts<'a>(observed: &'a Observed, interval_s: u64, now: &str) -> Facts<'a> {
+        Facts {
+            observed,
+            checkpoint_interval: Duration::from_secs(interval_s),
+            desired_failed_before: false,
+            refused: None,
+            now: now.parse().unwrap(),
+        }
+    }
+
+    fn condition<'a>(status: &'a StreamJobStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    /// The shared health rule decides: late after max(3 × interval, 30 s), the same as the
+    /// worker's `degraded`.
+    #[test]
+    fn checkpoints_are_late_by_the_workers_rule() {
+        for (interval, age, late) in [
+            (10, 30, false),
+            (10, 31, true),
+            (1, 29, false),
+            (60, 179, false),
+            (60, 181, true),
+        ] {
+            let mut status = running_with_checkpoint_age(age);
+            let observed = answering();
+            update(&mut status, &facts(&observed, interval, NOW));
+            let checkpoints = condition(&status, CHECKPOINTS_HEALTHY);
+            let ready = condition(&status, READY);
+            let expected = if late {
+                "CheckpointsLate"
+            } else {
+                "Committing"
+            };
+            assert_eq!(
+                checkpoints.reason, expected,
+                "interval {interval}s, age {age}s"
+            );
+            assert_eq!(ready.status, if late { "False" } else { "True" });
+        }
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
+        let mut status = running_with_checkpoint_age(5);
+        let observed = answering();
+        update(&mut status, &facts(&observed, 10, NOW));
+        let first = condition(&status, READY).last_transition_time.clone();
+        update(&mut status, &facts(&observed, 10, "2026-12-03T12:00:20Z"));
+        assert_eq!(condition(&status, READY).last_transition_time, first);
+        // Late now: Ready turns False, with a new transition time.
+        let later = "2026-12-03T12:05:00Z";
+        update(&mut status, &facts(&observed, 10, later));
+        let ready = condition(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.0),
+            ("False", later.parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unreachable_suspended_and_refused_jobs_say_why() {
+        let mut status = running_with_checkpoint_age(5);
+        let nothing = Observed::default();
+        update(&mut status, &facts(&nothing, 10, NOW));
+        assert_eq!(
+            condition(&status, CHECKPOINTS_HEALTHY).reason,
+            "JobUnreachable"
+        );
+        assert_eq!(condition(&status, CHECKPOINTS_HEALTHY).status, "Unknown");
+
+        status.phase = Some(Phase::Suspended);
+        update(&mut status, &facts(&nothing, 10, NOW));
+        assert_eq!(condition(&status, CHECKPOINTS_HEALTHY).reason, "Suspended");
+
+        let mut fresh = StreamJobStatus::default();
+        let refused = Facts {
+            refused: Some(Refusal {
+                reason: INVALID_SPEC,
+                message: "spec.job.parallelism: must be at least 1",
+            }),
+            ..facts(&nothing, 10, NOW)
+        };
+        update(&mut fresh, &refused);
+        let ready = condition(&fresh, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", INVALID_SPEC)
+        );
+        let degraded = condition(&fresh, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.message.as_str()),
+            ("True", "spec.job.parallelism: must be at least 1")
+        );
+    }
+}
