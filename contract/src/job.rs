@@ -142,7 +142,7 @@ pub struct CheckpointSpec {
     /// Time between checkpoint starts (>= 10ms; default 60s).
     #[serde(with = "crate::units::duration")]
     pub interval: Duration,
-    /// Store URL (see [`crate::CheckpointStore`]): `file://`, `memory://` (tests) or `s3://`.
+    /// Store URL (see [`crate::StoreUrl`]): `file://`, `memory://` (tests) or `s3://`.
     pub store: String,
     /// How many completed checkpoints to keep (>= 1; default 3).
     pub retained: u32,
@@ -163,9 +163,9 @@ impl Default for CheckpointSpec {
 }
 
 impl CheckpointSpec {
-    /// The parsed [`crate::CheckpointStore`] of `store`; errors as validation would.
-    pub fn store_location(&self) -> Result<crate::CheckpointStore, crate::FieldError> {
-        crate::CheckpointStore::parse(&self.store)
+    /// The parsed [`crate::StoreUrl`] of `store`; errors as validation would.
+    pub fn store_location(&self) -> Result<crate::StoreUrl, crate::FieldError> {
+        crate::StoreUrl::parse_spec(&self.store)
     }
 }
 

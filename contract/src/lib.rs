@@ -5,7 +5,8 @@
 //!   ([`JobSpec`] and its sections), defaults, human-readable durations and sizes ([`units`]),
 //!   validation with actionable messages ([`SpecError`]), the Samza-style properties form
 //!   ([`properties`]) and a stable [`JobSpec::spec_hash`];
-//! - the checkpoint store URL ([`CheckpointStore`]);
+//! - the checkpoint store URL: one grammar ([`StoreUrl`]), and the pattern the CRD checks it
+//!   with ([`CLUSTER_PATTERN`]);
 //! - the control API's wire types ([`control`]);
 //! - the worker pod: arguments, environment, ports, paths, and the timeouts that must fit in the
 //!   pod's grace period ([`pod`]);
@@ -62,7 +63,7 @@ pub use kafka::{
 };
 pub use output::{KafkaDelivery, KafkaOutput, OutputSpec, DEFAULT_KAFKA_SPOOL_DIR};
 pub use parse::MAX_SPEC_LEN;
-pub use store::CheckpointStore;
+pub use store::{StoreUrl, CLUSTER_PATTERN};
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
     MAX_CACHE_SIZE, MAX_CHECKPOINTS_RETAINED, MAX_GENERATOR_KEYS, MAX_NAME_LEN, MAX_PARTITIONS,

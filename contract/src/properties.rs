@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde_yaml::{Mapping, Value};
 
 use crate::error::{PropertyError, SpecError};
-use crate::store::CheckpointStore;
+use crate::store::StoreUrl;
 
 /// The Samza-style property names Cairn understands, and what each one sets.
 pub const SAMZA_KEYS: &[(&str, &str)] = &[
@@ -240,7 +240,7 @@ fn action(entry: &Entry) -> Result<Action, PropertyError> {
             )),
         },
         "task.checkpoint.store.filesystem.path" => {
-            let url = CheckpointStore::for_dir(value.as_ref()).to_url();
+            let url = StoreUrl::for_dir(value.as_ref()).to_url();
             set(&["checkpoint", "store"], Value::String(url))
         }
         "task.checkpoint.store.hdfs.path" => Err(error(

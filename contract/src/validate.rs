@@ -10,7 +10,7 @@ use crate::input::InputSpec;
 use crate::job::JobSpec;
 use crate::kafka;
 use crate::output::{KafkaDelivery, OutputSpec};
-use crate::store::CheckpointStore;
+use crate::store::StoreUrl;
 use crate::units::{format_duration, format_size, MAX_DURATION};
 
 /// Most input partitions one job may have.
@@ -243,11 +243,11 @@ impl JobSpec {
             "checkpoint less often, e.g. `interval: 10s` (default 1m)",
         );
         errors.at_most_a_year("checkpoint.interval", checkpoint.interval);
-        if let Err(err) = CheckpointStore::parse(&checkpoint.store) {
+        if let Err(err) = StoreUrl::parse_spec(&checkpoint.store) {
             errors.push(err);
         }
         if let Some(savepoint) = &self.restore.savepoint {
-            if let Err(mut err) = CheckpointStore::parse(savepoint) {
+            if let Err(mut err) = StoreUrl::parse_spec(savepoint) {
                 err.field = "restore.savepoint".to_owned();
                 errors.push(err);
             }

@@ -64,7 +64,7 @@ fn an_absolute_filesystem_path_becomes_an_absolute_file_url() {
     assert_eq!(spec.checkpoint.store, "file:///var/lib/cairn/checkpoints");
     assert_eq!(
         spec.checkpoint.store_location(),
-        Ok(cairn_contract::CheckpointStore::File(
+        Ok(cairn_contract::StoreUrl::File(
             "/var/lib/cairn/checkpoints".into()
         ))
     );

@@ -57,9 +57,9 @@ pub fn duration_bound_rule() -> String {
     )
 }
 
-/// Store URLs usable on Kubernetes: an object store, or a filesystem path that every worker
-/// pod mounts (an RWX volume). `memory://` and relative `file://` paths are local-mode only.
-pub const STORE_PATTERN: &str = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+)$";
+/// Store URLs usable on Kubernetes: the contract's pattern, tested there against the store URL
+/// grammar the workers parse.
+pub const STORE_PATTERN: &str = cairn_contract::CLUSTER_PATTERN;
 
 /// A string with a maximum length (CEL cost estimation needs one on every string a rule reads).
 fn string(max: u32, description: &str) -> serde_json::Value {

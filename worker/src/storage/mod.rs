@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use cairn_contract::StoreUrl;
 use object_store::ObjectStore;
 
 pub use error::StorageError;
@@ -110,6 +111,14 @@ impl fmt::Debug for CheckpointStore {
     }
 }
 
+/// The contract's store URL grammar; a URL it refuses is [`StorageError::UnsupportedUrl`],
+/// whose message lists the accepted forms.
+fn parse_url(url: &str) -> Result<StoreUrl, StorageError> {
+    StoreUrl::parse(url).map_err(|_| StorageError::UnsupportedUrl {
+        url: url.to_owned(),
+    })
+}
+
 impl CheckpointStore {
     /// Opens the store a URL names (the job spec's `checkpoint.store`):
     ///
@@ -120,8 +129,10 @@ impl CheckpointStore {
     /// * `s3://<bucket>[/<prefix>]`: that bucket, rooted at the prefix, with the connection
     ///   settings of [`S3Settings::from_env`] (endpoint, region, path style, credentials);
     ///
-    /// anything else is [`StorageError::UnsupportedUrl`] naming the URL and these forms. As in
-    /// the spec, everything after `file://` is a path (no host part, no percent-decoding). A
+    /// anything else is [`StorageError::UnsupportedUrl`] naming the URL and these forms. The
+    /// grammar is the contract's ([`cairn_contract::StoreUrl::parse`]), the one the spec's
+    /// validation and the CRD use: everything after `file://` is a path (no host part, no
+    /// percent-decoding). A
     /// `file://` directory is created if missing: this is the opening of a job that writes;
     /// commands that only read use [`Self::open_existing`].
     pub fn from_url(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
@@ -145,16 +156,8 @@ impl CheckpointStore {
     }
 
     fn open_url(url: &str, base_dir: &Path, mode: OpenMode) -> Result<Self, StorageError> {
-        let unsupported = || StorageError::UnsupportedUrl {
-            url: url.to_owned(),
-        };
-        let (scheme, rest) = url.split_once(':').ok_or_else(unsupported)?;
-        let backend = match scheme {
-            "file" => {
-                let path = rest.strip_prefix("//").unwrap_or(rest);
-                if path.is_empty() {
-                    return Err(unsupported());
-                }
+        let backend = match parse_url(url)? {
+            StoreUrl::File(path) => {
                 let root = base_dir.join(path);
                 let root = std::path::absolute(&root)
                     .map_err(|source| StorageError::io_path(&root, source))?;
@@ -165,11 +168,10 @@ impl CheckpointStore {
                 };
                 Backend::Local(Arc::new(dir))
             }
-            "memory" if rest.starts_with("//") => Backend::Object(ObjectBackend::new(Arc::new(
+            StoreUrl::Memory(_) => Backend::Object(ObjectBackend::new(Arc::new(
                 object_store::memory::InMemory::new(),
             ))),
-            "s3" => return Self::s3(url, &S3Settings::from_env()?),
-            _ => return Err(unsupported()),
+            StoreUrl::S3 { .. } => return Self::s3(url, &S3Settings::from_env()?),
         };
         Ok(Self::with_backend(url.to_owned(), backend))
     }
@@ -177,10 +179,12 @@ impl CheckpointStore {
     /// Opens `s3://<bucket>[/<prefix>]` with explicit settings (tests and tools inject them;
     /// [`Self::from_url`] reads them from the environment).
     pub fn s3(url: &str, settings: &S3Settings) -> Result<Self, StorageError> {
-        let (bucket, prefix) = s3::parse_url(url).ok_or_else(|| StorageError::UnsupportedUrl {
-            url: url.to_owned(),
-        })?;
-        let store = s3::build(bucket, prefix, settings)?;
+        let StoreUrl::S3 { bucket, prefix } = parse_url(url)? else {
+            return Err(StorageError::UnsupportedUrl {
+                url: url.to_owned(),
+            });
+        };
+        let store = s3::build(&bucket, &prefix, settings)?;
         Ok(Self::with_object_store(url.trim_end_matches('/'), store))
     }
 

@@ -218,14 +218,6 @@ fn config_error(setting: &str, problem: String, fix: &str) -> StorageError {
     }
 }
 
-/// Splits `s3://bucket/prefix` (prefix optional) into bucket and prefix.
-pub(crate) fn parse_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("s3://")?;
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let prefix = prefix.trim_matches('/');
-    (!bucket.is_empty()).then_some((bucket, prefix))
-}
-
 /// Builds the object store for `bucket` with its root at `prefix`.
 pub(crate) fn build(
     bucket: &str,
@@ -558,15 +550,6 @@ mod tests {
         for (name, key) in CREDENTIAL_CHAIN {
             assert_eq!(get(&b, *key), get(&untouched, *key), "{name}");
         }
-    }
-
-    #[test]
-    fn urls_split_into_bucket_and_prefix() {
-        assert_eq!(parse_url("s3://b"), Some(("b", "")));
-        assert_eq!(parse_url("s3://b/"), Some(("b", "")));
-        assert_eq!(parse_url("s3://b/jobs/wc/"), Some(("b", "jobs/wc")));
-        assert_eq!(parse_url("s3:///x"), None);
-        assert_eq!(parse_url("file:///x"), None);
     }
 
     #[test]
