@@ -706,3 +706,159 @@ async fn deadline_passed(deadline: Instant, stop: &mut watch::Receiver<Option<In
         }
     }
 }
+
+/// The coordinator in process, with the test playing the container: it answers the coordinator's
+/// commands with acknowledgements (or a failure) and checks what is committed in an in-memory
+/// store.
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+    use crate::checkpoint::upload::PhaseReport;
+
+    const GENERATION_WHO: &str = "coordinator test";
+
+    /// Plays container 0 (tasks 0 and 1): acknowledges every checkpoint, except that task 1
+    /// fails checkpoint `fail`. Returns every command it received, once told to stop.
+    fn container(
+        commands: std_mpsc::Receiver<Command>,
+        events: mpsc::UnboundedSender<Event>,
+        generation: u64,
+        fail: u64,
+    ) -> std::thread::JoinHandle<Vec<Command>> {
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while let Ok(command) = commands.recv() {
+                seen.push(command.clone());
+                match command {
+                    Command::Checkpoint { id, .. } => {
+                        for task in [0, 1] {
+                            let result = if task == 1 && id == fail {
+                                Err("disk full".to_owned())
+                            } else {
+                                Ok(PhaseReport {
+                                    manifest_key: paths::task_manifest_key(id, generation, task),
+                                    offsets: BTreeMap::from([(task, 10 * id)]),
+                                    total_bytes: 100,
+                                    uploaded_bytes: 10,
+                                    new_sst_bytes: 10,
+                                    duration: Duration::from_millis(1),
+                                })
+                            };
+                            let ack = Event::Ack {
+                                task,
+                                checkpoint: id,
+                                result,
+                                sync_seconds: 0.001,
+                            };
+                            events.send(ack).unwrap();
+                        }
+                    }
+                    Command::Stop | Command::Shutdown => break,
+                    _ => {}
+                }
+            }
+            seen
+        })
+    }
+
+    #[tokio::test]
+    async fn commits_what_every_task_acknowledged_aborts_a_failed_one_and_stops_with_a_final_checkpoint(
+    ) {
+        let store = CheckpointStore::in_memory();
+        let generation = generation::claim(&store, GENERATION_WHO).await.unwrap();
+        let spec = cairn_contract::JobSpec::from_yaml_str(
+            "name: t\ninput: {type: generator, partitions: 2}\ntask: {name: count}\n\
+             checkpoint: {interval: 1h, store: 'memory://t'}\n",
+        )
+        .unwrap();
+        let (commands_tx, commands_rx) = std_mpsc::channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (requests_tx, requests_rx) = mpsc::channel(4);
+        let progress = Arc::new(JobProgress::default());
+        let coordinator = Coordinator::new(
+            CoordinatorConfig {
+                store: store.clone(),
+                generation,
+                spec,
+                assignment: BTreeMap::from([(0, 0), (1, 0)]),
+                first_id: 1,
+                restored: None,
+                origin: None,
+                start_savepoint: None,
+                state_version: 1,
+            },
+            vec![ContainerLink::Local(commands_tx)],
+            events_rx,
+            requests_rx,
+            Arc::new(Metrics::new()),
+            progress.clone(),
+        );
+        let played = container(commands_rx, events_tx, generation, 2);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (_deadline_tx, deadline_rx) = watch::channel(None);
+        let running = tokio::spawn(coordinator.run(shutdown_rx, deadline_rx));
+
+        let ask = || async {
+            let (reply, answer) = oneshot::channel();
+            requests_tx.send(Request::Checkpoint(reply)).await.unwrap();
+            answer.await.unwrap()
+        };
+        assert_eq!(ask().await, Ok(1));
+        assert!(store.exists(&paths::commit_key(1)).await.unwrap());
+        // The reason ("disk full") goes to the log and the abort metric; the caller hears that
+        // it was aborted.
+        let failed = ask().await.unwrap_err();
+        assert!(failed.contains("aborted"), "{failed}");
+        assert!(!store.exists(&paths::commit_key(2)).await.unwrap());
+        assert_eq!(
+            progress.aborted.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+
+        shutdown_tx.send(true).unwrap();
+        let ending = running.await.unwrap().unwrap();
+        let Ending::Stopped {
+            checkpoint,
+            savepoint: None,
+        } = ending
+        else {
+            panic!("{ending:?}");
+        };
+        assert!(checkpoint > 2, "final checkpoint {checkpoint}");
+        assert!(store.exists(&paths::commit_key(checkpoint)).await.unwrap());
+        let last = progress.last_committed.lock().unwrap().clone().unwrap();
+        assert_eq!(last.id, checkpoint);
+
+        // What the container was told, in order: checkpoint 1 committed, 2 aborted, the final
+        // one taken paused and committed, then stop.
+        let told: Vec<Command> = played
+            .join()
+            .unwrap()
+            .into_iter()
+            .filter(|c| !matches!(c, Command::Resume))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                Command::Checkpoint {
+                    id: 1,
+                    pause: false
+                },
+                Command::Committed(1),
+                Command::Checkpoint {
+                    id: 2,
+                    pause: false
+                },
+                Command::Aborted(2),
+                Command::Checkpoint {
+                    id: checkpoint,
+                    pause: true
+                },
+                Command::Committed(checkpoint),
+                Command::Stop,
+            ]
+        );
+    }
+}
