@@ -152,6 +152,11 @@ pub(crate) fn spawn_server(
         answer_within(timeout, req, next)
     }));
     let table = Arc::new(Connections::new(limits.max_connections));
+    // Sockets held open, evicted ones included: an evicted connection closes in its own task,
+    // which may run only later, and under a flood the loop would otherwise accept faster than
+    // they close and run the process out of descriptors (seen on a loaded 2-core machine).
+    // Waiting for a permit after each eviction keeps the open sockets at the limit plus one.
+    let sockets = Arc::new(tokio::sync::Semaphore::new(table.max));
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -172,7 +177,14 @@ pub(crate) fn spawn_server(
                 );
                 continue;
             };
-            tokio::spawn(serve_connection(stream, router.clone(), limits, slot));
+            let Ok(socket) = sockets.clone().acquire_owned().await else {
+                return; // never closed
+            };
+            let serve = serve_connection(stream, router.clone(), limits, slot);
+            tokio::spawn(async move {
+                serve.await;
+                drop(socket);
+            });
         }
     });
 }
