@@ -76,7 +76,7 @@ impl StoreUrl {
                     prefix: prefix.trim_matches('/').to_owned(),
                 })
             }
-            _ if slashed.is_none() && !url.contains("://") => Err(invalid(format!(
+            _ if slashed.is_none() => Err(invalid(format!(
                 "{url:?} is not a URL (it has no `scheme://`)"
             ))),
             _ => Err(invalid(format!(

@@ -99,28 +99,6 @@ pub fn read_token(path: &Path) -> Result<String, ControlError> {
     Ok(token)
 }
 
-/// Static facts about the job shown in its status ([`JobStatus`] has them next to the live
-/// ones).
-#[derive(Debug, Clone)]
-pub struct JobFacts {
-    /// Job name.
-    pub job: String,
-    /// Process generation.
-    pub generation: u64,
-    /// N.
-    pub partitions: u32,
-    /// P.
-    pub parallelism: u32,
-    /// Hash of the spec running.
-    pub spec_hash: String,
-    /// Task -> container.
-    pub assignment: BTreeMap<u32, u32>,
-    /// Checkpoint interval, for the health rule.
-    pub checkpoint_interval_ms: u64,
-    /// When the run started.
-    pub started_at_ms: u64,
-}
-
 /// How many finished operations stay readable; older ones are forgotten (a caller polls its
 /// operation within seconds, and a job asked for a checkpoint every few seconds for weeks must
 /// not keep them all).
@@ -169,7 +147,7 @@ struct Api {
     requests: mpsc::Sender<Request>,
     shutdown: Arc<watch::Sender<bool>>,
     ops: Arc<Mutex<Operations>>,
-    facts: Arc<JobFacts>,
+    facts: Arc<JobStatus>,
     metrics: Arc<Metrics>,
     progress: Arc<JobProgress>,
 }
@@ -180,8 +158,9 @@ pub struct ControlHandles {
     pub requests: mpsc::Sender<Request>,
     /// Set to stop the job.
     pub shutdown: Arc<watch::Sender<bool>>,
-    /// Job facts.
-    pub facts: JobFacts,
+    /// The status's static part (job, generation, N, P, spec hash, assignment, interval, start);
+    /// the live fields are filled in on each `GET /v1/status`.
+    pub facts: JobStatus,
     /// Metrics (records, lag).
     pub metrics: Arc<Metrics>,
     /// Checkpoint progress.
@@ -300,16 +279,7 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
             }
         })
         .collect();
-    let facts = &*api.facts;
     Json(JobStatus {
-        job: facts.job.clone(),
-        generation: facts.generation,
-        partitions: facts.partitions,
-        parallelism: facts.parallelism,
-        spec_hash: facts.spec_hash.clone(),
-        assignment: facts.assignment.clone(),
-        checkpoint_interval_ms: facts.checkpoint_interval_ms,
-        started_at_ms: facts.started_at_ms,
         state: if *api.shutdown.borrow() {
             RunState::Stopping
         } else {
@@ -329,6 +299,7 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
         observed_partitions: u32::try_from(api.metrics.input_partitions_observed.get())
             .ok()
             .filter(|n| *n > 0),
+        ..(*api.facts).clone()
     })
 }
 

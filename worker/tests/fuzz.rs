@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bolero::TypeGenerator;
+use cairn_contract::control::JobStatus;
 use cairn_contract::JobSpec;
 use cairn_worker::checkpoint::catalog;
 use cairn_worker::checkpoint::manifest::{
@@ -39,7 +40,7 @@ use cairn_worker::checkpoint::savepoint::{
     SavepointLocation, SavepointManifest, SavepointTask, SAVEPOINT_FILE,
 };
 use cairn_worker::checkpoint::CheckpointError;
-use cairn_worker::control::{self, ControlConfig, ControlHandles, JobFacts};
+use cairn_worker::control::{self, ControlConfig, ControlHandles};
 use cairn_worker::metrics::Metrics;
 use cairn_worker::runtime::coordinator::{JobProgress, Request, SavepointInfo};
 use cairn_worker::storage::{CheckpointStore, FileMeta};
@@ -514,7 +515,7 @@ fn start_control_server() -> ControlServer {
     let handles = ControlHandles {
         requests: requests_tx.clone(),
         shutdown: Arc::new(shutdown_tx),
-        facts: JobFacts {
+        facts: JobStatus {
             job: "fuzz".to_owned(),
             generation: 1,
             partitions: 2,
@@ -523,6 +524,7 @@ fn start_control_server() -> ControlServer {
             assignment: BTreeMap::from([(0, 0), (1, 0)]),
             checkpoint_interval_ms: 60_000,
             started_at_ms: 0,
+            ..Default::default()
         },
         metrics: Arc::new(Metrics::new()),
         progress: Arc::new(JobProgress::default()),

@@ -21,7 +21,7 @@ use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::start::{self, task_dir, Origin, StartError, StartPoint, StartRequest};
 use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
-use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles, JobFacts};
+use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles};
 use crate::metrics::Metrics;
 use crate::runtime::coordinator::{
     deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
@@ -688,7 +688,7 @@ impl Running {
 struct Relay<'a> {
     conn: CoordinatorConnection,
     index: u32,
-    coordinator: &'a String,
+    coordinator: &'a str,
     commands: std::sync::mpsc::Sender<Command>,
     events: mpsc::UnboundedReceiver<Event>,
 }
@@ -734,13 +734,13 @@ async fn relay_for_coordinator(
             released
         }
         Ok(Some(RelayEnd::CoordinatorLost)) => Err(RunError::CoordinatorLost {
-            addr: coordinator.clone(),
+            addr: coordinator.to_owned(),
         }),
         Ok(Some(RelayEnd::TaskFailed { task, error })) => {
             Err(CoordinatorError::TaskFailed { task, error }.into())
         }
         Ok(None) => Err(RunError::StopTimedOut {
-            addr: coordinator.clone(),
+            addr: coordinator.to_owned(),
             waited: opts.role.stop_wait().unwrap_or_default(),
         }),
         Err(e) => Err(e.into()),
@@ -787,7 +787,7 @@ async fn coordinate(
 
     let mut control_server = None;
     if let (Some(cfg), Some(token)) = (&opts.control, job.control_token) {
-        let facts = JobFacts {
+        let facts = cairn_contract::control::JobStatus {
             job: spec.name.clone(),
             generation: job.generation,
             partitions: job.partitions,
@@ -796,6 +796,7 @@ async fn coordinate(
             assignment: job.assignment.clone(),
             checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
             started_at_ms: crate::checkpoint::now_ms(),
+            ..Default::default()
         };
         let handles = ControlHandles {
             requests: controls.requests.clone(),
