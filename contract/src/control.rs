@@ -163,8 +163,14 @@ pub struct JobStatus {
     pub partitions: u32,
     /// P: its containers.
     pub parallelism: u32,
-    /// `spec_hash` of the job document running ([`crate::JobSpec::spec_hash`]).
+    /// `spec_hash` of the job document running ([`crate::JobSpec::spec_hash`]): the job's own
+    /// identity, recorded in its checkpoints and savepoints.
     pub spec_hash: String,
+    /// The deployment the process was started as (`--deployment`, [`crate::pod::env::DEPLOYMENT`]),
+    /// reported back as it was given: the operator sets its deployment hash there and knows from
+    /// it which of its deployments runs. Absent when none was given (a local run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     /// Task -> container.
     #[serde(default)]
     pub assignment: BTreeMap<u32, u32>,
@@ -257,6 +263,7 @@ mod tests {
             partitions: 4,
             parallelism: 2,
             spec_hash: "abc".into(),
+            deployment: Some("d3p".into()),
             assignment: BTreeMap::from([(0, 0), (1, 1)]),
             checkpoint_interval_ms: 10_000,
             started_at_ms: 5,
@@ -272,7 +279,7 @@ mod tests {
             json,
             serde_json::json!({
                 "job": "count", "generation": 2, "partitions": 4, "parallelism": 2,
-                "specHash": "abc", "assignment": {"0": 0, "1": 1},
+                "specHash": "abc", "deployment": "d3p", "assignment": {"0": 0, "1": 1},
                 "checkpointIntervalMs": 10000, "startedAtMs": 5,
                 "state": "stopping", "health": "degraded", "tasks": [],
                 "lastCheckpoint": null, "abortedCheckpoints": 1, "observedPartitions": 6,
@@ -292,6 +299,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(status.observed_partitions, None);
+        assert_eq!(status.deployment, None);
         assert!(status.tasks.is_empty() && status.assignment.is_empty());
     }
 

@@ -52,6 +52,10 @@ pub mod env {
     pub const HTTP_MAX_CONNECTIONS: &str = "CAIRN_HTTP_MAX_CONNECTIONS";
     /// `--hold-after-stop`: stay alive after a stop until SIGTERM.
     pub const HOLD_AFTER_STOP: &str = "CAIRN_HOLD_AFTER_STOP";
+    /// `--deployment`: the operator's hash of what the pod runs, echoed in `/v1/status` as
+    /// `deployment` so the operator can tell its deployments apart (two deployments of one job
+    /// may run the same job document, e.g. with another image).
+    pub const DEPLOYMENT: &str = "CAIRN_DEPLOYMENT";
 }
 
 /// The worker container's arguments (the image's entrypoint is `cairn-worker`): run the mounted

@@ -1,14 +1,14 @@
 //! The Cairn operator: runs `StreamJob`s (`cairn.dev/v1alpha1`) on Kubernetes.
 //!
 //! Reconcile is a pipeline of small modules: [`reconcile`] fetches, [`validate`] checks the spec
-//! into a [`validate::ValidatedJob`], [`lifecycle`] decides the next step as a pure function of
-//! spec, status and observation, [`build`] turns a validated job into child objects, and
-//! `reconcile` applies them and writes the status (which doubles as the write-ahead log of
-//! upgrades). The operator talks to a job only through its control API ([`control`]) and never
-//! links RocksDB.
+//! into a [`validate::ValidatedJob`] whose [`pods::PodDocument`] is what a new deployment runs,
+//! [`lifecycle`] decides the next status (conditions included) and effects as a pure function of
+//! spec, status and observation, [`children`] turns a recorded deployment into child objects, and
+//! `reconcile` writes the status once (it doubles as the write-ahead log of upgrades) and then
+//! applies them. The operator talks to a job only through its control API ([`control`]) and
+//! never links RocksDB.
 
 pub mod children;
-pub mod conditions;
 pub mod config;
 pub mod control;
 pub mod crd;
@@ -16,6 +16,7 @@ pub mod http;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;
+pub mod pods;
 pub mod policy;
 pub mod reconcile;
 pub mod run;

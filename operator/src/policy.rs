@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::{SecretAccess, WorkloadPolicy, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
-use crate::validate::ValidatedJob;
+use crate::pods::PodDocument;
 
 /// Every way a StreamJob breaks the policy, one line each: the field, its value, and the
 /// operator setting (flag and chart value) that would allow it.
@@ -33,7 +33,7 @@ pub struct SecretRef {
 
 /// Every Secret the worker pods of `job` would read: `credentialsSecret` (all keys as
 /// environment variables), `env[].valueFrom.secretKeyRef`, and `secret` and `projected` volumes.
-pub fn secret_refs(job: &ValidatedJob) -> Vec<SecretRef> {
+pub fn secret_refs(job: &PodDocument) -> Vec<SecretRef> {
     let mut refs = Vec::new();
     if let Some(name) = &job.credentials_secret {
         refs.push(SecretRef {
@@ -79,7 +79,7 @@ pub fn secret_refs(job: &ValidatedJob) -> Vec<SecretRef> {
 /// Checks `job` against `policy`. `labelled` holds the referenced Secrets that exist and carry
 /// the access label (only consulted under [`SecretAccess::Labelled`]).
 pub fn check(
-    job: &ValidatedJob,
+    job: &PodDocument,
     policy: &WorkloadPolicy,
     labelled: &BTreeSet<String>,
 ) -> Result<(), PolicyViolation> {

@@ -1,6 +1,8 @@
-//! Step 2 of the reconcile pipeline: from a StreamJob spec to a [`ValidatedJob`], the only input
-//! of the builders. The job section is parsed and checked by the contract crate (the same
-//! rules `cairn-worker validate` applies); the pod settings get their defaults here.
+//! Step 2 of the reconcile pipeline: from a StreamJob spec to a [`ValidatedJob`], whose
+//! [`PodDocument`] is what a new deployment records and its pods run. The job section is parsed
+//! and checked by the contract crate (the same rules `cairn-worker validate` applies); the pod
+//! settings get their defaults here. Only the desired spec is validated: a deployment recorded
+//! in status is read back as it was written.
 
 use std::time::Duration;
 
@@ -8,10 +10,8 @@ use cairn_contract::{JobSpec, SpecError};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::crd::{
-    DesiredState, PodOverrides, PullPolicy, RestoreFrom, SavepointSettings, StateVolume,
-    StreamJobSpec, UpgradeMode,
-};
+use crate::crd::{DesiredState, RestoreFrom, SavepointSettings, StreamJobSpec, UpgradeMode};
+use crate::pods::PodDocument;
 
 /// Where the worker pod keeps its local state (the state volume's mount point).
 pub const STATE_MOUNT: &str = "/var/lib/cairn";
@@ -34,27 +34,15 @@ pub const MAX_RETAINED: u32 = 1000;
 /// A StreamJob spec that passed validation, with every default applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedJob {
-    /// The worker job spec (name set, `state.dir` on the state volume, no `restore`).
-    pub job: JobSpec,
-    /// Worker image.
-    pub image: String,
-    /// Pull policy, if set.
-    pub pull_policy: Option<PullPolicy>,
-    /// Pod resources.
-    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
-    /// Pod overrides.
-    pub pod: PodOverrides,
-    /// State volume.
-    pub state_volume: StateVolume,
-    /// Service account of the worker pods.
-    pub service_account: String,
-    /// Secret exposed as environment variables.
-    pub credentials_secret: Option<String>,
+    /// What the pods run.
+    pub pods: PodDocument,
+    /// [`PodDocument::hash`] of `pods`.
+    pub hash: String,
     /// Upgrade mode.
     pub upgrade_mode: UpgradeMode,
     /// Savepoint settings.
     pub savepoints: SavepointPolicy,
-    /// Restore settings.
+    /// Restore settings of the first deployment.
     pub restore_from: RestoreFrom,
     /// Running or suspended.
     pub desired_state: DesiredState,
@@ -64,19 +52,12 @@ pub struct ValidatedJob {
     pub upgrade_timeout: Duration,
     /// Take a final savepoint on deletion.
     pub final_savepoint: bool,
-    /// Hash of what the pods run: equal hashes need no new pods.
-    pub deploy_hash: String,
 }
 
 impl ValidatedJob {
-    /// `restoreFrom` as the worker document's `restore` section of a first deployment
-    /// ([`cairn_contract::deploy::worker_document`]).
-    pub fn first_restore(&self) -> cairn_contract::RestoreSpec {
-        cairn_contract::RestoreSpec {
-            savepoint: self.restore_from.savepoint.clone(),
-            reset_offsets: self.restore_from.reset_offsets,
-            allow_state_drop: self.restore_from.allow_state_drop,
-        }
+    /// The job the pods run.
+    pub fn job(&self) -> &JobSpec {
+        &self.pods.job
     }
 }
 
@@ -154,7 +135,8 @@ pub fn validate(
         .service_account_name
         .take()
         .unwrap_or_else(|| config.worker_service_account.clone());
-    let validated = ValidatedJob {
+    let pods = PodDocument {
+        job,
         image: spec
             .image
             .clone()
@@ -165,6 +147,10 @@ pub fn validate(
         pod,
         state_volume,
         credentials_secret: spec.credentials_secret.clone(),
+    };
+    Ok(ValidatedJob {
+        hash: pods.hash(),
+        pods,
         upgrade_mode: spec.upgrade_mode,
         savepoints,
         restore_from: spec.restore_from.clone().unwrap_or_default(),
@@ -172,12 +158,6 @@ pub fn validate(
         restart_nonce: spec.restart_nonce,
         upgrade_timeout,
         final_savepoint: spec.deletion.as_ref().is_some_and(|d| d.final_savepoint),
-        deploy_hash: String::new(),
-        job,
-    };
-    Ok(ValidatedJob {
-        deploy_hash: deploy_hash(&validated),
-        ..validated
     })
 }
 
@@ -298,50 +278,4 @@ fn savepoint_policy(settings: &SavepointSettings, problems: &mut Vec<String>) ->
         ),
         fallback_after: settings.fallback_to_last_state_after,
     }
-}
-
-/// Everything the worker pods run: the job as the worker sees it plus the pod settings. Savepoint
-/// settings, upgrade mode, nonces and the desired state are not part of it. `deploy_hash`
-/// fingerprints it; `classify` compares it to tell a rescale or repartition from an upgrade.
-pub fn pod_document(v: &ValidatedJob) -> Value {
-    serde_json::json!({
-        "job": v.job,
-        "image": v.image,
-        "pullPolicy": v.pull_policy,
-        "resources": v.resources,
-        "pod": v.pod,
-        "stateVolume": v.state_volume,
-        "serviceAccount": v.service_account,
-        "credentialsSecret": v.credentials_secret,
-    })
-}
-
-fn deploy_hash(v: &ValidatedJob) -> String {
-    cairn_contract::fingerprint(&pod_document(v))
-}
-
-/// The spec as recorded in `status.deployed`: the operator's defaults (image, service account)
-/// written in, so a later change of the operator's defaults does not silently change running
-/// jobs. Validating it again gives the same `deploy_hash`.
-pub fn pinned_spec(spec: &StreamJobSpec, v: &ValidatedJob) -> Value {
-    let mut pinned = spec.clone();
-    pinned.image = Some(v.image.clone());
-    let mut pod = pinned.pod_template.unwrap_or_default();
-    pod.service_account_name = Some(v.service_account.clone());
-    pinned.pod_template = Some(pod);
-    serde_json::to_value(pinned).expect("a spec serialises")
-}
-
-/// Validates a spec recorded in status (`status.deployed`, an operation's target), as written by
-/// [`pinned_spec`].
-pub fn validate_recorded(
-    name: &str,
-    recorded: &Value,
-    config: &OperatorConfig,
-) -> Result<ValidatedJob, InvalidSpec> {
-    let spec: StreamJobSpec =
-        serde_json::from_value(recorded.clone()).map_err(|e| InvalidSpec {
-            problems: vec![e.to_string()],
-        })?;
-    validate(name, &spec, config)
 }

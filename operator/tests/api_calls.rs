@@ -240,12 +240,7 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
         phase: Some(Phase::Upgrading),
         ..Default::default()
     };
-    let deployed = cairn_operator::crd::Deployment {
-        spec: serde_json::to_value(&sj.spec).unwrap(),
-        hash: "old".into(),
-        job_hash: "old".into(),
-        ..Default::default()
-    };
+    let deployed = recorded(&sj, "old");
     status.deployed = Some(deployed.clone());
     status.last_good = Some(deployed);
     status.operation = Some(Operation {
@@ -305,6 +300,72 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
     );
 }
 
+/// A deployment of `sj`'s spec as status records it, with a made-up `hash` the test can follow.
+fn recorded(sj: &StreamJob, hash: &str) -> cairn_operator::crd::Deployment {
+    let desired = cairn_operator::validate::validate("count", &sj.spec, &common::config()).unwrap();
+    cairn_operator::crd::Deployment {
+        pods: desired.pods.to_value(),
+        hash: hash.into(),
+        ..Default::default()
+    }
+}
+
+/// The status is written once per reconcile. A savepoint the plan asks for is requested first,
+/// so the one write records the job's operation id with the operation; nothing is deleted.
+#[tokio::test]
+async fn a_savepoint_request_is_recorded_in_the_one_status_write() {
+    let pods = pod_list(&[("count-0", "10.1.0.5"), ("count-1", "10.1.0.6")]);
+    let mut sj = job();
+    let running = recorded(&sj, "old");
+    // An upgrade just started: its savepoint is to be asked for.
+    sj.status = Some(cairn_operator::crd::StreamJobStatus {
+        phase: Some(Phase::Upgrading),
+        deployed: Some(running.clone()),
+        last_good: Some(running),
+        operation: Some(upgrade_operation(Step::TakingSavepoint, None)),
+        ..Default::default()
+    });
+    sj.spec.image = Some("cairn/worker:2".into());
+    let scripted = Arc::new(ScriptedJob::default());
+
+    let (seen, bodies) = reconcile_against(&sj, pods, &scripted).await;
+    assert_eq!(
+        seen,
+        [
+            "GET /api/v1/namespaces/jobs/secrets/count-control",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /api/v1/namespaces/jobs/pods",
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+        ]
+    );
+    assert_eq!(
+        *scripted.calls.lock().unwrap(),
+        ["GET /v1/status", "POST /v1/savepoints stop=true"]
+    );
+    let op = &bodies[3]["status"]["operation"];
+    assert_eq!(
+        (
+            op["kind"].as_str(),
+            op["step"].as_str(),
+            op["controlOperation"].as_str()
+        ),
+        (
+            Some("Upgrade"),
+            Some("TakingSavepoint"),
+            Some("savepoint-1")
+        )
+    );
+    // The conditions were computed with that status: an upgrade is in progress.
+    let progressing = bodies[3]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .cloned()
+        .unwrap();
+    assert_eq!(progressing["status"], "True", "{progressing}");
+}
+
 fn upgrade_operation(step: Step, savepoint: Option<&str>) -> Operation {
     Operation {
         kind: OperationKind::Upgrade,
@@ -328,19 +389,11 @@ async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
     // The new workers started from the savepoint long ago (upgradeTimeout is 3m) and have not
     // committed a checkpoint (their control API does not answer).
     let mut sj = job();
-    let good = cairn_operator::crd::Deployment {
-        spec: serde_json::to_value(&sj.spec).unwrap(),
-        hash: "good".into(),
-        job_hash: "good".into(),
-        ..Default::default()
-    };
+    let good = recorded(&sj, "good");
     sj.spec.image = Some("cairn/worker:broken".into());
     let new = cairn_operator::crd::Deployment {
-        spec: serde_json::to_value(&sj.spec).unwrap(),
-        hash: "broken".into(),
-        job_hash: "broken".into(),
         savepoint: Some(SAVEPOINT.into()),
-        ..Default::default()
+        ..recorded(&sj, "broken")
     };
     sj.status = Some(cairn_operator::crd::StreamJobStatus {
         phase: Some(Phase::Upgrading),
@@ -372,7 +425,7 @@ async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
     assert_eq!(
         (
             status["phase"].as_str(),
-            status["failedSpecHash"].as_str(),
+            status["failedHash"].as_str(),
             status["operation"]["kind"].as_str(),
             status["operation"]["step"].as_str(),
             status["operation"]["target"]["hash"].as_str(),

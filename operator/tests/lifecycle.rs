@@ -9,14 +9,13 @@ use std::time::Duration;
 use cairn_contract::control::{
     self as wire, CommittedCheckpoint, JobStatus, OperationState, SavepointInfo,
 };
-use cairn_contract::deploy::{worker_document, Start};
-use cairn_operator::conditions;
 use cairn_operator::control::ControlError;
 use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
 use cairn_operator::lifecycle::{
-    classify, plan, Change, Effect, Input, Observed, Plan, Workers, MAX_REQUEUE,
+    classify, conditions, plan, savepoint_answered, Change, Effect, Input, Observed, Plan, Workers,
+    MAX_REQUEUE,
 };
-use cairn_operator::validate::{pinned_spec, validate_recorded, ValidatedJob};
+use cairn_operator::validate::ValidatedJob;
 use common::{manifest, validated};
 use jiff::Timestamp;
 use OperationState::{Failed, Pending, Succeeded};
@@ -48,24 +47,46 @@ impl World {
     }
 
     fn step_deleting(&mut self, observed: Observed, deleting: bool) -> Plan {
+        self.reconcile(observed, deleting, None)
+    }
+
+    /// One reconcile whose savepoint request, if the plan makes one, the job answers with
+    /// `answer`: folded into the plan before its status is kept, as `reconcile` does.
+    fn step_answering(&mut self, observed: Observed, answer: Result<&str, &str>) -> Plan {
+        self.reconcile(observed, false, Some(answer))
+    }
+
+    fn reconcile(
+        &mut self,
+        observed: Observed,
+        deleting: bool,
+        answer: Option<Result<&str, &str>>,
+    ) -> Plan {
         let desired = self.desired();
-        let desired_spec = pinned_spec(&self.sj.spec, &desired);
+        // Read back as the operator does: as recorded, never validated again.
         let deployed = self
             .status
             .deployed
             .as_ref()
-            .map(|d| validate_recorded("count", &d.spec, &common::config()).unwrap());
+            .map(|d| d.pods("status.deployed.pods").unwrap());
         let input = Input {
             generation: Some(1),
             desired: &desired,
-            desired_spec: &desired_spec,
             deployed: deployed.as_ref(),
             status: &self.status,
             observed: &observed,
             deleting,
             now: self.now,
         };
-        let p = plan(&input);
+        let mut p = plan(&input);
+        let asks = p
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::RequestSavepoint { .. }));
+        if let (true, Some(answer)) = (asks, answer) {
+            let answer = answer.map(str::to_owned).map_err(str::to_owned);
+            p = savepoint_answered(&input, p, answer);
+        }
         self.status = p.status.clone();
         self.now += Duration::from_secs(1);
         p
@@ -96,16 +117,15 @@ impl World {
     }
 }
 
-/// The spec hash the worker pods of the current deployment report: that of the job document
-/// their ConfigMap holds (with the deployment's savepoint and store epoch), not of the bare spec.
+/// What the worker pods of the current deployment report as their `deployment`: the hash the
+/// operator gave them (`--deployment`).
 fn running_hash(w: &World) -> String {
-    let deployed = w.status.deployed.as_ref().expect("a deployment");
-    let job = validate_recorded("count", &deployed.spec, &common::config()).unwrap();
-    let start = Start {
-        savepoint: deployed.savepoint.clone(),
-        state_epoch: deployed.state_epoch,
-    };
-    worker_document(&job.job, &job.first_restore(), &start).spec_hash()
+    w.status
+        .deployed
+        .as_ref()
+        .expect("a deployment")
+        .hash
+        .clone()
 }
 
 fn workers(pods: u32) -> Workers {
@@ -124,9 +144,10 @@ fn observed(pods: u32, report: Option<JobStatus>) -> Observed {
     }
 }
 
-fn report(job_hash: &str, checkpoint: u64) -> JobStatus {
+fn report(deployment: &str, checkpoint: u64) -> JobStatus {
     JobStatus {
-        spec_hash: job_hash.into(),
+        spec_hash: "the job's own hash, which the operator does not read".into(),
+        deployment: Some(deployment.into()),
         generation: 1,
         partitions: 4,
         parallelism: 2,
@@ -170,9 +191,18 @@ fn take_savepoint(w: &mut World) {
         "nothing happens before the operation is recorded: {:?}",
         p.effects
     );
-    let p = w.step(observed(2, None));
-    assert_eq!(p.effects, [Effect::RequestSavepoint { stop: true }]);
-    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let p = w.step_answering(observed(2, None), Ok("savepoint-1"));
+    assert!(
+        p.effects.is_empty(),
+        "asked before the status: {:?}",
+        p.effects
+    );
+    let op = w.status.operation.as_ref().unwrap();
+    assert_eq!(op.control_operation.as_deref(), Some("savepoint-1"));
+    assert_eq!(
+        op.message.as_deref(),
+        Some("savepoint requested (stop: true)")
+    );
     let p = w.step(answered(Pending, None));
     assert!(p.effects.is_empty());
     let p = w.step(answered(Succeeded, None));
@@ -233,10 +263,7 @@ fn an_upgrade_that_never_commits_rolls_back_from_the_same_savepoint() {
     assert_eq!(w.op(), (OperationKind::Rollback, Step::StoppingWorkers));
     assert_eq!(p.effects, [Effect::DeleteWorkers]);
     assert_eq!(w.status.phase, Some(Phase::RollingBack));
-    assert_eq!(
-        w.status.failed_spec_hash.as_deref(),
-        Some(failed_hash.as_str())
-    );
+    assert_eq!(w.status.failed_hash.as_deref(), Some(failed_hash.as_str()));
     assert!(p.notes.iter().any(|n| n.warning
         && n.reason == "UpgradeFailed"
         && n.message.contains("CrashLoopBackOff")));
@@ -334,7 +361,7 @@ fn changes_are_classified() {
     let with = |f: &dyn Fn(&mut StreamJob)| {
         let mut sj = base.clone();
         f(&mut sj);
-        classify(&v, &validated(&sj))
+        classify(&v.pods, &validated(&sj).pods)
     };
     assert_eq!(
         with(&|sj| sj.spec.upgrade_timeout = Some("9m".into())),
@@ -516,13 +543,9 @@ fn a_rollback_without_a_target_fails_the_job_with_a_way_out() {
         "status.operation is a Rollback without a target (status.operation.target was removed or never written), so there is no spec to roll back to; the worker pods are stopped. To deploy again, change the spec, or set spec.restartNonce to a new value to restart the deployed spec"
     );
     assert_eq!(w.status.last_error.as_deref(), Some(note.message.as_str()));
-    // The condition users see says the same.
-    let mut status = w.status.clone();
-    conditions::update(
-        &mut status,
-        &facts(&Observed::default(), Duration::from_secs(10), w.now),
-    );
-    let degraded = status
+    // The condition users see says the same: the plan computed it with the status.
+    let degraded = w
+        .status
         .conditions
         .iter()
         .find(|c| c.type_ == "Degraded")
@@ -626,4 +649,31 @@ fn counters_from_status_saturate() {
         panic!("{:?}", p.effects)
     };
     assert_eq!(deployment.state_epoch, u32::MAX);
+}
+
+/// A job that refuses the savepoint request: the refusal is a failed attempt in the same status
+/// (count, backoff, message, Warning event), the running job is untouched, and the operation waits
+/// for its retry time.
+#[test]
+fn a_refused_savepoint_request_is_a_failed_attempt_in_the_same_status() {
+    let mut w = World::running();
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(observed(2, None));
+    assert_eq!(w.op(), (OperationKind::Upgrade, Step::TakingSavepoint));
+    let refusal = "savepoint operation savepoint-0 (stop: false) is already running";
+    let p = w.step_answering(observed(2, None), Err(refusal));
+    assert_eq!(p.effects, []);
+    let op = w.status.operation.as_ref().unwrap();
+    assert_eq!((op.attempts, op.control_operation.as_deref()), (1, None));
+    assert!(op.retry_after.is_some());
+    assert!(op.message.as_deref().unwrap().contains(refusal), "{op:?}");
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.warning && n.reason == "SavepointFailed"));
+    assert_eq!(p.requeue, Duration::from_secs(10));
+    // Until the retry time, nothing is asked again.
+    let p = w.step_answering(observed(2, None), Ok("never-asked"));
+    assert_eq!(p.effects, []);
+    assert_eq!(w.status.operation.as_ref().unwrap().control_operation, None);
 }

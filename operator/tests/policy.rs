@@ -41,7 +41,7 @@ fn the_defaults_allow_the_chart_worker_image_and_service_account_only() {
         "examples/k8s/periodic-savepoints.yaml",
         "examples/k8s/kafka-s3.yaml",
     ] {
-        let job = validated(&manifest(example));
+        let job = validated(&manifest(example)).pods;
         let labelled = BTreeSet::from(["s3-credentials".to_string()]);
         check(&job, &policy, &labelled).unwrap_or_else(|e| panic!("{example}: {e}"));
     }
@@ -49,7 +49,7 @@ fn the_defaults_allow_the_chart_worker_image_and_service_account_only() {
 
 #[test]
 fn images_and_service_accounts_outside_the_lists_are_refused() {
-    let job = validated(&manifest("operator/tests/fixtures/policy/images.yaml"));
+    let job = validated(&manifest("operator/tests/fixtures/policy/images.yaml")).pods;
     let err = check(&job, &defaults(), &none()).unwrap_err();
     assert_eq!(
         err.problems,
@@ -115,7 +115,7 @@ fn image_patterns_match_a_repository_or_a_prefix() {
 
 #[test]
 fn each_volume_type_is_checked_against_the_list() {
-    let job = validated(&manifest("operator/tests/fixtures/policy/volumes.yaml"));
+    let job = validated(&manifest("operator/tests/fixtures/policy/volumes.yaml")).pods;
     let labelled = BTreeSet::from(["kafka-tls".to_string()]);
     let err = check(&job, &defaults(), &labelled).unwrap_err();
     let allowed = "configMap, downwardAPI, emptyDir, persistentVolumeClaim, secret";
@@ -153,7 +153,7 @@ fn each_volume_type_is_checked_against_the_list() {
 
 #[test]
 fn secrets_need_the_label_unless_the_policy_says_otherwise() {
-    let job = validated(&manifest("operator/tests/fixtures/policy/secrets.yaml"));
+    let job = validated(&manifest("operator/tests/fixtures/policy/secrets.yaml")).pods;
     let refs: Vec<(String, String)> = secret_refs(&job)
         .into_iter()
         .map(|r| (r.field, r.name))

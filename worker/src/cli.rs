@@ -111,6 +111,11 @@ enum Command {
         /// a stopped job. The operator sets it on every worker pod.
         #[arg(long, env = env::HOLD_AFTER_STOP)]
         hold_after_stop: bool,
+        /// A label reported back as `deployment` in the control API's `/v1/status` (ignored
+        /// without --control-addr); the operator sets it on every pod to the hash of the
+        /// deployment the pod belongs to.
+        #[arg(long, env = env::DEPLOYMENT)]
+        deployment: Option<String>,
     },
     /// Check a job spec and print it with every default filled in.
     Validate {
@@ -232,6 +237,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
             metrics_addr,
             quiet,
             hold_after_stop,
+            deployment,
         } => {
             let spec = cairn_contract::JobSpec::from_path(&job)?;
             // Fail before touching any state if the task is unknown or its config is bad.
@@ -263,6 +269,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                         addr,
                         token_file,
                         limits: http_limits,
+                        deployment,
                     }),
                 metrics_addr,
                 http_limits,

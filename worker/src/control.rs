@@ -47,6 +47,8 @@ pub struct ControlConfig {
     pub token_file: PathBuf,
     /// Timeouts and the connection limit.
     pub limits: HttpLimits,
+    /// Reported as `deployment` in `/v1/status` (`--deployment`).
+    pub deployment: Option<String>,
 }
 
 /// Why the control API could not start.

@@ -533,6 +533,7 @@ fn start_control_server() -> ControlServer {
         addr: "127.0.0.1:0".parse().expect("address"),
         token_file: token_file.clone(),
         limits: Default::default(),
+        deployment: None,
     };
     let token = control::read_token(&token_file).expect("token");
     let server = runtime

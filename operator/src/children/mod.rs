@@ -1,5 +1,5 @@
-//! Step 3 of the reconcile pipeline: pure functions from a [`ValidatedJob`] to each child
-//! object. No client, no clock, no randomness: the same input gives the same objects, which the
+//! Step 3 of the reconcile pipeline: pure functions from a recorded [`Deployment`] (and its
+//! [`PodDocument`]) to each child object. No client, no clock, no randomness: the same input gives the same objects, which the
 //! unit tests compare field by field.
 //!
 //! Children: a Secret with the control-API token, a ConfigMap with the job spec the workers run,
@@ -26,7 +26,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-pub use cairn_contract::deploy::Start;
 pub use cairn_contract::pod::{CONTROL_PORT, COORDINATOR_PORT, JOB_FILE, JOB_KEY, METRICS_PORT};
 pub use config_map::config_map;
 pub use labels::{child_labels, selector, selector_string, JOB_LABEL, MANAGED_BY};
@@ -35,8 +34,8 @@ pub use secret::{secret, TOKEN_KEY};
 pub use service::service;
 pub use stateful_set::stateful_set;
 
-use crate::crd::StreamJob;
-use crate::validate::ValidatedJob;
+use crate::crd::{Deployment, StreamJob};
+use crate::pods::PodDocument;
 use kube::Resource;
 
 /// The StreamJob that owns the children.
@@ -97,20 +96,21 @@ pub struct Children {
     pub pdb: Option<PodDisruptionBudget>,
 }
 
-/// Builds every child of `job` started as `start`; `with_workers` false leaves out the
-/// StatefulSet and PDB (suspended, or between the old and the new pods of an upgrade).
+/// Builds every child of `deployment`, whose recorded pod document is `job`; `with_workers`
+/// false leaves out the StatefulSet and PDB (suspended, or between the old and the new pods of an
+/// upgrade).
 pub fn render(
-    job: &ValidatedJob,
+    job: &PodDocument,
+    deployment: &Deployment,
     owner: &Owner,
-    start: &Start,
     token: &str,
     with_workers: bool,
 ) -> Children {
     Children {
         secret: secret(owner, token),
-        config_map: config_map(job, owner, start),
+        config_map: config_map(job, deployment, owner),
         service: service(owner),
-        stateful_set: with_workers.then(|| stateful_set(job, owner, start)),
+        stateful_set: with_workers.then(|| stateful_set(job, deployment, owner)),
         pdb: with_workers.then(|| pod_disruption_budget(owner)),
     }
 }

@@ -22,18 +22,21 @@ use cairn_contract::pod::{
     TOKEN_FILE, WORKER_UID,
 };
 
-use super::{child_labels, selector, Owner, Start};
-use crate::validate::{ValidatedJob, STATE_MOUNT};
-/// Annotation with the deploy hash: the pods of two different specs never look alike.
+use super::{child_labels, selector, Owner};
+use crate::crd::Deployment;
+use crate::pods::PodDocument;
+use crate::validate::STATE_MOUNT;
+
+/// Annotation with the deployment hash: the pods of two different specs never look alike.
 pub const DEPLOY_HASH_ANNOTATION: &str = "cairn.dev/deploy-hash";
 
-/// The worker StatefulSet of `job`.
-pub fn stateful_set(job: &ValidatedJob, owner: &Owner, start: &Start) -> StatefulSet {
+/// The worker StatefulSet of `deployment`, whose recorded pod document is `job`.
+pub fn stateful_set(job: &PodDocument, deployment: &Deployment, owner: &Owner) -> StatefulSet {
     let mut pod_labels = job.pod.labels.clone();
     pod_labels.extend(child_labels(&owner.name));
     let mut annotations = job.pod.annotations.clone();
-    annotations.insert(DEPLOY_HASH_ANNOTATION.into(), job.deploy_hash.clone());
-    if let Some(sp) = &start.savepoint {
+    annotations.insert(DEPLOY_HASH_ANNOTATION.into(), deployment.hash.clone());
+    if let Some(sp) = &deployment.savepoint {
         annotations.insert("cairn.dev/restore-savepoint".into(), sp.clone());
     }
     let claim = job.state_volume.persistent_volume_claim.as_ref();
@@ -57,7 +60,7 @@ pub fn stateful_set(job: &ValidatedJob, owner: &Owner, start: &Start) -> Statefu
                     annotations: Some(annotations),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(job, owner)),
+                spec: Some(pod_spec(job, &deployment.hash, owner)),
             },
             volume_claim_templates: claim.map(|c| {
                 vec![PersistentVolumeClaim {
@@ -87,7 +90,7 @@ pub fn stateful_set(job: &ValidatedJob, owner: &Owner, start: &Start) -> Statefu
     }
 }
 
-fn pod_spec(job: &ValidatedJob, owner: &Owner) -> PodSpec {
+fn pod_spec(job: &PodDocument, hash: &str, owner: &Owner) -> PodSpec {
     let mut volumes = vec![
         Volume {
             name: "job".into(),
@@ -120,7 +123,7 @@ fn pod_spec(job: &ValidatedJob, owner: &Owner) -> PodSpec {
     }
     volumes.extend(job.pod.volumes.iter().cloned());
     PodSpec {
-        containers: vec![worker_container(job, owner)],
+        containers: vec![worker_container(job, hash, owner)],
         volumes: Some(volumes),
         service_account_name: Some(job.service_account.clone()),
         automount_service_account_token: Some(false),
@@ -146,7 +149,7 @@ fn pod_spec(job: &ValidatedJob, owner: &Owner) -> PodSpec {
     }
 }
 
-fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
+fn worker_container(job: &PodDocument, hash: &str, owner: &Owner) -> Container {
     let coordinator = format!(
         "{name}-0.{name}.{ns}.svc:{COORDINATOR_PORT}",
         name = owner.name,
@@ -164,6 +167,8 @@ fn worker_container(job: &ValidatedJob, owner: &Owner) -> Container {
         literal_env(env::COORDINATOR, &coordinator),
         literal_env(env::CONTROL_ADDR, &format!("0.0.0.0:{CONTROL_PORT}")),
         literal_env(env::CONTROL_TOKEN_FILE, TOKEN_FILE),
+        // Reported back by the job: how the operator knows these pods are this deployment's.
+        literal_env(env::DEPLOYMENT, hash),
     ];
     env.extend(job.pod.env.iter().cloned());
     let mut mounts = vec![

@@ -276,6 +276,13 @@ pub struct RestoreFrom {
     pub reset_offsets: bool,
 }
 
+impl RestoreFrom {
+    /// Nothing set (left out of a recorded deployment).
+    pub fn is_unset(&self) -> bool {
+        *self == RestoreFrom::default()
+    }
+}
+
 /// `running` or `suspended`.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -2,9 +2,14 @@
 //! any operation in flight (with its savepoint) are recorded here *before* the operator acts on
 //! them, so a restarted operator resumes exactly where the last one stopped.
 
+use cairn_contract::deploy::{worker_document, Start};
+use cairn_contract::{JobSpec, RestoreSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::RestoreFrom;
+use crate::pods::{PodDocument, RecordedError};
 
 /// Observed state of a StreamJob.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -52,9 +57,10 @@ pub struct StreamJobStatus {
     /// Savepoints taken by the operator, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub savepoints: Vec<SavepointRecord>,
-    /// A spec hash whose deployment failed and was rolled back; not retried until the spec changes.
+    /// The [`Deployment::hash`] of a spec whose deployment failed and was rolled back; that
+    /// spec is not retried until it changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_spec_hash: Option<String>,
+    pub failed_hash: Option<String>,
     /// The `savepoints.triggerNonce` already acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_trigger_nonce: Option<i64>,
@@ -122,18 +128,24 @@ impl Phase {
     ];
 }
 
-/// A spec as deployed: the validated job document the pods run plus the pod settings, and where
-/// its state came from.
+/// One deployment: what its pods run, rendered once when it was made, and how they start.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deployment {
-    /// The StreamJob spec (JSON) this deployment was built from.
+    /// What the pods run ([`PodDocument`]): the validated job and the pod settings with the
+    /// operator's defaults written in. Read back as it was written and never validated again,
+    /// so a later operator with other defaults or rules rebuilds the same pods. Kept as JSON
+    /// here so that a document this operator cannot read fails that one StreamJob's reconcile
+    /// (see [`Deployment::pods`]), not the decoding of every StreamJob the operator watches.
     #[schemars(schema_with = "super::job_schema::any_object")]
-    pub spec: serde_json::Value,
-    /// Hash of what the pods run (job + pod settings); equal hashes need no new pods.
+    pub pods: serde_json::Value,
+    /// [`PodDocument::hash`] of `pods`: the one hash of a deployment. The pods carry it and the
+    /// job reports it back (`/v1/status` `deployment`); equal hashes need no new pods.
     pub hash: String,
-    /// The job's own spec hash, as the worker reports it in its control API.
-    pub job_hash: String,
+    /// The StreamJob's `restoreFrom` when this deployment was made: the worker document's
+    /// `restore` flags ([`cairn_contract::deploy::worker_document`]).
+    #[serde(default, skip_serializing_if = "RestoreFrom::is_unset")]
+    pub restore_from: RestoreFrom,
     /// Savepoint the pods restore (until they commit a checkpoint of their own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub savepoint: Option<String>,
@@ -144,6 +156,45 @@ pub struct Deployment {
     /// When it was deployed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed_at: Option<String>,
+}
+
+impl Deployment {
+    /// A deployment of `pods` started as `start`.
+    pub fn new(pods: &PodDocument, restore_from: RestoreFrom, start: Start, at: String) -> Self {
+        Deployment {
+            pods: pods.to_value(),
+            hash: pods.hash(),
+            restore_from,
+            savepoint: start.savepoint,
+            state_epoch: start.state_epoch,
+            deployed_at: Some(at),
+        }
+    }
+
+    /// The recorded pod document; `field` names where the deployment is in status, for the
+    /// error.
+    pub fn pods(&self, field: &'static str) -> Result<PodDocument, RecordedError> {
+        PodDocument::read(field, &self.pods)
+    }
+
+    /// How the pods start.
+    pub fn start(&self) -> Start {
+        Start {
+            savepoint: self.savepoint.clone(),
+            state_epoch: self.state_epoch,
+        }
+    }
+
+    /// The job document the pods run (their ConfigMap): `pods.job` with the store moved to this
+    /// deployment's epoch and the restore section of its start.
+    pub fn worker_document(&self, pods: &PodDocument) -> JobSpec {
+        let first = RestoreSpec {
+            savepoint: self.restore_from.savepoint.clone(),
+            reset_offsets: self.restore_from.reset_offsets,
+            allow_state_drop: self.restore_from.allow_state_drop,
+        };
+        worker_document(&pods.job, &first, &self.start())
+    }
 }
 
 /// The operation in flight. Steps are recorded before they are carried out.

@@ -2,7 +2,7 @@
 //! fixtures.
 
 use crate::crd::OperationKind;
-use crate::validate::{pod_document, ValidatedJob};
+use crate::pods::PodDocument;
 
 /// A spec change, as the lifecycle sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +30,15 @@ impl Change {
     }
 }
 
-/// Classifies moving from `deployed` to `desired`.
-pub fn classify(deployed: &ValidatedJob, desired: &ValidatedJob) -> Change {
-    if deployed.deploy_hash == desired.deploy_hash {
+/// Classifies moving from the deployed pod document to the desired one.
+pub fn classify(deployed: &PodDocument, desired: &PodDocument) -> Change {
+    if deployed.hash() == desired.hash() {
         return Change::None;
     }
     let partitions_changed = deployed.job.input.partitions() != desired.job.input.partitions();
     // Compare everything the pods run but N and P: if that is equal, only N and/or P moved.
-    let without_scale = |v: &ValidatedJob| {
-        let mut doc = pod_document(v);
-        doc["job"]["parallelism"] = 0.into();
-        doc["job"]["input"]["partitions"] = 0.into();
-        doc
-    };
     match (
-        without_scale(deployed) == without_scale(desired),
+        deployed.without_scale() == desired.without_scale(),
         partitions_changed,
     ) {
         (true, true) => Change::Repartition,

@@ -8,10 +8,11 @@
 //! pods are created; an operator killed at any point resumes from status.
 
 mod classify;
+pub mod conditions;
 mod plan;
 
 pub use classify::{classify, Change};
 pub use plan::{
-    backoff, elapsed, plan, savepoint_request_failed, Effect, Input, Note, Observed, Plan, Workers,
-    MAX_REQUEUE,
+    backoff, elapsed, plan, refused, savepoint_answered, Effect, Input, Note, Observed, Plan,
+    Workers, MAX_REQUEUE,
 };

@@ -4,17 +4,18 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde_json::Value;
 
 use super::classify::{classify, Change};
+use super::conditions;
 use crate::control::ControlError;
 use crate::crd::{
     CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase, SavepointRecord,
     Step, StreamJobStatus, UpgradeMode,
 };
+use crate::pods::PodDocument;
 use crate::validate::ValidatedJob;
 use cairn_contract::control::{self as wire, JobStatus, OperationState};
-use cairn_contract::deploy::{worker_document, Start};
+use cairn_contract::deploy::Start;
 
 /// Poll interval while an operation is in flight.
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
@@ -67,10 +68,8 @@ pub struct Input<'a> {
     pub generation: Option<i64>,
     /// The desired spec, validated.
     pub desired: &'a ValidatedJob,
-    /// The desired spec as recorded in a [`Deployment`] (image and service account pinned).
-    pub desired_spec: &'a Value,
-    /// The deployed spec (`status.deployed`), validated.
-    pub deployed: Option<&'a ValidatedJob>,
+    /// What the deployed pods run (`status.deployed.pods`, read back as recorded).
+    pub deployed: Option<&'a PodDocument>,
     /// Status so far.
     pub status: &'a StreamJobStatus,
     /// What was observed.
@@ -93,8 +92,9 @@ pub enum Effect {
     },
     /// Delete the StatefulSet (foreground) and its pods.
     DeleteWorkers,
-    /// Ask the job for a savepoint; the answer's operation id goes into
-    /// `status.operation.controlOperation`.
+    /// Ask the job for a savepoint. Carried out *before* the status is written, because its
+    /// answer (the operation id, or why the job refused) belongs in that status: see
+    /// [`savepoint_answered`].
     RequestSavepoint {
         /// Stop the job after it.
         stop: bool,
@@ -112,7 +112,7 @@ pub struct Note {
     pub message: String,
 }
 
-/// The result of one step.
+/// The result of one step: the status (conditions included) to write once, then the effects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// Status to write (before the effects).
@@ -144,14 +144,60 @@ pub fn plan(input: &Input) -> Plan {
     step.into_plan()
 }
 
-/// The job did not accept a savepoint request (`status` already holds the operation): count a
-/// failed attempt, back off, or fall back when the spec allows it.
-pub fn savepoint_request_failed(input: &Input, status: StreamJobStatus, reason: String) -> Plan {
-    let mut step = Stepper::new(input, status);
-    if let Some(op) = step.status.operation.clone() {
-        step.savepoint_failed(op, reason);
+/// Folds the job's answer to the plan's [`Effect::RequestSavepoint`] into the plan, before its
+/// status is written: the control API's operation id is recorded in the operation, or a refusal
+/// counts as a failed attempt (back off, or fall back when the spec allows it).
+///
+/// Asking before the status holds the operation is safe: a job asked again while a savepoint is
+/// pending answers with that same operation, so a reconcile that dies between the request and
+/// the status write loses nothing; the next one asks again and records the id.
+pub fn savepoint_answered(input: &Input, plan: Plan, answer: Result<String, String>) -> Plan {
+    let mut step = Stepper::new(input, plan.status);
+    step.effects = plan.effects;
+    step.effects
+        .retain(|e| !matches!(e, Effect::RequestSavepoint { .. }));
+    step.notes = plan.notes;
+    step.requeue = plan.requeue;
+    step.finished = plan.finished;
+    step.release_finalizer = plan.release_finalizer;
+    if let Some(mut op) = step.status.operation.clone() {
+        match answer {
+            Ok(id) => {
+                let stop = op.kind != OperationKind::Savepoint;
+                op.control_operation = Some(id);
+                op.message = Some(format!("savepoint requested (stop: {stop})"));
+                step.status.operation = Some(op);
+            }
+            Err(reason) => step.savepoint_failed(op, reason),
+        }
     }
     step.into_plan()
+}
+
+/// A refused desired spec (invalid, or against the operator's policy): the status says why
+/// (`lastError`, `Degraded`; `Failed` while nothing is deployed) and nothing else changes, so a
+/// running job keeps running its deployed spec.
+pub fn refused(
+    status: &StreamJobStatus,
+    generation: Option<i64>,
+    refusal: conditions::Refusal,
+    now: Timestamp,
+) -> StreamJobStatus {
+    let mut next = status.clone();
+    next.observed_generation = generation;
+    next.last_error = Some(refusal.message.to_owned());
+    if next.deployed.is_none() {
+        next.phase = Some(Phase::Failed);
+    }
+    let facts = conditions::Facts {
+        observed: &Observed::default(),
+        checkpoint_interval: cairn_contract::DEFAULT_CHECKPOINT_INTERVAL,
+        desired_failed_before: false,
+        refused: Some(refusal),
+        now,
+    };
+    conditions::update(&mut next, &facts);
+    next
 }
 
 struct Stepper<'a> {
@@ -177,7 +223,21 @@ impl<'a> Stepper<'a> {
         }
     }
 
-    fn into_plan(self) -> Plan {
+    /// The plan, with the conditions computed from its status.
+    fn into_plan(mut self) -> Plan {
+        let input = self.input;
+        let facts = conditions::Facts {
+            observed: input.observed,
+            checkpoint_interval: input
+                .deployed
+                .map_or(&input.desired.pods.job, |d| &d.job)
+                .checkpoint
+                .interval,
+            desired_failed_before: self.status.failed_hash.as_deref() == Some(&input.desired.hash),
+            refused: None,
+            now: input.now,
+        };
+        conditions::update(&mut self.status, &facts);
         Plan {
             status: self.status,
             effects: self.effects,
@@ -227,39 +287,30 @@ impl<'a> Stepper<'a> {
             self.status.parallelism = Some(job.job.parallelism);
             self.status.partitions = Some(job.job.input.partitions());
         }
-        self.status.target_parallelism = Some(self.input.desired.job.parallelism);
-        self.status.target_partitions = Some(self.input.desired.job.input.partitions());
+        let desired = self.input.desired.job();
+        self.status.target_parallelism = Some(desired.parallelism);
+        self.status.target_partitions = Some(desired.input.partitions());
     }
 
     /// True when the pods of `deployment` run and have committed a checkpoint.
     fn committed(&self, deployment: &Deployment) -> bool {
-        self.input
-            .observed
-            .report
-            .as_ref()
-            .is_some_and(|r| r.spec_hash == deployment.job_hash && r.last_checkpoint.is_some())
+        self.input.observed.report.as_ref().is_some_and(|r| {
+            r.deployment.as_deref() == Some(deployment.hash.as_str()) && r.last_checkpoint.is_some()
+        })
     }
 
+    /// A deployment of the desired spec.
     fn new_deployment(&self, savepoint: Option<String>, state_epoch: u32) -> Deployment {
-        // The pods report the hash of the document they run, which moves the store to
-        // `epoch-<n>` after a stateless restart: hash that document, not the bare spec.
-        let start = Start {
-            savepoint: savepoint.clone(),
-            state_epoch,
-        };
-        Deployment {
-            spec: self.input.desired_spec.clone(),
-            hash: self.input.desired.deploy_hash.clone(),
-            job_hash: worker_document(
-                &self.input.desired.job,
-                &self.input.desired.first_restore(),
-                &start,
-            )
-            .spec_hash(),
-            savepoint,
-            state_epoch,
-            deployed_at: Some(self.now()),
-        }
+        let desired = self.input.desired;
+        Deployment::new(
+            &desired.pods,
+            desired.restore_from.clone(),
+            Start {
+                savepoint,
+                state_epoch,
+            },
+            self.now(),
+        )
     }
 
     fn start_operation(&mut self, kind: OperationKind, step: Step, target: Option<Deployment>) {
@@ -309,10 +360,10 @@ impl<'a> Stepper<'a> {
             return self.start_operation(OperationKind::Suspend, first, None);
         }
         let change = match self.input.deployed {
-            Some(current) => classify(current, desired),
+            Some(current) => classify(current, &desired.pods),
             None => Change::Upgrade,
         };
-        let failed_before = self.status.failed_spec_hash.as_deref() == Some(&desired.deploy_hash);
+        let failed_before = self.status.failed_hash.as_deref() == Some(&desired.hash);
         if let (Some(kind), false) = (change.operation(), failed_before) {
             self.note(
                 false,
@@ -321,9 +372,9 @@ impl<'a> Stepper<'a> {
                     "{} requested (P {} -> {}, N {} -> {}); {} mode",
                     kind.as_str(),
                     self.status.parallelism.unwrap_or_default(),
-                    desired.job.parallelism,
+                    desired.job().parallelism,
                     self.status.partitions.unwrap_or_default(),
-                    desired.job.input.partitions(),
+                    desired.job().input.partitions(),
                     self.mode_for(kind).as_str(),
                 ),
             );
@@ -702,7 +753,7 @@ impl<'a> Stepper<'a> {
             if op.kind == OperationKind::Rollback {
                 self.note(true, "RolledBack", format!("rolled back to the last good spec in {seconds:.0}s; the failed spec is not retried until spec changes"));
             } else {
-                self.status.failed_spec_hash = None;
+                self.status.failed_hash = None;
                 self.note(
                     false,
                     "OperationSucceeded",
@@ -759,7 +810,7 @@ impl<'a> Stepper<'a> {
         );
         self.note(true, "UpgradeFailed", message.clone());
         self.status.last_error = Some(message);
-        self.status.failed_spec_hash = Some(deployed.hash.clone());
+        self.status.failed_hash = Some(deployed.hash.clone());
         let target = Deployment {
             savepoint: op.savepoint.clone().or(last_good.savepoint.clone()),
             deployed_at: Some(self.now()),

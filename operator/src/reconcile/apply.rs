@@ -12,30 +12,27 @@ use serde::Serialize;
 
 use super::fetch::Fetched;
 use super::{Context, Error, MANAGER};
-use crate::children::{self, selector_string, Children, Owner, Start};
+use crate::children::{self, selector_string, Children, Owner};
 use crate::crd::Deployment;
-use crate::validate::ValidatedJob;
+use crate::pods::PodDocument;
 
-/// Applies every child of `deployment`; without workers, removes the StatefulSet and PDB.
+/// Applies every child of `deployment` (whose recorded pod document is `job`); without workers,
+/// removes the StatefulSet and PDB.
 pub async fn children(
-    job: &ValidatedJob,
-    owner: &Owner,
+    job: &PodDocument,
     deployment: &Deployment,
+    owner: &Owner,
     fetched: &Fetched,
     with_workers: bool,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let start = Start {
-        savepoint: deployment.savepoint.clone(),
-        state_epoch: deployment.state_epoch,
-    };
     let Children {
         secret,
         config_map,
         service,
         stateful_set,
         pdb,
-    } = children::render(job, owner, &start, &fetched.token, with_workers);
+    } = children::render(job, deployment, owner, &fetched.token, with_workers);
     if !fetched.token_exists {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
         match api.create(&PostParams::default(), &secret).await {

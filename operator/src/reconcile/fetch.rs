@@ -16,8 +16,8 @@ use crate::config::{SecretAccess, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
 use crate::control::Endpoint;
 use crate::crd::{StreamJob, StreamJobStatus};
 use crate::lifecycle::{Observed, Workers};
+use crate::pods::PodDocument;
 use crate::policy;
-use crate::validate::ValidatedJob;
 
 /// What fetch found.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct Fetched {
 /// `labelled` and the job references any.
 pub async fn labelled_secrets(
     namespace: &str,
-    job: &ValidatedJob,
+    job: &PodDocument,
     ctx: &Context,
 ) -> Result<BTreeSet<String>, Error> {
     let mut labelled = BTreeSet::new();

@@ -1,5 +1,10 @@
-//! The reconcile pipeline: fetch -> validate -> plan -> status -> apply. Only `fetch`, `apply` and
-//! `status` touch the API server or the job; validation, building and planning are pure.
+//! The reconcile pipeline: validate -> fetch -> plan -> status -> apply. Only `fetch`, `apply`
+//! and `status` touch the API server or the job; validation, planning and building are pure.
+//!
+//! The status is written once per reconcile, before any child changes: it is the write-ahead log
+//! (a savepoint is recorded before any pod is deleted, a deployment before its pods are
+//! created). The one call made before it is a savepoint request the plan asked for, because its
+//! answer belongs in that status (see [`lifecycle::savepoint_answered`]).
 
 mod apply;
 mod fetch;
@@ -18,14 +23,14 @@ use kube::runtime::events::Reporter;
 use kube::{Client, ResourceExt};
 use rand::Rng;
 
-use crate::conditions;
 use crate::config::OperatorConfig;
 use crate::control::ControlApi;
-use crate::crd::{Phase, StreamJob, StreamJobStatus};
-use crate::lifecycle::{self, Effect, Input};
+use crate::crd::{Deployment, StreamJob, StreamJobStatus};
+use crate::lifecycle::{self, conditions, Effect, Input};
 use crate::metrics::Metrics;
+use crate::pods::RecordedError;
 use crate::policy;
-use crate::validate::{pinned_spec, validate, validate_recorded, InvalidSpec, ValidatedJob};
+use crate::validate::validate;
 
 pub use fetch::Fetched;
 
@@ -103,15 +108,10 @@ pub enum Error {
         /// The panic message.
         panic: String,
     },
-    /// A deployment recorded in status no longer validates (the operator was downgraded?).
-    #[error("the {which} spec recorded in status is no longer valid: {source}; run an operator version that accepts it, or clear status.deployed (kubectl edit sj <name> --subresource=status) to deploy the current spec")]
-    RecordedSpec {
-        /// `deployed` or `last good`.
-        which: &'static str,
-        /// Why.
-        #[source]
-        source: InvalidSpec,
-    },
+    /// A deployment recorded in status does not read (written by another operator version, or
+    /// edited by hand).
+    #[error(transparent)]
+    Recorded(#[from] RecordedError),
 }
 
 impl Error {
@@ -120,7 +120,7 @@ impl Error {
         match self {
             Error::Kube { .. } => "kube_api",
             Error::NoNamespace(_) => "no_namespace",
-            Error::RecordedSpec { .. } => "recorded_spec",
+            Error::Recorded(_) => "recorded_status",
             Error::Panicked { .. } => "panic",
         }
     }
@@ -232,7 +232,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
             refuse(
                 sj,
                 &namespace,
-                status,
+                &status,
                 conditions::INVALID_SPEC,
                 &message,
                 ctx,
@@ -248,29 +248,21 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     };
     // policy: before anything is created (deletion creates nothing, so it is never refused)
     if !deleting {
-        let labelled = fetch::labelled_secrets(&namespace, &desired, ctx).await?;
-        if let Err(violation) = policy::check(&desired, &ctx.config.policy, &labelled) {
+        let labelled = fetch::labelled_secrets(&namespace, &desired.pods, ctx).await?;
+        if let Err(violation) = policy::check(&desired.pods, &ctx.config.policy, &labelled) {
             let message = violation.problems.join("; ");
-            refuse(
-                sj,
-                &namespace,
-                status,
-                conditions::POLICY_VIOLATION,
-                &message,
-                ctx,
-            )
-            .await?;
+            let reason = conditions::POLICY_VIOLATION;
+            refuse(sj, &namespace, &status, reason, &message, ctx).await?;
             // Labelling a Secret does not touch the StreamJob: look again now and then.
             return Ok(Action::requeue(POLICY_RECHECK));
         }
     }
-    let desired_spec = pinned_spec(&sj.spec, &desired);
-    let deployed = recorded(
-        status.deployed.as_ref().map(|d| &d.spec),
-        ctx,
-        &name,
-        "deployed",
-    )?;
+    // What the deployed pods run, read back as it was recorded (never validated again).
+    let deployed = status
+        .deployed
+        .as_ref()
+        .map(|d| d.pods("status.deployed.pods"))
+        .transpose()?;
 
     // fetch
     let fetched = fetch::fetch(sj, &namespace, &status, ctx).await?;
@@ -283,7 +275,6 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     let input = Input {
         generation: sj.metadata.generation,
         desired: &desired,
-        desired_spec: &desired_spec,
         deployed: deployed.as_ref(),
         status: &status,
         observed: &fetched.observed,
@@ -292,23 +283,16 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     };
     let mut plan = lifecycle::plan(&input);
     plan.status.selector = Some(crate::children::selector_string(&name));
+    let savepoint_request = plan.effects.iter().find_map(|e| match e {
+        Effect::RequestSavepoint { stop } => Some(*stop),
+        _ => None,
+    });
+    if let Some(stop) = savepoint_request {
+        let answer = request_savepoint(&fetched, stop, ctx).await;
+        plan = lifecycle::savepoint_answered(&input, plan, answer);
+    }
 
-    // status first (the write-ahead log), then the effects
-    let interval = deployed
-        .as_ref()
-        .unwrap_or(&desired)
-        .job
-        .checkpoint
-        .interval;
-    let facts = conditions::Facts {
-        observed: &fetched.observed,
-        checkpoint_interval: interval,
-        desired_failed_before: plan.status.failed_spec_hash.as_deref()
-            == Some(&desired.deploy_hash),
-        refused: None,
-        now,
-    };
-    conditions::update(&mut plan.status, &facts);
+    // status, once, then the effects
     status::write(sj, &namespace, &status, &plan.status, ctx).await?;
     for note in &plan.notes {
         status::publish(sj, note, ctx).await;
@@ -322,33 +306,17 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     record_checkpoint_age(&plan.status, &namespace, &name, now, ctx);
 
     let owner = fetch::owner(sj, &namespace);
-    for effect in plan.effects.clone() {
+    for effect in &plan.effects {
         match effect {
             Effect::Apply {
                 deployment,
                 with_workers,
             } => {
-                // Mostly the deployed or the desired spec, both validated above already.
-                let job = match &deployed {
-                    Some(d)
-                        if status.deployed.as_ref().map(|x| &x.spec) == Some(&deployment.spec) =>
-                    {
-                        d.clone()
-                    }
-                    _ if deployment.spec == desired_spec => desired.clone(),
-                    _ => recorded(Some(&deployment.spec), ctx, &name, "target")?
-                        .expect("a recorded spec is present"),
-                };
-                apply::children(&job, &owner, &deployment, &fetched, with_workers, ctx).await?;
+                let pods = recorded_pods(deployment, &plan.status)?;
+                apply::children(&pods, deployment, &owner, &fetched, *with_workers, ctx).await?;
             }
             Effect::DeleteWorkers => apply::delete_workers(&owner, ctx).await?,
-            Effect::RequestSavepoint { stop } => {
-                let next =
-                    request_savepoint(sj, &namespace, &input, &plan, &facts, &fetched, stop, ctx)
-                        .await?;
-                plan.requeue = next.requeue;
-                plan.release_finalizer |= next.release_finalizer;
-            }
+            Effect::RequestSavepoint { .. } => {} // asked above, before the status was written
         }
     }
     if plan.release_finalizer {
@@ -360,59 +328,33 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     ))
 }
 
-/// Asks the job for a savepoint (the operation is already in the written status) and records
-/// the control API's operation id, or counts a failed attempt. Returns the plan after it.
-#[allow(clippy::too_many_arguments)]
-async fn request_savepoint(
-    sj: &StreamJob,
-    namespace: &str,
-    input: &Input<'_>,
-    plan: &lifecycle::Plan,
-    facts: &conditions::Facts<'_>,
-    fetched: &Fetched,
-    stop: bool,
-    ctx: &Context,
-) -> Result<lifecycle::Plan, Error> {
-    let written = &plan.status;
-    let outcome = match &fetched.endpoint {
+/// The pod document of a deployment to apply, which the plan took from the desired spec or from
+/// status (deployed, last good, an operation's target); named by where it is in `status`.
+fn recorded_pods(
+    deployment: &Deployment,
+    status: &StreamJobStatus,
+) -> Result<crate::pods::PodDocument, RecordedError> {
+    let field = if status.deployed.as_ref() == Some(deployment) {
+        "status.deployed.pods"
+    } else if status.last_good.as_ref() == Some(deployment) {
+        "status.lastGood.pods"
+    } else {
+        "status.operation.target.pods"
+    };
+    deployment.pods(field)
+}
+
+/// Asks the job for a savepoint: the control API's operation id, or why there is none.
+async fn request_savepoint(fetched: &Fetched, stop: bool, ctx: &Context) -> Result<String, String> {
+    match &fetched.endpoint {
         Some(at) => ctx
             .control
             .savepoint(at, stop)
             .await
+            .map(|op| op.id)
             .map_err(|e| e.to_string()),
         None => Err("worker pod 0 has no address yet (not running)".into()),
-    };
-    let mut next = match outcome {
-        Ok(op) => {
-            let mut next = plan.clone();
-            if let Some(o) = &mut next.status.operation {
-                o.control_operation = Some(op.id);
-                o.message = Some(format!("savepoint requested (stop: {stop})"));
-            }
-            next
-        }
-        Err(reason) => lifecycle::savepoint_request_failed(input, written.clone(), reason),
-    };
-    conditions::update(&mut next.status, facts);
-    status::write(sj, namespace, written, &next.status, ctx).await?;
-    for note in next.notes.iter().filter(|n| !plan.notes.contains(n)) {
-        status::publish(sj, note, ctx).await;
     }
-    Ok(next)
-}
-
-/// The spec as recorded in a deployment: defaults that come from the operator's flags (image,
-/// service account) are written in, so a later operator with other defaults rebuilds the same
-/// pods.
-fn recorded(
-    spec: Option<&serde_json::Value>,
-    ctx: &Context,
-    name: &str,
-    which: &'static str,
-) -> Result<Option<ValidatedJob>, Error> {
-    spec.map(|spec| validate_recorded(name, spec, &ctx.config))
-        .transpose()
-        .map_err(|source| Error::RecordedSpec { which, source })
 }
 
 /// A refused spec (invalid, or against the operator's policy): say why in status and a
@@ -421,31 +363,15 @@ fn recorded(
 async fn refuse(
     sj: &StreamJob,
     namespace: &str,
-    status: StreamJobStatus,
+    status: &StreamJobStatus,
     reason: &'static str,
     message: &str,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let message = message.to_owned();
-    let mut next = status.clone();
-    next.observed_generation = sj.metadata.generation;
-    next.last_error = Some(message.clone());
-    if next.deployed.is_none() {
-        next.phase = Some(Phase::Failed);
-    }
-    let facts = conditions::Facts {
-        observed: &Default::default(),
-        checkpoint_interval: cairn_contract::DEFAULT_CHECKPOINT_INTERVAL,
-        desired_failed_before: false,
-        refused: Some(conditions::Refusal {
-            reason,
-            message: &message,
-        }),
-        now: Timestamp::now(),
-    };
-    conditions::update(&mut next, &facts);
-    if next != status {
-        status::write(sj, namespace, &status, &next, ctx).await?;
+    let refusal = conditions::Refusal { reason, message };
+    let next = lifecycle::refused(status, sj.metadata.generation, refusal, Timestamp::now());
+    if next != *status {
+        status::write(sj, namespace, status, &next, ctx).await?;
         status::publish(
             sj,
             &lifecycle::Note {

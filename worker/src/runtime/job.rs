@@ -793,6 +793,7 @@ async fn coordinate(
             partitions: job.partitions,
             parallelism: job.parallelism,
             spec_hash: job.spec_hash,
+            deployment: cfg.deployment.clone(),
             assignment: job.assignment.clone(),
             checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
             started_at_ms: crate::checkpoint::now_ms(),

@@ -87,7 +87,7 @@ pub fn count_flow(suite: &Suite) {
         json!({"spec": {"image": "cairn/does-not-exist:1"}}),
     );
     let j = suite.wait("count", "rolled back", Duration::from_secs(180), |j| {
-        idle_running(j) && j["status"]["failedSpecHash"].is_string()
+        idle_running(j) && j["status"]["failedHash"].is_string()
     });
     let degraded = j["status"]["conditions"]
         .as_array()

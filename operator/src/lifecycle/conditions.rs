@@ -1,6 +1,6 @@
-//! Step 5 of the pipeline, the pure half: the four conditions computed from the new status and
-//! the observation. Transition times are kept when a condition's status did not change, so
-//! `kubectl describe` shows since when a job has been Ready, not since the last reconcile.
+//! The four conditions, computed by the plan from its new status and the observation.
+//! Transition times are kept when a condition's status did not change, so `kubectl describe`
+//! shows since when a job has been Ready, not since the last reconcile.
 
 use std::time::Duration;
 
@@ -8,8 +8,8 @@ use cairn_contract::health::HealthRule;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::{elapsed, Observed};
 use crate::crd::{Phase, StreamJobStatus};
-use crate::lifecycle::{elapsed, Observed};
 
 /// Conditions the operator maintains.
 pub const READY: &str = "Ready";
