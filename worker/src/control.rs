@@ -35,8 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::checkpoint::now_ms;
 use crate::http::{spawn_server, HttpLimits};
 use crate::metrics::Metrics;
-use crate::runtime::coordinator::Request;
+use crate::runtime::failure::RequestError;
 use crate::runtime::job_progress::JobProgress;
+use crate::runtime::messages::Request;
 
 /// Where and how to serve the control API.
 #[derive(Debug, Clone)]
@@ -373,14 +374,12 @@ async fn checkpoint(State(api): State<Api>) -> Response {
     );
     let (ops, id) = (api.ops.clone(), op.id.clone());
     tokio::spawn(async move {
-        let result = answer
-            .await
-            .unwrap_or_else(|_| Err("the job stopped before answering".into()));
+        let result = answer.await.unwrap_or(Err(RequestError::Stopped));
         finish(&ops, &id, false, |op| match result {
             Ok(checkpoint) => {
                 (op.state, op.checkpoint) = (OperationState::Succeeded, Some(checkpoint))
             }
-            Err(e) => (op.state, op.error) = (OperationState::Failed, Some(e)),
+            Err(e) => (op.state, op.error) = (OperationState::Failed, Some(e.to_string())),
         });
     });
     (StatusCode::ACCEPTED, Json(op)).into_response()
@@ -452,9 +451,7 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
     drop(ops);
     let (ops, id) = (api.ops.clone(), op.id.clone());
     tokio::spawn(async move {
-        let result = answer
-            .await
-            .unwrap_or_else(|_| Err("the job stopped before answering".into()));
+        let result = answer.await.unwrap_or(Err(RequestError::Stopped));
         let stopped = body.stop && result.is_ok();
         finish(&ops, &id, stopped, |op| match result {
             Ok(info) => {
@@ -462,7 +459,7 @@ async fn savepoint(State(api): State<Api>, body: Bytes) -> Response {
                 op.checkpoint = Some(info.checkpoint);
                 op.savepoint = Some(info);
             }
-            Err(e) => (op.state, op.error) = (OperationState::Failed, Some(e)),
+            Err(e) => (op.state, op.error) = (OperationState::Failed, Some(e.to_string())),
         });
     });
     (StatusCode::ACCEPTED, Json(op)).into_response()

@@ -42,7 +42,8 @@ use cairn_worker::checkpoint::savepoint::{
 use cairn_worker::checkpoint::CheckpointError;
 use cairn_worker::control::{self, ControlConfig, ControlHandles};
 use cairn_worker::metrics::Metrics;
-use cairn_worker::runtime::coordinator::{JobProgress, Request, SavepointInfo};
+use cairn_worker::runtime::coordinator::{JobProgress, SavepointInfo};
+use cairn_worker::runtime::messages::Request;
 use cairn_worker::storage::{CheckpointStore, FileMeta};
 use mutate::{Budget, Case, Dict};
 use serde_json::Value;

@@ -92,16 +92,22 @@ impl TaskCheckpointer {
         } = input;
         let dir = self.local_dir.join(format!("ckpt-{id:012}"));
         let snap_dir = dir.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), CheckpointError> {
+        let taken = tokio::task::spawn_blocking(move || -> Result<(), CheckpointError> {
             remove_dir_if_exists(&snap_dir)?;
             snapshot.take(&snap_dir)?;
             sealed.make_durable()?;
             Ok(())
         })
         .await
-        .expect("snapshot task panicked")?;
+        .expect("snapshot task panicked");
 
-        let result = self.upload(&mut known, id, &dir, offsets, started).await;
+        // The local directory goes whatever happened: a snapshot that failed half-way (a full
+        // disk) or output that could not be made durable leaves hard links that would hold the
+        // SSTs' space until the next checkpoint of the same id, which never comes.
+        let result = match taken {
+            Ok(()) => self.upload(&mut known, id, &dir, offsets, started).await,
+            Err(e) => Err(e),
+        };
         let cleanup = dir.clone();
         let _ = tokio::task::spawn_blocking(move || remove_dir_if_exists(&cleanup)).await;
         result
@@ -221,5 +227,180 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), CheckpointError> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+/// The asynchronous phase in process, on a real RocksDB and a real file store: what it uploads,
+/// what it reuses, and that a failure leaves no local files behind.
+#[cfg(test)]
+mod tests {
+    use rocksdb::Cache;
+
+    use super::*;
+    use crate::sink::{DurableWait, SinkError};
+    use crate::state::{open_task_db, KeyedState};
+
+    const GENERATION: u64 = 1;
+    const TASK: u32 = 0;
+
+    struct Task {
+        state: KeyedState,
+        checkpointer: Arc<TaskCheckpointer>,
+        local_dir: PathBuf,
+        store: CheckpointStore,
+        _tmp: tempfile::TempDir,
+    }
+
+    fn task() -> Task {
+        let tmp = tempfile::tempdir().unwrap();
+        let local_dir = tmp.path().join("task-0000");
+        let db = open_task_db(&local_dir.join("db"), &Cache::new_lru_cache(1 << 20)).unwrap();
+        let url = format!("file://{}", tmp.path().join("store").display());
+        let store = CheckpointStore::from_url(&url, tmp.path()).unwrap();
+        let checkpointer = Arc::new(TaskCheckpointer::new(
+            store.clone(),
+            TASK,
+            GENERATION,
+            "db-000001-aa".into(),
+            local_dir.clone(),
+            [],
+            None,
+        ));
+        Task {
+            state: KeyedState::new(db, 1 << 20),
+            checkpointer,
+            local_dir,
+            store,
+            _tmp: tmp,
+        }
+    }
+
+    impl Task {
+        async fn checkpoint(
+            &mut self,
+            id: u64,
+            sealed: Sealed,
+        ) -> Result<PhaseReport, CheckpointError> {
+            let input = PhaseInput {
+                id,
+                snapshot: self.state.begin_snapshot().unwrap(),
+                sealed,
+                offsets: BTreeMap::from([(TASK, 100 * id)]),
+            };
+            self.checkpointer.clone().run(input).await
+        }
+
+        fn local_checkpoint_dirs(&self) -> Vec<String> {
+            std::fs::read_dir(&self.local_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("ckpt-"))
+                .collect()
+        }
+
+        async fn manifest(&self, report: &PhaseReport) -> TaskManifest {
+            let bytes = self.store.get_bytes(&report.manifest_key).await.unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_new_files_and_reuses_the_ssts_the_store_has() {
+        let mut task = task();
+        for k in 0..1000u32 {
+            task.state.put(&k.to_be_bytes(), b"", &[7; 100]).unwrap();
+        }
+        let first = task.checkpoint(1, Sealed::default()).await.unwrap();
+        assert_eq!(
+            first.manifest_key,
+            paths::task_manifest_key(1, GENERATION, TASK)
+        );
+        assert_eq!(first.offsets, BTreeMap::from([(TASK, 100)]));
+        let manifest = task.manifest(&first).await;
+        let ssts: Vec<&ManifestFile> = manifest
+            .files
+            .iter()
+            .filter(|f| paths::is_immutable_db_file(&f.name))
+            .collect();
+        assert!(!ssts.is_empty(), "{:?}", manifest.files);
+        assert_eq!(
+            first.new_sst_bytes,
+            ssts.iter().map(|f| f.meta.size).sum::<u64>()
+        );
+        assert_eq!(first.uploaded_bytes, manifest.total_bytes());
+        assert_eq!(first.total_bytes, manifest.total_bytes());
+        for f in manifest.files.iter() {
+            assert!(task.store.exists(&f.key).await.unwrap(), "{}", f.key);
+        }
+
+        // Nothing written since: the SSTs are the first checkpoint's, not uploaded again.
+        let second = task.checkpoint(2, Sealed::default()).await.unwrap();
+        let again = task.manifest(&second).await;
+        assert_eq!(second.new_sst_bytes, 0);
+        for sst in &ssts {
+            let reused = again.files.iter().find(|f| f.name == sst.name).unwrap();
+            assert_eq!(reused.key, sst.key);
+        }
+        assert_eq!(
+            second.uploaded_bytes,
+            again
+                .files
+                .iter()
+                .filter(|f| !paths::is_immutable_db_file(&f.name))
+                .map(|f| f.meta.size)
+                .sum::<u64>()
+        );
+        assert!(task.local_checkpoint_dirs().is_empty());
+    }
+
+    #[tokio::test]
+    async fn output_that_cannot_be_made_durable_fails_the_phase_and_leaves_no_local_files() {
+        let mut task = task();
+        task.state.put(b"k", b"", b"v").unwrap();
+        let sealed = Sealed {
+            waits: vec![DurableWait::new(|| {
+                Err(SinkError::Kafka {
+                    topic: "out".into(),
+                    message: "not acknowledged".into(),
+                })
+            })],
+            ..Sealed::default()
+        };
+        let err = task.checkpoint(1, sealed).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::Sink(_)), "{err}");
+        assert!(
+            task.local_checkpoint_dirs().is_empty(),
+            "{:?}",
+            task.local_checkpoint_dirs()
+        );
+        assert!(!task
+            .store
+            .exists(&paths::task_manifest_key(1, GENERATION, TASK))
+            .await
+            .unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_store_that_refuses_writes_fails_the_phase_leaves_no_local_files_and_the_next_one_uploads_everything(
+    ) {
+        let mut task = task();
+        task.state.put(b"k", b"", b"v").unwrap();
+        let root = task.store.local_root().unwrap().to_path_buf();
+        // The store's directory replaced by a file: every write fails (even for root).
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::write(&root, b"not a directory").unwrap();
+        let err = task.checkpoint(1, Sealed::default()).await.unwrap_err();
+        assert!(matches!(err, CheckpointError::Storage(_)), "{err}");
+        assert!(task.local_checkpoint_dirs().is_empty());
+
+        // Once the store is back, nothing of the failed attempt counts as uploaded.
+        std::fs::remove_file(&root).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        let report = task.checkpoint(2, Sealed::default()).await.unwrap();
+        let manifest = task.manifest(&report).await;
+        for f in manifest.files.iter() {
+            assert!(task.store.exists(&f.key).await.unwrap(), "{}", f.key);
+        }
+        assert_eq!(report.uploaded_bytes, manifest.total_bytes());
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::failure::TaskFailure;
 use super::messages::{Command, Event};
 use super::task_instance::TaskInstance;
 use crate::source::Poll;
@@ -48,7 +49,7 @@ pub fn run(
             tracing::error!(task, error = %e, "task failed");
             let _ = events.send(Event::Failed {
                 task,
-                error: e.to_string(),
+                failure: TaskFailure::from(&e),
             });
             return;
         }
@@ -66,7 +67,7 @@ pub fn run(
                         tracing::error!(task = t.id, error = %e, "task failed");
                         let _ = events.send(Event::Failed {
                             task: t.id,
-                            error: e.to_string(),
+                            failure: TaskFailure::from(&e),
                         });
                         return;
                     }
@@ -114,7 +115,7 @@ fn handle(
                             // Counted before the acknowledgement, so the container sees it
                             // no later than the coordinator's answer.
                             state_failures.record(&result);
-                            let result = result.map_err(|e| e.to_string());
+                            let result = result.map_err(|e| TaskFailure::from(&e));
                             let _ = events.send(Event::Ack {
                                 task,
                                 checkpoint: id,
@@ -127,7 +128,7 @@ fn handle(
                         let _ = events.send(Event::Ack {
                             task: t.id,
                             checkpoint: id,
-                            result: Err(e.to_string()),
+                            result: Err(TaskFailure::from(&e)),
                             sync_seconds: started.elapsed().as_secs_f64(),
                         });
                     }
@@ -142,7 +143,7 @@ fn handle(
                     tracing::error!(task = t.id, error = %e, "publishing committed output failed");
                     let _ = events.send(Event::Failed {
                         task: t.id,
-                        error: e.to_string(),
+                        failure: TaskFailure::from(&e),
                     });
                     return false;
                 }

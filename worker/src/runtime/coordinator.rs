@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::messages::{Command, Event};
+use super::failure::{AbortReason, CheckpointFailure, ReportRejected, RequestError, TaskFailure};
+use super::messages::{Command, Event, Request};
 use super::remote::ContainerLink;
 use crate::checkpoint::manifest::{self, CommitRecord, CommittedTask, FORMAT_VERSION};
 use crate::checkpoint::upload::PhaseReport;
@@ -33,12 +34,12 @@ pub use cairn_contract::control::{CommittedCheckpoint, SavepointInfo};
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     /// A task failed.
-    #[error("task {task} failed: {error}")]
+    #[error("task {task} failed: {failure}")]
     TaskFailed {
         /// Task id.
         task: u32,
-        /// Its error.
-        error: String,
+        /// Why.
+        failure: TaskFailure,
     },
     /// The checkpoint protocol failed (store unreachable, fenced).
     #[error(transparent)]
@@ -56,10 +57,10 @@ pub enum CoordinatorError {
     ContainersGone,
     /// The process was told to terminate and the final checkpoint did not commit before the
     /// stop deadline (`--stop-timeout`).
-    #[error("stop requested by a signal, but the final checkpoint was not committed within the stop timeout ({reason}); the containers were told to stop and the job will resume from {}", resume_point(*.last))]
+    #[error("stop requested by a signal, but the final checkpoint was not committed within the stop timeout ({}); the containers were told to stop and the job will resume from {}", last_attempt(.failure), resume_point(*.last))]
     StopTimedOut {
-        /// Why the last attempt did not commit.
-        reason: String,
+        /// Why the last attempt did not commit (none: the deadline passed before one started).
+        failure: Option<CheckpointFailure>,
         /// The last committed checkpoint.
         last: Option<u64>,
     },
@@ -81,21 +82,6 @@ pub enum Ending {
         checkpoint: u64,
         /// URL of the savepoint taken from it (stop-with-savepoint).
         savepoint: Option<String>,
-    },
-}
-
-/// Something asked of a running coordinator (SIGUSR1/SIGUSR2 locally, the control API later).
-#[derive(Debug)]
-pub enum Request {
-    /// Take a checkpoint now; answered with its id.
-    Checkpoint(oneshot::Sender<Result<u64, String>>),
-    /// Take a savepoint; with `stop`, stop the job after it (stop-with-savepoint). If it fails
-    /// the job keeps running.
-    Savepoint {
-        /// Stop after the savepoint.
-        stop: bool,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<SavepointInfo, String>>,
     },
 }
 
@@ -141,7 +127,7 @@ pub struct Coordinator {
     /// which checkpoints give up at this instant instead of at the checkpoint timeout.
     stop_deadline: watch::Receiver<Option<Instant>>,
     /// Why the last checkpoint did not commit.
-    last_failure: Option<String>,
+    last_failure: Option<CheckpointFailure>,
 }
 
 impl Coordinator {
@@ -335,14 +321,13 @@ impl Coordinator {
 
     /// Serves one request; `Some` when it ends the run (stop-with-savepoint).
     async fn on_request(&mut self, request: Request) -> Result<Option<Ending>, CoordinatorError> {
-        const ABORTED: &str = "the checkpoint was aborted; see the worker log";
         match request {
             Request::Checkpoint(reply) => {
                 let result = self.checkpoint(false).await;
                 let _ = reply.send(match &result {
                     Ok(Some(id)) => Ok(*id),
-                    Ok(None) => Err(ABORTED.into()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(None) => Err(self.aborted()),
+                    Err(e) => Err(RequestError::JobFailed(e.to_string())),
                 });
                 result.map(|_| None)
             }
@@ -350,14 +335,12 @@ impl Coordinator {
                 let id = match self.checkpoint(stop).await {
                     Ok(Some(id)) => id,
                     Ok(None) => {
-                        let _ = reply.send(Err(format!(
-                            "savepoint failed: {ABORTED}; the job keeps running"
-                        )));
+                        let _ = reply.send(Err(self.aborted()));
                         self.resume(stop);
                         return Ok(None);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(RequestError::JobFailed(e.to_string())));
                         return Err(e);
                     }
                 };
@@ -377,14 +360,26 @@ impl Coordinator {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "savepoint failed; the job keeps running");
-                        let _ = reply
-                            .send(Err(format!("savepoint failed: {e}; the job keeps running")));
+                        let _ = reply.send(Err(RequestError::SavepointWrite {
+                            checkpoint: id,
+                            detail: e.to_string(),
+                        }));
                         self.resume(stop);
                         Ok(None)
                     }
                 }
             }
         }
+    }
+
+    /// The answer to a request whose checkpoint did not commit: why the last one did not.
+    fn aborted(&self) -> RequestError {
+        RequestError::CheckpointFailed(self.last_failure.clone().unwrap_or(CheckpointFailure {
+            checkpoint: None,
+            reason: AbortReason::NotConnected {
+                missing: self.missing_containers(),
+            },
+        }))
     }
 
     /// Lets paused containers read input again after a stop-with-savepoint that failed.
@@ -404,8 +399,8 @@ impl Coordinator {
                 }
                 Ok(())
             }
-            Some(Event::Failed { task, error }) => {
-                Err(CoordinatorError::TaskFailed { task, error })
+            Some(Event::Failed { task, failure }) => {
+                Err(CoordinatorError::TaskFailed { task, failure })
             }
             Some(Event::Ack { .. }) => Ok(()), // late acknowledgement of an aborted checkpoint
             Some(Event::Connected(container)) => {
@@ -448,10 +443,7 @@ impl Coordinator {
         }
         if self.stop_deadline.borrow().is_some() {
             return Err(CoordinatorError::StopTimedOut {
-                reason: self
-                    .last_failure
-                    .clone()
-                    .unwrap_or_else(|| "the deadline had passed before it started".into()),
+                failure: self.last_failure.clone(),
                 last: self.last_committed,
             });
         }
@@ -471,7 +463,10 @@ impl Coordinator {
         if !self.await_containers(deadline).await? {
             let missing = self.missing_containers();
             tracing::warn!(?missing, "checkpoint skipped: containers not connected");
-            self.last_failure = Some(format!("containers {missing:?} not connected"));
+            self.last_failure = Some(CheckpointFailure {
+                checkpoint: None,
+                reason: AbortReason::NotConnected { missing },
+            });
             self.metrics
                 .checkpoints
                 .with_label_values(&["skipped"])
@@ -493,7 +488,7 @@ impl Coordinator {
         self.broadcast(Command::Checkpoint { id, pause });
 
         let mut acks: BTreeMap<u32, PhaseReport> = BTreeMap::new();
-        let mut failure: Option<String> = None;
+        let mut failure: Option<AbortReason> = None;
         while acks.len() < self.tasks() && failure.is_none() {
             tokio::select! {
                 event = self.events.recv() => match event {
@@ -503,36 +498,35 @@ impl Coordinator {
                         match result.map(|report| (self.check_report(id, task, &report), report)) {
                             Ok((Err(why), _)) => {
                                 tracing::warn!(checkpoint = id, task, %why, "refusing an acknowledgement");
-                                failure = Some(format!("refused an acknowledgement: {why}"));
+                                failure = Some(AbortReason::Rejected(why));
                             }
                             Ok((Ok(()), report)) => {
                                 self.metrics.async_seconds.observe(report.duration.as_secs_f64());
                                 self.metrics.uploaded_bytes.inc_by(report.uploaded_bytes);
                                 acks.insert(task, report);
                             }
-                            Err(e) => failure = Some(format!("task {task}: {e}")),
+                            Err(failure_of_task) => failure = Some(AbortReason::TaskFailed { task, failure: failure_of_task }),
                         }
                     }
                     Some(Event::Disconnected(container)) => {
                         self.on_idle_event(Some(Event::Disconnected(container)))?;
-                        failure = Some(format!("container {container} disconnected"));
+                        failure = Some(AbortReason::Disconnected { container });
                     }
                     Some(Event::Connected(container)) => self.deferred.push(container),
                     other => self.on_idle_event(other)?,
                 },
                 _ = deadline_passed(deadline, &mut self.stop_deadline) => {
-                    let waited = if self.past_stop_deadline() {
-                        "the stop deadline passed".to_owned()
+                    let (missing, tasks) = (self.tasks() - acks.len(), self.tasks());
+                    failure = Some(if self.past_stop_deadline() {
+                        AbortReason::StopDeadline { missing, tasks }
                     } else {
-                        format!("timed out after {:?}", self.cfg.spec.checkpoint.timeout)
-                    };
-                    failure = Some(format!("{waited} waiting for {} of {} tasks",
-                        self.tasks() - acks.len(), self.tasks()));
+                        AbortReason::TimedOut { timeout: self.cfg.spec.checkpoint.timeout, missing, tasks }
+                    });
                 }
             }
         }
         if let Some(reason) = failure {
-            return self.abort(id, &reason);
+            return self.abort(id, reason);
         }
 
         let record = self.commit_record(id, triggered_at_ms, &acks);
@@ -545,9 +539,9 @@ impl Coordinator {
         {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => {
-                return self.abort(id, "another process committed this id first");
+                return self.abort(id, AbortReason::CommittedElsewhere);
             }
-            Err(e) => return self.abort(id, &format!("writing the commit record failed: {e}")),
+            Err(e) => return self.abort(id, AbortReason::commit_write(&e)),
         }
         self.committed(&record, started.elapsed());
         self.broadcast(Command::Committed(id));
@@ -567,27 +561,34 @@ impl Coordinator {
     /// of the assignment, its own manifest, and offsets of its own partition only. A report
     /// that is not (from a buggy or hostile container) aborts the checkpoint instead of being
     /// committed.
-    fn check_report(&self, id: u64, task: u32, report: &PhaseReport) -> Result<(), String> {
+    fn check_report(&self, id: u64, task: u32, report: &PhaseReport) -> Result<(), ReportRejected> {
         if !self.cfg.assignment.contains_key(&task) {
-            return Err(format!("task {task} is not a task of this job"));
+            return Err(ReportRejected::UnknownTask { task });
         }
         let manifest = paths::task_manifest_key(id, self.cfg.generation, task);
         if report.manifest_key != manifest {
-            return Err(format!(
-                "task {task} reported manifest {:?}, its manifest is {manifest:?}",
-                report.manifest_key
-            ));
+            return Err(ReportRejected::ForeignManifest {
+                task,
+                reported: report.manifest_key.clone(),
+                expected: manifest,
+            });
         }
         if let Some(p) = report.offsets.keys().find(|p| **p != task) {
-            return Err(format!("task {task} reported an offset of partition {p}"));
+            return Err(ReportRejected::ForeignOffset {
+                task,
+                partition: *p,
+            });
         }
         Ok(())
     }
 
-    fn abort(&mut self, id: u64, reason: &str) -> Result<Option<u64>, CoordinatorError> {
-        self.last_failure = Some(format!("checkpoint {id}: {reason}"));
+    fn abort(&mut self, id: u64, reason: AbortReason) -> Result<Option<u64>, CoordinatorError> {
+        tracing::warn!(checkpoint = id, %reason, "checkpoint aborted");
+        self.last_failure = Some(CheckpointFailure {
+            checkpoint: Some(id),
+            reason,
+        });
         self.flush_deferred();
-        tracing::warn!(checkpoint = id, reason, "checkpoint aborted");
         self.metrics
             .checkpoints
             .with_label_values(&["aborted"])
@@ -664,6 +665,14 @@ impl Coordinator {
     }
 }
 
+/// The last attempt of a final checkpoint, for messages.
+fn last_attempt(failure: &Option<CheckpointFailure>) -> String {
+    match failure {
+        Some(failure) => failure.to_string(),
+        None => "the deadline had passed before it started".into(),
+    }
+}
+
 /// Where a job whose last committed checkpoint is `last` resumes, for messages.
 fn resume_point(last: Option<u64>) -> String {
     match last {
@@ -714,8 +723,11 @@ async fn deadline_passed(deadline: Instant, stop: &mut watch::Receiver<Option<In
 mod tests {
     use std::sync::mpsc as std_mpsc;
 
+    use tokio::sync::oneshot;
+
     use super::*;
     use crate::checkpoint::upload::PhaseReport;
+    use crate::runtime::failure::FailureKind;
 
     const GENERATION_WHO: &str = "coordinator test";
 
@@ -735,7 +747,7 @@ mod tests {
                     Command::Checkpoint { id, .. } => {
                         for task in [0, 1] {
                             let result = if task == 1 && id == fail {
-                                Err("disk full".to_owned())
+                                Err(TaskFailure::new(FailureKind::State, "disk full"))
                             } else {
                                 Ok(PhaseReport {
                                     manifest_key: paths::task_manifest_key(id, generation, task),
@@ -807,10 +819,24 @@ mod tests {
         };
         assert_eq!(ask().await, Ok(1));
         assert!(store.exists(&paths::commit_key(1)).await.unwrap());
-        // The reason ("disk full") goes to the log and the abort metric; the caller hears that
-        // it was aborted.
+        // The caller hears which checkpoint was aborted, which task failed it and why.
         let failed = ask().await.unwrap_err();
-        assert!(failed.contains("aborted"), "{failed}");
+        assert_eq!(
+            failed,
+            RequestError::CheckpointFailed(CheckpointFailure {
+                checkpoint: Some(2),
+                reason: AbortReason::TaskFailed {
+                    task: 1,
+                    failure: TaskFailure::new(FailureKind::State, "disk full"),
+                },
+            })
+        );
+        assert!(
+            failed
+                .to_string()
+                .contains("checkpoint 2 aborted: task 1: disk full"),
+            "{failed}"
+        );
         assert!(!store.exists(&paths::commit_key(2)).await.unwrap());
         assert_eq!(
             progress.aborted.load(std::sync::atomic::Ordering::Relaxed),

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 
 use super::container;
-use super::messages::{Command, Event};
+use super::messages::{Command, Event, Request};
 use super::progress::{self, ProgressThread};
 use super::remote::{self, ContainerLink, CoordinatorConnection, RelayEnd};
 use super::task_instance::{InstanceError, TaskInstance};
@@ -24,7 +24,7 @@ use crate::checkpoint::{generation, CheckpointError};
 use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles};
 use crate::metrics::Metrics;
 use crate::runtime::coordinator::{
-    deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress, Request,
+    deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress,
 };
 use crate::source::{SourceError, SourceFactory};
 use crate::state::{open_task_db, KeyedState, StateError};
@@ -736,8 +736,8 @@ async fn relay_for_coordinator(
         Ok(Some(RelayEnd::CoordinatorLost)) => Err(RunError::CoordinatorLost {
             addr: coordinator.to_owned(),
         }),
-        Ok(Some(RelayEnd::TaskFailed { task, error })) => {
-            Err(CoordinatorError::TaskFailed { task, error }.into())
+        Ok(Some(RelayEnd::TaskFailed { task, failure })) => {
+            Err(CoordinatorError::TaskFailed { task, failure }.into())
         }
         Ok(None) => Err(RunError::StopTimedOut {
             addr: coordinator.to_owned(),

@@ -1,5 +1,9 @@
-//! Messages between the coordinator and the containers.
+//! Messages between the coordinator, the containers and whoever asks the coordinator for a
+//! checkpoint or savepoint (signals, the control API).
 
+use tokio::sync::oneshot;
+
+use super::failure::{CheckpointReply, SavepointReply, TaskFailure};
 use crate::checkpoint::upload::PhaseReport;
 
 /// Coordinator -> container. Serialisable: containers in other processes receive them as JSON
@@ -55,7 +59,7 @@ pub enum Event {
         /// Checkpoint id.
         checkpoint: u64,
         /// The report, or why it failed.
-        result: Result<PhaseReport, String>,
+        result: Result<PhaseReport, TaskFailure>,
         /// The synchronous pause it took.
         sync_seconds: f64,
     },
@@ -66,7 +70,7 @@ pub enum Event {
         /// Task id.
         task: u32,
         /// Why.
-        error: String,
+        failure: TaskFailure,
     },
     /// A container in another process connected; it waits for `Restore`.
     Connected(u32),
@@ -74,4 +78,19 @@ pub enum Event {
     Ready(u32),
     /// A container in another process went away; its tasks restart from the last commit.
     Disconnected(u32),
+}
+
+/// Something asked of a running coordinator (SIGUSR1/SIGUSR2 locally, the control API).
+#[derive(Debug)]
+pub enum Request {
+    /// Take a checkpoint now; answered with its id.
+    Checkpoint(oneshot::Sender<CheckpointReply>),
+    /// Take a savepoint; with `stop`, stop the job after it (stop-with-savepoint). If it fails
+    /// the job keeps running.
+    Savepoint {
+        /// Stop after the savepoint.
+        stop: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<SavepointReply>,
+    },
 }

@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Semaphore;
 
+use super::failure::TaskFailure;
 use super::messages::{Command, Event};
 
 /// How long a new connection has to send its hello.
@@ -520,11 +521,11 @@ impl CoordinatorConnection {
             .map_err(io)?;
         // A task of ours that failed: whatever the coordinator answers (it stops the job), this
         // process must exit with the failure rather than hold or call it the coordinator's loss.
-        let failed: Mutex<Option<(u32, String)>> = Mutex::new(None);
+        let failed: Mutex<Option<(u32, TaskFailure)>> = Mutex::new(None);
         let forward_events = async {
             while let Some(event) = events.recv().await {
-                if let Event::Failed { task, error } = &event {
-                    *failed.lock().expect("failure lock") = Some((*task, error.clone()));
+                if let Event::Failed { task, failure } = &event {
+                    *failed.lock().expect("failure lock") = Some((*task, failure.clone()));
                 }
                 write_line(&mut write, &event).await?;
             }
@@ -551,8 +552,8 @@ impl CoordinatorConnection {
             r = forward_events => r.map_err(io),
             r = forward_commands => r.map_err(io),
         };
-        if let Some((task, error)) = failed.lock().expect("failure lock").take() {
-            return Ok(RelayEnd::TaskFailed { task, error });
+        if let Some((task, failure)) = failed.lock().expect("failure lock").take() {
+            return Ok(RelayEnd::TaskFailed { task, failure });
         }
         end
     }
@@ -574,7 +575,7 @@ pub enum RelayEnd {
         /// The task.
         task: u32,
         /// Why.
-        error: String,
+        failure: TaskFailure,
     },
 }
 
@@ -587,6 +588,7 @@ pub fn listen_addr(addr: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::failure::FailureKind;
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
@@ -636,7 +638,7 @@ mod tests {
         let ack = |task| Event::Ack {
             task,
             checkpoint: 1,
-            result: Err("x".into()),
+            result: Err(TaskFailure::new(FailureKind::Sink, "x")),
             sync_seconds: 0.0,
         };
         assert_eq!(check_event(1, &ack(3), &assignment), Ok(()));
@@ -652,7 +654,7 @@ mod tests {
         );
         let failed = Event::Failed {
             task: 0,
-            error: "x".into(),
+            failure: TaskFailure::new(FailureKind::Task, "x"),
         };
         assert_eq!(
             check_event(1, &failed, &assignment),
@@ -668,6 +670,27 @@ mod tests {
                 Err("an event only the coordinator raises".into())
             );
         }
+    }
+
+    /// The link to another process is where a failure becomes JSON: it arrives with its kind.
+    #[test]
+    fn a_failure_crosses_the_link_with_its_kind() {
+        let sent = Event::Failed {
+            task: 3,
+            failure: TaskFailure::new(FailureKind::State, "the state store of task 3 failed"),
+        };
+        let line = serde_json::to_string(&sent).unwrap();
+        let Event::Failed { task, failure } = serde_json::from_str(&line).unwrap() else {
+            panic!("{line}");
+        };
+        assert_eq!(
+            (task, failure),
+            (
+                3,
+                TaskFailure::new(FailureKind::State, "the state store of task 3 failed")
+            )
+        );
+        assert!(line.contains(r#""kind":"state""#), "{line}");
     }
 
     #[test]
