@@ -211,7 +211,7 @@ fn upgrade_interval(suite: &Suite, mode: &str, interval: &str) -> Value {
         Duration::from_secs(240),
         |j| {
             idle_running(j)
-                && j["status"]["deployed"]["spec"]["job"]["checkpoint"]["interval"] == interval
+                && j["status"]["deployed"]["pods"]["job"]["checkpoint"]["interval"] == interval
         },
     )
 }
