@@ -6,6 +6,8 @@
 //! cairn-bench pause --values-mb 1200         checkpoint synchronous pause at ~1 GB of state,
 //!                                            bytes uploaded per checkpoint, then file:// copy
 //!                                            and restore vs `cp -r --reflink=never && sync`
+//! cairn-bench windows --records 40000000    q5-like sliding-window count and a tumbling count
+//!                                            vs a bare HashMap loop over the same records
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
@@ -32,6 +34,7 @@ use cairn_worker::task::{Record, StreamTask, TaskContext, TaskError, TaskRegistr
 use clap::{Parser, Subcommand};
 
 mod connectors;
+mod windows;
 
 #[derive(Parser)]
 struct Cli {
@@ -56,6 +59,11 @@ enum Cmd {
         /// Megabytes of 1 KiB values written (about the state size).
         #[arg(long, default_value_t = 1200)]
         values_mb: u64,
+    },
+    /// Windowed aggregations (q5-like sliding count, tumbling count) vs a bare loop.
+    Windows {
+        #[arg(long, default_value_t = 40_000_000)]
+        records: u64,
     },
     /// Everything, with the sizes of docs/benchmarks.md.
     All,
@@ -100,6 +108,7 @@ fn main() {
     match cli.command {
         Cmd::Count { keys, records } => count(&scratch, keys, records),
         Cmd::Pause { values_mb } => pause(&scratch, values_mb),
+        Cmd::Windows { records } => windows::windows(&scratch, records),
         Cmd::Kafka {
             brokers,
             keys,
@@ -117,6 +126,7 @@ fn main() {
             count(&scratch, 100_000, 400_000_000);
             count(&scratch, 10_000_000, 20_000_000);
             pause(&scratch, 1200);
+            windows::windows(&scratch, 40_000_000);
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);

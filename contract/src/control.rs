@@ -121,6 +121,13 @@ pub struct TaskStatus {
     pub records_out: u64,
     /// Records or bytes not read yet.
     pub lag: i64,
+    /// The task's event-time watermark, ms since the epoch (jobs with `eventTime:`, once the
+    /// task has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark_ms: Option<u64>,
+    /// Wall-clock time minus the watermark, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_lag_ms: Option<u64>,
 }
 
 /// A committed checkpoint.

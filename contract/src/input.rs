@@ -80,6 +80,34 @@ pub struct GeneratorInput {
     /// Records per second per partition; `None` or `Some(0)` means as fast as possible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_per_second: Option<u64>,
+    /// Event time of record `j` of a partition: `j` times this (default 1ms, at least 1us;
+    /// timestamps are whole milliseconds, rounded down), moved back by up to
+    /// `timestampDisorder`. The records' own timestamps under `eventTime:`.
+    #[serde(
+        default = "default_timestamp_step",
+        with = "crate::units::duration",
+        skip_serializing_if = "is_default_timestamp_step"
+    )]
+    pub timestamp_step: Duration,
+    /// Largest amount a generated timestamp is moved back, pseudo-randomly per record (default
+    /// 0: timestamps in order); out-of-order input for event-time jobs.
+    #[serde(
+        default,
+        with = "crate::units::duration",
+        skip_serializing_if = "Duration::is_zero"
+    )]
+    pub timestamp_disorder: Duration,
+}
+
+/// Default `timestampStep` of a generator.
+pub const DEFAULT_TIMESTAMP_STEP: Duration = Duration::from_millis(1);
+
+fn default_timestamp_step() -> Duration {
+    DEFAULT_TIMESTAMP_STEP
+}
+
+fn is_default_timestamp_step(step: &Duration) -> bool {
+    *step == DEFAULT_TIMESTAMP_STEP
 }
 
 impl GeneratorInput {
@@ -93,6 +121,8 @@ impl GeneratorInput {
             zipf_exponent: default_zipf_exponent(),
             records_per_partition: None,
             rate_per_second: None,
+            timestamp_step: DEFAULT_TIMESTAMP_STEP,
+            timestamp_disorder: Duration::ZERO,
         }
     }
 
@@ -241,6 +271,8 @@ const GENERATOR_FIELDS: &[&str] = &[
     "zipfExponent",
     "recordsPerPartition",
     "ratePerSecond",
+    "timestampStep",
+    "timestampDisorder",
 ];
 const FILE_FIELDS: &[&str] = &["type", "partitions", "path", "follow"];
 const KAFKA_FIELDS: &[&str] = &[
@@ -325,6 +357,8 @@ impl<'de> Visitor<'de> for InputVisitor {
         let mut zipf_exponent: Option<f64> = None;
         let mut records: Option<Option<u64>> = None;
         let mut rate: Option<Option<u64>> = None;
+        let mut timestamp_step: Option<DurationValue> = None;
+        let mut timestamp_disorder: Option<DurationValue> = None;
         let mut path: Option<PathBuf> = None;
         let mut follow: Option<bool> = None;
         let mut topic: Option<String> = None;
@@ -345,6 +379,8 @@ impl<'de> Visitor<'de> for InputVisitor {
                 "zipfExponent" => set_once(&mut zipf_exponent, key, &mut map)?,
                 "recordsPerPartition" => set_once(&mut records, key, &mut map)?,
                 "ratePerSecond" => set_once(&mut rate, key, &mut map)?,
+                "timestampStep" => set_once(&mut timestamp_step, key, &mut map)?,
+                "timestampDisorder" => set_once(&mut timestamp_disorder, key, &mut map)?,
                 "path" => set_once(&mut path, key, &mut map)?,
                 "follow" => set_once(&mut follow, key, &mut map)?,
                 "topic" => set_once(&mut topic, key, &mut map)?,
@@ -375,6 +411,8 @@ impl<'de> Visitor<'de> for InputVisitor {
                 zipf_exponent: zipf_exponent.unwrap_or_else(default_zipf_exponent),
                 records_per_partition: records.flatten(),
                 rate_per_second: rate.flatten(),
+                timestamp_step: timestamp_step.map_or(DEFAULT_TIMESTAMP_STEP, |d| d.0),
+                timestamp_disorder: timestamp_disorder.map_or(Duration::ZERO, |d| d.0),
             }),
             InputType::File => InputSpec::File(FileInput {
                 partitions,
@@ -412,6 +450,8 @@ mod tests {
                 "zipfExponent",
                 "recordsPerPartition",
                 "ratePerSecond",
+                "timestampStep",
+                "timestampDisorder",
                 "path",
                 "follow",
                 "topic",

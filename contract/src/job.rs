@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::input::InputSpec;
 use crate::output::OutputSpec;
+use crate::time::EventTimeSpec;
 
 /// Default `checkpoint.store`: a directory under the working directory.
 pub const DEFAULT_CHECKPOINT_STORE: &str = "file://./.cairn/checkpoints";
@@ -26,7 +27,7 @@ pub const DEFAULT_CHECKPOINTS_RETAINED: u32 = 3;
 pub const DEFAULT_CACHE_SIZE: u64 = 64 << 20;
 /// Task names the worker provides itself; any other `task.name` must be registered as a custom
 /// task with the worker binary that runs the job.
-pub const BUILTIN_TASKS: &[&str] = &["count", "sum", "dedupe", "filter", "passthrough"];
+pub const BUILTIN_TASKS: &[&str] = &["count", "sum", "dedupe", "filter", "passthrough", "window"];
 
 /// One streaming job: its input, the task run on every input partition, where output goes, how
 /// many containers share the partitions, and how state is kept and checkpointed.
@@ -55,6 +56,9 @@ pub struct JobSpec {
     /// Where local task state lives and how much it may cache.
     #[serde(default)]
     pub state: StateSpec,
+    /// Event time: record timestamps and watermarks (docs/windows.md). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<EventTimeSpec>,
     /// How to start: from a savepoint, with offsets reset, dropping incompatible state. Not
     /// part of the job's identity, so it is left out of [`JobSpec::spec_hash`].
     #[serde(default, skip_serializing_if = "RestoreSpec::is_default")]
@@ -104,6 +108,7 @@ impl JobSpec {
             parallelism: default_parallelism(),
             checkpoint: CheckpointSpec::default(),
             state: StateSpec::default(),
+            event_time: None,
             restore: RestoreSpec::default(),
         }
     }

@@ -44,13 +44,14 @@ pub mod pod;
 pub mod properties;
 mod store;
 mod tagged;
+mod time;
 pub mod units;
 mod validate;
 
 pub use error::{FieldError, PropertyError, SpecError};
 pub use input::{
     FileInput, GeneratorInput, InputSpec, KafkaInput, KeyDistribution,
-    DEFAULT_PARTITION_CHECK_INTERVAL,
+    DEFAULT_PARTITION_CHECK_INTERVAL, DEFAULT_TIMESTAMP_STEP,
 };
 pub use job::{
     CheckpointSpec, JobSpec, RestoreSpec, StateSpec, TaskSpec, BUILTIN_TASKS, DEFAULT_CACHE_SIZE,
@@ -64,6 +65,7 @@ pub use kafka::{
 pub use output::{KafkaDelivery, KafkaOutput, OutputSpec, DEFAULT_KAFKA_SPOOL_DIR};
 pub use parse::MAX_SPEC_LEN;
 pub use store::{StoreUrl, CLUSTER_PATTERN};
+pub use time::{EventTimeSpec, MAX_TIMESTAMP_FIELD_LEN};
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{
     MAX_CACHE_SIZE, MAX_CHECKPOINTS_RETAINED, MAX_GENERATOR_KEYS, MAX_NAME_LEN, MAX_PARTITIONS,

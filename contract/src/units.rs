@@ -252,6 +252,29 @@ pub(crate) mod duration {
     }
 }
 
+/// Serde adapter for optional [`Duration`] fields (absent or `null`: `None`), with the syntax of
+/// [`duration`]. Use with `#[serde(default, with = "crate::units::optional_duration")]`.
+pub(crate) mod optional_duration {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        ser: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(duration) => super::duration::serialize(duration, ser),
+            None => ser.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        de: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(de).map(Some)
+    }
+}
+
 /// Serde adapter for byte-size fields: reads [`parse_size`] strings or whole bytes, writes
 /// [`format_size`] (a string with a unit, or a plain number when no unit divides the value).
 pub(crate) mod size {

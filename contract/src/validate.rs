@@ -11,6 +11,7 @@ use crate::job::JobSpec;
 use crate::kafka;
 use crate::output::{KafkaDelivery, OutputSpec};
 use crate::store::StoreUrl;
+use crate::time::{EventTimeSpec, MAX_TIMESTAMP_FIELD_LEN};
 use crate::units::{format_duration, format_size, MAX_DURATION};
 
 /// Most input partitions one job may have.
@@ -108,6 +109,15 @@ impl JobSpec {
                          input",
                     );
                 }
+                errors.check(
+                    generator.timestamp_step >= Duration::from_micros(1),
+                    "input.timestampStep",
+                    || "0s would give every record the same timestamp".to_owned(),
+                    "set the event time between consecutive records, e.g. `timestampStep: 1ms` \
+                     (the default)",
+                );
+                errors.at_most_a_year("input.timestampStep", generator.timestamp_step);
+                errors.at_most_a_year("input.timestampDisorder", generator.timestamp_disorder);
                 if let Some(rate) = generator.rate_per_second {
                     errors.check(
                         rate <= MAX_RATE_PER_SECOND,
@@ -150,8 +160,8 @@ impl JobSpec {
             self.task.name.trim() != "",
             "task.name",
             || "is empty".to_owned(),
-            "name a built-in task (count, sum, dedupe, filter, passthrough) or a registered \
-             custom task",
+            "name a built-in task (count, sum, dedupe, filter, passthrough, window) or a \
+             registered custom task",
         );
 
         if let OutputSpec::File { path } = &self.output {
@@ -277,6 +287,16 @@ impl JobSpec {
         );
         errors.at_most_a_year("checkpoint.timeout", checkpoint.timeout);
 
+        if let Some(event_time) = &self.event_time {
+            self.event_time_problems(event_time, &mut errors);
+        }
+        errors.check(
+            self.task.name != "window" || self.event_time.is_some(),
+            "eventTime",
+            || "is required by the `window` task, which groups records by their timestamps".to_owned(),
+            "add an `eventTime:` section, e.g. `eventTime: {maxOutOfOrderness: 5s}` (docs/windows.md)",
+        );
+
         errors.check(
             !self.state.dir.as_os_str().is_empty(),
             "state.dir",
@@ -308,6 +328,41 @@ impl JobSpec {
             "give each task a cache that fits in memory, e.g. `cacheSize: 64MiB` (the default)",
         );
         errors.0
+    }
+}
+
+impl JobSpec {
+    fn event_time_problems(&self, event_time: &EventTimeSpec, errors: &mut Problems) {
+        match &event_time.timestamp_field {
+            Some(field) => errors.check(
+                !field.is_empty() && field.len() <= MAX_TIMESTAMP_FIELD_LEN,
+                "eventTime.timestampField",
+                || format!("has {} characters", field.len()),
+                "name the top-level field of the JSON record value that holds the timestamp \
+                 in milliseconds, 1 to 256 characters, e.g. `timestampField: ts`",
+            ),
+            None => errors.check(
+                !matches!(self.input, InputSpec::File(_)),
+                "eventTime.timestampField",
+                || "is required with file input: a line carries no timestamp of its own".to_owned(),
+                "write each line's value as a JSON object with the timestamp (milliseconds since \
+                 the epoch) in a field, and name it, e.g. `timestampField: ts`",
+            ),
+        }
+        errors.at_most_a_year(
+            "eventTime.maxOutOfOrderness",
+            event_time.max_out_of_orderness,
+        );
+        if let Some(idle) = event_time.idle_timeout {
+            errors.check(
+                idle >= Duration::from_millis(1),
+                "eventTime.idleTimeout",
+                || "0s would move every watermark with the clock".to_owned(),
+                "set how long a partition may be quiet before its watermark follows the clock, \
+                 e.g. `idleTimeout: 30s`, or leave it out",
+            );
+            errors.at_most_a_year("eventTime.idleTimeout", idle);
+        }
     }
 }
 

@@ -64,6 +64,8 @@ fn the_documented_example_parses_to_the_expected_spec() {
             zipf_exponent: 1.1,
             records_per_partition: Some(50_000),
             rate_per_second: Some(0),
+            timestamp_step: cairn_contract::DEFAULT_TIMESTAMP_STEP,
+            timestamp_disorder: Duration::ZERO,
         }),
         task: TaskSpec {
             name: "count".into(),
@@ -83,6 +85,7 @@ fn the_documented_example_parses_to_the_expected_spec() {
             dir: PathBuf::from("./.cairn/state"),
             cache_size: 64 << 20,
         },
+        event_time: None,
         restore: Default::default(),
     };
     assert_eq!(spec, expected);
@@ -493,4 +496,47 @@ fn a_parsed_yaml_value_gives_the_same_spec_and_errors_without_lines() {
         }
         other => panic!("expected a parse error, got {other:?}"),
     }
+}
+
+#[test]
+fn event_time_parses_round_trips_and_is_checked() {
+    let yaml = "name: w\ninput: {type: generator, partitions: 2, timestampStep: 10us, timestampDisorder: 2s}\n\
+                eventTime: {maxOutOfOrderness: 5s, idleTimeout: 1m}\n\
+                task: {name: window, config: {window: tumbling, size: 10s}}\n";
+    let spec = JobSpec::from_yaml_str(yaml).unwrap();
+    let event_time = spec.event_time.clone().unwrap();
+    assert_eq!(event_time.max_out_of_orderness, Duration::from_secs(5));
+    assert_eq!(event_time.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(event_time.timestamp_field, None);
+    let InputSpec::Generator(g) = &spec.input else {
+        unreachable!()
+    };
+    assert_eq!(
+        (g.timestamp_step, g.timestamp_disorder),
+        (Duration::from_micros(10), Duration::from_secs(2))
+    );
+    assert_eq!(JobSpec::from_yaml_str(&spec.to_yaml()).unwrap(), spec);
+    // A job without the new fields keeps its hash: they are left out when absent or default.
+    let plain = JobSpec::from_yaml_str(
+        "name: w\ninput: {type: generator, partitions: 2}\ntask: {name: count}\n",
+    )
+    .unwrap();
+    assert!(!plain.to_yaml().contains("timestamp") && !plain.to_yaml().contains("eventTime"));
+
+    let err = |yaml: &str| JobSpec::from_yaml_str(yaml).unwrap_err().to_string();
+    let e = err("name: w\ninput: {type: generator, partitions: 2}\ntask: {name: window}\n");
+    assert!(e.contains("eventTime") && e.contains("window"), "{e}");
+    let e = err("name: w\ninput: {type: file, partitions: 2, path: ./in}\neventTime: {}\ntask: {name: count}\n");
+    assert!(e.contains("eventTime.timestampField"), "{e}");
+    let e = err("name: w\ninput: {type: generator, partitions: 2}\neventTime: {idleTimeout: 0s}\ntask: {name: count}\n");
+    assert!(e.contains("eventTime.idleTimeout"), "{e}");
+    let e = err("name: w\ninput: {type: generator, partitions: 2}\neventTime: {maxOutOfOrder: 1s}\ntask: {name: count}\n");
+    assert!(e.contains("maxOutOfOrder"), "{e}");
+    let e = err("name: w\ninput: {type: generator, partitions: 2, timestampStep: 0s}\ntask: {name: count}\n");
+    assert!(e.contains("input.timestampStep"), "{e}");
+    let e = err("name: w\ninput: {type: kafka, partitions: 2, topic: t, brokers: b:1, timestampStep: 1ms}\ntask: {name: count}\n");
+    assert!(
+        e.contains("timestampStep") && e.contains("generator"),
+        "{e}"
+    );
 }

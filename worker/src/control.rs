@@ -279,6 +279,18 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
                 records_in: api.metrics.records_in.with_label_values(&[&label]).get(),
                 records_out: api.metrics.records_out.with_label_values(&[&label]).get(),
                 lag: api.metrics.lag.with_label_values(&[&label]).get(),
+                // -1: no watermark (no event time, or none yet); see TaskInstance::open.
+                watermark_ms: u64::try_from(
+                    api.metrics.watermark.with_label_values(&[&label]).get(),
+                )
+                .ok(),
+                event_time_lag_ms: u64::try_from(
+                    api.metrics
+                        .event_time_lag
+                        .with_label_values(&[&label])
+                        .get(),
+                )
+                .ok(),
             }
         })
         .collect();

@@ -2,11 +2,12 @@
 
 use std::io::Write;
 
-use rocksdb::{IteratorMode, Options, DB};
+use rocksdb::IteratorMode;
 use serde::Serialize;
 
 use crate::checkpoint::{catalog, restore, CheckpointError};
-use crate::state::key;
+use crate::state::db::{open_read_only, TIMERS_CF};
+use crate::state::{key, TimeDomain, Timer};
 use crate::storage::CheckpointStore;
 use crate::task::{describe_bytes, StreamTask, TaskRegistry};
 
@@ -70,7 +71,21 @@ struct DumpLine {
     key: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<serde_json::Value>,
-    value: serde_json::Value,
+    /// A state entry's value (absent on a timer's line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<serde_json::Value>,
+    /// A timer of the key (after the task's state lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timer: Option<TimerLine>,
+}
+
+/// A timer in `cairn-worker state dump`.
+#[derive(Serialize)]
+struct TimerLine {
+    /// `processing` or `event`.
+    domain: &'static str,
+    /// When it fires, in milliseconds.
+    at: u64,
 }
 
 /// Committed checkpoints, oldest first.
@@ -147,11 +162,9 @@ pub async fn dump_state(
     {
         let task_dir = tmp.join(format!("task-{}", m.task));
         let (db_dir, _) = restore::restore_task_db(store, m, &task_dir, "dump").await?;
-        let db = DB::open_for_read_only(&Options::default(), &db_dir, false).map_err(|source| {
-            InspectError::Db {
-                task: m.task,
-                source,
-            }
+        let db = open_read_only(&db_dir).map_err(|source| InspectError::Db {
+            task: m.task,
+            source,
         })?;
         for item in db.iterator(IteratorMode::Start) {
             let (k, v) = item.map_err(|source| InspectError::Db {
@@ -169,7 +182,39 @@ pub async fn dump_state(
                 task: m.task,
                 key: describe_bytes(decoded.key),
                 sub: (!decoded.sub.is_empty()).then(|| describe_bytes(decoded.sub)),
-                value,
+                value: Some(value),
+                timer: None,
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            lines += 1;
+        }
+        // A checkpoint from before timers existed has no timers column family.
+        let Some(timers) = db.cf_handle(TIMERS_CF) else {
+            continue;
+        };
+        for item in db.iterator_cf(timers, IteratorMode::Start) {
+            let (k, _) = item.map_err(|source| InspectError::Db {
+                task: m.task,
+                source,
+            })?;
+            let Some((decoded, timer)) =
+                key::decode(&k).and_then(|d| Some((d.clone(), Timer::from_sub(d.sub)?)))
+            else {
+                continue;
+            };
+            let line = DumpLine {
+                task: m.task,
+                key: describe_bytes(decoded.key),
+                sub: None,
+                value: None,
+                timer: Some(TimerLine {
+                    domain: match timer.domain {
+                        TimeDomain::Processing => "processing",
+                        TimeDomain::Event => "event",
+                    },
+                    at: timer.at,
+                }),
             };
             serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;

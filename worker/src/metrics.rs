@@ -36,6 +36,12 @@ pub struct Metrics {
     pub bad_records: IntCounterVec,
     /// Records (generator) or bytes (file) not read yet, by task.
     pub lag: IntGaugeVec,
+    /// Records a task dropped as late (behind its watermark beyond the allowed lateness).
+    pub late_records: IntCounterVec,
+    /// The task's watermark, ms since the epoch (jobs with event time; absent until known).
+    pub watermark: IntGaugeVec,
+    /// Wall-clock time minus the task's watermark, ms (how far event time is behind).
+    pub event_time_lag: IntGaugeVec,
     /// Time to process one batch of records.
     pub batch_seconds: Histogram,
     /// Checkpoint synchronous pause per task.
@@ -103,14 +109,14 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
-        let lag = IntGaugeVec::new(
-            Opts::new("cairn_task_lag", "Records or bytes not read yet"),
-            task,
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(lag.clone()))
-            .expect("unique metric");
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), task).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let lag = gauge_vec("cairn_task_lag", "Records or bytes not read yet");
         let uploaded_bytes = IntCounter::new(
             "cairn_checkpoint_uploaded_bytes_total",
             "Bytes uploaded to the checkpoint store",
@@ -138,6 +144,18 @@ impl Metrics {
             records_out: counter_vec("cairn_records_out_total", "Records emitted"),
             bad_records: counter_vec("cairn_bad_records_total", "Records skipped as bad input"),
             lag,
+            late_records: counter_vec(
+                "cairn_late_records_total",
+                "Records dropped as late: behind the watermark beyond the allowed lateness",
+            ),
+            watermark: gauge_vec(
+                "cairn_watermark_milliseconds",
+                "The task's event-time watermark, ms since the Unix epoch",
+            ),
+            event_time_lag: gauge_vec(
+                "cairn_event_time_lag_milliseconds",
+                "Wall-clock time minus the task's watermark, ms",
+            ),
             batch_seconds: histogram(
                 "cairn_batch_process_seconds",
                 "Time to process one batch of records",

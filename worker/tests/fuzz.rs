@@ -289,6 +289,7 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
         task: 1,
         db_id: "000003-9f2c01ab".to_owned(),
         offsets: offsets.clone(),
+        watermarks: Default::default(),
         files: ManifestFiles::new(vec![
             file(
                 "000012.sst",
@@ -336,12 +337,14 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
                 container: 0,
                 manifest: paths::task_manifest_key(7, 3, 0),
                 offsets: BTreeMap::from([(0, 5)]),
+                watermarks: Default::default(),
             },
             CommittedTask {
                 task: 1,
                 container: 1,
                 manifest: paths::task_manifest_key(7, 3, 1),
                 offsets,
+                watermarks: Default::default(),
             },
         ],
         total_bytes: 48_000,
@@ -365,6 +368,7 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
         tasks: vec![SavepointTask {
             task: 1,
             offsets: BTreeMap::from([(1, 120_000)]),
+            watermarks: Default::default(),
             files: ManifestFiles::new(
                 task.files
                     .iter()

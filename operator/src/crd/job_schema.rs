@@ -122,7 +122,7 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
                 "type": "object",
                 "required": ["name"],
                 "properties": {
-                    "name": string(253, "A built-in task (count, sum, dedupe, filter, passthrough) or a custom task of the worker image."),
+                    "name": string(253, "A built-in task (count, sum, dedupe, filter, passthrough, window) or a custom task of the worker image."),
                     "config": {
                         "type": "object",
                         "description": "Task settings, handed to the task as they are.",
@@ -148,6 +148,15 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
                     ),
                     "retained": {"type": "integer", "minimum": 1, "maximum": crate::validate::MAX_RETAINED, "description": "Completed checkpoints kept (default 3)."},
                     "timeout": duration("spec.job.checkpoint.timeout", "How long one checkpoint may take (default 10m).")
+                }
+            },
+            "eventTime": {
+                "type": "object",
+                "description": "Event time: record timestamps and watermarks (docs/windows.md).",
+                "properties": {
+                    "timestampField": string(256, "Top-level field of a JSON record value holding its timestamp in ms (default: the input's own timestamp; required for file input)."),
+                    "maxOutOfOrderness": duration("spec.job.eventTime.maxOutOfOrderness", "How far behind the highest timestamp seen a record may arrive without being late (default 0)."),
+                    "idleTimeout": duration("spec.job.eventTime.idleTimeout", "After this long without records a partition's watermark follows the clock (default: never).")
                 }
             },
             "state": {
@@ -190,6 +199,8 @@ fn input() -> serde_json::Value {
             "zipfExponent": {"type": "number", "description": "generator: zipf skew (> 0)."},
             "recordsPerPartition": {"type": "integer", "minimum": 0, "description": "generator: records per partition (endless when absent)."},
             "ratePerSecond": {"type": "integer", "minimum": 0, "description": "generator: records per second per partition (0: unthrottled)."},
+            "timestampStep": duration("spec.job.input.timestampStep", "generator: event time between consecutive records of a partition (default 1ms)."),
+            "timestampDisorder": duration("spec.job.input.timestampDisorder", "generator: largest amount a timestamp is moved back (default 0)."),
             "path": string(4096, "file: directory with partition-<i> files (on a mounted volume)."),
             "follow": {"type": "boolean", "description": "file: keep reading as the files grow."},
             "topic": string(249, "kafka: topic to read (its partition count must equal partitions)."),

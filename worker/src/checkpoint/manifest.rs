@@ -190,6 +190,10 @@ pub struct TaskManifest {
     pub db_id: String,
     /// Input partition -> next offset to read.
     pub offsets: BTreeMap<u32, u64>,
+    /// Input partition -> watermark at the checkpoint (jobs with event time, once known;
+    /// absent from manifests written before event time existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub watermarks: BTreeMap<u32, u64>,
     /// Every file of the database at the checkpoint.
     pub files: ManifestFiles,
     /// Bytes uploaded for this checkpoint (new SSTs + small files).
@@ -219,6 +223,9 @@ pub struct CommittedTask {
     pub manifest: String,
     /// Input partition -> next offset.
     pub offsets: BTreeMap<u32, u64>,
+    /// Input partition -> watermark.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub watermarks: BTreeMap<u32, u64>,
 }
 
 /// The commit record: its presence makes checkpoint `checkpoint` usable.

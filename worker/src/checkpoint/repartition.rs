@@ -20,17 +20,25 @@ use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, DB};
+use rocksdb::{
+    IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, DB, DEFAULT_COLUMN_FAMILY_NAME,
+};
 
 use super::CheckpointError;
 use crate::partition::partition_of_hash;
+use crate::state::db::{open_read_only, COLUMN_FAMILIES};
 use crate::state::key;
+
+/// An SST file written for a new partition, and the column family it goes into (state or
+/// timers: both are laid out hash first, so both split the same way).
+pub type FamilyFile = (&'static str, PathBuf);
 
 /// What splitting produced.
 #[derive(Debug, Default)]
 pub struct Split {
-    /// For each new partition, the SST files written for it (one per old task that had keys).
-    pub files: Vec<Vec<PathBuf>>,
+    /// For each new partition, the SST files written for it (per old task, one for each column
+    /// family that had keys of the partition).
+    pub files: Vec<Vec<FamilyFile>>,
     /// Entries moved.
     pub entries: u64,
     /// Bytes of keys and values moved.
@@ -94,7 +102,7 @@ pub fn split_all(
     Ok(result.into_inner().expect("split lock"))
 }
 
-type OneSplit = (Vec<Option<PathBuf>>, u64, u64);
+type OneSplit = (Vec<Vec<FamilyFile>>, u64, u64);
 
 fn split_one(
     db_dir: &Path,
@@ -103,13 +111,60 @@ fn split_one(
     out_dir: &Path,
     index: usize,
 ) -> Result<OneSplit, CheckpointError> {
-    let db = DB::open_for_read_only(&Options::default(), db_dir, false)
-        .map_err(|e| err(format!("opening {}: {e}", db_dir.display())))?;
+    let db =
+        open_read_only(db_dir).map_err(|e| err(format!("opening {}: {e}", db_dir.display())))?;
+    let families = DB::list_cf(&Options::default(), db_dir).map_err(|e| {
+        err(format!(
+            "listing the column families of {}: {e}",
+            db_dir.display()
+        ))
+    })?;
+    if let Some(unknown) = families
+        .iter()
+        .find(|f| !COLUMN_FAMILIES.contains(&f.as_str()))
+    {
+        return Err(err(format!(
+            "{} has a column family '{unknown}' this worker does not know (it knows {COLUMN_FAMILIES:?}); it was written by a newer Cairn: upgrade the worker image",
+            db_dir.display()
+        )));
+    }
+    let mut files = vec![Vec::new(); n as usize];
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for family in COLUMN_FAMILIES {
+        // A database from before timers existed has only the default family.
+        let Some(cf) = db.cf_handle(family) else {
+            continue;
+        };
+        let (split, e, b) = split_family(&db, cf, family, db_dir, n, keep, out_dir, index)?;
+        for (target, path) in split.into_iter().enumerate() {
+            if let Some(path) = path {
+                files[target].push((family, path));
+            }
+        }
+        entries += e;
+        bytes += b;
+    }
+    Ok((files, entries, bytes))
+}
+
+/// Splits one column family of an old task's database: one SST per new partition it has keys
+/// for, in key order (which is hash order).
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+fn split_family(
+    db: &DB,
+    cf: &rocksdb::ColumnFamily,
+    family: &str,
+    db_dir: &Path,
+    n: u32,
+    keep: &[bool],
+    out_dir: &Path,
+    index: usize,
+) -> Result<(Vec<Option<PathBuf>>, u64, u64), CheckpointError> {
     let mut opts = Options::default();
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     let mut writers: Vec<Option<(SstFileWriter, PathBuf)>> = (0..n).map(|_| None).collect();
     let (mut entries, mut bytes) = (0u64, 0u64);
-    for item in db.iterator(IteratorMode::Start) {
+    for item in db.iterator_cf(cf, IteratorMode::Start) {
         let (k, v) = item.map_err(err)?;
         let hash = key::hash_of(&k).ok_or_else(|| {
             err(format!(
@@ -123,7 +178,7 @@ fn split_one(
             continue;
         }
         if writers[target].is_none() {
-            let path = out_dir.join(format!("old-{index:04}-to-{target:04}.sst"));
+            let path = out_dir.join(format!("old-{index:04}-to-{target:04}-{family}.sst"));
             let w = SstFileWriter::create(&opts);
             w.open(&path)
                 .map_err(|e| err(format!("{}: {e}", path.display())))?;
@@ -147,14 +202,24 @@ fn split_one(
     Ok((files, entries, bytes))
 }
 
-/// Ingests `files` into `db` by moving them (each may overlap the others; RocksDB places
-/// overlapping files in level 0 and compacts them later).
-pub fn ingest(db: &DB, files: &[PathBuf]) -> Result<(), CheckpointError> {
+/// Ingests `files` into their column families of `db` by moving them (each may overlap the
+/// others; RocksDB places overlapping files in level 0 and compacts them later).
+pub fn ingest(db: &DB, files: &[FamilyFile]) -> Result<(), CheckpointError> {
     let mut opts = IngestExternalFileOptions::default();
     opts.set_move_files(true);
-    for f in files {
-        db.ingest_external_file_opts(&opts, vec![f])
-            .map_err(|e| err(format!("ingesting {}: {e}", f.display())))?;
+    for (family, f) in files {
+        let ingested = if *family == DEFAULT_COLUMN_FAMILY_NAME {
+            db.ingest_external_file_opts(&opts, vec![f])
+        } else {
+            let cf = db.cf_handle(family).ok_or_else(|| {
+                err(format!(
+                    "the new task database has no column family '{family}' for {}",
+                    f.display()
+                ))
+            })?;
+            db.ingest_external_file_cf_opts(cf, &opts, vec![f])
+        };
+        ingested.map_err(|e| err(format!("ingesting {}: {e}", f.display())))?;
     }
     Ok(())
 }
@@ -318,8 +383,9 @@ fn try_lock(path: &Path) -> io::Result<Option<Flock<File>>> {
 mod tests {
     use super::*;
     use crate::partition::partition_of;
-    use crate::state::{open_task_db, KeyedState};
+    use crate::state::{open_task_db, KeyedState, Timer};
 
+    /// State and timers: each moves with its key.
     #[test]
     fn every_entry_lands_in_the_partition_of_its_key() {
         let tmp = tempfile::tempdir().unwrap();
@@ -334,6 +400,8 @@ mod tests {
                 if partition_of(k.as_bytes(), 2) == t {
                     s.put(k.as_bytes(), b"", &i.to_le_bytes()).unwrap();
                     s.put(k.as_bytes(), b"sub", b"x").unwrap();
+                    s.write_timer(k.as_bytes(), Timer::event(i.into()), true)
+                        .unwrap();
                 }
             }
             let snap = s.begin_snapshot().unwrap();
@@ -343,17 +411,30 @@ mod tests {
         // Only the new partitions asked for get files.
         let only_one = split_all(&old_dirs, 3, &[1], &tmp.path().join("split-1")).unwrap();
         assert!(only_one.files[0].is_empty() && only_one.files[2].is_empty());
-        assert_eq!(only_one.files[1].len(), 2);
+        // Two old tasks, each with state and timers.
+        assert_eq!(only_one.files[1].len(), 4);
         let in_1 = (0..1000)
             .filter(|i| partition_of(format!("k{i}").as_bytes(), 3) == 1)
             .count();
-        assert_eq!(only_one.entries, 2 * in_1 as u64);
+        assert_eq!(only_one.entries, 3 * in_1 as u64);
         // N' = 3, not a multiple.
         let split = split_all(&old_dirs, 3, &[0, 1, 2], &tmp.path().join("split")).unwrap();
-        assert_eq!(split.entries, 2000);
+        assert_eq!(split.entries, 3000);
         for p in 0..3u32 {
             let db = open_task_db(&tmp.path().join(format!("new-{p}")), &cache).unwrap();
             ingest(&db, &split.files[p as usize]).unwrap();
+            let mut state = KeyedState::new(db.clone(), 1 << 20);
+            let (timers, unreadable) = state.stored_timers().unwrap();
+            assert_eq!(unreadable, 0);
+            let mut expected_timers: Vec<(Vec<u8>, Timer)> = (0..1000u32)
+                .map(|i| (format!("k{i}").into_bytes(), Timer::event(i.into())))
+                .filter(|(k, _)| partition_of(k, 3) == p)
+                .collect();
+            expected_timers.sort_by(|a, b| {
+                (crate::state::key::prefix_of(&a.0), a.1)
+                    .cmp(&(crate::state::key::prefix_of(&b.0), b.1))
+            });
+            assert_eq!(timers, expected_timers);
             let mut seen = 0;
             for item in db.iterator(IteratorMode::Start) {
                 let (k, v) = item.unwrap();

@@ -318,6 +318,7 @@ mod tests {
             task: 0,
             db_id: "000001-aa".into(),
             offsets: Default::default(),
+            watermarks: Default::default(),
             files: ManifestFiles::new(files).unwrap(),
             uploaded_bytes: 0,
             new_sst_bytes: 0,

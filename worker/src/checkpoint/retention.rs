@@ -188,6 +188,7 @@ mod tests {
             task: 0,
             db_id: "a".into(),
             offsets: Default::default(),
+            watermarks: Default::default(),
             files: ManifestFiles::new(
                 files
                     .iter()
@@ -323,6 +324,7 @@ mod tests {
                 task: 0,
                 db_id: "x".into(),
                 offsets: Default::default(),
+                watermarks: Default::default(),
                 files: ManifestFiles::new(files).unwrap(),
                 uploaded_bytes: 0,
                 new_sst_bytes: 0,
@@ -349,6 +351,7 @@ mod tests {
                     container: 0,
                     manifest: manifest_key,
                     offsets: Default::default(),
+                    watermarks: Default::default(),
                 }],
                 total_bytes: 0,
                 uploaded_bytes: 0,

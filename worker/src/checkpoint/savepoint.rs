@@ -58,6 +58,9 @@ pub struct SavepointTask {
     pub task: u32,
     /// Input partition -> next offset.
     pub offsets: BTreeMap<u32, u64>,
+    /// Input partition -> watermark.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub watermarks: BTreeMap<u32, u64>,
     /// Files; keys relative to the savepoint directory.
     pub files: ManifestFiles,
 }
@@ -108,6 +111,7 @@ impl SavepointManifest {
                 task: t.task,
                 db_id: format!("savepoint-{}", self.name),
                 offsets: t.offsets.clone(),
+                watermarks: t.watermarks.clone(),
                 files: t.files.with_key_prefix(&location.prefix),
                 uploaded_bytes: 0,
                 new_sst_bytes: 0,
@@ -242,6 +246,7 @@ pub async fn create(
         tasks.push(SavepointTask {
             task: m.task,
             offsets: m.offsets.clone(),
+            watermarks: m.watermarks.clone(),
             files,
         });
     }

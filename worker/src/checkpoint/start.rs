@@ -56,6 +56,8 @@ pub struct PreparedTask {
     pub db_id: String,
     /// Input offset to seek to.
     pub offset: u64,
+    /// Watermark to start from (jobs with event time; `None`: none yet).
+    pub watermark: Option<u64>,
     /// Immutable files of this database already in the job's store (not uploaded again).
     pub known: Vec<ManifestFile>,
 }
@@ -324,6 +326,7 @@ fn fresh(req: &StartRequest<'_>, offsets: &BTreeMap<u32, u64>) -> Vec<PreparedTa
                 db_dir,
                 db_id,
                 offset: offsets.get(&task).copied().unwrap_or(0),
+                watermark: None,
                 known: Vec::new(),
             }
         })
@@ -357,7 +360,7 @@ async fn from_savepoint(
             .filter(|(p, _)| *p < partitions)
             .collect()
     };
-    let tasks = if !compatible {
+    let mut tasks = if !compatible {
         tracing::warn!(saved = %sp.task_name, now = %spec.task.name, "restore.allowStateDrop: starting with empty state and the savepoint's offsets");
         fresh(req, &offsets)
     } else if sp.partitions == partitions {
@@ -377,6 +380,10 @@ async fn from_savepoint(
     } else {
         resplit(req, location, sp, &offsets).await?
     };
+    let watermarks = savepoint_watermarks(sp, partitions, spec.restore.reset_offsets);
+    for t in tasks.iter_mut() {
+        t.watermark = watermarks(t.task);
+    }
     tracing::info!(savepoint = %sp.id, from_partitions = sp.partitions, to_partitions = partitions, "restored from savepoint");
     Ok(StartPoint {
         tasks,
@@ -389,6 +396,38 @@ async fn from_savepoint(
         lineage: Some(location.url()),
         first_id: 0,
     })
+}
+
+/// The watermark each task of a job with `partitions` partitions starts from when restored
+/// from `sp`. With the same N every task keeps its own. A re-split moves keys (and their
+/// timers) between partitions, so every task starts at the lowest of the savepoint's
+/// watermarks (none if any task had none): no window is closed earlier than in the task the
+/// key came from, and no record is late that was not late there. `restore.resetOffsets`
+/// (another input) drops them.
+fn savepoint_watermarks(
+    sp: &SavepointManifest,
+    partitions: u32,
+    reset_offsets: bool,
+) -> impl Fn(u32) -> Option<u64> {
+    let kept: BTreeMap<u32, u64> = if reset_offsets || sp.partitions != partitions {
+        BTreeMap::new()
+    } else {
+        sp.tasks
+            .iter()
+            .flat_map(|t| t.watermarks.clone())
+            .filter(|(p, _)| *p < partitions)
+            .collect()
+    };
+    let lowest = if reset_offsets {
+        None
+    } else {
+        sp.tasks
+            .iter()
+            .map(|t| t.watermarks.get(&t.task).copied())
+            .try_fold(u64::MAX, |low, w| w.map(|w| low.min(w)))
+            .filter(|_| !sp.tasks.is_empty())
+    };
+    move |task| kept.get(&task).copied().or(lowest)
 }
 
 /// N -> N': restore the old tasks into scratch directories, split them into one SST per new
@@ -477,6 +516,7 @@ async fn restore_all(
                     db_dir,
                     db_id,
                     offset,
+                    watermark: m.watermarks.get(&m.task).copied(),
                     known,
                 },
             ))

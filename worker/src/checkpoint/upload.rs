@@ -36,6 +36,8 @@ pub struct PhaseInput {
     pub sealed: Sealed,
     /// Input partition -> next offset.
     pub offsets: BTreeMap<u32, u64>,
+    /// Input partition -> watermark (jobs with event time, once known).
+    pub watermarks: BTreeMap<u32, u64>,
 }
 
 /// What a task reports when its part of a checkpoint is durable.
@@ -45,6 +47,9 @@ pub struct PhaseReport {
     pub manifest_key: String,
     /// Input partition -> next offset.
     pub offsets: BTreeMap<u32, u64>,
+    /// Input partition -> watermark.
+    #[serde(default)]
+    pub watermarks: BTreeMap<u32, u64>,
     /// Total state bytes referenced.
     pub total_bytes: u64,
     /// Bytes uploaded.
@@ -89,6 +94,7 @@ impl TaskCheckpointer {
             snapshot,
             sealed,
             offsets,
+            watermarks,
         } = input;
         let dir = self.local_dir.join(format!("ckpt-{id:012}"));
         let snap_dir = dir.clone();
@@ -105,7 +111,10 @@ impl TaskCheckpointer {
         // disk) or output that could not be made durable leaves hard links that would hold the
         // SSTs' space until the next checkpoint of the same id, which never comes.
         let result = match taken {
-            Ok(()) => self.upload(&mut known, id, &dir, offsets, started).await,
+            Ok(()) => {
+                self.upload(&mut known, id, &dir, (offsets, watermarks), started)
+                    .await
+            }
             Err(e) => Err(e),
         };
         let cleanup = dir.clone();
@@ -118,7 +127,7 @@ impl TaskCheckpointer {
         known: &mut HashMap<String, ManifestFile>,
         id: u64,
         dir: &Path,
-        offsets: BTreeMap<u32, u64>,
+        (offsets, watermarks): (BTreeMap<u32, u64>, BTreeMap<u32, u64>),
         started: Instant,
     ) -> Result<PhaseReport, CheckpointError> {
         let local = |source| CheckpointError::Local {
@@ -200,6 +209,7 @@ impl TaskCheckpointer {
             task: self.task,
             db_id: self.db_id.clone(),
             offsets: offsets.clone(),
+            watermarks: watermarks.clone(),
             files,
             uploaded_bytes,
             new_sst_bytes,
@@ -212,6 +222,7 @@ impl TaskCheckpointer {
         Ok(PhaseReport {
             manifest_key,
             offsets,
+            watermarks,
             total_bytes: manifest.total_bytes(),
             uploaded_bytes,
             new_sst_bytes,
@@ -286,6 +297,7 @@ mod tests {
                 snapshot: self.state.begin_snapshot().unwrap(),
                 sealed,
                 offsets: BTreeMap::from([(TASK, 100 * id)]),
+                watermarks: BTreeMap::from([(TASK, 7 * id)]),
             };
             self.checkpointer.clone().run(input).await
         }
@@ -316,6 +328,12 @@ mod tests {
             paths::task_manifest_key(1, GENERATION, TASK)
         );
         assert_eq!(first.offsets, BTreeMap::from([(TASK, 100)]));
+        // The watermark travels with the offsets, into the report and the manifest.
+        assert_eq!(first.watermarks, BTreeMap::from([(TASK, 7)]));
+        assert_eq!(
+            task.manifest(&first).await.watermarks,
+            BTreeMap::from([(TASK, 7)])
+        );
         let manifest = task.manifest(&first).await;
         let ssts: Vec<&ManifestFile> = manifest
             .files

@@ -624,6 +624,7 @@ impl Coordinator {
                     container: self.cfg.assignment[task],
                     manifest: r.manifest_key.clone(),
                     offsets: r.offsets.clone(),
+                    watermarks: r.watermarks.clone(),
                 })
                 .collect(),
             total_bytes: acks.values().map(|r| r.total_bytes).sum(),
@@ -752,6 +753,7 @@ mod tests {
                                 Ok(PhaseReport {
                                     manifest_key: paths::task_manifest_key(id, generation, task),
                                     offsets: BTreeMap::from([(task, 10 * id)]),
+                                    watermarks: Default::default(),
                                     total_bytes: 100,
                                     uploaded_bytes: 10,
                                     new_sst_bytes: 10,

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as Deadline;
 
 use super::container;
+use super::event_time::EventClock;
 use super::messages::{Command, Event, Request};
 use super::progress::{self, ProgressThread};
 use super::remote::{self, ContainerLink, CoordinatorConnection, RelayEnd};
@@ -589,6 +590,9 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
             sink,
             checkpointer,
             metrics.clone(),
+            spec.event_time
+                .as_ref()
+                .map(|event_time| EventClock::new(event_time, prepared.watermark)),
         )
         .map_err(instance_err)?;
         groups

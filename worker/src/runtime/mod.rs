@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod coordinator;
+pub mod event_time;
 pub mod failure;
 pub mod job;
 pub mod job_progress;

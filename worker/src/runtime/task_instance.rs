@@ -7,12 +7,13 @@ use std::time::Instant;
 
 use prometheus::{IntCounter, IntGauge};
 
+use super::event_time::{EventClock, END_OF_TIME};
 use crate::checkpoint::upload::{PhaseInput, PhaseReport, TaskCheckpointer};
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{now_ms, CheckpointError};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, RecordBatch, Source, SourceError};
-use crate::state::KeyedState;
+use crate::state::{KeyedState, TimeDomain};
 use crate::task::{StreamTask, TaskContext, TaskError};
 
 /// Why a task instance stopped.
@@ -83,7 +84,10 @@ struct TaskMetrics {
     records_in: IntCounter,
     records_out: IntCounter,
     bad_records: IntCounter,
+    late_records: IntCounter,
     lag: IntGauge,
+    watermark: IntGauge,
+    event_time_lag: IntGauge,
 }
 
 /// One running task.
@@ -98,7 +102,9 @@ pub struct TaskInstance {
     checkpointer: Arc<TaskCheckpointer>,
     metrics: Arc<Metrics>,
     handles: TaskMetrics,
-    next_timer: Option<Instant>,
+    next_tick: Option<Instant>,
+    /// Timestamps and watermark, in a job with event time.
+    clock: Option<EventClock>,
     /// True once the source reported the end of a finite input.
     pub finished: bool,
     last_bad_log: Option<Instant>,
@@ -108,6 +114,7 @@ pub struct TaskInstance {
 impl TaskInstance {
     /// Assembles a task instance whose state and source are already restored and positioned,
     /// and calls the task's `open`.
+    #[allow(clippy::too_many_arguments)] // one call site (job.rs); each part is built there
     pub fn open(
         id: u32,
         mut task: Box<dyn StreamTask>,
@@ -116,16 +123,34 @@ impl TaskInstance {
         mut sink: Box<dyn Sink>,
         checkpointer: Arc<TaskCheckpointer>,
         metrics: Arc<Metrics>,
+        clock: Option<EventClock>,
     ) -> Result<Self, InstanceError> {
-        task.open(&mut TaskContext::new(&mut state, sink.as_mut(), id))?;
+        let unreadable = state.load_timers().map_err(TaskError::from)?;
+        if unreadable > 0 {
+            tracing::warn!(
+                task = id,
+                unreadable,
+                "skipped stored timers this worker cannot read (written by a newer Cairn?)"
+            );
+        }
+        let mut ctx = TaskContext::new(&mut state, sink.as_mut(), id);
+        ctx.set_watermark(clock.as_ref().and_then(EventClock::watermark));
+        task.open(&mut ctx)?;
         let label = id.to_string();
         let handles = TaskMetrics {
             records_in: metrics.records_in.with_label_values(&[&label]),
             records_out: metrics.records_out.with_label_values(&[&label]),
             bad_records: metrics.bad_records.with_label_values(&[&label]),
+            late_records: metrics.late_records.with_label_values(&[&label]),
             lag: metrics.lag.with_label_values(&[&label]),
+            watermark: metrics.watermark.with_label_values(&[&label]),
+            event_time_lag: metrics.event_time_lag.with_label_values(&[&label]),
         };
-        let next_timer = next_timer_after(task.as_ref());
+        // -1 until the task has a watermark (and always without event time), so the status
+        // and dashboards tell "none" from the epoch.
+        handles.watermark.set(-1);
+        handles.event_time_lag.set(-1);
+        let next_tick = next_tick_after(task.as_ref());
         Ok(TaskInstance {
             id,
             task,
@@ -136,69 +161,173 @@ impl TaskInstance {
             checkpointer,
             metrics,
             handles,
-            next_timer,
+            next_tick,
+            clock,
             finished: false,
             last_bad_log: None,
             state_failures: Arc::default(),
         })
     }
 
-    /// Reads and processes one batch of at most `max` records.
+    /// Reads and processes one batch of at most `max` records. In a job with event time each
+    /// record's timestamp moves the watermark, and event-time timers it passes fire before the
+    /// next record (see [`super::event_time`]).
     pub fn run_batch(&mut self, max: usize) -> Result<Poll, InstanceError> {
-        self.run_timer()?;
+        self.run_tick()?;
+        self.fire_processing_timers(now_ms(), max)?;
         self.batch.clear(self.id);
         let poll = self.source.poll(&mut self.batch, max)?;
         if self.batch.is_empty() {
+            self.clock_without_records(poll)?;
             return Ok(poll);
         }
         let started = Instant::now();
         let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
+        ctx.set_watermark(self.clock.as_ref().and_then(EventClock::watermark));
         let mut bad = 0u64;
         for i in 0..self.batch.len() {
-            let record = self.batch.get(i);
+            let mut record = self.batch.get(i);
+            if let Some(clock) = &self.clock {
+                match clock.timestamp(&record) {
+                    Ok(timestamp) => record.timestamp = Some(timestamp),
+                    Err(reason) => {
+                        bad += 1;
+                        log_bad(
+                            &mut self.last_bad_log,
+                            || tracing::warn!(task = self.id, partition = record.partition, offset = record.offset, %reason, "skipping a record without a usable timestamp (counted in cairn_bad_records_total)"),
+                        );
+                        continue;
+                    }
+                }
+            }
             match self.task.process(&record, &mut ctx) {
                 Ok(()) => {}
                 Err(TaskError::BadRecord { reason }) => {
                     bad += 1;
-                    // At most one log line per second per task: a flood of bad input must not
-                    // become a flood of logs.
-                    if self.last_bad_log.is_none_or(|t| t.elapsed().as_secs() >= 1) {
-                        self.last_bad_log = Some(Instant::now());
-                        tracing::warn!(task = self.id, partition = record.partition, offset = record.offset, %reason, "skipping bad record (counted in cairn_bad_records_total)");
-                    }
+                    log_bad(
+                        &mut self.last_bad_log,
+                        || tracing::warn!(task = self.id, partition = record.partition, offset = record.offset, %reason, "skipping bad record (counted in cairn_bad_records_total)"),
+                    );
                 }
                 Err(e) => return Err(e.into()),
             }
+            if let (Some(clock), Some(timestamp)) = (&mut self.clock, record.timestamp) {
+                if clock.observe(timestamp) {
+                    ctx.set_watermark(clock.watermark());
+                    bad += fire_due(
+                        self.task.as_mut(),
+                        &mut ctx,
+                        TimeDomain::Event,
+                        clock.watermark().unwrap_or(0),
+                        usize::MAX,
+                        &mut self.last_bad_log,
+                    )?;
+                }
+            }
         }
-        let emitted = ctx.emitted();
+        let (emitted, late) = (ctx.emitted(), ctx.late());
         self.metrics
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
         self.handles.records_in.inc_by(self.batch.len() as u64);
         self.handles.records_out.inc_by(emitted);
-        if bad > 0 {
-            self.handles.bad_records.inc_by(bad);
+        self.count_bad_and_late(bad, late);
+        if poll == Poll::End {
+            self.clock_without_records(poll)?;
         }
         Ok(Poll::Records)
     }
 
-    fn run_timer(&mut self) -> Result<(), InstanceError> {
-        let Some(due) = self.next_timer else {
+    fn run_tick(&mut self) -> Result<(), InstanceError> {
+        let Some(due) = self.next_tick else {
             return Ok(());
         };
         if Instant::now() < due {
             return Ok(());
         }
         let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
-        self.task.on_timer(&mut ctx)?;
-        self.next_timer = next_timer_after(self.task.as_ref());
+        self.task.on_tick(&mut ctx)?;
+        self.next_tick = next_tick_after(self.task.as_ref());
         Ok(())
     }
 
-    /// Refreshes the lag gauge (called about once a second, not per batch).
+    /// Fires at most `max` processing-time timers due at `now` (ms since the epoch), earliest
+    /// first, at a record boundary: their callbacks' state changes and output belong to the
+    /// same checkpoint as the records around them. The rest wait for the next batch, so a
+    /// flood of due timers cannot hold off a checkpoint.
+    fn fire_processing_timers(&mut self, now: u64, max: usize) -> Result<(), InstanceError> {
+        let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
+        ctx.set_watermark(self.clock.as_ref().and_then(EventClock::watermark));
+        let bad = fire_due(
+            self.task.as_mut(),
+            &mut ctx,
+            TimeDomain::Processing,
+            now,
+            max,
+            &mut self.last_bad_log,
+        )?;
+        let (emitted, late) = (ctx.emitted(), ctx.late());
+        self.handles.records_out.inc_by(emitted);
+        self.count_bad_and_late(bad, late);
+        Ok(())
+    }
+
+    /// A poll without records: the end of a finite input moves the watermark to the end of
+    /// time (every window closes), a quiet partition past `idleTimeout` moves it with the
+    /// clock; either fires the event-time timers it passes.
+    fn clock_without_records(&mut self, poll: Poll) -> Result<(), InstanceError> {
+        let Some(clock) = &mut self.clock else {
+            return Ok(());
+        };
+        let moved = match poll {
+            Poll::End => clock.end(),
+            Poll::Idle | Poll::Records => clock.idle(Instant::now()),
+        };
+        if !moved {
+            return Ok(());
+        }
+        let watermark = clock.watermark();
+        let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
+        ctx.set_watermark(watermark);
+        let bad = fire_due(
+            self.task.as_mut(),
+            &mut ctx,
+            TimeDomain::Event,
+            watermark.unwrap_or(0),
+            usize::MAX,
+            &mut self.last_bad_log,
+        )?;
+        let (emitted, late) = (ctx.emitted(), ctx.late());
+        self.handles.records_out.inc_by(emitted);
+        self.count_bad_and_late(bad, late);
+        Ok(())
+    }
+
+    fn count_bad_and_late(&self, bad: u64, late: u64) {
+        if bad > 0 {
+            self.handles.bad_records.inc_by(bad);
+        }
+        if late > 0 {
+            self.handles.late_records.inc_by(late);
+        }
+    }
+
+    /// The task's watermark (jobs with event time).
+    pub fn watermark(&self) -> Option<u64> {
+        self.clock.as_ref().and_then(EventClock::watermark)
+    }
+
+    /// Refreshes the lag and watermark gauges (called about once a second, not per batch).
     pub fn refresh_lag(&self) {
         if let Some(lag) = self.source.lag() {
             self.handles.lag.set(lag as i64);
+        }
+        if let Some(watermark) = self.watermark().filter(|w| *w != END_OF_TIME) {
+            let gauge = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+            self.handles.watermark.set(gauge(watermark));
+            self.handles
+                .event_time_lag
+                .set(gauge(now_ms().saturating_sub(watermark)));
         }
     }
 
@@ -212,6 +341,12 @@ impl TaskInstance {
         let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
         self.task.before_checkpoint(&mut ctx)?;
         let offsets = BTreeMap::from([(self.id, self.source.position())]);
+        let watermarks = self
+            .clock
+            .as_ref()
+            .and_then(EventClock::checkpointed)
+            .map(|w| BTreeMap::from([(self.id, w)]))
+            .unwrap_or_default();
         let snapshot = self.state.begin_snapshot().map_err(TaskError::from)?;
         let sealed = self.sink.seal(id)?;
         Ok((
@@ -220,6 +355,7 @@ impl TaskInstance {
                 snapshot,
                 sealed,
                 offsets,
+                watermarks,
             },
             self.checkpointer.clone(),
         ))
@@ -257,10 +393,49 @@ impl TaskInstance {
     }
 }
 
-/// When the task's timer fires next, if it has one. An interval too long to add to the clock
-/// (a task may return any `Duration`) means the timer never fires, instead of a panic.
-fn next_timer_after(task: &dyn StreamTask) -> Option<Instant> {
-    task.timer_interval()
+/// Fires the timers of `domain` due at `now`, at most `max`, earliest first; returns how
+/// many callbacks refused theirs as bad (counted like bad records).
+fn fire_due(
+    task: &mut dyn StreamTask,
+    ctx: &mut TaskContext<'_>,
+    domain: TimeDomain,
+    now: u64,
+    max: usize,
+    last_bad_log: &mut Option<Instant>,
+) -> Result<u64, InstanceError> {
+    let mut bad = 0;
+    for _ in 0..max {
+        let Some((key, timer)) = ctx.pop_due_timer(domain, now)? else {
+            break;
+        };
+        match task.on_timer(&key, timer, ctx) {
+            Ok(()) => {}
+            Err(TaskError::BadRecord { reason }) => {
+                bad += 1;
+                log_bad(
+                    last_bad_log,
+                    || tracing::warn!(task = ctx.task_id(), ?timer, %reason, "skipping a timer whose callback refused it (counted in cairn_bad_records_total)"),
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(bad)
+}
+
+/// Logs through `log` at most once a second per task: a flood of bad input must not become a
+/// flood of logs.
+fn log_bad(last: &mut Option<Instant>, log: impl FnOnce()) {
+    if last.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+        *last = Some(Instant::now());
+        log();
+    }
+}
+
+/// When the task's tick comes next, if it has one. An interval too long to add to the clock
+/// (a task may return any `Duration`) means the tick never comes, instead of a panic.
+fn next_tick_after(task: &dyn StreamTask) -> Option<Instant> {
+    task.tick_interval()
         .and_then(|d| Instant::now().checked_add(d))
 }
 
@@ -271,7 +446,7 @@ mod tests {
     use super::*;
     use crate::task::Record;
 
-    /// A task whose timer interval is whatever the test says.
+    /// A task whose tick interval is whatever the test says.
     struct Every(Duration);
 
     impl StreamTask for Every {
@@ -279,16 +454,16 @@ mod tests {
             Ok(())
         }
 
-        fn timer_interval(&self) -> Option<Duration> {
+        fn tick_interval(&self) -> Option<Duration> {
             Some(self.0)
         }
     }
 
     #[test]
-    fn a_timer_interval_too_long_for_the_clock_never_fires_instead_of_panicking() {
-        assert_eq!(next_timer_after(&Every(Duration::MAX)), None);
+    fn a_tick_interval_too_long_for_the_clock_never_comes_instead_of_panicking() {
+        assert_eq!(next_tick_after(&Every(Duration::MAX)), None);
         let before = Instant::now();
-        let due = next_timer_after(&Every(Duration::from_secs(3600))).expect("representable");
+        let due = next_tick_after(&Every(Duration::from_secs(3600))).expect("representable");
         assert!(due >= before + Duration::from_secs(3600));
     }
 }

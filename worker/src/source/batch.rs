@@ -16,6 +16,8 @@ struct Entry {
     key_len: usize,
     value_len: usize,
     offset: u64,
+    /// The input's own timestamp of the record (ms since the epoch), if it has one.
+    timestamp: Option<u64>,
 }
 
 /// A batch of records of one partition.
@@ -44,6 +46,7 @@ impl RecordBatch {
             key_len: key.len(),
             value_len: value.len(),
             offset,
+            timestamp: None,
         });
     }
 
@@ -58,7 +61,16 @@ impl RecordBatch {
             key_len,
             value_len: total - key_len,
             offset,
+            timestamp: None,
         });
+    }
+
+    /// Gives the record pushed last the input's own timestamp (a Kafka record's, a generated
+    /// one): the event time of jobs whose `eventTime` names no field.
+    pub fn stamp_last(&mut self, timestamp: u64) {
+        if let Some(last) = self.entries.last_mut() {
+            last.timestamp = Some(timestamp);
+        }
     }
 
     /// Bytes of keys and values in the batch; sources stop adding records at
@@ -89,6 +101,7 @@ impl RecordBatch {
         Record {
             partition: self.partition,
             offset: e.offset,
+            timestamp: e.timestamp,
             key: &self.data[e.start..k],
             value: &self.data[k..k + e.value_len],
         }

@@ -15,6 +15,7 @@ use super::{Poll, RecordBatch, Source, SourceError};
 use crate::partition::{mix64, partition_of};
 
 const VALUE_SALT: u64 = 0x5851_f42d_4c95_7f2d;
+const TIME_SALT: u64 = 0x2545_f491_4f6c_dd1d;
 
 /// The keys owned by each partition, built once per process.
 pub struct KeyTable {
@@ -55,6 +56,8 @@ pub struct RecordRule<'a> {
     partitions: u64,
     partition: u64,
     zipf: Option<Zipf>,
+    step_us: u64,
+    disorder_ms: u64,
 }
 
 impl<'a> RecordRule<'a> {
@@ -73,7 +76,22 @@ impl<'a> RecordRule<'a> {
             partitions: spec.partitions as u64,
             partition: p as u64,
             zipf,
+            step_us: u64::try_from(spec.timestamp_step.as_micros()).unwrap_or(u64::MAX),
+            disorder_ms: duration_ms(spec.timestamp_disorder),
         }
+    }
+
+    /// Event time of record `j` in ms: `j · timestampStep` (kept in microseconds, so dense
+    /// streams of many records per millisecond are possible), moved back by a pseudo-random
+    /// amount of at most `timestampDisorder` (not below 0).
+    pub fn timestamp(&self, j: u64) -> u64 {
+        let on_time = j.saturating_mul(self.step_us) / 1000;
+        if self.disorder_ms == 0 {
+            return on_time;
+        }
+        let i = j.wrapping_mul(self.partitions).wrapping_add(self.partition);
+        let back = mix64(i ^ TIME_SALT) % (self.disorder_ms + 1);
+        on_time.saturating_sub(back)
     }
 
     /// False when no key hashes to this partition (more partitions than keys).
@@ -156,6 +174,7 @@ impl Source for GeneratorSource {
                 buf.extend_from_slice(digits.format(value).as_bytes());
                 key_len
             });
+            batch.stamp_last(rule.timestamp(j));
         }
         self.next = end;
         Ok(Poll::Records)
@@ -183,6 +202,11 @@ impl Source for GeneratorSource {
     fn lag(&self) -> Option<u64> {
         self.limit.map(|l| l.saturating_sub(self.next))
     }
+}
+
+/// Whole milliseconds of a validated duration (at most a year, so it fits).
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Zipf sampler over ranks `1..=n` by rejection-inversion (Hörmann and Derflinger), valid for
@@ -271,7 +295,41 @@ mod tests {
             zipf_exponent: 1.1,
             records_per_partition: Some(1000),
             rate_per_second: None,
+            timestamp_step: std::time::Duration::from_micros(250),
+            timestamp_disorder: std::time::Duration::from_millis(3),
         }
+    }
+
+    /// Timestamps advance by the step (in microseconds, rounded down to ms) and are moved back
+    /// by at most the disorder, the same on every call.
+    #[test]
+    fn generated_timestamps_follow_the_step_within_the_disorder() {
+        let s = spec(100, 2, KeyDistribution::Uniform);
+        let table = KeyTable::build(&s);
+        let rule = RecordRule::new(&s, &table, 1);
+        let mut moved = 0;
+        for j in 0..1000u64 {
+            let on_time = j * 250 / 1000;
+            let ts = rule.timestamp(j);
+            assert!(
+                ts <= on_time && on_time - ts <= 3,
+                "record {j}: {ts} vs {on_time}"
+            );
+            moved += u32::from(ts != on_time);
+            assert_eq!(ts, rule.timestamp(j));
+        }
+        assert!(moved > 500, "most records are out of order ({moved})");
+        let mut in_order = s.clone();
+        in_order.timestamp_disorder = std::time::Duration::ZERO;
+        let rule = RecordRule::new(&in_order, &table, 1);
+        assert_eq!(
+            (
+                rule.timestamp(0),
+                rule.timestamp(3999),
+                rule.timestamp(4000)
+            ),
+            (0, 999, 1000)
+        );
     }
 
     #[test]

@@ -345,6 +345,13 @@ impl Source for KafkaSource {
                         message.key().unwrap_or_default(),
                         message.payload().unwrap_or_default(),
                     );
+                    // Create or log-append time, whichever the topic keeps; a record from
+                    // before the epoch (or with none) has no timestamp.
+                    if let Some(ms) = message.timestamp().to_millis() {
+                        if let Ok(ms) = u64::try_from(ms) {
+                            batch.stamp_last(ms);
+                        }
+                    }
                     self.next = offset + 1;
                     read += 1;
                 }

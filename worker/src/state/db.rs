@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions, DB,
+    DEFAULT_COLUMN_FAMILY_NAME,
+};
 
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +37,21 @@ pub enum StateError {
         /// The limit.
         max: usize,
     },
+    /// The database was opened without its timers column family (a bug: every task database
+    /// is opened with [`open_task_db`]).
+    #[error("the state database has no '{TIMERS_CF}' column family; it must be opened with open_task_db")]
+    NoTimersFamily,
     /// The previous checkpoint's snapshot failed, and its writes could not be kept.
     #[error("the previous state snapshot failed; state is restored from the last checkpoint")]
     SnapshotFailed,
 }
+
+/// The column family of per-key timers ([`super::timer`]); state is in the default one.
+pub const TIMERS_CF: &str = "timers";
+
+/// Every column family of a task's database. A database from before timers existed has only
+/// the default one; opening it creates the other (empty).
+pub const COLUMN_FAMILIES: [&str; 2] = [DEFAULT_COLUMN_FAMILY_NAME, TIMERS_CF];
 
 /// Opens (or creates) the RocksDB instance of one task.
 ///
@@ -68,8 +82,10 @@ pub fn open_task_db(path: &Path, block_cache: &Cache) -> Result<Arc<DB>, StateEr
     opts.set_max_log_file_size(4 << 20);
     opts.set_keep_log_file_num(2);
     opts.set_manual_wal_flush(true);
+    opts.create_missing_column_families(true);
 
-    DB::open(&opts, path)
+    let families = COLUMN_FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, opts.clone()));
+    DB::open_cf_descriptors(&opts, path, families)
         .map(Arc::new)
         .map_err(|source| StateError::Open {
             path: path.to_path_buf(),
@@ -82,4 +98,12 @@ pub fn no_wal() -> WriteOptions {
     let mut w = WriteOptions::default();
     w.disable_wal(true);
     w
+}
+
+/// Opens a task database read-only with every column family it has (readers that go through
+/// all of it: re-splitting, inspection).
+pub fn open_read_only(path: &Path) -> Result<DB, rocksdb::Error> {
+    let opts = Options::default();
+    let families = DB::list_cf(&opts, path)?;
+    DB::open_cf_for_read_only(&opts, path, families, false)
 }

@@ -15,8 +15,9 @@ use std::time::Duration;
 use rocksdb::{checkpoint::Checkpoint, Direction, IteratorMode, WriteBatch, DB};
 use rustc_hash::FxHashMap;
 
-use super::db::{no_wal, StateError};
+use super::db::{no_wal, StateError, TIMERS_CF};
 use super::key::{self, MAX_KEY_LEN};
+use super::timer::{DueTimer, StoredTimers, TimeDomain, Timer, TimerQueue};
 
 /// Dirty entries: encoded key -> new value, `None` for a delete.
 type Writes = FxHashMap<Box<[u8]>, Option<Box<[u8]>>>;
@@ -34,6 +35,8 @@ const FAILED: u8 = 2;
 /// The writes of one checkpoint, handed from the task to the asynchronous phase.
 struct Frozen {
     writes: Writes,
+    /// Timers registered (`Some(empty)`) and deleted (`None`), for the timers column family.
+    timers: Writes,
     state: AtomicU8,
 }
 
@@ -41,6 +44,11 @@ struct Frozen {
 pub struct KeyedState {
     db: Arc<DB>,
     dirty: Writes,
+    /// Timer writes since the last snapshot. Blind writes: nothing reads timers back while the
+    /// task runs (`timers` knows them all), so no read path consults this map.
+    dirty_timers: Writes,
+    /// Every timer of the task by time, loaded by [`Self::load_timers`].
+    timers: TimerQueue,
     dirty_bytes: usize,
     cache_limit: usize,
     frozen: Option<Arc<Frozen>>,
@@ -62,6 +70,8 @@ impl KeyedState {
         KeyedState {
             db,
             dirty: Writes::default(),
+            dirty_timers: Writes::default(),
+            timers: TimerQueue::new(),
             dirty_bytes: 0,
             cache_limit: cache_limit as usize,
             frozen: None,
@@ -202,15 +212,109 @@ impl KeyedState {
         Ok(out)
     }
 
+    /// Reads every stored timer into the queue the task's timers are served from; called once,
+    /// when the task opens on restored state. Returns how many stored timers this version
+    /// could not read (skipped).
+    pub fn load_timers(&mut self) -> Result<u64, StateError> {
+        let (stored, unreadable) = self.stored_timers()?;
+        self.timers = TimerQueue::new();
+        for (key, timer) in stored {
+            self.timers.insert(&key, timer);
+        }
+        Ok(unreadable)
+    }
+
+    /// Registers `timer` for `key` (again: no change).
+    pub fn register_timer(&mut self, key: &[u8], timer: Timer) -> Result<(), StateError> {
+        if self.timers.contains(key, timer) {
+            return Ok(());
+        }
+        self.write_timer(key, timer, true)?;
+        self.timers.insert(key, timer);
+        Ok(())
+    }
+
+    /// Deletes `timer` of `key`; false if it was not registered.
+    pub fn delete_timer(&mut self, key: &[u8], timer: Timer) -> Result<bool, StateError> {
+        if !self.timers.contains(key, timer) {
+            return Ok(false);
+        }
+        self.write_timer(key, timer, false)?;
+        Ok(self.timers.remove(key, timer))
+    }
+
+    /// Takes (and deletes) the earliest timer of `domain` due at `now`, with its key.
+    pub fn pop_due_timer(
+        &mut self,
+        domain: TimeDomain,
+        now: u64,
+    ) -> Result<Option<DueTimer>, StateError> {
+        let Some((key, timer)) = self.timers.pop_due(domain, now) else {
+            return Ok(None);
+        };
+        if let Err(e) = self.write_timer(&key, timer, false) {
+            self.timers.insert(&key, timer);
+            return Err(e);
+        }
+        Ok(Some((key, timer)))
+    }
+
+    /// The task's timers.
+    pub fn timer_queue(&self) -> &TimerQueue {
+        &self.timers
+    }
+
+    /// Stores `timer` of `key` (registered), or removes it (`registered` false). Keys longer
+    /// than a state key may be are refused, as for state.
+    pub(crate) fn write_timer(
+        &mut self,
+        key: &[u8],
+        timer: Timer,
+        registered: bool,
+    ) -> Result<(), StateError> {
+        self.encode(key, &timer.sub())?;
+        self.dirty_bytes += self.key_buf.len() + ENTRY_OVERHEAD;
+        let value = registered.then(|| Box::<[u8]>::from(&[][..]));
+        self.dirty_timers
+            .insert(self.key_buf.as_slice().into(), value);
+        if self.dirty_bytes > self.cache_limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Every stored timer with its key, in key order. An entry this version cannot read is
+    /// skipped and counted in the second value.
+    pub fn stored_timers(&mut self) -> Result<(StoredTimers, u64), StateError> {
+        self.spill()?;
+        let Some(cf) = self.db.cf_handle(TIMERS_CF) else {
+            return Ok((Vec::new(), 0));
+        };
+        let (mut out, mut unreadable) = (Vec::new(), 0);
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, _) = item.map_err(|source| StateError::Db {
+                op: "scan timers",
+                source,
+            })?;
+            match key::decode(&k).and_then(|d| Some((d.key.to_vec(), Timer::from_sub(d.sub)?))) {
+                Some(timer) => out.push(timer),
+                None => unreadable += 1,
+            }
+        }
+        Ok((out, unreadable))
+    }
+
     /// Synchronous phase of a checkpoint: freezes the cache and returns the snapshot to take
     /// off the task thread. Waits first if the previous snapshot is still being taken (one
     /// checkpoint in flight per task).
     pub fn begin_snapshot(&mut self) -> Result<Snapshot, StateError> {
         let previous = self.settle_frozen()?;
         let writes = std::mem::take(&mut self.dirty);
+        let timers = std::mem::take(&mut self.dirty_timers);
         self.dirty_bytes = 0;
         let frozen = Arc::new(Frozen {
             writes,
+            timers,
             state: AtomicU8::new(PENDING),
         });
         self.frozen = Some(frozen.clone());
@@ -224,12 +328,13 @@ impl KeyedState {
     /// Writes the cache to RocksDB (when it is over budget, or before a scan).
     fn spill(&mut self) -> Result<(), StateError> {
         drop(self.settle_frozen()?);
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() && self.dirty_timers.is_empty() {
             return Ok(());
         }
         let writes = std::mem::take(&mut self.dirty);
+        let timers = std::mem::take(&mut self.dirty_timers);
         self.dirty_bytes = 0;
-        write_batch(&self.db, &writes)
+        write_batch(&self.db, &writes, &timers)
     }
 
     /// Waits for an in-flight snapshot to reach RocksDB, then stops reading the frozen map,
@@ -243,11 +348,17 @@ impl KeyedState {
             match frozen.state.load(Ordering::Acquire) {
                 DONE => return Ok(Some(frozen)),
                 FAILED => {
-                    for (k, v) in frozen.writes.iter() {
-                        if !self.dirty.contains_key(k) {
-                            self.dirty_bytes +=
-                                k.len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
-                            self.dirty.insert(k.clone(), v.clone());
+                    let restore = [
+                        (&frozen.writes, &mut self.dirty),
+                        (&frozen.timers, &mut self.dirty_timers),
+                    ];
+                    for (failed, dirty) in restore {
+                        for (k, v) in failed.iter() {
+                            if !dirty.contains_key(k) {
+                                self.dirty_bytes +=
+                                    k.len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
+                                dirty.insert(k.clone(), v.clone());
+                            }
                         }
                     }
                     return Ok(None);
@@ -263,12 +374,21 @@ impl KeyedState {
     }
 }
 
-fn write_batch(db: &DB, writes: &Writes) -> Result<(), StateError> {
+fn write_batch(db: &DB, writes: &Writes, timers: &Writes) -> Result<(), StateError> {
     let mut batch = WriteBatch::default();
     for (k, v) in writes {
         match v {
             Some(v) => batch.put(k, v),
             None => batch.delete(k),
+        }
+    }
+    if !timers.is_empty() {
+        let cf = db.cf_handle(TIMERS_CF).ok_or(StateError::NoTimersFamily)?;
+        for (k, v) in timers {
+            match v {
+                Some(v) => batch.put_cf(cf, k, v),
+                None => batch.delete_cf(cf, k),
+            }
         }
     }
     db.write_opt(batch, &no_wal())
@@ -283,8 +403,12 @@ impl Snapshot {
     /// hard-links the database files into `dir` (which must not exist). Blocking.
     pub fn take(&self, dir: &Path) -> Result<(), StateError> {
         let result = (|| {
-            write_batch(&self.db, &self.frozen.writes)?;
-            self.db.flush().map_err(|source| StateError::Db {
+            write_batch(&self.db, &self.frozen.writes, &self.frozen.timers)?;
+            let flushed = match self.db.cf_handle(TIMERS_CF) {
+                Some(timers) => self.db.flush().and_then(|()| self.db.flush_cf(timers)),
+                None => self.db.flush(),
+            };
+            flushed.map_err(|source| StateError::Db {
                 op: "flush",
                 source,
             })?;
@@ -410,6 +534,63 @@ mod tests {
         incr(&mut s, b"a");
         let _next = s.begin_snapshot().unwrap();
         assert_eq!(get_u64(&mut s, b"a"), Some(2));
+    }
+
+    /// The timers a snapshot holds are exactly those registered and not deleted or fired
+    /// before it; a restored database gives them back, also after a snapshot that failed.
+    #[test]
+    fn a_snapshot_holds_exactly_the_live_timers() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A tiny cache budget: timer writes spill to RocksDB before the snapshot, too.
+        let mut s = store(tmp.path(), 256);
+        let mut expected = TimerQueue::new();
+        for i in 0..200u64 {
+            let key = format!("k{}", i % 17);
+            let timer = if i % 2 == 0 {
+                Timer::processing(i)
+            } else {
+                Timer::event(i)
+            };
+            s.register_timer(key.as_bytes(), timer).unwrap();
+            s.register_timer(key.as_bytes(), timer).unwrap(); // again: no change
+            expected.insert(key.as_bytes(), timer);
+        }
+        for i in (0..200u64).step_by(3) {
+            let key = format!("k{}", i % 17);
+            let timer = if i % 2 == 0 {
+                Timer::processing(i)
+            } else {
+                Timer::event(i)
+            };
+            assert!(s.delete_timer(key.as_bytes(), timer).unwrap());
+            assert!(!s.delete_timer(key.as_bytes(), timer).unwrap());
+            expected.remove(key.as_bytes(), timer);
+        }
+        while let Some((key, timer)) = s.pop_due_timer(TimeDomain::Processing, 50).unwrap() {
+            assert!(expected.remove(&key, timer), "{timer:?}");
+        }
+        assert_eq!(s.timer_queue(), &expected);
+
+        // A snapshot that fails keeps its timer writes for the next one.
+        let failed = s.begin_snapshot().unwrap();
+        std::fs::create_dir(tmp.path().join("exists")).unwrap();
+        assert!(failed.take(&tmp.path().join("exists")).is_err());
+        s.register_timer(b"late", Timer::event(7)).unwrap();
+        expected.insert(b"late", Timer::event(7));
+        s.begin_snapshot()
+            .unwrap()
+            .take(&tmp.path().join("cp"))
+            .unwrap();
+
+        let cache = Cache::new_lru_cache(8 << 20);
+        let mut restored = KeyedState::new(
+            open_task_db(&tmp.path().join("cp"), &cache).unwrap(),
+            1 << 20,
+        );
+        assert_eq!(restored.load_timers().unwrap(), 0);
+        assert_eq!(restored.timer_queue(), &expected);
+        // Timers are not state: the state column family has none of them.
+        assert_eq!(restored.db().iterator(IteratorMode::Start).count(), 0);
     }
 
     #[test]

@@ -7,12 +7,14 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::key::MAX_KEY_LEN;
+use super::timer::{DueTimer, TimeDomain, Timer, TimerQueue};
 use super::{StateError, SubEntry};
 
 /// Keyed state held in memory (see the module documentation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryState {
     entries: BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>,
+    timers: TimerQueue,
 }
 
 impl MemoryState {
@@ -58,6 +60,33 @@ impl MemoryState {
             });
         }
         Ok(())
+    }
+
+    /// The registered timers, for assertions.
+    pub fn timer_queue(&self) -> &TimerQueue {
+        &self.timers
+    }
+
+    /// Registers `timer` for `key` (again: no change).
+    pub fn register_timer(&mut self, key: &[u8], timer: Timer) -> Result<(), StateError> {
+        Self::check(key)?;
+        self.timers.insert(key, timer);
+        Ok(())
+    }
+
+    /// Deletes `timer` of `key`; false if it was not registered.
+    pub fn delete_timer(&mut self, key: &[u8], timer: Timer) -> Result<bool, StateError> {
+        Self::check(key)?;
+        Ok(self.timers.remove(key, timer))
+    }
+
+    /// Takes the earliest timer of `domain` due at `now`, with its key.
+    pub fn pop_due_timer(
+        &mut self,
+        domain: TimeDomain,
+        now: u64,
+    ) -> Result<Option<DueTimer>, StateError> {
+        Ok(self.timers.pop_due(domain, now))
     }
 
     /// Calls `f` with the current value of (`key`, `sub`).

@@ -5,7 +5,9 @@ pub mod db;
 pub mod key;
 pub mod keyed;
 pub mod memory;
+pub mod timer;
 
 pub use db::{open_task_db, StateError};
 pub use keyed::{KeyedState, Snapshot, SubEntry};
 pub use memory::MemoryState;
+pub use timer::{TimeDomain, Timer, TimerQueue};

@@ -17,6 +17,9 @@ pub fn register_all(r: &mut TaskRegistry) {
     });
     r.register("dedupe", |cfg| Ok(Box::new(Dedupe::from_config(cfg)?)));
     r.register("filter", |cfg| Ok(Box::new(Filter::from_config(cfg)?)));
+    r.register("window", |cfg| {
+        Ok(Box::new(super::window::Window::from_config(cfg)?))
+    });
     r.register("passthrough", |cfg| {
         reject_unknown(cfg, &[])?;
         Ok(Box::new(Filter::default()))
@@ -263,6 +266,7 @@ mod tests {
             let r = Record {
                 partition: 0,
                 offset: i as u64,
+                timestamp: None,
                 key: k.as_bytes(),
                 value: v.as_bytes(),
             };

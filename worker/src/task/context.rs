@@ -1,7 +1,8 @@
 //! [`TaskContext`]: what a task may touch while it processes a record.
 
 use crate::sink::Sink;
-use crate::state::{KeyedState, MemoryState, StateError, SubEntry};
+use crate::state::timer::DueTimer;
+use crate::state::{KeyedState, MemoryState, StateError, SubEntry, TimeDomain, Timer};
 
 use super::TaskError;
 
@@ -11,6 +12,8 @@ pub struct TaskContext<'a> {
     pub(crate) sink: &'a mut dyn Sink,
     pub(crate) task_id: u32,
     pub(crate) emitted: u64,
+    watermark: Option<u64>,
+    late: u64,
 }
 
 /// The state behind a context: RocksDB when the job runs, memory in a task's unit test. An enum,
@@ -64,6 +67,69 @@ impl State<'_> {
             State::Memory(s) => s.scan(key, from, to),
         }
     }
+
+    fn register_timer(&mut self, key: &[u8], timer: Timer) -> Result<(), StateError> {
+        match self {
+            State::Db(s) => s.register_timer(key, timer),
+            State::Memory(s) => s.register_timer(key, timer),
+        }
+    }
+
+    fn delete_timer(&mut self, key: &[u8], timer: Timer) -> Result<bool, StateError> {
+        match self {
+            State::Db(s) => s.delete_timer(key, timer),
+            State::Memory(s) => s.delete_timer(key, timer),
+        }
+    }
+
+    fn next_timer(&self, domain: TimeDomain) -> Option<u64> {
+        match self {
+            State::Db(s) => s.timer_queue().next(domain),
+            State::Memory(s) => s.timer_queue().next(domain),
+        }
+    }
+
+    fn pop_due_timer(
+        &mut self,
+        domain: TimeDomain,
+        now: u64,
+    ) -> Result<Option<DueTimer>, StateError> {
+        match self {
+            State::Db(s) => s.pop_due_timer(domain, now),
+            State::Memory(s) => s.pop_due_timer(domain, now),
+        }
+    }
+}
+
+/// The timer service of a task, lent by [`TaskContext::timers`]: per-key timers in processing
+/// or event time, kept in the keyed state (every checkpoint and savepoint carries them, and a
+/// re-split moves each with its key). A due timer is removed, then passed to
+/// [`super::StreamTask::on_timer`] with its key.
+pub struct Timers<'c, 'a> {
+    ctx: &'c mut TaskContext<'a>,
+}
+
+impl Timers<'_, '_> {
+    /// Registers `timer` for `key`; registering the same (key, timer) again changes nothing.
+    pub fn register(&mut self, key: &[u8], timer: Timer) -> Result<(), TaskError> {
+        self.ctx
+            .state
+            .register_timer(key, timer)
+            .map_err(record_error)
+    }
+
+    /// Deletes `timer` of `key`; false if it was not registered.
+    pub fn delete(&mut self, key: &[u8], timer: Timer) -> Result<bool, TaskError> {
+        self.ctx
+            .state
+            .delete_timer(key, timer)
+            .map_err(record_error)
+    }
+
+    /// When the task's next timer of `domain` is due (any key).
+    pub fn next(&self, domain: TimeDomain) -> Option<u64> {
+        self.ctx.state.next_timer(domain)
+    }
 }
 
 impl<'a> TaskContext<'a> {
@@ -74,6 +140,8 @@ impl<'a> TaskContext<'a> {
             sink,
             task_id,
             emitted: 0,
+            watermark: None,
+            late: 0,
         }
     }
 
@@ -86,7 +154,31 @@ impl<'a> TaskContext<'a> {
             sink,
             task_id,
             emitted: 0,
+            watermark: None,
+            late: 0,
         }
+    }
+
+    /// The task's watermark (ms): every record with a timestamp at or below it is taken to have
+    /// arrived, and event-time timers up to it have fired. `None` before the first watermark,
+    /// and always in a job without `eventTime:`.
+    pub fn watermark(&self) -> Option<u64> {
+        self.watermark
+    }
+
+    /// Counts a record the task dropped as late (`cairn_late_records_total`).
+    pub fn count_late(&mut self) {
+        self.late += 1;
+    }
+
+    /// Records counted with [`Self::count_late`] through this context so far.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Sets what [`Self::watermark`] answers: the runtime's clock, or a task's unit test.
+    pub fn set_watermark(&mut self, watermark: Option<u64>) {
+        self.watermark = watermark;
     }
 
     /// The task's id (= its input partition).
@@ -178,6 +270,20 @@ impl<'a> TaskContext<'a> {
         to: Option<&[u8]>,
     ) -> Result<Vec<SubEntry>, TaskError> {
         self.state.scan(key, from, to).map_err(record_error)
+    }
+
+    /// The task's per-key timers.
+    pub fn timers(&mut self) -> Timers<'_, 'a> {
+        Timers { ctx: self }
+    }
+
+    /// Takes the earliest timer of `domain` due at `now`, with its key (the runtime fires it).
+    pub fn pop_due_timer(
+        &mut self,
+        domain: TimeDomain,
+        now: u64,
+    ) -> Result<Option<DueTimer>, TaskError> {
+        Ok(self.state.pop_due_timer(domain, now)?)
     }
 
     /// Sends a record to the job's output. With the `file` sink it becomes visible exactly

@@ -6,14 +6,17 @@
 
 pub mod builtin;
 mod context;
+pub mod fields;
 mod registry;
+pub mod window;
 
-pub use context::TaskContext;
+pub use context::{TaskContext, Timers};
 pub use registry::{TaskFactory, TaskRegistry};
 
 use std::time::Duration;
 
 use crate::state::StateError;
+pub use crate::state::{TimeDomain, Timer};
 
 /// One input record, borrowed from the source's batch buffer.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +25,11 @@ pub struct Record<'a> {
     pub partition: u32,
     /// Offset of the record in its partition; the checkpoint stores the next offset to read.
     pub offset: u64,
+    /// Event time of the record, ms since the Unix epoch. In a job with `eventTime:` it is
+    /// always set (the input's own timestamp, or the one read from
+    /// `eventTime.timestampField`; a record without one is skipped as bad). Without
+    /// `eventTime:` it is the input's own timestamp when it has one (Kafka, generator).
+    pub timestamp: Option<u64>,
     /// Partitioning key.
     pub key: &'a [u8],
     /// Payload.
@@ -72,14 +80,28 @@ pub trait StreamTask: Send {
     /// Processes one record: read and update keyed state, emit output.
     fn process(&mut self, record: &Record<'_>, ctx: &mut TaskContext<'_>) -> Result<(), TaskError>;
 
-    /// If `Some`, [`StreamTask::on_timer`] runs at this processing-time interval (windows,
-    /// expiry).
-    fn timer_interval(&self) -> Option<Duration> {
+    /// Called for a timer of `key` registered with [`TaskContext::timers`] once it is due: a
+    /// processing-time timer when the worker's clock reaches `timer.at`, an event-time timer
+    /// when the task's watermark does. The timer is removed first; register another here for
+    /// a repeating one. A timer restored from a checkpoint that is already due fires at once.
+    fn on_timer(
+        &mut self,
+        _key: &[u8],
+        _timer: Timer,
+        _ctx: &mut TaskContext<'_>,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// If `Some`, [`StreamTask::on_tick`] runs at this processing-time interval: a callback
+    /// for the task as a whole, not for a key, and not kept in checkpoints (use
+    /// [`StreamTask::on_timer`] for anything a restore must bring back).
+    fn tick_interval(&self) -> Option<Duration> {
         None
     }
 
-    /// The timer/window callback.
-    fn on_timer(&mut self, _ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+    /// The periodic callback of [`StreamTask::tick_interval`].
+    fn on_tick(&mut self, _ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         Ok(())
     }
 

@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod kafka;
 pub mod launcher;
 pub mod minio;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

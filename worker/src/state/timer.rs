@@ -1,0 +1,196 @@
+//! Per-key timers: what a task registers to be called back for a key at a time, kept in the
+//! keyed state so that every checkpoint and savepoint carries them.
+//!
+//! A timer is stored in the task database's `timers` column family under the same layout as
+//! state ([`super::key`]: the key's partitioning hash first), with a 9-byte sub-key, the
+//! domain and the time. Hash first means a re-split from N to N' partitions moves every timer
+//! with its key by the same sorted scan that moves the state. What is due next is answered
+//! from memory by a [`TimerQueue`], rebuilt from the column family when a task opens.
+
+use std::collections::BTreeSet;
+
+/// The clock a timer runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimeDomain {
+    /// Wall-clock time of the worker (milliseconds since the Unix epoch).
+    Processing,
+    /// Event time: the timer fires when the task's watermark reaches it.
+    Event,
+}
+
+impl TimeDomain {
+    const fn tag(self) -> u8 {
+        match self {
+            TimeDomain::Processing => b'p',
+            TimeDomain::Event => b'e',
+        }
+    }
+
+    fn from_tag(tag: u8) -> Option<Self> {
+        match tag {
+            b'p' => Some(TimeDomain::Processing),
+            b'e' => Some(TimeDomain::Event),
+            _ => None,
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            TimeDomain::Processing => 0,
+            TimeDomain::Event => 1,
+        }
+    }
+}
+
+/// One timer of a key: fires once its domain's clock reaches `at` (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timer {
+    /// The clock.
+    pub domain: TimeDomain,
+    /// When, in milliseconds (since the Unix epoch for processing time; in the records'
+    /// timestamps for event time).
+    pub at: u64,
+}
+
+/// A timer taken from the queue because it is due, with its key.
+pub type DueTimer = (Box<[u8]>, Timer);
+
+/// Every stored timer of a task with its key, in key order.
+pub type StoredTimers = Vec<(Vec<u8>, Timer)>;
+
+/// Length of a timer's sub-key: the domain's tag and the time, big-endian (so a key's timers
+/// are stored in time order).
+pub const SUB_LEN: usize = 9;
+
+impl Timer {
+    /// A processing-time timer at `at` ms since the Unix epoch.
+    pub const fn processing(at: u64) -> Self {
+        Timer {
+            domain: TimeDomain::Processing,
+            at,
+        }
+    }
+
+    /// An event-time timer at `at`.
+    pub const fn event(at: u64) -> Self {
+        Timer {
+            domain: TimeDomain::Event,
+            at,
+        }
+    }
+
+    /// The sub-key the timer is stored under.
+    pub fn sub(&self) -> [u8; SUB_LEN] {
+        let mut out = [0u8; SUB_LEN];
+        out[0] = self.domain.tag();
+        out[1..].copy_from_slice(&self.at.to_be_bytes());
+        out
+    }
+
+    /// Reads a stored sub-key; `None` for one this version did not write.
+    pub fn from_sub(sub: &[u8]) -> Option<Self> {
+        let (&tag, at) = sub.split_first()?;
+        Some(Timer {
+            domain: TimeDomain::from_tag(tag)?,
+            at: u64::from_be_bytes(at.try_into().ok()?),
+        })
+    }
+}
+
+/// Every timer of a task, ordered by time per domain: the next one due is the first.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TimerQueue {
+    by_time: [BTreeSet<(u64, Box<[u8]>)>; 2],
+}
+
+impl TimerQueue {
+    /// No timers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `timer` for `key`; false if it was already registered.
+    pub fn insert(&mut self, key: &[u8], timer: Timer) -> bool {
+        self.by_time[timer.domain.index()].insert((timer.at, key.into()))
+    }
+
+    /// Removes `timer` of `key`; false if it was not registered.
+    pub fn remove(&mut self, key: &[u8], timer: Timer) -> bool {
+        self.by_time[timer.domain.index()].remove(&(timer.at, Box::<[u8]>::from(key)))
+    }
+
+    /// True if `key` has `timer`.
+    pub fn contains(&self, key: &[u8], timer: Timer) -> bool {
+        self.by_time[timer.domain.index()].contains(&(timer.at, Box::<[u8]>::from(key)))
+    }
+
+    /// When the next timer of `domain` is due.
+    pub fn next(&self, domain: TimeDomain) -> Option<u64> {
+        self.by_time[domain.index()].first().map(|(at, _)| *at)
+    }
+
+    /// Takes the earliest timer of `domain` due at `now` (`at <= now`), with its key.
+    pub fn pop_due(&mut self, domain: TimeDomain, now: u64) -> Option<(Box<[u8]>, Timer)> {
+        let set = &mut self.by_time[domain.index()];
+        if set.first().is_none_or(|(at, _)| *at > now) {
+            return None;
+        }
+        set.pop_first().map(|(at, key)| (key, Timer { domain, at }))
+    }
+
+    /// How many timers are registered.
+    pub fn len(&self) -> usize {
+        self.by_time.iter().map(BTreeSet::len).sum()
+    }
+
+    /// True when no timer is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timer_reads_back_from_its_sub_key_and_sorts_by_time() {
+        for timer in [
+            Timer::processing(0),
+            Timer::event(u64::MAX),
+            Timer::event(1_700_000_000_123),
+        ] {
+            assert_eq!(Timer::from_sub(&timer.sub()), Some(timer));
+        }
+        assert!(Timer::event(255).sub() < Timer::event(256).sub());
+        assert_eq!(Timer::from_sub(b"x12345678"), None);
+        assert_eq!(Timer::from_sub(b"e1234"), None);
+        assert_eq!(Timer::from_sub(b""), None);
+    }
+
+    #[test]
+    fn the_queue_hands_out_due_timers_in_time_order_per_domain() {
+        let mut q = TimerQueue::new();
+        assert!(q.insert(b"b", Timer::event(20)));
+        assert!(q.insert(b"a", Timer::event(20)));
+        assert!(q.insert(b"a", Timer::event(10)));
+        assert!(!q.insert(b"a", Timer::event(10)));
+        assert!(q.insert(b"a", Timer::processing(5)));
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.next(TimeDomain::Event), Some(10));
+        assert_eq!(q.pop_due(TimeDomain::Event, 9), None);
+        let due: Vec<_> = std::iter::from_fn(|| q.pop_due(TimeDomain::Event, 20)).collect();
+        assert_eq!(
+            due,
+            [
+                (b"a"[..].into(), Timer::event(10)),
+                (b"a"[..].into(), Timer::event(20)),
+                (b"b"[..].into(), Timer::event(20)),
+            ]
+        );
+        assert!(q.contains(b"a", Timer::processing(5)));
+        assert!(q.remove(b"a", Timer::processing(5)));
+        assert!(!q.remove(b"a", Timer::processing(5)));
+        assert!(q.is_empty());
+    }
+}
