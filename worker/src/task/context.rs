@@ -191,6 +191,15 @@ impl<'a> TaskContext<'a> {
         self.emitted
     }
 
+    /// Calls `f` with the current value of `key` (borrowed, no copy) and returns its answer.
+    pub fn read<R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, TaskError> {
+        self.state.read(key, b"", f).map_err(record_error)
+    }
+
     /// Current value of `key`, copied.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, TaskError> {
         self.state

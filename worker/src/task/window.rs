@@ -109,6 +109,7 @@ pub struct Window {
     allowed_lateness: u64,
     emit_late: bool,
     entries: Vec<Entry>,
+    buf: Vec<u8>,
     out: String,
 }
 
@@ -260,6 +261,7 @@ impl Window {
             allowed_lateness: span("allowedLateness")?.unwrap_or(0),
             emit_late,
             entries: Vec::new(),
+            buf: Vec::new(),
             out: String::new(),
         })
     }
@@ -317,17 +319,11 @@ impl Window {
         })
     }
 
-    /// Starts of the tumbling or sliding windows holding `ts`, latest first.
-    fn starts(&self, ts: u64) -> impl Iterator<Item = u64> {
-        let (size, slide) = match self.kind {
-            WindowKind::Tumbling { size } => (size, size),
-            WindowKind::Sliding { size, slide } => (size, slide),
-            WindowKind::Session { .. } => (1, 1),
-        };
-        let last = ts - ts % slide;
-        (0..size / slide)
-            .map_while(move |k| last.checked_sub(k * slide))
-            .filter(move |start| start.saturating_add(size) > ts)
+    /// The `k`-th latest start of the tumbling or sliding windows holding `ts` (`k` from 0 to
+    /// `size / slide - 1`), or `None` past the first window (starts are not negative).
+    fn start(ts: u64, k: u64, size: u64, slide: u64) -> Option<u64> {
+        let start = (ts - ts % slide).checked_sub(k * slide)?;
+        (start.saturating_add(size) > ts).then_some(start)
     }
 
     fn emit_result(
@@ -353,46 +349,52 @@ impl Window {
         ctx.emit(key, self.out.as_bytes())
     }
 
+    /// Reads the key's open windows into `self.entries`, decoding in place (no copy).
     fn load(&mut self, key: &[u8], ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
-        self.entries.clear();
-        let Some(bytes) = ctx.get(key)? else {
-            return Ok(());
-        };
-        if !bytes.len().is_multiple_of(ENTRY_LEN) {
-            // Not written by this task (another task's state restored with allowStateDrop
-            // off would have been refused): start the key over rather than fail every record.
-            return Err(TaskError::BadRecord {
-                reason: format!(
-                    "the stored windows of this key are {} bytes, not a multiple of {ENTRY_LEN}; \
-                     the key's windows are dropped",
-                    bytes.len()
-                ),
-            });
-        }
-        let word = |c: &[u8], i: usize| -> [u8; 8] { c[i * 8..i * 8 + 8].try_into().expect("8") };
-        for c in bytes.chunks_exact(ENTRY_LEN) {
-            self.entries.push(Entry {
+        let entries = &mut self.entries;
+        entries.clear();
+        let stored_len = ctx.read(key, |stored| {
+            let bytes = stored.unwrap_or_default();
+            if !bytes.len().is_multiple_of(ENTRY_LEN) {
+                return Some(bytes.len());
+            }
+            let word = |c: &[u8], i: usize| -> [u8; 8] {
+                c[i * 8..i * 8 + 8].try_into().expect("8 bytes")
+            };
+            entries.extend(bytes.chunks_exact(ENTRY_LEN).map(|c| Entry {
                 start: u64::from_le_bytes(word(c, 0)),
                 end: u64::from_le_bytes(word(c, 1)).max(1),
                 value: i64::from_le_bytes(word(c, 2)),
                 count: i64::from_le_bytes(word(c, 3)),
-            });
+            }));
+            None
+        })?;
+        match stored_len {
+            // Not written by this task (another task's state is refused at restore unless
+            // allowStateDrop): start the key over rather than fail every record of it.
+            Some(len) => Err(TaskError::BadRecord {
+                reason: format!(
+                    "the stored windows of this key are {len} bytes, not a multiple of \
+                     {ENTRY_LEN}; the key's windows are dropped"
+                ),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn store(&self, key: &[u8], ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+    /// Writes `self.entries` back (through a buffer kept across records).
+    fn store(&mut self, key: &[u8], ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         if self.entries.is_empty() {
             return ctx.delete(key);
         }
-        let mut bytes = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
+        self.buf.clear();
         for e in &self.entries {
-            bytes.extend_from_slice(&e.start.to_le_bytes());
-            bytes.extend_from_slice(&e.end.to_le_bytes());
-            bytes.extend_from_slice(&e.value.to_le_bytes());
-            bytes.extend_from_slice(&e.count.to_le_bytes());
+            self.buf.extend_from_slice(&e.start.to_le_bytes());
+            self.buf.extend_from_slice(&e.end.to_le_bytes());
+            self.buf.extend_from_slice(&e.value.to_le_bytes());
+            self.buf.extend_from_slice(&e.count.to_le_bytes());
         }
-        ctx.put(key, &bytes)
+        ctx.put(key, &self.buf)
     }
 
     /// Registers the timers of a new window.
@@ -439,13 +441,16 @@ impl Window {
         ctx: &mut TaskContext<'_>,
     ) -> Result<bool, TaskError> {
         let watermark = ctx.watermark();
-        let size = match self.kind {
-            WindowKind::Tumbling { size } | WindowKind::Sliding { size, .. } => size,
+        let (size, slide) = match self.kind {
+            WindowKind::Tumbling { size } => (size, size),
+            WindowKind::Sliding { size, slide } => (size, slide),
             WindowKind::Session { .. } => unreachable!("sessions merge instead"),
         };
         let mut accepted = false;
-        let starts: Vec<u64> = self.starts(ts).collect();
-        for start in starts {
+        for k in 0..size / slide {
+            let Some(start) = Self::start(ts, k, size, slide) else {
+                break;
+            };
             let end = start.saturating_add(size);
             if self.too_late(end, watermark) {
                 continue;
