@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
-use rand::{Rng, SeedableRng};
 
 const JOB: &str = "\
 name: crashy
@@ -38,48 +35,16 @@ fn random_sigkills_lose_and_duplicate_nothing() {
     std::fs::write(dir.join("job.yaml"), JOB).unwrap();
     let spec = cairn_contract::JobSpec::from_yaml_str(JOB).unwrap();
 
-    let seed: u64 = std::env::var("CAIRN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0xCA1E);
-    eprintln!("kill schedule seed {seed} (set CAIRN_TEST_SEED to replay)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-
-    let mut kills = 0;
-    let mut slow_upload_kills = 0;
-    while kills < 24 {
-        // Every third run uploads slowly, so that the kill lands inside an upload.
-        let slow = kills % 3 == 2;
-        let env: &[(&str, &str)] = if slow {
+    let mut rng = kill_schedule(0xCA1E);
+    // Every third run uploads slowly, so that the kill lands inside an upload.
+    let kills = kill_repeatedly(dir, &mut rng, 24, |k| {
+        if k % 3 == 2 {
             &[("CAIRN_FAULT_UPLOAD_DELAY_MS", "15")]
         } else {
             &[]
-        };
-        let mut child = spawn_run(dir, env);
-        let wait = Duration::from_millis(rng.random_range(80..900));
-        let started = Instant::now();
-        while started.elapsed() < wait {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                status.success(),
-                "worker failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            break;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
-        if slow {
-            slow_upload_kills += 1;
-        }
-    }
+    });
+    let slow_upload_kills = (0..kills).filter(|k| k % 3 == 2).count();
     assert!(
         kills >= 20,
         "the job finished after {kills} kills; slow it down so the test kills it 20 times"

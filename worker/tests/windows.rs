@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use cairn_contract::JobSpec;
 use common::windows::WindowOracle;
 use common::*;
-use rand::{Rng, SeedableRng};
 
 const SIZE_MS: u64 = 1000;
 const SLIDE_MS: u64 = 250;
@@ -93,33 +92,7 @@ fn windows_are_exact_across_random_sigkills() {
     std::fs::write(dir.join("job.yaml"), &yaml).unwrap();
     let spec = JobSpec::from_yaml_str(&yaml).unwrap();
 
-    let seed: u64 = std::env::var("CAIRN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x51DE);
-    eprintln!("kill schedule seed {seed} (set CAIRN_TEST_SEED to replay)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut kills = 0;
-    while kills < 22 {
-        let mut child = spawn_run(dir, &[]);
-        let wait = Duration::from_millis(rng.random_range(80..900));
-        let started = Instant::now();
-        while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                status.success(),
-                "worker failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            break;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
-    }
+    let kills = kill_repeatedly(dir, &mut kill_schedule(0x51DE), 22, |_| &[]);
     assert!(
         kills >= 20,
         "the job finished after {kills} kills; slow it down"

@@ -337,3 +337,50 @@ pub fn assert_counts_exact(dir: &Path, store: &str, spec: &JobSpec, offsets: &BT
         expected_count_output(&expected)
     );
 }
+
+/// The random kill schedule of a test: seeded by `CAIRN_TEST_SEED` when set (to replay a
+/// failure), else by `default_seed`; the seed is printed.
+pub fn kill_schedule(default_seed: u64) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("CAIRN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_seed);
+    eprintln!("kill schedule seed {seed} (set CAIRN_TEST_SEED to replay)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Starts `cairn-worker run job.yaml` in `dir` again and again, SIGKILLing each run after a
+/// random 80–900 ms, until it has been killed `wanted` times or a run ends by itself (which
+/// must succeed). Run `k` (counting kills so far) gets the environment `env(k)`. Returns how
+/// many times it was killed.
+pub fn kill_repeatedly(
+    dir: &Path,
+    rng: &mut impl rand::Rng,
+    wanted: u32,
+    env: impl Fn(u32) -> &'static [(&'static str, &'static str)],
+) -> u32 {
+    use std::time::{Duration, Instant};
+    let mut kills = 0;
+    while kills < wanted {
+        let mut child = spawn_run(dir, env(kills));
+        let wait = Duration::from_millis(rng.random_range(80..900));
+        let started = Instant::now();
+        while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                status.success(),
+                "worker failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    kills
+}
