@@ -100,15 +100,25 @@ impl Entry {
     }
 }
 
+/// What a window task computes: its windows, aggregate and lateness.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    kind: WindowKind,
+    aggregate: Aggregate,
+    allowed_lateness: u64,
+}
+
 /// The `window` task.
 #[derive(Debug)]
 pub struct Window {
-    kind: WindowKind,
-    aggregate: Aggregate,
+    rules: Rules,
     value_field: Option<String>,
-    allowed_lateness: u64,
     emit_late: bool,
+    /// The open windows of the key at hand, decoded.
     entries: Vec<Entry>,
+    /// Windows a record opened (they need timers), and windows it updated after they fired.
+    fresh: Vec<Entry>,
+    refire: Vec<Entry>,
     buf: Vec<u8>,
     out: String,
 }
@@ -131,6 +141,109 @@ fn config_error(field: &str, problem: impl Into<String>) -> TaskError {
     TaskError::Config {
         field: field.into(),
         problem: problem.into(),
+    }
+}
+
+impl Rules {
+    /// When the window whose last millisecond is `last` may be dropped.
+    fn cleanup_at(&self, last: u64) -> u64 {
+        last.saturating_add(self.allowed_lateness)
+    }
+
+    /// True if a window ending at `end` can no longer change: the watermark passed its end
+    /// plus the allowed lateness.
+    fn too_late(&self, end: u64, watermark: Option<u64>) -> bool {
+        watermark.is_some_and(|w| self.cleanup_at(end - 1) <= w)
+    }
+
+    /// Adds `value` to `entry`; `None` when a sum would leave the 64-bit range.
+    fn add(&self, entry: &mut Entry, value: i64) -> Option<()> {
+        let first = entry.count == 0;
+        entry.value = match self.aggregate {
+            Aggregate::Count => 0,
+            Aggregate::Sum | Aggregate::Avg => entry.value.checked_add(value)?,
+            Aggregate::Min if !first => entry.value.min(value),
+            Aggregate::Max if !first => entry.value.max(value),
+            Aggregate::Min | Aggregate::Max => value,
+        };
+        entry.count += 1;
+        Some(())
+    }
+
+    /// `a` and `b` combined (two sessions that merge).
+    fn merge(&self, a: Entry, b: Entry) -> Option<Entry> {
+        let value = match self.aggregate {
+            Aggregate::Count => 0,
+            Aggregate::Sum | Aggregate::Avg => a.value.checked_add(b.value)?,
+            Aggregate::Min => a.value.min(b.value),
+            Aggregate::Max => a.value.max(b.value),
+        };
+        Some(Entry {
+            start: a.start.min(b.start),
+            end: a.end.max(b.end),
+            value,
+            count: a.count + b.count,
+        })
+    }
+
+    /// The `k`-th latest start of the tumbling or sliding windows holding `ts` (`k` from 0 to
+    /// `size / slide - 1`), or `None` past the first window (starts are not negative).
+    fn start(ts: u64, k: u64, size: u64, slide: u64) -> Option<u64> {
+        let start = (ts - ts % slide).checked_sub(k * slide)?;
+        (start.saturating_add(size) > ts).then_some(start)
+    }
+
+    /// Adds a record (timestamp `ts`, `value`) to its tumbling or sliding windows among a
+    /// key's open `entries`, pushing the windows it opens to `fresh` and the ones it updates
+    /// after they fired (within the allowed lateness) to `refire`. False if every window of
+    /// the record was too late. Pure: timers and output are the caller's.
+    fn assign(
+        &self,
+        entries: &mut Vec<Entry>,
+        (ts, value, watermark): (u64, i64, Option<u64>),
+        fresh: &mut Vec<Entry>,
+        refire: &mut Vec<Entry>,
+    ) -> Result<bool, TaskError> {
+        let (size, slide) = match self.kind {
+            WindowKind::Tumbling { size } => (size, size),
+            WindowKind::Sliding { size, slide } => (size, slide),
+            WindowKind::Session { .. } => unreachable!("sessions merge instead"),
+        };
+        let mut accepted = false;
+        for k in 0..size / slide {
+            let Some(start) = Self::start(ts, k, size, slide) else {
+                break;
+            };
+            let end = start.saturating_add(size);
+            if self.too_late(end, watermark) {
+                continue;
+            }
+            let at = entries.partition_point(|e| e.start < start);
+            let is_new = entries.get(at).is_none_or(|e| e.start != start);
+            let mut entry = if is_new {
+                Entry {
+                    start,
+                    end,
+                    value: 0,
+                    count: 0,
+                }
+            } else {
+                entries[at]
+            };
+            self.add(&mut entry, value)
+                .ok_or_else(|| overflow(start, end))?;
+            if is_new {
+                entries.insert(at, entry);
+                fresh.push(entry);
+            } else {
+                entries[at] = entry;
+            }
+            accepted = true;
+            if watermark.is_some_and(|w| entry.last_ms() <= w) {
+                refire.push(entry);
+            }
+        }
+        Ok(accepted)
     }
 }
 
@@ -255,12 +368,16 @@ impl Window {
             Some(_) => return Err(config_error("lateRecords", "must be drop or emit")),
         };
         Ok(Window {
-            kind,
-            aggregate,
+            rules: Rules {
+                kind,
+                aggregate,
+                allowed_lateness: span("allowedLateness")?.unwrap_or(0),
+            },
             value_field,
-            allowed_lateness: span("allowedLateness")?.unwrap_or(0),
             emit_late,
             entries: Vec::new(),
+            fresh: Vec::new(),
+            refire: Vec::new(),
             buf: Vec::new(),
             out: String::new(),
         })
@@ -268,62 +385,14 @@ impl Window {
 
     /// The value a record contributes (`count` reads none).
     fn value_of(&self, r: &Record<'_>) -> Result<i64, TaskError> {
-        let read = match (&self.aggregate, &self.value_field) {
+        let read = match (&self.rules.aggregate, &self.value_field) {
             (Aggregate::Count, _) => return Ok(0),
             (_, Some(field)) => fields::json_integer(r.value, field),
             (_, None) => fields::decimal(r.value),
         };
         read.map_err(|reason| TaskError::BadRecord {
-            reason: format!("window {}: {reason}", self.aggregate.name()),
+            reason: format!("window {}: {reason}", self.rules.aggregate.name()),
         })
-    }
-
-    /// When the window whose last millisecond is `last` may be dropped.
-    fn cleanup_at(&self, last: u64) -> u64 {
-        last.saturating_add(self.allowed_lateness)
-    }
-
-    /// True if a window ending at `end` can no longer change: the watermark passed its end
-    /// plus the allowed lateness.
-    fn too_late(&self, end: u64, watermark: Option<u64>) -> bool {
-        watermark.is_some_and(|w| self.cleanup_at(end - 1) <= w)
-    }
-
-    /// Adds `value` to `entry`; `None` when a sum would leave the 64-bit range.
-    fn add(&self, entry: &mut Entry, value: i64) -> Option<()> {
-        let first = entry.count == 0;
-        entry.value = match self.aggregate {
-            Aggregate::Count => 0,
-            Aggregate::Sum | Aggregate::Avg => entry.value.checked_add(value)?,
-            Aggregate::Min if !first => entry.value.min(value),
-            Aggregate::Max if !first => entry.value.max(value),
-            Aggregate::Min | Aggregate::Max => value,
-        };
-        entry.count += 1;
-        Some(())
-    }
-
-    /// `a` and `b` combined (two sessions that merge).
-    fn merge(&self, a: Entry, b: Entry) -> Option<Entry> {
-        let value = match self.aggregate {
-            Aggregate::Count => 0,
-            Aggregate::Sum | Aggregate::Avg => a.value.checked_add(b.value)?,
-            Aggregate::Min => a.value.min(b.value),
-            Aggregate::Max => a.value.max(b.value),
-        };
-        Some(Entry {
-            start: a.start.min(b.start),
-            end: a.end.max(b.end),
-            value,
-            count: a.count + b.count,
-        })
-    }
-
-    /// The `k`-th latest start of the tumbling or sliding windows holding `ts` (`k` from 0 to
-    /// `size / slide - 1`), or `None` past the first window (starts are not negative).
-    fn start(ts: u64, k: u64, size: u64, slide: u64) -> Option<u64> {
-        let start = (ts - ts % slide).checked_sub(k * slide)?;
-        (start.saturating_add(size) > ts).then_some(start)
     }
 
     fn emit_result(
@@ -334,13 +403,13 @@ impl Window {
     ) -> Result<(), TaskError> {
         use std::fmt::Write;
         self.out.clear();
-        let name = self.aggregate.name();
+        let name = self.rules.aggregate.name();
         let _ = write!(
             self.out,
             "{{\"start\":{},\"end\":{},\"{name}\":",
             e.start, e.end
         );
-        let _ = match self.aggregate {
+        let _ = match self.rules.aggregate {
             Aggregate::Count => write!(self.out, "{}", e.count),
             Aggregate::Avg => write!(self.out, "{}", e.value as f64 / e.count as f64),
             Aggregate::Sum | Aggregate::Min | Aggregate::Max => write!(self.out, "{}", e.value),
@@ -353,33 +422,8 @@ impl Window {
     fn load(&mut self, key: &[u8], ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         let entries = &mut self.entries;
         entries.clear();
-        let stored_len = ctx.read(key, |stored| {
-            let bytes = stored.unwrap_or_default();
-            if !bytes.len().is_multiple_of(ENTRY_LEN) {
-                return Some(bytes.len());
-            }
-            let word = |c: &[u8], i: usize| -> [u8; 8] {
-                c[i * 8..i * 8 + 8].try_into().expect("8 bytes")
-            };
-            entries.extend(bytes.chunks_exact(ENTRY_LEN).map(|c| Entry {
-                start: u64::from_le_bytes(word(c, 0)),
-                end: u64::from_le_bytes(word(c, 1)).max(1),
-                value: i64::from_le_bytes(word(c, 2)),
-                count: i64::from_le_bytes(word(c, 3)),
-            }));
-            None
-        })?;
-        match stored_len {
-            // Not written by this task (another task's state is refused at restore unless
-            // allowStateDrop): start the key over rather than fail every record of it.
-            Some(len) => Err(TaskError::BadRecord {
-                reason: format!(
-                    "the stored windows of this key are {len} bytes, not a multiple of \
-                     {ENTRY_LEN}; the key's windows are dropped"
-                ),
-            }),
-            None => Ok(()),
-        }
+        ctx.read(key, |stored| decode(stored.unwrap_or_default(), entries))?
+            .map_err(unreadable_windows)
     }
 
     /// Writes `self.entries` back (through a buffer kept across records).
@@ -387,13 +431,7 @@ impl Window {
         if self.entries.is_empty() {
             return ctx.delete(key);
         }
-        self.buf.clear();
-        for e in &self.entries {
-            self.buf.extend_from_slice(&e.start.to_le_bytes());
-            self.buf.extend_from_slice(&e.end.to_le_bytes());
-            self.buf.extend_from_slice(&e.value.to_le_bytes());
-            self.buf.extend_from_slice(&e.count.to_le_bytes());
-        }
+        encode(&self.entries, &mut self.buf);
         ctx.put(key, &self.buf)
     }
 
@@ -401,8 +439,8 @@ impl Window {
     fn watch(&self, key: &[u8], e: &Entry, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         let mut timers = ctx.timers();
         timers.register(key, Timer::event(e.last_ms()))?;
-        if self.allowed_lateness > 0 {
-            timers.register(key, Timer::event(self.cleanup_at(e.last_ms())))?;
+        if self.rules.allowed_lateness > 0 {
+            timers.register(key, Timer::event(self.rules.cleanup_at(e.last_ms())))?;
         }
         Ok(())
     }
@@ -417,12 +455,13 @@ impl Window {
     ) -> Result<(), TaskError> {
         let needed = |t: u64| {
             self.entries.iter().any(|e| {
-                e.last_ms() == t || (self.allowed_lateness > 0 && self.cleanup_at(e.last_ms()) == t)
+                e.last_ms() == t
+                    || (self.rules.allowed_lateness > 0 && self.rules.cleanup_at(e.last_ms()) == t)
             })
         };
         let mut times = vec![gone.last_ms()];
-        if self.allowed_lateness > 0 {
-            times.push(self.cleanup_at(gone.last_ms()));
+        if self.rules.allowed_lateness > 0 {
+            times.push(self.rules.cleanup_at(gone.last_ms()));
         }
         for t in times {
             if !needed(t) {
@@ -432,7 +471,8 @@ impl Window {
         Ok(())
     }
 
-    /// Adds a record to its tumbling or sliding windows; false if every one was too late.
+    /// Adds a record to its tumbling or sliding windows, reading and writing the key's open
+    /// windows in one state update; false if every one was too late.
     fn assign(
         &mut self,
         key: &[u8],
@@ -441,51 +481,47 @@ impl Window {
         ctx: &mut TaskContext<'_>,
     ) -> Result<bool, TaskError> {
         let watermark = ctx.watermark();
-        let (size, slide) = match self.kind {
-            WindowKind::Tumbling { size } => (size, size),
-            WindowKind::Sliding { size, slide } => (size, slide),
-            WindowKind::Session { .. } => unreachable!("sessions merge instead"),
-        };
-        let mut accepted = false;
-        for k in 0..size / slide {
-            let Some(start) = Self::start(ts, k, size, slide) else {
-                break;
-            };
-            let end = start.saturating_add(size);
-            if self.too_late(end, watermark) {
-                continue;
-            }
-            let at = self.entries.partition_point(|e| e.start < start);
-            let fresh = self.entries.get(at).is_none_or(|e| e.start != start);
-            if fresh {
-                self.entries.insert(
-                    at,
-                    Entry {
-                        start,
-                        end,
-                        value: 0,
-                        count: 0,
-                    },
-                );
-            }
-            let mut entry = self.entries[at];
-            if self.add(&mut entry, value).is_none() {
-                if fresh {
-                    self.entries.remove(at);
+        let Window {
+            rules,
+            entries,
+            fresh,
+            refire,
+            buf,
+            ..
+        } = self;
+        fresh.clear();
+        refire.clear();
+        let mut outcome = Ok(false);
+        let mut unreadable = None;
+        let (outcome_out, unreadable_out) = (&mut outcome, &mut unreadable);
+        ctx.update(key, move |stored| {
+            entries.clear();
+            match decode(stored.unwrap_or_default(), entries) {
+                // Windows another task wrote are dropped (the record reports it).
+                Err(len) => *unreadable_out = Some(len),
+                Ok(()) => {
+                    *outcome_out = rules.assign(entries, (ts, value, watermark), fresh, refire)
                 }
-                return Err(overflow(start, end));
             }
-            self.entries[at] = entry;
-            accepted = true;
-            if fresh {
-                self.watch(key, &entry, ctx)?;
+            // Whatever was accepted before a failure stays: the entries are written back.
+            if entries.is_empty() {
+                return None;
             }
-            if watermark.is_some_and(|w| entry.last_ms() <= w) {
-                // Fired already, within the allowed lateness: the updated result.
-                self.emit_result(key, &entry, ctx)?;
-            }
+            encode(entries, buf);
+            let written: &Vec<u8> = buf;
+            Some(written.as_slice())
+        })?;
+        if let Some(len) = unreadable {
+            return Err(unreadable_windows(len));
         }
-        Ok(accepted)
+        for e in std::mem::take(&mut self.fresh) {
+            self.watch(key, &e, ctx)?;
+        }
+        for e in std::mem::take(&mut self.refire) {
+            // Fired already, within the allowed lateness: the updated result.
+            self.emit_result(key, &e, ctx)?;
+        }
+        outcome
     }
 
     /// Adds a record to its key's sessions, merging the ones it joins; false if too late.
@@ -504,7 +540,7 @@ impl Window {
             value: 0,
             count: 0,
         };
-        if self.add(&mut merged, value).is_none() {
+        if self.rules.add(&mut merged, value).is_none() {
             return Err(overflow(merged.start, merged.end));
         }
         // Sessions that touch or overlap the new one join it.
@@ -513,12 +549,13 @@ impl Window {
         for e in &self.entries {
             if joins(e, &merged) {
                 merged = self
+                    .rules
                     .merge(merged, *e)
                     .ok_or_else(|| overflow(merged.start.min(e.start), merged.end.max(e.end)))?;
                 absorbed.push(*e);
             }
         }
-        if self.too_late(merged.end, watermark) {
+        if self.rules.too_late(merged.end, watermark) {
             return Ok(false);
         }
         self.entries.retain(|e| !absorbed.contains(e));
@@ -539,6 +576,45 @@ impl Window {
     }
 }
 
+/// Decodes a key's stored windows into `entries`; `Err(length)` when the value is not a
+/// list of windows.
+fn decode(bytes: &[u8], entries: &mut Vec<Entry>) -> Result<(), usize> {
+    if !bytes.len().is_multiple_of(ENTRY_LEN) {
+        return Err(bytes.len());
+    }
+    let word = |c: &[u8], i: usize| -> [u8; 8] { c[i * 8..i * 8 + 8].try_into().expect("8 bytes") };
+    entries.extend(bytes.chunks_exact(ENTRY_LEN).map(|c| Entry {
+        start: u64::from_le_bytes(word(c, 0)),
+        end: u64::from_le_bytes(word(c, 1)).max(1),
+        value: i64::from_le_bytes(word(c, 2)),
+        count: i64::from_le_bytes(word(c, 3)),
+    }));
+    Ok(())
+}
+
+/// Encodes `entries` into `buf` (cleared first).
+fn encode(entries: &[Entry], buf: &mut Vec<u8>) {
+    buf.clear();
+    for e in entries {
+        buf.extend_from_slice(&e.start.to_le_bytes());
+        buf.extend_from_slice(&e.end.to_le_bytes());
+        buf.extend_from_slice(&e.value.to_le_bytes());
+        buf.extend_from_slice(&e.count.to_le_bytes());
+    }
+}
+
+/// A stored value of `len` bytes that is not a list of windows: not written by this task
+/// (another task's state is refused at restore unless allowStateDrop). The key starts over
+/// rather than failing every record of it.
+fn unreadable_windows(len: usize) -> TaskError {
+    TaskError::BadRecord {
+        reason: format!(
+            "the stored windows of this key are {len} bytes, not a multiple of {ENTRY_LEN}; \
+             the key's windows are dropped"
+        ),
+    }
+}
+
 fn overflow(start: u64, end: u64) -> TaskError {
     TaskError::BadRecord {
         reason: format!(
@@ -555,18 +631,21 @@ impl StreamTask for Window {
                 .into(),
         })?;
         let value = self.value_of(r)?;
-        if let Err(e) = self.load(r.key, ctx) {
-            // Unreadable windows of this key are dropped (the error says so).
-            self.entries.clear();
-            self.store(r.key, ctx)?;
-            return Err(e);
-        }
-        let accepted = match self.kind {
-            WindowKind::Session { gap } => self.merge_session(r.key, ts, value, gap, ctx),
+        let accepted = match self.rules.kind {
+            WindowKind::Session { gap } => {
+                if let Err(e) = self.load(r.key, ctx) {
+                    // Unreadable windows of this key are dropped (the error says so).
+                    self.entries.clear();
+                    self.store(r.key, ctx)?;
+                    return Err(e);
+                }
+                let accepted = self.merge_session(r.key, ts, value, gap, ctx);
+                // Whatever was accepted before a failure stays accepted.
+                self.store(r.key, ctx)?;
+                accepted
+            }
             _ => self.assign(r.key, ts, value, ctx),
         };
-        // Whatever was accepted before a failure stays accepted; the entries are stored.
-        self.store(r.key, ctx)?;
         if !accepted? {
             ctx.count_late();
             if self.emit_late {
@@ -600,7 +679,7 @@ impl StreamTask for Window {
             self.emit_result(key, e, ctx)?;
         }
         let before = self.entries.len();
-        let lateness = self.allowed_lateness;
+        let lateness = self.rules.allowed_lateness;
         self.entries
             .retain(|e| e.last_ms().saturating_add(lateness) > timer.at);
         if self.entries.len() != before {
