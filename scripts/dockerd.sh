@@ -17,7 +17,10 @@
 #
 # Where the kernel's capability bounding set lacks CAP_SYS_RESOURCE (some VMs), Docker's
 # --privileged containers (kind nodes) cannot start: runc is wrapped to drop that one
-# capability (runc-without-sys-resource.sh next to this script).
+# capability (runc-without-sys-resource.sh next to this script). The daemon outlives the
+# checkout that started it, so it runs a copy of the wrapper under the Cairn cache; a daemon
+# whose wrapper is gone (started from a checkout since deleted, by an older version of this
+# script) is restarted.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +31,8 @@ sock="$run_dir/docker.sock"
 pidfile="$run_dir/dockerd.pid"
 log="$run_dir/dockerd.log"
 host="unix://$sock"
+wrapper="$cache/bin/runc-without-sys-resource.sh"
+runtime_file="$run_dir/runtime"
 
 log() { echo "dockerd.sh: $*" >&2; }
 
@@ -41,14 +46,37 @@ lacks_sys_resource() {
 	return 0
 }
 
+# Copies the runc wrapper to the cache (in place only when it changed).
+install_wrapper() {
+	mkdir -p "$(dirname "$wrapper")"
+	if ! cmp -s "$here/runc-without-sys-resource.sh" "$wrapper"; then
+		install -m 0755 "$here/runc-without-sys-resource.sh" "$wrapper.tmp"
+		mv "$wrapper.tmp" "$wrapper"
+	fi
+}
+
+# True when the running daemon's runtime is usable: on a kernel that needs the wrapper, the
+# daemon must have been started with the cached copy, and the copy must exist.
+runtime_ok() {
+	lacks_sys_resource || return 0
+	[[ -f "$runtime_file" && "$(cat "$runtime_file")" == "$wrapper" && -x "$wrapper" ]]
+}
+
 start() {
 	# One start at a time: make test starts the e2e cluster and the fresh-machine check together.
 	mkdir -p "$run_dir"
 	exec 9>"$run_dir/start.lock"
 	flock 9
-	if running; then
+	if lacks_sys_resource; then
+		install_wrapper
+	fi
+	if running && runtime_ok; then
 		echo "$host"
 		return
+	fi
+	if running; then
+		log "restarting dockerd: it runs a runc wrapper that is gone (started from a deleted checkout)"
+		stop
 	fi
 	for tool in dockerd containerd runc docker; do
 		command -v "$tool" >/dev/null || {
@@ -66,7 +94,10 @@ start() {
 			log "jq is missing: the runc wrapper this kernel needs edits OCI specs with it (Debian: apt-get install jq)"
 			exit 1
 		}
-		args+=(--add-runtime "nosysres=$here/runc-without-sys-resource.sh" --default-runtime nosysres)
+		args+=(--add-runtime "nosysres=$wrapper" --default-runtime nosysres)
+		echo "$wrapper" >"$runtime_file"
+	else
+		rm -f "$runtime_file"
 	fi
 	log "starting dockerd (data root $data_root, socket $sock)"
 	# Not holding the start lock (fd 9) for the daemon's lifetime.
