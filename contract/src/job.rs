@@ -51,18 +51,33 @@ pub struct JobSpec {
     #[serde(default = "default_parallelism")]
     pub parallelism: u32,
     /// How and how often state and input offsets are checkpointed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub checkpoint: CheckpointSpec,
     /// Where local task state lives and how much it may cache.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub state: StateSpec,
     /// Event time: record timestamps and watermarks (docs/windows.md). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<EventTimeSpec>,
     /// How to start: from a savepoint, with offsets reset, dropping incompatible state. Not
     /// part of the job's identity, so it is left out of [`JobSpec::spec_hash`].
-    #[serde(default, skip_serializing_if = "RestoreSpec::is_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "RestoreSpec::is_default",
+        deserialize_with = "null_is_default"
+    )]
     pub restore: RestoreSpec,
+}
+
+/// An empty section (`checkpoint:` alone, or `null`) reads as the section's defaults. The YAML
+/// text and an object (a StreamJob's `spec.job`) read it alike: serde_yaml reads a null object
+/// as an empty map, but refuses null text for a struct.
+fn null_is_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
 }
 
 /// How a job starts when it has no checkpoint of its own yet, or is upgraded, rescaled or

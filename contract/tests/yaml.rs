@@ -540,3 +540,14 @@ fn event_time_parses_round_trips_and_is_checked() {
         "{e}"
     );
 }
+
+/// Found by the fuzz test: an empty section was accepted in an object and refused as text.
+#[test]
+fn an_empty_section_reads_as_its_defaults_in_text_and_in_objects() {
+    let text = "name: w\ninput: {type: generator, partitions: 2}\ntask: {name: count}\ncheckpoint:\nstate: null\nrestore: ~\n";
+    let spec = JobSpec::from_yaml_str(text).unwrap();
+    let object = JobSpec::from_yaml_value(serde_yaml::from_str(text).unwrap()).unwrap();
+    assert_eq!(spec, object);
+    assert_eq!(spec.checkpoint, CheckpointSpec::default());
+    assert_eq!(spec.state, StateSpec::default());
+}
