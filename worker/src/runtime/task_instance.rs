@@ -230,8 +230,7 @@ impl TaskInstance {
             .batch_seconds
             .observe(started.elapsed().as_secs_f64());
         self.handles.records_in.inc_by(self.batch.len() as u64);
-        self.handles.records_out.inc_by(emitted);
-        self.count_bad_and_late(bad, late);
+        self.count_output(emitted, bad, late);
         if poll == Poll::End {
             self.clock_without_records(poll)?;
         }
@@ -267,8 +266,7 @@ impl TaskInstance {
             &mut self.last_bad_log,
         )?;
         let (emitted, late) = (ctx.emitted(), ctx.late());
-        self.handles.records_out.inc_by(emitted);
-        self.count_bad_and_late(bad, late);
+        self.count_output(emitted, bad, late);
         Ok(())
     }
 
@@ -298,12 +296,14 @@ impl TaskInstance {
             &mut self.last_bad_log,
         )?;
         let (emitted, late) = (ctx.emitted(), ctx.late());
-        self.handles.records_out.inc_by(emitted);
-        self.count_bad_and_late(bad, late);
+        self.count_output(emitted, bad, late);
         Ok(())
     }
 
-    fn count_bad_and_late(&self, bad: u64, late: u64) {
+    /// Counts what one pass through the task produced: records emitted, records (or timers)
+    /// refused as bad, records dropped as late.
+    fn count_output(&self, emitted: u64, bad: u64, late: u64) {
+        self.handles.records_out.inc_by(emitted);
         if bad > 0 {
             self.handles.bad_records.inc_by(bad);
         }

@@ -166,7 +166,8 @@ impl Rules {
             Aggregate::Max if !first => entry.value.max(value),
             Aggregate::Min | Aggregate::Max => value,
         };
-        entry.count += 1;
+        // Saturating: a stored count comes from a checkpoint or savepoint, not only from us.
+        entry.count = entry.count.saturating_add(1);
         Some(())
     }
 
@@ -182,7 +183,7 @@ impl Rules {
             start: a.start.min(b.start),
             end: a.end.max(b.end),
             value,
-            count: a.count + b.count,
+            count: a.count.saturating_add(b.count),
         })
     }
 
