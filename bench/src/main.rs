@@ -8,6 +8,7 @@
 //!                                            and restore vs `cp -r --reflink=never && sync`
 //! cairn-bench windows --records 40000000    q5-like sliding-window count and a tumbling count
 //!                                            vs a bare HashMap loop over the same records
+//!                                            (`--case q5` or `--case tumbling`: one of them)
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
@@ -64,6 +65,9 @@ enum Cmd {
     Windows {
         #[arg(long, default_value_t = 40_000_000)]
         records: u64,
+        /// Only the case whose title starts with this (`q5`, `tumbling`); default: both.
+        #[arg(long)]
+        case: Option<String>,
     },
     /// Everything, with the sizes of docs/benchmarks.md.
     All,
@@ -108,7 +112,7 @@ fn main() {
     match cli.command {
         Cmd::Count { keys, records } => count(&scratch, keys, records),
         Cmd::Pause { values_mb } => pause(&scratch, values_mb),
-        Cmd::Windows { records } => windows::windows(&scratch, records),
+        Cmd::Windows { records, case } => windows::windows(&scratch, records, case.as_deref()),
         Cmd::Kafka {
             brokers,
             keys,
@@ -126,7 +130,7 @@ fn main() {
             count(&scratch, 100_000, 400_000_000);
             count(&scratch, 10_000_000, 20_000_000);
             pause(&scratch, 1200);
-            windows::windows(&scratch, 40_000_000);
+            windows::windows(&scratch, 40_000_000, None);
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);

@@ -34,7 +34,7 @@ struct Case<'a> {
     slide_ms: u64,
 }
 
-pub fn windows(scratch: &Path, records: u64) {
+pub fn windows(scratch: &Path, records: u64, only: Option<&str>) {
     let cases = [
         Case {
             title: "q5-like: 10,000 items (zipf), sliding 10 s every 2 s, count",
@@ -53,8 +53,11 @@ pub fn windows(scratch: &Path, records: u64) {
             slide_ms: 10_000,
         },
     ];
-    for case in cases {
-        run_case(scratch, records, &case);
+    for case in cases
+        .iter()
+        .filter(|c| only.is_none_or(|o| c.title.starts_with(o)))
+    {
+        run_case(scratch, records, case);
     }
 }
 

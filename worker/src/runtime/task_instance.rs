@@ -226,9 +226,13 @@ impl TaskInstance {
             }
         }
         let (emitted, late) = (ctx.emitted(), ctx.late());
+        let now = Instant::now();
+        if let Some(clock) = &mut self.clock {
+            clock.saw_records(now);
+        }
         self.metrics
             .batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .observe(now.duration_since(started).as_secs_f64());
         self.handles.records_in.inc_by(self.batch.len() as u64);
         self.count_output(emitted, bad, late);
         if poll == Poll::End {

@@ -17,10 +17,32 @@ use rustc_hash::FxHashMap;
 
 use super::db::{no_wal, StateError, TIMERS_CF};
 use super::key::{self, MAX_KEY_LEN};
+use super::small_bytes::SmallBytes;
 use super::timer::{DueTimer, StoredTimers, TimeDomain, Timer, TimerQueue};
 
+/// An encoded state key in the cache: inline up to 30 bytes (a user key of up to 24).
+type CachedKey = SmallBytes<30>;
+/// A value in the cache: inline up to 38 bytes (a counter, a window list of one window).
+type CachedValue = SmallBytes<38>;
+
 /// Dirty entries: encoded key -> new value, `None` for a delete.
-type Writes = FxHashMap<Box<[u8]>, Option<Box<[u8]>>>;
+type Writes = FxHashMap<CachedKey, Option<CachedValue>>;
+
+/// A timer's change since the last snapshot or spill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimerWrite {
+    /// Registered. `fresh` when neither RocksDB nor a frozen snapshot can hold it, so that
+    /// deleting it again before the next snapshot needs no write at all: a window's timer is
+    /// usually registered and fired within one checkpoint interval, and without this the map
+    /// would grow by a tombstone per window per key.
+    Put {
+        fresh: bool,
+    },
+    Delete,
+}
+
+/// Dirty timers: encoded timer key -> its change.
+type TimerWrites = FxHashMap<CachedKey, TimerWrite>;
 
 /// A (sub-key, value) pair returned by a scan.
 pub type SubEntry = (Vec<u8>, Vec<u8>);
@@ -35,8 +57,8 @@ const FAILED: u8 = 2;
 /// The writes of one checkpoint, handed from the task to the asynchronous phase.
 struct Frozen {
     writes: Writes,
-    /// Timers registered (`Some(empty)`) and deleted (`None`), for the timers column family.
-    timers: Writes,
+    /// Timers registered and deleted, for the timers column family.
+    timers: TimerWrites,
     state: AtomicU8,
 }
 
@@ -46,7 +68,7 @@ pub struct KeyedState {
     dirty: Writes,
     /// Timer writes since the last snapshot. Blind writes: nothing reads timers back while the
     /// task runs (`timers` knows them all), so no read path consults this map.
-    dirty_timers: Writes,
+    dirty_timers: TimerWrites,
     /// Every timer of the task by time, loaded by [`Self::load_timers`].
     timers: TimerQueue,
     dirty_bytes: usize,
@@ -70,7 +92,7 @@ impl KeyedState {
         KeyedState {
             db,
             dirty: Writes::default(),
-            dirty_timers: Writes::default(),
+            dirty_timers: TimerWrites::default(),
             timers: TimerQueue::new(),
             dirty_bytes: 0,
             cache_limit: cache_limit as usize,
@@ -161,7 +183,7 @@ impl KeyedState {
         self.insert_dirty(new.map(|v| v.as_ref().into()))
     }
 
-    fn insert_dirty(&mut self, value: Option<Box<[u8]>>) -> Result<(), StateError> {
+    fn insert_dirty(&mut self, value: Option<CachedValue>) -> Result<(), StateError> {
         self.dirty_bytes +=
             self.key_buf.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
         self.dirty.insert(self.key_buf.as_slice().into(), value);
@@ -226,21 +248,26 @@ impl KeyedState {
 
     /// Registers `timer` for `key` (again: no change).
     pub fn register_timer(&mut self, key: &[u8], timer: Timer) -> Result<(), StateError> {
-        if self.timers.contains(key, timer) {
+        if !self.timers.insert(key, timer) {
             return Ok(());
         }
-        self.write_timer(key, timer, true)?;
-        self.timers.insert(key, timer);
+        if let Err(e) = self.write_timer(key, timer, true) {
+            self.timers.remove(key, timer);
+            return Err(e);
+        }
         Ok(())
     }
 
     /// Deletes `timer` of `key`; false if it was not registered.
     pub fn delete_timer(&mut self, key: &[u8], timer: Timer) -> Result<bool, StateError> {
-        if !self.timers.contains(key, timer) {
+        if !self.timers.remove(key, timer) {
             return Ok(false);
         }
-        self.write_timer(key, timer, false)?;
-        Ok(self.timers.remove(key, timer))
+        if let Err(e) = self.write_timer(key, timer, false) {
+            self.timers.insert(key, timer);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Takes (and deletes) the earliest timer of `domain` due at `now`, with its key.
@@ -265,7 +292,9 @@ impl KeyedState {
     }
 
     /// Stores `timer` of `key` (registered), or removes it (`registered` false). Keys longer
-    /// than a state key may be are refused, as for state.
+    /// than a state key may be are refused, as for state. The caller keeps the queue: a timer
+    /// is written only when it enters or leaves it, so a registration with no entry in the
+    /// dirty map is one that RocksDB and the frozen snapshot do not hold (`fresh`).
     pub(crate) fn write_timer(
         &mut self,
         key: &[u8],
@@ -273,10 +302,27 @@ impl KeyedState {
         registered: bool,
     ) -> Result<(), StateError> {
         self.encode(key, &timer.sub())?;
-        self.dirty_bytes += self.key_buf.len() + ENTRY_OVERHEAD;
-        let value = registered.then(|| Box::<[u8]>::from(&[][..]));
-        self.dirty_timers
-            .insert(self.key_buf.as_slice().into(), value);
+        let entry_bytes = self.key_buf.len() + ENTRY_OVERHEAD;
+        match (self.dirty_timers.get_mut(&self.key_buf[..]), registered) {
+            // Registered and deleted again since the last snapshot: nothing to write.
+            (Some(TimerWrite::Put { fresh: true }), false) => {
+                self.dirty_timers.remove(&self.key_buf[..]);
+                self.dirty_bytes = self.dirty_bytes.saturating_sub(entry_bytes);
+                return Ok(());
+            }
+            (Some(write), false) => *write = TimerWrite::Delete,
+            // Deleted and registered again: an older copy may be stored, so not fresh.
+            (Some(write), true) => *write = TimerWrite::Put { fresh: false },
+            (None, registered) => {
+                let write = match registered {
+                    true => TimerWrite::Put { fresh: true },
+                    false => TimerWrite::Delete,
+                };
+                self.dirty_timers
+                    .insert(self.key_buf.as_slice().into(), write);
+                self.dirty_bytes += entry_bytes;
+            }
+        }
         if self.dirty_bytes > self.cache_limit {
             self.spill()?;
         }
@@ -348,17 +394,23 @@ impl KeyedState {
             match frozen.state.load(Ordering::Acquire) {
                 DONE => return Ok(Some(frozen)),
                 FAILED => {
-                    let restore = [
-                        (&frozen.writes, &mut self.dirty),
-                        (&frozen.timers, &mut self.dirty_timers),
-                    ];
-                    for (failed, dirty) in restore {
-                        for (k, v) in failed.iter() {
-                            if !dirty.contains_key(k) {
-                                self.dirty_bytes +=
-                                    k.len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
-                                dirty.insert(k.clone(), v.clone());
-                            }
+                    for (k, v) in frozen.writes.iter() {
+                        if !self.dirty.contains_key(k) {
+                            self.dirty_bytes +=
+                                k.len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
+                            self.dirty.insert(k.clone(), v.clone());
+                        }
+                    }
+                    for (k, write) in frozen.timers.iter() {
+                        if !self.dirty_timers.contains_key(k) {
+                            self.dirty_bytes += k.len() + ENTRY_OVERHEAD;
+                            // The failed batch may have reached RocksDB in part: a timer
+                            // it registered is no longer known to be absent there.
+                            let write = match write {
+                                TimerWrite::Put { .. } => TimerWrite::Put { fresh: false },
+                                TimerWrite::Delete => TimerWrite::Delete,
+                            };
+                            self.dirty_timers.insert(k.clone(), write);
                         }
                     }
                     return Ok(None);
@@ -374,7 +426,7 @@ impl KeyedState {
     }
 }
 
-fn write_batch(db: &DB, writes: &Writes, timers: &Writes) -> Result<(), StateError> {
+fn write_batch(db: &DB, writes: &Writes, timers: &TimerWrites) -> Result<(), StateError> {
     let mut batch = WriteBatch::default();
     for (k, v) in writes {
         match v {
@@ -384,10 +436,10 @@ fn write_batch(db: &DB, writes: &Writes, timers: &Writes) -> Result<(), StateErr
     }
     if !timers.is_empty() {
         let cf = db.cf_handle(TIMERS_CF).ok_or(StateError::NoTimersFamily)?;
-        for (k, v) in timers {
-            match v {
-                Some(v) => batch.put_cf(cf, k, v),
-                None => batch.delete_cf(cf, k),
+        for (k, write) in timers {
+            match write {
+                TimerWrite::Put { .. } => batch.put_cf(cf, k, []),
+                TimerWrite::Delete => batch.delete_cf(cf, k),
             }
         }
     }
@@ -591,6 +643,58 @@ mod tests {
         assert_eq!(restored.timer_queue(), &expected);
         // Timers are not state: the state column family has none of them.
         assert_eq!(restored.db().iterator(IteratorMode::Start).count(), 0);
+    }
+
+    /// A timer registered and deleted within one interval writes nothing; one that an earlier
+    /// snapshot (or a failed one, whose batch reached RocksDB) stored is deleted for real, also
+    /// when it was deleted and registered again in between.
+    #[test]
+    fn a_timer_deleted_again_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 64 << 20);
+        let open = |dir: &str| {
+            let cache = Cache::new_lru_cache(8 << 20);
+            let mut restored = KeyedState::new(
+                open_task_db(&tmp.path().join(dir), &cache).unwrap(),
+                1 << 20,
+            );
+            restored.load_timers().unwrap();
+            restored.timer_queue().clone()
+        };
+        let (a, b, c) = (Timer::event(1), Timer::event(2), Timer::event(3));
+        s.register_timer(b"a", a).unwrap();
+        s.begin_snapshot()
+            .unwrap()
+            .take(&tmp.path().join("cp1"))
+            .unwrap();
+
+        s.register_timer(b"b", b).unwrap();
+        assert!(s.delete_timer(b"b", b).unwrap());
+        assert!(s.dirty_timers.is_empty(), "b never reaches RocksDB");
+        assert!(s.delete_timer(b"a", a).unwrap());
+        s.register_timer(b"a", a).unwrap();
+        assert!(s.delete_timer(b"a", a).unwrap());
+        // The snapshot fails after its batch reached RocksDB: c is stored there.
+        s.register_timer(b"c", c).unwrap();
+        let failed = s.begin_snapshot().unwrap();
+        std::fs::create_dir(tmp.path().join("exists")).unwrap();
+        assert!(failed.take(&tmp.path().join("exists")).is_err());
+        assert!(s.delete_timer(b"c", c).unwrap());
+        s.begin_snapshot()
+            .unwrap()
+            .take(&tmp.path().join("cp2"))
+            .unwrap();
+
+        let mut only_a = TimerQueue::new();
+        only_a.insert(b"a", a);
+        assert_eq!(open("cp1"), only_a);
+        assert_eq!(open("cp2"), TimerQueue::new());
+    }
+
+    /// The point of inline keys and values: a cache entry is one bucket of the map.
+    #[test]
+    fn a_cache_entry_fits_in_its_bucket() {
+        assert_eq!(std::mem::size_of::<(CachedKey, Option<CachedValue>)>(), 72);
     }
 
     #[test]

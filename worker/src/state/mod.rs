@@ -5,6 +5,7 @@ pub mod db;
 pub mod key;
 pub mod keyed;
 pub mod memory;
+mod small_bytes;
 pub mod timer;
 
 pub use db::{open_task_db, StateError};

@@ -7,7 +7,7 @@
 //! with its key by the same sorted scan that moves the state. What is due next is answered
 //! from memory by a [`TimerQueue`], rebuilt from the column family when a task opens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The clock a timer runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,10 +97,17 @@ impl Timer {
     }
 }
 
-/// Every timer of a task, ordered by time per domain: the next one due is the first.
+/// Every timer of a task, ordered by time per domain, then by key: the next one due is the
+/// first, and timers due at the same time fire in key order, whatever order they were
+/// registered in (so a restored task fires them as a task that never failed would).
+///
+/// Grouped by time because keys share times: a tumbling window registers the same end for
+/// every key. A lookup is one search among the distinct times and one among that time's keys,
+/// by borrowed key (no allocation per lookup).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TimerQueue {
-    by_time: [BTreeSet<(u64, Box<[u8]>)>; 2],
+    by_time: [BTreeMap<u64, BTreeSet<Box<[u8]>>>; 2],
+    len: usize,
 }
 
 impl TimerQueue {
@@ -111,41 +118,68 @@ impl TimerQueue {
 
     /// Adds `timer` for `key`; false if it was already registered.
     pub fn insert(&mut self, key: &[u8], timer: Timer) -> bool {
-        self.by_time[timer.domain.index()].insert((timer.at, key.into()))
+        let keys = self.by_time[timer.domain.index()]
+            .entry(timer.at)
+            .or_default();
+        if keys.contains(key) {
+            return false;
+        }
+        keys.insert(key.into());
+        self.len += 1;
+        true
     }
 
     /// Removes `timer` of `key`; false if it was not registered.
     pub fn remove(&mut self, key: &[u8], timer: Timer) -> bool {
-        self.by_time[timer.domain.index()].remove(&(timer.at, Box::<[u8]>::from(key)))
+        let times = &mut self.by_time[timer.domain.index()];
+        let Some(keys) = times.get_mut(&timer.at) else {
+            return false;
+        };
+        if !keys.remove(key) {
+            return false;
+        }
+        if keys.is_empty() {
+            times.remove(&timer.at);
+        }
+        self.len -= 1;
+        true
     }
 
     /// True if `key` has `timer`.
     pub fn contains(&self, key: &[u8], timer: Timer) -> bool {
-        self.by_time[timer.domain.index()].contains(&(timer.at, Box::<[u8]>::from(key)))
+        self.by_time[timer.domain.index()]
+            .get(&timer.at)
+            .is_some_and(|keys| keys.contains(key))
     }
 
     /// When the next timer of `domain` is due.
     pub fn next(&self, domain: TimeDomain) -> Option<u64> {
-        self.by_time[domain.index()].first().map(|(at, _)| *at)
+        self.by_time[domain.index()].keys().next().copied()
     }
 
     /// Takes the earliest timer of `domain` due at `now` (`at <= now`), with its key.
     pub fn pop_due(&mut self, domain: TimeDomain, now: u64) -> Option<(Box<[u8]>, Timer)> {
-        let set = &mut self.by_time[domain.index()];
-        if set.first().is_none_or(|(at, _)| *at > now) {
+        let mut first = self.by_time[domain.index()].first_entry()?;
+        let at = *first.key();
+        if at > now {
             return None;
         }
-        set.pop_first().map(|(at, key)| (key, Timer { domain, at }))
+        let key = first.get_mut().pop_first()?;
+        if first.get().is_empty() {
+            first.remove();
+        }
+        self.len -= 1;
+        Some((key, Timer { domain, at }))
     }
 
     /// How many timers are registered.
     pub fn len(&self) -> usize {
-        self.by_time.iter().map(BTreeSet::len).sum()
+        self.len
     }
 
     /// True when no timer is registered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 }
 
