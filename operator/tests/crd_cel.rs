@@ -99,6 +99,7 @@ fn the_api_server_accepts_the_crd_and_the_examples() {
         "examples/k8s/file-sink.yaml",
         "examples/k8s/periodic-savepoints.yaml",
         "examples/k8s/kafka-s3.yaml",
+        "examples/k8s/kafka-windows.yaml",
     ]
     .iter()
     .map(|p| serde_yaml::from_str(&std::fs::read_to_string(repo_file(p)).unwrap()).unwrap())

@@ -214,11 +214,17 @@ impl<'a> Kafka<'a> {
         assert!(out.ok, "creating topic {topic}: {}", out.text());
     }
 
-    /// Produces one record per key of `keys` (value `1`) with Kafka's console producer: the
-    /// Java client's default partitioner (murmur2 of the key) places them, as it would for a
-    /// keyed producer application. Returns once every record is acknowledged.
+    /// Produces one record per key of `keys` (value `1`): see [`Self::produce_records`].
     pub fn produce(&self, topic: &str, keys: &[String]) {
-        let input: String = keys.iter().map(|k| format!("{k}\t1\n")).collect();
+        let records: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), "1".into())).collect();
+        self.produce_records(topic, &records);
+    }
+
+    /// Produces the `(key, value)` records in order with Kafka's console producer: the Java
+    /// client's default partitioner (murmur2 of the key) places them, as it would for a keyed
+    /// producer application. Returns once every record is acknowledged.
+    pub fn produce_records(&self, topic: &str, records: &[(String, String)]) {
+        let input: String = records.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
         let out = self.tool(
             "org.apache.kafka.tools.ConsoleProducer",
             &[
