@@ -51,10 +51,18 @@ fn published(dir: &Path, outs: &[&str]) -> BTreeMap<(String, String), u32> {
 }
 
 fn assert_exactly(published: &BTreeMap<(String, String), u32>, oracle: &WindowOracle) {
-    let duplicated: Vec<_> = published.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    // A line can be due twice. After a re-split every task starts at the lowest old watermark,
+    // so a window that its key's old task had closed opens again with the new task's records
+    // (about a hundred per run of the savepoint test); now and then its sum equals the first
+    // one. Only a line published more often than the oracle emits it is a duplicate.
+    let duplicated: Vec<_> = published
+        .iter()
+        .filter(|(line, n)| **n > oracle.emitted.get(*line).copied().unwrap_or(1).max(1))
+        .take(5)
+        .collect();
     assert!(
         duplicated.is_empty(),
-        "windows published twice: {duplicated:?}"
+        "windows published more often than the oracle emits them: {duplicated:?}"
     );
     let missing: Vec<_> = oracle
         .emitted
