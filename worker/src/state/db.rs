@@ -29,6 +29,16 @@ pub enum StateError {
         #[source]
         source: rocksdb::Error,
     },
+    /// A file the state layer keeps next to the database (an SST it writes for ingestion)
+    /// could not be removed.
+    #[error("cannot remove the state file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// A key longer than the 64 KiB the key layout allows.
     #[error("state key of {len} bytes is longer than the maximum of {max} bytes; use a shorter key or move data into the value")]
     KeyTooLong {
@@ -59,16 +69,33 @@ pub const COLUMN_FAMILIES: [&str; 2] = [DEFAULT_COLUMN_FAMILY_NAME, TIMERS_CF];
 /// boundary. After a crash the live directory is never reopened as-is; the task is always
 /// rebuilt from the files of a committed checkpoint, so a lost memtable cannot lose state.
 pub fn open_task_db(path: &Path, block_cache: &Cache) -> Result<Arc<DB>, StateError> {
-    let mut table = BlockBasedOptions::default();
+    let mut table = table_options();
     table.set_block_cache(block_cache);
+    let opts = task_options(&table);
+    let families = COLUMN_FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, opts.clone()));
+    DB::open_cf_descriptors(&opts, path, families)
+        .map(Arc::new)
+        .map_err(|source| StateError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The table format of every task SST: those RocksDB writes and those Cairn writes itself for
+/// ingestion ([`super::ingest`]), which must read back the same way.
+fn table_options() -> BlockBasedOptions {
+    let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_block_size(16 * 1024);
+    table
+}
 
+fn task_options(table: &BlockBasedOptions) -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
-    opts.set_block_based_table_factory(&table);
+    opts.set_block_based_table_factory(table);
     opts.set_compression_type(DBCompressionType::Lz4);
     opts.set_bottommost_compression_type(DBCompressionType::Lz4);
     opts.set_write_buffer_size(64 << 20);
@@ -83,14 +110,13 @@ pub fn open_task_db(path: &Path, block_cache: &Cache) -> Result<Arc<DB>, StateEr
     opts.set_keep_log_file_num(2);
     opts.set_manual_wal_flush(true);
     opts.create_missing_column_families(true);
+    opts
+}
 
-    let families = COLUMN_FAMILIES.map(|name| ColumnFamilyDescriptor::new(name, opts.clone()));
-    DB::open_cf_descriptors(&opts, path, families)
-        .map(Arc::new)
-        .map_err(|source| StateError::Open {
-            path: path.to_path_buf(),
-            source,
-        })
+/// Options for writing an SST file to ingest into a task database (no block cache: the writer
+/// reads nothing).
+pub(super) fn sst_writer_options() -> Options {
+    task_options(&table_options())
 }
 
 /// Write options used for every state write: no WAL (see [`open_task_db`]).

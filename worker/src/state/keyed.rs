@@ -13,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rocksdb::{checkpoint::Checkpoint, Direction, IteratorMode, WriteBatch, DB};
-use rustc_hash::FxHashMap;
+use hashbrown::hash_map::EntryRef;
+use rustc_hash::FxBuildHasher;
 
 use super::db::{no_wal, StateError, TIMERS_CF};
+use super::ingest;
 use super::key::{self, MAX_KEY_LEN};
 use super::small_bytes::SmallBytes;
 use super::timer::{DueTimer, StoredTimers, TimeDomain, Timer, TimerQueue};
@@ -26,7 +28,8 @@ type CachedKey = SmallBytes<30>;
 type CachedValue = SmallBytes<38>;
 
 /// Dirty entries: encoded key -> new value, `None` for a delete.
-type Writes = FxHashMap<CachedKey, Option<CachedValue>>;
+/// (hashbrown's map rather than std's for `entry_ref`: a miss costs one probe, not two.)
+type Writes = hashbrown::HashMap<CachedKey, Option<CachedValue>, FxBuildHasher>;
 
 /// A timer's change since the last snapshot or spill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +45,7 @@ enum TimerWrite {
 }
 
 /// Dirty timers: encoded timer key -> its change.
-type TimerWrites = FxHashMap<CachedKey, TimerWrite>;
+type TimerWrites = hashbrown::HashMap<CachedKey, TimerWrite, FxBuildHasher>;
 
 /// A (sub-key, value) pair returned by a scan.
 pub type SubEntry = (Vec<u8>, Vec<u8>);
@@ -148,45 +151,48 @@ impl KeyedState {
         f: impl FnOnce(Option<&[u8]>) -> Option<V>,
     ) -> Result<(), StateError> {
         self.encode(key, sub)?;
-        if let Some(slot) = self.dirty.get_mut(&self.key_buf[..]) {
-            let new = f(slot.as_deref());
-            match (slot.as_mut(), new) {
-                // Same length: overwrite in place, no allocation (the common counter case).
-                (Some(old), Some(new)) if old.len() == new.as_ref().len() => {
-                    old.copy_from_slice(new.as_ref())
+        // One probe for both outcomes: a miss inserts into the slot its lookup found. On a
+        // cache larger than the CPU's caches each probe is a cache miss.
+        let added = match self.dirty.entry_ref(&self.key_buf[..]) {
+            EntryRef::Occupied(mut entry) => {
+                let slot = entry.get_mut();
+                let new = f(slot.as_deref());
+                match (slot.as_mut(), new) {
+                    // Same length: overwrite in place, no allocation (the common counter case).
+                    (Some(old), Some(new)) if old.len() == new.as_ref().len() => {
+                        old.copy_from_slice(new.as_ref())
+                    }
+                    (_, new) => {
+                        let old_len = slot.as_ref().map_or(0, |v| v.len());
+                        let new_len = new.as_ref().map_or(0, |v| v.as_ref().len());
+                        self.dirty_bytes = (self.dirty_bytes + new_len).saturating_sub(old_len);
+                        *slot = new.map(|v| v.as_ref().into());
+                    }
                 }
-                (_, new) => {
-                    let old_len = slot.as_ref().map_or(0, |v| v.len());
-                    let new_len = new.as_ref().map_or(0, |v| v.as_ref().len());
-                    self.dirty_bytes = (self.dirty_bytes + new_len).saturating_sub(old_len);
-                    *slot = new.map(|v| v.as_ref().into());
-                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        let new = {
-            let frozen_hit = self
-                .frozen
-                .as_ref()
-                .and_then(|fz| fz.writes.get(&self.key_buf[..]).map(|v| v.as_deref()));
-            match frozen_hit {
-                Some(old) => f(old),
-                None => {
-                    let pinned = self
-                        .db
-                        .get_pinned(&self.key_buf)
-                        .map_err(|source| StateError::Db { op: "get", source })?;
-                    f(pinned.as_deref())
-                }
+            EntryRef::Vacant(entry) => {
+                let frozen_hit = self
+                    .frozen
+                    .as_ref()
+                    .and_then(|fz| fz.writes.get(&self.key_buf[..]).map(|v| v.as_deref()));
+                let new = match frozen_hit {
+                    Some(old) => f(old),
+                    None => {
+                        let pinned = self
+                            .db
+                            .get_pinned(&self.key_buf)
+                            .map_err(|source| StateError::Db { op: "get", source })?;
+                        f(pinned.as_deref())
+                    }
+                };
+                let value: Option<CachedValue> = new.map(|v| v.as_ref().into());
+                let bytes = self.key_buf.len() + value.as_ref().map_or(0, |v| v.len());
+                entry.insert(value);
+                bytes + ENTRY_OVERHEAD
             }
         };
-        self.insert_dirty(new.map(|v| v.as_ref().into()))
-    }
-
-    fn insert_dirty(&mut self, value: Option<CachedValue>) -> Result<(), StateError> {
-        self.dirty_bytes +=
-            self.key_buf.len() + value.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
-        self.dirty.insert(self.key_buf.as_slice().into(), value);
+        self.dirty_bytes += added;
         if self.dirty_bytes > self.cache_limit {
             self.spill()?;
         }
@@ -380,7 +386,7 @@ impl KeyedState {
         let writes = std::mem::take(&mut self.dirty);
         let timers = std::mem::take(&mut self.dirty_timers);
         self.dirty_bytes = 0;
-        write_batch(&self.db, &writes, &timers)
+        write_out(&self.db, &writes, &timers).map(drop)
     }
 
     /// Waits for an in-flight snapshot to reach RocksDB, then stops reading the frozen map,
@@ -426,28 +432,59 @@ impl KeyedState {
     }
 }
 
-fn write_batch(db: &DB, writes: &Writes, timers: &TimerWrites) -> Result<(), StateError> {
+/// How [`write_out`] wrote the default column family's entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    Batch,
+    Ingested,
+}
+
+/// Writes cache entries to RocksDB: each column family with many entries as an ingested SST
+/// file ([`ingest`]), the rest through one `WriteBatch`.
+fn write_out(db: &DB, writes: &Writes, timers: &TimerWrites) -> Result<Written, StateError> {
+    let timers_cf = match timers.is_empty() {
+        true => None,
+        false => Some(db.cf_handle(TIMERS_CF).ok_or(StateError::NoTimersFamily)?),
+    };
     let mut batch = WriteBatch::default();
-    for (k, v) in writes {
-        match v {
-            Some(v) => batch.put(k, v),
-            None => batch.delete(k),
+    let written = if writes.len() >= ingest::INGEST_MIN_ENTRIES {
+        let entries = writes.iter().map(|(k, v)| (&k[..], v.as_deref()));
+        ingest::ingest_sorted(db, None, "state", entries)?;
+        Written::Ingested
+    } else {
+        for (k, v) in writes {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
         }
-    }
-    if !timers.is_empty() {
-        let cf = db.cf_handle(TIMERS_CF).ok_or(StateError::NoTimersFamily)?;
-        for (k, write) in timers {
-            match write {
-                TimerWrite::Put { .. } => batch.put_cf(cf, k, []),
-                TimerWrite::Delete => batch.delete_cf(cf, k),
+        Written::Batch
+    };
+    if let Some(cf) = timers_cf {
+        let stored = |write: &TimerWrite| match write {
+            TimerWrite::Put { .. } => Some(&[][..]),
+            TimerWrite::Delete => None,
+        };
+        if timers.len() >= ingest::INGEST_MIN_ENTRIES {
+            let entries = timers.iter().map(|(k, w)| (&k[..], stored(w)));
+            ingest::ingest_sorted(db, Some(cf), TIMERS_CF, entries)?;
+        } else {
+            for (k, write) in timers {
+                match stored(write) {
+                    Some(v) => batch.put_cf(cf, k, v),
+                    None => batch.delete_cf(cf, k),
+                }
             }
         }
     }
-    db.write_opt(batch, &no_wal())
-        .map_err(|source| StateError::Db {
-            op: "write",
-            source,
-        })
+    if !batch.is_empty() {
+        db.write_opt(batch, &no_wal())
+            .map_err(|source| StateError::Db {
+                op: "write",
+                source,
+            })?;
+    }
+    Ok(written)
 }
 
 impl Snapshot {
@@ -455,7 +492,7 @@ impl Snapshot {
     /// hard-links the database files into `dir` (which must not exist). Blocking.
     pub fn take(&self, dir: &Path) -> Result<(), StateError> {
         let result = (|| {
-            write_batch(&self.db, &self.frozen.writes, &self.frozen.timers)?;
+            write_out(&self.db, &self.frozen.writes, &self.frozen.timers)?;
             let flushed = match self.db.cf_handle(TIMERS_CF) {
                 Some(timers) => self.db.flush().and_then(|()| self.db.flush_cf(timers)),
                 None => self.db.flush(),
@@ -484,6 +521,7 @@ mod tests {
     use super::*;
     use crate::state::db::open_task_db;
     use rocksdb::Cache;
+    use std::collections::BTreeMap;
 
     fn store(dir: &Path, limit: u64) -> KeyedState {
         let cache = Cache::new_lru_cache(8 << 20);
@@ -689,6 +727,115 @@ mod tests {
         only_a.insert(b"a", a);
         assert_eq!(open("cp1"), only_a);
         assert_eq!(open("cp2"), TimerQueue::new());
+    }
+
+    /// A checkpoint with more entries than a batch should carry goes to RocksDB as ingested SST
+    /// files (state and timers); what it holds is exactly the state at its boundary, whether
+    /// the files land on an empty database or over earlier ingested files, and also under a
+    /// later small batch, with updates, deletes and deleted timers.
+    #[test]
+    fn large_checkpoints_are_ingested_and_read_back_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 1 << 30);
+        let big = ingest::INGEST_MIN_ENTRIES as u64 + 10_000;
+        let key = |i: u64| format!("key-{i}").into_bytes();
+        let mut model: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut timers = TimerQueue::new();
+        let checkpoint = |s: &mut KeyedState, n: usize| {
+            let dir = tmp.path().join(format!("cp{n}"));
+            s.begin_snapshot().unwrap().take(&dir).unwrap();
+            dir
+        };
+        let check = |dir: &Path, model: &BTreeMap<u64, u64>, timers: &TimerQueue| {
+            let cache = Cache::new_lru_cache(8 << 20);
+            let mut restored = KeyedState::new(open_task_db(dir, &cache).unwrap(), 1 << 20);
+            for i in 0..big + 5_000 {
+                let expected = model.get(&i).copied();
+                assert_eq!(
+                    get_u64(&mut restored, &key(i)),
+                    expected,
+                    "key {i} in {dir:?}"
+                );
+            }
+            let stored = restored.db().iterator(IteratorMode::Start).count();
+            assert_eq!(stored, model.len(), "no other entries in {dir:?}");
+            restored.load_timers().unwrap();
+            assert_eq!(restored.timer_queue(), timers, "timers in {dir:?}");
+            let names = std::fs::read_dir(dir).unwrap();
+            let names: Vec<_> = names.map(|e| e.unwrap().file_name()).collect();
+            assert!(!names
+                .iter()
+                .any(|n| n.to_string_lossy().starts_with("cairn-ingest")));
+        };
+
+        // 1: an empty database; state and timers both over the threshold.
+        for i in 0..big {
+            s.put(&key(i), b"", &i.to_le_bytes()).unwrap();
+            model.insert(i, i);
+            s.register_timer(&key(i), Timer::event(i)).unwrap();
+            timers.insert(&key(i), Timer::event(i));
+        }
+        let first = checkpoint(&mut s, 1);
+        // 2: over those files: every key rewritten or (every fifth) deleted, new keys, and
+        // every fourth timer deleted (the timers' change is a small batch this time).
+        for i in 0..big + 5_000 {
+            if i % 5 == 0 {
+                s.delete(&key(i), b"").unwrap();
+                model.remove(&i);
+            } else {
+                s.put(&key(i), b"", &(i * 7).to_le_bytes()).unwrap();
+                model.insert(i, i * 7);
+            }
+            if i % 4 == 0 && i < big {
+                assert!(s.delete_timer(&key(i), Timer::event(i)).unwrap());
+                timers.remove(&key(i), Timer::event(i));
+            }
+        }
+        let (model2, timers2) = (model.clone(), timers.clone());
+        let second = checkpoint(&mut s, 2);
+        // 3: a small batch over ingested files.
+        for i in (1..big).step_by(1_000) {
+            s.delete(&key(i), b"").unwrap();
+            model.remove(&i);
+        }
+        s.put(&key(0), b"", &1u64.to_le_bytes()).unwrap();
+        model.insert(0, 1);
+        let third = checkpoint(&mut s, 3);
+
+        let model1: BTreeMap<u64, u64> = (0..big).map(|i| (i, i)).collect();
+        let mut timers1 = TimerQueue::new();
+        for i in 0..big {
+            timers1.insert(&key(i), Timer::event(i));
+        }
+        check(&first, &model1, &timers1);
+        check(&second, &model2, &timers2);
+        check(&third, &model, &timers);
+        assert!(!std::fs::read_dir(tmp.path().join("db")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("cairn-ingest")));
+    }
+
+    /// Which path a write takes: a file only from the threshold on.
+    #[test]
+    fn only_a_large_write_is_ingested() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path(), 1 << 20);
+        let writes = |n: usize| -> Writes {
+            (0..n)
+                .map(|i| (i.to_be_bytes()[..].into(), Some(b"v"[..].into())))
+                .collect()
+        };
+        let none = TimerWrites::default();
+        let small = writes(ingest::INGEST_MIN_ENTRIES - 1);
+        assert_eq!(write_out(s.db(), &small, &none).unwrap(), Written::Batch);
+        let large = writes(ingest::INGEST_MIN_ENTRIES);
+        assert_eq!(write_out(s.db(), &large, &none).unwrap(), Written::Ingested);
+        assert_eq!(
+            s.db().iterator(IteratorMode::Start).count(),
+            ingest::INGEST_MIN_ENTRIES
+        );
     }
 
     /// The point of inline keys and values: a cache entry is one bucket of the map.
