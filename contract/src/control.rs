@@ -128,6 +128,30 @@ pub struct TaskStatus {
     /// Wall-clock time minus the watermark, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_lag_ms: Option<u64>,
+    /// From the process's start until the task processed its first record: the time to be
+    /// processing again after a restart. Absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_ms: Option<u64>,
+}
+
+/// What this run's start cost (docs/recovery.md). Detect and replay come from the progress
+/// marks a previous run left in the same local directory; without them they are unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovery {
+    /// From the previous run's last progress mark to this run's start: the failure, its
+    /// detection and the restart, overstated by at most the mark period (1 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_ms: Option<u64>,
+    /// Bytes of state fetched from the checkpoint store (the rest was local or nothing).
+    pub fetched_bytes: u64,
+    /// Duration of the restore (fetch, re-split if any, open).
+    pub restore_ms: u64,
+    /// Input between the restored checkpoint and where the previous run had got to, processed
+    /// again: records for Kafka and the generator, bytes for files. Understated by at most one
+    /// mark period of input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_offsets: Option<u64>,
 }
 
 /// A committed checkpoint.
@@ -203,6 +227,9 @@ pub struct JobStatus {
     /// needs a repartition. Absent until known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_partitions: Option<u32>,
+    /// What this run's start cost. Absent from a process that restores nothing itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
 }
 
 /// An asynchronous operation (`POST /v1/checkpoints`, `POST /v1/savepoints`,
@@ -280,6 +307,12 @@ mod tests {
             last_checkpoint: None,
             aborted_checkpoints: 1,
             observed_partitions: Some(6),
+            recovery: Some(Recovery {
+                detect_ms: Some(700),
+                fetched_bytes: 9,
+                restore_ms: 30,
+                replay_offsets: None,
+            }),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(
@@ -290,6 +323,7 @@ mod tests {
                 "checkpointIntervalMs": 10000, "startedAtMs": 5,
                 "state": "stopping", "health": "degraded", "tasks": [],
                 "lastCheckpoint": null, "abortedCheckpoints": 1, "observedPartitions": 6,
+                "recovery": {"detectMs": 700, "fetchedBytes": 9, "restoreMs": 30},
             })
         );
         assert_eq!(serde_json::from_value::<JobStatus>(json).unwrap(), status);

@@ -291,6 +291,14 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
                         .get(),
                 )
                 .ok(),
+                // -1: not resumed yet.
+                resumed_ms: u64::try_from(
+                    api.metrics
+                        .task_resumed_ms
+                        .with_label_values(&[&label])
+                        .get(),
+                )
+                .ok(),
             }
         })
         .collect();

@@ -62,6 +62,15 @@ pub struct Metrics {
     pub last_committed_bytes: IntGauge,
     /// Duration of the restore at start-up.
     pub restore_seconds: Gauge,
+    /// From the previous run's last progress mark to this start; -1 when unknown
+    /// (`runtime::recovery`).
+    pub recovery_detect_seconds: Gauge,
+    /// Bytes of state fetched from the checkpoint store at start-up.
+    pub recovery_fetched_bytes: IntGauge,
+    /// Input offsets processed again since the restored checkpoint; -1 when unknown.
+    pub recovery_replay_offsets: IntGauge,
+    /// From the process's start to the task's first record, by task; -1 until then.
+    pub task_resumed_ms: IntGaugeVec,
     /// Partition count of the input as last observed (a Kafka topic that grew shows more than
     /// the job's N); 0 until known.
     pub input_partitions_observed: IntGauge,
@@ -189,6 +198,24 @@ impl Metrics {
             restore_seconds: gauge(
                 "cairn_restore_seconds",
                 "Duration of the restore at start-up",
+            ),
+            recovery_detect_seconds: gauge(
+                "cairn_recovery_detect_seconds",
+                "From the previous run's last progress mark to this process's start (failure, \
+                 detection, restart); -1 when unknown",
+            ),
+            recovery_fetched_bytes: int_gauge(
+                "cairn_recovery_fetched_bytes",
+                "Bytes of state fetched from the checkpoint store at start-up",
+            ),
+            recovery_replay_offsets: int_gauge(
+                "cairn_recovery_replay_offsets",
+                "Input (records, or bytes of a file) between the restored checkpoint and where \
+                 the previous run had got to; -1 when unknown",
+            ),
+            task_resumed_ms: gauge_vec(
+                "cairn_task_resumed_milliseconds",
+                "From the process's start to the task's first processed record; -1 until then",
             ),
             input_partitions_observed: int_gauge(
                 "cairn_input_partitions_observed",

@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use common::jobs::committed_offsets;
+use common::launcher::wait_until;
 use common::*;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -329,6 +331,92 @@ fn a_savepoint_that_times_out_is_aborted_and_the_job_keeps_running() {
         "tasks must resume after the failed stop-with-savepoint ({before} -> {after})"
     );
     assert!(committed_ids(dir, "file://./.cairn/checkpoints").is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A restart after a SIGKILL, on a machine that kept only the task directories' progress marks
+/// (the databases removed, as on a node whose volume lost them), reports what its recovery
+/// cost: how long the killed run has been gone, the input it replays, the bytes it fetched
+/// (the whole checkpoint), and when each task processed a record again.
+#[test]
+fn a_restart_after_a_kill_reports_what_its_recovery_cost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // 100 s of input: it is still running when killed.
+    let job = JOB
+        .replace("recordsPerPartition: 40000", "recordsPerPartition: 400000")
+        .replace("ratePerSecond: 8000", "ratePerSecond: 4000")
+        + "  store: file://./ckpt\n";
+    let (mut child, http) = start(dir, &job);
+    let (code, op) = http.json("POST", "/v1/checkpoints", "");
+    assert_eq!(code, 202);
+    let done = http.wait(op["id"].as_str().unwrap());
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let (_, status) = http.json("GET", "/v1/status", "");
+    let checkpoint_bytes = status["lastCheckpoint"]["totalBytes"].as_u64().unwrap();
+    let recovery = &status["recovery"];
+    assert_eq!(recovery["fetchedBytes"], 0, "a first start fetches nothing");
+    assert!(recovery.get("detectMs").is_none(), "{recovery}");
+    assert!(recovery.get("replayOffsets").is_none(), "{recovery}");
+
+    std::thread::sleep(Duration::from_millis(1_000));
+    let records_in = |status: &serde_json::Value| -> u64 {
+        let tasks = status["tasks"].as_array().unwrap();
+        tasks.iter().map(|t| t["recordsIn"].as_u64().unwrap()).sum()
+    };
+    let (_, status) = http.json("GET", "/v1/status", "");
+    let read_before_kill = records_in(&status);
+    // Every task marks its progress at least once a second: its last mark is past that sample.
+    std::thread::sleep(Duration::from_millis(1_500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let committed = committed_offsets(dir);
+    assert!(read_before_kill > committed, "input after the checkpoint");
+    for task in std::fs::read_dir(dir.join(".cairn/state/ctl")).unwrap() {
+        for entry in std::fs::read_dir(task.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            }
+        }
+    }
+    let gone = Duration::from_millis(700);
+    std::thread::sleep(gone);
+
+    let (child, http) = start(dir, &job);
+    let up_after = killed.elapsed();
+    let mut status = serde_json::Value::Null;
+    wait_until("every task to process a record again", 60, || {
+        status = http.json("GET", "/v1/status", "").1;
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["resumedMs"].is_u64())
+    });
+    let recovery = &status["recovery"];
+    let detect = recovery["detectMs"].as_u64().expect("a detect time");
+    assert!(
+        detect >= gone.as_millis() as u64,
+        "{detect} ms: the run was gone longer"
+    );
+    assert!(
+        detect <= (up_after + Duration::from_millis(2_500)).as_millis() as u64,
+        "{detect} ms: more than the time since the kill and a mark period"
+    );
+    let replay = recovery["replayOffsets"].as_u64().expect("a replay count");
+    assert!(
+        replay >= read_before_kill - committed,
+        "replay {replay}: less than was read after the checkpoint 1.5 s before the kill"
+    );
+    assert!(replay <= 3 * 400_000 - committed, "replay {replay}");
+    assert_eq!(recovery["fetchedBytes"], checkpoint_bytes, "{recovery}");
+    for task in status["tasks"].as_array().unwrap() {
+        assert!(task["resumedMs"].as_u64().unwrap() < 60_000, "{task}");
+    }
+    let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -22,6 +22,10 @@ pub fn task_dir(job_dir: &Path, task: u32) -> PathBuf {
     job_dir.join(format!("task-{task:04}"))
 }
 
+/// The file in a task's local directory where a running task marks its progress
+/// (`runtime::recovery`).
+pub const PROGRESS_MARK_FILE: &str = "progress-mark";
+
 /// Why a run cannot start from what the store holds.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -90,6 +94,8 @@ pub struct StartPoint {
     pub sink_checkpoint: Option<u64>,
     /// Savepoint lineage recorded in every commit of this run.
     pub lineage: Option<String>,
+    /// Bytes of state fetched from a store to start (what was already local is not counted).
+    pub fetched_bytes: u64,
     /// The first checkpoint id of this run (set by [`prepare`] once the rest is ready): above
     /// every id in the store and, after a savepoint, above the checkpoint it was taken from
     /// (the file sink's epochs go on from it).
@@ -270,9 +276,10 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, StartErr
         )
         .await
         {
-            Ok(tasks) => {
+            Ok((tasks, fetched_bytes)) => {
                 return Ok(StartPoint {
                     tasks,
+                    fetched_bytes,
                     origin: Origin::Checkpoint(*id),
                     sink_checkpoint: Some(*id),
                     lineage: commit.origin,
@@ -306,6 +313,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, StartErr
     let offsets = BTreeMap::new();
     Ok(StartPoint {
         tasks: fresh(req, &offsets),
+        fetched_bytes: 0,
         origin: Origin::Fresh,
         sink_checkpoint: None,
         lineage: None,
@@ -360,11 +368,11 @@ async fn from_savepoint(
             .filter(|(p, _)| *p < partitions)
             .collect()
     };
-    let mut tasks = if !compatible {
+    let (mut tasks, fetched_bytes) = if !compatible {
         tracing::warn!(saved = %sp.task_name, now = %spec.task.name, "restore.allowStateDrop: starting with empty state and the savepoint's offsets");
-        fresh(req, &offsets)
+        (fresh(req, &offsets), 0)
     } else if sp.partitions == partitions {
-        let mut tasks = restore_all(
+        let (mut tasks, fetched) = restore_all(
             &location.store,
             &sp.task_manifests(location),
             req.job_dir,
@@ -376,7 +384,7 @@ async fn from_savepoint(
         for t in tasks.iter_mut() {
             t.offset = offsets.get(&t.task).copied().unwrap_or(0);
         }
-        tasks
+        (tasks, fetched)
     } else {
         resplit(req, location, sp, &offsets).await?
     };
@@ -387,6 +395,7 @@ async fn from_savepoint(
     tracing::info!(savepoint = %sp.id, from_partitions = sp.partitions, to_partitions = partitions, "restored from savepoint");
     Ok(StartPoint {
         tasks,
+        fetched_bytes,
         origin: Origin::Savepoint {
             url: location.url(),
             from_partitions: sp.partitions,
@@ -437,15 +446,15 @@ async fn resplit(
     location: &SavepointLocation,
     sp: &SavepointManifest,
     offsets: &BTreeMap<u32, u64>,
-) -> Result<Vec<PreparedTask>, StartError> {
+) -> Result<(Vec<PreparedTask>, u64), StartError> {
     let partitions = req.spec.input.partitions();
     // Every process of the job re-splits for its own tasks, at the same time, in its own
     // scratch (removed when `scratch` is dropped, on success or error).
     let scratch = repartition::Scratch::acquire(req.job_dir, req.generation, req.process)?;
     let started = std::time::Instant::now();
-    let mut old_dbs = Vec::new();
+    let (mut old_dbs, mut fetched) = (Vec::new(), 0);
     for m in sp.task_manifests(location) {
-        let (dir, _) = restore_task_db(
+        let (dir, stats) = restore_task_db(
             &location.store,
             &m,
             &scratch.path().join(format!("old-{:04}", m.task)),
@@ -453,6 +462,7 @@ async fn resplit(
         )
         .await?;
         old_dbs.push(dir);
+        fetched += stats.downloaded_bytes;
     }
     let split_dir = scratch.path().join("split");
     let wanted = req.only.to_vec();
@@ -478,7 +488,7 @@ async fn resplit(
     for t in &mut tasks {
         t.known.clear();
     }
-    Ok(tasks)
+    Ok((tasks, fetched))
 }
 
 /// Restores every task of a checkpoint (or same-N savepoint) in parallel. `reuse` keeps the
@@ -491,7 +501,7 @@ async fn restore_all(
     generation: u64,
     reuse: bool,
     only: &[u32],
-) -> Result<Vec<PreparedTask>, CheckpointError> {
+) -> Result<(Vec<PreparedTask>, u64), CheckpointError> {
     let mut sorted: Vec<&TaskManifest> = manifests
         .iter()
         .filter(|m| only.contains(&m.task))
@@ -511,6 +521,7 @@ async fn restore_all(
             let offset = m.offsets.get(&m.task).copied().unwrap_or(0);
             Ok::<_, CheckpointError>((
                 dir,
+                stats.downloaded_bytes,
                 PreparedTask {
                     task: m.task,
                     db_dir,
@@ -527,16 +538,17 @@ async fn restore_all(
     for r in results {
         prepared.push(r?);
     }
-    for (dir, p) in &prepared {
+    for (dir, _, p) in &prepared {
         remove_stale_local_dirs(dir.as_path(), &p.db_dir);
     }
-    Ok(prepared.into_iter().map(|(_, p)| p).collect())
+    let fetched = prepared.iter().map(|(_, bytes, _)| bytes).sum();
+    Ok((prepared.into_iter().map(|(_, _, p)| p).collect(), fetched))
 }
 
 /// Entries of a task's local directory that the worker writes there (see
 /// `restore::remove_stale_local_dirs`): database instances, checkpoint snapshots, restores in
-/// progress.
-const TASK_DIR_ENTRIES: [&str; 3] = ["db-", "ckpt-", "restoring-"];
+/// progress, the progress mark (and its temporary file).
+const TASK_DIR_ENTRIES: [&str; 4] = ["db-", "ckpt-", "restoring-", PROGRESS_MARK_FILE];
 
 /// After a successful start, removes the local directories `task-NNNN` of tasks the job no
 /// longer has (NNNN >= N, left by a run with more partitions; each holds a whole database).

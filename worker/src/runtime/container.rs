@@ -77,6 +77,7 @@ pub fn run(
         if last_lag.elapsed() >= Duration::from_secs(1) {
             last_lag = Instant::now();
             tasks.iter().for_each(TaskInstance::refresh_lag);
+            tasks.iter_mut().for_each(|t| t.mark_progress(last_lag));
         }
         if !busy {
             match commands.recv_timeout(IDLE_WAIT) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn_contract::control::Recovery;
 use cairn_contract::JobSpec;
 use rocksdb::Cache;
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,7 @@ use super::container;
 use super::event_time::EventClock;
 use super::messages::{Command, Event, Request};
 use super::progress::{self, ProgressThread};
+use super::recovery::{self, MarkFile, TaskRecovery, TaskRestart};
 use super::remote::{self, ContainerLink, CoordinatorConnection, RelayEnd};
 use super::task_instance::{InstanceError, TaskInstance};
 use crate::checkpoint::start::{self, task_dir, Origin, StartError, StartPoint, StartRequest};
@@ -417,6 +419,8 @@ struct Assembled {
     state_version: u32,
     /// Where the run starts (its tasks are in `groups`).
     start: StartPoint,
+    /// What the start cost (`runtime::recovery`), for the status.
+    recovery: Recovery,
     /// Container -> its task instances, for the containers of this process.
     groups: BTreeMap<u32, Vec<TaskInstance>>,
     /// A container of another process's coordinator: its connection.
@@ -429,6 +433,8 @@ struct Assembled {
 /// any state is touched), a generation claimed (or learnt from the coordinator), the start
 /// point decided and restored, and this process's task instances built.
 async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, RunError> {
+    // The origin of the recovery measures (runtime::recovery).
+    let (process_started, process_started_ms) = (Instant::now(), crate::checkpoint::now_ms());
     let spec = &opts.spec;
     let spec_hash = spec.spec_hash();
     let partitions = spec.input.partitions();
@@ -553,10 +559,22 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
         process: &process,
     })
     .await?;
-    metrics
-        .restore_seconds
-        .set(restore_started.elapsed().as_secs_f64());
-    tracing::info!(origin = ?start.origin, generation, tasks = ?my_tasks, seconds = restore_started.elapsed().as_secs_f64(), "state ready");
+    let restarts: Vec<TaskRestart> = start
+        .tasks
+        .iter()
+        .map(|t| TaskRestart {
+            offset: t.offset,
+            previous: MarkFile::in_task_dir(&task_dir(&job_dir, t.task)).read(),
+        })
+        .collect();
+    let recovery = recovery::summarize(
+        &restarts,
+        process_started_ms,
+        start.fetched_bytes,
+        restore_started.elapsed(),
+    );
+    recovery::export(metrics, &recovery);
+    tracing::info!(origin = ?start.origin, generation, tasks = ?my_tasks, ?recovery, "state ready");
 
     // Build task instances.
     let mut groups: BTreeMap<u32, Vec<TaskInstance>> =
@@ -581,6 +599,10 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
             prepared.known,
             opts.upload_delay,
         ));
+        let task_recovery = TaskRecovery::new(
+            MarkFile::in_task_dir(&task_dir(&job_dir, task)),
+            process_started,
+        );
         let user_task = opts.registry.build(&spec.task.name, &spec.task.config)?;
         let instance = TaskInstance::open(
             task,
@@ -593,6 +615,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
             spec.event_time
                 .as_ref()
                 .map(|event_time| EventClock::new(event_time, prepared.watermark)),
+            task_recovery,
         )
         .map_err(instance_err)?;
         groups
@@ -609,6 +632,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
         generation,
         state_version,
         start,
+        recovery,
         groups,
         connection,
         control_token,
@@ -801,6 +825,7 @@ async fn coordinate(
             assignment: job.assignment.clone(),
             checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
             started_at_ms: crate::checkpoint::now_ms(),
+            recovery: Some(job.recovery.clone()),
             ..Default::default()
         };
         let handles = ControlHandles {

@@ -11,6 +11,7 @@ pub mod job;
 pub mod job_progress;
 pub mod messages;
 pub mod progress;
+pub mod recovery;
 pub mod remote;
 pub mod task_instance;
 

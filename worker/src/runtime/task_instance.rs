@@ -8,6 +8,7 @@ use std::time::Instant;
 use prometheus::{IntCounter, IntGauge};
 
 use super::event_time::{EventClock, END_OF_TIME};
+use super::recovery::TaskRecovery;
 use crate::checkpoint::upload::{PhaseInput, PhaseReport, TaskCheckpointer};
 use crate::checkpoint::{now_ms, CheckpointError};
 use crate::metrics::Metrics;
@@ -88,6 +89,7 @@ struct TaskMetrics {
     lag: IntGauge,
     watermark: IntGauge,
     event_time_lag: IntGauge,
+    resumed_ms: IntGauge,
 }
 
 /// One running task.
@@ -109,6 +111,8 @@ pub struct TaskInstance {
     pub finished: bool,
     last_bad_log: Option<Instant>,
     state_failures: Arc<StateFailures>,
+    /// Progress marks and the time to resume (`super::recovery`).
+    recovery: TaskRecovery,
 }
 
 impl TaskInstance {
@@ -124,7 +128,11 @@ impl TaskInstance {
         checkpointer: Arc<TaskCheckpointer>,
         metrics: Arc<Metrics>,
         clock: Option<EventClock>,
+        mut recovery: TaskRecovery,
     ) -> Result<Self, InstanceError> {
+        // At once, so that a kill within the first mark period is not measured from the
+        // previous run's mark.
+        recovery.mark(source.position(), Instant::now());
         let unreadable = state.load_timers().map_err(TaskError::from)?;
         if unreadable > 0 {
             tracing::warn!(
@@ -145,11 +153,13 @@ impl TaskInstance {
             lag: metrics.lag.with_label_values(&[&label]),
             watermark: metrics.watermark.with_label_values(&[&label]),
             event_time_lag: metrics.event_time_lag.with_label_values(&[&label]),
+            resumed_ms: metrics.task_resumed_ms.with_label_values(&[&label]),
         };
         // -1 until the task has a watermark (and always without event time), so the status
         // and dashboards tell "none" from the epoch.
         handles.watermark.set(-1);
         handles.event_time_lag.set(-1);
+        handles.resumed_ms.set(-1);
         let next_tick = next_tick_after(task.as_ref());
         Ok(TaskInstance {
             id,
@@ -166,6 +176,7 @@ impl TaskInstance {
             finished: false,
             last_bad_log: None,
             state_failures: Arc::default(),
+            recovery,
         })
     }
 
@@ -235,6 +246,9 @@ impl TaskInstance {
             .observe(now.duration_since(started).as_secs_f64());
         self.handles.records_in.inc_by(self.batch.len() as u64);
         self.count_output(emitted, bad, late);
+        if let Some(seconds) = self.recovery.processed() {
+            self.handles.resumed_ms.set((seconds * 1000.0) as i64);
+        }
         if poll == Poll::End {
             self.clock_without_records(poll)?;
         }
@@ -319,6 +333,11 @@ impl TaskInstance {
     /// The task's watermark (jobs with event time).
     pub fn watermark(&self) -> Option<u64> {
         self.clock.as_ref().and_then(EventClock::watermark)
+    }
+
+    /// Leaves the task's progress mark, at most once per [`super::recovery::MARK_PERIOD`].
+    pub fn mark_progress(&mut self, now: Instant) {
+        self.recovery.mark(self.source.position(), now);
     }
 
     /// Refreshes the lag and watermark gauges (called about once a second, not per batch).
