@@ -9,6 +9,10 @@
 //! cairn-bench windows --records 40000000    q5-like sliding-window count and a tumbling count
 //!                                            vs a bare HashMap loop over the same records
 //!                                            (`--case q5` or `--case tumbling`: one of them)
+//! cairn-bench recovery --values-mb 1024      SIGKILL at full speed on ~1 GB of state: kill ->
+//!                                            processing again and the replayed input, restarted
+//!                                            on the same and on an emptied volume, vs `cp && sync`
+//!                                            (`--store s3://...`: the same on S3, vs a bare get)
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
@@ -35,6 +39,7 @@ use cairn_worker::task::{Record, StreamTask, TaskContext, TaskError, TaskRegistr
 use clap::{Parser, Subcommand};
 
 mod connectors;
+mod recovery;
 mod windows;
 
 #[derive(Parser)]
@@ -69,6 +74,26 @@ enum Cmd {
         #[arg(long)]
         case: Option<String>,
     },
+    /// RTO and replay after a SIGKILL at ~1 GB of state (docs/recovery.md).
+    Recovery {
+        /// Keys of 1 KiB values: the live state grows to about this many megabytes.
+        #[arg(long, default_value_t = 1024)]
+        values_mb: u64,
+        /// Checkpoint store: `file://./ckpt`, or `s3://bucket/prefix` with the server in the
+        /// environment (CAIRN_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+        #[arg(long, default_value = "file://./ckpt")]
+        store: String,
+    },
+    /// The job `recovery` kills: runs until killed (not for direct use).
+    #[command(hide = true)]
+    RecoveryChild {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        metrics_addr: std::net::SocketAddr,
+    },
     /// Everything, with the sizes of docs/benchmarks.md.
     All,
     /// Kafka source on the count job vs a bare consumer loop (needs a broker).
@@ -99,6 +124,14 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::RecoveryChild {
+        dir,
+        job,
+        metrics_addr,
+    } = &cli.command
+    {
+        return recovery::child(dir, job, *metrics_addr);
+    }
     let scratch = cli.scratch.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("cairn-bench-{}", std::process::id()))
     });
@@ -112,6 +145,8 @@ fn main() {
     match cli.command {
         Cmd::Count { keys, records } => count(&scratch, keys, records),
         Cmd::Pause { values_mb } => pause(&scratch, values_mb),
+        Cmd::Recovery { values_mb, store } => recovery::recovery(&scratch, values_mb, &store),
+        Cmd::RecoveryChild { .. } => unreachable!("handled above"),
         Cmd::Windows { records, case } => windows::windows(&scratch, records, case.as_deref()),
         Cmd::Kafka {
             brokers,
@@ -131,6 +166,7 @@ fn main() {
             count(&scratch, 10_000_000, 20_000_000);
             pause(&scratch, 1200);
             windows::windows(&scratch, 40_000_000, None);
+            recovery::recovery(&scratch, 1024, "file://./ckpt");
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
@@ -249,11 +285,12 @@ fn count(scratch: &Path, keys: u64, records: u64) {
     println!("\ncheckpoints committed: {} (last one is the final checkpoint); sync pauses: {} samples, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", commits.len(), pauses.len(), pct(&pauses, 0.5) * 1e3, pct(&pauses, 0.99) * 1e3, pauses.last().copied().unwrap_or(0.0) * 1e3);
     for c in &commits {
         println!(
-            "- checkpoint {}: state {} MiB, uploaded {} MiB, new SST {} MiB",
+            "- checkpoint {}: state {} MiB, uploaded {} MiB, new SST {} MiB, trigger to commit {:.2} s",
             c.checkpoint,
             mib(c.total_bytes),
             mib(c.uploaded_bytes),
-            mib(c.new_sst_bytes)
+            mib(c.new_sst_bytes),
+            c.committed_at_ms.saturating_sub(c.triggered_at_ms) as f64 / 1000.0
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs the connector benchmarks of docs/benchmarks.md: starts a Kafka broker (KRaft, official
-# jars) and MinIO on loopback, runs `cairn-bench kafka` and `cairn-bench s3` (each next to its
-# bare-client baseline, in the same run), and stops both servers (also on Ctrl-C or error).
+# jars) and MinIO on loopback, runs `cairn-bench kafka`, `cairn-bench s3` and `cairn-bench
+# recovery --store s3://...` (each next to its bare-client baseline, in the same run), and stops
+# both servers (also on Ctrl-C or error).
 #
 #   tests/services/bench-connectors.sh [--records N] [--keys K] [--files F] [--file-mb M]
+#                                      [--recovery-mb M]
 #
 # Needs Java 17+, Maven and Go (fetched/built once into ~/.cache/cairn), and builds cairn-bench
 # with --release.
@@ -11,13 +13,14 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-records=5000000 keys=100000 files=8 file_mb=64
+records=5000000 keys=100000 files=8 file_mb=64 recovery_mb=1024
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) records="$2"; shift 2 ;;
     --keys) keys="$2"; shift 2 ;;
     --files) files="$2"; shift 2 ;;
     --file-mb) file_mb="$2"; shift 2 ;;
+    --recovery-mb) recovery_mb="$2"; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -106,3 +109,5 @@ curl -sf -X PUT --aws-sigv4 aws:amz:us-east-1:s3 \
 "$bench" kafka --brokers "127.0.0.1:$kafka_port" --records "$records" --keys "$keys"
 "$bench" s3 --endpoint "http://127.0.0.1:$minio_port" --bucket bench \
   --files "$files" --file-mb "$file_mb"
+CAIRN_S3_ENDPOINT="http://127.0.0.1:$minio_port" \
+  "$bench" recovery --store s3://bench/recovery --values-mb "$recovery_mb"
