@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rocksdb::{checkpoint::Checkpoint, Direction, IteratorMode, WriteBatch, DB};
 use hashbrown::hash_map::EntryRef;
+use rocksdb::{checkpoint::Checkpoint, DBPinnableSlice, Direction, IteratorMode, WriteBatch, DB};
 use rustc_hash::FxBuildHasher;
 
 use super::db::{no_wal, StateError, TIMERS_CF};
@@ -78,6 +78,9 @@ pub struct KeyedState {
     cache_limit: usize,
     frozen: Option<Arc<Frozen>>,
     key_buf: Vec<u8>,
+    /// RocksDB holds no state yet (a fresh task, before its first spill or snapshot), so a
+    /// key missing from the cache is missing, without a lookup.
+    db_empty: bool,
 }
 
 /// One checkpoint's view of the state, taken at a record boundary; consumed off the task thread.
@@ -92,7 +95,9 @@ pub struct Snapshot {
 impl KeyedState {
     /// Wraps an open database; `cache_limit` bounds the bytes held in the write-back cache.
     pub fn new(db: Arc<DB>, cache_limit: u64) -> Self {
+        let db_empty = db.iterator(IteratorMode::Start).next().is_none();
         KeyedState {
+            db_empty,
             db,
             dirty: Writes::default(),
             dirty_timers: TimerWrites::default(),
@@ -136,11 +141,14 @@ impl KeyedState {
                 return Ok(f(v.as_deref()));
             }
         }
-        let pinned = self
-            .db
-            .get_pinned(&self.key_buf)
-            .map_err(|source| StateError::Db { op: "get", source })?;
-        Ok(f(pinned.as_deref()))
+        Ok(f(self.stored()?.as_deref()))
+    }
+
+    /// What RocksDB holds for the encoded key in `key_buf`. While it holds no state the answer
+    /// is known: a fresh task's first interval meets every key for the first time, and a
+    /// RocksDB lookup (memtable, then each level's filter) is most of the cost of such a miss.
+    fn stored(&self) -> Result<Option<DBPinnableSlice<'_>>, StateError> {
+        stored(&self.db, self.db_empty, &self.key_buf)
     }
 
     /// Replaces the value of (`key`, `sub`) with `f(old)`; `None` deletes it.
@@ -178,13 +186,7 @@ impl KeyedState {
                     .and_then(|fz| fz.writes.get(&self.key_buf[..]).map(|v| v.as_deref()));
                 let new = match frozen_hit {
                     Some(old) => f(old),
-                    None => {
-                        let pinned = self
-                            .db
-                            .get_pinned(&self.key_buf)
-                            .map_err(|source| StateError::Db { op: "get", source })?;
-                        f(pinned.as_deref())
-                    }
+                    None => f(stored(&self.db, self.db_empty, &self.key_buf)?.as_deref()),
                 };
                 let value: Option<CachedValue> = new.map(|v| v.as_ref().into());
                 let bytes = self.key_buf.len() + value.as_ref().map_or(0, |v| v.len());
@@ -364,6 +366,9 @@ impl KeyedState {
         let writes = std::mem::take(&mut self.dirty);
         let timers = std::mem::take(&mut self.dirty_timers);
         self.dirty_bytes = 0;
+        // Until the snapshot is written its entries are read from the frozen map; after, from
+        // RocksDB.
+        self.db_empty &= writes.is_empty();
         let frozen = Arc::new(Frozen {
             writes,
             timers,
@@ -386,6 +391,7 @@ impl KeyedState {
         let writes = std::mem::take(&mut self.dirty);
         let timers = std::mem::take(&mut self.dirty_timers);
         self.dirty_bytes = 0;
+        self.db_empty &= writes.is_empty();
         write_out(&self.db, &writes, &timers).map(drop)
     }
 
@@ -430,6 +436,20 @@ impl KeyedState {
     pub fn cached_entries(&self) -> usize {
         self.dirty.len()
     }
+}
+
+/// See [`KeyedState::stored`] (a function of the fields it needs, so that it can be called
+/// while the cache map is borrowed).
+fn stored<'a>(
+    db: &'a DB,
+    db_empty: bool,
+    key: &[u8],
+) -> Result<Option<DBPinnableSlice<'a>>, StateError> {
+    if db_empty {
+        return Ok(None);
+    }
+    db.get_pinned(key)
+        .map_err(|source| StateError::Db { op: "get", source })
 }
 
 /// How [`write_out`] wrote the default column family's entries.
