@@ -636,6 +636,7 @@ mod tests {
             std::fs::create_dir_all(dir.join("db-000001-0000abcd")).unwrap();
             std::fs::write(dir.join("db-000001-0000abcd/000001.sst"), b"x").unwrap();
             std::fs::create_dir_all(dir.join("ckpt-000000000003")).unwrap();
+            std::fs::write(dir.join(PROGRESS_MARK_FILE), b"10 20\n").unwrap();
         }
         // Task 5's directory also holds something the worker never writes there.
         std::fs::write(task_dir(job, 5).join("000000000007.out"), b"k\t1\n").unwrap();
