@@ -452,6 +452,30 @@ fn pause(scratch: &Path, values_mb: u64) {
 }
 
 /// Returns the median `cp -r && sync` time, the baseline of [`repartition`].
+/// The baseline: `cp -r --reflink=never src dst && sync` with the page cache dropped first;
+/// seconds.
+fn copy_and_sync(src: &Path, dst: &Path) -> f64 {
+    drop_caches();
+    let t = Instant::now();
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cp -r --reflink=never '{}' '{}' && sync",
+            src.display(),
+            dst.display()
+        ))
+        .status()
+        .unwrap()
+        .success();
+    assert!(
+        ok,
+        "cp -r {} {} && sync failed",
+        src.display(),
+        dst.display()
+    );
+    t.elapsed().as_secs_f64()
+}
+
 fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManifest]) -> f64 {
     let root = store.local_root().unwrap().to_path_buf();
     // The checkpoint's files, hard-linked into one source tree for `cp -r`.
@@ -470,20 +494,7 @@ fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManife
     let mut rows = Vec::new();
     for round in 0..5 {
         let cp_dst = dir.join(format!("cp-dst-{round}"));
-        drop_caches();
-        let t = Instant::now();
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cp -r --reflink=never '{}' '{}' && sync",
-                src.display(),
-                cp_dst.display()
-            ))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let cp = t.elapsed().as_secs_f64();
+        let cp = copy_and_sync(&src, &cp_dst);
 
         let ours = CheckpointStore::from_url(
             &format!("file://{}", dir.join(format!("store-{round}")).display()),

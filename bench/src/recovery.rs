@@ -278,20 +278,7 @@ fn file_baselines(dir: &Path, keys: &[String]) -> Vec<(&'static str, f64)> {
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::hard_link(dir.join("ckpt").join(key), &to).unwrap();
     }
-    drop_caches();
-    let t = Instant::now();
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cp -r --reflink=never '{}' '{}' && sync",
-            tree.display(),
-            dir.join("cp").display()
-        ))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let cp = t.elapsed().as_secs_f64();
+    let cp = crate::copy_and_sync(&tree, &dir.join("cp"));
     drop_caches();
     let t = Instant::now();
     let mut buf = vec![0u8; 1 << 20];
