@@ -132,6 +132,11 @@ pub struct TaskStatus {
     /// processing again after a restart. Absent until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_ms: Option<u64>,
+    /// From the process's start until the task is back at the input position the previous
+    /// run had reached: the end of recovery (docs/recovery.md). Absent until then, and when
+    /// the previous run left no progress mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caught_up_ms: Option<u64>,
 }
 
 /// What this run's start cost (docs/recovery.md). Detect and replay come from the progress
@@ -230,6 +235,51 @@ pub struct JobStatus {
     /// What this run's start cost. Absent from a process that restores nothing itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery: Option<Recovery>,
+    /// The recovery-time objective as the coordinator keeps it (`checkpoint.targetRecoveryTime`).
+    /// Absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_objective: Option<RecoveryObjective>,
+}
+
+/// The recovery-time objective (docs/recovery.md): the target, the interval the coordinator
+/// chose for it, and the recovery time it predicts with that interval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryObjective {
+    /// `checkpoint.targetRecoveryTime`.
+    pub target_ms: u64,
+    /// The interval in force.
+    pub interval_ms: u64,
+    /// The prediction for a failure at the worst moment (just before the next commit). Absent
+    /// until a checkpoint has committed, when there is nothing measured to predict from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<PredictedRecovery>,
+    /// When the prediction is over the target, or there is none yet: why, and what would help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl RecoveryObjective {
+    /// Whether the prediction is within the target; `None` while there is no prediction.
+    pub fn met(&self) -> Option<bool> {
+        self.predicted
+            .as_ref()
+            .map(|p| p.total_ms <= self.target_ms)
+    }
+}
+
+/// A predicted recovery: its parts add up to the total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictedRecovery {
+    /// Failure to a restarted process (assumed; docs/recovery.md says from what).
+    pub detect_ms: u64,
+    /// Fetching and opening the state of the last checkpoint onto an empty volume.
+    pub restore_ms: u64,
+    /// Processing again the input since that checkpoint, at the measured processing rate.
+    pub replay_ms: u64,
+    /// The sum: failure to processing where the job had got to.
+    pub total_ms: u64,
 }
 
 /// An asynchronous operation (`POST /v1/checkpoints`, `POST /v1/savepoints`,
@@ -313,6 +363,17 @@ mod tests {
                 restore_ms: 30,
                 replay_offsets: None,
             }),
+            recovery_objective: Some(RecoveryObjective {
+                target_ms: 30_000,
+                interval_ms: 12_000,
+                predicted: Some(PredictedRecovery {
+                    detect_ms: 2_000,
+                    restore_ms: 1_500,
+                    replay_ms: 6_000,
+                    total_ms: 9_500,
+                }),
+                problem: None,
+            }),
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(
@@ -324,6 +385,8 @@ mod tests {
                 "state": "stopping", "health": "degraded", "tasks": [],
                 "lastCheckpoint": null, "abortedCheckpoints": 1, "observedPartitions": 6,
                 "recovery": {"detectMs": 700, "fetchedBytes": 9, "restoreMs": 30},
+                "recoveryObjective": {"targetMs": 30000, "intervalMs": 12000, "predicted":
+                    {"detectMs": 2000, "restoreMs": 1500, "replayMs": 6000, "totalMs": 9500}},
             })
         );
         assert_eq!(serde_json::from_value::<JobStatus>(json).unwrap(), status);

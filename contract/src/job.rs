@@ -21,6 +21,10 @@ pub const DEFAULT_STATE_DIR: &str = "./.cairn/state";
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default `checkpoint.timeout`.
 pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default `checkpoint.minInterval` under a recovery-time objective.
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `checkpoint.maxInterval` under a recovery-time objective.
+pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(600);
 /// Default `checkpoint.retained`.
 pub const DEFAULT_CHECKPOINTS_RETAINED: u32 = 3;
 /// Default `state.cacheSize`: 64 MiB of write-back cache per task.
@@ -169,6 +173,29 @@ pub struct CheckpointSpec {
     /// How long one checkpoint may take before it is abandoned (> 0; default 10m).
     #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
+    /// The recovery-time objective (docs/recovery.md): after a failure the job should be back
+    /// where it was within this time. When set, the coordinator predicts the recovery time
+    /// and adapts the interval between `minInterval` and `maxInterval`, starting from
+    /// `interval`. Absent (the default): the interval is fixed.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::units::optional_duration"
+    )]
+    pub target_recovery_time: Option<Duration>,
+    /// Shortest interval the objective may choose (default 1s). Only with
+    /// `targetRecoveryTime`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::units::optional_duration"
+    )]
+    pub min_interval: Option<Duration>,
+    /// Longest interval the objective may choose (default 10m). Only with
+    /// `targetRecoveryTime`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "crate::units::optional_duration"
+    )]
+    pub max_interval: Option<Duration>,
 }
 
 impl Default for CheckpointSpec {
@@ -178,11 +205,38 @@ impl Default for CheckpointSpec {
             store: DEFAULT_CHECKPOINT_STORE.to_owned(),
             retained: DEFAULT_CHECKPOINTS_RETAINED,
             timeout: DEFAULT_CHECKPOINT_TIMEOUT,
+            target_recovery_time: None,
+            min_interval: None,
+            max_interval: None,
         }
     }
 }
 
 impl CheckpointSpec {
+    /// The bounds of the interval: `[minInterval, maxInterval]` (defaults filled in) under a
+    /// recovery-time objective, else `interval` alone.
+    pub fn interval_bounds(&self) -> (Duration, Duration) {
+        match self.target_recovery_time {
+            Some(_) => (
+                self.min_interval.unwrap_or(DEFAULT_MIN_INTERVAL),
+                self.max_interval.unwrap_or(DEFAULT_MAX_INTERVAL),
+            ),
+            None => (self.interval, self.interval),
+        }
+    }
+
+    /// The first interval: `interval`, moved into the bounds.
+    pub fn first_interval(&self) -> Duration {
+        let (min, max) = self.interval_bounds();
+        self.interval.max(min).min(max.max(min))
+    }
+
+    /// The interval the health rule counts late commits from: the longest one the coordinator
+    /// may choose, so an objective that lengthens the interval never makes the job look late.
+    pub fn health_interval(&self) -> Duration {
+        self.interval_bounds().1.max(self.first_interval())
+    }
+
     /// The parsed [`crate::StoreUrl`] of `store`; errors as validation would.
     pub fn store_location(&self) -> Result<crate::StoreUrl, crate::FieldError> {
         crate::StoreUrl::parse_spec(&self.store)

@@ -286,6 +286,7 @@ impl JobSpec {
             "allow checkpoints time to finish, e.g. `timeout: 10m` (the default)",
         );
         errors.at_most_a_year("checkpoint.timeout", checkpoint.timeout);
+        recovery_objective_problems(checkpoint, &mut errors);
 
         if let Some(event_time) = &self.event_time {
             self.event_time_problems(event_time, &mut errors);
@@ -431,6 +432,67 @@ fn dns_label_problem(name: &str) -> Option<String> {
         return Some(format!("{name:?} starts or ends with '-'"));
     }
     None
+}
+
+/// Shortest `checkpoint.targetRecoveryTime`: a restart alone takes about this long.
+pub const MIN_TARGET_RECOVERY_TIME: Duration = Duration::from_secs(1);
+
+/// `checkpoint.targetRecoveryTime` and its bounds (docs/recovery.md).
+fn recovery_objective_problems(checkpoint: &crate::CheckpointSpec, errors: &mut Problems) {
+    let Some(target) = checkpoint.target_recovery_time else {
+        for (field, value) in [
+            ("checkpoint.minInterval", checkpoint.min_interval),
+            ("checkpoint.maxInterval", checkpoint.max_interval),
+        ] {
+            errors.check(
+                value.is_none(),
+                field,
+                || "set without checkpoint.targetRecoveryTime, which it bounds".to_owned(),
+                "set `targetRecoveryTime` (e.g. `30s`) for an adaptive interval, or remove it and \
+                 set a fixed `interval`",
+            );
+        }
+        return;
+    };
+    errors.check(
+        target >= MIN_TARGET_RECOVERY_TIME,
+        "checkpoint.targetRecoveryTime",
+        || {
+            format!(
+                "{} is shorter than the {} minimum (a restart alone takes about that long)",
+                format_duration(target),
+                format_duration(MIN_TARGET_RECOVERY_TIME)
+            )
+        },
+        "set a longer objective, e.g. `targetRecoveryTime: 30s`",
+    );
+    errors.at_most_a_year("checkpoint.targetRecoveryTime", target);
+    let (min, max) = checkpoint.interval_bounds();
+    errors.check(
+        min >= MIN_CHECKPOINT_INTERVAL,
+        "checkpoint.minInterval",
+        || {
+            format!(
+                "{} is shorter than the {} minimum",
+                format_duration(min),
+                format_duration(MIN_CHECKPOINT_INTERVAL)
+            )
+        },
+        "checkpoint less often, e.g. `minInterval: 1s` (the default)",
+    );
+    errors.at_most_a_year("checkpoint.maxInterval", max);
+    errors.check(
+        min <= max,
+        "checkpoint.maxInterval",
+        || {
+            format!(
+                "{} is shorter than checkpoint.minInterval ({})",
+                format_duration(max),
+                format_duration(min)
+            )
+        },
+        "make maxInterval at least minInterval (defaults 1s and 10m)",
+    );
 }
 
 #[cfg(test)]

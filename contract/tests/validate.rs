@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cairn_contract::{
     FieldError, FileInput, GeneratorInput, InputSpec, JobSpec, OutputSpec, SpecError, TaskSpec,
+    DEFAULT_MAX_INTERVAL, DEFAULT_MIN_INTERVAL,
 };
 
 fn valid() -> JobSpec {
@@ -408,4 +409,82 @@ state: {cacheSize: 1KiB}
         shown.contains("\ncheckpoint.interval: 1ms is shorter than the 10ms minimum; "),
         "{shown}"
     );
+}
+
+#[test]
+fn a_recovery_objective_and_its_bounds_are_checked() {
+    let mut spec = valid();
+    spec.checkpoint.min_interval = Some(Duration::from_secs(1));
+    assert_rejected(
+        &spec,
+        "checkpoint.minInterval",
+        "set without checkpoint.targetRecoveryTime, which it bounds",
+        "targetRecoveryTime",
+    );
+
+    let mut spec = valid();
+    spec.checkpoint.target_recovery_time = Some(Duration::from_millis(500));
+    assert_rejected(
+        &spec,
+        "checkpoint.targetRecoveryTime",
+        "500ms is shorter than the 1s minimum (a restart alone takes about that long)",
+        "targetRecoveryTime: 30s",
+    );
+
+    let mut spec = valid();
+    spec.checkpoint.target_recovery_time = Some(Duration::from_secs(30));
+    assert!(spec.validate().is_ok(), "{:?}", problems(&spec));
+    spec.checkpoint.min_interval = Some(Duration::from_secs(20));
+    spec.checkpoint.max_interval = Some(Duration::from_secs(10));
+    assert_rejected(
+        &spec,
+        "checkpoint.maxInterval",
+        "10s is shorter than checkpoint.minInterval (20s)",
+        "at least minInterval",
+    );
+    spec.checkpoint.min_interval = Some(Duration::from_millis(1));
+    assert_rejected(
+        &spec,
+        "checkpoint.minInterval",
+        "1ms is shorter than the 10ms minimum",
+        "minInterval: 1s",
+    );
+
+    // The defaults fill in, and the first interval is `interval` moved into the bounds.
+    let mut spec = valid();
+    spec.checkpoint.target_recovery_time = Some(Duration::from_secs(30));
+    spec.checkpoint.interval = Duration::from_secs(3600);
+    let c = &spec.checkpoint;
+    assert_eq!(
+        c.interval_bounds(),
+        (DEFAULT_MIN_INTERVAL, DEFAULT_MAX_INTERVAL)
+    );
+    assert_eq!(c.first_interval(), DEFAULT_MAX_INTERVAL);
+    assert_eq!(c.health_interval(), DEFAULT_MAX_INTERVAL);
+    spec.checkpoint.target_recovery_time = None;
+    assert_eq!(spec.checkpoint.health_interval(), Duration::from_secs(3600));
+}
+
+#[test]
+fn a_recovery_objective_reads_from_yaml() {
+    let spec = JobSpec::from_yaml_str(
+        "name: j\ninput: {type: generator, partitions: 1}\ntask: {name: count}\n\
+         checkpoint: {targetRecoveryTime: 30s, minInterval: 2s, maxInterval: 5m}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        spec.checkpoint.target_recovery_time,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        spec.checkpoint.interval_bounds(),
+        (Duration::from_secs(2), Duration::from_secs(300))
+    );
+    let err = JobSpec::from_yaml_str(
+        "name: j\ninput: {type: generator, partitions: 1}\ntask: {name: count}\n\
+         checkpoint: {targetRecoveryTime: soon}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("checkpoint.targetRecoveryTime"), "{err}");
 }

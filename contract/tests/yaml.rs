@@ -80,6 +80,7 @@ fn the_documented_example_parses_to_the_expected_spec() {
             store: "file://./.cairn/checkpoints".into(),
             retained: 3,
             timeout: Duration::from_secs(600),
+            ..Default::default()
         },
         state: StateSpec {
             dir: PathBuf::from("./.cairn/state"),
@@ -166,6 +167,7 @@ fn omitted_sections_get_their_defaults() {
             store: "file://./.cairn/checkpoints".into(),
             retained: 3,
             timeout: Duration::from_secs(600),
+            ..Default::default()
         }
     );
     assert_eq!(

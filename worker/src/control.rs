@@ -299,6 +299,14 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
                         .get(),
                 )
                 .ok(),
+                // -1: not caught up yet, or nothing to catch up to.
+                caught_up_ms: u64::try_from(
+                    api.metrics
+                        .task_caught_up_ms
+                        .with_label_values(&[&label])
+                        .get(),
+                )
+                .ok(),
             }
         })
         .collect();
@@ -322,6 +330,12 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
         observed_partitions: u32::try_from(api.metrics.input_partitions_observed.get())
             .ok()
             .filter(|n| *n > 0),
+        recovery_objective: api
+            .progress
+            .objective
+            .lock()
+            .expect("progress lock")
+            .clone(),
         ..(*api.facts).clone()
     })
 }

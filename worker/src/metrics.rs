@@ -71,6 +71,16 @@ pub struct Metrics {
     pub recovery_replay_offsets: IntGauge,
     /// From the process's start to the task's first record, by task; -1 until then.
     pub task_resumed_ms: IntGaugeVec,
+    /// From the process's start until the task is back where the previous run had got to, by
+    /// task; -1 until then, and for good when the previous run left no mark.
+    pub task_caught_up_ms: IntGaugeVec,
+    /// The checkpoint interval in force (adapted under a recovery-time objective).
+    pub checkpoint_interval_seconds: Gauge,
+    /// The recovery-time objective; -1 without one.
+    pub recovery_target_seconds: Gauge,
+    /// The recovery time predicted for a failure now; -1 without an objective or before the
+    /// first commit.
+    pub recovery_predicted_seconds: Gauge,
     /// Partition count of the input as last observed (a Kafka topic that grew shows more than
     /// the job's N); 0 until known.
     pub input_partitions_observed: IntGauge,
@@ -216,6 +226,24 @@ impl Metrics {
             task_resumed_ms: gauge_vec(
                 "cairn_task_resumed_milliseconds",
                 "From the process's start to the task's first processed record; -1 until then",
+            ),
+            task_caught_up_ms: gauge_vec(
+                "cairn_task_caught_up_milliseconds",
+                "From the process's start until the task is back at the input position the \
+                 previous run had reached; -1 until then or when unknown",
+            ),
+            checkpoint_interval_seconds: gauge(
+                "cairn_checkpoint_interval_seconds",
+                "The checkpoint interval in force (adapted under checkpoint.targetRecoveryTime)",
+            ),
+            recovery_target_seconds: gauge(
+                "cairn_recovery_target_seconds",
+                "checkpoint.targetRecoveryTime; -1 without one",
+            ),
+            recovery_predicted_seconds: gauge(
+                "cairn_recovery_predicted_seconds",
+                "Recovery time predicted for a failure just before the next commit (detect + \
+                 restore + replay, docs/recovery.md); -1 without an objective or a commit yet",
             ),
             input_partitions_observed: int_gauge(
                 "cairn_input_partitions_observed",

@@ -416,7 +416,101 @@ fn a_restart_after_a_kill_reports_what_its_recovery_cost() {
     for task in status["tasks"].as_array().unwrap() {
         assert!(task["resumedMs"].as_u64().unwrap() < 60_000, "{task}");
     }
+    // Back where the previous run had got to: each task passes its last mark (the generator
+    // replays at its rate, so this takes about as long as the input after the checkpoint).
+    wait_until("every task to catch up with the killed run", 60, || {
+        status = http.json("GET", "/v1/status", "").1;
+        status["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["caughtUpMs"].is_u64())
+    });
+    for task in status["tasks"].as_array().unwrap() {
+        let (resumed, caught_up) = (task["resumedMs"].as_u64(), task["caughtUpMs"].as_u64());
+        assert!(caught_up >= resumed, "{task}");
+    }
     let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `checkpoint.targetRecoveryTime`: the coordinator predicts the recovery time from what it
+/// measures and sets the interval. Light input: the prediction is far under the target, so
+/// the interval grows (at most twofold per commit) to `maxInterval`, and checkpoints follow it.
+#[test]
+fn a_recovery_objective_lengthens_the_interval_of_a_light_job_and_checkpoints_follow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let job = JOB
+        .replace("recordsPerPartition: 40000", "recordsPerPartition: 4000000")
+        .replace(
+            "interval: 1h",
+            "interval: 500ms\n  targetRecoveryTime: 30s\n  minInterval: 500ms\n  maxInterval: 4s",
+        );
+    let (mut child, http) = start(dir, &job);
+    let status = |http: &Http| http.json("GET", "/v1/status", "").1;
+    assert_eq!(status(&http)["recoveryObjective"]["targetMs"], 30_000);
+    // 500 ms, then 1, 2 and 4 s: three commits.
+    wait_until("the interval to grow to maxInterval", 60, || {
+        status(&http)["recoveryObjective"]["intervalMs"] == 4_000
+    });
+    let objective = status(&http)["recoveryObjective"].clone();
+    let p = &objective["predicted"];
+    let part = |name: &str| {
+        p[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name}: {objective}"))
+    };
+    assert_eq!(
+        part("totalMs"),
+        part("detectMs") + part("restoreMs") + part("replayMs"),
+        "{objective}"
+    );
+    assert!(part("totalMs") <= 30_000, "{objective}");
+    assert!(objective.get("problem").is_none(), "{objective}");
+    // Commits follow the 4 s interval: 1 to 3 in 9 s (a 500 ms interval would make ~18).
+    let id = |s: serde_json::Value| s["lastCheckpoint"]["id"].as_u64().unwrap();
+    let before = id(status(&http));
+    std::thread::sleep(Duration::from_secs(9));
+    let commits = id(status(&http)) - before;
+    assert!((1..=3).contains(&commits), "{commits} commits in 9 s");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A job that processes all the time cannot replay faster than it reads: with a target that
+/// leaves less than `minInterval` for replay, the interval stays at `minInterval` and the
+/// status says the objective is missed, and why.
+#[test]
+fn a_recovery_objective_out_of_reach_keeps_min_interval_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let job = JOB
+        .replace(
+            "recordsPerPartition: 40000",
+            "recordsPerPartition: 400000000",
+        )
+        .replace("  ratePerSecond: 8000\n", "")
+        .replace(
+            "interval: 1h",
+            "interval: 2s\n  targetRecoveryTime: 4s\n  minInterval: 2s\n  maxInterval: 10s",
+        );
+    let (mut child, http) = start(dir, &job);
+    let mut objective = serde_json::Value::Null;
+    wait_until("a prediction", 60, || {
+        objective = http.json("GET", "/v1/status", "").1["recoveryObjective"].clone();
+        objective["predicted"].is_object()
+    });
+    // Detect 2 s + restore 0.5 s leave 0.7 s of the 3.2 s budget for replay, but replaying
+    // the input of a 2 s interval takes about 2 s when the task is never idle.
+    assert_eq!(objective["intervalMs"], 2_000, "{objective}");
+    assert!(
+        objective["predicted"]["totalMs"].as_u64().unwrap() > 4_000,
+        "{objective}"
+    );
+    let problem = objective["problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("processes for"), "{objective}");
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -105,6 +105,7 @@ fn handle(
         Command::Checkpoint { id, pause } => {
             for t in tasks.iter_mut() {
                 let started = Instant::now();
+                let load = t.take_load(started);
                 match t.sync_phase(id) {
                     Ok((input, checkpointer)) => {
                         let sync_seconds = started.elapsed().as_secs_f64();
@@ -122,6 +123,7 @@ fn handle(
                                 checkpoint: id,
                                 result,
                                 sync_seconds,
+                                load,
                             });
                         });
                     }
@@ -131,6 +133,7 @@ fn handle(
                             checkpoint: id,
                             result: Err(TaskFailure::from(&e)),
                             sync_seconds: started.elapsed().as_secs_f64(),
+                            load,
                         });
                     }
                 }

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::failure::{AbortReason, CheckpointFailure, ReportRejected, RequestError, TaskFailure};
-use super::messages::{Command, Event, Request};
+use super::messages::{Command, Event, Request, TaskLoad};
+use super::objective::{ContainerLoad, Objective};
 use super::remote::ContainerLink;
 use crate::checkpoint::manifest::{self, CommitRecord, CommittedTask, FORMAT_VERSION};
 use crate::checkpoint::upload::PhaseReport;
@@ -105,6 +106,8 @@ pub struct CoordinatorConfig {
     pub start_savepoint: Option<String>,
     /// The task's state version (recorded in savepoints).
     pub state_version: u32,
+    /// The recovery-time objective, if the spec sets one: it chooses the interval.
+    pub objective: Option<Objective>,
 }
 
 /// The coordinator of one job.
@@ -233,10 +236,11 @@ impl Coordinator {
         stop_deadline: watch::Receiver<Option<Instant>>,
     ) -> Result<Ending, CoordinatorError> {
         self.stop_deadline = stop_deadline;
-        let interval = self.cfg.spec.checkpoint.interval;
-        let mut ticker =
-            tokio::time::interval_at(deadline_after(Instant::now(), interval), interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.publish_objective();
+        // The next checkpoint is due an interval after the previous one started (at once if
+        // that one took longer). The interval is fixed, or chosen anew after each commit by
+        // the recovery-time objective.
+        let mut due = deadline_after(Instant::now(), self.interval());
         let result = loop {
             if self.finished.len() == self.tasks() {
                 break self
@@ -254,10 +258,12 @@ impl Coordinator {
                     });
             }
             tokio::select! {
-                _ = ticker.tick() => {
+                _ = tokio::time::sleep_until(due) => {
+                    let started = Instant::now();
                     if let Err(e) = self.checkpoint(false).await {
                         break Err(e);
                     }
+                    due = deadline_after(started, self.interval());
                 }
                 event = self.events.recv() => {
                     if let Err(e) = self.on_idle_event(event) {
@@ -488,11 +494,12 @@ impl Coordinator {
         self.broadcast(Command::Checkpoint { id, pause });
 
         let mut acks: BTreeMap<u32, PhaseReport> = BTreeMap::new();
+        let mut loads: BTreeMap<u32, TaskLoad> = BTreeMap::new();
         let mut failure: Option<AbortReason> = None;
         while acks.len() < self.tasks() && failure.is_none() {
             tokio::select! {
                 event = self.events.recv() => match event {
-                    Some(Event::Ack { task, checkpoint, result, sync_seconds }) if checkpoint == id => {
+                    Some(Event::Ack { task, checkpoint, result, sync_seconds, load }) if checkpoint == id => {
                         self.metrics.sync_seconds.observe(sync_seconds);
                         self.progress.record_sync_pause(sync_seconds);
                         match result.map(|report| (self.check_report(id, task, &report), report)) {
@@ -504,6 +511,7 @@ impl Coordinator {
                                 self.metrics.async_seconds.observe(report.duration.as_secs_f64());
                                 self.metrics.uploaded_bytes.inc_by(report.uploaded_bytes);
                                 acks.insert(task, report);
+                                loads.insert(task, load);
                             }
                             Err(failure_of_task) => failure = Some(AbortReason::TaskFailed { task, failure: failure_of_task }),
                         }
@@ -544,6 +552,7 @@ impl Coordinator {
             Err(e) => return self.abort(id, AbortReason::commit_write(&e)),
         }
         self.committed(&record, started.elapsed());
+        self.adapt_interval(started.elapsed(), &acks, &loads);
         self.broadcast(Command::Committed(id));
         let retain = self.cfg.spec.checkpoint.retained as usize;
         match retention::collect(&self.cfg.store, retain, self.cfg.generation).await {
@@ -632,6 +641,78 @@ impl Coordinator {
             new_sst_bytes: acks.values().map(|r| r.new_sst_bytes).sum(),
             origin: self.cfg.origin.clone(),
         }
+    }
+
+    /// The interval in force: chosen by the objective, or the spec's.
+    fn interval(&self) -> Duration {
+        self.cfg
+            .objective
+            .as_ref()
+            .map_or(self.cfg.spec.checkpoint.interval, Objective::interval)
+    }
+
+    /// Under a recovery-time objective, chooses the next interval from what checkpoint `took`
+    /// and the tasks reported: per container, its tasks' busy time and state size.
+    fn adapt_interval(
+        &mut self,
+        took: Duration,
+        acks: &BTreeMap<u32, PhaseReport>,
+        loads: &BTreeMap<u32, TaskLoad>,
+    ) {
+        let Some(objective) = self.cfg.objective.as_mut() else {
+            return;
+        };
+        let mut containers: BTreeMap<u32, ContainerLoad> = BTreeMap::new();
+        for (task, report) in acks {
+            let container = self.cfg.assignment[task];
+            let load = loads.get(task).copied().unwrap_or_default();
+            let c = containers
+                .entry(container)
+                .or_insert_with(|| ContainerLoad {
+                    // Local containers restore in this process, one after another; each
+                    // container of another process restores in its own.
+                    process: match self.containers.get(container as usize) {
+                        Some(ContainerLink::Local(_)) | None => 0,
+                        Some(_) => container + 1,
+                    },
+                    ..Default::default()
+                });
+            // Saturating: the numbers come from other processes.
+            c.busy = c.busy.saturating_add(Duration::from_micros(load.busy_us));
+            c.window = c.window.max(Duration::from_micros(load.window_us));
+            c.state_bytes += report.total_bytes;
+        }
+        let before = objective.interval();
+        let loads: Vec<ContainerLoad> = containers.into_values().collect();
+        let interval = objective.committed(took, &loads);
+        if interval != before {
+            tracing::info!(
+                interval_ms = interval.as_millis() as u64,
+                predicted_s = objective.predicted_seconds(),
+                "checkpoint interval adapted to the recovery-time objective"
+            );
+        }
+        self.publish_objective();
+    }
+
+    /// Shows the interval and the objective in the metrics and the status.
+    fn publish_objective(&self) {
+        self.metrics
+            .checkpoint_interval_seconds
+            .set(self.interval().as_secs_f64());
+        let objective = self.cfg.objective.as_ref();
+        self.metrics.recovery_target_seconds.set(
+            self.cfg
+                .spec
+                .checkpoint
+                .target_recovery_time
+                .filter(|_| objective.is_some())
+                .map_or(-1.0, |t| t.as_secs_f64()),
+        );
+        self.metrics
+            .recovery_predicted_seconds
+            .set(objective.map_or(-1.0, Objective::predicted_seconds));
+        *self.progress.objective.lock().expect("progress lock") = objective.map(Objective::status);
     }
 
     fn committed(&mut self, record: &CommitRecord, took: Duration) {
@@ -765,6 +846,7 @@ mod tests {
                                 checkpoint: id,
                                 result,
                                 sync_seconds: 0.001,
+                                load: TaskLoad::default(),
                             };
                             events.send(ack).unwrap();
                         }
@@ -802,6 +884,7 @@ mod tests {
                 origin: None,
                 start_savepoint: None,
                 state_version: 1,
+                objective: None,
             },
             vec![ContainerLink::Local(commands_tx)],
             events_rx,

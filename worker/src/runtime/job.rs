@@ -17,6 +17,7 @@ use tokio::time::Instant as Deadline;
 use super::container;
 use super::event_time::EventClock;
 use super::messages::{Command, Event, Request};
+use super::objective::Objective;
 use super::progress::{self, ProgressThread};
 use super::recovery::{self, MarkFile, TaskRecovery, TaskRestart};
 use super::remote::{self, ContainerLink, CoordinatorConnection, RelayEnd};
@@ -563,6 +564,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
         .tasks
         .iter()
         .map(|t| TaskRestart {
+            task: t.task,
             offset: t.offset,
             previous: MarkFile::in_task_dir(&task_dir(&job_dir, t.task)).read(),
         })
@@ -599,9 +601,14 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
             prepared.known,
             opts.upload_delay,
         ));
+        let previous = restarts
+            .iter()
+            .find(|r| r.task == task)
+            .and_then(|r| r.previous);
         let task_recovery = TaskRecovery::new(
             MarkFile::in_task_dir(&task_dir(&job_dir, task)),
             process_started,
+            previous,
         );
         let user_task = opts.registry.build(&spec.task.name, &spec.task.config)?;
         let instance = TaskInstance::open(
@@ -676,7 +683,7 @@ fn spawn_containers(
 async fn serve_observers(opts: &RunOptions) -> Result<Option<ProgressThread>, RunError> {
     if let Some(addr) = opts.metrics_addr {
         let rule = crate::metrics::HealthRule {
-            interval: opts.spec.checkpoint.interval,
+            interval: opts.spec.checkpoint.health_interval(),
             timeout: opts.spec.checkpoint.timeout,
         };
         crate::http::serve(
@@ -823,7 +830,7 @@ async fn coordinate(
             spec_hash: job.spec_hash,
             deployment: cfg.deployment.clone(),
             assignment: job.assignment.clone(),
-            checkpoint_interval_ms: spec.checkpoint.interval.as_millis() as u64,
+            checkpoint_interval_ms: spec.checkpoint.health_interval().as_millis() as u64,
             started_at_ms: crate::checkpoint::now_ms(),
             recovery: Some(job.recovery.clone()),
             ..Default::default()
@@ -856,6 +863,7 @@ async fn coordinate(
             },
             origin: start.lineage,
             state_version: job.state_version,
+            objective: recovery_objective(&spec.checkpoint, &job.recovery),
         },
         links,
         event_rx,
@@ -942,6 +950,23 @@ fn hostname() -> String {
 /// The job's local directory: `<state.dir>/<job name>`.
 pub fn job_state_dir(spec: &JobSpec, base: &Path) -> PathBuf {
     base.join(&spec.state.dir).join(&spec.name)
+}
+
+/// The spec's recovery-time objective, told what this process's own restore measured.
+fn recovery_objective(
+    checkpoint: &cairn_contract::CheckpointSpec,
+    restore: &Recovery,
+) -> Option<Objective> {
+    let object_store = matches!(
+        checkpoint.store_location(),
+        Ok(cairn_contract::StoreUrl::S3 { .. })
+    );
+    let mut objective = Objective::for_spec(checkpoint, object_store)?;
+    objective.restored(
+        restore.fetched_bytes,
+        Duration::from_millis(restore.restore_ms),
+    );
+    Some(objective)
 }
 
 #[cfg(test)]

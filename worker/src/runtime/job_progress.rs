@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use cairn_contract::control::CommittedCheckpoint;
+use cairn_contract::control::{CommittedCheckpoint, RecoveryObjective};
 
 /// Shared, observable job progress.
 #[derive(Debug, Default)]
@@ -16,6 +16,8 @@ pub struct JobProgress {
     /// The most recent synchronous pauses (seconds, one per task and checkpoint), newest last;
     /// bounded, for status reports and benchmarks that need exact percentiles.
     pub sync_pauses: Mutex<std::collections::VecDeque<f64>>,
+    /// The recovery-time objective as the coordinator last computed it; `None` without one.
+    pub objective: Mutex<Option<RecoveryObjective>>,
 }
 
 /// How many synchronous pauses [`JobProgress`] keeps.

@@ -49,6 +49,19 @@ pub enum Command {
     Shutdown,
 }
 
+/// What a task did between two checkpoints (its synchronous phases): the coordinator's
+/// measure of input and processing rates for the recovery-time objective
+/// ([`super::objective`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskLoad {
+    /// Records read.
+    pub records: u64,
+    /// Time spent reading and processing them, µs.
+    pub busy_us: u64,
+    /// The time between the two checkpoints, µs.
+    pub window_us: u64,
+}
+
 /// Container -> coordinator.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub enum Event {
@@ -62,6 +75,9 @@ pub enum Event {
         result: Result<PhaseReport, TaskFailure>,
         /// The synchronous pause it took.
         sync_seconds: f64,
+        /// What the task did since its previous checkpoint (absent from an older worker).
+        #[serde(default)]
+        load: TaskLoad,
     },
     /// A task read all of its finite input.
     Finished(u32),

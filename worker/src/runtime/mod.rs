@@ -10,6 +10,7 @@ pub mod failure;
 pub mod job;
 pub mod job_progress;
 pub mod messages;
+pub mod objective;
 pub mod progress;
 pub mod recovery;
 pub mod remote;

@@ -86,6 +86,8 @@ impl MarkFile {
 /// What one task's restore found: its restored offset and the previous run's mark.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskRestart {
+    /// Task id.
+    pub task: u32,
     /// The offset the task resumes from.
     pub offset: u64,
     /// The previous run's last mark, if it left one.
@@ -135,25 +137,41 @@ pub fn export(metrics: &Metrics, recovery: &Recovery) {
         .set(or_unknown(recovery.replay_offsets));
 }
 
-/// One task's side of the measurement while it runs: its mark, and when it first processed a
-/// record in this run.
+/// One task's side of the measurement while it runs: its mark, when it first processed a
+/// record in this run, and when it got back to where the previous run had got to.
 #[derive(Debug)]
 pub struct TaskRecovery {
     mark: MarkFile,
     last_mark: Option<Instant>,
     process_started: Instant,
     resumed: bool,
+    /// The previous run's last position, until this run has passed it.
+    catch_up_to: Option<u64>,
 }
 
 impl TaskRecovery {
-    /// `process_started`: when this process started, the origin of the time to resume.
-    pub fn new(mark: MarkFile, process_started: Instant) -> Self {
+    /// `process_started`: when this process started, the origin of the times to resume and to
+    /// catch up. `previous`: the mark the previous run left, if any.
+    pub fn new(mark: MarkFile, process_started: Instant, previous: Option<ProgressMark>) -> Self {
         TaskRecovery {
             mark,
             last_mark: None,
             process_started,
             resumed: false,
+            catch_up_to: previous.map(|m| m.position),
         }
+    }
+
+    /// Called after each batch with the input position: the first time it reaches the
+    /// previous run's last position gives the time to catch up (seconds since the process
+    /// started), once. The end of recovery as docs/recovery.md defines it.
+    pub fn caught_up(&mut self, position: u64) -> Option<f64> {
+        let target = self.catch_up_to?;
+        if position < target {
+            return None;
+        }
+        self.catch_up_to = None;
+        Some(self.process_started.elapsed().as_secs_f64())
     }
 
     /// Called after each batch with records: the first one gives the time to resume (seconds
@@ -223,15 +241,18 @@ mod tests {
         let mark = |position, at_ms| Some(ProgressMark { position, at_ms });
         let tasks = [
             TaskRestart {
+                task: 0,
                 offset: 100,
                 previous: mark(250, 9_000),
             },
             TaskRestart {
+                task: 0,
                 offset: 80,
                 previous: mark(80, 9_400),
             },
             // A mark older than the checkpoint: nothing to replay, not a negative count.
             TaskRestart {
+                task: 0,
                 offset: 500,
                 previous: mark(400, 8_000),
             },
@@ -244,6 +265,7 @@ mod tests {
         let one_unmarked = [
             tasks[0],
             TaskRestart {
+                task: 0,
                 offset: 0,
                 previous: None,
             },
@@ -259,7 +281,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = MarkFile::in_task_dir(tmp.path());
         let started = Instant::now();
-        let mut task = TaskRecovery::new(file.clone(), started);
+        let previous = ProgressMark {
+            position: 25,
+            at_ms: 0,
+        };
+        let mut task = TaskRecovery::new(file.clone(), started, Some(previous));
         task.mark(10, started);
         task.mark(20, started + MARK_PERIOD / 2);
         assert_eq!(file.read().map(|m| m.position), Some(10));
@@ -267,5 +293,14 @@ mod tests {
         assert_eq!(file.read().map(|m| m.position), Some(30));
         assert!(task.processed().is_some());
         assert_eq!(task.processed(), None);
+        assert_eq!(task.caught_up(24), None);
+        assert!(task.caught_up(25).is_some());
+        assert_eq!(task.caught_up(26), None, "once");
+        let mut unmarked = TaskRecovery::new(file, started, None);
+        assert_eq!(
+            unmarked.caught_up(u64::MAX),
+            None,
+            "nothing to catch up to is unknown"
+        );
     }
 }

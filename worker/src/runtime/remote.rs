@@ -640,6 +640,7 @@ mod tests {
             checkpoint: 1,
             result: Err(TaskFailure::new(FailureKind::Sink, "x")),
             sync_seconds: 0.0,
+            load: Default::default(),
         };
         assert_eq!(check_event(1, &ack(3), &assignment), Ok(()));
         assert_eq!(check_event(1, &Event::Finished(1), &assignment), Ok(()));

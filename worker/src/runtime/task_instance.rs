@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge};
 
 use super::event_time::{EventClock, END_OF_TIME};
+use super::messages::TaskLoad;
 use super::recovery::TaskRecovery;
 use crate::checkpoint::upload::{PhaseInput, PhaseReport, TaskCheckpointer};
 use crate::checkpoint::{now_ms, CheckpointError};
@@ -90,6 +91,7 @@ struct TaskMetrics {
     watermark: IntGauge,
     event_time_lag: IntGauge,
     resumed_ms: IntGauge,
+    caught_up_ms: IntGauge,
 }
 
 /// One running task.
@@ -113,6 +115,42 @@ pub struct TaskInstance {
     state_failures: Arc<StateFailures>,
     /// Progress marks and the time to resume (`super::recovery`).
     recovery: TaskRecovery,
+    /// Load since the last checkpoint, for the recovery-time objective.
+    load: LoadMeter,
+}
+
+/// Counts a task's records and busy time between checkpoints.
+#[derive(Debug)]
+struct LoadMeter {
+    since: Instant,
+    records: u64,
+    busy: Duration,
+}
+
+impl LoadMeter {
+    fn new() -> Self {
+        LoadMeter {
+            since: Instant::now(),
+            records: 0,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// What was counted since the last call (or since the task opened), and start again.
+    fn take(&mut self, now: Instant) -> TaskLoad {
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let load = TaskLoad {
+            records: self.records,
+            busy_us: micros(self.busy),
+            window_us: micros(now.duration_since(self.since)),
+        };
+        *self = LoadMeter {
+            since: now,
+            records: 0,
+            busy: Duration::ZERO,
+        };
+        load
+    }
 }
 
 impl TaskInstance {
@@ -154,12 +192,14 @@ impl TaskInstance {
             watermark: metrics.watermark.with_label_values(&[&label]),
             event_time_lag: metrics.event_time_lag.with_label_values(&[&label]),
             resumed_ms: metrics.task_resumed_ms.with_label_values(&[&label]),
+            caught_up_ms: metrics.task_caught_up_ms.with_label_values(&[&label]),
         };
         // -1 until the task has a watermark (and always without event time), so the status
         // and dashboards tell "none" from the epoch.
         handles.watermark.set(-1);
         handles.event_time_lag.set(-1);
         handles.resumed_ms.set(-1);
+        handles.caught_up_ms.set(-1);
         let next_tick = next_tick_after(task.as_ref());
         Ok(TaskInstance {
             id,
@@ -177,6 +217,7 @@ impl TaskInstance {
             last_bad_log: None,
             state_failures: Arc::default(),
             recovery,
+            load: LoadMeter::new(),
         })
     }
 
@@ -184,6 +225,7 @@ impl TaskInstance {
     /// record's timestamp moves the watermark, and event-time timers it passes fire before the
     /// next record (see [`super::event_time`]).
     pub fn run_batch(&mut self, max: usize) -> Result<Poll, InstanceError> {
+        let batch_started = Instant::now();
         self.run_tick()?;
         self.fire_processing_timers(now_ms(), max)?;
         self.batch.clear(self.id);
@@ -249,6 +291,11 @@ impl TaskInstance {
         if let Some(seconds) = self.recovery.processed() {
             self.handles.resumed_ms.set((seconds * 1000.0) as i64);
         }
+        if let Some(seconds) = self.recovery.caught_up(self.source.position()) {
+            self.handles.caught_up_ms.set((seconds * 1000.0) as i64);
+        }
+        self.load.records += self.batch.len() as u64;
+        self.load.busy += now.duration_since(batch_started);
         if poll == Poll::End {
             self.clock_without_records(poll)?;
         }
@@ -382,6 +429,11 @@ impl TaskInstance {
             },
             self.checkpointer.clone(),
         ))
+    }
+
+    /// What the task did since its previous checkpoint; called at each synchronous phase.
+    pub fn take_load(&mut self, now: Instant) -> TaskLoad {
+        self.load.take(now)
     }
 
     /// Checkpoint `id` is committed: publish its output, then `after_checkpoint`.
