@@ -137,6 +137,18 @@ fn every_duration_field_is_bounded_and_counts_have_maximums() {
             "/spec/job/checkpoint/timeout",
             "spec.job.checkpoint.timeout",
         ),
+        (
+            "/spec/job/checkpoint/targetRecoveryTime",
+            "spec.job.checkpoint.targetRecoveryTime",
+        ),
+        (
+            "/spec/job/checkpoint/minInterval",
+            "spec.job.checkpoint.minInterval",
+        ),
+        (
+            "/spec/job/checkpoint/maxInterval",
+            "spec.job.checkpoint.maxInterval",
+        ),
     ];
     let mut objects: Vec<Value> = fields
         .iter()
@@ -278,6 +290,9 @@ fn the_duration_rules_are_in_the_generated_schema() {
         &spec["savepoints"]["properties"]["maxAge"],
         &job["checkpoint"]["properties"]["interval"],
         &job["checkpoint"]["properties"]["timeout"],
+        &job["checkpoint"]["properties"]["targetRecoveryTime"],
+        &job["checkpoint"]["properties"]["minInterval"],
+        &job["checkpoint"]["properties"]["maxInterval"],
         &job["input"]["properties"]["partitionCheckInterval"],
     ] {
         let rules: Vec<&str> = field["x-kubernetes-validations"]

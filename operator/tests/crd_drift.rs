@@ -29,7 +29,7 @@ fn job_schema_covers_every_spec_field() {
     let job = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         ["properties"]["job"];
     let full = cairn_contract::JobSpec::from_yaml_str(
-        "name: j\ninput: {type: generator, partitions: 2, seed: 1, keys: 5, distribution: zipf, zipfExponent: 1.5, recordsPerPartition: 10, ratePerSecond: 3}\ntask: {name: count}\noutput: {type: file, path: /o}\nparallelism: 1\ncheckpoint: {interval: 10s, store: 'file:///s', retained: 2, timeout: 1m}\nstate: {cacheSize: 8MiB}\n",
+        "name: j\ninput: {type: generator, partitions: 2, seed: 1, keys: 5, distribution: zipf, zipfExponent: 1.5, recordsPerPartition: 10, ratePerSecond: 3}\ntask: {name: count}\noutput: {type: file, path: /o}\nparallelism: 1\ncheckpoint: {interval: 10s, store: 'file:///s', retained: 2, timeout: 1m, targetRecoveryTime: 30s, minInterval: 2s, maxInterval: 5m}\nstate: {cacheSize: 8MiB}\n",
     )
     .unwrap();
     let mut value = serde_json::to_value(&full).unwrap();

@@ -7,10 +7,13 @@ mod common;
 use std::time::Duration;
 
 use cairn_contract::control::{
-    self as wire, CommittedCheckpoint, JobStatus, OperationState, SavepointInfo,
+    self as wire, CommittedCheckpoint, JobStatus, OperationState, PredictedRecovery,
+    RecoveryObjective, SavepointInfo,
 };
 use cairn_operator::control::ControlError;
-use cairn_operator::crd::{OperationKind, Phase, Step, StreamJob, StreamJobStatus};
+use cairn_operator::crd::{
+    OperationKind, Phase, RecoveryObjectiveInfo, Step, StreamJob, StreamJobStatus,
+};
 use cairn_operator::lifecycle::{
     classify, conditions, plan, savepoint_answered, Change, Effect, Input, Observed, Plan, Workers,
     MAX_REQUEUE,
@@ -576,6 +579,7 @@ fn facts(observed: &Observed, interval: Duration, now: Timestamp) -> conditions:
     conditions::Facts {
         observed,
         checkpoint_interval: interval,
+        recovery_objective: false,
         desired_failed_before: false,
         refused: None,
         now,
@@ -600,6 +604,101 @@ fn conditions_of_a_huge_checkpoint_interval_do_not_panic() {
         (healthy.status.as_str(), healthy.reason.as_str()),
         ("True", "Committing")
     );
+}
+
+/// `(status, reason)` of the condition `type_`, when there is one.
+fn condition<'a>(status: &'a StreamJobStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// A report of `deployment` whose last checkpoint committed `age` before `now`.
+fn report_at(deployment: &str, now: Timestamp, age: Duration) -> JobStatus {
+    let mut seen = report(deployment, 1);
+    let at = now - jiff::SignedDuration::try_from(age).unwrap();
+    seen.last_checkpoint.as_mut().unwrap().committed_at_ms =
+        u64::try_from(at.as_millisecond()).unwrap();
+    seen
+}
+
+/// With `checkpoint.targetRecoveryTime` the job's objective is copied into
+/// `status.recoveryObjective` (and kept while the job does not answer), `RecoveryObjectiveMet`
+/// follows it, and `CheckpointsHealthy` counts late commits from `maxInterval`, the longest
+/// interval the coordinator may choose.
+#[test]
+fn a_recovery_objective_is_in_status_and_conditions() {
+    let mut w = World::new();
+    w.sj.spec.job["checkpoint"]["targetRecoveryTime"] = "30s".into();
+    w.sj.spec.job["checkpoint"]["maxInterval"] = "2m".into();
+    w.step(Observed::default());
+    let hash = running_hash(&w);
+    let mut seen = report_at(&hash, w.now, Duration::from_secs(100));
+    seen.recovery_objective = Some(RecoveryObjective {
+        target_ms: 30_000,
+        interval_ms: 20_000,
+        predicted: Some(PredictedRecovery {
+            detect_ms: 2_000,
+            restore_ms: 500,
+            replay_ms: 4_000,
+            total_ms: 6_500,
+        }),
+        problem: None,
+    });
+    w.step(observed(2, Some(seen)));
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    let expected = RecoveryObjectiveInfo {
+        target_ms: 30_000,
+        interval_ms: 20_000,
+        predicted_ms: Some(6_500),
+        problem: None,
+    };
+    assert_eq!(w.status.recovery_objective.as_ref(), Some(&expected));
+    assert_eq!(
+        condition(&w.status, "RecoveryObjectiveMet"),
+        Some(("True", "WithinTarget"))
+    );
+    // 100 s since the last commit: late for the 10 s `interval` (30 s), not for `maxInterval`.
+    assert_eq!(
+        condition(&w.status, "CheckpointsHealthy"),
+        Some(("True", "Committing"))
+    );
+    // Unreachable: the last known objective stays, the condition is Unknown.
+    w.step(observed(2, None));
+    assert_eq!(w.status.recovery_objective.as_ref(), Some(&expected));
+    assert_eq!(
+        condition(&w.status, "RecoveryObjectiveMet"),
+        Some(("Unknown", "JobUnreachable"))
+    );
+    // Serialized as the status field the docs name.
+    let status = serde_json::to_value(&w.status).unwrap();
+    assert_eq!(
+        status["recoveryObjective"],
+        serde_json::json!({"targetMs": 30_000, "intervalMs": 20_000, "predictedMs": 6_500})
+    );
+}
+
+/// Without an objective: no `status.recoveryObjective` (a stale one is dropped), no
+/// `RecoveryObjectiveMet`, and the health rule counts from `interval`.
+#[test]
+fn a_job_without_a_recovery_objective_has_none_in_status() {
+    let mut w = World::running();
+    w.status.recovery_objective = Some(RecoveryObjectiveInfo::default());
+    let hash = running_hash(&w);
+    let mut seen = report_at(&hash, w.now, Duration::from_secs(100));
+    seen.recovery_objective = Some(RecoveryObjective::default());
+    w.step(observed(2, Some(seen)));
+    assert_eq!(w.status.recovery_objective, None);
+    assert_eq!(condition(&w.status, "RecoveryObjectiveMet"), None);
+    assert_eq!(
+        condition(&w.status, "CheckpointsHealthy"),
+        Some(("False", "CheckpointsLate"))
+    );
+    w.status.recovery_objective = Some(RecoveryObjectiveInfo::default());
+    w.step(observed(2, None));
+    assert_eq!(w.status.recovery_objective, None);
 }
 
 /// A retry time far in the future (not one this operator writes: its backoff is at most

@@ -140,14 +140,17 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
             "checkpoint": {
                 "type": "object",
                 "properties": {
-                    "interval": duration("spec.job.checkpoint.interval", "Time between checkpoints (default 60s)."),
+                    "interval": duration("spec.job.checkpoint.interval", "Time between checkpoints (default 60s); with targetRecoveryTime, the first interval only."),
                     "store": store_url(
                         1024,
                         "Durable store: s3://bucket/prefix, or file:///path on a volume every worker pod mounts.",
                         "spec.job.checkpoint.store must be s3://bucket[/prefix] or file:///absolute/path on a volume shared by every worker pod (memory:// and relative paths are for local mode)",
                     ),
                     "retained": {"type": "integer", "minimum": 1, "maximum": crate::validate::MAX_RETAINED, "description": "Completed checkpoints kept (default 3)."},
-                    "timeout": duration("spec.job.checkpoint.timeout", "How long one checkpoint may take (default 10m).")
+                    "timeout": duration("spec.job.checkpoint.timeout", "How long one checkpoint may take (default 10m)."),
+                    "targetRecoveryTime": duration("spec.job.checkpoint.targetRecoveryTime", "Recovery-time objective: after a failure the job is back where it was within this time; the coordinator adapts the interval between minInterval and maxInterval (docs/recovery.md). Absent: a fixed interval."),
+                    "minInterval": duration("spec.job.checkpoint.minInterval", "Shortest interval the objective may choose (default 1s); only with targetRecoveryTime."),
+                    "maxInterval": duration("spec.job.checkpoint.maxInterval", "Longest interval the objective may choose (default 10m); only with targetRecoveryTime.")
                 }
             },
             "eventTime": {

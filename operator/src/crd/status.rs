@@ -21,7 +21,8 @@ pub struct StreamJobStatus {
     /// Lifecycle phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// `Ready`, `Progressing`, `Degraded`, `CheckpointsHealthy`.
+    /// `Ready`, `Progressing`, `Degraded`, `CheckpointsHealthy`, and `RecoveryObjectiveMet` when
+    /// the deployed job has a recovery-time objective.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Containers (P) of the deployed job.
@@ -51,6 +52,10 @@ pub struct StreamJobStatus {
     /// The last committed checkpoint reported by the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_checkpoint: Option<CheckpointInfo>,
+    /// The recovery-time objective (`spec.job.checkpoint.targetRecoveryTime`) as the job last
+    /// reported it: kept while the job does not answer, absent when the deployed job has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_objective: Option<RecoveryObjectiveInfo>,
     /// URL of the newest savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint: Option<String>,
@@ -309,6 +314,23 @@ pub struct CheckpointInfo {
     pub bytes: u64,
     /// Bytes uploaded by it.
     pub uploaded_bytes: u64,
+}
+
+/// The recovery-time objective as the job reports it (docs/recovery.md).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryObjectiveInfo {
+    /// The target (`targetRecoveryTime`) in milliseconds.
+    pub target_ms: u64,
+    /// The checkpoint interval the coordinator chose for it, in milliseconds.
+    pub interval_ms: u64,
+    /// Predicted recovery time (detect + restore + replay, for a failure just before the next
+    /// commit) in milliseconds. Absent until a checkpoint has committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_ms: Option<u64>,
+    /// Why the prediction is over the target or missing, and what would help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// A savepoint in the history.

@@ -1,4 +1,6 @@
-//! The four conditions, computed by the plan from its new status and the observation.
+//! The conditions, computed by the plan from its new status and the observation: `Ready`,
+//! `Progressing`, `Degraded` and `CheckpointsHealthy` always, and `RecoveryObjectiveMet` when the
+//! deployed job has a recovery-time objective.
 //! Transition times are kept when a condition's status did not change, so `kubectl describe`
 //! shows since when a job has been Ready, not since the last reconcile.
 
@@ -19,6 +21,9 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// Checkpoints commit on time.
 pub const CHECKPOINTS_HEALTHY: &str = "CheckpointsHealthy";
+/// The job predicts a recovery within its recovery-time objective (`targetRecoveryTime`); only
+/// for jobs with one.
+pub const RECOVERY_OBJECTIVE_MET: &str = "RecoveryObjectiveMet";
 
 /// Reason of the conditions of a spec with validation problems.
 pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -40,8 +45,11 @@ pub struct Refusal<'a> {
 pub struct Facts<'a> {
     /// Observation.
     pub observed: &'a Observed,
-    /// Checkpoint interval of the deployed job.
+    /// Checkpoint interval of the deployed job for the health rule
+    /// ([`cairn_contract::CheckpointSpec::health_interval`]).
     pub checkpoint_interval: Duration,
+    /// The deployed job has a recovery-time objective (`checkpoint.targetRecoveryTime`).
+    pub recovery_objective: bool,
     /// The desired spec failed before and was rolled back.
     pub desired_failed_before: bool,
     /// The desired spec is refused (invalid, or against the operator's policy).
@@ -188,7 +196,80 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
             "nothing needs attention".into(),
         )
     };
-    vec![ready, progressing, degraded, checkpoints]
+    let mut rows = vec![ready, progressing, degraded, checkpoints];
+    rows.extend(recovery_objective(phase, facts));
+    rows
+}
+
+/// `RecoveryObjectiveMet`, for a job with an objective; none for one without, or while a job
+/// that answers reports none (a worker that does not keep one).
+fn recovery_objective(phase: Option<Phase>, facts: &Facts) -> Option<Row> {
+    if !facts.recovery_objective {
+        return None;
+    }
+    let row = |ok, reason, message| Some((RECOVERY_OBJECTIVE_MET, ok, reason, message));
+    if phase == Some(Phase::Suspended) {
+        return row(None, "Suspended", "no pods run".into());
+    }
+    let Some(report) = &facts.observed.report else {
+        return row(
+            None,
+            "JobUnreachable",
+            "the job's control API does not answer".into(),
+        );
+    };
+    let objective = report.recovery_objective.as_ref()?;
+    let Some(predicted) = &objective.predicted else {
+        let why = objective
+            .problem
+            .clone()
+            .unwrap_or_else(|| "no checkpoint committed yet".into());
+        return row(None, "NotPredictedYet", why);
+    };
+    let prediction = format!(
+        "predicted recovery {} (detect {} + restore {} + replay {})",
+        tenths(predicted.total_ms),
+        tenths(predicted.detect_ms),
+        tenths(predicted.restore_ms),
+        tenths(predicted.replay_ms),
+    );
+    let target = format!(
+        "the {} target at a {} checkpoint interval",
+        seconds(objective.target_ms),
+        seconds(objective.interval_ms)
+    );
+    // `met()` is `Some` here: there is a prediction.
+    if objective.met() == Some(true) {
+        row(
+            Some(true),
+            "WithinTarget",
+            format!("{prediction} within {target}"),
+        )
+    } else {
+        row(
+            Some(false),
+            "OverTarget",
+            match &objective.problem {
+                Some(problem) => format!("{prediction} over {target}: {problem}"),
+                None => format!("{prediction} over {target}"),
+            },
+        )
+    }
+}
+
+/// Milliseconds as seconds rounded to one decimal: `9.5s`.
+fn tenths(ms: u64) -> String {
+    let tenths = ms.saturating_add(50) / 100;
+    format!("{}.{}s", tenths / 10, tenths % 10)
+}
+
+/// Milliseconds as whole seconds when they are (`30s`), else with one decimal (`12.5s`).
+fn seconds(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        tenths(ms)
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +277,7 @@ mod tests {
     use super::*;
     use crate::crd::CheckpointInfo;
     use crate::lifecycle::Workers;
+    use cairn_contract::control::{PredictedRecovery, RecoveryObjective};
 
     const NOW: &str = "2026-12-03T12:00:00Z";
 
@@ -231,6 +313,7 @@ mod tests {
         Facts {
             observed,
             checkpoint_interval: Duration::from_secs(interval_s),
+            recovery_objective: false,
             desired_failed_before: false,
             refused: None,
             now: now.parse().unwrap(),
@@ -322,5 +405,196 @@ mod tests {
             (degraded.status.as_str(), degraded.message.as_str()),
             ("True", "spec.job.parallelism: must be at least 1")
         );
+    }
+
+    /// A job answering with `objective` in its report.
+    fn reporting(objective: Option<RecoveryObjective>) -> Observed {
+        let mut observed = answering();
+        observed.report.as_mut().unwrap().recovery_objective = objective;
+        observed
+    }
+
+    /// Target 30 s at a 12 s interval, with a prediction of `total_ms` when given.
+    fn objective(total_ms: Option<u64>, problem: Option<&str>) -> RecoveryObjective {
+        RecoveryObjective {
+            target_ms: 30_000,
+            interval_ms: 12_000,
+            predicted: total_ms.map(|total_ms| PredictedRecovery {
+                detect_ms: 2_000,
+                restore_ms: 1_500,
+                replay_ms: total_ms - 3_500,
+                total_ms,
+            }),
+            problem: problem.map(Into::into),
+        }
+    }
+
+    fn with_objective<'a>(observed: &'a Observed) -> Facts<'a> {
+        Facts {
+            recovery_objective: true,
+            ..facts(observed, 600, NOW)
+        }
+    }
+
+    /// (status, reason, message) of `RecoveryObjectiveMet`, when there is one.
+    fn objective_condition(status: &StreamJobStatus) -> Option<(&str, &str, &str)> {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RECOVERY_OBJECTIVE_MET)
+            .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+    }
+
+    #[test]
+    fn a_job_without_an_objective_has_the_four_conditions_only() {
+        let types = |status: &StreamJobStatus| -> Vec<String> {
+            status.conditions.iter().map(|c| c.type_.clone()).collect()
+        };
+        let four = [READY, PROGRESSING, DEGRADED, CHECKPOINTS_HEALTHY];
+        // No objective in the spec: none, whatever the job reports.
+        let mut status = running_with_checkpoint_age(5);
+        let observed = reporting(Some(objective(Some(9_500), None)));
+        update(&mut status, &facts(&observed, 10, NOW));
+        assert_eq!(types(&status), four);
+        // An objective in the spec, but the job answers without one (a worker that keeps none).
+        let observed = reporting(None);
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(types(&status), four);
+    }
+
+    #[test]
+    fn a_prediction_within_the_target_meets_the_objective() {
+        let mut status = running_with_checkpoint_age(5);
+        let observed = reporting(Some(objective(Some(9_500), None)));
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(
+            objective_condition(&status),
+            Some((
+                "True",
+                "WithinTarget",
+                "predicted recovery 9.5s (detect 2.0s + restore 1.5s + replay 6.0s) within the 30s target at a 12s checkpoint interval"
+            ))
+        );
+        assert_eq!(status.conditions.len(), 5);
+        // A prediction exactly at the target meets it.
+        let observed = reporting(Some(objective(Some(30_000), None)));
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(objective_condition(&status).unwrap().0, "True");
+    }
+
+    #[test]
+    fn a_prediction_over_the_target_says_why() {
+        let mut status = running_with_checkpoint_age(5);
+        let problem = "the busiest container is busy 98% of the time: raise the target, lower minInterval, or add parallelism";
+        let mut over = objective(Some(41_250), Some(problem));
+        over.interval_ms = 1_000;
+        let observed = reporting(Some(over));
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(
+            objective_condition(&status),
+            Some((
+                "False",
+                "OverTarget",
+                "predicted recovery 41.3s (detect 2.0s + restore 1.5s + replay 37.8s) over the 30s target at a 1s checkpoint interval: the busiest container is busy 98% of the time: raise the target, lower minInterval, or add parallelism"
+            ))
+        );
+        // Without a problem text, the numbers alone.
+        let observed = reporting(Some(objective(Some(31_000), None)));
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(
+            objective_condition(&status),
+            Some((
+                "False",
+                "OverTarget",
+                "predicted recovery 31.0s (detect 2.0s + restore 1.5s + replay 27.5s) over the 30s target at a 12s checkpoint interval"
+            ))
+        );
+    }
+
+    #[test]
+    fn no_prediction_yet_is_unknown() {
+        let mut status = running_with_checkpoint_age(5);
+        let observed = reporting(Some(objective(None, None)));
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(
+            objective_condition(&status),
+            Some(("Unknown", "NotPredictedYet", "no checkpoint committed yet"))
+        );
+        let observed = reporting(Some(objective(
+            None,
+            Some("no checkpoint has committed yet: nothing measured to predict from"),
+        )));
+        update(&mut status, &with_objective(&observed));
+        assert_eq!(
+            objective_condition(&status),
+            Some((
+                "Unknown",
+                "NotPredictedYet",
+                "no checkpoint has committed yet: nothing measured to predict from"
+            ))
+        );
+    }
+
+    #[test]
+    fn an_unreachable_or_suspended_job_has_an_unknown_objective() {
+        let mut status = running_with_checkpoint_age(5);
+        let nothing = Observed::default();
+        update(&mut status, &with_objective(&nothing));
+        assert_eq!(
+            objective_condition(&status),
+            Some((
+                "Unknown",
+                "JobUnreachable",
+                "the job's control API does not answer"
+            ))
+        );
+        status.phase = Some(Phase::Suspended);
+        update(&mut status, &with_objective(&nothing));
+        assert_eq!(
+            objective_condition(&status),
+            Some(("Unknown", "Suspended", "no pods run"))
+        );
+    }
+
+    #[test]
+    fn the_objective_condition_keeps_its_transition_time_while_its_status_holds() {
+        let mut status = running_with_checkpoint_age(5);
+        let observed = reporting(Some(objective(Some(9_500), None)));
+        update(&mut status, &with_objective(&observed));
+        let since = |status: &StreamJobStatus| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == RECOVERY_OBJECTIVE_MET)
+                .unwrap()
+                .last_transition_time
+                .0
+        };
+        let first = since(&status);
+        let observed = reporting(Some(objective(Some(12_000), None)));
+        let later = Facts {
+            now: "2026-12-03T12:00:20Z".parse().unwrap(),
+            ..with_objective(&observed)
+        };
+        update(&mut status, &later);
+        assert_eq!(since(&status), first);
+        let observed = reporting(Some(objective(Some(40_000), None)));
+        let over = Facts {
+            now: "2026-12-03T12:00:30Z".parse().unwrap(),
+            ..with_objective(&observed)
+        };
+        update(&mut status, &over);
+        assert_eq!(since(&status), over.now);
+    }
+
+    #[test]
+    fn durations_in_messages_are_rounded_to_tenths() {
+        assert_eq!(tenths(0), "0.0s");
+        assert_eq!(tenths(9_549), "9.5s");
+        assert_eq!(tenths(9_550), "9.6s");
+        assert_eq!(tenths(59_999), "60.0s");
+        assert_eq!(seconds(30_000), "30s");
+        assert_eq!(seconds(12_340), "12.3s");
+        assert!(tenths(u64::MAX).ends_with('s'));
     }
 }

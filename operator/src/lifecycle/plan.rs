@@ -9,13 +9,14 @@ use super::classify::{classify, Change};
 use super::conditions;
 use crate::control::ControlError;
 use crate::crd::{
-    CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase, SavepointRecord,
-    Step, StreamJobStatus, UpgradeMode,
+    CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase,
+    RecoveryObjectiveInfo, SavepointRecord, Step, StreamJobStatus, UpgradeMode,
 };
 use crate::pods::PodDocument;
 use crate::validate::ValidatedJob;
 use cairn_contract::control::{self as wire, JobStatus, OperationState};
 use cairn_contract::deploy::Start;
+use cairn_contract::JobSpec;
 
 /// Poll interval while an operation is in flight.
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
@@ -192,6 +193,7 @@ pub fn refused(
     let facts = conditions::Facts {
         observed: &Observed::default(),
         checkpoint_interval: cairn_contract::DEFAULT_CHECKPOINT_INTERVAL,
+        recovery_objective: false,
         desired_failed_before: false,
         refused: Some(refusal),
         now,
@@ -226,13 +228,14 @@ impl<'a> Stepper<'a> {
     /// The plan, with the conditions computed from its status.
     fn into_plan(mut self) -> Plan {
         let input = self.input;
+        let checkpoint = &self.deployed_job().checkpoint;
         let facts = conditions::Facts {
             observed: input.observed,
-            checkpoint_interval: input
-                .deployed
-                .map_or(&input.desired.pods.job, |d| &d.job)
-                .checkpoint
-                .interval,
+            // The longest interval the job may use: under a recovery-time objective the
+            // coordinator lengthens it up to `maxInterval`, and the workers' health rule counts
+            // from that too.
+            checkpoint_interval: checkpoint.health_interval(),
+            recovery_objective: checkpoint.target_recovery_time.is_some(),
             desired_failed_before: self.status.failed_hash.as_deref() == Some(&input.desired.hash),
             refused: None,
             now: input.now,
@@ -250,6 +253,13 @@ impl<'a> Stepper<'a> {
 
     fn now(&self) -> String {
         self.input.now.to_string()
+    }
+
+    /// The job the deployed pods run (the desired one before anything is deployed).
+    fn deployed_job(&self) -> &'a JobSpec {
+        self.input
+            .deployed
+            .map_or(&self.input.desired.pods.job, |d| &d.job)
     }
 
     fn note(&mut self, warning: bool, reason: &'static str, message: String) {
@@ -282,6 +292,25 @@ impl<'a> Stepper<'a> {
             if report.observed_partitions.is_some() {
                 self.status.observed_input_partitions = report.observed_partitions;
             }
+            self.status.recovery_objective =
+                report
+                    .recovery_objective
+                    .as_ref()
+                    .map(|o| RecoveryObjectiveInfo {
+                        target_ms: o.target_ms,
+                        interval_ms: o.interval_ms,
+                        predicted_ms: o.predicted.as_ref().map(|p| p.total_ms),
+                        problem: o.problem.clone(),
+                    });
+        }
+        // Kept while the job does not answer, like `lastCheckpoint`; gone with the objective.
+        if self
+            .deployed_job()
+            .checkpoint
+            .target_recovery_time
+            .is_none()
+        {
+            self.status.recovery_objective = None;
         }
         if let (Some(_), Some(job)) = (&self.status.deployed, self.input.deployed) {
             self.status.parallelism = Some(job.job.parallelism);
