@@ -30,6 +30,15 @@ const CLOSE_MS: u64 = 10_000_000;
 /// its partition's last windows open, and the wait for the output would say so.
 const CLOSING_KEYS: u64 = 8;
 
+/// The status of condition `type_` of StreamJob `j`.
+fn condition<'a>(j: &'a Value, type_: &str) -> Option<&'a str> {
+    j["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?["status"]
+        .as_str()
+}
+
 /// Views `from..to` as (user, `{"ts":…}`), users drawn deterministically.
 fn views(from: u64, to: u64) -> Vec<(String, String)> {
     (from..to)
@@ -66,6 +75,9 @@ pub fn windows_flow(suite: &Suite) {
     job["spec"]["job"]["input"]["brokers"] = json!(kafka.bootstrap);
     job["spec"]["job"]["output"]["brokers"] = json!(kafka.bootstrap);
     job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
+    // The example's recovery-time objective, with the interval kept short for the suite.
+    job["spec"]["job"]["checkpoint"]["maxInterval"] = json!("4s");
+    assert_eq!(job["spec"]["job"]["checkpoint"]["targetRecoveryTime"], "30s");
     job["spec"]["upgradeTimeout"] = json!("60s");
     // kind.sh's cluster has no volume provisioner: the suite's store volume, state in emptyDir.
     job["spec"]["stateVolume"] = json!({"emptyDir": {}});
@@ -77,6 +89,20 @@ pub fn windows_flow(suite: &Suite) {
     suite.wait("page-views", "Running", Duration::from_secs(120), |j| {
         idle_running(j) && !j["status"]["lastCheckpoint"].is_null()
     });
+
+    // The coordinator predicts its recovery and the operator reports it.
+    let j = suite.wait(
+        "page-views",
+        "RecoveryObjectiveMet",
+        Duration::from_secs(60),
+        |j| condition(j, "RecoveryObjectiveMet") == Some("True"),
+    );
+    let objective = &j["status"]["recoveryObjective"];
+    assert_eq!(objective["targetMs"], 30_000, "{objective}");
+    let predicted = objective["predictedMs"].as_u64().unwrap_or(u64::MAX);
+    assert!(predicted <= 30_000, "{objective}");
+    let interval = objective["intervalMs"].as_u64().unwrap_or(0);
+    assert!((1_000..=4_000).contains(&interval), "{objective}");
 
     // A worker killed with windows open and some fired.
     let killed = suite.kill(NS, "page-views-0");
