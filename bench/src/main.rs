@@ -13,6 +13,10 @@
 //!                                            processing again and the replayed input, restarted
 //!                                            on the same and on an emptied volume, vs `cp && sync`
 //!                                            (`--store s3://...`: the same on S3, vs a bare get)
+//! cairn-bench objective --target 10s         recovery-time objective while the input rate
+//!                                            doubles, halves and quadruples: the adapted
+//!                                            interval, and SIGKILLs just before a commit (also
+//!                                            right after a rise) vs the target
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
@@ -39,6 +43,7 @@ use cairn_worker::task::{Record, StreamTask, TaskContext, TaskError, TaskRegistr
 use clap::{Parser, Subcommand};
 
 mod connectors;
+mod objective;
 mod recovery;
 mod windows;
 
@@ -84,7 +89,27 @@ enum Cmd {
         #[arg(long, default_value = "file://./ckpt")]
         store: String,
     },
-    /// The job `recovery` kills: runs until killed (not for direct use).
+    /// Recovery-time objective (checkpoint.targetRecoveryTime) while the input rate doubles and
+    /// halves: the interval the coordinator picks, and the recovery after a SIGKILL just
+    /// before a commit, against the target.
+    Objective {
+        /// checkpoint.targetRecoveryTime of the job.
+        #[arg(long, default_value = "10s", value_parser = cairn_contract::units::parse_duration)]
+        target: Duration,
+        /// Input records/s over both partitions at 1R.
+        #[arg(long, default_value_t = 3_000_000)]
+        rate: u64,
+        /// Seconds a steady phase runs before its kill is aimed.
+        #[arg(long, default_value_t = 40)]
+        phase_secs: u64,
+        /// The phases, as multiples of the rate: `2R` is killed `phase-secs` after the rate
+        /// change, `2R:rise` just before the first commit after it.
+        #[arg(long, default_value = "R,2R:rise,2R,R,4R:rise")]
+        phases: String,
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+    },
+    /// The job `recovery` and `objective` kill: runs until killed (not for direct use).
     #[command(hide = true)]
     RecoveryChild {
         #[arg(long)]
@@ -146,6 +171,22 @@ fn main() {
         Cmd::Count { keys, records } => count(&scratch, keys, records),
         Cmd::Pause { values_mb } => pause(&scratch, values_mb),
         Cmd::Recovery { values_mb, store } => recovery::recovery(&scratch, values_mb, &store),
+        Cmd::Objective {
+            target,
+            rate,
+            phase_secs,
+            phases,
+            keys,
+        } => objective::objective(
+            &scratch,
+            &objective::Options {
+                target,
+                rate,
+                phase_secs,
+                phases,
+                keys,
+            },
+        ),
         Cmd::RecoveryChild { .. } => unreachable!("handled above"),
         Cmd::Windows { records, case } => windows::windows(&scratch, records, case.as_deref()),
         Cmd::Kafka {

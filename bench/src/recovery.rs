@@ -40,8 +40,9 @@ fn job_yaml(keys: u64, records_per_partition: Option<u64>, interval: &str, store
     )
 }
 
+/// The builtin tasks (`count` for `objective`) and `fill` (this benchmark's).
 fn registry() -> TaskRegistry {
-    let mut registry = TaskRegistry::new();
+    let mut registry = TaskRegistry::with_builtins();
     registry.register("fill", |_| {
         Ok(Box::new(Fill {
             value: vec![0; 1024],
@@ -50,7 +51,8 @@ fn registry() -> TaskRegistry {
     registry
 }
 
-/// The child: runs `yaml` in `dir` with metrics on `metrics_addr` until killed.
+/// The child: runs `yaml` in `dir` with metrics on `metrics_addr` until killed. Its task may be
+/// `fill` or a builtin one (`objective` runs `count`).
 pub fn child(dir: &Path, yaml: &Path, metrics_addr: SocketAddr) {
     let text = std::fs::read_to_string(yaml).expect("job file");
     let spec = JobSpec::from_yaml_str(&text).expect("job spec");
@@ -156,7 +158,7 @@ pub fn recovery(scratch: &Path, values_mb: u64, store: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn spawn_child(dir: &Path, yaml: &Path, addr: SocketAddr) -> Child {
+pub(crate) fn spawn_child(dir: &Path, yaml: &Path, addr: SocketAddr) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args(["recovery-child", "--dir"])
         .arg(dir)
@@ -337,7 +339,7 @@ fn s3_download(dir: &Path, bucket_prefix: &str, keys: &[String]) -> f64 {
 }
 
 /// `GET /metrics` from the child; `None` while it is not serving.
-fn scrape(addr: SocketAddr) -> Option<String> {
+pub(crate) fn scrape(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -351,7 +353,7 @@ fn scrape(addr: SocketAddr) -> Option<String> {
 }
 
 /// The values of every series of metric `name` in a text exposition.
-fn values(text: &str, name: &str) -> Vec<f64> {
+pub(crate) fn values(text: &str, name: &str) -> Vec<f64> {
     text.lines()
         .filter(|l| {
             l.strip_prefix(name)
