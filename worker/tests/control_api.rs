@@ -514,3 +514,56 @@ fn a_recovery_objective_out_of_reach_keeps_min_interval_and_says_why() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The interval is chosen at each commit from the load before it; a flood of input after a
+/// commit must not wait for that interval. The busy time the tasks report every second is the
+/// replay a failure would cost, and once it passes the objective's budget the coordinator
+/// checkpoints at once.
+#[test]
+fn a_flood_of_input_after_a_commit_is_checkpointed_before_the_interval_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("in")).unwrap();
+    let input = dir.join("in/partition-0");
+    std::fs::write(&input, "k1\n").unwrap();
+    // Budget for replay: 0.8 x 4 s - 2 s detect - 0.5 s restore = 0.7 s of processing.
+    let job = "\
+name: flood
+input: {type: file, partitions: 1, path: ./in, follow: true}
+task: {name: count}
+checkpoint:
+  interval: 20s
+  targetRecoveryTime: 4s
+  minInterval: 1s
+  maxInterval: 1h
+";
+    let (mut child, http) = start(dir, job);
+    let status = |http: &Http| http.json("GET", "/v1/status", "").1;
+    // Idle: the first commit (after 20 s) doubles the interval.
+    wait_until("a long interval", 90, || {
+        status(&http)["recoveryObjective"]["intervalMs"]
+            .as_u64()
+            .is_some_and(|ms| ms >= 40_000)
+    });
+    let before = status(&http)["lastCheckpoint"]["id"].as_u64().unwrap();
+    let lines: String = (0..3_000_000).map(|i| format!("k{}\n", i % 1000)).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    file.write_all(lines.as_bytes()).unwrap();
+    drop(file);
+    let flooded = std::time::Instant::now();
+    wait_until("a checkpoint after the flood", 60, || {
+        status(&http)["lastCheckpoint"]["id"].as_u64() > Some(before)
+    });
+    // Well before the 40 s interval: about the time to be 0.7 s behind, plus a report period
+    // and a checkpoint.
+    assert!(
+        flooded.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        flooded.elapsed()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -131,6 +131,13 @@ pub struct Coordinator {
     stop_deadline: watch::Receiver<Option<Instant>>,
     /// Why the last checkpoint did not commit.
     last_failure: Option<CheckpointFailure>,
+    /// When the next periodic checkpoint is due.
+    due: Instant,
+    /// When the last checkpoint was triggered.
+    last_trigger: Instant,
+    /// Per container, the time its tasks spent processing since the last trigger (from
+    /// `Event::Busy`): what replaying their input since then would cost.
+    replay_debt: BTreeMap<u32, Duration>,
 }
 
 impl Coordinator {
@@ -160,6 +167,9 @@ impl Coordinator {
             // No deadline until `run` is given one.
             stop_deadline: watch::channel(None).1,
             last_failure: None,
+            due: Instant::now(),
+            last_trigger: Instant::now(),
+            replay_debt: BTreeMap::new(),
         }
     }
 
@@ -240,7 +250,8 @@ impl Coordinator {
         // The next checkpoint is due an interval after the previous one started (at once if
         // that one took longer). The interval is fixed, or chosen anew after each commit by
         // the recovery-time objective.
-        let mut due = deadline_after(Instant::now(), self.interval());
+        self.last_trigger = Instant::now();
+        self.due = deadline_after(self.last_trigger, self.interval());
         let result = loop {
             if self.finished.len() == self.tasks() {
                 break self
@@ -258,12 +269,12 @@ impl Coordinator {
                     });
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(due) => {
+                _ = tokio::time::sleep_until(self.due) => {
                     let started = Instant::now();
                     if let Err(e) = self.checkpoint(false).await {
                         break Err(e);
                     }
-                    due = deadline_after(started, self.interval());
+                    self.due = deadline_after(started, self.interval());
                 }
                 event = self.events.recv() => {
                     if let Err(e) = self.on_idle_event(event) {
@@ -408,6 +419,10 @@ impl Coordinator {
             Some(Event::Failed { task, failure }) => {
                 Err(CoordinatorError::TaskFailed { task, failure })
             }
+            Some(Event::Busy { task, busy_us }) => {
+                self.on_busy(task, busy_us);
+                Ok(())
+            }
             Some(Event::Ack { .. }) => Ok(()), // late acknowledgement of an aborted checkpoint
             Some(Event::Connected(container)) => {
                 self.send_restore(container);
@@ -492,6 +507,8 @@ impl Coordinator {
             })?;
         let triggered_at_ms = now_ms();
         self.broadcast(Command::Checkpoint { id, pause });
+        self.last_trigger = Instant::now();
+        self.replay_debt.clear();
 
         let mut acks: BTreeMap<u32, PhaseReport> = BTreeMap::new();
         let mut loads: BTreeMap<u32, TaskLoad> = BTreeMap::new();
@@ -693,6 +710,31 @@ impl Coordinator {
             );
         }
         self.publish_objective();
+    }
+
+    /// Under a recovery-time objective, adds a task's busy time to its container's replay debt,
+    /// and moves the next checkpoint to now when that debt would put a recovery over the
+    /// budget: the input rate rose since the interval was chosen (at the last commit), and
+    /// waiting for the interval would let a failure cost more than the target.
+    fn on_busy(&mut self, task: u32, busy_us: u64) {
+        let (Some(objective), Some(container)) =
+            (self.cfg.objective.as_ref(), self.cfg.assignment.get(&task))
+        else {
+            return;
+        };
+        let debt = self.replay_debt.entry(*container).or_default();
+        // Saturating: the number comes from another process.
+        *debt = debt.saturating_add(Duration::from_micros(busy_us));
+        let now = Instant::now();
+        let (min, _) = self.cfg.spec.checkpoint.interval_bounds();
+        if now < self.due && now >= self.last_trigger + min && objective.overdue(*debt) {
+            tracing::info!(
+                container,
+                replay_debt_s = debt.as_secs_f64(),
+                "checkpointing early: replaying the input since the last checkpoint would take the recovery over its objective"
+            );
+            self.due = now;
+        }
     }
 
     /// Shows the interval and the objective in the metrics and the status.

@@ -79,6 +79,15 @@ pub enum Event {
         #[serde(default)]
         load: TaskLoad,
     },
+    /// The time a task spent reading and processing records since its previous `Busy`, sent
+    /// about once a second: what replaying its input since then would cost. The recovery-time
+    /// objective checkpoints early when that grows past its budget ([`super::objective`]).
+    Busy {
+        /// Task id.
+        task: u32,
+        /// Busy time, µs.
+        busy_us: u64,
+    },
     /// A task read all of its finite input.
     Finished(u32),
     /// A task failed and its container stopped.

@@ -164,6 +164,18 @@ impl Objective {
             .max(self.min)
     }
 
+    /// Whether a failure now would already take recovery past the budget, with `debt` the
+    /// busiest container's busy time since the last trigger (what replaying its input would
+    /// cost) and the input of one more checkpoint's duration. `false` before the first commit.
+    pub fn overdue(&self, debt: Duration) -> bool {
+        let Some(e) = self.estimate else {
+            return false;
+        };
+        let predicted =
+            DETECT.as_secs_f64() + e.restore_s + debt.as_secs_f64() + e.checkpoint_s * e.busy;
+        predicted >= self.target.as_secs_f64() * MARGIN
+    }
+
     fn predict(&self, e: Estimate) -> PredictedRecovery {
         let ms = |s: f64| (s * 1000.0).round() as u64;
         let detect_ms = DETECT.as_millis() as u64;
@@ -325,6 +337,21 @@ mod tests {
         assert_eq!(last, DEFAULT_MAX);
     }
     const DEFAULT_MAX: Duration = cairn_contract::DEFAULT_MAX_INTERVAL;
+
+    /// A rise of the input rate after a commit is seen before the next one: the replay debt
+    /// (busy time since the trigger) reaches the budget early.
+    #[test]
+    fn a_replay_debt_past_the_budget_is_overdue() {
+        let mut o = Objective::for_spec(&spec(20, 5), false).unwrap();
+        assert!(
+            !o.overdue(Duration::from_secs(3600)),
+            "nothing measured yet"
+        );
+        // budget 16 - 2 - 0.5 = 13.5 s of replay (checkpoints take no time here).
+        o.committed(Duration::ZERO, &[load(2_000, 10_000, 0, 0)]);
+        assert!(!o.overdue(Duration::from_millis(13_400)));
+        assert!(o.overdue(Duration::from_millis(13_500)));
+    }
 
     #[test]
     fn an_unreachable_target_takes_min_interval_and_says_why() {

@@ -308,6 +308,7 @@ fn check_event(
 ) -> Result<(), String> {
     let (kind, task) = match event {
         Event::Ack { task, .. } => ("Ack", *task),
+        Event::Busy { task, .. } => ("Busy", *task),
         Event::Finished(task) => ("Finished", *task),
         Event::Failed { task, .. } => ("Failed", *task),
         Event::Ready(k) if *k == container => return Ok(()),

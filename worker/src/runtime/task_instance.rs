@@ -117,6 +117,8 @@ pub struct TaskInstance {
     recovery: TaskRecovery,
     /// Load since the last checkpoint, for the recovery-time objective.
     load: LoadMeter,
+    /// Busy time not yet reported in an `Event::Busy`.
+    busy_unreported: Duration,
 }
 
 /// Counts a task's records and busy time between checkpoints.
@@ -218,6 +220,7 @@ impl TaskInstance {
             state_failures: Arc::default(),
             recovery,
             load: LoadMeter::new(),
+            busy_unreported: Duration::ZERO,
         })
     }
 
@@ -295,7 +298,9 @@ impl TaskInstance {
             self.handles.caught_up_ms.set((seconds * 1000.0) as i64);
         }
         self.load.records += self.batch.len() as u64;
-        self.load.busy += now.duration_since(batch_started);
+        let busy = now.duration_since(batch_started);
+        self.load.busy += busy;
+        self.busy_unreported += busy;
         if poll == Poll::End {
             self.clock_without_records(poll)?;
         }
@@ -429,6 +434,11 @@ impl TaskInstance {
             },
             self.checkpointer.clone(),
         ))
+    }
+
+    /// Busy time since the last call, for `Event::Busy`.
+    pub fn take_busy(&mut self) -> Duration {
+        std::mem::take(&mut self.busy_unreported)
     }
 
     /// What the task did since its previous checkpoint; called at each synchronous phase.

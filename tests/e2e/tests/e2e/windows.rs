@@ -77,7 +77,10 @@ pub fn windows_flow(suite: &Suite) {
     job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
     // The example's recovery-time objective, with the interval kept short for the suite.
     job["spec"]["job"]["checkpoint"]["maxInterval"] = json!("4s");
-    assert_eq!(job["spec"]["job"]["checkpoint"]["targetRecoveryTime"], "30s");
+    assert_eq!(
+        job["spec"]["job"]["checkpoint"]["targetRecoveryTime"],
+        "30s"
+    );
     job["spec"]["upgradeTimeout"] = json!("60s");
     // kind.sh's cluster has no volume provisioner: the suite's store volume, state in emptyDir.
     job["spec"]["stateVolume"] = json!({"emptyDir": {}});
