@@ -166,13 +166,15 @@ impl Objective {
 
     /// Whether a failure now would already take recovery past the budget, with `debt` the
     /// busiest container's busy time since the last trigger (what replaying its input would
-    /// cost) and the input of one more checkpoint's duration. `false` before the first commit.
+    /// cost) and the input of one more checkpoint's duration. Before the first commit nothing
+    /// else is known and the restore counts its fixed part only, so that a busy job restarted
+    /// with a long first `interval` still checkpoints in time.
     pub fn overdue(&self, debt: Duration) -> bool {
-        let Some(e) = self.estimate else {
-            return false;
+        let (restore_s, checkpoint_replay_s) = match self.estimate {
+            Some(e) => (e.restore_s, e.checkpoint_s * e.busy),
+            None => (RESTORE_FIXED.as_secs_f64(), 0.0),
         };
-        let predicted =
-            DETECT.as_secs_f64() + e.restore_s + debt.as_secs_f64() + e.checkpoint_s * e.busy;
+        let predicted = DETECT.as_secs_f64() + restore_s + debt.as_secs_f64() + checkpoint_replay_s;
         predicted >= self.target.as_secs_f64() * MARGIN
     }
 
@@ -343,14 +345,16 @@ mod tests {
     #[test]
     fn a_replay_debt_past_the_budget_is_overdue() {
         let mut o = Objective::for_spec(&spec(20, 5), false).unwrap();
-        assert!(
-            !o.overdue(Duration::from_secs(3600)),
-            "nothing measured yet"
-        );
-        // budget 16 - 2 - 0.5 = 13.5 s of replay (checkpoints take no time here).
-        o.committed(Duration::ZERO, &[load(2_000, 10_000, 0, 0)]);
+        // Before any commit: detect and the fixed restore leave 16 - 2 - 0.5 = 13.5 s.
         assert!(!o.overdue(Duration::from_millis(13_400)));
         assert!(o.overdue(Duration::from_millis(13_500)));
+        // 40 MB to fetch (0.1 s) and 1 s checkpoints at 20% busy (0.2 s): 13.2 s left.
+        o.committed(
+            Duration::from_secs(1),
+            &[load(2_000, 10_000, 40_000_000, 0)],
+        );
+        assert!(!o.overdue(Duration::from_millis(13_150)));
+        assert!(o.overdue(Duration::from_millis(13_250)));
     }
 
     #[test]
