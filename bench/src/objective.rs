@@ -54,10 +54,10 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use cairn_contract::units::format_duration;
-use cairn_worker::checkpoint::catalog;
+use cairn_worker::checkpoint::{catalog, now_ms};
 use cairn_worker::partition::{mix64, partition_of};
 use cairn_worker::storage::CheckpointStore;
 
@@ -448,13 +448,6 @@ impl Drop for Writer {
             let _ = t.join();
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// The newest committed checkpoint (the one a restart restores): its id, when it was

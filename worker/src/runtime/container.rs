@@ -79,9 +79,8 @@ pub fn run(
             tasks.iter().for_each(TaskInstance::refresh_lag);
             tasks.iter_mut().for_each(|t| t.mark_progress(last_lag));
             for t in tasks.iter_mut() {
-                let busy = t.take_busy();
-                if !busy.is_zero() {
-                    let busy_us = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
+                let busy_us = t.take_busy_us();
+                if busy_us > 0 {
                     let _ = events.send(Event::Busy {
                         task: t.id,
                         busy_us,

@@ -697,7 +697,7 @@ impl Coordinator {
             // Saturating: the numbers come from other processes.
             c.busy = c.busy.saturating_add(Duration::from_micros(load.busy_us));
             c.window = c.window.max(Duration::from_micros(load.window_us));
-            c.state_bytes += report.total_bytes;
+            c.state_bytes = c.state_bytes.saturating_add(report.total_bytes);
         }
         let before = objective.interval();
         let loads: Vec<ContainerLoad> = containers.into_values().collect();
@@ -727,7 +727,8 @@ impl Coordinator {
         *debt = debt.saturating_add(Duration::from_micros(busy_us));
         let now = Instant::now();
         let (min, _) = self.cfg.spec.checkpoint.interval_bounds();
-        if now < self.due && now >= self.last_trigger + min && objective.overdue(*debt) {
+        let earliest = deadline_after(self.last_trigger, min);
+        if now < self.due && now >= earliest && objective.overdue(*debt) {
             tracing::info!(
                 container,
                 replay_debt_s = debt.as_secs_f64(),
@@ -743,14 +744,9 @@ impl Coordinator {
             .checkpoint_interval_seconds
             .set(self.interval().as_secs_f64());
         let objective = self.cfg.objective.as_ref();
-        self.metrics.recovery_target_seconds.set(
-            self.cfg
-                .spec
-                .checkpoint
-                .target_recovery_time
-                .filter(|_| objective.is_some())
-                .map_or(-1.0, |t| t.as_secs_f64()),
-        );
+        self.metrics
+            .recovery_target_seconds
+            .set(objective.map_or(-1.0, |o| o.target().as_secs_f64()));
         self.metrics
             .recovery_predicted_seconds
             .set(objective.map_or(-1.0, Objective::predicted_seconds));

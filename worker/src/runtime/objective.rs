@@ -100,6 +100,11 @@ impl Objective {
         })
     }
 
+    /// `checkpoint.targetRecoveryTime`.
+    pub fn target(&self) -> Duration {
+        self.target
+    }
+
     /// The interval in force.
     pub fn interval(&self) -> Duration {
         self.interval
@@ -122,7 +127,9 @@ impl Objective {
             .fold(0.0, f64::max);
         let mut per_process = std::collections::BTreeMap::<u32, u64>::new();
         for l in loads {
-            *per_process.entry(l.process).or_default() += l.state_bytes;
+            // Saturating: the sizes come from other processes.
+            let bytes = per_process.entry(l.process).or_default();
+            *bytes = bytes.saturating_add(l.state_bytes);
         }
         let largest = per_process.values().copied().max().unwrap_or(0);
         let sample = Estimate {
@@ -193,15 +200,20 @@ impl Objective {
 
     /// What `/v1/status` and the StreamJob's status show.
     pub fn status(&self) -> RecoveryObjective {
-        let predicted = self.estimate.map(|e| self.predict(e));
-        let problem = match (&predicted, self.estimate) {
-            (None, _) | (_, None) => Some(
-                "no checkpoint has committed yet: nothing is measured to predict from".to_owned(),
+        let (predicted, problem) = match self.estimate {
+            None => (
+                None,
+                Some(
+                    "no checkpoint has committed yet: nothing is measured to predict from"
+                        .to_owned(),
+                ),
             ),
-            (Some(p), Some(e)) if p.total_ms > self.target.as_millis() as u64 => {
-                Some(self.why_over(p, e))
+            Some(e) => {
+                let p = self.predict(e);
+                let over = p.total_ms > self.target.as_millis() as u64;
+                let problem = over.then(|| self.why_over(&p, e));
+                (Some(p), problem)
             }
-            _ => None,
         };
         RecoveryObjective {
             target_ms: self.target.as_millis() as u64,

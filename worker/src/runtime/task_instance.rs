@@ -115,10 +115,9 @@ pub struct TaskInstance {
     state_failures: Arc<StateFailures>,
     /// Progress marks and the time to resume (`super::recovery`).
     recovery: TaskRecovery,
-    /// Load since the last checkpoint, for the recovery-time objective.
+    /// Load since the last checkpoint, and since the last `Event::Busy`, for the recovery-time
+    /// objective.
     load: LoadMeter,
-    /// Busy time not yet reported in an `Event::Busy`.
-    busy_unreported: Duration,
 }
 
 /// Counts a task's records and busy time between checkpoints.
@@ -127,6 +126,9 @@ struct LoadMeter {
     since: Instant,
     records: u64,
     busy: Duration,
+    /// Busy time not yet reported in an `Event::Busy` (reset about once a second, not at
+    /// checkpoints).
+    unreported: Duration,
 }
 
 impl LoadMeter {
@@ -135,24 +137,38 @@ impl LoadMeter {
             since: Instant::now(),
             records: 0,
             busy: Duration::ZERO,
+            unreported: Duration::ZERO,
         }
+    }
+
+    /// A batch of `records` took `busy`.
+    fn counted(&mut self, records: u64, busy: Duration) {
+        self.records += records;
+        self.busy += busy;
+        self.unreported += busy;
     }
 
     /// What was counted since the last call (or since the task opened), and start again.
     fn take(&mut self, now: Instant) -> TaskLoad {
-        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let load = TaskLoad {
             records: self.records,
             busy_us: micros(self.busy),
             window_us: micros(now.duration_since(self.since)),
         };
-        *self = LoadMeter {
-            since: now,
-            records: 0,
-            busy: Duration::ZERO,
-        };
+        self.since = now;
+        self.records = 0;
+        self.busy = Duration::ZERO;
         load
     }
+
+    /// Busy time since the last call, µs.
+    fn take_unreported(&mut self) -> u64 {
+        micros(std::mem::take(&mut self.unreported))
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 impl TaskInstance {
@@ -220,7 +236,6 @@ impl TaskInstance {
             state_failures: Arc::default(),
             recovery,
             load: LoadMeter::new(),
-            busy_unreported: Duration::ZERO,
         })
     }
 
@@ -297,10 +312,8 @@ impl TaskInstance {
         if let Some(seconds) = self.recovery.caught_up(self.source.position()) {
             self.handles.caught_up_ms.set((seconds * 1000.0) as i64);
         }
-        self.load.records += self.batch.len() as u64;
-        let busy = now.duration_since(batch_started);
-        self.load.busy += busy;
-        self.busy_unreported += busy;
+        self.load
+            .counted(self.batch.len() as u64, now.duration_since(batch_started));
         if poll == Poll::End {
             self.clock_without_records(poll)?;
         }
@@ -436,9 +449,9 @@ impl TaskInstance {
         ))
     }
 
-    /// Busy time since the last call, for `Event::Busy`.
-    pub fn take_busy(&mut self) -> Duration {
-        std::mem::take(&mut self.busy_unreported)
+    /// Busy time since the last call, µs, for `Event::Busy`.
+    pub fn take_busy_us(&mut self) -> u64 {
+        self.load.take_unreported()
     }
 
     /// What the task did since its previous checkpoint; called at each synchronous phase.
