@@ -239,6 +239,24 @@ pub struct JobStatus {
     /// Absent without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_objective: Option<RecoveryObjective>,
+    /// The warm standbys connected now (`standby: true`), by container. Empty without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys: Vec<StandbyStatus>,
+}
+
+/// A warm standby of one container (docs/recovery.md#warm-standbys).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyStatus {
+    /// The container it stands by for.
+    pub container: u32,
+    /// The standby's host name as it introduced itself (its pod's name on Kubernetes).
+    #[serde(default)]
+    pub host: String,
+    /// The newest committed checkpoint whose files it holds: a takeover now fetches nothing
+    /// older. Absent until it has followed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
 }
 
 /// The recovery-time objective (docs/recovery.md): the target, the interval the coordinator
@@ -374,6 +392,11 @@ mod tests {
                 }),
                 problem: None,
             }),
+            standbys: vec![StandbyStatus {
+                container: 1,
+                host: "count-standby-1".into(),
+                checkpoint: Some(41),
+            }],
         };
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(
@@ -387,6 +410,7 @@ mod tests {
                 "recovery": {"detectMs": 700, "fetchedBytes": 9, "restoreMs": 30},
                 "recoveryObjective": {"targetMs": 30000, "intervalMs": 12000, "predicted":
                     {"detectMs": 2000, "restoreMs": 1500, "replayMs": 6000, "totalMs": 9500}},
+                "standbys": [{"container": 1, "host": "count-standby-1", "checkpoint": 41}],
             })
         );
         assert_eq!(serde_json::from_value::<JobStatus>(json).unwrap(), status);

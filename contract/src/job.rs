@@ -60,6 +60,12 @@ pub struct JobSpec {
     /// Where local task state lives and how much it may cache.
     #[serde(default, deserialize_with = "null_is_default")]
     pub state: StateSpec,
+    /// Warm standbys (docs/recovery.md#warm-standbys): every container of another process
+    /// (1..P) may have a second process that follows each committed checkpoint, fetching only
+    /// its new files, and takes over that container's tasks when it fails. On Kubernetes the
+    /// operator runs one standby pod per container 1..P, away from its active pod.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standby: bool,
     /// Event time: record timestamps and watermarks (docs/windows.md). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time: Option<EventTimeSpec>,
@@ -127,6 +133,7 @@ impl JobSpec {
             parallelism: default_parallelism(),
             checkpoint: CheckpointSpec::default(),
             state: StateSpec::default(),
+            standby: false,
             event_time: None,
             restore: RestoreSpec::default(),
         }

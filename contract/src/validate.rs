@@ -239,6 +239,15 @@ impl JobSpec {
              input.partitions",
         );
 
+        errors.check(
+            !self.standby || parallelism >= 2,
+            "standby",
+            || format!("needs parallelism 2 or more, not {parallelism}"),
+            "standbys cover containers 1..P, which run in processes of their own; container 0 \
+             runs in the coordinator's process, which has no standby yet, so raise parallelism \
+             or remove `standby`",
+        );
+
         let checkpoint = &self.checkpoint;
         errors.check(
             checkpoint.interval >= MIN_CHECKPOINT_INTERVAL,

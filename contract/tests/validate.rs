@@ -109,6 +109,25 @@ fn partitions_must_be_between_1_and_4096() {
 }
 
 #[test]
+fn a_standby_needs_a_container_of_its_own_process() {
+    let mut spec = valid();
+    spec.standby = true;
+    spec.parallelism = 1;
+    assert_rejected(
+        &spec,
+        "standby",
+        "needs parallelism 2 or more, not 1",
+        "container 0 runs in the coordinator's process, which has no standby yet",
+    );
+    spec.parallelism = 2;
+    assert!(spec.validate().is_ok(), "{:?}", spec.validate());
+    // Off by default, and left out of the serialised spec (so older specs keep their hash).
+    let plain = valid();
+    assert!(!plain.standby);
+    assert!(!serde_json::to_string(&plain).unwrap().contains("standby"));
+}
+
+#[test]
 fn parallelism_must_be_between_1_and_partitions() {
     let mut spec = valid();
     spec.parallelism = 6;

@@ -86,6 +86,7 @@ fn the_documented_example_parses_to_the_expected_spec() {
             dir: PathBuf::from("./.cairn/state"),
             cache_size: 64 << 20,
         },
+        standby: false,
         event_time: None,
         restore: Default::default(),
     };
