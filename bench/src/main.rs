@@ -632,6 +632,7 @@ fn repartition(
         cache: &cache,
         only: &all,
         process: "all",
+        prefetched: &cairn_worker::checkpoint::prefetch::Prefetched::none(),
     }))
     .unwrap();
     let _ = Command::new("sync").status();

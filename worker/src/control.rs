@@ -336,6 +336,7 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
             .lock()
             .expect("progress lock")
             .clone(),
+        standbys: api.progress.standbys.lock().expect("progress lock").clone(),
         ..(*api.facts).clone()
     })
 }

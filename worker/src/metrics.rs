@@ -84,6 +84,13 @@ pub struct Metrics {
     /// Partition count of the input as last observed (a Kafka topic that grew shows more than
     /// the job's N); 0 until known.
     pub input_partitions_observed: IntGauge,
+    /// Warm standbys holding a committed checkpoint (the coordinator's process).
+    pub standbys_warm: IntGauge,
+    /// Bytes a warm standby fetched while following commits (the standby's process).
+    pub standby_fetched_bytes: IntCounter,
+    /// The newest committed checkpoint a warm standby holds; -1 until it holds one (the
+    /// standby's process).
+    pub standby_checkpoint: IntGauge,
     /// Whether checkpoints still commit, for `/healthz`.
     pub liveness: Liveness,
 }
@@ -127,6 +134,13 @@ impl Metrics {
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
             g
+        };
+        let int_counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
         };
         let gauge_vec = |name: &str, help: &str| {
             let g = IntGaugeVec::new(Opts::new(name, help), task).expect("valid metric");
@@ -250,6 +264,23 @@ impl Metrics {
                 "Partition count of the input as last observed (a Kafka topic that grew shows \
                  more than the job's input.partitions); 0 until known",
             ),
+            standbys_warm: int_gauge(
+                "cairn_standbys_warm",
+                "Warm standbys connected that hold a committed checkpoint (docs/recovery.md)",
+            ),
+            standby_fetched_bytes: int_counter(
+                "cairn_standby_fetched_bytes_total",
+                "Bytes this warm standby fetched while following committed checkpoints",
+            ),
+            standby_checkpoint: {
+                let g = int_gauge(
+                    "cairn_standby_checkpoint",
+                    "The newest committed checkpoint this warm standby holds; -1 until it \
+                     holds one, and in every process that is not a standby",
+                );
+                g.set(-1);
+                g
+            },
             registry,
             liveness: Liveness::default(),
         }

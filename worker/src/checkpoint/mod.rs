@@ -6,6 +6,7 @@
 //!   write the task manifest, acknowledge.
 //! * [`restore`] rebuilds tasks from the latest usable committed checkpoint; [`start`] plans
 //!   where a run starts (its checkpoint, a savepoint, a repartition, or nothing).
+//! * [`prefetch`] is a warm standby's copy of the files it may take over.
 //! * [`retention`] classifies every stored file, then deletes only what no retained checkpoint
 //!   references.
 //! * [`paths`], [`manifest`], [`catalog`] and [`generation`] are the store layout, the file
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod generation;
 pub mod manifest;
 pub mod paths;
+pub mod prefetch;
 pub mod repartition;
 pub mod restore;
 pub mod retention;

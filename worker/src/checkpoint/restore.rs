@@ -13,6 +13,10 @@
 //! (`cairn_checkpoint_store_corrupt_files_total`), and the file is left out of the files known
 //! to be stored, so the next checkpoint uploads it again under a new key.
 //!
+//! A warm standby's takeover links the files it fetched and verified while following commits
+//! ([`Prefetched`]) without reading the store's copies again: that is what makes a takeover
+//! cost the same whatever the state's size.
+//!
 //! Names come from a [`TaskManifest`], whose file list cannot hold anything but plain, distinct
 //! file names: every file lands inside the directory being built. That directory is built under
 //! a temporary name and renamed when complete, so a crash mid-restore never leaves a
@@ -22,6 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::manifest::{ManifestFile, TaskManifest};
+use super::prefetch::Prefetched;
 use super::{paths, CheckpointError};
 use crate::storage::{file_crc32c, CheckpointStore, StorageError};
 
@@ -81,11 +86,22 @@ pub async fn restore_task_db(
     task_dir: &Path,
     db_id: &str,
 ) -> Result<(PathBuf, RestoreStats), CheckpointError> {
+    restore_task_db_with(store, manifest, task_dir, db_id, &Prefetched::none()).await
+}
+
+/// [`restore_task_db`], linking the files a warm standby holds ([`Prefetched`]).
+pub async fn restore_task_db_with(
+    store: &CheckpointStore,
+    manifest: &TaskManifest,
+    task_dir: &Path,
+    db_id: &str,
+    prefetched: &Prefetched,
+) -> Result<(PathBuf, RestoreStats), CheckpointError> {
     let final_dir = task_dir.join(format!("db-{db_id}"));
     let tmp_dir = task_dir.join(format!("restoring-{db_id}"));
     let _ = std::fs::remove_dir_all(&tmp_dir);
     std::fs::create_dir_all(&tmp_dir).map_err(local_err(&tmp_dir))?;
-    match fill(store, manifest, task_dir, &tmp_dir).await {
+    match fill(store, manifest, task_dir, &tmp_dir, prefetched).await {
         Ok(stats) => {
             let _ = std::fs::remove_dir_all(&final_dir);
             std::fs::rename(&tmp_dir, &final_dir).map_err(local_err(&final_dir))?;
@@ -104,6 +120,7 @@ async fn fill(
     manifest: &TaskManifest,
     task_dir: &Path,
     tmp_dir: &Path,
+    prefetched: &Prefetched,
 ) -> Result<RestoreStats, CheckpointError> {
     let mut local: HashMap<String, PathBuf> = HashMap::new();
     for dir in old_db_dirs(task_dir) {
@@ -129,6 +146,12 @@ async fn fill(
                 .map_err(CheckpointError::from)?;
             stats.downloaded += 1;
             stats.downloaded_bytes += file.meta.size;
+            continue;
+        }
+        // Verified against this manifest's meta when the standby fetched it.
+        if let Some(copy) = prefetched.copy_of(file) {
+            link_local(&copy, &target)?;
+            stats.linked += 1;
             continue;
         }
         let candidate = local.get(&file.name).map(PathBuf::as_path);

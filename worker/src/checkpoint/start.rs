@@ -10,7 +10,10 @@ use cairn_contract::JobSpec;
 use rocksdb::Cache;
 
 use super::manifest::{ManifestFile, TaskManifest};
-use super::restore::{remove_stale_local_dirs, restore_task_db, stored_files};
+use super::prefetch::Prefetched;
+use super::restore::{
+    remove_stale_local_dirs, restore_task_db, restore_task_db_with, stored_files,
+};
 use super::savepoint::{self, SavepointLocation, SavepointManifest};
 use super::{catalog, paths, repartition, CheckpointError};
 use crate::partition::mix64;
@@ -128,6 +131,9 @@ pub struct StartRequest<'a> {
     /// Names this process among the job's processes sharing `job_dir` (`all` in local mode,
     /// `c<K>` for container K): its re-split scratch is `repartition-<generation>-<process>`.
     pub process: &'a str,
+    /// A warm standby's verified copies of checkpoint files, linked instead of read again
+    /// (empty for every other process).
+    pub prefetched: &'a Prefetched,
 }
 
 /// A fresh database instance id: generation plus randomness, never reused.
@@ -273,6 +279,7 @@ async fn from_checkpoints(req: &StartRequest<'_>) -> Result<StartPoint, StartErr
             req.generation,
             true,
             req.only,
+            req.prefetched,
         )
         .await
         {
@@ -379,6 +386,7 @@ async fn from_savepoint(
             req.generation,
             false,
             req.only,
+            &Prefetched::none(),
         )
         .await?;
         for t in tasks.iter_mut() {
@@ -501,6 +509,7 @@ async fn restore_all(
     generation: u64,
     reuse: bool,
     only: &[u32],
+    prefetched: &Prefetched,
 ) -> Result<(Vec<PreparedTask>, u64), CheckpointError> {
     let mut sorted: Vec<&TaskManifest> = manifests
         .iter()
@@ -511,7 +520,7 @@ async fn restore_all(
         let dir = task_dir(job_dir, m.task);
         let db_id = new_db_id(generation, m.task);
         async move {
-            let (db_dir, stats) = restore_task_db(store, m, &dir, &db_id).await?;
+            let (db_dir, stats) = restore_task_db_with(store, m, &dir, &db_id, prefetched).await?;
             tracing::debug!(task = m.task, ?stats, "task state restored");
             let known = if reuse {
                 stored_files(m, &stats)

@@ -163,7 +163,7 @@ fn handle(
             }
             true
         }
-        Command::Aborted(_) | Command::Restore { .. } => true,
+        Command::Aborted(_) | Command::Restore { .. } | Command::Follow(_) => true,
         Command::Resume => {
             *paused = false;
             true

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_contract::control::StandbyStatus;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -138,6 +139,8 @@ pub struct Coordinator {
     /// Per container, the time its tasks spent processing since the last trigger (from
     /// `Event::Busy`): what replaying their input since then would cost.
     replay_debt: BTreeMap<u32, Duration>,
+    /// The warm standbys connected now, by container.
+    standbys: BTreeMap<u32, StandbyStatus>,
 }
 
 impl Coordinator {
@@ -170,6 +173,7 @@ impl Coordinator {
             due: Instant::now(),
             last_trigger: Instant::now(),
             replay_debt: BTreeMap::new(),
+            standbys: BTreeMap::new(),
         }
     }
 
@@ -182,6 +186,55 @@ impl Coordinator {
             // A container that has exited reports why through a Failed or Disconnected event.
             c.send(cmd.clone());
         }
+    }
+
+    /// Sends a command to every warm standby.
+    fn broadcast_standbys(&self, cmd: Command) {
+        for c in &self.containers {
+            c.send_standby(cmd.clone());
+        }
+    }
+
+    /// Keeps the standbys' record (warm standbys, docs/recovery.md) and shows it in the
+    /// status and the metrics.
+    fn on_standby_event(&mut self, event: Event) {
+        match event {
+            Event::StandbyJoined { container, host } => {
+                self.standbys.insert(
+                    container,
+                    StandbyStatus {
+                        container,
+                        host,
+                        checkpoint: None,
+                    },
+                );
+                // What it must hold now; later commits follow.
+                if let Some(id) = self.last_committed {
+                    self.containers[container as usize].send_standby(Command::Follow(id));
+                }
+            }
+            Event::StandbyLeft(container) => {
+                self.standbys.remove(&container);
+            }
+            Event::Following {
+                container,
+                checkpoint,
+            } => {
+                // Ignored from a standby promoted since (its record is gone).
+                if let Some(standby) = self.standbys.get_mut(&container) {
+                    standby.checkpoint = Some(checkpoint);
+                }
+            }
+            _ => return,
+        }
+        let warm = self
+            .standbys
+            .values()
+            .filter(|s| s.checkpoint.is_some())
+            .count();
+        self.metrics.standbys_warm.set(warm as i64);
+        *self.progress.standbys.lock().expect("progress lock") =
+            self.standbys.values().cloned().collect();
     }
 
     /// Containers (in other processes) not connected right now.
@@ -307,11 +360,13 @@ impl Coordinator {
     /// coordinator's restarted process.
     async fn release(&mut self, failed: bool) {
         let terminating = failed || self.stop_deadline.borrow().is_some();
-        self.broadcast(if terminating {
+        let release = if terminating {
             Command::Shutdown
         } else {
             Command::Stop
-        });
+        };
+        self.broadcast(release.clone());
+        self.broadcast_standbys(release);
         let connected = |links: &[ContainerLink]| -> Vec<u32> {
             (0..links.len() as u32)
                 .filter(|k| {
@@ -433,10 +488,20 @@ impl Coordinator {
                 self.ready.insert(container);
                 Ok(())
             }
+            Some(
+                event @ (Event::StandbyJoined { .. }
+                | Event::StandbyLeft(_)
+                | Event::Following { .. }),
+            ) => {
+                self.on_standby_event(event);
+                Ok(())
+            }
             Some(Event::Disconnected(container)) => {
-                // Its tasks restart from the last committed checkpoint and report again.
+                // Its tasks restart from the last committed checkpoint and report again (in
+                // its warm standby, if it has one: that joins at once).
                 tracing::warn!(
                     container,
+                    standby = self.standbys.contains_key(&container),
                     "container disconnected; its tasks restart from the last committed checkpoint"
                 );
                 let assignment = &self.cfg.assignment;
@@ -571,6 +636,7 @@ impl Coordinator {
         self.committed(&record, started.elapsed());
         self.adapt_interval(started.elapsed(), &acks, &loads);
         self.broadcast(Command::Committed(id));
+        self.broadcast_standbys(Command::Follow(id));
         let retain = self.cfg.spec.checkpoint.retained as usize;
         match retention::collect(&self.cfg.store, retain, self.cfg.generation).await {
             Ok(_) => {}

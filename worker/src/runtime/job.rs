@@ -20,8 +20,10 @@ use super::messages::{Command, Event, Request};
 use super::objective::Objective;
 use super::progress::{self, ProgressThread};
 use super::recovery::{self, MarkFile, TaskRecovery, TaskRestart};
-use super::remote::{self, ContainerLink, CoordinatorConnection, RelayEnd};
+use super::remote::{self, ContainerLink, CoordinatorConnection, Introduction, Joined, RelayEnd};
+use super::standby::{self, StandbyEnd};
 use super::task_instance::{InstanceError, TaskInstance};
+use crate::checkpoint::prefetch::{Prefetched, Prefetcher};
 use crate::checkpoint::start::{self, task_dir, Origin, StartError, StartPoint, StartRequest};
 use crate::checkpoint::upload::TaskCheckpointer;
 use crate::checkpoint::{generation, CheckpointError};
@@ -154,8 +156,8 @@ impl Role {
 pub struct Outcome {
     /// Finished or stopped, with the final checkpoint.
     pub ending: Ending,
-    /// What the run started from.
-    pub origin: Origin,
+    /// What the run started from; `None` for a warm standby that never took over.
+    pub origin: Option<Origin>,
 }
 
 /// Why a run failed.
@@ -361,13 +363,30 @@ async fn run_async(
     controls: Controls,
     trigger_rx: mpsc::Receiver<Request>,
 ) -> Result<Outcome, RunError> {
-    let mut job = assemble(&opts, &controls).await?;
+    // A process that may stand by serves `/healthz` while it does: it is alive while it
+    // follows commits. Every other process serves once its tasks are ready.
+    let may_stand_by = opts.spec.standby && matches!(opts.role, Role::Container { .. });
+    let mut observers = None;
+    if may_stand_by {
+        observers = Some(serve_observers(&opts).await?);
+    }
+    let mut job = match assemble(&opts, &controls).await? {
+        Assembly::Ready(job) => *job,
+        Assembly::StoodBy(end) => {
+            if let Some(Some(progress)) = observers {
+                progress.stop();
+            }
+            return stood_by(&opts, controls, end).await;
+        }
+    };
+    opts.metrics.liveness.started();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let (mut local_links, threads) = spawn_containers(std::mem::take(&mut job.groups), &event_tx)?;
-    let running = Running {
-        threads,
-        progress: serve_observers(&opts).await?,
+    let progress = match observers {
+        Some(progress) => progress,
+        None => serve_observers(&opts).await?,
     };
+    let running = Running { threads, progress };
     match (&opts.role, job.connection.take()) {
         (
             Role::Container {
@@ -407,6 +426,43 @@ async fn run_async(
     }
 }
 
+/// How a warm standby that never took over ends: released by the coordinator (holding if
+/// asked, like a container), or told to terminate.
+async fn stood_by(
+    opts: &RunOptions,
+    controls: Controls,
+    end: StandbyEnd,
+) -> Result<Outcome, RunError> {
+    let released = Ok(Outcome {
+        ending: Ending::Released,
+        origin: None,
+    });
+    match end {
+        StandbyEnd::Released(RelayEnd::JobStopped) => {
+            if opts.hold_after_stop {
+                hold_until_signal(controls.signalled).await;
+            }
+            released
+        }
+        StandbyEnd::Signalled => {
+            tracing::info!("stop requested: a warm standby has nothing to finish; exiting");
+            released
+        }
+        StandbyEnd::Released(_) => {
+            tracing::info!("the coordinator is shutting down; exiting (a restarted process joins its successor)");
+            released
+        }
+        StandbyEnd::TakeOver { .. } => unreachable!("a takeover restores and runs"),
+    }
+}
+
+/// What [`assemble`] ends with: this process's tasks ready to run, or, for a warm standby that
+/// never took over, how standing by ended.
+enum Assembly {
+    Ready(Box<Assembled>),
+    StoodBy(StandbyEnd),
+}
+
 /// What [`assemble`] prepared: this process's tasks, restored and open, grouped by container,
 /// and what the roles need to run them.
 struct Assembled {
@@ -433,7 +489,7 @@ struct Assembled {
 /// Everything before processing starts: the store, the tokens and the input checked (before
 /// any state is touched), a generation claimed (or learnt from the coordinator), the start
 /// point decided and restored, and this process's task instances built.
-async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, RunError> {
+async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembly, RunError> {
     // The origin of the recovery measures (runtime::recovery).
     let (process_started, process_started_ms) = (Instant::now(), crate::checkpoint::now_ms());
     let spec = &opts.spec;
@@ -491,7 +547,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
     };
 
     // Restore.
-    let restore_started = Instant::now();
+    let mut restore_started = Instant::now();
     let block_cache = Cache::new_lru_cache(spec.state.cache_size as usize);
     let state_version = opts
         .registry
@@ -500,26 +556,54 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
     // A container of another process restores what its coordinator says (decided between
     // checkpoints); the others decide themselves.
     let mut connection = None;
+    let mut prefetched = Prefetched::none();
     let (generation, checkpoint, savepoint) = match &opts.role {
         Role::Container {
             index, coordinator, ..
         } => {
             let join = async {
-                let mut conn = remote::connect(
+                let (mut conn, joined) = remote::connect(
                     coordinator,
-                    *index,
-                    spec.name.clone(),
-                    spec_hash.clone(),
-                    coordinator_token
-                        .clone()
-                        .expect("a container has a token file"),
+                    Introduction {
+                        container: *index,
+                        job: spec.name.clone(),
+                        spec_hash: spec_hash.clone(),
+                        token: coordinator_token
+                            .clone()
+                            .expect("a container has a token file"),
+                        standby: spec.standby,
+                    },
                 )
                 .await?;
-                let restore = conn.await_restore().await?;
-                Ok::<_, RunError>((conn, restore))
+                if joined == Joined::Container {
+                    let restore = conn.await_restore().await?;
+                    return Ok::<_, RunError>((
+                        conn,
+                        StandbyEnd::TakeOver {
+                            restore,
+                            prefetched: Prefetched::none(),
+                        },
+                    ));
+                }
+                // Its own directory: the active process may share this machine's.
+                let prefetcher = Prefetcher::new(
+                    store.clone(),
+                    job_dir.join(format!("standby-{process}")),
+                    my_tasks.clone(),
+                )?;
+                let end = standby::stand_by(
+                    &mut conn,
+                    *index,
+                    prefetcher,
+                    metrics,
+                    controls.signalled.clone(),
+                )
+                .await?;
+                Ok((conn, end))
             };
-            // A signal while joining is bounded like one while running.
-            let (conn, restore) = tokio::select! {
+            // A signal while joining is bounded like one while running (a standby ends at
+            // once).
+            let (conn, end) = tokio::select! {
                 joined = join => joined?,
                 () = stop_deadline_reached(controls.stop_deadline.clone()) => {
                     return Err(RunError::StopTimedOut {
@@ -528,6 +612,18 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
                     })
                 }
             };
+            let restore = match end {
+                StandbyEnd::TakeOver {
+                    restore,
+                    prefetched: held,
+                } => {
+                    prefetched = held;
+                    restore
+                }
+                other => return Ok(Assembly::StoodBy(other)),
+            };
+            // A standby's restore starts now.
+            restore_started = Instant::now();
             connection = Some(conn);
             (
                 restore.generation,
@@ -558,8 +654,12 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
         cache: &block_cache,
         only: &my_tasks,
         process: &process,
+        prefetched: &prefetched,
     })
     .await?;
+    // A standby's copies are in the restored databases now (hard links that would keep
+    // compacted files alive).
+    let _ = std::fs::remove_dir_all(job_dir.join(format!("standby-{process}")));
     let restarts: Vec<TaskRestart> = start
         .tasks
         .iter()
@@ -630,7 +730,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
             .expect("own container")
             .push(instance);
     }
-    Ok(Assembled {
+    Ok(Assembly::Ready(Box::new(Assembled {
         store,
         spec_hash,
         partitions,
@@ -644,7 +744,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembled, R
         connection,
         control_token,
         coordinator_token,
-    })
+    })))
 }
 
 /// One processing thread per container of this process; returns each container's command
@@ -755,7 +855,7 @@ async fn relay_for_coordinator(
     running.finish().await;
     let released = Ok(Outcome {
         ending: Ending::Released,
-        origin,
+        origin: Some(origin),
     });
     match relayed {
         Ok(Some(RelayEnd::JobStopped)) => {
@@ -815,6 +915,7 @@ async fn coordinate(
                     .clone()
                     .expect("the coordinator has a token file"),
                 assignment: job.assignment.clone(),
+                standby: spec.standby,
             },
         );
     }
@@ -899,7 +1000,7 @@ async fn coordinate(
     running.finish().await;
     Ok(Outcome {
         ending: ending?,
-        origin: start.origin,
+        origin: Some(start.origin),
     })
 }
 
@@ -941,7 +1042,8 @@ async fn stop_deadline_reached(mut deadline: watch::Receiver<Option<Deadline>>) 
     tokio::time::sleep_until(at).await;
 }
 
-fn hostname() -> String {
+/// This machine's host name (a pod's name on Kubernetes).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 
-use cairn_contract::control::{CommittedCheckpoint, RecoveryObjective};
+use cairn_contract::control::{CommittedCheckpoint, RecoveryObjective, StandbyStatus};
 
 /// Shared, observable job progress.
 #[derive(Debug, Default)]
@@ -18,6 +18,8 @@ pub struct JobProgress {
     pub sync_pauses: Mutex<std::collections::VecDeque<f64>>,
     /// The recovery-time objective as the coordinator last computed it; `None` without one.
     pub objective: Mutex<Option<RecoveryObjective>>,
+    /// The warm standbys connected now (the coordinator's process only).
+    pub standbys: Mutex<Vec<StandbyStatus>>,
 }
 
 /// How many synchronous pauses [`JobProgress`] keeps.

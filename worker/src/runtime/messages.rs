@@ -39,6 +39,9 @@ pub enum Command {
         /// Savepoint URL.
         savepoint: Option<String>,
     },
+    /// To a warm standby: checkpoint `id` committed; fetch the files of your container's tasks
+    /// that you do not hold yet, and report `Following` (docs/recovery.md#warm-standbys).
+    Follow(u64),
     /// Exit the run loop: the job stopped (finished, stopped on request, or stopped with a
     /// savepoint). A container of another process with `--hold-after-stop` then holds until
     /// SIGTERM, so that a supervisor restarting exited processes cannot resume a stopped job.
@@ -103,6 +106,23 @@ pub enum Event {
     Ready(u32),
     /// A container in another process went away; its tasks restart from the last commit.
     Disconnected(u32),
+    /// A warm standby for a container connected. Raised by the coordinator's own link.
+    StandbyJoined {
+        /// The container it stands by for.
+        container: u32,
+        /// Its host name, as it introduced itself.
+        host: String,
+    },
+    /// A warm standby that was not promoted went away. Raised by the coordinator's own link.
+    StandbyLeft(u32),
+    /// A warm standby holds every file of its container's tasks in committed checkpoint
+    /// `checkpoint`: a takeover now fetches nothing older.
+    Following {
+        /// The container it stands by for.
+        container: u32,
+        /// The checkpoint.
+        checkpoint: u64,
+    },
 }
 
 /// Something asked of a running coordinator (SIGUSR1/SIGUSR2 locally, the control API).

@@ -14,6 +14,7 @@ pub mod objective;
 pub mod progress;
 pub mod recovery;
 pub mod remote;
+pub mod standby;
 pub mod task_instance;
 
 pub use job::{run_job, Outcome, Role, RunError, RunOptions};

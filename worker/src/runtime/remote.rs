@@ -14,10 +14,21 @@
 //! [`MAX_PENDING_HELLOS`] connections may be waiting to do so, every later line is at most
 //! [`LINE_MAX`] bytes, and a container may speak only for its own tasks: anything else closes
 //! its connection (its tasks restart from the last committed checkpoint).
+//!
+//! Warm standbys (`standby: true`, docs/recovery.md#warm-standbys): a process for container K
+//! that finds K connected is admitted as K's standby, one per container. It hears of every
+//! commit (`Follow`) and may say only that it holds a checkpoint (`Following`). When K's
+//! connection ends, the standby's connection becomes K's at once, before anything else can
+//! claim the slot, and the coordinator is told that K left and joined again: it sends the
+//! standby `Restore` as to any container that joins. The old process cannot take part any more
+//! (its connection is gone, and only the current connection of K is heard), so it can never
+//! acknowledge a checkpoint the coordinator commits; its restarted process finds K taken and
+//! stands by in turn.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,8 +57,25 @@ pub const MAX_PENDING_HELLOS: usize = 16;
 pub enum ContainerLink {
     /// A container thread in this process.
     Local(std::sync::mpsc::Sender<Command>),
-    /// A container in another process; `None` while it is not connected.
-    Remote(Arc<Mutex<Option<UnboundedSender<Command>>>>),
+    /// A container in another process, and its warm standby.
+    Remote(Arc<Mutex<RemoteSlot>>),
+}
+
+/// The connections of one container of another process.
+#[derive(Default)]
+pub struct RemoteSlot {
+    /// The container's connection; `None` while it is not connected.
+    active: Option<UnboundedSender<Command>>,
+    /// Its warm standby's, if one is connected.
+    standby: Option<StandbyLink>,
+}
+
+/// A warm standby's connection.
+struct StandbyLink {
+    commands: UnboundedSender<Command>,
+    /// Set when the standby becomes the container: from then on its connection is the
+    /// container's, heard like any other.
+    promoted: Arc<AtomicBool>,
 }
 
 impl ContainerLink {
@@ -58,9 +86,18 @@ impl ContainerLink {
                 let _ = tx.send(cmd);
             }
             ContainerLink::Remote(slot) => {
-                if let Some(tx) = slot.lock().expect("link lock").as_ref() {
+                if let Some(tx) = slot.lock().expect("link lock").active.as_ref() {
                     let _ = tx.send(cmd);
                 }
+            }
+        }
+    }
+
+    /// Sends a command to the container's warm standby, if it has one.
+    pub fn send_standby(&self, cmd: Command) {
+        if let ContainerLink::Remote(slot) = self {
+            if let Some(standby) = slot.lock().expect("link lock").standby.as_ref() {
+                let _ = standby.commands.send(cmd);
             }
         }
     }
@@ -69,7 +106,7 @@ impl ContainerLink {
     pub fn is_connected(&self) -> bool {
         match self {
             ContainerLink::Local(_) => true,
-            ContainerLink::Remote(slot) => slot.lock().expect("link lock").is_some(),
+            ContainerLink::Remote(slot) => slot.lock().expect("link lock").active.is_some(),
         }
     }
 }
@@ -81,13 +118,31 @@ struct Hello {
     job: String,
     spec_hash: String,
     token: Option<String>,
+    /// It stands by for the container if that one is connected (`standby: true`); without,
+    /// it is refused then.
+    #[serde(default)]
+    standby: bool,
+    /// Its host name, for the status (its pod's name on Kubernetes).
+    #[serde(default)]
+    host: String,
 }
 
 /// The coordinator's answer to a hello.
 #[derive(Debug, Serialize, Deserialize)]
 enum Welcome {
     Accepted,
+    /// Admitted as the container's warm standby.
+    Standby,
     Refused(String),
+}
+
+/// How a connection was admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// As the container: it restores and runs its tasks.
+    Container,
+    /// As the container's warm standby: it follows commits until it takes over.
+    Standby,
 }
 
 /// Why joining a coordinator failed.
@@ -146,6 +201,8 @@ pub struct Admission {
     pub token: String,
     /// Task -> container.
     pub assignment: BTreeMap<u32, u32>,
+    /// Whether a second process for a connected container is admitted as its standby.
+    pub standby: bool,
 }
 
 /// Reads `\n`-terminated lines of at most `max` bytes: a peer cannot make us buffer more by
@@ -153,6 +210,8 @@ pub struct Admission {
 struct LineReader<R> {
     inner: R,
     line: Vec<u8>,
+    /// `line` holds a whole line already returned (else the start of one being read).
+    returned: bool,
     max: usize,
 }
 
@@ -161,14 +220,20 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
         LineReader {
             inner,
             line: Vec::new(),
+            returned: false,
             max,
         }
     }
 
     /// The next line without its newline; `None` at a clean end of stream. A line longer than
-    /// the limit, or a stream ending inside a line, is an error.
+    /// the limit, or a stream ending inside a line, is an error. Cancel-safe: a call dropped
+    /// part-way keeps what it read for the next call (a standby waits for a command while it
+    /// fetches files).
     async fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
-        self.line.clear();
+        if self.returned {
+            self.line.clear();
+            self.returned = false;
+        }
         loop {
             let available = self.inner.fill_buf().await?;
             if available.is_empty() {
@@ -191,6 +256,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             let used = chunk.len() + usize::from(done);
             self.inner.consume(used);
             if done {
+                self.returned = true;
                 return Ok(Some(&self.line));
             }
         }
@@ -273,9 +339,37 @@ enum ServeError {
     Forged { container: u32, why: String },
 }
 
-/// Decides whether `hello` may join; `Err` is the reason given back. The token is checked
-/// first, so nothing about the job is revealed without it.
-fn admit(hello: &Hello, links: &[ContainerLink], admission: &Admission) -> Result<(), String> {
+/// Decides whether `hello` may join and, if so, takes its place in the container's slot
+/// (in one step, so two processes for one container cannot both get in); `Err` is the reason
+/// given back. The token is checked first, so nothing about the job is revealed without it.
+fn claim(
+    hello: &Hello,
+    links: &[ContainerLink],
+    admission: &Admission,
+    commands: UnboundedSender<Command>,
+    promoted: &Arc<AtomicBool>,
+) -> Result<Joined, String> {
+    let joined = admit(hello, links, admission)?;
+    let ContainerLink::Remote(slot) = &links[hello.container as usize] else {
+        unreachable!("admit accepts remote containers only")
+    };
+    let mut slot = slot.lock().expect("link lock");
+    // Checked again under the lock that claims the place.
+    match joined {
+        Joined::Container if slot.active.is_none() => slot.active = Some(commands),
+        Joined::Standby if slot.active.is_some() && slot.standby.is_none() => {
+            slot.standby = Some(StandbyLink {
+                commands,
+                promoted: promoted.clone(),
+            })
+        }
+        _ => return Err("another process for that container joined at the same time".to_owned()),
+    }
+    Ok(joined)
+}
+
+/// Decides whether `hello` may join, and as what; `Err` is the reason given back.
+fn admit(hello: &Hello, links: &[ContainerLink], admission: &Admission) -> Result<Joined, String> {
     let token_ok = hello
         .token
         .as_deref()
@@ -289,13 +383,21 @@ fn admit(hello: &Hello, links: &[ContainerLink], admission: &Admission) -> Resul
             hello.job, hello.spec_hash, admission.job, admission.spec_hash
         ));
     }
-    match links.get(hello.container as usize) {
-        Some(ContainerLink::Remote(slot)) if slot.lock().expect("link lock").is_none() => Ok(()),
-        Some(ContainerLink::Remote(_)) => Err("that container is already connected".to_owned()),
-        _ => Err(format!(
+    let Some(ContainerLink::Remote(slot)) = links.get(hello.container as usize) else {
+        return Err(format!(
             "no remote container {} in this job",
             hello.container
-        )),
+        ));
+    };
+    let slot = slot.lock().expect("link lock");
+    if slot.active.is_none() {
+        Ok(Joined::Container)
+    } else if !(admission.standby && hello.standby) {
+        Err("that container is already connected".to_owned())
+    } else if slot.standby.is_some() {
+        Err("that container is already connected and has a standby".to_owned())
+    } else {
+        Ok(Joined::Standby)
     }
 }
 
@@ -313,9 +415,15 @@ fn check_event(
         Event::Failed { task, .. } => ("Failed", *task),
         Event::Ready(k) if *k == container => return Ok(()),
         Event::Ready(k) => return Err(format!("Ready for container {k}")),
-        Event::Connected(_) | Event::Disconnected(_) => {
-            return Err("an event only the coordinator raises".to_owned())
+        // A standby's report that crossed its promotion; the coordinator ignores it then.
+        Event::Following { container: k, .. } if *k == container => return Ok(()),
+        Event::Following { container: k, .. } => {
+            return Err(format!("Following for container {k}"))
         }
+        Event::Connected(_)
+        | Event::Disconnected(_)
+        | Event::StandbyJoined { .. }
+        | Event::StandbyLeft(_) => return Err("an event only the coordinator raises".to_owned()),
     };
     match assignment.get(&task) {
         Some(owner) if *owner == container => Ok(()),
@@ -326,6 +434,60 @@ fn check_event(
             "{kind} for task {task}, which this job does not have"
         )),
     }
+}
+
+/// `Ok` if the warm standby of container `container` may send `event`: only that it follows a
+/// checkpoint, for its own container.
+fn check_standby_event(container: u32, event: &Event) -> Result<(), String> {
+    match event {
+        Event::Following { container: k, .. } if *k == container => Ok(()),
+        Event::Following { container: k, .. } => Err(format!("Following for container {k}")),
+        other => Err(format!(
+            "{} from a standby, which runs no tasks",
+            event_name(other)
+        )),
+    }
+}
+
+/// An event's name, for messages about it.
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Ack { .. } => "Ack",
+        Event::Busy { .. } => "Busy",
+        Event::Finished(_) => "Finished",
+        Event::Failed { .. } => "Failed",
+        Event::Connected(_) => "Connected",
+        Event::Ready(_) => "Ready",
+        Event::Disconnected(_) => "Disconnected",
+        Event::StandbyJoined { .. } => "StandbyJoined",
+        Event::StandbyLeft(_) => "StandbyLeft",
+        Event::Following { .. } => "Following",
+    }
+}
+
+/// What the coordinator hears when a connection of container `container` ends: if it was
+/// the container's, the container left, and its warm standby (if any) takes its place at once
+/// and joins in turn; if it was a standby's, the standby left.
+fn leave(
+    slot: &Mutex<RemoteSlot>,
+    container: u32,
+    promoted: &AtomicBool,
+    joined: Joined,
+) -> Vec<Event> {
+    let mut slot = slot.lock().expect("link lock");
+    if joined == Joined::Standby && !promoted.load(Ordering::Acquire) {
+        slot.standby = None;
+        return vec![Event::StandbyLeft(container)];
+    }
+    slot.active = None;
+    let mut events = vec![Event::Disconnected(container)];
+    if let Some(standby) = slot.standby.take() {
+        standby.promoted.store(true, Ordering::Release);
+        slot.active = Some(standby.commands);
+        tracing::info!(container, "container left; its warm standby takes over");
+        events.extend([Event::StandbyLeft(container), Event::Connected(container)]);
+    }
+    events
 }
 
 async fn serve_container(
@@ -352,23 +514,44 @@ async fn serve_container(
             return Err(ServeError::HelloTimeout);
         }
     };
-    if let Err(reason) = admit(&hello, &links, admission) {
-        write_line(&mut write, &Welcome::Refused(reason.clone())).await?;
-        return Err(ServeError::Refused(format!(
-            "container {}: {reason}",
-            hello.container
-        )));
-    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
+    let promoted = Arc::new(AtomicBool::new(false));
+    let joined = match claim(&hello, &links, admission, tx, &promoted) {
+        Ok(joined) => joined,
+        Err(reason) => {
+            write_line(&mut write, &Welcome::Refused(reason.clone())).await?;
+            return Err(ServeError::Refused(format!(
+                "container {}: {reason}",
+                hello.container
+            )));
+        }
+    };
     // From here on the connection holds its container's slot, not a pending place.
     drop(pending);
-    write_line(&mut write, &Welcome::Accepted).await?;
     let container = hello.container;
     let ContainerLink::Remote(slot) = &links[container as usize] else {
-        unreachable!("admit accepts remote containers only")
+        unreachable!("claim accepts remote containers only")
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Command>();
-    *slot.lock().expect("link lock") = Some(tx);
-    let _ = events.send(Event::Connected(container));
+    let welcome = match joined {
+        Joined::Container => Welcome::Accepted,
+        Joined::Standby => Welcome::Standby,
+    };
+    if let Err(e) = write_line(&mut write, &welcome).await {
+        for event in leave(slot, container, &promoted, joined) {
+            let _ = events.send(event);
+        }
+        return Err(e.into());
+    }
+    let _ = events.send(match joined {
+        Joined::Container => Event::Connected(container),
+        Joined::Standby => {
+            tracing::info!(container, host = %hello.host, "warm standby joined");
+            Event::StandbyJoined {
+                container,
+                host: hello.host.clone(),
+            }
+        }
+    });
     let writer = tokio::spawn(async move {
         while let Some(cmd) = rx.recv().await {
             if write_line(&mut write, &cmd).await.is_err() {
@@ -379,7 +562,13 @@ async fn serve_container(
     lines.max = LINE_MAX;
     let result = async {
         while let Some(event) = lines.next_json::<Event>().await? {
-            if let Err(why) = check_event(container, &event, &admission.assignment) {
+            let standing_by = joined == Joined::Standby && !promoted.load(Ordering::Acquire);
+            let checked = if standing_by {
+                check_standby_event(container, &event)
+            } else {
+                check_event(container, &event, &admission.assignment)
+            };
+            if let Err(why) = checked {
                 return Err(ServeError::Forged { container, why });
             }
             let _ = events.send(event);
@@ -387,9 +576,10 @@ async fn serve_container(
         Ok::<_, ServeError>(())
     }
     .await;
-    *slot.lock().expect("link lock") = None;
     writer.abort();
-    let _ = events.send(Event::Disconnected(container));
+    for event in leave(slot, container, &promoted, joined) {
+        let _ = events.send(event);
+    }
     result
 }
 
@@ -400,15 +590,33 @@ pub struct CoordinatorConnection {
     write: tokio::net::tcp::OwnedWriteHalf,
 }
 
+/// Who a process is when it joins its coordinator.
+pub struct Introduction {
+    /// Its container index.
+    pub container: u32,
+    /// The job's name.
+    pub job: String,
+    /// Its spec's hash.
+    pub spec_hash: String,
+    /// The job's token.
+    pub token: String,
+    /// It stands by if the container is connected already (`standby: true`).
+    pub standby: bool,
+}
+
 /// Connects to the coordinator (retrying for up to 30 s while it starts) and introduces
-/// container `container`.
+/// a process for a container: admitted as the container, or as its warm standby.
 pub async fn connect(
     addr: &str,
-    container: u32,
-    job: String,
-    spec_hash: String,
-    token: String,
-) -> Result<CoordinatorConnection, RemoteError> {
+    intro: Introduction,
+) -> Result<(CoordinatorConnection, Joined), RemoteError> {
+    let Introduction {
+        container,
+        job,
+        spec_hash,
+        token,
+        standby,
+    } = intro;
     let io = |source| RemoteError::Io {
         addr: addr.to_owned(),
         source,
@@ -435,20 +643,30 @@ pub async fn connect(
             job,
             spec_hash,
             token: Some(token),
+            standby,
+            host: crate::runtime::job::hostname(),
         },
     )
     .await
     .map_err(io)?;
-    match lines.next_json::<Welcome>().await.map_err(io)? {
-        Some(Welcome::Accepted) => tracing::info!(addr, container, "joined the coordinator"),
+    let joined = match lines.next_json::<Welcome>().await.map_err(io)? {
+        Some(Welcome::Accepted) => {
+            tracing::info!(addr, container, "joined the coordinator");
+            Joined::Container
+        }
+        Some(Welcome::Standby) => {
+            tracing::info!(addr, container, "standing by for container {container}: following its committed checkpoints until it fails");
+            Joined::Standby
+        }
         Some(Welcome::Refused(reason)) => return Err(RemoteError::Refused { container, reason }),
         None => return Err(io(std::io::ErrorKind::UnexpectedEof.into())),
-    }
-    Ok(CoordinatorConnection {
+    };
+    let conn = CoordinatorConnection {
         addr: addr.to_owned(),
         lines,
         write,
-    })
+    };
+    Ok((conn, joined))
 }
 
 /// What the coordinator tells a joining container (see [`Command::Restore`]).
@@ -470,16 +688,33 @@ impl CoordinatorConnection {
         }
     }
 
+    /// The coordinator's next command; an error when the connection ends. Cancel-safe.
+    pub async fn next_command(&mut self) -> Result<Command, RemoteError> {
+        match self.lines.next_json::<Command>().await {
+            Ok(Some(cmd)) => Ok(cmd),
+            Ok(None) => Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// Sends an event to the coordinator.
+    pub async fn send_event(&mut self, event: &Event) -> Result<(), RemoteError> {
+        match write_line(&mut self.write, event).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// The coordinator's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// Waits for the coordinator's `Restore`: the generation to write under, and the
     /// `(checkpoint, savepoint)` to restore from.
     pub async fn await_restore(&mut self) -> Result<Restore, RemoteError> {
         loop {
-            let cmd = match self.lines.next_json::<Command>().await {
-                Ok(Some(cmd)) => cmd,
-                Ok(None) => return Err(self.io(std::io::ErrorKind::UnexpectedEof.into())),
-                Err(e) => return Err(self.io(e)),
-            };
-            match cmd {
+            match self.next_command().await? {
                 Command::Restore {
                     generation,
                     checkpoint,
@@ -630,6 +865,7 @@ mod tests {
             token: "the-token-0123456789".into(),
             // Tasks 0..4 over containers 0..2.
             assignment: (0..4).map(|t| (t, t % 2)).collect(),
+            standby: true,
         }
     }
 
@@ -707,9 +943,14 @@ mod tests {
             job: job.into(),
             spec_hash: "hash".into(),
             token: token.map(Into::into),
+            standby: false,
+            host: String::new(),
         };
         let token = Some("the-token-0123456789");
-        assert_eq!(admit(&hello(1, "job", token), &links, &admission), Ok(()));
+        assert_eq!(
+            admit(&hello(1, "job", token), &links, &admission),
+            Ok(Joined::Container)
+        );
         // Without the right token nothing else is looked at (or revealed).
         for wrong in [
             None,
@@ -733,5 +974,163 @@ mod tests {
             admit(&hello(7, "job", token), &links, &admission),
             Err("no remote container 7 in this job".into())
         );
+    }
+
+    fn standby_hello(standby: bool) -> Hello {
+        Hello {
+            container: 1,
+            job: "job".into(),
+            spec_hash: "hash".into(),
+            token: Some("the-token-0123456789".into()),
+            standby,
+            host: "pod-b".into(),
+        }
+    }
+
+    /// Joins a process for container 1 as `claim` would, returning what it was admitted as
+    /// and its command channel and promotion flag.
+    fn join(
+        links: &[ContainerLink],
+        admission: &Admission,
+        standby: bool,
+    ) -> Result<(Joined, UnboundedReceiver<Command>, Arc<AtomicBool>), String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let promoted = Arc::new(AtomicBool::new(false));
+        claim(&standby_hello(standby), links, admission, tx, &promoted)
+            .map(|joined| (joined, rx, promoted))
+    }
+
+    #[test]
+    fn a_second_process_for_a_container_stands_by_only_when_both_sides_allow_it() {
+        let links = vec![
+            ContainerLink::Local(std::sync::mpsc::channel().0),
+            ContainerLink::Remote(Default::default()),
+        ];
+        let mut admission = admission();
+        let (joined, _active, _) = join(&links, &admission, true).unwrap();
+        assert_eq!(joined, Joined::Container, "the first one is the container");
+        // A process that does not offer to stand by, or a job without standbys: refused.
+        assert_eq!(
+            join(&links, &admission, false).unwrap_err(),
+            "that container is already connected"
+        );
+        admission.standby = false;
+        assert_eq!(
+            join(&links, &admission, true).unwrap_err(),
+            "that container is already connected"
+        );
+        admission.standby = true;
+        let (joined, _standby, _) = join(&links, &admission, true).unwrap();
+        assert_eq!(joined, Joined::Standby);
+        // One standby per container.
+        assert_eq!(
+            join(&links, &admission, true).unwrap_err(),
+            "that container is already connected and has a standby"
+        );
+    }
+
+    #[test]
+    fn when_a_container_leaves_its_standby_takes_its_place_before_anyone_else() {
+        let links = vec![
+            ContainerLink::Local(std::sync::mpsc::channel().0),
+            ContainerLink::Remote(Default::default()),
+        ];
+        let admission = admission();
+        let ContainerLink::Remote(slot) = &links[1] else {
+            unreachable!()
+        };
+        let (_, mut old, old_promoted) = join(&links, &admission, true).unwrap();
+        let (_, mut standby, promoted) = join(&links, &admission, true).unwrap();
+
+        // Commits reach the standby only; task commands the container only.
+        links[1].send_standby(Command::Follow(7));
+        links[1].send(Command::Committed(7));
+        assert_eq!(standby.try_recv().unwrap(), Command::Follow(7));
+        assert!(standby.try_recv().is_err());
+        assert_eq!(old.try_recv().unwrap(), Command::Committed(7));
+
+        // The container's connection ends: the coordinator hears it leave, the standby leave
+        // its standby place, and the container join again, in that order.
+        let heard = leave(slot, 1, &old_promoted, Joined::Container);
+        assert!(matches!(
+            heard.as_slice(),
+            [
+                Event::Disconnected(1),
+                Event::StandbyLeft(1),
+                Event::Connected(1)
+            ]
+        ));
+        assert!(promoted.load(Ordering::Acquire));
+        // The coordinator's Restore now goes to the promoted standby, not the old process.
+        links[1].send(Command::Restore {
+            generation: 3,
+            checkpoint: Some(7),
+            savepoint: None,
+        });
+        assert!(matches!(
+            standby.try_recv().unwrap(),
+            Command::Restore { .. }
+        ));
+        assert!(old.try_recv().is_err());
+        // The old process, restarted, finds the container taken and stands by in turn.
+        let (joined, _, _) = join(&links, &admission, true).unwrap();
+        assert_eq!(joined, Joined::Standby);
+
+        // A standby that leaves without being promoted leaves only its place.
+        let lone = vec![
+            ContainerLink::Local(std::sync::mpsc::channel().0),
+            ContainerLink::Remote(Default::default()),
+        ];
+        let ContainerLink::Remote(lone_slot) = &lone[1] else {
+            unreachable!()
+        };
+        let _active = join(&lone, &admission, true).unwrap();
+        let (_, _, flag) = join(&lone, &admission, true).unwrap();
+        let heard = leave(lone_slot, 1, &flag, Joined::Standby);
+        assert!(matches!(heard.as_slice(), [Event::StandbyLeft(1)]));
+        assert!(lone[1].is_connected());
+    }
+
+    #[test]
+    fn a_standby_may_only_say_what_it_holds() {
+        let following = Event::Following {
+            container: 1,
+            checkpoint: 4,
+        };
+        assert_eq!(check_standby_event(1, &following), Ok(()));
+        assert_eq!(
+            check_standby_event(2, &following),
+            Err("Following for container 1".into())
+        );
+        assert_eq!(
+            check_standby_event(1, &Event::Ready(1)),
+            Err("Ready from a standby, which runs no tasks".into())
+        );
+        assert_eq!(
+            check_standby_event(1, &Event::Finished(1)),
+            Err("Finished from a standby, which runs no tasks".into())
+        );
+        // Promoted, its late report is still allowed (and ignored by the coordinator).
+        assert_eq!(check_event(1, &following, &admission().assignment), Ok(()));
+    }
+
+    /// A standby waits for a command while it fetches files: a wait cut short must lose
+    /// nothing of a line it had started to read.
+    #[test]
+    fn a_line_read_cut_short_loses_nothing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut writer, reader) = tokio::io::duplex(64);
+            let mut lines = LineReader::new(BufReader::new(reader), 64);
+            writer.write_all(b"first ha").await.unwrap();
+            let cut = tokio::time::timeout(Duration::from_millis(20), lines.next()).await;
+            assert!(cut.is_err(), "no whole line yet");
+            writer.write_all(b"lf\nsecond\n").await.unwrap();
+            assert_eq!(lines.next().await.unwrap(), Some(&b"first half"[..]));
+            assert_eq!(lines.next().await.unwrap(), Some(&b"second"[..]));
+        });
     }
 }
