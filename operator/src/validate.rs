@@ -30,6 +30,11 @@ pub const MAX_SAVEPOINT_HISTORY: u32 = 100;
 pub const MAX_FALLBACK_ATTEMPTS: u32 = 100;
 /// Largest `job.checkpoint.retained` on Kubernetes (also a CRD `maximum`).
 pub const MAX_RETAINED: u32 = 1000;
+/// Longest name of a StreamJob with `standby: true` (also a CRD rule). Its standbys' StatefulSet
+/// is `<name>-standby`, and the StatefulSet controller labels each pod with
+/// `controller-revision-hash: <set>-<hash of up to 10 characters>`, a label value of at most 63
+/// characters: so at most 52 for the set's name, 44 for the job's.
+pub const MAX_STANDBY_JOB_NAME: usize = 44;
 
 /// A StreamJob spec that passed validation, with every default applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +127,16 @@ pub fn validate(
             problems.push(format!(
                 "spec.restoreFrom.savepoint: job {} has upgradeMode stateless, which never restores state; remove restoreFrom.savepoint or use upgradeMode savepoint",
                 job.name
+            ));
+        }
+    }
+    if let Some(job) = job.as_ref().filter(|j| j.standby) {
+        if job.name.len() > MAX_STANDBY_JOB_NAME {
+            problems.push(format!(
+                "spec.job.standby: the StreamJob's name {:?} has {} characters, more than the {MAX_STANDBY_JOB_NAME} a job with standbys may have (its standbys' StatefulSet {:?} names its pods' labels); use a shorter name or remove standby",
+                job.name,
+                job.name.len(),
+                crate::children::standby_set_name(&job.name)
             ));
         }
     }

@@ -127,9 +127,19 @@ fn ok(body: serde_json::Value) -> Response<Body> {
 /// Answers requests until the reconcile finishes, recording "METHOD path" of each (events
 /// are recorded as "event <reason>") and its body, in the same order.
 async fn serve_with_bodies(
+    handle: Handle,
+    sj: StreamJob,
+    pods: serde_json::Value,
+) -> (Vec<String>, Vec<serde_json::Value>) {
+    serve_with_sets(handle, sj, pods, set_list(&[])).await
+}
+
+/// [`serve_with_bodies`], listing `sets` as the job's StatefulSets.
+async fn serve_with_sets(
     mut handle: Handle,
     sj: StreamJob,
     pods: serde_json::Value,
+    sets: serde_json::Value,
 ) -> (Vec<String>, Vec<serde_json::Value>) {
     let mut seen = Vec::new();
     let mut bodies = Vec::new();
@@ -159,6 +169,7 @@ async fn serve_with_bodies(
             ));
             match (method.as_str(), path.as_str()) {
                 ("GET", p) if p.ends_with("/pods") => ok(pods.clone()),
+                ("GET", p) if p.ends_with("/statefulsets") => ok(sets.clone()),
                 ("GET", _) => not_found(),
                 ("PATCH", p) if p.ends_with("/status") => {
                     let mut obj = serde_json::to_value(&sj).unwrap();
@@ -183,8 +194,18 @@ async fn reconcile_against(
     pods: serde_json::Value,
     job: &Arc<ScriptedJob>,
 ) -> (Vec<String>, Vec<serde_json::Value>) {
+    reconcile_with_sets(sj, pods, &[], job).await
+}
+
+/// [`reconcile_against`] with the StatefulSets called `sets` in the cluster.
+async fn reconcile_with_sets(
+    sj: &StreamJob,
+    pods: serde_json::Value,
+    sets: &[&str],
+    job: &Arc<ScriptedJob>,
+) -> (Vec<String>, Vec<serde_json::Value>) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(serve_with_bodies(handle, sj.clone(), pods));
+    let server = tokio::spawn(serve_with_sets(handle, sj.clone(), pods, set_list(sets)));
     let ctx = context(Client::new(service, "default"), job.clone());
     reconcile(Arc::new(sj.clone()), ctx.clone())
         .await
@@ -195,6 +216,15 @@ async fn reconcile_against(
         .await
         .expect("the reconcile's requests end")
         .unwrap()
+}
+
+/// A (metadata-only) list of the StatefulSets called `names` in `jobs`.
+fn set_list(names: &[&str]) -> serde_json::Value {
+    let items: Vec<_> = names
+        .iter()
+        .map(|name| serde_json::json!({"apiVersion":"meta.k8s.io/v1","kind":"PartialObjectMetadata","metadata":{"name":name,"namespace":"jobs"}}))
+        .collect();
+    serde_json::json!({"kind":"PartialObjectMetadataList","apiVersion":"meta.k8s.io/v1","metadata":{},"items":items})
 }
 
 /// A PodList of `(name, ip)` running pods in `jobs`.
@@ -214,7 +244,7 @@ async fn first_deployment_writes_status_then_creates_every_child() {
         seen,
         [
             "GET /api/v1/namespaces/jobs/secrets/count-control",
-            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets",
             "GET /api/v1/namespaces/jobs/pods",
             "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
             "event Deploying",
@@ -266,7 +296,7 @@ async fn upgrade_records_the_savepoint_in_status_before_deleting_the_workers() {
         seen,
         [
             "GET /api/v1/namespaces/jobs/secrets/count-control",
-            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets",
             "GET /api/v1/namespaces/jobs/pods",
             "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
             "event SavepointTaken",
@@ -333,7 +363,7 @@ async fn a_savepoint_request_is_recorded_in_the_one_status_write() {
         seen,
         [
             "GET /api/v1/namespaces/jobs/secrets/count-control",
-            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets",
             "GET /api/v1/namespaces/jobs/pods",
             "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
         ]
@@ -411,7 +441,7 @@ async fn failed_upgrade_rolls_back_from_the_same_savepoint() {
         seen,
         [
             "GET /api/v1/namespaces/jobs/secrets/count-control",
-            "GET /apis/apps/v1/namespaces/jobs/statefulsets/count",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets",
             "GET /api/v1/namespaces/jobs/pods",
             "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
             "event UpgradeFailed",
@@ -631,6 +661,114 @@ async fn a_panicking_reconcile_is_caught_and_other_jobs_are_still_reconciled() {
         !seen
             .iter()
             .any(|s| s.contains("statefulsets/count") && s.starts_with("PATCH")),
+        "{seen:?}"
+    );
+}
+
+/// The standby example's first deployment applies both StatefulSets, the standbys' last.
+#[tokio::test]
+async fn a_job_with_standbys_gets_the_standby_set_too() {
+    let mut sj = common::manifest("examples/k8s/standby.yaml");
+    sj.metadata.namespace = Some("jobs".into());
+    sj.metadata.uid = Some("uid-1".into());
+    sj.metadata.generation = Some(1);
+    let scripted = Arc::new(ScriptedJob::default());
+    let (seen, bodies) = reconcile_against(&sj, pod_list(&[]), &scripted).await;
+    assert_eq!(
+        seen,
+        [
+            "GET /api/v1/namespaces/jobs/secrets/warm-count-control",
+            "GET /apis/apps/v1/namespaces/jobs/statefulsets",
+            "GET /api/v1/namespaces/jobs/pods",
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/warm-count/status",
+            "event Deploying",
+            "POST /api/v1/namespaces/jobs/secrets",
+            "PATCH /api/v1/namespaces/jobs/configmaps/warm-count-job",
+            "PATCH /api/v1/namespaces/jobs/services/warm-count",
+            "PATCH /apis/policy/v1/namespaces/jobs/poddisruptionbudgets/warm-count",
+            "PATCH /apis/apps/v1/namespaces/jobs/statefulsets/warm-count",
+            "PATCH /apis/apps/v1/namespaces/jobs/statefulsets/warm-count-standby",
+        ]
+    );
+    let standbys = &bodies[10];
+    assert_eq!(
+        (
+            standbys["kind"].as_str(),
+            standbys["spec"]["replicas"].as_i64(),
+            standbys["spec"]["ordinals"]["start"].as_i64(),
+            standbys["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"].as_str(),
+        ),
+        (
+            Some("StatefulSet"),
+            Some(2),
+            Some(1),
+            Some("cairn-worker-standby")
+        )
+    );
+}
+
+/// Stopping the workers of a job whose standbys' set exists deletes both sets and the pods of
+/// both; a job without standbys whose standbys' set is left (standby turned off, here while
+/// suspended) has it deleted; a job without one makes no call for it.
+#[tokio::test]
+async fn stopping_workers_deletes_the_standby_set_and_its_pods() {
+    let pods = pod_list(&[
+        ("count-0", "10.1.0.5"),
+        ("count-1", "10.1.0.6"),
+        ("count-standby-1", "10.1.0.7"),
+    ]);
+    let mut sj = job();
+    let deployed = recorded(&sj, "old");
+    sj.spec.image = Some("cairn/worker:2".into());
+    sj.status = Some(cairn_operator::crd::StreamJobStatus {
+        phase: Some(Phase::Upgrading),
+        deployed: Some(deployed.clone()),
+        last_good: Some(deployed.clone()),
+        operation: Some(upgrade_operation(
+            Step::StoppingWorkers,
+            Some("file:///var/lib/cairn-store/count/savepoints/sp-9"),
+        )),
+        ..Default::default()
+    });
+    let scripted = Arc::new(ScriptedJob::default());
+    let sets = ["count", "count-standby"];
+    let (seen, _) = reconcile_with_sets(&sj, pods.clone(), &sets, &scripted).await;
+    assert_eq!(
+        seen[3..],
+        [
+            "PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count/status",
+            "DELETE /apis/apps/v1/namespaces/jobs/statefulsets/count (foreground)",
+            "DELETE /apis/apps/v1/namespaces/jobs/statefulsets/count-standby (foreground)",
+            "GET /api/v1/namespaces/jobs/pods",
+            "DELETE /api/v1/namespaces/jobs/pods/count-0",
+            "DELETE /api/v1/namespaces/jobs/pods/count-1",
+            "DELETE /api/v1/namespaces/jobs/pods/count-standby-1",
+        ],
+        "{seen:?}"
+    );
+
+    // Suspended, with a standbys' set left over: it goes with the workers' leftovers.
+    let mut suspended = job();
+    suspended.spec.state = cairn_operator::crd::DesiredState::Suspended;
+    suspended.status = Some(cairn_operator::crd::StreamJobStatus {
+        phase: Some(Phase::Suspended),
+        deployed: Some(deployed.clone()),
+        ..Default::default()
+    });
+    let (seen, _) =
+        reconcile_with_sets(&suspended, pod_list(&[]), &["count-standby"], &scripted).await;
+    assert_eq!(
+        seen[seen.len() - 3..],
+        [
+            "DELETE /apis/policy/v1/namespaces/jobs/poddisruptionbudgets/count",
+            "DELETE /apis/apps/v1/namespaces/jobs/statefulsets/count (foreground)",
+            "DELETE /apis/apps/v1/namespaces/jobs/statefulsets/count-standby (foreground)",
+        ],
+        "{seen:?}"
+    );
+    let (seen, _) = reconcile_with_sets(&suspended, pod_list(&[]), &[], &scripted).await;
+    assert!(
+        !seen.iter().any(|s| s.contains("count-standby")),
         "{seen:?}"
     );
 }

@@ -178,11 +178,12 @@ fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
 }
 
 /// Every StreamJob manifest under examples/k8s (store-pvc.yaml is a plain PVC).
-const EXAMPLES: [&str; 4] = [
+const EXAMPLES: [&str; 5] = [
     "examples/k8s/count.yaml",
     "examples/k8s/file-sink.yaml",
     "examples/k8s/periodic-savepoints.yaml",
     "examples/k8s/kafka-s3.yaml",
+    "examples/k8s/standby.yaml",
 ];
 
 #[test]
@@ -325,4 +326,231 @@ fn durations_and_counts_past_their_bounds_are_refused_naming_the_field() {
         err.problems,
         ["spec.job.checkpoint.retained: 1001 is more than 1000; keep at most 1000 checkpoints (default 3)"]
     );
+}
+
+/// Does `selector` (matchLabels only, as the StatefulSets use) select pods labelled `labels`?
+fn selects(
+    selector: &std::collections::BTreeMap<String, String>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The pod labels and the selector of a StatefulSet.
+fn labels_and_selector(
+    set: &k8s_openapi::api::apps::v1::StatefulSet,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, String>,
+) {
+    let spec = set.spec.as_ref().unwrap();
+    (
+        spec.template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap(),
+        spec.selector.match_labels.clone().unwrap(),
+    )
+}
+
+/// `standby: true`: a second StatefulSet `<job>-standby` of P-1 pods numbered 1..P-1, whose pods
+/// are the workers' pods but for their labels, which neither set's selector (nor the Service's)
+/// shares; both sets' pods prefer another node than the other pod of their container.
+#[test]
+fn standby_set_mirrors_the_workers_with_disjoint_labels_and_anti_affinity() {
+    let sj = manifest("examples/k8s/standby.yaml");
+    let job = validated(&sj);
+    assert!(job.pods.job.standby);
+    let owner = Owner {
+        name: "warm-count".into(),
+        ..owner()
+    };
+    let deployed = deployment(&job, Start::default());
+    let c = children::render(&job.pods, &deployed, &owner, "t0ken", true);
+    let workers = c.stateful_set.expect("workers");
+    let standbys = c.standby_set.expect("standbys");
+
+    assert_eq!(
+        standbys.metadata.name.as_deref(),
+        Some("warm-count-standby")
+    );
+    let (spec, main) = (
+        standbys.spec.as_ref().unwrap(),
+        workers.spec.as_ref().unwrap(),
+    );
+    assert_eq!((main.replicas, spec.replicas), (Some(3), Some(2)));
+    assert_eq!(spec.ordinals.as_ref().unwrap().start, Some(1));
+    assert_eq!(main.ordinals, None);
+    assert_eq!(spec.service_name, None, "nothing dials a standby by name");
+    assert_eq!(main.service_name.as_deref(), Some("warm-count"));
+    assert_eq!(
+        spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+        Some("OnDelete")
+    );
+    // Owned by the StreamJob, like every child.
+    let reference = &standbys.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (reference.uid.as_str(), reference.controller),
+        ("uid-1", Some(true))
+    );
+
+    // The same pods: container, environment (CAIRN_CONTAINER from the pod index, the
+    // coordinator at pod 0 of the workers, the deployment hash), volumes, token, ConfigMap.
+    assert_eq!(spec.template.spec, main.template.spec);
+    assert_eq!(
+        spec.template.metadata.as_ref().unwrap().annotations,
+        main.template.metadata.as_ref().unwrap().annotations
+    );
+
+    // Disjoint: neither selector selects the other set's pods; the Service selects workers only.
+    let (worker_labels, worker_selector) = labels_and_selector(&workers);
+    let (standby_labels, standby_selector) = labels_and_selector(&standbys);
+    assert!(selects(&worker_selector, &worker_labels));
+    assert!(selects(&standby_selector, &standby_labels));
+    assert!(!selects(&worker_selector, &standby_labels));
+    assert!(!selects(&standby_selector, &worker_labels));
+    let service = c.service.spec.unwrap().selector.unwrap();
+    assert!(selects(&service, &worker_labels) && !selects(&service, &standby_labels));
+    assert_eq!(standby_labels["cairn.dev/job"], "warm-count");
+    assert_eq!(
+        standby_labels["app.kubernetes.io/name"],
+        "cairn-worker-standby"
+    );
+
+    // The PDB covers both (roles swap between the sets).
+    let pdb = c.pdb.unwrap().spec.unwrap().selector.unwrap();
+    for labels in [&worker_labels, &standby_labels] {
+        assert!(matches_selector(&pdb, labels), "{labels:?}");
+    }
+
+    // Preferred (never required) anti-affinity per container, on both sets' pods.
+    let anti = main
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        anti.required_during_scheduling_ignored_during_execution,
+        None
+    );
+    let preferred = anti
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap();
+    assert_eq!(preferred.len(), 1);
+    let term = &preferred[0].pod_affinity_term;
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    assert_eq!(
+        term.match_label_keys.as_deref(),
+        Some(&["apps.kubernetes.io/pod-index".to_string()][..])
+    );
+    let selector = term.label_selector.as_ref().unwrap();
+    for labels in [&worker_labels, &standby_labels] {
+        assert!(matches_selector(selector, labels), "{labels:?}");
+    }
+    let mut other_job = worker_labels.clone();
+    other_job.insert("cairn.dev/job".into(), "count".into());
+    assert!(!matches_selector(selector, &other_job));
+}
+
+/// A `LabelSelector` (matchLabels and `In` expressions) applied to `labels`.
+fn matches_selector(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let by_labels = selects(
+        selector
+            .match_labels
+            .as_ref()
+            .unwrap_or(&Default::default()),
+        labels,
+    );
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        assert_eq!(e.operator, "In");
+        labels
+            .get(&e.key)
+            .is_some_and(|v| e.values.iter().flatten().any(|x| x == v))
+    });
+    by_labels && by_expressions
+}
+
+/// No standby set without `standby`, nor without workers (suspended, between specs); no
+/// anti-affinity without standbys; a user's affinity is kept and the preferred term added.
+#[test]
+fn standby_set_only_with_standby_and_workers_and_user_affinity_is_kept() {
+    let count = validated(&manifest("examples/k8s/count.yaml"));
+    let deployed = deployment(&count, Start::default());
+    let c = children::render(&count.pods, &deployed, &owner(), "t0ken", true);
+    assert!(c.standby_set.is_none());
+    let pod = c.stateful_set.unwrap().spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.affinity, None);
+
+    let mut sj = manifest("examples/k8s/standby.yaml");
+    let job = validated(&sj);
+    let deployed = deployment(&job, Start::default());
+    let c = children::render(&job.pods, &deployed, &owner(), "t0ken", false);
+    assert!(c.stateful_set.is_none() && c.standby_set.is_none() && c.pdb.is_none());
+
+    // A user's required anti-affinity and node affinity stay; the operator's term is added.
+    sj.spec.pod_template.as_mut().unwrap().affinity = Some(
+        serde_json::from_value(serde_json::json!({
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["stream"]}]}
+            ]}},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {"matchLabels": {"cairn.dev/job": "warm-count"}},
+                "matchLabelKeys": ["apps.kubernetes.io/pod-index"]
+            }]}
+        }))
+        .unwrap(),
+    );
+    let job = validated(&sj);
+    let deployed = deployment(&job, Start::default());
+    let c = children::render(&job.pods, &deployed, &owner(), "t0ken", true);
+    for set in [c.stateful_set.unwrap(), c.standby_set.unwrap()] {
+        let affinity = set.spec.unwrap().template.spec.unwrap().affinity.unwrap();
+        assert!(affinity.node_affinity.is_some());
+        let anti = affinity.pod_anti_affinity.unwrap();
+        assert_eq!(
+            anti.required_during_scheduling_ignored_during_execution
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
+
+/// The standbys' StatefulSet name must fit the pods' labels: a long job name with standbys is
+/// refused naming the field (the CRD refuses it too).
+#[test]
+fn a_job_with_standbys_and_a_long_name_is_refused() {
+    let mut sj = manifest("examples/k8s/standby.yaml");
+    let name = "n".repeat(45);
+    sj.metadata.name = Some(name.clone());
+    let err = validate(&name, &sj.spec, &config()).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.problems[0].starts_with("spec.job.standby: the StreamJob's name"),
+        "{err}"
+    );
+    let fits = "n".repeat(44);
+    validate(&fits, &sj.spec, &config()).unwrap();
+    sj.spec.job["standby"] = false.into();
+    validate(&name, &sj.spec, &config()).unwrap();
 }

@@ -287,7 +287,7 @@ fn expected_job_rules() -> Vec<(String, String, String, String)> {
         ("cairn.dev", "streamjobs/finalizers", "update"),
         ("", "secrets", "get,create"),
         ("", "configmaps,services", "create,patch"),
-        ("apps", "statefulsets", "get,list,watch,create,patch,delete"),
+        ("apps", "statefulsets", "list,watch,create,patch,delete"),
         ("policy", "poddisruptionbudgets", "create,patch,delete"),
         ("", "pods", "list,watch,delete"),
         ("events.k8s.io", "events", "create"),

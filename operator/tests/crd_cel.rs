@@ -100,6 +100,7 @@ fn the_api_server_accepts_the_crd_and_the_examples() {
         "examples/k8s/periodic-savepoints.yaml",
         "examples/k8s/kafka-s3.yaml",
         "examples/k8s/kafka-windows.yaml",
+        "examples/k8s/standby.yaml",
     ]
     .iter()
     .map(|p| serde_yaml::from_str(&std::fs::read_to_string(repo_file(p)).unwrap()).unwrap())
@@ -109,6 +110,51 @@ fn the_api_server_accepts_the_crd_and_the_examples() {
     for (i, errors) in verdicts.objects.iter().enumerate() {
         assert_eq!(errors, &Vec::<String>::new(), "example {i}");
     }
+}
+
+/// `standby: true` needs parallelism 2 or more (the contract crate's rule) and a name short
+/// enough for the standbys' StatefulSet `<name>-standby` (the operator's); both refused by the
+/// API server naming the field.
+#[test]
+fn standby_needs_two_containers_and_a_short_name() {
+    let alone = with("/spec/job/standby", json!(true));
+    let mut one = alone.clone();
+    one["spec"]["job"]["parallelism"] = json!(1);
+    let mut unset = alone.clone();
+    unset["spec"]["job"]
+        .as_object_mut()
+        .unwrap()
+        .remove("parallelism");
+    let long_name = "n".repeat(45);
+    let mut long = alone.clone();
+    long["metadata"]["name"] = json!(long_name);
+    let mut just_fits = alone.clone();
+    just_fits["metadata"]["name"] = json!("n".repeat(44));
+    let mut off_long = with("/spec/job/standby", json!(false));
+    off_long["metadata"]["name"] = json!(long_name);
+    let verdicts = validate(&[alone, one, unset, long, just_fits, off_long]);
+    let parallelism = "spec.job.standby: Invalid value: \"object\": spec.job.standby needs spec.job.parallelism >= 2: standbys cover containers 1..P-1 (container 0 runs in the coordinator's process, which has none); raise parallelism or remove standby";
+    assert_eq!(verdicts.objects[0], Vec::<String>::new(), "P 2: valid");
+    assert_eq!(verdicts.objects[1], [parallelism]);
+    assert_eq!(verdicts.objects[2], [parallelism], "P defaults to 1");
+    assert_eq!(verdicts.objects[3].len(), 1, "{:?}", verdicts.objects[3]);
+    assert!(
+        verdicts.objects[3][0].contains(
+            "metadata.name of a StreamJob with spec.job.standby may have at most 44 characters"
+        ),
+        "{:?}",
+        verdicts.objects[3]
+    );
+    assert_eq!(
+        verdicts.objects[4],
+        Vec::<String>::new(),
+        "44 characters fit"
+    );
+    assert_eq!(
+        verdicts.objects[5],
+        Vec::<String>::new(),
+        "no standby, no limit"
+    );
 }
 
 #[test]

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use cairn_contract::control::{
     self as wire, CommittedCheckpoint, JobStatus, OperationState, PredictedRecovery,
-    RecoveryObjective, SavepointInfo,
+    RecoveryObjective, SavepointInfo, StandbyStatus,
 };
 use cairn_operator::control::ControlError;
 use cairn_operator::crd::{
-    OperationKind, Phase, RecoveryObjectiveInfo, Step, StreamJob, StreamJobStatus,
+    OperationKind, Phase, RecoveryObjectiveInfo, StandbyInfo, Step, StreamJob, StreamJobStatus,
 };
 use cairn_operator::lifecycle::{
     classify, conditions, plan, savepoint_answered, Change, Effect, Input, Observed, Plan, Workers,
@@ -580,6 +580,7 @@ fn facts(observed: &Observed, interval: Duration, now: Timestamp) -> conditions:
         observed,
         checkpoint_interval: interval,
         recovery_objective: false,
+        standby: None,
         desired_failed_before: false,
         refused: None,
         now,
@@ -775,4 +776,183 @@ fn a_refused_savepoint_request_is_a_failed_attempt_in_the_same_status() {
     let p = w.step_answering(observed(2, None), Ok("never-asked"));
     assert_eq!(p.effects, []);
     assert_eq!(w.status.operation.as_ref().unwrap().control_operation, None);
+}
+
+/// The standby example (P 3), deployed and Running, its pods observed.
+fn running_with_standbys() -> World {
+    let mut w = World::new();
+    w.sj = manifest("examples/k8s/standby.yaml");
+    w.step(Observed::default());
+    let hash = running_hash(&w);
+    w.step(observed(5, Some(report(&hash, 1))));
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    w
+}
+
+/// A standby of `container` on `host` holding `checkpoint`.
+fn standby(container: u32, host: &str, checkpoint: Option<u64>) -> StandbyStatus {
+    StandbyStatus {
+        container,
+        host: host.into(),
+        checkpoint,
+    }
+}
+
+/// The message of the condition `type_`.
+fn message<'a>(status: &'a StreamJobStatus, type_: &str) -> &'a str {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.message.as_str())
+        .unwrap()
+}
+
+/// `status.standbys` mirrors the job's report (in container order, the host as the pod), and
+/// `StandbyReady` says whether every container 1..P-1 has a standby holding a checkpoint, and
+/// which have none when not.
+#[test]
+fn standbys_are_in_status_and_standby_ready_names_the_missing_containers() {
+    let mut w = running_with_standbys();
+    let hash = running_hash(&w);
+    let with = |standbys: Vec<StandbyStatus>| {
+        let mut r = report(&hash, 5);
+        r.standbys = standbys;
+        observed(5, Some(r))
+    };
+
+    // None connected yet: False, naming both containers.
+    w.step(with(vec![]));
+    assert_eq!(
+        condition(&w.status, "StandbyReady"),
+        Some(("False", "StandbyMissing"))
+    );
+    assert!(
+        message(&w.status, "StandbyReady").contains("no standby connected for container 1, 2"),
+        "{}",
+        message(&w.status, "StandbyReady")
+    );
+
+    // Container 2's standby connected without a checkpoint, container 1's holds one.
+    w.step(with(vec![
+        standby(2, "warm-count-2", None),
+        standby(1, "warm-count-standby-1", Some(4)),
+    ]));
+    assert_eq!(
+        w.status.standbys,
+        [
+            StandbyInfo {
+                container: 1,
+                pod: "warm-count-standby-1".into(),
+                checkpoint: Some(4)
+            },
+            StandbyInfo {
+                container: 2,
+                pod: "warm-count-2".into(),
+                checkpoint: None
+            },
+        ]
+    );
+    assert_eq!(
+        condition(&w.status, "StandbyReady"),
+        Some(("False", "StandbyCatchingUp"))
+    );
+    assert!(message(&w.status, "StandbyReady").contains("container 2 (warm-count-2)"));
+
+    // Both hold a checkpoint: True.
+    w.step(with(vec![
+        standby(1, "warm-count-standby-1", Some(5)),
+        standby(2, "warm-count-2", Some(5)),
+    ]));
+    assert_eq!(
+        condition(&w.status, "StandbyReady"),
+        Some(("True", "StandingBy"))
+    );
+    assert_eq!(
+        message(&w.status, "StandbyReady"),
+        "every container from 1 to 2 has a standby holding a checkpoint (1: warm-count-standby-1 at checkpoint 5; 2: warm-count-2 at checkpoint 5)"
+    );
+    let json = serde_json::to_value(&w.status).unwrap();
+    assert_eq!(
+        json["standbys"][0],
+        serde_json::json!({"container": 1, "pod": "warm-count-standby-1", "checkpoint": 5})
+    );
+
+    // The job does not answer: the last standbys stay, the condition is Unknown.
+    let before = w.status.standbys.clone();
+    w.step(observed(5, None));
+    assert_eq!(w.status.standbys, before);
+    assert_eq!(
+        condition(&w.status, "StandbyReady"),
+        Some(("Unknown", "JobUnreachable"))
+    );
+    // No pods: nothing stands by.
+    w.step(observed(0, None));
+    assert!(w.status.standbys.is_empty());
+}
+
+/// A job without `standby` has no `StandbyReady` and no `status.standbys`.
+#[test]
+fn a_job_without_standbys_has_no_standby_condition() {
+    let mut w = World::running();
+    w.status.standbys = vec![StandbyInfo::default()];
+    let mut r = report(&running_hash(&w), 3);
+    r.standbys = vec![standby(1, "count-1", Some(3))];
+    w.step(observed(2, Some(r)));
+    assert_eq!(condition(&w.status, "StandbyReady"), None);
+    assert!(w.status.standbys.is_empty());
+}
+
+/// Turning `standby` off is an upgrade (the coordinator reads it): the workers are stopped,
+/// standbys included (a standbys' set still there means not gone), and the new deployment's pods
+/// have no standbys; its status loses them and the condition.
+#[test]
+fn turning_standby_off_upgrades_and_waits_for_the_standby_set_to_go() {
+    let mut w = running_with_standbys();
+    w.sj.spec.job["standby"] = false.into();
+    take_savepoint(&mut w);
+    assert_eq!(w.op(), (OperationKind::Upgrade, Step::StoppingWorkers));
+    // The workers' set and pods are gone, the standbys' set is not yet: delete again.
+    let mut standbys_left = observed(0, None);
+    standbys_left.workers.standby_set = true;
+    let p = w.step(standbys_left);
+    assert_eq!(p.effects, [Effect::DeleteWorkers]);
+    let p = w.step(observed(0, None));
+    let Effect::Apply {
+        deployment,
+        with_workers: true,
+    } = &p.effects[0]
+    else {
+        panic!("{:?}", p.effects)
+    };
+    assert!(!deployment.pods("target").unwrap().job.standby);
+    let mut r = report(&running_hash(&w), 9);
+    r.standbys = vec![standby(1, "warm-count-standby-1", Some(9))];
+    w.step(observed(3, Some(r)));
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    assert_eq!(condition(&w.status, "StandbyReady"), None);
+    assert!(w.status.standbys.is_empty());
+}
+
+/// Suspending a job with standbys removes every pod (the children are applied without workers,
+/// which deletes both StatefulSets); `StandbyReady` is Unknown while suspended.
+#[test]
+fn a_suspended_job_with_standbys_has_no_pods_and_no_standbys() {
+    let mut w = running_with_standbys();
+    w.sj.spec.state = cairn_operator::crd::DesiredState::Suspended;
+    take_savepoint(&mut w);
+    let p = w.step(observed(0, None));
+    assert_eq!(w.status.phase, Some(Phase::Suspended));
+    assert!(matches!(
+        &p.effects[..],
+        [Effect::Apply {
+            with_workers: false,
+            ..
+        }]
+    ));
+    assert!(w.status.standbys.is_empty());
+    assert_eq!(
+        condition(&w.status, "StandbyReady"),
+        Some(("Unknown", "Suspended"))
+    );
 }

@@ -41,12 +41,13 @@ exactly the same access.
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["create", "patch"]
-# Each job's worker StatefulSet: watched for rollout and readiness (it triggers reconciles),
-# applied, and deleted to tear the workers down once a savepoint is recorded (upgrade, rescale,
-# repartition, suspend).
+# Each job's StatefulSets (its workers, and with standby: true its warm standbys): listed by the
+# job's label on each reconcile and watched (they trigger reconciles), applied, and deleted to
+# tear the pods down once a savepoint is recorded (upgrade, rescale, repartition, suspend) or
+# when standbys are turned off.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Each job's PodDisruptionBudget, which keeps node drains from taking several workers at once:
 # applied, and deleted with the workers.
 - apiGroups: ["policy"]

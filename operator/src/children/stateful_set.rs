@@ -1,7 +1,7 @@
 //! The worker StatefulSet: P pods, pod K runs container K of the job (pod 0 also runs the
 //! coordinator and the control API). Hardened like the operator itself: non-root, read-only root
 //! filesystem, no capabilities, RuntimeDefault seccomp, no service-account token (workers never
-//! call the Kubernetes API).
+//! call the Kubernetes API). The standby set ([`super::standby`]) is built from it.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +22,7 @@ use cairn_contract::pod::{
     TOKEN_FILE, WORKER_UID,
 };
 
-use super::{child_labels, selector, Owner};
+use super::{affinity, child_labels, selector, Owner};
 use crate::crd::Deployment;
 use crate::pods::PodDocument;
 use crate::validate::STATE_MOUNT;
@@ -132,7 +132,7 @@ fn pod_spec(job: &PodDocument, hash: &str, owner: &Owner) -> PodSpec {
         termination_grace_period_seconds: Some(pod::TERMINATION_GRACE.as_secs() as i64),
         node_selector: (!job.pod.node_selector.is_empty()).then(|| job.pod.node_selector.clone()),
         tolerations: (!job.pod.tolerations.is_empty()).then(|| job.pod.tolerations.clone()),
-        affinity: job.pod.affinity.clone(),
+        affinity: affinity::affinity(job, owner),
         priority_class_name: job.pod.priority_class_name.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),

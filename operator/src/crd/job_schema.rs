@@ -137,6 +137,10 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
                 "maximum": 4096,
                 "description": "Worker pods (P) the partitions are spread over; 1 <= P <= input.partitions."
             },
+            "standby": {
+                "type": "boolean",
+                "description": "Warm standbys: a second pod for each container 1..P-1 follows every committed checkpoint and takes the container over at once when its pod fails (docs/operator.md#warm-standbys). Needs parallelism >= 2."
+            },
             "checkpoint": {
                 "type": "object",
                 "properties": {
@@ -178,6 +182,11 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
                 "rule": "!has(self.parallelism) || self.parallelism <= self.input.partitions",
                 "message": "spec.job.parallelism must be <= spec.job.input.partitions: each worker pod needs at least one partition",
                 "fieldPath": ".parallelism"
+            },
+            {
+                "rule": "!has(self.standby) || !self.standby || (has(self.parallelism) && self.parallelism >= 2)",
+                "message": "spec.job.standby needs spec.job.parallelism >= 2: standbys cover containers 1..P-1 (container 0 runs in the coordinator's process, which has none); raise parallelism or remove standby",
+                "fieldPath": ".standby"
             },
             {
                 "rule": "has(self.checkpoint) && has(self.checkpoint.store)",

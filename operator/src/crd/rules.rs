@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::job_schema::{duration, store_url};
 use super::StreamJob;
-use crate::validate::{MAX_FALLBACK_ATTEMPTS, MAX_SAVEPOINT_HISTORY};
+use crate::validate::{MAX_FALLBACK_ATTEMPTS, MAX_SAVEPOINT_HISTORY, MAX_STANDBY_JOB_NAME};
 
 /// The complete StreamJob CRD: derived schema plus CEL rules. This is what `crdgen` prints.
 pub fn definition() -> CustomResourceDefinition {
@@ -18,6 +18,11 @@ pub fn definition() -> CustomResourceDefinition {
         root,
         "!has(self.spec.job.name) || self.spec.job.name == self.metadata.name",
         "spec.job.name must equal metadata.name (or be left out)",
+    );
+    add_rule(
+        root,
+        &format!("!has(self.spec.job.standby) || !self.spec.job.standby || size(self.metadata.name) <= {MAX_STANDBY_JOB_NAME}"),
+        &format!("metadata.name of a StreamJob with spec.job.standby may have at most {MAX_STANDBY_JOB_NAME} characters: its standbys' StatefulSet <name>-standby names labels of its pods (63 characters at most)"),
     );
     let spec = &mut root["properties"]["spec"]["properties"];
     spec["upgradeTimeout"] = duration(

@@ -21,8 +21,9 @@ pub struct StreamJobStatus {
     /// Lifecycle phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// `Ready`, `Progressing`, `Degraded`, `CheckpointsHealthy`, and `RecoveryObjectiveMet` when
-    /// the deployed job has a recovery-time objective.
+    /// `Ready`, `Progressing`, `Degraded`, `CheckpointsHealthy`, `RecoveryObjectiveMet` when
+    /// the deployed job has a recovery-time objective, and `StandbyReady` when it has
+    /// `standby: true`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Containers (P) of the deployed job.
@@ -56,6 +57,11 @@ pub struct StreamJobStatus {
     /// reported it: kept while the job does not answer, absent when the deployed job has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_objective: Option<RecoveryObjectiveInfo>,
+    /// The warm standbys (`spec.job.standby`) connected to the coordinator, by container, as the
+    /// job last reported them: kept while the job does not answer, empty while no pod runs or
+    /// when the deployed job has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys: Vec<StandbyInfo>,
     /// URL of the newest savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint: Option<String>,
@@ -331,6 +337,20 @@ pub struct RecoveryObjectiveInfo {
     /// Why the prediction is over the target or missing, and what would help.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// A warm standby as the job reports it (`/v1/status` `standbys`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyInfo {
+    /// The container it stands by for (1..P-1).
+    pub container: u32,
+    /// Its pod (the host name it introduced itself with). Roles swap after a takeover, so this is
+    /// a pod of either StatefulSet, `<job>-K` or `<job>-standby-K`.
+    pub pod: String,
+    /// The newest committed checkpoint whose files it holds; absent until it has followed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<u64>,
 }
 
 /// A savepoint in the history.

@@ -1,6 +1,7 @@
 //! The conditions, computed by the plan from its new status and the observation: `Ready`,
-//! `Progressing`, `Degraded` and `CheckpointsHealthy` always, and `RecoveryObjectiveMet` when the
-//! deployed job has a recovery-time objective.
+//! `Progressing`, `Degraded` and `CheckpointsHealthy` always, `RecoveryObjectiveMet` when the
+//! deployed job has a recovery-time objective, and `StandbyReady` ([`super::standby`]) when it
+//! has warm standbys.
 //! Transition times are kept when a condition's status did not change, so `kubectl describe`
 //! shows since when a job has been Ready, not since the last reconcile.
 
@@ -10,7 +11,7 @@ use cairn_contract::health::HealthRule;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{elapsed, Observed};
+use super::{elapsed, standby, Observed};
 use crate::crd::{Phase, StreamJobStatus};
 
 /// Conditions the operator maintains.
@@ -24,6 +25,9 @@ pub const CHECKPOINTS_HEALTHY: &str = "CheckpointsHealthy";
 /// The job predicts a recovery within its recovery-time objective (`targetRecoveryTime`); only
 /// for jobs with one.
 pub const RECOVERY_OBJECTIVE_MET: &str = "RecoveryObjectiveMet";
+/// Every container 1..P-1 has a warm standby holding a checkpoint; only for jobs with
+/// `standby: true`.
+pub const STANDBY_READY: &str = standby::STANDBY_READY;
 
 /// Reason of the conditions of a spec with validation problems.
 pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -50,6 +54,8 @@ pub struct Facts<'a> {
     pub checkpoint_interval: Duration,
     /// The deployed job has a recovery-time objective (`checkpoint.targetRecoveryTime`).
     pub recovery_objective: bool,
+    /// The deployed job's parallelism when it has warm standbys (`standby: true`).
+    pub standby: Option<u32>,
     /// The desired spec failed before and was rolled back.
     pub desired_failed_before: bool,
     /// The desired spec is refused (invalid, or against the operator's policy).
@@ -88,7 +94,8 @@ pub fn update(status: &mut StreamJobStatus, facts: &Facts) {
         .collect();
 }
 
-type Row = (&'static str, Option<bool>, &'static str, String);
+/// One condition: type, status (`None`: Unknown), reason, message.
+pub(super) type Row = (&'static str, Option<bool>, &'static str, String);
 
 fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
     let phase = status.phase;
@@ -198,6 +205,7 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
     };
     let mut rows = vec![ready, progressing, degraded, checkpoints];
     rows.extend(recovery_objective(phase, facts));
+    rows.extend(standby::standby_ready(phase, facts));
     rows
 }
 
@@ -314,6 +322,7 @@ mod tests {
             observed,
             checkpoint_interval: Duration::from_secs(interval_s),
             recovery_objective: false,
+            standby: None,
             desired_failed_before: false,
             refused: None,
             now: now.parse().unwrap(),

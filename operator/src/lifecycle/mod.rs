@@ -10,6 +10,7 @@
 mod classify;
 pub mod conditions;
 mod plan;
+pub mod standby;
 
 pub use classify::{classify, Change};
 pub use plan::{

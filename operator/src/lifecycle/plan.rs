@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::classify::{classify, Change};
-use super::conditions;
+use super::{conditions, standby};
 use crate::control::ControlError;
 use crate::crd::{
     CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase,
@@ -31,12 +31,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// about two years away, so every plan is capped here.
 pub const MAX_REQUEUE: Duration = Duration::from_secs(600);
 
-/// What the operator saw of the job's pods.
+/// What the operator saw of the job's pods: the workers' and the standbys' together.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workers {
-    /// The StatefulSet exists.
+    /// The workers' StatefulSet exists.
     pub stateful_set: bool,
-    /// Worker pods that exist (terminating ones included).
+    /// The standbys' StatefulSet exists.
+    pub standby_set: bool,
+    /// Pods of either set that exist (terminating ones included).
     pub pods: u32,
     /// Container restarts summed over the pods.
     pub restarts: i32,
@@ -45,9 +47,10 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// No StatefulSet and no pod left.
+    /// No StatefulSet and no pod left (standbys included: an old standby must not outlive its
+    /// spec).
     pub fn gone(&self) -> bool {
-        !self.stateful_set && self.pods == 0
+        !self.stateful_set && !self.standby_set && self.pods == 0
     }
 }
 
@@ -88,10 +91,10 @@ pub enum Effect {
     Apply {
         /// The deployment to build from.
         deployment: Deployment,
-        /// Include the StatefulSet and PDB.
+        /// Include the StatefulSets and PDB.
         with_workers: bool,
     },
-    /// Delete the StatefulSet (foreground) and its pods.
+    /// Delete the StatefulSets (foreground) and their pods, standbys included.
     DeleteWorkers,
     /// Ask the job for a savepoint. Carried out *before* the status is written, because its
     /// answer (the operation id, or why the job refused) belongs in that status: see
@@ -194,6 +197,7 @@ pub fn refused(
         observed: &Observed::default(),
         checkpoint_interval: cairn_contract::DEFAULT_CHECKPOINT_INTERVAL,
         recovery_objective: false,
+        standby: None,
         desired_failed_before: false,
         refused: Some(refusal),
         now,
@@ -228,7 +232,8 @@ impl<'a> Stepper<'a> {
     /// The plan, with the conditions computed from its status.
     fn into_plan(mut self) -> Plan {
         let input = self.input;
-        let checkpoint = &self.deployed_job().checkpoint;
+        let deployed = self.deployed_job();
+        let checkpoint = &deployed.checkpoint;
         let facts = conditions::Facts {
             observed: input.observed,
             // The longest interval the job may use: under a recovery-time objective the
@@ -236,6 +241,7 @@ impl<'a> Stepper<'a> {
             // from that too.
             checkpoint_interval: checkpoint.health_interval(),
             recovery_objective: checkpoint.target_recovery_time.is_some(),
+            standby: deployed.standby.then_some(deployed.parallelism),
             desired_failed_before: self.status.failed_hash.as_deref() == Some(&input.desired.hash),
             refused: None,
             now: input.now,
@@ -292,6 +298,7 @@ impl<'a> Stepper<'a> {
             if report.observed_partitions.is_some() {
                 self.status.observed_input_partitions = report.observed_partitions;
             }
+            self.status.standbys = standby::mirror(report);
             self.status.recovery_objective =
                 report
                     .recovery_objective
@@ -302,6 +309,11 @@ impl<'a> Stepper<'a> {
                         predicted_ms: o.predicted.as_ref().map(|p| p.total_ms),
                         problem: o.problem.clone(),
                     });
+        }
+        // Kept while the job does not answer, like `lastCheckpoint`; gone with the pods (nothing
+        // stands by) or with `standby`.
+        if obs.workers.pods == 0 || !self.deployed_job().standby {
+            self.status.standbys.clear();
         }
         // Kept while the job does not answer, like `lastCheckpoint`; gone with the objective.
         if self

@@ -1,6 +1,7 @@
 //! Step 4: make the children match the build, with server-side apply and owner references. The
 //! token Secret is only created (never re-applied: a running job's token must not change); the
-//! worker StatefulSet is deleted and recreated between specs, never rolled.
+//! StatefulSets (workers, standbys) are deleted and recreated between specs, never rolled; a
+//! standbys' set the deployment does not want (`standby` turned off) is deleted.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -12,12 +13,12 @@ use serde::Serialize;
 
 use super::fetch::Fetched;
 use super::{Context, Error, MANAGER};
-use crate::children::{self, selector_string, Children, Owner};
+use crate::children::{self, job_pods_string, Children, Owner};
 use crate::crd::Deployment;
 use crate::pods::PodDocument;
 
 /// Applies every child of `deployment` (whose recorded pod document is `job`); without workers,
-/// removes the StatefulSet and PDB.
+/// removes the StatefulSets and PDB.
 pub async fn children(
     job: &PodDocument,
     deployment: &Deployment,
@@ -31,6 +32,7 @@ pub async fn children(
         config_map,
         service,
         stateful_set,
+        standby_set,
         pdb,
     } = children::render(job, deployment, owner, &fetched.token, with_workers);
     if !fetched.token_exists {
@@ -54,14 +56,31 @@ pub async fn children(
             delete::<StatefulSet>(ctx, &owner.namespace, &owner.name, true).await?;
         }
     }
+    let standby_name = owner.standby_set_name();
+    match standby_set {
+        Some(set) => apply(ctx, &owner.namespace, &set).await.map_err(|e| {
+            // Most likely a StreamJob called like the set holds that name for its workers.
+            e.naming_the_standby_set(&standby_name, fetched.observed.workers.standby_set)
+        })?,
+        // Standbys turned off, or no pods at all: a set found by fetch goes (a set that does not
+        // exist costs no call).
+        None if fetched.observed.workers.standby_set => {
+            delete::<StatefulSet>(ctx, &owner.namespace, &standby_name, true).await?
+        }
+        None => {}
+    }
     Ok(())
 }
 
-/// Deletes the StatefulSet (foreground: its pods go first) and any worker pod left over.
-pub async fn delete_workers(owner: &Owner, ctx: &Context) -> Result<(), Error> {
+/// Deletes the StatefulSets (foreground: their pods go first), the standbys' one if fetch found
+/// it, and any pod of either left over.
+pub async fn delete_workers(owner: &Owner, fetched: &Fetched, ctx: &Context) -> Result<(), Error> {
     delete::<StatefulSet>(ctx, &owner.namespace, &owner.name, true).await?;
+    if fetched.observed.workers.standby_set {
+        delete::<StatefulSet>(ctx, &owner.namespace, &owner.standby_set_name(), true).await?;
+    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let params = ListParams::default().labels(&selector_string(&owner.name));
+    let params = ListParams::default().labels(&job_pods_string(&owner.name));
     for pod in pods
         .list(&params)
         .await

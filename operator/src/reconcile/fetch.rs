@@ -1,5 +1,6 @@
-//! Step 1: read what exists — the token Secret, the StatefulSet, the worker pods — and ask the job
-//! (through its control API) how it is doing and how a pending savepoint went.
+//! Step 1: read what exists — the token Secret, the StatefulSets (workers, standbys), their
+//! pods — and ask the job (through its control API) how it is doing and how a pending savepoint
+//! went.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,7 @@ use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::{Context, Error};
-use crate::children::{selector_string, Owner, CONTROL_PORT, TOKEN_KEY};
+use crate::children::{job_pods_string, Owner, CONTROL_PORT, JOB_LABEL, TOKEN_KEY};
 use crate::config::{SecretAccess, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
 use crate::control::Endpoint;
 use crate::crd::{StreamJob, StreamJobStatus};
@@ -95,19 +96,24 @@ pub async fn fetch(
     let token_exists = stored.is_some();
     let token = stored.unwrap_or_else(new_token);
 
+    // One listing finds both sets (workers, standbys): no extra call for the standbys.
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let stateful_set = sets
-        .get_opt(&owner.name)
+    let sets: Vec<String> = sets
+        .list_metadata(&ListParams::default().labels(&format!("{JOB_LABEL}={}", owner.name)))
         .await
-        .map_err(Error::kube("reading the StatefulSet"))?
-        .is_some();
+        .map_err(Error::kube("listing the StatefulSets"))?
+        .items
+        .iter()
+        .map(|s| s.name_any())
+        .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
     let pods = pods
-        .list(&ListParams::default().labels(&selector_string(&owner.name)))
+        .list(&ListParams::default().labels(&job_pods_string(&owner.name)))
         .await
         .map_err(Error::kube("listing worker pods"))?
         .items;
-    let workers = workers(stateful_set, &pods);
+    let mut workers = workers(sets.contains(&owner.name), &pods);
+    workers.standby_set = sets.contains(&owner.standby_set_name());
     let endpoint = pods
         .iter()
         .find(|p| p.name_any() == format!("{}-0", owner.name))
@@ -145,7 +151,8 @@ pub async fn fetch(
     })
 }
 
-/// Summarises the worker pods: counts, restarts, and why they fail if they do.
+/// Summarises the pods of both sets (workers and standbys): counts, restarts, and why they fail
+/// if they do.
 pub fn workers(stateful_set: bool, pods: &[Pod]) -> Workers {
     let mut w = Workers {
         stateful_set,

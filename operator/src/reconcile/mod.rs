@@ -129,6 +129,22 @@ impl Error {
         let action = action.into();
         move |source| Error::Kube { action, source }
     }
+
+    /// A failed apply of the standbys' StatefulSet `name`: when the set was not this job's
+    /// already and the API server refused it as invalid (a StatefulSet's selector cannot change),
+    /// the name is taken, most likely by the workers of a StreamJob called `name`.
+    fn naming_the_standby_set(self, name: &str, ours: bool) -> Error {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(e),
+                ..
+            } if !ours && e.code == 422 => Error::Kube {
+                action: format!("applying StatefulSet {name}, the standbys of this job (a StatefulSet of that name exists and is not this job's standby set: a StreamJob called {name}? Rename one of the two jobs, or turn standby off)"),
+                source: kube::Error::Api(e),
+            },
+            other => other,
+        }
+    }
 }
 
 /// Reconciles one StreamJob. A panic anywhere in it is caught here and becomes
@@ -315,7 +331,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
                 let pods = recorded_pods(deployment, &plan.status)?;
                 apply::children(&pods, deployment, &owner, &fetched, *with_workers, ctx).await?;
             }
-            Effect::DeleteWorkers => apply::delete_workers(&owner, ctx).await?,
+            Effect::DeleteWorkers => apply::delete_workers(&owner, &fetched, ctx).await?,
             Effect::RequestSavepoint { .. } => {} // asked above, before the status was written
         }
     }
