@@ -48,6 +48,29 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HELLO_MAX: usize = 64 * 1024;
 /// Longest line after the hello (an event or a command): an `Ack` or an error message.
 pub const LINE_MAX: usize = 1024 * 1024;
+/// How long a peer may be unreachable before its connection fails: TCP keepalive probes (the
+/// link is idle) and the TCP user timeout (data unacknowledged) both give up after about this.
+/// A process that dies closes its connections at once; this is for a node that vanishes or a
+/// network that splits, which close nothing: without it the coordinator would wait for the
+/// kernel's default of hours before a standby could take over.
+pub const PEER_DEAD_AFTER: Duration = Duration::from_secs(6);
+
+/// Sets [`PEER_DEAD_AFTER`] on a connection between the job's processes (best effort: a
+/// platform without the options keeps the kernel's defaults).
+fn watch_peer(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(2))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(4);
+    let set = socket
+        .set_tcp_keepalive(&keepalive)
+        .and_then(|()| socket.set_tcp_user_timeout(Some(PEER_DEAD_AFTER)));
+    if let Err(e) = set {
+        tracing::debug!(error = %e, "cannot shorten the dead-peer timeout of a job connection");
+    }
+}
+
 /// Connections that may be waiting to send their hello at once; more are refused at once.
 /// Connected containers do not count (there are at most P - 1 of them).
 pub const MAX_PENDING_HELLOS: usize = 16;
@@ -498,6 +521,7 @@ async fn serve_container(
     pending: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(), ServeError> {
     let _ = stream.set_nodelay(true);
+    watch_peer(&stream);
     let (read, mut write) = stream.into_split();
     let mut lines = LineReader::new(BufReader::new(read), HELLO_MAX);
     let hello: Hello = match tokio::time::timeout(HELLO_TIMEOUT, lines.next_json()).await {
@@ -634,6 +658,7 @@ pub async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
+    watch_peer(&stream);
     let (read, mut write) = stream.into_split();
     let mut lines = LineReader::new(BufReader::new(read), LINE_MAX);
     write_line(
@@ -1131,6 +1156,28 @@ mod tests {
             writer.write_all(b"lf\nsecond\n").await.unwrap();
             assert_eq!(lines.next().await.unwrap(), Some(&b"first half"[..]));
             assert_eq!(lines.next().await.unwrap(), Some(&b"second"[..]));
+        });
+    }
+
+    /// A node that vanishes closes nothing: the links must give up on a silent peer within
+    /// [`PEER_DEAD_AFTER`] for a standby to take over, not after the kernel's hours.
+    #[test]
+    fn links_give_up_on_a_silent_peer_within_seconds() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let socket = socket2::SockRef::from(&stream);
+            assert!(!socket.keepalive().unwrap());
+            watch_peer(&stream);
+            assert!(socket.keepalive().unwrap());
+            assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(2));
+            assert_eq!(socket.tcp_user_timeout().unwrap(), Some(PEER_DEAD_AFTER));
         });
     }
 }
