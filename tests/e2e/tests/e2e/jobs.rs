@@ -17,6 +17,15 @@ pub fn idle_running(job: &Value) -> bool {
     phase(job) == "Running" && job["status"]["operation"].is_null()
 }
 
+/// The status (`True`, `False`, `Unknown`) of condition `type_` of StreamJob `j`.
+pub fn condition<'a>(j: &'a Value, type_: &str) -> Option<&'a str> {
+    j["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?["status"]
+        .as_str()
+}
+
 /// How many savepoints the status lists.
 pub fn savepoints(job: &Value) -> usize {
     job["status"]["savepoints"].as_array().map_or(0, Vec::len)

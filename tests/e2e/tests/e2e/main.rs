@@ -13,11 +13,13 @@
 //! state of a local run, then a manual savepoint, a restart and last-state and stateless
 //! upgrades, each to the exact state -> the Kafka + S3 example, with Kafka and MinIO as pods of
 //! the cluster, to exactly-once output -> the windowed example on the same Kafka: event-time
-//! windows across a killed worker and a rescale with windows open, each window exactly once.
+//! windows across a killed worker and a rescale with windows open, each window exactly once ->
+//! the warm-standby example: the active pod of container 1 SIGKILLed twice, each time taken over
+//! by its standby and back as the new standby, to exactly the state of a local run.
 //!
 //! The suite never touches a store directly: pods of the worker image read it (`inspect.rs`).
 //!
-//! Each flow is a test of its own, named `count`, `files`, `kafka` and `windows`, after the cluster-wide
+//! Each flow is a test of its own, named `count`, `files`, `kafka`, `windows` and `standby`, after the cluster-wide
 //! checks (`chart`). The harness is this file's `main` (`harness = false`), because the flows
 //! share one cluster, one chart install and one cleanup, which libtest cannot express: a flow
 //! that fails is reported by name and the next one still runs; the run fails if any did.
@@ -30,6 +32,7 @@ mod inspect;
 mod jobs;
 mod kafka;
 mod services;
+mod standby;
 mod target;
 mod windows;
 
@@ -69,11 +72,12 @@ pub fn repo(rel: &str) -> PathBuf {
 type Flow = fn(&Suite);
 
 /// The flows, in the order they run.
-const FLOWS: [(&str, Flow); 4] = [
+const FLOWS: [(&str, Flow); 5] = [
     ("count", count::count_flow),
     ("files", files::repartition_flow),
     ("kafka", kafka::kafka_s3_flow),
     ("windows", windows::windows_flow),
+    ("standby", standby::standby_flow),
 ];
 
 fn main() -> ExitCode {

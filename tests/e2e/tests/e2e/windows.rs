@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::jobs::{idle_running, last_savepoint_reason};
+use crate::jobs::{condition, idle_running, last_savepoint_reason};
 use crate::services::Kafka;
 use crate::target::{Suite, NS};
 use crate::{poll, repo};
@@ -29,15 +29,6 @@ const CLOSE_MS: u64 = 10_000_000;
 /// land on all four partitions (partitions 2, 1, 0, 2, 1, 3, 2, 3); one missing would leave
 /// its partition's last windows open, and the wait for the output would say so.
 const CLOSING_KEYS: u64 = 8;
-
-/// The status of condition `type_` of StreamJob `j`.
-fn condition<'a>(j: &'a Value, type_: &str) -> Option<&'a str> {
-    j["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)?["status"]
-        .as_str()
-}
 
 /// Views `from..to` as (user, `{"ts":…}`), users drawn deterministically.
 fn views(from: u64, to: u64) -> Vec<(String, String)> {
