@@ -17,6 +17,9 @@
 //!                                            doubles, halves and quadruples: the adapted
 //!                                            interval, and SIGKILLs just before a commit (also
 //!                                            right after a rise) vs the target
+//! cairn-bench failover --state-mb 1024       SIGKILL of container 1 of a 2-process job on ~1 GB
+//!                                            of state: restarted (same / emptied volume) vs
+//!                                            taken over by a warm standby, vs `cp && sync`
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
@@ -43,6 +46,7 @@ use cairn_worker::task::{Record, StreamTask, TaskContext, TaskError, TaskRegistr
 use clap::{Parser, Subcommand};
 
 mod connectors;
+mod failover;
 mod objective;
 mod recovery;
 mod windows;
@@ -109,6 +113,25 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         keys: u64,
     },
+    /// Recovery of a SIGKILLed container of a 2-process job (`standby: true`): restarted on
+    /// the same or an emptied volume, and taken over by a warm standby.
+    Failover {
+        /// Keys of 1 KiB values: the state grows to about this many megabytes.
+        #[arg(long, default_value_t = 1024)]
+        state_mb: u64,
+        /// Input lines/s over both partitions once the backlog is processed.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// checkpoint.interval of the job.
+        #[arg(long, default_value = "5s", value_parser = cairn_contract::units::parse_duration)]
+        interval: Duration,
+        /// The kill lands this long after a commit.
+        #[arg(long, default_value = "1s", value_parser = cairn_contract::units::parse_duration)]
+        kill_after: Duration,
+        /// Kills per scenario.
+        #[arg(long, default_value_t = 2)]
+        rounds: u32,
+    },
     /// The job `recovery` and `objective` kill: runs until killed (not for direct use).
     #[command(hide = true)]
     RecoveryChild {
@@ -148,6 +171,9 @@ enum Cmd {
 }
 
 fn main() {
+    if std::env::var_os(failover::AS_WORKER).is_some() {
+        std::process::exit(failover::worker_main());
+    }
     let cli = Cli::parse();
     if let Cmd::RecoveryChild {
         dir,
@@ -185,6 +211,22 @@ fn main() {
                 phase_secs,
                 phases,
                 keys,
+            },
+        ),
+        Cmd::Failover {
+            state_mb,
+            rate,
+            interval,
+            kill_after,
+            rounds,
+        } => failover::failover(
+            &scratch,
+            &failover::Options {
+                state_mb,
+                rate,
+                interval,
+                kill_after,
+                rounds,
             },
         ),
         Cmd::RecoveryChild { .. } => unreachable!("handled above"),

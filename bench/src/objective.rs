@@ -64,7 +64,7 @@ use cairn_worker::storage::CheckpointStore;
 use crate::block_on;
 use crate::recovery::{scrape, spawn_child, values};
 
-const PARTITIONS: usize = 2;
+pub(crate) const PARTITIONS: usize = 2;
 /// The writer appends every this often.
 const CHUNK: Duration = Duration::from_millis(10);
 /// The kill lands this long before the next commit would (the commit after the one awaited is
@@ -242,7 +242,7 @@ impl Snap {
 }
 
 /// The values of metric `name` by its `task` label.
-fn per_task(text: &str, name: &str) -> BTreeMap<u32, f64> {
+pub(crate) fn per_task(text: &str, name: &str) -> BTreeMap<u32, f64> {
     text.lines()
         .filter_map(|l| {
             let (labels, value) = l.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
@@ -306,20 +306,20 @@ impl Drop for Worker {
 /// The input's lines: `k<id>\n` with the id zero-padded to the width of the largest, so every
 /// line has the same length and byte offsets convert to record counts.
 #[derive(Clone, Copy)]
-struct Lines {
+pub(crate) struct Lines {
     keys: u64,
     width: usize,
 }
 
 impl Lines {
-    fn new(keys: u64) -> Lines {
+    pub(crate) fn new(keys: u64) -> Lines {
         Lines {
             keys,
             width: (keys.max(2) - 1).to_string().len(),
         }
     }
 
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.width as u64 + 2
     }
 }
@@ -364,7 +364,7 @@ impl Gen {
 }
 
 /// The writer thread: every [`CHUNK`], the lines owed at the current rate.
-struct Writer {
+pub(crate) struct Writer {
     rate: Arc<AtomicU64>,
     written: Arc<[AtomicU64; PARTITIONS]>,
     stop: Arc<AtomicBool>,
@@ -373,7 +373,7 @@ struct Writer {
 
 impl Writer {
     /// Writes `prefill` lines at once, then keeps writing at `rate` records/s.
-    fn start(dir: &Path, lines: Lines, prefill: u64, rate: u64) -> Writer {
+    pub(crate) fn start(dir: &Path, lines: Lines, prefill: u64, rate: u64) -> Writer {
         let written: Arc<[AtomicU64; PARTITIONS]> = Arc::new(Default::default());
         let mut gen = Gen {
             lines,
@@ -429,11 +429,11 @@ impl Writer {
         self.rate.store(rate, Ordering::Relaxed);
     }
 
-    fn written(&self) -> [u64; PARTITIONS] {
+    pub(crate) fn written(&self) -> [u64; PARTITIONS] {
         std::array::from_fn(|p| self.written[p].load(Ordering::Relaxed))
     }
 
-    fn assert_alive(&self) {
+    pub(crate) fn assert_alive(&self) {
         assert!(
             !self.thread.as_ref().is_some_and(|t| t.is_finished()),
             "the input writer stopped"
@@ -453,7 +453,7 @@ impl Drop for Writer {
 /// The newest committed checkpoint (the one a restart restores): its id, when it was
 /// triggered, and each task's offset in records. `None` before the first commit, or if the
 /// catalog changed under the read (retention).
-fn newest_checkpoint(dir: &Path, lines: Lines) -> Option<(u64, u64, [u64; PARTITIONS])> {
+pub(crate) fn newest_checkpoint(dir: &Path, lines: Lines) -> Option<(u64, u64, [u64; PARTITIONS])> {
     let store = CheckpointStore::from_url("file://./ckpt", dir).unwrap();
     let record = block_on(async {
         let id = *catalog::committed_ids(&store).await.ok()?.last()?;
@@ -488,7 +488,7 @@ fn punch_consumed(dir: &Path, input: &Path, lines: Lines) -> bool {
     })
 }
 
-fn date() -> String {
+pub(crate) fn date() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

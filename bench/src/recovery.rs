@@ -41,7 +41,7 @@ fn job_yaml(keys: u64, records_per_partition: Option<u64>, interval: &str, store
 }
 
 /// The builtin tasks (`count` for `objective`) and `fill` (this benchmark's).
-fn registry() -> TaskRegistry {
+pub(crate) fn registry() -> TaskRegistry {
     let mut registry = TaskRegistry::with_builtins();
     registry.register("fill", |_| {
         Ok(Box::new(Fill {
@@ -115,7 +115,7 @@ pub fn recovery(scratch: &Path, values_mb: u64, store: &str) {
     let _ = worker.kill();
     let _ = worker.wait();
 
-    let (state_bytes, keys) = checkpoint_keys(&dir, store);
+    let (state_bytes, keys) = checkpoint_keys(&dir, store, None);
     let baselines = match store.strip_prefix("s3://") {
         None => file_baselines(&dir, &keys),
         Some(bucket_prefix) => vec![(
@@ -251,8 +251,9 @@ fn remove_databases(job_dir: &Path) {
     }
 }
 
-/// The store keys of the newest committed checkpoint's files, and their total size.
-fn checkpoint_keys(dir: &Path, store: &str) -> (u64, Vec<String>) {
+/// The store keys of the newest committed checkpoint's files (of one task's, with `task`), and
+/// their total size.
+pub(crate) fn checkpoint_keys(dir: &Path, store: &str, task: Option<u32>) -> (u64, Vec<String>) {
     use cairn_worker::checkpoint::catalog;
     use cairn_worker::storage::CheckpointStore;
     let store = CheckpointStore::from_url(store, dir).unwrap();
@@ -262,7 +263,9 @@ fn checkpoint_keys(dir: &Path, store: &str) -> (u64, Vec<String>) {
             .unwrap()
             .last()
             .unwrap();
-        catalog::load_checkpoint(&store, id).await.unwrap().1
+        let mut manifests = catalog::load_checkpoint(&store, id).await.unwrap().1;
+        manifests.retain(|m| task.is_none_or(|t| m.task == t));
+        manifests
     });
     let keys = manifests
         .iter()
@@ -273,7 +276,7 @@ fn checkpoint_keys(dir: &Path, store: &str) -> (u64, Vec<String>) {
 
 /// For a `file://./ckpt` store: `cp -r --reflink=never && sync` of the checkpoint's files
 /// (hard-linked into one tree first), and a read of them with the page cache dropped.
-fn file_baselines(dir: &Path, keys: &[String]) -> Vec<(&'static str, f64)> {
+pub(crate) fn file_baselines(dir: &Path, keys: &[String]) -> Vec<(&'static str, f64)> {
     let tree = dir.join("ckpt-files");
     for key in keys {
         let to = tree.join(key);
