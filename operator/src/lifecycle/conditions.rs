@@ -209,6 +209,26 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
     rows
 }
 
+/// What a condition read from the job's own report rests on: the report, or the Unknown row
+/// `condition` has without one (suspended: no pods; or the control API does not answer).
+pub(super) fn job_report<'a>(
+    condition: &'static str,
+    phase: Option<Phase>,
+    facts: &'a Facts,
+) -> Result<&'a cairn_contract::control::JobStatus, Row> {
+    if phase == Some(Phase::Suspended) {
+        return Err((condition, None, "Suspended", "no pods run".into()));
+    }
+    facts.observed.report.as_ref().ok_or_else(|| {
+        (
+            condition,
+            None,
+            "JobUnreachable",
+            "the job's control API does not answer".into(),
+        )
+    })
+}
+
 /// `RecoveryObjectiveMet`, for a job with an objective; none for one without, or while a job
 /// that answers reports none (a worker that does not keep one).
 fn recovery_objective(phase: Option<Phase>, facts: &Facts) -> Option<Row> {
@@ -216,15 +236,9 @@ fn recovery_objective(phase: Option<Phase>, facts: &Facts) -> Option<Row> {
         return None;
     }
     let row = |ok, reason, message| Some((RECOVERY_OBJECTIVE_MET, ok, reason, message));
-    if phase == Some(Phase::Suspended) {
-        return row(None, "Suspended", "no pods run".into());
-    }
-    let Some(report) = &facts.observed.report else {
-        return row(
-            None,
-            "JobUnreachable",
-            "the job's control API does not answer".into(),
-        );
+    let report = match job_report(RECOVERY_OBJECTIVE_MET, phase, facts) {
+        Ok(report) => report,
+        Err(unknown) => return Some(unknown),
     };
     let objective = report.recovery_objective.as_ref()?;
     let Some(predicted) = &objective.predicted else {

@@ -5,7 +5,7 @@
 
 use cairn_contract::control::JobStatus;
 
-use super::conditions::{Facts, Row};
+use super::conditions::{job_report, Facts, Row};
 use crate::crd::{Phase, StandbyInfo};
 
 /// Condition type: every container 1..P-1 has a standby holding a checkpoint; only for jobs with
@@ -33,15 +33,9 @@ pub fn mirror(report: &JobStatus) -> Vec<StandbyInfo> {
 pub(super) fn standby_ready(phase: Option<Phase>, facts: &Facts) -> Option<Row> {
     let parallelism = facts.standby?;
     let row = |ok, reason, message| Some((STANDBY_READY, ok, reason, message));
-    if phase == Some(Phase::Suspended) {
-        return row(None, "Suspended", "no pods run".into());
-    }
-    let Some(report) = &facts.observed.report else {
-        return row(
-            None,
-            "JobUnreachable",
-            "the job's control API does not answer".into(),
-        );
+    let report = match job_report(STANDBY_READY, phase, facts) {
+        Ok(report) => report,
+        Err(unknown) => return Some(unknown),
     };
     let standbys = mirror(report);
     let mut holding = Vec::new();

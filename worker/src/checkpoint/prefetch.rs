@@ -130,19 +130,19 @@ impl Prefetcher {
         self.prefetched.clone()
     }
 
-    /// The directory the copies are in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Fetches what committed checkpoint `id` references for our tasks and is not held yet,
     /// then drops what it no longer references. Cancel-safe: a file counts as held only once
     /// it is complete and verified.
     pub async fn follow(&mut self, id: u64) -> Result<Followed, CheckpointError> {
-        let (_, manifests) = catalog::load_checkpoint(&self.store, id).await?;
+        // Only our tasks' manifests: a standby of one container of P reads 1/P of them.
+        let commit = catalog::load_commit(&self.store, id).await?;
+        let mut manifests = Vec::new();
+        for task in commit.tasks.iter().filter(|t| self.tasks.contains(&t.task)) {
+            manifests.push(catalog::load_task_manifest(&self.store, &task.manifest).await?);
+        }
         let mut referenced = BTreeSet::new();
         let mut followed = Followed::default();
-        for manifest in manifests.iter().filter(|m| self.tasks.contains(&m.task)) {
+        for manifest in &manifests {
             for file in manifest
                 .files
                 .iter()

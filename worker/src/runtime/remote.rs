@@ -71,6 +71,8 @@ fn watch_peer(stream: &TcpStream) {
     }
 }
 
+/// Longest host name a process may introduce itself with (a DNS name's limit).
+pub const HOST_MAX: usize = 253;
 /// Connections that may be waiting to send their hello at once; more are refused at once.
 /// Connected containers do not count (there are at most P - 1 of them).
 pub const MAX_PENDING_HELLOS: usize = 16;
@@ -399,6 +401,13 @@ fn admit(hello: &Hello, links: &[ContainerLink], admission: &Admission) -> Resul
         .is_some_and(|t| crate::control::same(t.as_bytes(), admission.token.as_bytes()));
     if !token_ok {
         return Err("wrong or missing token".to_owned());
+    }
+    // It is shown in the status (and the StreamJob's): a host name, not a payload.
+    if hello.host.len() > HOST_MAX {
+        return Err(format!(
+            "its host name is {} bytes, more than the {HOST_MAX} a host name may have",
+            hello.host.len()
+        ));
     }
     if hello.job != admission.job || hello.spec_hash != admission.spec_hash {
         return Err(format!(
@@ -853,6 +862,7 @@ mod tests {
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .unwrap()
             .block_on(f)
@@ -991,6 +1001,17 @@ mod tests {
         assert!(admit(&hello(1, "other", token), &links, &admission)
             .unwrap_err()
             .contains("the coordinator runs job with spec hash"));
+        let mut long_host = hello(1, "job", token);
+        long_host.host = "h".repeat(HOST_MAX + 1);
+        assert_eq!(
+            admit(&long_host, &links, &admission),
+            Err(format!(
+                "its host name is {} bytes, more than the {HOST_MAX} a host name may have",
+                HOST_MAX + 1
+            ))
+        );
+        long_host.host.pop();
+        assert_eq!(admit(&long_host, &links, &admission), Ok(Joined::Container));
         assert_eq!(
             admit(&hello(0, "job", token), &links, &admission),
             Err("no remote container 0 in this job".into())
@@ -1143,11 +1164,7 @@ mod tests {
     /// nothing of a line it had started to read.
     #[test]
     fn a_line_read_cut_short_loses_nothing() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             let (mut writer, reader) = tokio::io::duplex(64);
             let mut lines = LineReader::new(BufReader::new(reader), 64);
             writer.write_all(b"first ha").await.unwrap();
@@ -1163,11 +1180,7 @@ mod tests {
     /// [`PEER_DEAD_AFTER`] for a standby to take over, not after the kernel's hours.
     #[test]
     fn links_give_up_on_a_silent_peer_within_seconds() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let stream = TcpStream::connect(listener.local_addr().unwrap())
                 .await
