@@ -33,10 +33,17 @@
 //!   takeover has caught up: on Kubernetes it would run on another node, and here it would
 //!   compete for the same 2 cores with the takeover being measured.
 //!
-//! Baselines, in the same run, on container 1's files of the newest checkpoint: `cp -r
-//! --reflink=never && sync` and a read with the page cache dropped (as `cairn-bench
-//! recovery`). Only the `file://` store is supported: this crate has no helper that starts an
-//! object store.
+//! The checkpoint store is `file://./ckpt` (in the benchmark's directory) or, with `--store
+//! s3://bucket/prefix`, an S3 server named in the environment, as for `cairn-bench recovery`
+//! (`CAIRN_S3_ENDPOINT`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`; the worker processes
+//! inherit it). `tests/services/bench-connectors.sh` starts MinIO on loopback and runs it. On
+//! `file://` a restore or a standby hard-links the store's files; on S3 it downloads them. The
+//! S3 prefix must be empty at the start (a job restores what it finds there); the run deletes
+//! what it wrote under it at the end.
+//!
+//! Baselines, in the same run, on container 1's files of the newest checkpoint (as `cairn-bench
+//! recovery`): on `file://`, `cp -r --reflink=never && sync` and a read with the page cache
+//! dropped; on S3, a bare `object_store` get of the same files into local files, then `sync`.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -44,11 +51,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_worker::checkpoint::now_ms;
+use cairn_worker::checkpoint::{catalog, now_ms};
+use cairn_worker::storage::CheckpointStore;
 
-use crate::mib;
-use crate::objective::{date, newest_checkpoint, per_task, Lines, Writer, PARTITIONS};
-use crate::recovery::{checkpoint_keys, file_baselines, registry, scrape, values};
+use crate::objective::{date, per_task, Lines, Writer, PARTITIONS};
+use crate::recovery::{checkpoint_keys, file_baselines, registry, s3_download, scrape, values};
+use crate::{block_on, mib};
 
 /// Set in the environment of the processes this benchmark starts: run as a worker.
 pub const AS_WORKER: &str = "CAIRN_BENCH_AS_WORKER";
@@ -76,6 +84,8 @@ pub struct Options {
     pub interval: Duration,
     pub kill_after: Duration,
     pub rounds: u32,
+    /// `file://./ckpt` or `s3://bucket/prefix` (see the module doc).
+    pub store: String,
 }
 
 /// One process of the job.
@@ -227,7 +237,7 @@ struct Kill {
 
 /// The job while it runs: the coordinator's process and the processes for container 1.
 struct Job {
-    dir: PathBuf,
+    store: CheckpointStore,
     lines: Lines,
     addr: SocketAddr,
     c0: Proc,
@@ -274,9 +284,15 @@ impl Job {
     fn kill(&mut self, scenario: Scenario) -> Kill {
         let id = self.next_commit();
         let committed_at = Instant::now();
+        // The checkpoint the successor restores, read now rather than after the kill: on S3
+        // the read (a list and a get) would delay the restart being measured. Nothing commits
+        // after the kill before the successor has restored (task 1 must acknowledge), and the
+        // next trigger is an interval away; a commit before the kill is checked for below.
+        let mut newest = newest_checkpoint(&self.store, self.lines);
         let mut held = None;
         if let Some(standby) = &self.standby {
-            // A warm standby holds the newest commit (files hard-linked from a file:// store).
+            // A warm standby holds the newest commit (its files hard-linked from a file://
+            // store, downloaded from S3).
             let limit = Instant::now() + Duration::from_secs(30);
             while Instant::now() < limit {
                 held = standby
@@ -299,14 +315,15 @@ impl Job {
             (committed_at + self.kill_after).saturating_duration_since(Instant::now()),
         );
         self.check();
+        // A commit since the read (a kill-after close to the interval): read again.
+        if self.committed() != newest.map(|(c, _)| c as f64) {
+            newest = newest_checkpoint(&self.store, self.lines);
+        }
         let text = self.active.scrape().expect("the active process answers");
         let position =
             self.base + task_value(&text, "cairn_records_in_total").unwrap_or(0.0) as u64;
         let (killed, killed_ms) = self.active.kill();
-        // Nothing can commit before the successor has restored (task 1 must acknowledge), and
-        // the next trigger is an interval away: this is the checkpoint it restores.
-        let (restored, _, offsets) =
-            newest_checkpoint(&self.dir, self.lines).expect("a committed checkpoint");
+        let (restored, offsets) = newest.expect("a committed checkpoint");
         let base = offsets[TASK as usize];
         match scenario {
             Scenario::SameVolume => self.active.start(1, self.addr),
@@ -392,34 +409,100 @@ impl Job {
     }
 }
 
-fn job_yaml(dir: &Path, interval: Duration) -> String {
+/// The newest committed checkpoint: its id and each task's offset in records. `None` before
+/// the first commit, or if the catalog changed under the read (retention). As
+/// `objective::newest_checkpoint`, on any store.
+fn newest_checkpoint(store: &CheckpointStore, lines: Lines) -> Option<(u64, [u64; PARTITIONS])> {
+    let record = block_on(async {
+        let id = *catalog::committed_ids(store).await.ok()?.last()?;
+        catalog::load_commit(store, id).await.ok()
+    })?;
+    let mut offsets = [0; PARTITIONS];
+    for t in &record.tasks {
+        for (p, offset) in &t.offsets {
+            assert_eq!(offset % lines.len(), 0, "an offset between lines");
+            offsets[*p as usize] = offset / lines.len();
+        }
+    }
+    Some((record.checkpoint, offsets))
+}
+
+/// `store`: an absolute `file://` URL (each process runs in a directory of its own) or the
+/// `s3://` URL as given.
+fn job_yaml(dir: &Path, interval: Duration, store: &str) -> String {
     format!(
         "name: bench-failover\ninput: {{type: file, partitions: {PARTITIONS}, path: \"{input}\", follow: true}}\n\
          task: {{name: fill}}\noutput: {{type: \"null\"}}\nparallelism: 2\nstandby: true\n\
-         checkpoint: {{interval: {interval}, store: \"file://{store}\", retained: 2}}\n\
+         checkpoint: {{interval: {interval}, store: \"{store}\", retained: 2}}\n\
          state: {{dir: ./state, cacheSize: 64MiB}}\n",
         input = dir.join("input").display(),
-        store = dir.join("ckpt").display(),
         interval = cairn_contract::units::format_duration(interval),
     )
 }
 
+/// Stops the benchmark before anything runs: a store it cannot use.
+fn refuse(why: String) -> ! {
+    eprintln!("cairn-bench failover: {why}");
+    std::process::exit(2);
+}
+
 pub fn failover(scratch: &Path, o: &Options) {
+    let s3 = o.store.strip_prefix("s3://");
+    // The file:// baselines hard-link the checkpoint's files from <dir>/ckpt.
+    if s3.is_none() && o.store != "file://./ckpt" {
+        refuse(format!(
+            "--store is file://./ckpt or s3://bucket/prefix, not {}",
+            o.store
+        ));
+    }
+    // Without it the workers would look for the endpoint elsewhere (AWS by default), and the
+    // bare-get baseline needs it.
+    if s3.is_some() && std::env::var_os("CAIRN_S3_ENDPOINT").is_none() {
+        refuse(format!(
+            "--store {} needs the server in CAIRN_S3_ENDPOINT (and AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+            o.store
+        ));
+    }
     let dir = scratch.join("failover");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("input")).unwrap();
+    let store = CheckpointStore::from_url(&o.store, &dir)
+        .unwrap_or_else(|e| refuse(format!("--store {}: {e}", o.store)));
+    // A job restores the newest checkpoint in its store, and the end of the run deletes
+    // everything under the prefix: it must hold nothing of anyone's at the start.
+    match block_on(store.list("")) {
+        Ok(found) if found.is_empty() => {}
+        Ok(found) => refuse(format!(
+            "--store {} already holds {} files; give an empty prefix",
+            o.store,
+            found.len()
+        )),
+        Err(e) => refuse(format!("--store {}: listing it failed: {e}", o.store)),
+    }
+    // Each process runs in a directory of its own: a file:// store is given as absolute.
+    let url = match store.local_root() {
+        Some(root) => format!("file://{}", root.display()),
+        None => o.store.clone(),
+    };
     let keys = o.state_mb * 1024;
     let lines = Lines::new(keys);
-    let yaml = job_yaml(&dir, o.interval);
+    let yaml = job_yaml(&dir, o.interval, &url);
     println!(
-        "\n### failover of a SIGKILLed container, with and without a warm standby ({})\n",
+        "\n### failover of a SIGKILLed container, with and without a warm standby, {} store ({})\n",
+        if s3.is_some() { "S3" } else { "file://" },
         date()
     );
+    let server = std::env::var("CAIRN_S3_ENDPOINT")
+        .ok()
+        .filter(|_| s3.is_some())
+        .map(|e| format!(" (server {e})"))
+        .unwrap_or_default();
     println!(
         "job: `fill` (1 KiB value per record) over a followed `file` input, {PARTITIONS} partitions, parallelism 2, \
-         `standby: true`, {keys} keys, checkpoint every {} to file://; backlog of {keys} lines, then {} lines/s; \
+         `standby: true`, {keys} keys, checkpoint every {} to {}{server}; backlog of {keys} lines, then {} lines/s; \
          each process in a directory of its own; kill {} after a commit\n",
         cairn_contract::units::format_duration(o.interval),
+        o.store,
         o.rate,
         cairn_contract::units::format_duration(o.kill_after),
     );
@@ -434,7 +517,7 @@ pub fn failover(scratch: &Path, o: &Options) {
     c0.start(0, addr);
     a.start(1, addr);
     let mut job = Job {
-        dir: dir.clone(),
+        store: store.clone(),
         lines,
         addr,
         c0,
@@ -465,11 +548,11 @@ pub fn failover(scratch: &Path, o: &Options) {
     // Two commits: the second holds the whole backlog's state.
     job.next_commit();
     job.next_commit();
-    let (state_bytes, _) = checkpoint_keys(&dir, "file://./ckpt", None);
+    let (state_bytes, _) = checkpoint_keys(&dir, &o.store, None);
     println!(
         "backlog processed in {filled:.1} s; state in the newest checkpoint: {} MiB (container 1's task: {} MiB)\n",
         mib(state_bytes),
-        mib(checkpoint_keys(&dir, "file://./ckpt", Some(TASK)).0)
+        mib(checkpoint_keys(&dir, &o.store, Some(TASK)).0)
     );
 
     let mut kills = Vec::new();
@@ -491,9 +574,15 @@ pub fn failover(scratch: &Path, o: &Options) {
         job.await_warm();
     }
     // The state container 1's successor restores: task 1's files in the newest checkpoint.
-    let (task_bytes, task_keys) = checkpoint_keys(&dir, "file://./ckpt", Some(TASK));
+    let (task_bytes, task_keys) = checkpoint_keys(&dir, &o.store, Some(TASK));
     drop(job);
-    let baselines = file_baselines(&dir, &task_keys);
+    let baselines = match s3 {
+        None => file_baselines(&dir, &task_keys),
+        Some(bucket_prefix) => vec![(
+            "bare object_store get of the same files into local files (4 in flight), then sync",
+            s3_download(&dir, bucket_prefix, &task_keys),
+        )],
+    };
 
     let secs = |v: Option<f64>| v.map_or("not reached".to_owned(), |v| format!("{v:.3}"));
     println!(
@@ -527,8 +616,9 @@ pub fn failover(scratch: &Path, o: &Options) {
     println!();
     for k in kills.iter().filter(|k| k.scenario == Scenario::Standby) {
         println!(
-            "- standby followed {:.1} MiB before this kill (cumulative, hard-linked from the store); restored checkpoint {}",
+            "- standby followed {:.1} MiB before this kill (cumulative, {} from the store); restored checkpoint {}",
             k.followed_bytes / 1048576.0,
+            if s3.is_some() { "downloaded" } else { "hard-linked" },
             k.restored
         );
     }
@@ -562,6 +652,21 @@ pub fn failover(scratch: &Path, o: &Options) {
             println!("+{ms:>5} {who:<11} {line}");
         }
         println!("```");
+    }
+    if s3.is_some() {
+        // The prefix was empty at the start: everything under it is this run's.
+        let deleted = block_on(async {
+            for file in store.list("").await? {
+                store.delete(&file.key).await?;
+            }
+            Ok::<_, cairn_worker::storage::StorageError>(())
+        });
+        if let Err(e) = deleted {
+            eprintln!(
+                "cairn-bench failover: deleting the run's files under {} failed: {e}",
+                o.store
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -131,6 +131,10 @@ enum Cmd {
         /// Kills per scenario.
         #[arg(long, default_value_t = 2)]
         rounds: u32,
+        /// Checkpoint store: `file://./ckpt`, or an empty `s3://bucket/prefix` with the server
+        /// in the environment (CAIRN_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+        #[arg(long, default_value = "file://./ckpt")]
+        store: String,
     },
     /// The job `recovery` and `objective` kill: runs until killed (not for direct use).
     #[command(hide = true)]
@@ -219,6 +223,7 @@ fn main() {
             interval,
             kill_after,
             rounds,
+            store,
         } => failover::failover(
             &scratch,
             &failover::Options {
@@ -227,6 +232,7 @@ fn main() {
                 interval,
                 kill_after,
                 rounds,
+                store,
             },
         ),
         Cmd::RecoveryChild { .. } => unreachable!("handled above"),

@@ -305,7 +305,7 @@ pub(crate) fn file_baselines(dir: &Path, keys: &[String]) -> Vec<(&'static str, 
 
 /// A bare object_store download of `keys` from `bucket/prefix` into files, 4 in flight, then
 /// `sync`: seconds.
-fn s3_download(dir: &Path, bucket_prefix: &str, keys: &[String]) -> f64 {
+pub(crate) fn s3_download(dir: &Path, bucket_prefix: &str, keys: &[String]) -> f64 {
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
     let (bucket, prefix) = bucket_prefix.split_once('/').unwrap_or((bucket_prefix, ""));

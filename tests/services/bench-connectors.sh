@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the connector benchmarks of docs/benchmarks.md: starts a Kafka broker (KRaft, official
-# jars) and MinIO on loopback, runs `cairn-bench kafka`, `cairn-bench s3` and `cairn-bench
-# recovery --store s3://...` (each next to its bare-client baseline, in the same run), and stops
-# both servers (also on Ctrl-C or error).
+# jars) and MinIO on loopback, runs `cairn-bench kafka`, `cairn-bench s3`, `cairn-bench
+# recovery --store s3://...` and `cairn-bench failover --store s3://...` (each next to its
+# bare-client baseline, in the same run), and stops both servers (also on Ctrl-C or error).
 #
 #   tests/services/bench-connectors.sh [--records N] [--keys K] [--files F] [--file-mb M]
-#                                      [--recovery-mb M]
+#                                      [--recovery-mb M] [--failover-mb M]
 #
 # Needs Java 17+, Maven and Go (fetched/built once into ~/.cache/cairn), and builds cairn-bench
 # with --release.
@@ -13,7 +13,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-records=5000000 keys=100000 files=8 file_mb=64 recovery_mb=1024
+records=5000000 keys=100000 files=8 file_mb=64 recovery_mb=1024 failover_mb=1024
 while [ $# -gt 0 ]; do
   case "$1" in
     --records) records="$2"; shift 2 ;;
@@ -21,6 +21,7 @@ while [ $# -gt 0 ]; do
     --files) files="$2"; shift 2 ;;
     --file-mb) file_mb="$2"; shift 2 ;;
     --recovery-mb) recovery_mb="$2"; shift 2 ;;
+    --failover-mb) failover_mb="$2"; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -111,3 +112,7 @@ curl -sf -X PUT --aws-sigv4 aws:amz:us-east-1:s3 \
   --files "$files" --file-mb "$file_mb"
 CAIRN_S3_ENDPOINT="http://127.0.0.1:$minio_port" \
   "$bench" recovery --store s3://bench/recovery --values-mb "$recovery_mb"
+# A prefix of its own: failover refuses a non-empty one (a job restores what it finds there).
+# Its worker processes inherit the S3 variables.
+CAIRN_S3_ENDPOINT="http://127.0.0.1:$minio_port" \
+  "$bench" failover --store s3://bench/failover --state-mb "$failover_mb"
