@@ -24,7 +24,17 @@ pub struct OperatorConfig {
     pub identity: String,
     /// What a StreamJob may put in its worker pods ([`crate::policy`]).
     pub policy: WorkloadPolicy,
+    /// Reconciles run at the same time, per watched scope (all namespaces, or each namespace
+    /// of `namespaces`); 0: unbounded.
+    pub max_concurrent_reconciles: u16,
 }
+
+/// Default of [`OperatorConfig::max_concurrent_reconciles`]. Unbounded, a burst (500 StreamJobs
+/// created or changed at once) puts every reconcile in flight together, each with its requests
+/// and answers in memory, and they queue at the API server anyway (the fleet benchmark,
+/// docs/benchmarks.md#operator-with-500-streamjobs). Generous, because a reconcile of a job
+/// whose pod does not answer waits for the control API's timeout (5 s per call) in its slot.
+pub const DEFAULT_MAX_CONCURRENT_RECONCILES: u16 = 32;
 
 impl Default for OperatorConfig {
     fn default() -> Self {
@@ -40,6 +50,7 @@ impl Default for OperatorConfig {
             lease_name: "cairn-operator".into(),
             lease_namespace: "default".into(),
             identity: "cairn-operator".into(),
+            max_concurrent_reconciles: DEFAULT_MAX_CONCURRENT_RECONCILES,
         }
     }
 }

@@ -82,6 +82,10 @@ enum Command {
         /// cairn.dev/streamjob-access=allowed), `any`, or `none`.
         #[arg(long, env = "CAIRN_SECRET_ACCESS", default_value = "labelled")]
         secret_access: String,
+        /// Reconciles run at the same time (per watched namespace when --namespaces is set);
+        /// 0: unbounded.
+        #[arg(long, env = "CAIRN_MAX_CONCURRENT_RECONCILES", default_value_t = cairn_operator::config::DEFAULT_MAX_CONCURRENT_RECONCILES)]
+        max_concurrent_reconciles: u16,
         /// Log format.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
@@ -112,6 +116,7 @@ fn main() -> std::process::ExitCode {
             allowed_service_accounts,
             allowed_volume_types,
             secret_access,
+            max_concurrent_reconciles,
             log_format,
         } => {
             init_logging(&log_format);
@@ -142,6 +147,7 @@ fn main() -> std::process::ExitCode {
                 lease_name: defaults.lease_name,
                 lease_namespace,
                 identity: identity.unwrap_or_else(hostname),
+                max_concurrent_reconciles,
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

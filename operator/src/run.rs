@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::error_boundary::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self as kube_controller, Action, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -159,7 +159,10 @@ fn controller(
     };
     let managed =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let limits =
+        kube_controller::Config::default().concurrency(ctx.config.max_concurrent_reconciles);
     let controller = Controller::new(jobs, watcher::Config::default())
+        .with_config(limits)
         .owns(sets, managed.clone())
         .watches(pods, managed, |pod| {
             let job = pod.labels().get(JOB_LABEL)?.clone();

@@ -772,3 +772,47 @@ async fn stopping_workers_deletes_the_standby_set_and_its_pods() {
         "{seen:?}"
     );
 }
+
+/// A deleting job's reconcile that runs on a stale copy (the finalizer still on it) after an
+/// earlier reconcile released the finalizer and the API server deleted the object: the finalizer
+/// patch answers 404, and that is the job gone, not a failed reconcile (the fleet benchmark saw
+/// one such error per deleted job with a finalizer).
+#[tokio::test]
+async fn releasing_the_finalizer_of_a_job_already_gone_is_not_an_error() {
+    let mut sj = job();
+    sj.metadata.finalizers = Some(vec![cairn_operator::reconcile::FINALIZER.into()]);
+    sj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let server = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_string();
+            let response = match (method.as_str(), path.as_str()) {
+                ("GET", p) if p.ends_with("/pods") => ok(pod_list(&[])),
+                ("GET", p) if p.ends_with("/statefulsets") => ok(set_list(&[])),
+                ("POST", p) if p.contains("/events") => ok(serde_json::json!({})),
+                ("PATCH", p) if p.ends_with("/status") => ok(serde_json::to_value(job()).unwrap()),
+                // The object is gone: the finalizer patch (and anything else) finds nothing.
+                _ => not_found(),
+            };
+            seen.push(format!("{method} {path}"));
+            send.send_response(response);
+        }
+        seen
+    });
+    let ctx = context(
+        Client::new(service, "default"),
+        Arc::new(ScriptedJob::default()),
+    );
+    let result = reconcile(Arc::new(sj), ctx.clone()).await;
+    drop(ctx);
+    let seen = server.await.unwrap();
+    assert!(result.is_ok(), "{result:?}; calls {seen:?}");
+    assert!(
+        seen.contains(&"PATCH /apis/cairn.dev/v1alpha1/namespaces/jobs/streamjobs/count".into()),
+        "the finalizer patch was tried: {seen:?}"
+    );
+}

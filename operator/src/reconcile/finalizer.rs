@@ -34,13 +34,22 @@ pub async fn sync_finalizer(
     patch_finalizers(sj, namespace, list, ctx).await
 }
 
-/// Removes the finalizer so deletion proceeds.
+/// Removes the finalizer so deletion proceeds. An object already gone has no finalizer left:
+/// that is success, not an error. It happens when a reconcile runs on a cached copy of a
+/// StreamJob whose finalizer an earlier reconcile released (that reconcile's status write queued
+/// this one), so the API server has deleted it meanwhile.
 pub async fn release_finalizer(
     sj: &StreamJob,
     namespace: &str,
     ctx: &Context,
 ) -> Result<(), Error> {
-    sync_finalizer(sj, namespace, false, ctx).await
+    match sync_finalizer(sj, namespace, false, ctx).await {
+        Err(Error::Kube {
+            source: kube::Error::Api(e),
+            ..
+        }) if e.code == 404 && sj.metadata.deletion_timestamp.is_some() => Ok(()),
+        other => other,
+    }
 }
 
 async fn patch_finalizers(
