@@ -118,7 +118,15 @@ pub struct TaskInstance {
     /// Load since the last checkpoint, and since the last `Event::Busy`, for the recovery-time
     /// objective.
     load: LoadMeter,
+    /// The state hashes of the batch's keys, when the task's state follows them (for
+    /// prefetching; see `StreamTask::state_keyed_by_record`).
+    key_hashes: Vec<u64>,
 }
+
+/// How many records ahead the runtime starts loading a record's state: its cache entry this
+/// far ahead, the index slot naming it twice as far. Far enough for a load from memory
+/// (about 100 ns) to land while the records in between are processed (tens of ns each).
+const PREFETCH_AHEAD: usize = 8;
 
 /// Counts a task's records and busy time between checkpoints.
 #[derive(Debug)]
@@ -236,6 +244,7 @@ impl TaskInstance {
             state_failures: Arc::default(),
             recovery,
             load: LoadMeter::new(),
+            key_hashes: Vec::new(),
         })
     }
 
@@ -253,10 +262,31 @@ impl TaskInstance {
             return Ok(poll);
         }
         let started = Instant::now();
+        let hashes = &mut self.key_hashes;
+        hashes.clear();
+        if self.task.state_keyed_by_record() {
+            for i in 0..self.batch.len() {
+                // A key too long for state fails in `process`; its prefetch is just unused.
+                let hash = self.state.plain_key_hash(self.batch.get(i).key);
+                hashes.push(hash.unwrap_or(0));
+            }
+        }
         let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
         ctx.set_watermark(self.clock.as_ref().and_then(EventClock::watermark));
+        for &hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
+            ctx.prefetch_slot(hash);
+        }
+        for &hash in hashes.iter().take(PREFETCH_AHEAD) {
+            ctx.prefetch_entry(hash);
+        }
         let mut bad = 0u64;
         for i in 0..self.batch.len() {
+            if let Some(&hash) = hashes.get(i + 2 * PREFETCH_AHEAD) {
+                ctx.prefetch_slot(hash);
+            }
+            if let Some(&hash) = hashes.get(i + PREFETCH_AHEAD) {
+                ctx.prefetch_entry(hash);
+            }
             let mut record = self.batch.get(i);
             if let Some(clock) = &self.clock {
                 match clock.timestamp(&record) {

@@ -12,24 +12,22 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hashbrown::hash_map::EntryRef;
 use rocksdb::{checkpoint::Checkpoint, DBPinnableSlice, Direction, IteratorMode, WriteBatch, DB};
 use rustc_hash::FxBuildHasher;
 
 use super::db::{no_wal, StateError, TIMERS_CF};
+use super::dirty_map::{CachedKey, DirtyMap, Probe};
 use super::ingest;
 use super::key::{self, MAX_KEY_LEN};
 use super::small_bytes::SmallBytes;
 use super::timer::{DueTimer, StoredTimers, TimeDomain, Timer, TimerQueue};
 
-/// An encoded state key in the cache: inline up to 30 bytes (a user key of up to 24).
-type CachedKey = SmallBytes<30>;
 /// A value in the cache: inline up to 38 bytes (a counter, a window list of one window).
 type CachedValue = SmallBytes<38>;
 
-/// Dirty entries: encoded key -> new value, `None` for a delete.
-/// (hashbrown's map rather than std's for `entry_ref`: a miss costs one probe, not two.)
-type Writes = hashbrown::HashMap<CachedKey, Option<CachedValue>, FxBuildHasher>;
+/// Dirty entries: encoded key -> new value, `None` for a delete. A map of its own
+/// ([`DirtyMap`]): one probe for a read-modify-write, dense entries, and prefetching.
+type Writes = DirtyMap<Option<CachedValue>>;
 
 /// A timer's change since the last snapshot or spill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +50,15 @@ pub type SubEntry = (Vec<u8>, Vec<u8>);
 
 /// Rough per-entry overhead of the hash map, counted against the cache budget.
 const ENTRY_OVERHEAD: usize = 64;
+
+/// What a typical small entry counts against the budget (a short key and a counter): the
+/// cache map reserves room for as many entries as the budget holds.
+const TYPICAL_ENTRY: usize = ENTRY_OVERHEAD + 24;
+
+/// The most entries a cache map reserves up front, whatever the budget: beyond it the map
+/// grows as it fills (a reservation is address space, and a huge budget must not ask for more
+/// than a small node can map).
+const RESERVE_MAX_ENTRIES: usize = 1 << 24;
 
 const PENDING: u8 = 0;
 const DONE: u8 = 1;
@@ -99,7 +106,7 @@ impl KeyedState {
         KeyedState {
             db_empty,
             db,
-            dirty: Writes::default(),
+            dirty: Writes::sized(reserved_entries(cache_limit as usize), 0),
             dirty_timers: TimerWrites::default(),
             timers: TimerQueue::new(),
             dirty_bytes: 0,
@@ -151,6 +158,25 @@ impl KeyedState {
         stored(&self.db, self.db_empty, &self.key_buf)
     }
 
+    /// The cache's hash of `key`'s plain value (sub-key empty), for the prefetches below;
+    /// `None` for a key too long to have state.
+    pub fn plain_key_hash(&mut self, key: &[u8]) -> Option<u64> {
+        self.encode(key, b"").ok()?;
+        Some(Writes::hash_of(&self.key_buf))
+    }
+
+    /// First of two hints that the value hashed `hash` (see [`Self::plain_key_hash`]) is about
+    /// to be used: starts loading the cache's index slot for it.
+    pub fn prefetch_slot(&self, hash: u64) {
+        self.dirty.prefetch_slot(hash);
+    }
+
+    /// Second hint, a few records after the first: starts loading the cache entry the
+    /// (by now loaded) index slot points to. Neither hint changes any result.
+    pub fn prefetch_entry(&self, hash: u64) {
+        self.dirty.prefetch_entry(hash);
+    }
+
     /// Replaces the value of (`key`, `sub`) with `f(old)`; `None` deletes it.
     pub fn update<V: AsRef<[u8]>>(
         &mut self,
@@ -159,11 +185,14 @@ impl KeyedState {
         f: impl FnOnce(Option<&[u8]>) -> Option<V>,
     ) -> Result<(), StateError> {
         self.encode(key, sub)?;
+        if self.dirty.is_full() {
+            self.spill()?;
+        }
         // One probe for both outcomes: a miss inserts into the slot its lookup found. On a
-        // cache larger than the CPU's caches each probe is a cache miss.
-        let added = match self.dirty.entry_ref(&self.key_buf[..]) {
-            EntryRef::Occupied(mut entry) => {
-                let slot = entry.get_mut();
+        // cache larger than the CPU's caches each probe is a cache miss (unless prefetched).
+        let added = match self.dirty.probe(&self.key_buf) {
+            Probe::Found(at) => {
+                let slot = self.dirty.value_mut(at);
                 let new = f(slot.as_deref());
                 match (slot.as_mut(), new) {
                     // Same length: overwrite in place, no allocation (the common counter case).
@@ -179,7 +208,7 @@ impl KeyedState {
                 }
                 return Ok(());
             }
-            EntryRef::Vacant(entry) => {
+            vacant => {
                 let frozen_hit = self
                     .frozen
                     .as_ref()
@@ -190,7 +219,7 @@ impl KeyedState {
                 };
                 let value: Option<CachedValue> = new.map(|v| v.as_ref().into());
                 let bytes = self.key_buf.len() + value.as_ref().map_or(0, |v| v.len());
-                entry.insert(value);
+                self.dirty.insert_vacant(vacant, &self.key_buf, value);
                 bytes + ENTRY_OVERHEAD
             }
         };
@@ -382,12 +411,14 @@ impl KeyedState {
         })
     }
 
-    /// Takes the dirty map, leaving an empty one sized for as many entries: the next interval
-    /// usually changes about as many keys, and a map grown from empty rehashes every entry at
-    /// each doubling (a sixth of the time of the 10M-key count). Allocating the table costs
-    /// little: only its control bytes are written.
+    /// Takes the dirty map, leaving an empty one with room for what the budget holds and
+    /// indexed for as many entries as this one had: the next interval usually changes about as
+    /// many keys, and growing from empty copies the entries and re-indexes them at each
+    /// doubling (a sixth of the time of the 10M-key count). See [`DirtyMap::sized`] for what
+    /// each costs in memory.
     fn take_dirty(&mut self) -> Writes {
-        let sized = Writes::with_capacity_and_hasher(self.dirty.len(), Default::default());
+        let entries = reserved_entries(self.cache_limit).max(self.dirty.len());
+        let sized = Writes::sized(entries, self.dirty.len());
         std::mem::replace(&mut self.dirty, sized)
     }
 
@@ -419,7 +450,7 @@ impl KeyedState {
                         if !self.dirty.contains_key(k) {
                             self.dirty_bytes +=
                                 k.len() + v.as_ref().map_or(0, |v| v.len()) + ENTRY_OVERHEAD;
-                            self.dirty.insert(k.clone(), v.clone());
+                            self.dirty.insert(k, v.clone());
                         }
                     }
                     for (k, write) in frozen.timers.iter() {
@@ -445,6 +476,11 @@ impl KeyedState {
     pub fn cached_entries(&self) -> usize {
         self.dirty.len()
     }
+}
+
+/// Entries a cache map of a `cache_limit`-byte budget reserves room for.
+fn reserved_entries(cache_limit: usize) -> usize {
+    (cache_limit / TYPICAL_ENTRY).min(RESERVE_MAX_ENTRIES)
 }
 
 /// See [`KeyedState::stored`] (a function of the fields it needs, so that it can be called
@@ -481,7 +517,7 @@ fn write_out(db: &DB, writes: &Writes, timers: &TimerWrites) -> Result<Written, 
         ingest::ingest_sorted(db, None, "state", entries)?;
         Written::Ingested
     } else {
-        for (k, v) in writes {
+        for (k, v) in writes.iter() {
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
@@ -852,9 +888,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let s = store(tmp.path(), 1 << 20);
         let writes = |n: usize| -> Writes {
-            (0..n)
-                .map(|i| (i.to_be_bytes()[..].into(), Some(b"v"[..].into())))
-                .collect()
+            let mut map = Writes::default();
+            for i in 0..n {
+                map.insert(&i.to_be_bytes(), Some(b"v"[..].into()));
+            }
+            map
         };
         let none = TimerWrites::default();
         let small = writes(ingest::INGEST_MIN_ENTRIES - 1);

@@ -2,6 +2,7 @@
 //! and an in-memory stand-in for unit tests of tasks ([`MemoryState`]).
 
 pub mod db;
+mod dirty_map;
 mod ingest;
 pub mod key;
 pub mod keyed;

@@ -64,6 +64,10 @@ impl StreamTask for Count {
         ctx.emit(r.key, text.as_bytes())
     }
 
+    fn state_keyed_by_record(&self) -> bool {
+        true
+    }
+
     fn describe_value(&self, value: &[u8]) -> Value {
         describe_counter(value)
     }
@@ -83,6 +87,10 @@ impl StreamTask for Sum {
         })?;
         let n = ctx.add_i64(r.key, delta)?;
         ctx.emit(r.key, n.to_string().as_bytes())
+    }
+
+    fn state_keyed_by_record(&self) -> bool {
+        true
     }
 
     fn describe_value(&self, value: &[u8]) -> Value {

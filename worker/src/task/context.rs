@@ -145,6 +145,20 @@ impl<'a> TaskContext<'a> {
         }
     }
 
+    /// See [`KeyedState::prefetch_slot`] (no effect on in-memory test state).
+    pub(crate) fn prefetch_slot(&self, hash: u64) {
+        if let State::Db(state) = &self.state {
+            state.prefetch_slot(hash);
+        }
+    }
+
+    /// See [`KeyedState::prefetch_entry`].
+    pub(crate) fn prefetch_entry(&self, hash: u64) {
+        if let State::Db(state) = &self.state {
+            state.prefetch_entry(hash);
+        }
+    }
+
     /// Builds a context over in-memory state, for unit tests of a task: no RocksDB, no
     /// directory. The task sees the same state semantics (see [`MemoryState`]); pair it with a
     /// sink that collects, e.g. [`crate::sink::CollectSink`].

@@ -93,6 +93,15 @@ pub trait StreamTask: Send {
         Ok(())
     }
 
+    /// True when `process` reads or updates the plain state of the record's own key (sub-key
+    /// empty: `ctx.add_i64(r.key, ..)`, `ctx.get(r.key)`). The runtime then starts loading
+    /// that state a few records ahead, so that at millions of keys the cache misses of
+    /// consecutive records overlap instead of stalling one after another. A hint: a wrong
+    /// answer costs time, never correctness.
+    fn state_keyed_by_record(&self) -> bool {
+        false
+    }
+
     /// If `Some`, [`StreamTask::on_tick`] runs at this processing-time interval: a callback
     /// for the task as a whole, not for a key, and not kept in checkpoints (use
     /// [`StreamTask::on_timer`] for anything a restore must bring back).
