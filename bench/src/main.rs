@@ -20,12 +20,13 @@
 //! cairn-bench failover --state-mb 1024       SIGKILL of container 1 of a 2-process job on ~1 GB
 //!                                            of state: restarted (same / emptied volume) vs
 //!                                            taken over by a warm standby, vs `cp && sync`
+//!                                            (`--store s3://...`: the same on S3, vs a bare get)
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
 //! ```
 //! The Kafka and S3 modes need servers: `tests/services/bench-connectors.sh` starts a KRaft
-//! broker and MinIO on loopback and runs both.
+//! broker and MinIO on loopback and runs them, and `recovery` and `failover` on S3.
 //! Build with `--release`. Results go to stdout as Markdown.
 
 use std::path::{Path, PathBuf};
