@@ -339,9 +339,21 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         finalizer::release_finalizer(sj, &namespace, ctx).await?;
         return Ok(Action::await_change());
     }
-    Ok(Action::requeue(
+    Ok(Action::requeue(spread(
         plan.requeue.max(Duration::from_millis(200)),
-    ))
+    )))
+}
+
+/// A long requeue (a suspended job's 5 minutes) plus up to a tenth more, at random: jobs created
+/// or changed together would otherwise come back together at every period, a burst of
+/// reconciles that made the fleet benchmark's steady-state p99 (docs/benchmarks.md). Short
+/// requeues (polling a running job, waiting on an operation) keep their exact period.
+fn spread(requeue: Duration) -> Duration {
+    if requeue < Duration::from_secs(60) {
+        return requeue;
+    }
+    let tenth = u64::try_from(requeue.as_millis() / 10).unwrap_or(u64::MAX);
+    requeue + Duration::from_millis(rand::rng().random_range(0..=tenth))
 }
 
 /// The pod document of a deployment to apply, which the plan took from the desired spec or from
@@ -419,5 +431,25 @@ fn record_checkpoint_age(
             .checkpoint_age
             .with_label_values(&[namespace, name])
             .set(age);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_requeues_are_spread_and_short_ones_kept() {
+        let poll = Duration::from_secs(10);
+        assert_eq!(spread(poll), poll);
+        let period = Duration::from_secs(300);
+        let seen: std::collections::HashSet<Duration> = (0..50).map(|_| spread(period)).collect();
+        for d in &seen {
+            assert!(*d >= period && *d <= Duration::from_secs(330), "{d:?}");
+        }
+        assert!(
+            seen.len() > 1,
+            "50 requeues of 5 minutes all equal: {seen:?}"
+        );
     }
 }
