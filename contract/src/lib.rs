@@ -11,7 +11,8 @@
 //! - the worker pod: arguments, environment, ports, paths, and the timeouts that must fit in the
 //!   pod's grace period ([`pod`]);
 //! - the document a deployment's pods run, whose hash both sides report ([`deploy`]);
-//! - the health rule both report from ([`health`]).
+//! - the health rule both report from ([`health`]);
+//! - the store housekeeping commands the operator runs in one-off pods ([`housekeeping`]).
 //!
 //! It deliberately has no runtime dependencies (no RocksDB, tokio or kube): serde only.
 //!
@@ -34,6 +35,7 @@ pub mod deploy;
 mod error;
 mod hash;
 pub mod health;
+pub mod housekeeping;
 pub use hash::fingerprint;
 mod input;
 mod job;
