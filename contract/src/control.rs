@@ -49,6 +49,9 @@ pub enum RunState {
     Running,
     /// Taking its final checkpoint or savepoint, then stopping.
     Stopping,
+    /// Every partition of its finite input was processed and the final checkpoint committed;
+    /// the process holds the state and still answers savepoint requests.
+    Finished,
 }
 
 /// The job's health by [`crate::health::HealthRule::late_after`].

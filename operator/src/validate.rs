@@ -10,7 +10,9 @@ use cairn_contract::{JobSpec, SpecError};
 use serde_json::Value;
 
 use crate::config::OperatorConfig;
-use crate::crd::{DesiredState, RestoreFrom, SavepointSettings, StreamJobSpec, UpgradeMode};
+use crate::crd::{
+    DataRetention, DesiredState, RestoreFrom, SavepointSettings, StreamJobSpec, UpgradeMode,
+};
 use crate::pods::PodDocument;
 
 /// Where the worker pod keeps its local state (the state volume's mount point).
@@ -57,6 +59,18 @@ pub struct ValidatedJob {
     pub upgrade_timeout: Duration,
     /// Take a final savepoint on deletion.
     pub final_savepoint: bool,
+    /// Delete the job's store data on deletion (`deletion.checkpointData: delete`).
+    pub delete_data: bool,
+    /// Savepoints that deletion keeps (`deletion.retainSavepoints`).
+    pub retain_savepoints: Vec<String>,
+}
+
+impl ValidatedJob {
+    /// Deletion has work to do outside Kubernetes (a final savepoint, or the store's data), so
+    /// the StreamJob carries the finalizer.
+    pub fn needs_finalizer(&self) -> bool {
+        self.final_savepoint || self.delete_data
+    }
 }
 
 impl ValidatedJob {
@@ -173,6 +187,15 @@ pub fn validate(
         restart_nonce: spec.restart_nonce,
         upgrade_timeout,
         final_savepoint: spec.deletion.as_ref().is_some_and(|d| d.final_savepoint),
+        delete_data: spec
+            .deletion
+            .as_ref()
+            .is_some_and(|d| d.checkpoint_data == DataRetention::Delete),
+        retain_savepoints: spec
+            .deletion
+            .as_ref()
+            .map(|d| d.retain_savepoints.clone())
+            .unwrap_or_default(),
     })
 }
 

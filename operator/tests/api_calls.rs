@@ -408,6 +408,7 @@ fn upgrade_operation(step: Step, savepoint: Option<&str>) -> Operation {
         started_at: "2026-01-01T00:00:00Z".into(),
         step_started_at: "2026-01-01T00:00:00Z".into(),
         message: None,
+        housekeeping: None,
         trigger: None,
     }
 }

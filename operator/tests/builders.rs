@@ -554,3 +554,92 @@ fn a_job_with_standbys_and_a_long_name_is_refused() {
     sj.spec.job["standby"] = false.into();
     validate(&name, &sj.spec, &config()).unwrap();
 }
+
+/// A housekeeping pod reaches the store exactly as the workers do (image, credentials Secret,
+/// the user's volumes, service account), runs once, is hardened like them, and is not a worker
+/// (no worker listing or selector sees it).
+#[test]
+fn a_housekeeping_job_runs_once_with_the_workers_store_access() {
+    let mut sj = manifest("examples/k8s/count.yaml");
+    sj.spec.credentials_secret = Some("store-credentials".into());
+    let job = validated(&sj);
+    let args = cairn_contract::housekeeping::dispose_args(&["s3://b/p/savepoints/sp-1".into()]);
+    let env = [("EXTRA", "1".to_owned())];
+    let built = children::housekeeping_job(
+        &owner(),
+        children::housekeeping::Run {
+            name: "count-dispose-0123abcd",
+            kind: children::Housekeeping::Dispose,
+            pods: &job.pods,
+            args: &args,
+            env: &env,
+        },
+    );
+    let meta = &built.metadata;
+    assert_eq!(meta.name.as_deref(), Some("count-dispose-0123abcd"));
+    assert_eq!(meta.owner_references.as_ref().unwrap()[0].name, "count");
+    let labels = meta.labels.as_ref().unwrap();
+    assert_eq!(labels[children::APP_LABEL], "cairn-housekeeping");
+    assert_eq!(labels[children::JOB_LABEL], "count");
+    let spec = built.spec.as_ref().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0), "the operator counts attempts");
+    assert!(spec.active_deadline_seconds.is_some());
+    let template_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_ne!(
+        template_labels[children::APP_LABEL],
+        children::WORKER_APP,
+        "not a worker pod"
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("cairn-worker"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("cairn/worker:test"));
+    assert_eq!(c.args.as_deref(), Some(&args[..]));
+    assert_eq!(
+        c.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "store-credentials"
+    );
+    assert!(c.env.as_ref().unwrap().iter().any(|e| e.name == "EXTRA"));
+    let csc = c.security_context.as_ref().unwrap();
+    assert_eq!(csc.read_only_root_filesystem, Some(true));
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    // The user's store volume (a shared claim for file://) is mounted as in the workers.
+    let volumes: Vec<_> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(volumes.contains(&"store"), "{volumes:?}");
+    let mounts: Vec<_> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert!(
+        mounts.contains(&("store", "/var/lib/cairn-store")),
+        "{mounts:?}"
+    );
+    assert_eq!(
+        c.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+}

@@ -290,6 +290,7 @@ fn expected_job_rules() -> Vec<(String, String, String, String)> {
         ("apps", "statefulsets", "list,watch,create,patch,delete"),
         ("policy", "poddisruptionbudgets", "create,patch,delete"),
         ("", "pods", "list,watch,delete"),
+        ("batch", "jobs", "get,create,delete"),
         ("events.k8s.io", "events", "create"),
     ]
     .iter()

@@ -10,13 +10,14 @@ use cairn_contract::control::{
     self as wire, CommittedCheckpoint, JobStatus, OperationState, PredictedRecovery,
     RecoveryObjective, SavepointInfo, StandbyStatus,
 };
+use cairn_operator::children::Housekeeping;
 use cairn_operator::control::ControlError;
 use cairn_operator::crd::{
     OperationKind, Phase, RecoveryObjectiveInfo, StandbyInfo, Step, StreamJob, StreamJobStatus,
 };
 use cairn_operator::lifecycle::{
-    classify, conditions, plan, savepoint_answered, Change, Effect, Input, Observed, Plan, Workers,
-    MAX_REQUEUE,
+    classify, conditions, plan, savepoint_answered, Change, Effect, Input, Observed, Outcome, Plan,
+    Workers, MAX_REQUEUE,
 };
 use cairn_operator::validate::ValidatedJob;
 use common::{manifest, validated};
@@ -143,7 +144,7 @@ fn observed(pods: u32, report: Option<JobStatus>) -> Observed {
     Observed {
         workers: workers(pods),
         report,
-        operation: None,
+        ..Default::default()
     }
 }
 
@@ -182,12 +183,75 @@ fn answered(state: OperationState, error: Option<&str>) -> Observed {
             error: error.map(Into::into),
             started_at_ms: 1_790_000_000_000,
         })),
+        ..Default::default()
     }
+}
+
+/// The housekeeping Job the last plan asked for: (name, kind, args, env).
+fn housekeeping_run(
+    p: &Plan,
+) -> (
+    String,
+    Housekeeping,
+    Vec<String>,
+    Vec<(&'static str, String)>,
+) {
+    p.effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::RunHousekeeping {
+                name,
+                kind,
+                args,
+                env,
+                ..
+            } => Some((name.clone(), *kind, args.clone(), env.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no housekeeping Job asked for: {:?}", p.effects))
+}
+
+/// `base` with housekeeping Job `name` in `outcome`.
+fn with_housekeeping(mut base: Observed, name: &str, outcome: Outcome) -> Observed {
+    base.housekeeping.insert(name.into(), outcome);
+    base
+}
+
+/// An upgrade or repartition of a running job starts with its restorability check: the pod
+/// runs with the new spec's settings, succeeds, and the operation goes on to its savepoint.
+fn pass_restore_check(w: &mut World) {
+    assert_eq!(w.op().1, Step::CheckingRestore);
+    let p = w.step(observed(2, None));
+    let (name, kind, args, env) = housekeeping_run(&p);
+    assert_eq!(kind, Housekeeping::CheckRestore);
+    assert_eq!(args[..2], ["store".to_owned(), "check-restore".to_owned()]);
+    assert_eq!(env[0].0, cairn_contract::housekeeping::TARGET_JOB_ENV);
+    assert_eq!(
+        w.status.operation.as_ref().unwrap().housekeeping.as_deref(),
+        Some(name.as_str())
+    );
+    let p = w.step(with_housekeeping(
+        observed(2, None),
+        &name,
+        Outcome::Running { stuck: None },
+    ));
+    assert!(p.effects.is_empty(), "{:?}", p.effects);
+    let p = w.step(with_housekeeping(
+        observed(2, None),
+        &name,
+        Outcome::Succeeded,
+    ));
+    assert_eq!(p.effects, [Effect::DeleteHousekeeping { name }]);
+    assert_eq!(w.op().1, Step::TakingSavepoint);
 }
 
 /// From Running to "savepoint taken, old workers being deleted" for the current spec change.
 fn take_savepoint(w: &mut World) {
     let p = w.step(observed(2, None));
+    if w.op().1 == Step::CheckingRestore {
+        assert!(p.effects.is_empty(), "{:?}", p.effects);
+        pass_restore_check(w);
+    }
     assert_eq!(w.op().1, Step::TakingSavepoint);
     assert!(
         p.effects.is_empty(),
@@ -332,6 +396,7 @@ fn fallback_to_last_state_is_explicit() {
     });
     w.sj.spec.image = Some("cairn/worker:2".into());
     w.step(observed(2, None));
+    pass_restore_check(&mut w);
     w.step(observed(2, None));
     w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
     let mut lost = answered(Pending, None);
@@ -477,8 +542,11 @@ fn manual_and_periodic_savepoints_keep_the_job_running_and_prune_history() {
             r.savepoint.as_mut().unwrap().url = format!("{SP}{n}");
         }
         let p = w.step(done);
+        // Nothing touches the workers (the only effect may be disposing of a pruned savepoint).
         assert!(
-            p.effects.is_empty(),
+            p.effects
+                .iter()
+                .all(|e| matches!(e, Effect::RunHousekeeping { .. })),
             "the job keeps running: {:?}",
             p.effects
         );
@@ -488,8 +556,23 @@ fn manual_and_periodic_savepoints_keep_the_job_running_and_prune_history() {
             w.step(observed(2, Some(report(&hash, 3))));
         }
     }
-    let urls: Vec<_> = w.status.savepoints.iter().map(|s| s.url.as_str()).collect();
-    assert_eq!(urls, [format!("{SP}1")], "maxCount 1 keeps the newest");
+    let kept: Vec<_> = w
+        .status
+        .savepoints
+        .iter()
+        .filter(|s| !s.disposing)
+        .map(|s| s.url.as_str())
+        .collect();
+    assert_eq!(kept, [format!("{SP}1")], "maxCount 1 keeps the newest");
+    // The pruned one stays in status, marked, while a pod disposes of its files.
+    let pruned: Vec<_> = w
+        .status
+        .savepoints
+        .iter()
+        .filter(|s| s.disposing)
+        .map(|s| s.url.as_str())
+        .collect();
+    assert_eq!(pruned, [format!("{SP}0")]);
 }
 
 #[test]
@@ -530,6 +613,7 @@ fn a_rollback_without_a_target_fails_the_job_with_a_way_out() {
         started_at: "2026-11-24T09:00:00Z".into(),
         step_started_at: "2026-11-24T09:00:00Z".into(),
         message: None,
+        housekeeping: None,
     });
     let p = w.step(observed(0, None));
     assert_eq!(p.effects, []);
@@ -710,6 +794,7 @@ fn a_far_retry_time_in_status_is_not_waited_for() {
     let mut w = World::running();
     w.sj.spec.image = Some("cairn/worker:2".into());
     w.step(observed(2, None));
+    pass_restore_check(&mut w);
     assert_eq!(w.op(), (OperationKind::Upgrade, Step::TakingSavepoint));
     w.status.operation.as_mut().unwrap().retry_after = Some("9999-01-01T00:00:00Z".into());
     let p = w.step(observed(2, None));
@@ -759,6 +844,7 @@ fn a_refused_savepoint_request_is_a_failed_attempt_in_the_same_status() {
     let mut w = World::running();
     w.sj.spec.image = Some("cairn/worker:2".into());
     w.step(observed(2, None));
+    pass_restore_check(&mut w);
     assert_eq!(w.op(), (OperationKind::Upgrade, Step::TakingSavepoint));
     let refusal = "savepoint operation savepoint-0 (stop: false) is already running";
     let p = w.step_answering(observed(2, None), Err(refusal));
@@ -955,4 +1041,391 @@ fn a_suspended_job_with_standbys_has_no_pods_and_no_standbys() {
         condition(&w.status, "StandbyReady"),
         Some(("Unknown", "Suspended"))
     );
+}
+
+fn finished_report(deployment: &str, checkpoint: u64) -> JobStatus {
+    JobStatus {
+        state: wire::RunState::Finished,
+        ..report(deployment, checkpoint)
+    }
+}
+
+/// A running job whose finite input ended: its pods report `finished`.
+fn finished() -> World {
+    let mut w = World::running();
+    let hash = running_hash(&w);
+    let p = w.step(observed(2, Some(finished_report(&hash, 9))));
+    assert_eq!(w.status.phase, Some(Phase::Finished));
+    assert!(p.notes.iter().any(|n| n.reason == "Finished"));
+    w
+}
+
+/// A finished job is not a failing one: no "checkpoints late" however old its final checkpoint
+/// (FLINK-39043's finished job loops), no periodic savepoints of a state that no longer
+/// changes, and a slow poll.
+#[test]
+fn a_finished_job_is_ready_and_quiet() {
+    let mut w = finished();
+    w.sj.spec.savepoints = Some(cairn_operator::crd::SavepointSettings {
+        interval: Some("1m".into()),
+        ..Default::default()
+    });
+    let hash = running_hash(&w);
+    // The final checkpoint's time is long past (the report's fixed commit time), and an hour
+    // goes by.
+    w.now += Duration::from_secs(3600);
+    let p = w.step(observed(2, Some(finished_report(&hash, 9))));
+    assert!(w.status.operation.is_none(), "{:?}", w.status.operation);
+    assert_eq!(w.status.phase, Some(Phase::Finished));
+    assert_eq!(p.requeue, Duration::from_secs(60));
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    assert_eq!(
+        condition(&w.status, conditions::READY),
+        Some(("True", "Finished"))
+    );
+    assert_eq!(
+        condition(&w.status, conditions::CHECKPOINTS_HEALTHY),
+        Some(("True", "Finished"))
+    );
+    assert_eq!(
+        condition(&w.status, conditions::DEGRADED),
+        Some(("False", "Healthy"))
+    );
+    // Same observation, same status: the reconcile writes nothing (no loop of status writes).
+    let before = w.status.clone();
+    w.step(observed(2, Some(finished_report(&hash, 9))));
+    assert_eq!(w.status, before);
+}
+
+#[test]
+fn a_finished_job_takes_a_manual_savepoint_and_stays_finished() {
+    let mut w = finished();
+    w.sj.spec.savepoints = Some(cairn_operator::crd::SavepointSettings {
+        trigger_nonce: Some(1),
+        ..Default::default()
+    });
+    let hash = running_hash(&w);
+    w.step(observed(2, Some(finished_report(&hash, 9))));
+    assert_eq!(w.op(), (OperationKind::Savepoint, Step::TakingSavepoint));
+    w.step_answering(
+        observed(2, Some(finished_report(&hash, 9))),
+        Ok("savepoint-1"),
+    );
+    let mut done = answered(Succeeded, None);
+    done.report = Some(finished_report(&hash, 9));
+    w.step(done);
+    assert!(w.status.operation.is_none());
+    assert_eq!(w.status.phase, Some(Phase::Finished));
+    assert_eq!(w.status.last_savepoint.as_deref(), Some(SP));
+}
+
+/// New input for a finished job is a spec change like any other: checked, savepointed from
+/// the final checkpoint, restored by the new pods, which then run.
+#[test]
+fn a_finished_job_resumes_with_new_input_through_an_upgrade() {
+    let mut w = finished();
+    w.sj.spec.job["input"]["recordsPerPartition"] = 5000.into();
+    take_savepoint(&mut w);
+    assert_eq!(w.op().0, OperationKind::Upgrade);
+    let p = w.step(observed(0, None));
+    let Effect::Apply { deployment, .. } = &p.effects[0] else {
+        panic!("{:?}", p.effects)
+    };
+    assert_eq!(deployment.savepoint.as_deref(), Some(SP));
+    let hash = running_hash(&w);
+    w.step(observed(2, Some(report(&hash, 10))));
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    assert!(w.status.operation.is_none());
+}
+
+#[test]
+fn a_finished_job_suspends_and_is_deleted_with_a_final_savepoint() {
+    let mut w = finished();
+    w.sj.spec.state = cairn_operator::crd::DesiredState::Suspended;
+    take_savepoint(&mut w);
+    assert_eq!(w.op().0, OperationKind::Suspend);
+    w.step(observed(0, None));
+    assert_eq!(w.status.phase, Some(Phase::Suspended));
+
+    let mut w = finished();
+    w.step_deleting(observed(2, None), true);
+    assert_eq!(w.op(), (OperationKind::Delete, Step::TakingSavepoint));
+    w.step_deleting(observed(2, None), true);
+    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let p = w.step_deleting(answered(Succeeded, None), true);
+    assert!(p.release_finalizer, "no stuck finalizer");
+}
+
+/// A running job with a savepoint history where `maxCount: 1` just pruned `{SP}0`.
+fn with_pruned_savepoint() -> World {
+    let mut w = World::running();
+    w.sj.spec.savepoints = Some(cairn_operator::crd::SavepointSettings {
+        max_count: Some(1),
+        ..Default::default()
+    });
+    for (n, disposing) in [(0, true), (1, false)] {
+        w.status
+            .savepoints
+            .push(cairn_operator::crd::SavepointRecord {
+                url: format!("{SP}{n}"),
+                checkpoint: n,
+                time: "2026-11-24T09:00:00Z".into(),
+                reason: "manual".into(),
+                disposing,
+            });
+    }
+    w
+}
+
+#[test]
+fn a_pruned_savepoint_leaves_status_only_after_its_files_are_disposed_of() {
+    let mut w = with_pruned_savepoint();
+    let hash = running_hash(&w);
+    let running = || observed(2, Some(report(&hash, 3)));
+    let p = w.step(running());
+    let (first, kind, args, _) = housekeeping_run(&p);
+    assert_eq!(kind, Housekeeping::Dispose);
+    assert_eq!(
+        args,
+        cairn_contract::housekeeping::dispose_args(&[format!("{SP}0")])
+    );
+    assert_eq!(
+        w.status.disposal.as_ref().unwrap().job.as_deref(),
+        Some(first.as_str())
+    );
+    // It fails: the entry stays, Degraded says why, the Job is removed, a retry waits.
+    let failed = Outcome::Failed {
+        message: "s3://bucket: access denied (exit code 1)".into(),
+    };
+    let p = w.step(with_housekeeping(running(), &first, failed));
+    assert!(p.effects.contains(&Effect::DeleteHousekeeping {
+        name: first.clone()
+    }));
+    assert!(p
+        .notes
+        .iter()
+        .any(|n| n.warning && n.reason == "SavepointDisposalFailed"));
+    assert_eq!(w.status.savepoints.len(), 2, "nothing leaves status unseen");
+    let (status, reason) = condition(&w.status, conditions::DEGRADED).unwrap();
+    assert_eq!((status, reason), ("True", "SavepointDisposalFailing"));
+    assert!(message(&w.status, conditions::DEGRADED).contains("access denied"));
+    let p = w.step(running());
+    assert!(
+        !p.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RunHousekeeping { .. })),
+        "waits for the retry time: {:?}",
+        p.effects
+    );
+    w.now += Duration::from_secs(10);
+    let p = w.step(running());
+    let (second, ..) = housekeeping_run(&p);
+    assert_ne!(second, first, "a new Job per attempt");
+    let p = w.step(with_housekeeping(running(), &second, Outcome::Succeeded));
+    assert!(p.effects.contains(&Effect::DeleteHousekeeping {
+        name: second.clone()
+    }));
+    let urls: Vec<_> = w.status.savepoints.iter().map(|s| s.url.clone()).collect();
+    assert_eq!(urls, [format!("{SP}1")]);
+    assert!(w.status.disposal.is_none());
+    assert_eq!(
+        condition(&w.status, conditions::DEGRADED),
+        Some(("False", "Healthy"))
+    );
+}
+
+/// A disposal pod that vanished before its end was seen is run again, not waited for forever.
+#[test]
+fn a_vanished_disposal_pod_is_run_again() {
+    let mut w = with_pruned_savepoint();
+    let hash = running_hash(&w);
+    let p = w.step(observed(2, Some(report(&hash, 3))));
+    let (name, ..) = housekeeping_run(&p);
+    let p = w.step(observed(2, Some(report(&hash, 3))));
+    assert_eq!(housekeeping_run(&p).0, name);
+}
+
+fn deleting_data(final_savepoint: bool) -> World {
+    let mut w = World::running();
+    w.sj.spec.deletion = Some(cairn_operator::crd::DeletionPolicy {
+        final_savepoint,
+        checkpoint_data: cairn_operator::crd::DataRetention::Delete,
+        retain_savepoints: vec!["s3://elsewhere/savepoints/sp-000000000001".into()],
+    });
+    w
+}
+
+/// Drives a deletion from "workers stopping" through the purge; returns the purge's plan.
+fn purge(w: &mut World) -> (String, Vec<String>) {
+    assert_eq!(w.op(), (OperationKind::Delete, Step::StoppingWorkers));
+    let p = w.step_deleting(observed(2, None), true);
+    assert_eq!(p.effects, [Effect::DeleteWorkers]);
+    assert!(!p.release_finalizer, "the store is not purged yet");
+    // The purge starts only once no pod is left that could still write to the store.
+    w.step_deleting(observed(0, None), true);
+    assert_eq!(w.op().1, Step::PurgingStore);
+    let p = w.step_deleting(observed(0, None), true);
+    let (name, kind, args, _) = housekeeping_run(&p);
+    assert_eq!(kind, Housekeeping::Purge);
+    assert!(!p.release_finalizer);
+    (name, args)
+}
+
+#[test]
+fn deletion_with_checkpoint_data_delete_purges_the_store_but_keeps_the_final_savepoint() {
+    let mut w = deleting_data(true);
+    w.step_deleting(observed(2, None), true);
+    assert_eq!(w.op(), (OperationKind::Delete, Step::TakingSavepoint));
+    w.step_deleting(observed(2, None), true);
+    w.status.operation.as_mut().unwrap().control_operation = Some("savepoint-1".into());
+    let p = w.step_deleting(answered(Succeeded, None), true);
+    assert!(!p.release_finalizer, "the data is still to be deleted");
+    let (name, args) = purge(&mut w);
+    assert_eq!(
+        args,
+        cairn_contract::housekeeping::purge_args(
+            "file:///var/lib/cairn-store/count",
+            &[
+                SP.to_owned(),
+                "s3://elsewhere/savepoints/sp-000000000001".to_owned()
+            ]
+        ),
+        "the final savepoint and retainSavepoints are kept"
+    );
+    let p = w.step_deleting(
+        with_housekeeping(observed(0, None), &name, Outcome::Succeeded),
+        true,
+    );
+    assert!(p.release_finalizer);
+    assert!(p.notes.iter().any(|n| n.reason == "StoreDataDeleted"));
+}
+
+/// A store that cannot be purged never holds the StreamJob forever: after five failed attempts
+/// it goes, with a Warning that names the store.
+#[test]
+fn a_purge_that_keeps_failing_lets_the_streamjob_go_and_says_what_is_left() {
+    let mut w = deleting_data(false);
+    w.step_deleting(observed(2, None), true);
+    let (mut name, _) = purge(&mut w);
+    for attempt in 1..=5 {
+        let failed = Outcome::Failed {
+            message: "bucket unreachable (exit code 1)".into(),
+        };
+        let p = w.step_deleting(with_housekeeping(observed(0, None), &name, failed), true);
+        if attempt == 5 {
+            assert!(p.release_finalizer);
+            let kept = p
+                .notes
+                .iter()
+                .find(|n| n.reason == "StoreDataKept")
+                .unwrap();
+            assert!(kept.warning && kept.message.contains("file:///var/lib/cairn-store/count"));
+            return;
+        }
+        assert!(!p.release_finalizer);
+        assert_eq!(
+            condition(&w.status, conditions::DEGRADED).map(|c| c.1),
+            Some("StorePurgeFailing")
+        );
+        w.now += Duration::from_secs(300);
+        let p = w.step_deleting(observed(0, None), true);
+        name = housekeeping_run(&p).0;
+    }
+}
+
+/// The restorability check fails (here: its pod cannot pull the new image): the upgrade is
+/// refused before anything is stopped, the job keeps running its deployed spec, and the spec
+/// is not tried again until it changes.
+#[test]
+fn an_upgrade_that_cannot_restore_is_refused_before_the_job_is_touched() {
+    let mut w = World::running();
+    let deployed = w.status.deployed.clone();
+    let hash = running_hash(&w);
+    let running = || observed(2, Some(report(&hash, 3)));
+    w.sj.spec.image = Some("cairn/worker:typo".into());
+    w.step(running());
+    assert_eq!(w.op(), (OperationKind::Upgrade, Step::CheckingRestore));
+    let mut all_effects = Vec::new();
+    for attempt in 1..=3 {
+        let p = w.step(running());
+        let (name, _, args, _) = housekeeping_run(&p);
+        assert!(args.contains(&"savepoint".to_owned()), "{args:?}");
+        let stuck = Outcome::Running {
+            stuck: Some("its pod cannot start: ImagePullBackOff: cairn/worker:typo".into()),
+        };
+        let p = w.step(with_housekeeping(running(), &name, stuck));
+        all_effects.extend(p.effects.clone());
+        if attempt < 3 {
+            assert_eq!(w.op().1, Step::CheckingRestore);
+            assert_eq!(
+                condition(&w.status, conditions::DEGRADED).map(|c| c.1),
+                Some("RestoreCheckFailing")
+            );
+            w.now += Duration::from_secs(60);
+        }
+    }
+    assert!(
+        !all_effects
+            .iter()
+            .any(|e| matches!(e, Effect::DeleteWorkers | Effect::RequestSavepoint { .. })),
+        "the running job was never touched: {all_effects:?}"
+    );
+    assert!(w.status.operation.is_none());
+    assert_eq!(w.status.phase, Some(Phase::Running));
+    assert_eq!(w.status.deployed, deployed);
+    assert_eq!(
+        condition(&w.status, conditions::DEGRADED).map(|c| c.1),
+        Some("NotRestorable")
+    );
+    assert!(message(&w.status, conditions::DEGRADED).contains("ImagePullBackOff"));
+    // Not retried while the spec stays the same.
+    w.step(running());
+    assert!(w.status.operation.is_none());
+    // A fixed spec is checked again.
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(running());
+    assert_eq!(w.op(), (OperationKind::Upgrade, Step::CheckingRestore));
+}
+
+/// The check runs the new spec's document in the pod's environment, against the store the
+/// current state is in, in the mode the upgrade would restore it.
+#[test]
+fn the_restore_check_is_given_the_new_document_and_the_current_store() {
+    let mut w = World::running();
+    w.sj.spec.upgrade_mode = cairn_operator::crd::UpgradeMode::LastState;
+    w.sj.spec.job["task"]["name"] = "sum".into();
+    w.step(observed(2, None));
+    let p = w.step(observed(2, None));
+    let (_, _, args, env) = housekeeping_run(&p);
+    assert_eq!(
+        args,
+        cairn_contract::housekeeping::check_restore_args(
+            "file:///var/lib/cairn-store/count",
+            cairn_contract::housekeeping::RestoreMode::LastState
+        )
+    );
+    let target = cairn_contract::JobSpec::from_yaml_str(&env[0].1).unwrap();
+    assert_eq!(target.task.name, "sum");
+    let Effect::RunHousekeeping { pods, .. } = &p.effects[0] else {
+        panic!()
+    };
+    assert_eq!(
+        pods.job.task.name, "sum",
+        "run with the new spec's settings"
+    );
+}
+
+/// A rescale (only P changes) and a stateless upgrade restore nothing that could not fit: no
+/// check.
+#[test]
+fn rescales_and_stateless_upgrades_are_not_checked() {
+    let mut w = World::running();
+    w.sj.spec.job["parallelism"] = 3.into();
+    w.step(observed(2, None));
+    assert_eq!(w.op(), (OperationKind::Rescale, Step::TakingSavepoint));
+    let mut w = World::running();
+    w.sj.spec.upgrade_mode = cairn_operator::crd::UpgradeMode::Stateless;
+    w.sj.spec.image = Some("cairn/worker:2".into());
+    w.step(observed(2, None));
+    assert_eq!(w.op().1, Step::StoppingWorkers);
 }

@@ -55,10 +55,17 @@ exactly the same access.
   verbs: ["create", "patch", "delete"]
 # Worker pods: listed and watched for phase and restart counts (status shows repeated
 # failures); delete removes a pod stuck on an old revision during an upgrade (a StatefulSet
-# never replaces it).
+# never replaces it). A housekeeping Job's pod is listed for its termination message.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "delete"]
+# Housekeeping pods: one-off Jobs that run `cairn-worker store` with a job's own image,
+# credentials and volumes, to dispose of pruned savepoints, purge a deleted job's store
+# (deletion.checkpointData: delete) and check an upgrade's restorability before the running job
+# is stopped; read back for their outcome and deleted once it is seen.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create", "delete"]
 # Events on StreamJobs for every transition (events.k8s.io/v1; core-API readers see them too).
 # One event per transition, never a series, so no patch.
 - apiGroups: ["events.k8s.io"]

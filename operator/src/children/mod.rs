@@ -17,6 +17,7 @@
 
 mod affinity;
 mod config_map;
+pub mod housekeeping;
 mod labels;
 mod pdb;
 mod secret;
@@ -32,6 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 pub use affinity::{affinity, HOSTNAME_TOPOLOGY};
 pub use cairn_contract::pod::{CONTROL_PORT, COORDINATOR_PORT, JOB_FILE, JOB_KEY, METRICS_PORT};
 pub use config_map::config_map;
+pub use housekeeping::{housekeeping_job, Housekeeping};
 pub use labels::{
     child_labels, job_pods, job_pods_string, selector, selector_string, standby_labels,
     standby_selector, APP_LABEL, JOB_LABEL, MANAGED_BY, POD_INDEX_LABEL, STANDBY_APP, WORKER_APP,

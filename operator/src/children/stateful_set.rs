@@ -134,19 +134,53 @@ fn pod_spec(job: &PodDocument, hash: &str, owner: &Owner) -> PodSpec {
         tolerations: (!job.pod.tolerations.is_empty()).then(|| job.pod.tolerations.clone()),
         affinity: affinity::affinity(job, owner),
         priority_class_name: job.pod.priority_class_name.clone(),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(WORKER_UID),
-            run_as_group: Some(WORKER_UID),
-            fs_group: Some(WORKER_UID),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
+        security_context: Some(pod_security()),
+        ..Default::default()
+    }
+}
+
+/// The pod security of every pod the operator runs for a job: the worker image's unprivileged
+/// user, RuntimeDefault seccomp.
+pub(super) fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(WORKER_UID),
+        run_as_group: Some(WORKER_UID),
+        fs_group: Some(WORKER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// The container security of every container the operator runs for a job: no privilege
+/// escalation, read-only root filesystem, no capabilities.
+pub(super) fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The container's `envFrom` of the job's credentials Secret, if it names one.
+pub(super) fn credentials_env(job: &PodDocument) -> Option<Vec<EnvFromSource>> {
+    job.credentials_secret.as_ref().map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    })
 }
 
 fn worker_container(job: &PodDocument, hash: &str, owner: &Owner) -> Container {
@@ -214,15 +248,7 @@ fn worker_container(job: &PodDocument, hash: &str, owner: &Owner) -> Container {
         image_pull_policy: job.pull_policy.map(|p| p.as_str().into()),
         args: Some(pod::worker_args()),
         env: Some(env),
-        env_from: job.credentials_secret.as_ref().map(|name| {
-            vec![EnvFromSource {
-                secret_ref: Some(SecretEnvSource {
-                    name: name.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }]
-        }),
+        env_from: credentials_env(job),
         ports: Some(vec![
             port("coordinator", COORDINATOR_PORT),
             port("control", CONTROL_PORT),
@@ -232,21 +258,12 @@ fn worker_container(job: &PodDocument, hash: &str, owner: &Owner) -> Container {
         resources: job.resources.clone(),
         readiness_probe: Some(http_probe(HEALTHZ_PATH, 5, 3)),
         liveness_probe: Some(http_probe(HEALTHZ_PATH, 10, 6)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(container_security()),
         ..Default::default()
     }
 }
 
-fn literal_env(name: &str, value: &str) -> EnvVar {
+pub(super) fn literal_env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),

@@ -301,10 +301,16 @@ pub struct DeletionPolicy {
     /// Take a savepoint before the pods go (its URL is reported in an event). Adds a finalizer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub final_savepoint: bool,
-    /// Checkpoint data in the store: `retain` (default). Savepoints are never deleted on
-    /// deletion.
+    /// The job's data in its checkpoint store: `retain` (default) keeps checkpoints and
+    /// savepoints; `delete` removes them once the workers are gone (a finalizer holds the
+    /// StreamJob until then), except the final savepoint, `restoreFrom.savepoint` and
+    /// `retainSavepoints`.
     #[serde(default)]
     pub checkpoint_data: DataRetention,
+    /// Savepoints `checkpointData: delete` keeps (URLs as in `status.savepoints`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub retain_savepoints: Vec<String>,
 }
 
 /// What happens to stored checkpoints when a StreamJob is deleted.
@@ -314,4 +320,7 @@ pub enum DataRetention {
     /// Keep them (restore a new job from them with `restoreFrom` or `cairn-worker savepoint`).
     #[default]
     Retain,
+    /// Delete them (checkpoints, SST files, stateless epochs, savepoints) with a one-off pod
+    /// running `cairn-worker store purge` with the job's own image, credentials and volumes.
+    Delete,
 }

@@ -62,6 +62,14 @@ pub struct StreamJobStatus {
     /// when the deployed job has none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub standbys: Vec<StandbyInfo>,
+    /// The one-off pod disposing of pruned savepoints (`disposing` in `savepoints`), or the
+    /// retry after its last failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disposal: Option<Disposal>,
+    /// Why the desired spec (`failedHash`) was refused before the running job was touched: the
+    /// restorability check found that it cannot restore the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_restorable: Option<String>,
     /// URL of the newest savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_savepoint: Option<String>,
@@ -105,6 +113,10 @@ pub enum Phase {
     Suspending,
     /// No pods; state kept in a savepoint or the latest checkpoint.
     Suspended,
+    /// The finite input ended and the final checkpoint committed: the pods hold the state and
+    /// answer savepoint requests; a spec change resumes it (with new input), suspend and delete
+    /// work as for a running job.
+    Finished,
     /// The spec is invalid, or a rollback failed too: waits for a spec change.
     Failed,
     /// Being deleted.
@@ -121,19 +133,21 @@ impl Phase {
             Phase::RollingBack => "RollingBack",
             Phase::Suspending => "Suspending",
             Phase::Suspended => "Suspended",
+            Phase::Finished => "Finished",
             Phase::Failed => "Failed",
             Phase::Deleting => "Deleting",
         }
     }
 
     /// Every phase, for the jobs-by-phase gauge.
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Deploying,
         Phase::Running,
         Phase::Upgrading,
         Phase::RollingBack,
         Phase::Suspending,
         Phase::Suspended,
+        Phase::Finished,
         Phase::Failed,
         Phase::Deleting,
     ];
@@ -242,6 +256,30 @@ pub struct Operation {
     /// Human-readable progress or the reason of the last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The one-off pod's Kubernetes Job of a `CheckingRestore` or `PurgingStore` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub housekeeping: Option<String>,
+}
+
+/// The disposal of pruned savepoints: one one-off pod (a Kubernetes Job running
+/// `cairn-worker store dispose`) at a time.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Disposal {
+    /// The savepoints this pod disposes of.
+    pub savepoints: Vec<String>,
+    /// Its Kubernetes Job; absent while waiting for `retryAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Do not retry before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Kinds of operation.
@@ -293,6 +331,11 @@ pub enum Step {
     StoppingWorkers,
     /// New workers created; waiting for their first committed checkpoint.
     AwaitingCheckpoint,
+    /// Before an upgrade or repartition touches the running job: a one-off pod with the new
+    /// spec's settings checks that it can restore the current state.
+    CheckingRestore,
+    /// Deletion with `checkpointData: delete`: a one-off pod purges the job's store.
+    PurgingStore,
 }
 
 impl Step {
@@ -302,6 +345,8 @@ impl Step {
             Step::TakingSavepoint => "TakingSavepoint",
             Step::StoppingWorkers => "StoppingWorkers",
             Step::AwaitingCheckpoint => "AwaitingCheckpoint",
+            Step::CheckingRestore => "CheckingRestore",
+            Step::PurgingStore => "PurgingStore",
         }
     }
 }
@@ -365,4 +410,8 @@ pub struct SavepointRecord {
     pub time: String,
     /// `upgrade`, `rescale`, `repartition`, `suspend`, `manual`, `periodic`, `deletion`.
     pub reason: String,
+    /// Pruned from the history (`maxCount`, `maxAge`): being disposed of in the store; the
+    /// entry leaves status once its files are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disposing: bool,
 }

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::{elapsed, standby, Observed};
-use crate::crd::{Phase, StreamJobStatus};
+use crate::crd::{Phase, Step, StreamJobStatus};
 
 /// Conditions the operator maintains.
 pub const READY: &str = "Ready";
@@ -114,6 +114,8 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
     let checkpoints: Row = match (phase, job_answers, checkpoint_age) {
         (Some(Phase::Suspended), _, _) => (CHECKPOINTS_HEALTHY, None, "Suspended", "no pods run".into()),
         (_, false, _) => (CHECKPOINTS_HEALTHY, None, "JobUnreachable", "the job's control API does not answer".into()),
+        // Nothing is expected to commit after the final checkpoint.
+        (Some(Phase::Finished), true, _) => (CHECKPOINTS_HEALTHY, Some(true), "Finished", "the input ended and the final checkpoint committed".into()),
         (_, true, Some(age)) if age <= limit => (
             CHECKPOINTS_HEALTHY,
             Some(true),
@@ -143,6 +145,12 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
             "the job runs and checkpoints commit".into(),
         ),
         (Some(Phase::Running), _) => (READY, Some(false), "CheckpointsLate", checkpoints.3.clone()),
+        (Some(Phase::Finished), _) => (
+            READY,
+            Some(true),
+            "Finished",
+            "the input ended and the final checkpoint committed; the pods hold the state".into(),
+        ),
         (Some(p), _) => (
             READY,
             Some(false),
@@ -184,17 +192,31 @@ fn compute(status: &StreamJobStatus, facts: &Facts) -> Vec<Row> {
             "Failed",
             status.last_error.clone().unwrap_or_default(),
         )
+    } else if let (true, Some(why)) = (facts.desired_failed_before, &status.not_restorable) {
+        (DEGRADED, Some(true), "NotRestorable", why.clone())
     } else if facts.desired_failed_before {
         (DEGRADED, Some(true), "RolledBack", "the current spec failed to deploy and the job was rolled back to the last good spec; change the spec to try again".into())
     } else if let Some(op) = status.operation.as_ref().filter(|o| o.attempts > 0) {
+        let reason = match op.step {
+            Step::CheckingRestore => "RestoreCheckFailing",
+            Step::PurgingStore => "StorePurgeFailing",
+            _ => "SavepointFailing",
+        };
         (
             DEGRADED,
             Some(true),
-            "SavepointFailing",
+            reason,
             op.message.clone().unwrap_or_default(),
         )
     } else if let Some(failing) = &facts.observed.workers.failing {
         (DEGRADED, Some(true), "WorkersFailing", failing.clone())
+    } else if let Some(d) = status.disposal.as_ref().filter(|d| d.attempts > 0) {
+        (
+            DEGRADED,
+            Some(true),
+            "SavepointDisposalFailing",
+            d.message.clone().unwrap_or_default(),
+        )
     } else {
         (
             DEGRADED,
@@ -327,7 +349,7 @@ mod tests {
                 ..Default::default()
             },
             report: Some(Default::default()),
-            operation: None,
+            ..Default::default()
         }
     }
 

@@ -11,9 +11,10 @@ mod classify;
 pub mod conditions;
 mod plan;
 pub mod standby;
+mod store_work;
 
 pub use classify::{classify, Change};
 pub use plan::{
-    backoff, elapsed, plan, refused, savepoint_answered, Effect, Input, Note, Observed, Plan,
-    Workers, MAX_REQUEUE,
+    backoff, elapsed, plan, refused, savepoint_answered, Effect, Input, Note, Observed, Outcome,
+    Plan, Workers, MAX_REQUEUE,
 };

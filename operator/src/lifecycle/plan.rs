@@ -1,12 +1,14 @@
 //! One step of the lifecycle: [`plan`] maps (desired spec, status, observation, now) to the next
 //! status, the effects and the events.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use super::classify::{classify, Change};
 use super::{conditions, standby};
+use crate::children::Housekeeping;
 use crate::control::ControlError;
 use crate::crd::{
     CheckpointInfo, Deployment, DesiredState, Operation, OperationKind, Phase,
@@ -22,6 +24,8 @@ use cairn_contract::JobSpec;
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
 /// Poll interval of a running job (status refresh).
 const STEADY_REQUEUE: Duration = Duration::from_secs(10);
+/// Poll interval of a finished job: its state no longer changes, only its pods might.
+const FINISHED_REQUEUE: Duration = Duration::from_secs(60);
 /// First savepoint retry delay; doubles per failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest savepoint retry delay.
@@ -63,6 +67,26 @@ pub struct Observed {
     pub report: Option<JobStatus>,
     /// The answer to polling `status.operation.controlOperation`, when there is one.
     pub operation: Option<Result<wire::Operation, ControlError>>,
+    /// The housekeeping Jobs named in status (`disposal.job`, `operation.housekeeping`) that
+    /// exist, by name; one missing here does not exist.
+    pub housekeeping: BTreeMap<String, Outcome>,
+}
+
+/// How a housekeeping pod ([`crate::children::housekeeping_job`]) is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not finished. `stuck`: why its pod cannot start (`ImagePullBackOff: …`), if it cannot.
+    Running {
+        /// Why the pod cannot start.
+        stuck: Option<String>,
+    },
+    /// The command succeeded.
+    Succeeded,
+    /// The command failed: its one-line reason (the pod's termination message), or the Job's.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// The inputs of one step.
@@ -102,6 +126,24 @@ pub enum Effect {
     RequestSavepoint {
         /// Stop the job after it.
         stop: bool,
+    },
+    /// Create a housekeeping Job (an existing one of that name is left as it is).
+    RunHousekeeping {
+        /// The Job's name.
+        name: String,
+        /// What it does.
+        kind: Housekeeping,
+        /// Whose settings its pod runs with (image, credentials, volumes).
+        pods: Box<PodDocument>,
+        /// The `cairn-worker` arguments ([`cairn_contract::housekeeping`]).
+        args: Vec<String>,
+        /// Extra environment.
+        env: Vec<(&'static str, String)>,
+    },
+    /// Delete a housekeeping Job and its pod.
+    DeleteHousekeeping {
+        /// The Job's name.
+        name: String,
     },
 }
 
@@ -144,6 +186,9 @@ pub fn plan(input: &Input) -> Plan {
         }
         _ if input.deleting => step.start_deletion(),
         _ => step.idle(),
+    }
+    if !input.deleting {
+        step.dispose_pruned();
     }
     step.into_plan()
 }
@@ -206,14 +251,16 @@ pub fn refused(
     next
 }
 
-struct Stepper<'a> {
-    input: &'a Input<'a>,
-    status: StreamJobStatus,
-    effects: Vec<Effect>,
-    notes: Vec<Note>,
-    requeue: Duration,
-    finished: Option<(OperationKind, f64)>,
-    release_finalizer: bool,
+/// One step in the making: [`plan`]'s state, shared with the store work of
+/// [`super::store_work`].
+pub(super) struct Stepper<'a> {
+    pub(super) input: &'a Input<'a>,
+    pub(super) status: StreamJobStatus,
+    pub(super) effects: Vec<Effect>,
+    pub(super) notes: Vec<Note>,
+    pub(super) requeue: Duration,
+    pub(super) finished: Option<(OperationKind, f64)>,
+    pub(super) release_finalizer: bool,
 }
 
 impl<'a> Stepper<'a> {
@@ -257,18 +304,18 @@ impl<'a> Stepper<'a> {
         }
     }
 
-    fn now(&self) -> String {
+    pub(super) fn now(&self) -> String {
         self.input.now.to_string()
     }
 
     /// The job the deployed pods run (the desired one before anything is deployed).
-    fn deployed_job(&self) -> &'a JobSpec {
+    pub(super) fn deployed_job(&self) -> &'a JobSpec {
         self.input
             .deployed
             .map_or(&self.input.desired.pods.job, |d| &d.job)
     }
 
-    fn note(&mut self, warning: bool, reason: &'static str, message: String) {
+    pub(super) fn note(&mut self, warning: bool, reason: &'static str, message: String) {
         self.notes.push(Note {
             warning,
             reason,
@@ -334,14 +381,14 @@ impl<'a> Stepper<'a> {
     }
 
     /// True when the pods of `deployment` run and have committed a checkpoint.
-    fn committed(&self, deployment: &Deployment) -> bool {
+    pub(super) fn committed(&self, deployment: &Deployment) -> bool {
         self.input.observed.report.as_ref().is_some_and(|r| {
             r.deployment.as_deref() == Some(deployment.hash.as_str()) && r.last_checkpoint.is_some()
         })
     }
 
     /// A deployment of the desired spec.
-    fn new_deployment(&self, savepoint: Option<String>, state_epoch: u32) -> Deployment {
+    pub(super) fn new_deployment(&self, savepoint: Option<String>, state_epoch: u32) -> Deployment {
         let desired = self.input.desired;
         Deployment::new(
             &desired.pods,
@@ -368,6 +415,7 @@ impl<'a> Stepper<'a> {
             step_started_at: now,
             message: None,
             trigger: None,
+            housekeeping: None,
         });
         self.requeue = Duration::ZERO;
     }
@@ -420,8 +468,16 @@ impl<'a> Stepper<'a> {
                 ),
             );
             self.status.phase = Some(Phase::Upgrading);
-            let first = self.first_step_of_stop(kind);
+            let first = if self.checks_restore(kind) {
+                Step::CheckingRestore
+            } else {
+                self.first_step_of_stop(kind)
+            };
             return self.start_operation(kind, first, None);
+        }
+        if self.status.failed_hash.as_deref() != Some(&desired.hash) {
+            // The refused spec was changed: its refusal no longer applies.
+            self.status.not_restorable = None;
         }
         if desired.restart_nonce.is_some()
             && desired.restart_nonce != self.status.handled_restart_nonce
@@ -434,39 +490,60 @@ impl<'a> Stepper<'a> {
         // The spec matches what runs: keep the children in shape and follow the job.
         if self.committed(&deployed) {
             self.keep_children(&deployed, true);
-            if self.status.phase != Some(Phase::Running) {
-                self.note(
-                    false,
-                    "Running",
-                    "the job committed its first checkpoint".into(),
-                );
+            let phase = self.settled_phase();
+            if self.status.phase != Some(phase) {
+                let (reason, message) = match phase {
+                    Phase::Finished => ("Finished", format!("the input ended and the final checkpoint {} committed; the pods hold the state: take a savepoint, change the spec to resume with new input, suspend or delete", self.status.last_checkpoint.as_ref().map_or(0, |c| c.id))),
+                    _ => ("Running", "the job committed its first checkpoint".into()),
+                };
+                self.note(false, reason, message);
             }
-            self.status.phase = Some(Phase::Running);
+            self.status.phase = Some(phase);
             if self.status.last_good.as_ref().map(|g| &g.hash) != Some(&deployed.hash) {
                 self.status.last_good = Some(deployed.clone());
             }
         } else if self.status.phase.is_none() {
             self.status.phase = Some(Phase::Deploying);
         }
-        if self.status.phase == Some(Phase::Running) {
-            self.maybe_savepoint();
+        match self.status.phase {
+            Some(Phase::Running) => self.maybe_savepoint(true),
+            // Its state no longer changes: manual savepoints only, and no need to look often.
+            Some(Phase::Finished) => {
+                self.requeue = FINISHED_REQUEUE;
+                self.maybe_savepoint(false);
+            }
+            _ => {}
         }
     }
 
-    /// Deletion with `deletion.finalSavepoint`: stop with a savepoint, report it, let go.
+    /// Deletion with `deletion.finalSavepoint` (stop with a savepoint, report it) and/or
+    /// `checkpointData: delete` (stop the workers, purge the store), then let go.
     fn start_deletion(&mut self) {
         self.status.phase = Some(Phase::Deleting);
-        if self.input.observed.workers.pods == 0 {
-            self.note(true, "NoFinalSavepoint", "deleted while no worker pod ran: no final savepoint was taken; the latest committed checkpoint stays in the store".into());
-            self.release_finalizer = true;
-            return;
+        let desired = self.input.desired;
+        let pods = self.input.observed.workers.pods > 0;
+        // The finalizer is there for a final savepoint unless it is there for the data alone.
+        let final_savepoint = desired.final_savepoint || !desired.delete_data;
+        if final_savepoint && pods {
+            self.note(
+                false,
+                "Deleting",
+                "taking a final savepoint before deletion".into(),
+            );
+            return self.start_operation(OperationKind::Delete, Step::TakingSavepoint, None);
         }
-        self.note(
-            false,
-            "Deleting",
-            "taking a final savepoint before deletion".into(),
-        );
-        self.start_operation(OperationKind::Delete, Step::TakingSavepoint, None);
+        if final_savepoint {
+            self.note(true, "NoFinalSavepoint", "deleted while no worker pod ran: no final savepoint was taken; the latest committed checkpoint stays in the store unless checkpointData is delete".into());
+        }
+        if desired.delete_data {
+            self.note(
+                false,
+                "Deleting",
+                "stopping the workers, then deleting the job's data in its store (checkpointData: delete)".into(),
+            );
+            return self.start_operation(OperationKind::Delete, Step::StoppingWorkers, None);
+        }
+        self.release_finalizer = true;
     }
 
     /// The first deployment of this StreamJob.
@@ -511,7 +588,7 @@ impl<'a> Stepper<'a> {
 
     /// The mode an operation of `kind` runs in: repartitioning needs a savepoint (only
     /// savepoints are re-split), so `last-state` takes one for it.
-    fn mode_for(&self, kind: OperationKind) -> UpgradeMode {
+    pub(super) fn mode_for(&self, kind: OperationKind) -> UpgradeMode {
         let mode = self.input.desired.upgrade_mode;
         if kind == OperationKind::Repartition && mode == UpgradeMode::LastState {
             UpgradeMode::Savepoint
@@ -520,7 +597,7 @@ impl<'a> Stepper<'a> {
         }
     }
 
-    fn first_step_of_stop(&self, kind: OperationKind) -> Step {
+    pub(super) fn first_step_of_stop(&self, kind: OperationKind) -> Step {
         if self.mode_for(kind) == UpgradeMode::Savepoint && self.input.observed.workers.pods > 0 {
             Step::TakingSavepoint
         } else {
@@ -528,27 +605,29 @@ impl<'a> Stepper<'a> {
         }
     }
 
-    /// Manual (`triggerNonce`) and periodic savepoints of a running job.
-    fn maybe_savepoint(&mut self) {
+    /// Manual (`triggerNonce`) and, when `periodic` allows, periodic savepoints of a running
+    /// job (a finished one's state does not change: one copy is enough).
+    fn maybe_savepoint(&mut self, periodic: bool) {
         let policy = &self.input.desired.savepoints;
         let manual = policy.trigger_nonce.is_some()
             && policy.trigger_nonce != self.status.handled_trigger_nonce;
-        let periodic = policy.interval.is_some_and(|interval| {
-            let since = self
-                .status
-                .savepoints
-                .iter()
-                .map(|s| s.time.as_str())
-                .chain(
-                    self.status
-                        .deployed
-                        .as_ref()
-                        .and_then(|d| d.deployed_at.as_deref()),
-                )
-                .filter_map(|t| t.parse::<Timestamp>().ok())
-                .max();
-            since.is_none_or(|t| elapsed(t, self.input.now) >= interval)
-        });
+        let periodic = periodic
+            && policy.interval.is_some_and(|interval| {
+                let since = self
+                    .status
+                    .savepoints
+                    .iter()
+                    .map(|s| s.time.as_str())
+                    .chain(
+                        self.status
+                            .deployed
+                            .as_ref()
+                            .and_then(|d| d.deployed_at.as_deref()),
+                    )
+                    .filter_map(|t| t.parse::<Timestamp>().ok())
+                    .max();
+                since.is_none_or(|t| elapsed(t, self.input.now) >= interval)
+            });
         if manual || periodic {
             if manual {
                 self.status.handled_trigger_nonce = policy.trigger_nonce;
@@ -559,7 +638,9 @@ impl<'a> Stepper<'a> {
                 op.message = Some(format!("{reason} savepoint"));
                 op.trigger = Some(reason.into());
             }
-        } else if let Some(interval) = policy.interval {
+        } else if let (Some(interval), true) =
+            (policy.interval, self.status.phase == Some(Phase::Running))
+        {
             self.requeue = self.requeue.min(interval);
         }
     }
@@ -570,6 +651,8 @@ impl<'a> Stepper<'a> {
             Step::TakingSavepoint => self.taking_savepoint(op),
             Step::StoppingWorkers => self.stopping_workers(op),
             Step::AwaitingCheckpoint => self.awaiting_checkpoint(op),
+            Step::CheckingRestore => self.checking_restore(op),
+            Step::PurgingStore => self.purging_store(op),
         }
     }
 
@@ -618,10 +701,10 @@ impl<'a> Stepper<'a> {
                 );
                 if op.kind == OperationKind::Savepoint {
                     self.finish();
-                    self.status.phase = Some(Phase::Running);
+                    self.status.phase = Some(self.settled_phase());
                     return;
                 }
-                if op.kind == OperationKind::Delete {
+                if op.kind == OperationKind::Delete && !self.input.desired.delete_data {
                     self.release_finalizer = true;
                     return self.finish();
                 }
@@ -650,6 +733,10 @@ impl<'a> Stepper<'a> {
         op.control_operation = None;
         if op.kind == OperationKind::Delete {
             // Deletion never gets stuck on a job that cannot take a savepoint.
+            if self.input.desired.delete_data {
+                self.note(true, "FinalSavepointFailed", format!("final savepoint failed ({reason}); deleting without it, and the job's data with it (checkpointData: delete)"));
+                return self.set_step(op, Step::StoppingWorkers);
+            }
             self.note(true, "FinalSavepointFailed", format!("final savepoint failed ({reason}); deleting without it: the latest committed checkpoint stays in the store"));
             self.release_finalizer = true;
             return self.finish();
@@ -699,6 +786,9 @@ impl<'a> Stepper<'a> {
         };
         let mode = self.mode_for(op.kind);
         match op.kind {
+            OperationKind::Delete if self.input.desired.delete_data => {
+                self.set_step(op, Step::PurgingStore)
+            }
             OperationKind::Delete => {
                 self.release_finalizer = true;
                 self.finish();
@@ -788,13 +878,14 @@ impl<'a> Stepper<'a> {
                 .parse::<Timestamp>()
                 .map(|t| elapsed(t, self.input.now).as_secs_f64())
                 .unwrap_or_default();
-            self.status.phase = Some(Phase::Running);
+            self.status.phase = Some(self.settled_phase());
             self.status.last_good = Some(deployed.clone());
             self.status.last_error = None;
             if op.kind == OperationKind::Rollback {
                 self.note(true, "RolledBack", format!("rolled back to the last good spec in {seconds:.0}s; the failed spec is not retried until spec changes"));
             } else {
                 self.status.failed_hash = None;
+                self.status.not_restorable = None;
                 self.note(
                     false,
                     "OperationSucceeded",
@@ -866,7 +957,7 @@ impl<'a> Stepper<'a> {
         self.effects.push(Effect::DeleteWorkers);
     }
 
-    fn set_step(&mut self, mut op: Operation, step: Step) {
+    pub(super) fn set_step(&mut self, mut op: Operation, step: Step) {
         op.step = step;
         op.step_started_at = self.now();
         op.retry_after = None;
@@ -874,7 +965,7 @@ impl<'a> Stepper<'a> {
         self.requeue = Duration::ZERO;
     }
 
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         self.status.operation = None;
     }
 
@@ -884,6 +975,7 @@ impl<'a> Stepper<'a> {
             checkpoint,
             time: self.now(),
             reason: reason.into(),
+            disposing: false,
         });
         self.status.last_savepoint = Some(url.into());
         // Prune the history; never forget a savepoint a deployment restores from.
@@ -905,21 +997,26 @@ impl<'a> Stepper<'a> {
                     .is_ok_and(|t| elapsed(t, now) > age)
             })
         };
-        let mut excess = self
+        let kept = self
             .status
             .savepoints
-            .len()
-            .saturating_sub(policy.max_count as usize);
-        self.status.savepoints.retain(|s| {
+            .iter()
+            .filter(|s| !s.disposing)
+            .count();
+        let mut excess = kept.saturating_sub(policy.max_count as usize);
+        // Pruned entries are marked, not dropped: they leave status once their files are
+        // disposed of (`dispose_pruned`), so a failing disposal never leaks them unseen.
+        for s in self.status.savepoints.iter_mut().filter(|s| !s.disposing) {
             if keep.contains(&s.url) {
-                return true;
+                continue;
             }
             if excess > 0 {
                 excess -= 1;
-                return false;
+                s.disposing = true;
+            } else if too_old(s) {
+                s.disposing = true;
             }
-            !too_old(s)
-        });
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! standbys' set the deployment does not want (`standby` turned off) is deleted.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -70,6 +71,32 @@ pub async fn children(
         None => {}
     }
     Ok(())
+}
+
+/// Creates the housekeeping Job of `run`; one that exists already (an earlier reconcile created
+/// it) is left as it is.
+pub async fn run_housekeeping(
+    owner: &Owner,
+    run: children::housekeeping::Run<'_>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let job = children::housekeeping_job(owner, run);
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    match api.create(&PostParams::default(), &job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(format!("creating Job {}", run.name))(e)),
+    }
+}
+
+/// Deletes housekeeping Job `name` and its pod (background propagation).
+pub async fn delete_housekeeping(owner: &Owner, name: &str, ctx: &Context) -> Result<(), Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("deleting Job {name}"))(e)),
+    }
 }
 
 /// Deletes the StatefulSets (foreground: their pods go first), the standbys' one if fetch found

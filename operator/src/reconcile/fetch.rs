@@ -2,21 +2,23 @@
 //! pods — and ask the job (through its control API) how it is doing and how a pending savepoint
 //! went.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::{Context, Error};
+use crate::children::housekeeping::job_pods_selector;
 use crate::children::{job_pods_string, Owner, CONTROL_PORT, JOB_LABEL, TOKEN_KEY};
 use crate::config::{SecretAccess, SECRET_ACCESS_LABEL, SECRET_ACCESS_VALUE};
 use crate::control::Endpoint;
 use crate::crd::{StreamJob, StreamJobStatus};
-use crate::lifecycle::{Observed, Workers};
+use crate::lifecycle::{Observed, Outcome, Workers};
 use crate::pods::PodDocument;
 use crate::policy;
 
@@ -143,12 +145,128 @@ pub async fn fetch(
     }
     // No pod 0 while a savepoint is pending: `observed.operation` stays empty, which the
     // lifecycle counts as a failed attempt ("no answer from the job").
+    observed.housekeeping = housekeeping(namespace, status, ctx).await?;
     Ok(Fetched {
         token,
         token_exists,
         endpoint,
         observed,
     })
+}
+
+/// The housekeeping Jobs named in status and how they are doing: read only while one is
+/// named, so a job without store work costs no call.
+async fn housekeeping(
+    namespace: &str,
+    status: &StreamJobStatus,
+    ctx: &Context,
+) -> Result<BTreeMap<String, Outcome>, Error> {
+    let names = status
+        .disposal
+        .as_ref()
+        .and_then(|d| d.job.clone())
+        .into_iter()
+        .chain(
+            status
+                .operation
+                .as_ref()
+                .and_then(|o| o.housekeeping.clone()),
+        );
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut seen = BTreeMap::new();
+    for name in names {
+        let Some(job) = jobs
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("reading Job {name}")))?
+        else {
+            continue;
+        };
+        let its_pods = pods
+            .list(&ListParams::default().labels(&job_pods_selector(&name)))
+            .await
+            .map_err(Error::kube(format!("listing the pods of Job {name}")))?
+            .items;
+        seen.insert(name, outcome(&job, &its_pods));
+    }
+    Ok(seen)
+}
+
+/// A housekeeping Job's outcome from its status and its pod: the pod's termination message is
+/// the command's one-line reason ([`cairn_contract::housekeeping::TERMINATION_LOG`]).
+pub fn outcome(job: &Job, pods: &[Pod]) -> Outcome {
+    let status = job.status.clone().unwrap_or_default();
+    let containers: Vec<_> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .collect();
+    if status.succeeded.unwrap_or(0) > 0 {
+        return Outcome::Succeeded;
+    }
+    let terminated = containers
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+        .find(|t| t.exit_code != 0);
+    let job_failed = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True");
+    if status.failed.unwrap_or(0) > 0 || job_failed.is_some() || terminated.is_some() {
+        let message = terminated
+            .and_then(|t| {
+                t.message
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!("{} (exit code {})", bounded(m), t.exit_code))
+                    .or_else(|| Some(format!("exit code {}", t.exit_code)))
+            })
+            .or_else(|| {
+                job_failed.map(|c| {
+                    format!(
+                        "{}: {}",
+                        c.reason.clone().unwrap_or_default(),
+                        bounded(c.message.as_deref().unwrap_or_default())
+                    )
+                })
+            })
+            .unwrap_or_else(|| "the pod failed".into());
+        return Outcome::Failed { message };
+    }
+    let stuck = containers
+        .iter()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| STUCK.contains(&w.reason.as_deref().unwrap_or_default()))
+        .map(|w| {
+            format!(
+                "its pod cannot start: {}: {}",
+                w.reason.clone().unwrap_or_default(),
+                bounded(w.message.as_deref().unwrap_or_default())
+            )
+        });
+    Outcome::Running { stuck }
+}
+
+/// Waiting reasons of a container that will not start by itself.
+const STUCK: [&str; 5] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+    "CreateContainerError",
+];
+
+/// A message from a pod, cut to what fits in a condition (the termination message is already
+/// at most 4 KiB; a Job condition's is the API server's).
+fn bounded(message: &str) -> String {
+    const MAX: usize = 1024;
+    match message.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message.to_owned(),
+    }
 }
 
 /// Summarises the pods of both sets (workers and standbys): counts, restarts, and why they fail

@@ -34,7 +34,8 @@ use crate::validate::validate;
 
 pub use fetch::Fetched;
 
-/// Finalizer present only while a final savepoint is wanted (state outside Kubernetes).
+/// Finalizer present only while deletion has work outside Kubernetes: a final savepoint, or
+/// deleting the store's data (`checkpointData: delete`). Its name predates the second use.
 pub const FINALIZER: &str = "cairn.dev/final-savepoint";
 /// Field manager of everything the operator applies.
 pub const MANAGER: &str = "cairn-operator";
@@ -283,7 +284,7 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
     // fetch
     let fetched = fetch::fetch(sj, &namespace, &status, ctx).await?;
     if !deleting {
-        finalizer::sync_finalizer(sj, &namespace, desired.final_savepoint, ctx).await?;
+        finalizer::sync_finalizer(sj, &namespace, desired.needs_finalizer(), ctx).await?;
     }
 
     // plan
@@ -332,6 +333,25 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
                 apply::children(&pods, deployment, &owner, &fetched, *with_workers, ctx).await?;
             }
             Effect::DeleteWorkers => apply::delete_workers(&owner, &fetched, ctx).await?,
+            Effect::RunHousekeeping {
+                name,
+                kind,
+                pods,
+                args,
+                env,
+            } => {
+                let run = crate::children::housekeeping::Run {
+                    name,
+                    kind: *kind,
+                    pods,
+                    args,
+                    env,
+                };
+                apply::run_housekeeping(&owner, run, ctx).await?
+            }
+            Effect::DeleteHousekeeping { name } => {
+                apply::delete_housekeeping(&owner, name, ctx).await?
+            }
             Effect::RequestSavepoint { .. } => {} // asked above, before the status was written
         }
     }
