@@ -251,9 +251,10 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> Outcome {
 }
 
 /// Waiting reasons of a container that will not start by itself.
-const STUCK: [&str; 5] = [
+const STUCK: [&str; 6] = [
     "ErrImagePull",
     "ImagePullBackOff",
+    "ErrImageNeverPull",
     "CreateContainerConfigError",
     "InvalidImageName",
     "CreateContainerError",

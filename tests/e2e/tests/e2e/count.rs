@@ -1,12 +1,14 @@
-//! The count example through a worker kill, upgrade, rescale, a rolled-back upgrade, suspend
-//! and resume, to an exact result, then deletion.
+//! The count example through a worker kill, upgrade, rescale, an upgrade refused by the
+//! restorability check, suspend and resume, to an exact result; then, finished, resumed with new
+//! input to the exact result again; savepoints pruned from the history disposed of in the store;
+//! and deletion with `checkpointData: delete`, which leaves only the final savepoint.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::inspect::{reference_state, STORE_MOUNT};
-use crate::jobs::{idle_running, last_savepoint_reason, phase, savepoints};
+use crate::jobs::{condition, idle_running, last_savepoint_reason, phase, savepoints};
 use crate::target::{Suite, NS};
 use crate::{poll, repo};
 
@@ -14,6 +16,10 @@ use crate::{poll, repo};
 /// time on 2 cores, so every one of them happens while records flow, with some to spare.
 const RECORDS_PER_PARTITION: u64 = 3000;
 const RATE: u64 = 15;
+/// The input of the finished job, grown: 20 s more at RATE.
+const MORE_RECORDS_PER_PARTITION: u64 = 3300;
+/// The savepoint history kept: the flow takes four, so two are pruned and disposed of.
+const MAX_SAVEPOINTS: u64 = 2;
 
 /// `file://` URL of a job's store directory, as pods mounting the store volume see it.
 pub fn store_url(name: &str) -> String {
@@ -31,6 +37,7 @@ pub fn count_job(suite: &Suite) -> Value {
     job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
     job["spec"]["upgradeTimeout"] = json!("40s");
     job["spec"]["deletion"] = json!({"finalSavepoint": true});
+    job["spec"]["savepoints"] = json!({"maxCount": MAX_SAVEPOINTS});
     job["spec"]["podTemplate"]["volumes"] = json!([suite.store_volume("store")]);
     job
 }
@@ -81,12 +88,14 @@ pub fn count_flow(suite: &Suite) {
     assert_eq!(last_savepoint_reason(&j), "rescale");
     assert_eq!(suite.worker_pods("count").len(), 3);
 
-    // A broken upgrade (an image nobody has) rolls back by itself.
+    // A broken upgrade (an image nobody has) is refused before the running job is touched:
+    // the restorability check runs a pod of the new spec's image, which cannot start.
+    let pods_before = pod_uids(suite);
     suite.patch(
         "count",
         json!({"spec": {"image": "cairn/does-not-exist:1"}}),
     );
-    let j = suite.wait("count", "rolled back", Duration::from_secs(180), |j| {
+    let j = suite.wait("count", "upgrade refused", Duration::from_secs(180), |j| {
         idle_running(j) && j["status"]["failedHash"].is_string()
     });
     let degraded = j["status"]["conditions"]
@@ -98,8 +107,11 @@ pub fn count_flow(suite: &Suite) {
         .clone();
     assert_eq!(
         (degraded["status"].as_str(), degraded["reason"].as_str()),
-        (Some("True"), Some("RolledBack"))
+        (Some("True"), Some("NotRestorable")),
+        "{degraded}"
     );
+    assert_eq!(pod_uids(suite), pods_before, "no worker pod was touched");
+    assert!(suite.events().contains("UpgradeRefused"));
     suite.kubectl_ok(&[
         "patch",
         "sj",
@@ -140,15 +152,100 @@ pub fn count_flow(suite: &Suite) {
         input_time + Duration::from_secs(180),
     );
 
-    // Delete. The input has ended, and a finished job takes no more savepoints (a known gap):
-    // the operator says so in a Warning event and deletes anyway, and the checkpoint data stays
-    // (deletion.checkpointData: retain), still holding the exact state.
+    // The input has ended: Finished, Ready, not late.
+    let j = suite.wait("count", "finished", Duration::from_secs(60), |j| {
+        phase(j) == "Finished" && j["status"]["operation"].is_null()
+    });
+    assert_eq!(condition(&j, "Ready"), Some("True"));
+    assert_eq!(condition(&j, "CheckpointsHealthy"), Some("True"));
+
+    // New input for the finished job: an upgrade from a savepoint of its final checkpoint
+    // continues from the offsets it reached, to the end of the longer input.
+    suite.patch(
+        "count",
+        json!({"spec": {"job": {"input": {"recordsPerPartition": MORE_RECORDS_PER_PARTITION}}}}),
+    );
+    suite.wait(
+        "count",
+        "finished again with new input",
+        Duration::from_secs(240),
+        |j| {
+            phase(j) == "Finished"
+                && j["status"]["operation"].is_null()
+                && j["status"]["deployed"]["pods"]["job"]["input"]["recordsPerPartition"]
+                    == MORE_RECORDS_PER_PARTITION
+        },
+    );
+    let mut more = job.clone();
+    more["spec"]["job"]["input"]["recordsPerPartition"] = json!(MORE_RECORDS_PER_PARTITION);
+    let reference = reference_state(&suite.worker, &more, &suite.work_dir.join("reference-more"));
+    suite.wait_for_state(
+        "count: state equals the reference of the grown input",
+        &url,
+        &[],
+        &reference,
+        Duration::from_secs(60),
+    );
+
+    // The history keeps MAX_SAVEPOINTS; the pruned ones were disposed of in the store before
+    // they left status, so the store holds exactly the savepoints status lists.
+    let j = suite.wait(
+        "count",
+        "pruned savepoints disposed of",
+        Duration::from_secs(120),
+        |j| {
+            let listed = j["status"]["savepoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            listed.iter().all(|s| s["disposing"].is_null()) && j["status"]["disposal"].is_null()
+        },
+    );
+    let mut listed: Vec<String> = j["status"]["savepoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["url"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len() as u64, MAX_SAVEPOINTS, "{listed:?}");
+    assert!(suite.events().contains("SavepointsDisposed"));
+    let mut stored = suite.savepoint_urls(&url);
+    stored.sort();
+    assert_eq!(
+        stored, listed,
+        "the store holds exactly the savepoints status lists"
+    );
+
+    // Delete with checkpointData: delete: a final savepoint of the finished job, then the
+    // store's checkpoints and other savepoints go; the final savepoint stays.
+    suite.patch(
+        "count",
+        json!({"spec": {"deletion": {"finalSavepoint": true, "checkpointData": "delete"}}}),
+    );
     suite.delete_job("count");
     let events = suite.events();
     assert!(
-        events.contains("FinalSavepointFailed")
-            && events.contains("the latest committed checkpoint stays in the store"),
-        "no event about the final savepoint: {events}"
+        events.contains(&format!("delete savepoint {url}/savepoints/"))
+            && events.contains("StoreDataDeleted"),
+        "no event about the final savepoint and the deleted data: {events}"
     );
-    assert_eq!(suite.state(&url, &[]), Ok(reference));
+    assert_eq!(suite.checkpoints(&url), Vec::<u64>::new());
+    let kept = suite.savepoint_urls(&url);
+    assert_eq!(kept.len(), 1, "only the final savepoint stays: {kept:?}");
+    assert!(!listed.contains(&kept[0]), "{kept:?} {listed:?}");
+}
+
+/// The UIDs of the count job's pods.
+fn pod_uids(suite: &Suite) -> String {
+    suite.kubectl_ok(&[
+        "get",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "cairn.dev/job=count,app.kubernetes.io/name=cairn-worker",
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ])
 }
