@@ -40,7 +40,12 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// line is a wrong file, not a token.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
-/// Whether the job runs or is stopping.
+/// Where the job's run is.
+///
+/// `finished` and `stopped` are new in this release: an operator of an earlier release cannot
+/// read a status that has them (its `RunState` has only `running` and `stopping`), so upgrade
+/// the operator before the workers. From this release on, a state a reader does not know reads
+/// as [`RunState::Unknown`] instead of failing the whole status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
@@ -49,9 +54,17 @@ pub enum RunState {
     Running,
     /// Taking its final checkpoint or savepoint, then stopping.
     Stopping,
-    /// Every partition of its finite input was processed and the final checkpoint committed;
-    /// the process holds the state and still answers savepoint requests.
+    /// All of its finite input is processed and its final checkpoint committed; the process
+    /// holds (`--hold-after-stop`) and still takes savepoints of that checkpoint. Health is
+    /// `healthy`: nothing is expected to commit any more.
     Finished,
+    /// Stopped on request (`POST /v1/stop`, a stop-with-savepoint) before its input ended, its
+    /// final checkpoint committed; the process holds and still takes savepoints of that
+    /// checkpoint. Health is `healthy`, as for `finished`.
+    Stopped,
+    /// A state this release does not know, sent by a worker of a later release. Never sent.
+    #[serde(other)]
+    Unknown,
 }
 
 /// The job's health by [`crate::health::HealthRule::late_after`].
@@ -217,9 +230,9 @@ pub struct JobStatus {
     pub checkpoint_interval_ms: u64,
     /// When the run started, ms since the epoch.
     pub started_at_ms: u64,
-    /// Running or stopping.
+    /// Running, stopping, finished or stopped.
     pub state: RunState,
-    /// Healthy, or degraded when checkpoints are late.
+    /// Healthy, or degraded when checkpoints are late (a finished or stopped job is healthy).
     pub health: Health,
     /// Tasks.
     #[serde(default)]
@@ -432,6 +445,40 @@ mod tests {
         assert_eq!(status.observed_partitions, None);
         assert_eq!(status.deployment, None);
         assert!(status.tasks.is_empty() && status.assignment.is_empty());
+    }
+
+    /// Every run state's spelling; a state from a later release reads as `Unknown`, so a
+    /// new state no longer makes the whole status unreadable.
+    #[test]
+    fn run_states_have_their_documented_names_and_unknown_ones_read() {
+        for (state, wire) in [
+            (RunState::Running, "running"),
+            (RunState::Stopping, "stopping"),
+            (RunState::Finished, "finished"),
+            (RunState::Stopped, "stopped"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{wire}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<RunState>(&format!("\"{wire}\"")).unwrap(),
+                state
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<RunState>(r#""draining""#).unwrap(),
+            RunState::Unknown
+        );
+        let status: JobStatus = serde_json::from_str(
+            r#"{"job":"count","generation":1,"partitions":2,"parallelism":1,"specHash":"h",
+                "checkpointIntervalMs":1000,"startedAtMs":0,"state":"finished",
+                "health":"healthy","lastCheckpoint":{"id":7,"committedAtMs":1,"totalBytes":2,
+                "uploadedBytes":0,"durationMs":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(status.state, RunState::Finished);
+        assert_eq!(status.last_checkpoint.map(|c| c.id), Some(7));
     }
 
     #[test]

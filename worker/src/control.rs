@@ -12,6 +12,8 @@
 //! start (a mounted Secret on Kubernetes). Without it: 401 and nothing happens. A malformed
 //! request: 400 with the reason. One savepoint runs at a time: asking again while one is
 //! pending returns that same operation (same `stop`) or 409 naming it (different `stop`).
+//! Once the run has ended (finished or stopped, the process holding) the status says so,
+//! savepoints copy the final checkpoint ([`crate::runtime::held`]) and checkpoints get 409.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -36,7 +38,7 @@ use crate::checkpoint::now_ms;
 use crate::http::{spawn_server, HttpLimits};
 use crate::metrics::Metrics;
 use crate::runtime::failure::RequestError;
-use crate::runtime::job_progress::JobProgress;
+use crate::runtime::job_progress::{Ended, JobProgress};
 use crate::runtime::messages::Request;
 
 /// Where and how to serve the control API.
@@ -310,13 +312,11 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
             }
         })
         .collect();
+    let ended = api.progress.ended.get().copied();
     Json(JobStatus {
-        state: if *api.shutdown.borrow() {
-            RunState::Stopping
-        } else {
-            RunState::Running
-        },
-        health: if late {
+        state: run_state(ended, *api.shutdown.borrow()),
+        // An ended job commits nothing and is not expected to (the liveness rule's `Stopped`).
+        health: if late && ended.is_none() {
             Health::Degraded
         } else {
             Health::Healthy
@@ -339,6 +339,17 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
         standbys: api.progress.standbys.lock().expect("progress lock").clone(),
         ..(*api.facts).clone()
     })
+}
+
+/// The state the status reports: how the run ended once it has (the final checkpoint
+/// committed), else stopping once a stop was asked for, else running.
+fn run_state(ended: Option<Ended>, stop_requested: bool) -> RunState {
+    match ended {
+        Some(Ended::Finished { .. }) => RunState::Finished,
+        Some(Ended::Stopped { .. }) => RunState::Stopped,
+        None if stop_requested => RunState::Stopping,
+        None => RunState::Running,
+    }
 }
 
 fn new_operation(ops: &mut Operations, kind: OperationKind, stop: bool) -> Operation {
@@ -395,6 +406,13 @@ impl Operations {
 }
 
 async fn checkpoint(State(api): State<Api>) -> Response {
+    // Refused at once rather than as a failed operation: nothing could ever take it.
+    if let Some(ended) = api.progress.ended.get() {
+        return error(
+            StatusCode::CONFLICT,
+            &RequestError::Ended(*ended).to_string(),
+        );
+    }
     let (reply, answer) = oneshot::channel();
     if api.requests.try_send(Request::Checkpoint(reply)).is_err() {
         return error(
@@ -541,6 +559,19 @@ async fn stop(State(api): State<Api>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reported_state_is_how_the_run_ended_once_it_has() {
+        let finished = Some(Ended::Finished { checkpoint: 3 });
+        let stopped = Some(Ended::Stopped { checkpoint: 3 });
+        assert_eq!(run_state(None, false), RunState::Running);
+        assert_eq!(run_state(None, true), RunState::Stopping);
+        assert_eq!(run_state(finished, false), RunState::Finished);
+        // A stop asked of a finished job (`/v1/stop`, a signal) does not make it stopping.
+        assert_eq!(run_state(finished, true), RunState::Finished);
+        assert_eq!(run_state(stopped, true), RunState::Stopped);
+        assert_eq!(run_state(stopped, false), RunState::Stopped);
+    }
 
     #[test]
     fn only_the_latest_finished_operations_are_kept() {

@@ -1,6 +1,7 @@
 //! The control API of a running job: authentication, bad requests, status, on-demand
 //! checkpoints, concurrent savepoint requests, and stop-with-savepoint under load with exact
-//! results after restoring the savepoint.
+//! results after restoring the savepoint; and of a finished job that holds: its status,
+//! savepoints of its final checkpoint, and a restore of one with more input.
 
 mod common;
 
@@ -66,6 +67,11 @@ impl Http {
 }
 
 fn start(dir: &Path, job: &str) -> (std::process::Child, Http) {
+    start_with(dir, job, &[])
+}
+
+/// [`start`] with more arguments to `cairn-worker run`.
+fn start_with(dir: &Path, job: &str, args: &[&str]) -> (std::process::Child, Http) {
     std::fs::write(dir.join("job.yaml"), job).unwrap();
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
     let addr = free_local_addr();
@@ -79,6 +85,7 @@ fn start(dir: &Path, job: &str) -> (std::process::Child, Http) {
             "--control-token-file",
             "token",
         ])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -566,4 +573,140 @@ checkpoint:
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A finite job that has processed all its input holds (`--hold-after-stop`, as on
+/// Kubernetes) and stays manageable: its status says `finished` and stays healthy with no
+/// commits, its final checkpoint is savepointed (once, however often asked) with the
+/// stop-with-savepoint semantics of a running job, a checkpoint is refused naming the final
+/// one, and a new job restored from the savepoint with more input ends with exact counts.
+#[test]
+fn a_finished_job_holds_takes_savepoints_and_its_savepoint_resumes_with_more_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let job = JOB
+        .replace("recordsPerPartition: 40000", "recordsPerPartition: 3000")
+        .replace("  ratePerSecond: 8000\n", "")
+        + "  store: file://./ckpt\n";
+    let (child, http) = start_with(dir, &job, &["--hold-after-stop"]);
+    let status = |http: &Http| http.json("GET", "/v1/status", "").1;
+    wait_until("the job to finish", 60, || {
+        status(&http)["state"] == "finished"
+    });
+    let finished = status(&http);
+    let last = committed_ids(dir, "file://./ckpt")
+        .last()
+        .copied()
+        .expect("a final checkpoint");
+    assert_eq!(finished["lastCheckpoint"]["id"], last, "{finished}");
+    assert_eq!(finished["health"], "healthy", "{finished}");
+    let records_in: u64 = finished["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["recordsIn"].as_u64().unwrap())
+        .sum();
+    assert_eq!(records_in, 3 * 3000);
+
+    // A savepoint: pending at first, like a running job's, then a copy of the final checkpoint.
+    let (code, op) = http.json("POST", "/v1/savepoints", "{\"stop\": false}");
+    assert_eq!(code, 202, "{op}");
+    assert_eq!(op["state"], "pending", "{op}");
+    let first = http.wait(op["id"].as_str().unwrap());
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(first["checkpoint"], last, "{first}");
+    assert_eq!(first["savepoint"]["checkpoint"], last, "{first}");
+    let url = first["savepoint"]["url"].as_str().unwrap().to_owned();
+    let sp_dir = Path::new(url.strip_prefix("file://").unwrap()).to_path_buf();
+    assert!(
+        sp_dir.ends_with(format!("ckpt/savepoints/sp-{last:012}")),
+        "{url}"
+    );
+    let sp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sp_dir.join("_SAVEPOINT.json")).unwrap()).unwrap();
+    assert_eq!(sp["sourceCheckpoint"], last, "{sp}");
+    assert_eq!(sp["taskName"], "count", "{sp}");
+    // The count task's own version (StreamTask::state_version), as the running job knows it.
+    assert_eq!(sp["stateVersion"], 1, "{sp}");
+    assert_eq!(total_offsets(&sp), 3 * 3000, "{sp}");
+
+    // Asked again: a new operation answering with the same savepoint (copied once).
+    let (code, op) = http.json("POST", "/v1/savepoints", "{}");
+    assert_eq!(code, 202, "{op}");
+    assert_ne!(op["id"], first["id"]);
+    let again = http.wait(op["id"].as_str().unwrap());
+    assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(again["savepoint"], first["savepoint"], "{again}");
+
+    // Stop-with-savepoint: succeeds, and the job has stopped with it from then on.
+    let (code, op) = http.json("POST", "/v1/savepoints", "{\"stop\": true}");
+    assert_eq!(code, 202, "{op}");
+    let stopped = http.wait(op["id"].as_str().unwrap());
+    assert_eq!(stopped["state"], "succeeded", "{stopped}");
+    assert_eq!(stopped["stop"], true, "{stopped}");
+    assert_eq!(stopped["savepoint"], first["savepoint"], "{stopped}");
+    let (code, repeat) = http.json("POST", "/v1/savepoints", "{\"stop\": true}");
+    assert_eq!(code, 200, "{repeat}");
+    assert_eq!(repeat["id"], stopped["id"], "the same operation");
+    let (code, body) = http.call("POST", "/v1/savepoints", Some(TOKEN), "{\"stop\": false}");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains(stopped["id"].as_str().unwrap()), "{body}");
+
+    // No checkpoint: nothing runs to take one, and the answer names the final one.
+    let (code, body) = http.call("POST", "/v1/checkpoints", Some(TOKEN), "");
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains(&format!("final checkpoint {last} is committed")),
+        "{body}"
+    );
+    assert_eq!(committed_ids(dir, "file://./ckpt").last(), Some(&last));
+
+    // A new job from the savepoint, with more input: it reads on from the savepoint's offsets
+    // to the new end, and counts exactly the whole input.
+    let fresh = dir.join("more");
+    std::fs::create_dir(&fresh).unwrap();
+    let more = job.replace("recordsPerPartition: 3000", "recordsPerPartition: 5000");
+    std::fs::write(fresh.join("job.yaml"), &more).unwrap();
+    let out = run_cmd(
+        &fresh,
+        &["run", "job.yaml", "--quiet", "--from-savepoint", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = expected_counts(&cairn_contract::JobSpec::from_yaml_str(&more).unwrap());
+    assert_eq!(expected.values().sum::<i64>(), 3 * 5000);
+    assert_eq!(dumped_counts(&fresh, "file://./ckpt"), expected);
+
+    // Past the point where a running job with no commit would be degraded (30 s after its last
+    // commit), the finished one is still healthy and finished.
+    let committed_at = finished["lastCheckpoint"]["committedAtMs"]
+        .as_u64()
+        .unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    wait_until("30 s since the final commit", 60, || {
+        now_ms() > committed_at + 31_000
+    });
+    let held = status(&http);
+    assert_eq!(
+        (held["state"].as_str(), held["health"].as_str()),
+        (Some("finished"), Some("healthy")),
+        "{held}"
+    );
+
+    // The hold ends with SIGTERM, cleanly.
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -294,10 +294,21 @@ impl Coordinator {
     /// `Some` when the process is told to terminate: from then on checkpoints give up at that
     /// instant, and the containers are told to exit (`Shutdown`) rather than to hold (`Stop`).
     pub async fn run(
+        self,
+        shutdown: watch::Receiver<bool>,
+        stop_deadline: watch::Receiver<Option<Instant>>,
+    ) -> Result<Ending, CoordinatorError> {
+        self.run_and_hand_over(shutdown, stop_deadline).await.0
+    }
+
+    /// [`Self::run`], handing back the request channel with whatever is still queued in it: a
+    /// process that holds after the end keeps answering requests ([`super::held`]), among them
+    /// those that arrived while the final checkpoint was being taken.
+    pub async fn run_and_hand_over(
         mut self,
         mut shutdown: watch::Receiver<bool>,
         stop_deadline: watch::Receiver<Option<Instant>>,
-    ) -> Result<Ending, CoordinatorError> {
+    ) -> (Result<Ending, CoordinatorError>, mpsc::Receiver<Request>) {
         self.stop_deadline = stop_deadline;
         self.publish_objective();
         // The next checkpoint is due an interval after the previous one started (at once if
@@ -350,7 +361,7 @@ impl Coordinator {
             }
         };
         self.release(result.is_err()).await;
-        result
+        (result, self.triggers)
     }
 
     /// Tells every container to stop — `Shutdown` if this process is terminating or the job

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use crate::checkpoint::CheckpointError;
+use crate::runtime::job_progress::Ended;
 use crate::runtime::task_instance::InstanceError;
 use crate::storage::StorageError;
 
@@ -218,6 +219,17 @@ pub enum RequestError {
     /// The job stopped before answering.
     #[error("the job stopped before answering")]
     Stopped,
+    /// A checkpoint asked of a job whose run has ended: it has no tasks running to take one.
+    #[error("{0}; it takes no more checkpoints (a savepoint copies checkpoint {cp})", cp = .0.checkpoint())]
+    Ended(Ended),
+    /// A savepoint of an ended job's final checkpoint could not be written.
+    #[error("savepoint failed: writing it from the final checkpoint {checkpoint} failed: {detail}; nothing else changed, ask again")]
+    EndedSavepointWrite {
+        /// The final checkpoint.
+        checkpoint: u64,
+        /// Why.
+        detail: String,
+    },
 }
 
 /// What a checkpoint request is answered with.

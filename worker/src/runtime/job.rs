@@ -16,6 +16,8 @@ use tokio::time::Instant as Deadline;
 
 use super::container;
 use super::event_time::EventClock;
+use super::held::HeldJob;
+use super::job_progress::Ended;
 use super::messages::{Command, Event, Request};
 use super::objective::Objective;
 use super::progress::{self, ProgressThread};
@@ -947,6 +949,7 @@ async fn coordinate(
     }
 
     let start = job.start;
+    let held_store = job.store.clone();
     let coordinator = Coordinator::new(
         CoordinatorConfig {
             store: job.store.clone(),
@@ -972,9 +975,25 @@ async fn coordinate(
         opts.metrics.clone(),
         opts.progress.clone(),
     );
-    let ending = coordinator
-        .run(controls.stop, controls.stop_deadline.clone())
+    let (ending, requests) = coordinator
+        .run_and_hand_over(controls.stop, controls.stop_deadline.clone())
         .await;
+    // Ended with a committed final checkpoint: the status says so, and requests (control API,
+    // signals) are answered for as long as the process serves, e.g. savepoints of a finished
+    // job. Otherwise the channel closes and anything still queued hears that the job stopped.
+    let ended = match &ending {
+        Ok(Ending::Finished { checkpoint }) => Some(Ended::Finished {
+            checkpoint: *checkpoint,
+        }),
+        Ok(Ending::Stopped { checkpoint, .. }) => Some(Ended::Stopped {
+            checkpoint: *checkpoint,
+        }),
+        _ => None,
+    };
+    let held = ended.map(|ended| {
+        let _ = opts.progress.ended.set(ended);
+        tokio::spawn(HeldJob::new(held_store, ended, job.state_version).serve(requests))
+    });
     let signalled = controls.signalled;
     if let (
         Ok(Ending::Stopped {
@@ -996,6 +1015,9 @@ async fn coordinate(
         && opts.hold_after_stop
     {
         hold_until_signal(signalled).await;
+    }
+    if let Some(held) = held {
+        held.abort();
     }
     running.finish().await;
     Ok(Outcome {

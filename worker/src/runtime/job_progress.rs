@@ -2,7 +2,7 @@
 //! API's status, `/healthz` and the live progress line. A leaf: those readers need not know the
 //! coordinator.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use cairn_contract::control::{CommittedCheckpoint, RecoveryObjective, StandbyStatus};
 
@@ -20,6 +20,50 @@ pub struct JobProgress {
     pub objective: Mutex<Option<RecoveryObjective>>,
     /// The warm standbys connected now (the coordinator's process only).
     pub standbys: Mutex<Vec<StandbyStatus>>,
+    /// How the run ended, set once the coordinator's run loop is over with a committed final
+    /// checkpoint (the coordinator's process only; see [`super::held`]).
+    pub ended: OnceLock<Ended>,
+}
+
+/// How a job's run ended with its final checkpoint committed, while its process still serves
+/// the control API (holding after the end, or waiting for a stop result to be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// All finite input processed.
+    Finished {
+        /// The final checkpoint.
+        checkpoint: u64,
+    },
+    /// Stopped on request before the input ended.
+    Stopped {
+        /// The final checkpoint.
+        checkpoint: u64,
+    },
+}
+
+impl Ended {
+    /// The final checkpoint: the job's whole state, and what its savepoints copy.
+    pub fn checkpoint(self) -> u64 {
+        match self {
+            Ended::Finished { checkpoint } | Ended::Stopped { checkpoint } => checkpoint,
+        }
+    }
+}
+
+impl std::fmt::Display for Ended {
+    /// What happened, for messages: "the job has finished: …" and the like.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Finished { checkpoint } => write!(
+                f,
+                "the job has finished: all its input is processed and its final checkpoint {checkpoint} is committed"
+            ),
+            Ended::Stopped { checkpoint } => write!(
+                f,
+                "the job has stopped: its final checkpoint {checkpoint} is committed"
+            ),
+        }
+    }
 }
 
 /// How many synchronous pauses [`JobProgress`] keeps.

@@ -7,6 +7,7 @@ pub mod container;
 pub mod coordinator;
 pub mod event_time;
 pub mod failure;
+pub mod held;
 pub mod job;
 pub mod job_progress;
 pub mod messages;
