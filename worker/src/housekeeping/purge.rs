@@ -80,8 +80,8 @@ pub async fn run(
     done.print(store_url, &plan, out);
     if let Err(e) = result {
         return Err(Failure::new(format!(
-            "purging {store_url} stopped after deleting {}: {e}; retry (a purge deletes only \
-             what is left)",
+            "purging {store_url} stopped after deleting {}: {e}; retry: a purge deletes what \
+             is left",
             keys_text(done.deleted_keys())
         )));
     }
