@@ -152,6 +152,12 @@ enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Store housekeeping (the operator runs it in one-off pods): dispose of savepoints, purge
+    /// a deleted job's data, check that an upgrade can restore the current state.
+    Store {
+        #[command(subcommand)]
+        command: crate::housekeeping::StoreCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -330,8 +336,14 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                             format!("the store {} has no committed checkpoint", store.url())
                         })?,
                 };
-                // Offline, the task's state version is unknown: recorded as 1 (see docs/savepoints.md).
-                let (location, _) = crate::checkpoint::savepoint::create(&store, id, 1).await?;
+                // Offline, the task's state version is the one its commit record holds, or 1
+                // for records written before it was recorded (see docs/savepoints.md).
+                let state_version = crate::checkpoint::catalog::load_commit(&store, id)
+                    .await?
+                    .state_version
+                    .unwrap_or(1);
+                let (location, _) =
+                    crate::checkpoint::savepoint::create(&store, id, state_version).await?;
                 Ok::<_, Box<dyn Error>>(location.url())
             })??;
             println!("{url}");
@@ -381,6 +393,10 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
                 &store, checkpoint, task, &registry, &mut out,
             ))??;
             std::io::Write::flush(&mut out)?;
+            Ok(())
+        }
+        Command::Store { command } => {
+            crate::housekeeping::run(command, &registry, &current_dir()?)?;
             Ok(())
         }
     }
@@ -552,6 +568,80 @@ mod tests {
         assert_eq!(metrics.port(), cairn_contract::pod::METRICS_PORT);
         assert!(metrics.ip().is_unspecified());
         assert!(hold_after_stop && quiet);
+    }
+
+    /// The arguments the operator gives a housekeeping pod (built by the contract) are a
+    /// valid `cairn-worker store` command line meaning what the contract says.
+    #[test]
+    fn the_housekeeping_arguments_of_the_contract_parse() {
+        use cairn_contract::housekeeping::{
+            check_restore_args, dispose_args, purge_args, RestoreMode, TARGET_JOB_ENV,
+            TERMINATION_LOG,
+        };
+        use clap::Parser;
+
+        use crate::housekeeping::StoreCommand;
+
+        let parse = |args: Vec<String>| {
+            let cli =
+                super::Cli::try_parse_from(std::iter::once("cairn-worker".to_owned()).chain(args))
+                    .unwrap_or_else(|e| panic!("the contract's arguments parse: {e}"));
+            match cli.command {
+                super::Command::Store { command } => command,
+                _ => panic!("not `store`"),
+            }
+        };
+        let log = Some(PathBuf::from(TERMINATION_LOG));
+
+        let urls = vec![
+            "s3://b/job/savepoints/sp-000000000001".to_owned(),
+            "file:///data/job/epoch-1/savepoints/sp-000000000002".to_owned(),
+        ];
+        let StoreCommand::Dispose { common, savepoints } = parse(dispose_args(&urls)) else {
+            panic!("not dispose");
+        };
+        assert_eq!(
+            (common.termination_log, savepoints),
+            (log.clone(), urls.clone())
+        );
+
+        let StoreCommand::Purge {
+            common,
+            store,
+            keep,
+        } = parse(purge_args("s3://b/job", &urls))
+        else {
+            panic!("not purge");
+        };
+        assert_eq!(
+            (common.termination_log, store.as_str(), keep),
+            (log.clone(), "s3://b/job", urls.clone())
+        );
+        let StoreCommand::Purge { keep, .. } = parse(purge_args("file:///data/job", &[])) else {
+            panic!("not purge");
+        };
+        assert!(keep.is_empty());
+
+        for mode in [RestoreMode::Savepoint, RestoreMode::LastState] {
+            let StoreCommand::CheckRestore {
+                common,
+                job_env,
+                current_store,
+                mode: parsed,
+            } = parse(check_restore_args("s3://b/job/epoch-2", mode))
+            else {
+                panic!("not check-restore");
+            };
+            assert_eq!(
+                (
+                    common.termination_log,
+                    job_env.as_str(),
+                    current_store.as_str(),
+                    parsed
+                ),
+                (log.clone(), TARGET_JOB_ENV, "s3://b/job/epoch-2", mode)
+            );
+        }
     }
 
     #[test]

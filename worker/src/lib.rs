@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod control;
+pub mod housekeeping;
 pub mod http;
 pub mod inspect;
 mod kafka;

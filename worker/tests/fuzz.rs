@@ -351,6 +351,7 @@ fn seed_documents() -> Vec<(PathBuf, Vec<u8>)> {
         uploaded_bytes: 47_000,
         new_sst_bytes: 40_960,
         origin: Some("file://./.cairn/checkpoints/savepoints/sp-000000000003".to_owned()),
+        state_version: Some(2),
     };
     let savepoint = SavepointManifest {
         format: FORMAT_VERSION,

@@ -262,6 +262,11 @@ pub struct CommitRecord {
     /// spec names that savepoint resumes from its own checkpoints instead of the savepoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// The task's state version at the commit (`StreamTask::state_version`), so that a check
+    /// before an upgrade (`cairn-worker store check-restore`) and an offline savepoint know it.
+    /// Absent from records written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_version: Option<u32>,
 }
 
 /// Parses a manifest-like document, checking its format version.
@@ -384,6 +389,32 @@ mod tests {
                 assert!(msg.contains(&format!("{name:?}")), "{msg}");
             }
         }
+    }
+
+    /// Commit records written before the state version was recorded still parse (as unknown),
+    /// and a recorded one survives a round trip; `None` is not written at all.
+    #[test]
+    fn the_commit_records_state_version_is_optional() {
+        let spec = cairn_contract::JobSpec::from_yaml_str(
+            "name: t\ninput: {type: generator, partitions: 1}\ntask: {name: count}\n",
+        )
+        .unwrap();
+        let mut doc = serde_json::json!({
+            "format": FORMAT_VERSION, "checkpoint": 3, "generation": 1, "triggeredAtMs": 0,
+            "committedAtMs": 0, "spec": spec, "specHash": "h", "partitions": 1,
+            "parallelism": 1, "tasks": [], "totalBytes": 0, "uploadedBytes": 0,
+            "newSstBytes": 0,
+        });
+        let key = "checkpoints/000000000003/_COMMIT.json";
+        let old: CommitRecord = parse(key, doc.to_string().as_bytes()).unwrap();
+        assert_eq!(old.state_version, None);
+        assert!(!String::from_utf8(to_bytes(&old).to_vec())
+            .unwrap()
+            .contains("stateVersion"));
+        doc["stateVersion"] = 4.into();
+        let new: CommitRecord = parse(key, doc.to_string().as_bytes()).unwrap();
+        assert_eq!(new.state_version, Some(4));
+        assert_eq!(parse::<CommitRecord>(key, &to_bytes(&new)).unwrap(), new);
     }
 
     #[test]

@@ -357,6 +357,7 @@ mod tests {
                 uploaded_bytes: 0,
                 new_sst_bytes: 0,
                 origin: None,
+                state_version: None,
             };
             store
                 .put_bytes_create_only(&paths::commit_key(id), manifest::to_bytes(&record))

@@ -105,7 +105,7 @@ pub struct CoordinatorConfig {
     pub origin: Option<String>,
     /// The savepoint this run restored (containers joining before the first commit restore it).
     pub start_savepoint: Option<String>,
-    /// The task's state version (recorded in savepoints).
+    /// The task's state version (recorded in commit records and savepoints).
     pub state_version: u32,
     /// The recovery-time objective, if the spec sets one: it chooses the interval.
     pub objective: Option<Objective>,
@@ -734,6 +734,7 @@ impl Coordinator {
             uploaded_bytes: acks.values().map(|r| r.uploaded_bytes).sum(),
             new_sst_bytes: acks.values().map(|r| r.new_sst_bytes).sum(),
             origin: self.cfg.origin.clone(),
+            state_version: Some(self.cfg.state_version),
         }
     }
 

@@ -420,6 +420,27 @@ impl CheckpointStore {
             Backend::Object(store) => store.delete(key).await,
         }
     }
+
+    /// Removes the directory `dir` (a key path such as `checkpoints` or `epoch-1`) of a
+    /// `file://` store if it is empty; returns whether it did. A directory with entries, a
+    /// symbolic link, a file or nothing at that path is left as it is. Object stores have no
+    /// directories: `false`. For `cairn-worker store purge`, whose deletes leave the top-level
+    /// directories of a job's layout behind (see [`Self::delete`]).
+    pub async fn remove_dir_if_empty(&self, dir: &str) -> Result<bool, StorageError> {
+        validate_key(dir)?;
+        let Backend::Local(local) = &self.inner.backend else {
+            return Ok(false);
+        };
+        let path = local.root().join(dir);
+        blocking(move || {
+            // `remove_dir` removes only an empty directory, and never follows a link.
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => Ok(std::fs::remove_dir(&path).is_ok()),
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
 }
 
 /// Size of the read buffer of [`file_crc32c`].
