@@ -188,6 +188,7 @@ mod tests {
             uploaded_bytes: 1,
             new_sst_bytes: 1,
             origin: None,
+            state_version: None,
         };
         store
             .put_bytes_create_only(&paths::commit_key(id), manifest::to_bytes(&record))
