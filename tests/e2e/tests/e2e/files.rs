@@ -155,7 +155,7 @@ fn other_operations(suite: &Suite, expected: &BTreeMap<String, String>) {
             "-n",
             NS,
             "-l",
-            "cairn.dev/job=files",
+            "cairn.dev/job=files,app.kubernetes.io/name=cairn-worker",
             "-o",
             "jsonpath={.items[*].metadata.uid}",
         ])

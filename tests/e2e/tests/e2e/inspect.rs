@@ -80,16 +80,6 @@ impl Suite {
         json_lines(&out).filter_map(|v| v["id"].as_u64()).collect()
     }
 
-    /// URLs of the complete savepoints in the store at `store_url`, oldest first.
-    pub fn savepoint_urls(&self, store_url: &str) -> Vec<String> {
-        let out = self
-            .run_in_pod(&["savepoints", store_url, "--json"], &[])
-            .unwrap_or_else(|out| panic!("cairn-worker savepoints {store_url} failed:\n{out}"));
-        json_lines(&out)
-            .filter_map(|v| v["url"].as_str().map(str::to_owned))
-            .collect()
-    }
-
     /// key -> value over every task of the latest checkpoint of `store_url` (`env`: how to reach
     /// an S3 store), or the inspection pod's output when it failed.
     pub fn state(

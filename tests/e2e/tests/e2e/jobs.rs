@@ -102,7 +102,8 @@ impl Suite {
             "-n",
             NS,
             "-l",
-            &format!("cairn.dev/job={name}"),
+            // Not the job's one-off housekeeping pods (they carry the job label too).
+            &format!("cairn.dev/job={name},app.kubernetes.io/name in (cairn-worker,cairn-worker-standby)"),
             "-o",
             "name",
         ])

@@ -9,9 +9,8 @@
 //! job recovers -> upgrade via savepoint (after a restorability check) -> rescale P 2 -> 3 -> a
 //! broken upgrade is refused by the restorability check before the job is touched -> suspend and
 //! resume -> the input runs out and the state in the store equals, key for key, a local reference
-//! run of the same job -> the job is Finished, and resumed with new input to the exact state
-//! again -> pruned savepoints are disposed of in the store -> deletion with a final savepoint and
-//! `checkpointData: delete` leaves only that savepoint -> a file-input
+//! run of the same job -> the job is Finished -> deletion with a final savepoint of the finished
+//! job -> a file-input
 //! job repartitioned 4 -> 6 while the operator is killed mid-operation, again to exactly the
 //! state of a local run, then a manual savepoint, a restart and last-state and stateless
 //! upgrades, each to the exact state -> the Kafka + S3 example, with Kafka and MinIO as pods of
