@@ -657,18 +657,9 @@ impl<'a> Stepper<'a> {
     }
 
     fn taking_savepoint(&mut self, mut op: Operation) {
-        if let Some(after) = op
-            .retry_after
-            .as_deref()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-        {
-            // A retry time further away than the longest backoff was not written by this
-            // operator (status edited by hand?): retry now rather than wait for it.
-            let wait = elapsed(self.input.now, after);
-            if after > self.input.now && wait <= MAX_BACKOFF {
-                self.requeue = wait.max(Duration::from_secs(1));
-                return;
-            }
+        if let Some(wait) = self.retry_wait(op.retry_after.as_deref()) {
+            self.requeue = wait;
+            return;
         }
         let stop = op.kind != OperationKind::Savepoint;
         if op.control_operation.is_none() {
@@ -726,6 +717,15 @@ impl<'a> Stepper<'a> {
                 self.savepoint_failed(op, reason);
             }
         }
+    }
+
+    /// How long a recorded retry time (`retryAfter`) still holds the next attempt back; `None`
+    /// when it has passed. A retry time further away than the longest backoff was not written
+    /// by this operator (status edited by hand?): retry now rather than wait for it.
+    pub(super) fn retry_wait(&self, retry_after: Option<&str>) -> Option<Duration> {
+        let after = retry_after.and_then(|t| t.parse::<Timestamp>().ok())?;
+        let wait = elapsed(self.input.now, after);
+        (after > self.input.now && wait <= MAX_BACKOFF).then(|| wait.max(Duration::from_secs(1)))
     }
 
     fn savepoint_failed(&mut self, mut op: Operation, reason: String) {

@@ -10,8 +10,6 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
-
 use super::plan::{backoff, Effect, Outcome, Stepper};
 use crate::children::housekeeping::job_name;
 use crate::children::Housekeeping;
@@ -60,17 +58,14 @@ impl Stepper<'_> {
         }
     }
 
-    /// A retry time in the future holds a new attempt back: requeue for it.
+    /// A retry time in the future holds a new attempt back: requeue for it (without delaying
+    /// whatever else this step asked to be looked at sooner).
     fn held_back(&mut self, retry_after: Option<&str>) -> bool {
-        let Some(at) = retry_after.and_then(|t| t.parse::<Timestamp>().ok()) else {
+        let Some(wait) = self.retry_wait(retry_after) else {
             return false;
         };
-        if at > self.input.now {
-            let wait = super::elapsed(self.input.now, at).max(Duration::from_secs(1));
-            self.requeue = self.requeue.min(wait);
-            return true;
-        }
-        false
+        self.requeue = self.requeue.min(wait);
+        true
     }
 
     fn poll_housekeeping(&mut self) {

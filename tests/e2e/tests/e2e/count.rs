@@ -84,7 +84,7 @@ pub fn count_flow(suite: &Suite) {
 
     // A broken upgrade (an image nobody has) is refused before the running job is touched:
     // the restorability check runs a pod of the new spec's image, which cannot start.
-    let pods_before = pod_uids(suite);
+    let pods_before = suite.worker_pod_uids("count");
     suite.patch(
         "count",
         json!({"spec": {"image": "cairn/does-not-exist:1"}}),
@@ -104,7 +104,11 @@ pub fn count_flow(suite: &Suite) {
         (Some("True"), Some("NotRestorable")),
         "{degraded}"
     );
-    assert_eq!(pod_uids(suite), pods_before, "no worker pod was touched");
+    assert_eq!(
+        suite.worker_pod_uids("count"),
+        pods_before,
+        "no worker pod was touched"
+    );
     assert!(suite.events().contains("UpgradeRefused"));
     suite.kubectl_ok(&[
         "patch",
@@ -162,18 +166,4 @@ pub fn count_flow(suite: &Suite) {
         "no final savepoint event: {events}"
     );
     assert_eq!(suite.state(&url, &[]), Ok(reference));
-}
-
-/// The UIDs of the count job's pods.
-fn pod_uids(suite: &Suite) -> String {
-    suite.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        NS,
-        "-l",
-        "cairn.dev/job=count,app.kubernetes.io/name=cairn-worker",
-        "-o",
-        "jsonpath={.items[*].metadata.uid}",
-    ])
 }

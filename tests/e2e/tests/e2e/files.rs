@@ -148,25 +148,13 @@ fn other_operations(suite: &Suite, expected: &BTreeMap<String, String>) {
     });
     assert_eq!(j["status"]["savepoints"][before]["reason"], "manual");
 
-    let pods = |suite: &Suite| {
-        suite.kubectl_ok(&[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            "cairn.dev/job=files,app.kubernetes.io/name=cairn-worker",
-            "-o",
-            "jsonpath={.items[*].metadata.uid}",
-        ])
-    };
-    let old_pods = pods(suite);
+    let old_pods = suite.worker_pod_uids("files");
     suite.patch("files", json!({"spec": {"restartNonce": 1}}));
     // observedGeneration is written with the operation's start: equal and idle means done.
     suite.wait("files", "restarted", Duration::from_secs(240), |j| {
         idle_running(j) && j["status"]["observedGeneration"] == j["metadata"]["generation"]
     });
-    let new_pods = pods(suite);
+    let new_pods = suite.worker_pod_uids("files");
     assert!(
         old_pods.split(' ').all(|uid| !new_pods.contains(uid)),
         "restartNonce replaces every worker pod: {old_pods} / {new_pods}"

@@ -112,6 +112,20 @@ impl Suite {
         .collect()
     }
 
+    /// The UIDs of a job's worker pods (not its standbys or one-off pods), space-separated.
+    pub fn worker_pod_uids(&self, name: &str) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            NS,
+            "-l",
+            &format!("cairn.dev/job={name},app.kubernetes.io/name=cairn-worker"),
+            "-o",
+            "jsonpath={.items[*].metadata.uid}",
+        ])
+    }
+
     /// Deletes a StreamJob and waits until it is gone (its finalizer released).
     pub fn delete_job(&self, name: &str) {
         self.kubectl_ok(&["delete", "sj", name, "-n", NS, "--wait=false"]);
