@@ -153,6 +153,12 @@ pub struct TaskStatus {
     /// the previous run left no progress mark.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caught_up_ms: Option<u64>,
+    /// Time the task spent reading and processing records since the process serving the status
+    /// started, ms (for a task of another process: what its container reported, counting each
+    /// run of that container since then). The operator's autoscaler divides it by the records
+    /// read to get a per-record cost. 0 from a worker of an earlier release.
+    #[serde(default)]
+    pub busy_ms: u64,
 }
 
 /// What this run's start cost (docs/recovery.md). Detect and replay come from the progress
@@ -387,7 +393,18 @@ mod tests {
             started_at_ms: 5,
             state: RunState::Stopping,
             health: Health::Degraded,
-            tasks: vec![],
+            tasks: vec![TaskStatus {
+                task: 1,
+                container: 1,
+                records_in: 200,
+                records_out: 190,
+                lag: 3,
+                watermark_ms: Some(1_000),
+                event_time_lag_ms: Some(20),
+                resumed_ms: Some(40),
+                caught_up_ms: None,
+                busy_ms: 410,
+            }],
             last_checkpoint: None,
             aborted_checkpoints: 1,
             observed_partitions: Some(6),
@@ -421,7 +438,10 @@ mod tests {
                 "job": "count", "generation": 2, "partitions": 4, "parallelism": 2,
                 "specHash": "abc", "deployment": "d3p", "assignment": {"0": 0, "1": 1},
                 "checkpointIntervalMs": 10000, "startedAtMs": 5,
-                "state": "stopping", "health": "degraded", "tasks": [],
+                "state": "stopping", "health": "degraded",
+                "tasks": [{"task": 1, "container": 1, "recordsIn": 200, "recordsOut": 190,
+                    "lag": 3, "watermarkMs": 1000, "eventTimeLagMs": 20, "resumedMs": 40,
+                    "busyMs": 410}],
                 "lastCheckpoint": null, "abortedCheckpoints": 1, "observedPartitions": 6,
                 "recovery": {"detectMs": 700, "fetchedBytes": 9, "restoreMs": 30},
                 "recoveryObjective": {"targetMs": 30000, "intervalMs": 12000, "predicted":
@@ -445,6 +465,12 @@ mod tests {
         assert_eq!(status.observed_partitions, None);
         assert_eq!(status.deployment, None);
         assert!(status.tasks.is_empty() && status.assignment.is_empty());
+        // A task from a worker without `busyMs` reads as 0.
+        let task: TaskStatus = serde_json::from_str(
+            r#"{"task":0,"container":0,"recordsIn":5,"recordsOut":5,"lag":0}"#,
+        )
+        .unwrap();
+        assert_eq!((task.records_in, task.busy_ms), (5, 0));
     }
 
     /// Every run state's spelling; a state from a later release reads as `Unknown`, so a

@@ -38,7 +38,7 @@ use crate::checkpoint::now_ms;
 use crate::http::{spawn_server, HttpLimits};
 use crate::metrics::Metrics;
 use crate::runtime::failure::RequestError;
-use crate::runtime::job_progress::{Ended, JobProgress};
+use crate::runtime::job_progress::{Ended, JobProgress, TaskTotals};
 use crate::runtime::messages::Request;
 
 /// Where and how to serve the control API.
@@ -269,46 +269,22 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
     .is_late(std::time::Duration::from_millis(
         now_ms().saturating_sub(since),
     ));
+    let totals = api.progress.task_totals();
     let tasks = api
         .facts
         .assignment
         .iter()
         .map(|(task, container)| {
-            let label = task.to_string();
+            let reported = totals.get(task).copied().unwrap_or_default();
+            let status = if reported.remote {
+                remote_task_status(*task, &reported)
+            } else {
+                local_task_status(&api.metrics, *task)
+            };
             TaskStatus {
-                task: *task,
                 container: *container,
-                records_in: api.metrics.records_in.with_label_values(&[&label]).get(),
-                records_out: api.metrics.records_out.with_label_values(&[&label]).get(),
-                lag: api.metrics.lag.with_label_values(&[&label]).get(),
-                // -1: no watermark (no event time, or none yet); see TaskInstance::open.
-                watermark_ms: u64::try_from(
-                    api.metrics.watermark.with_label_values(&[&label]).get(),
-                )
-                .ok(),
-                event_time_lag_ms: u64::try_from(
-                    api.metrics
-                        .event_time_lag
-                        .with_label_values(&[&label])
-                        .get(),
-                )
-                .ok(),
-                // -1: not resumed yet.
-                resumed_ms: u64::try_from(
-                    api.metrics
-                        .task_resumed_ms
-                        .with_label_values(&[&label])
-                        .get(),
-                )
-                .ok(),
-                // -1: not caught up yet, or nothing to catch up to.
-                caught_up_ms: u64::try_from(
-                    api.metrics
-                        .task_caught_up_ms
-                        .with_label_values(&[&label])
-                        .get(),
-                )
-                .ok(),
+                busy_ms: reported.busy_us / 1000,
+                ..status
             }
         })
         .collect();
@@ -339,6 +315,40 @@ async fn status(State(api): State<Api>) -> Json<JobStatus> {
         standbys: api.progress.standbys.lock().expect("progress lock").clone(),
         ..(*api.facts).clone()
     })
+}
+
+/// A task of this process, from its metrics.
+fn local_task_status(metrics: &Metrics, task: u32) -> TaskStatus {
+    let label = task.to_string();
+    // -1 in a gauge: no value (see TaskInstance::open).
+    let known = |gauge: &prometheus::IntGauge| u64::try_from(gauge.get()).ok();
+    TaskStatus {
+        task,
+        records_in: metrics.records_in.with_label_values(&[&label]).get(),
+        records_out: metrics.records_out.with_label_values(&[&label]).get(),
+        lag: metrics.lag.with_label_values(&[&label]).get(),
+        // No watermark: no event time, or none yet.
+        watermark_ms: known(&metrics.watermark.with_label_values(&[&label])),
+        event_time_lag_ms: known(&metrics.event_time_lag.with_label_values(&[&label])),
+        // Not resumed yet.
+        resumed_ms: known(&metrics.task_resumed_ms.with_label_values(&[&label])),
+        // Not caught up yet, or nothing to catch up to.
+        caught_up_ms: known(&metrics.task_caught_up_ms.with_label_values(&[&label])),
+        ..TaskStatus::default()
+    }
+}
+
+/// A task of another process: not in this process's metrics (each pod's `/metrics` has its own
+/// tasks only, so that a sum over pods counts each once), but in what its container reported,
+/// about a second old: records read and lag. What it does not report stays 0 or absent, and
+/// this process's metrics get no series for it.
+fn remote_task_status(task: u32, reported: &TaskTotals) -> TaskStatus {
+    TaskStatus {
+        task,
+        records_in: reported.records,
+        lag: reported.lag,
+        ..TaskStatus::default()
+    }
 }
 
 /// The state the status reports: how the run ended once it has (the final checkpoint
@@ -571,6 +581,33 @@ mod tests {
         assert_eq!(run_state(finished, true), RunState::Finished);
         assert_eq!(run_state(stopped, true), RunState::Stopped);
         assert_eq!(run_state(stopped, false), RunState::Stopped);
+    }
+
+    /// A task of another process is reported from its container's totals (the metrics of
+    /// this process do not have it); a local one keeps its metrics' values.
+    #[test]
+    fn remote_tasks_come_from_their_reports_and_local_ones_from_the_metrics() {
+        let metrics = Metrics::new();
+        let reported = TaskTotals {
+            busy_us: 5_000,
+            records: 200,
+            lag: 4,
+            remote: true,
+        };
+        let remote = remote_task_status(7, &reported);
+        assert_eq!(
+            (remote.task, remote.records_in, remote.lag),
+            (7, 200, 4),
+            "{remote:?}"
+        );
+        assert_eq!(remote.watermark_ms, None);
+
+        metrics.records_in.with_label_values(&["3"]).inc_by(11);
+        metrics.lag.with_label_values(&["3"]).set(2);
+        metrics.watermark.with_label_values(&["3"]).set(-1);
+        let local = local_task_status(&metrics, 3);
+        assert_eq!((local.records_in, local.lag), (11, 2), "{local:?}");
+        assert_eq!(local.watermark_ms, None, "-1 is no watermark");
     }
 
     #[test]

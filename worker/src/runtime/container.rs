@@ -61,6 +61,11 @@ pub fn run(
                     Ok(Poll::Idle) => {}
                     Ok(Poll::End) => {
                         t.finished = true;
+                        // Its last records and its final lag first: the coordinator ends the
+                        // run once every task finished, and the status reports tasks of other
+                        // processes from these totals.
+                        t.refresh_lag();
+                        report_busy(t, &events);
                         let _ = events.send(Event::Finished(t.id));
                     }
                     Err(e) => {
@@ -78,15 +83,7 @@ pub fn run(
             last_lag = Instant::now();
             tasks.iter().for_each(TaskInstance::refresh_lag);
             tasks.iter_mut().for_each(|t| t.mark_progress(last_lag));
-            for t in tasks.iter_mut() {
-                let busy_us = t.take_busy_us();
-                if busy_us > 0 {
-                    let _ = events.send(Event::Busy {
-                        task: t.id,
-                        busy_us,
-                    });
-                }
-            }
+            tasks.iter_mut().for_each(|t| report_busy(t, &events));
         }
         if !busy {
             match commands.recv_timeout(IDLE_WAIT) {
@@ -102,6 +99,13 @@ pub fn run(
     }
 }
 
+/// Sends the task's `Event::Busy`, if it has anything new to report.
+fn report_busy(task: &mut TaskInstance, events: &UnboundedSender<Event>) {
+    if let Some(busy) = task.take_busy() {
+        let _ = events.send(busy);
+    }
+}
+
 /// Carries out one command; false means leave the run loop.
 fn handle(
     cmd: Command,
@@ -113,6 +117,13 @@ fn handle(
     match cmd {
         Command::Checkpoint { id, pause } => {
             for t in tasks.iter_mut() {
+                if pause {
+                    // The run's last records before it stops (a stop, or a stop with a
+                    // savepoint): reported ahead of the acknowledgement, so the totals the
+                    // status shows once the run has stopped are complete.
+                    t.refresh_lag();
+                    report_busy(t, events);
+                }
                 let started = Instant::now();
                 let load = t.take_load(started);
                 match t.sync_phase(id) {

@@ -485,7 +485,13 @@ impl Coordinator {
             Some(Event::Failed { task, failure }) => {
                 Err(CoordinatorError::TaskFailed { task, failure })
             }
-            Some(Event::Busy { task, busy_us }) => {
+            Some(Event::Busy {
+                task,
+                busy_us,
+                records,
+                lag,
+            }) => {
+                self.count_load(task, busy_us, records, lag);
                 self.on_busy(task, busy_us);
                 Ok(())
             }
@@ -790,11 +796,28 @@ impl Coordinator {
         self.publish_objective();
     }
 
+    /// Adds a task's `Event::Busy` report to its totals in the job's progress, for the status.
+    fn count_load(&self, task: u32, busy_us: u64, records: u64, lag: i64) {
+        // Only the job's own tasks (a container of another process may only report its own,
+        // see `remote::check_event`; this keeps the status to the assignment regardless).
+        let Some(container) = self.cfg.assignment.get(&task) else {
+            return;
+        };
+        let remote = is_remote(&self.containers, *container);
+        self.progress
+            .record_busy(task, remote, busy_us, records, lag);
+    }
+
     /// Under a recovery-time objective, adds a task's busy time to its container's replay debt,
     /// and moves the next checkpoint to now when that debt would put a recovery over the
     /// budget: the input rate rose since the interval was chosen (at the last commit), and
     /// waiting for the interval would let a failure cost more than the target.
     fn on_busy(&mut self, task: u32, busy_us: u64) {
+        // A report of records or lag alone adds no debt, and must not move the checkpoint at
+        // a time the busy reports alone would not have.
+        if busy_us == 0 {
+            return;
+        }
         let (Some(objective), Some(container)) =
             (self.cfg.objective.as_ref(), self.cfg.assignment.get(&task))
         else {
@@ -863,6 +886,27 @@ impl Coordinator {
     }
 }
 
+/// Tells the job's progress which tasks run in another process, before the control API
+/// answers (the status reports those from their containers' reports, not from this process's
+/// metrics) and before any report.
+pub fn place_tasks(
+    progress: &JobProgress,
+    assignment: &BTreeMap<u32, u32>,
+    containers: &[ContainerLink],
+) {
+    for (task, container) in assignment {
+        progress.place_task(*task, is_remote(containers, *container));
+    }
+}
+
+/// Whether `container` runs in another process (anything but a container thread of this one).
+fn is_remote(containers: &[ContainerLink], container: u32) -> bool {
+    !matches!(
+        containers.get(container as usize),
+        Some(ContainerLink::Local(_))
+    )
+}
+
 /// The last attempt of a final checkpoint, for messages.
 fn last_attempt(failure: &Option<CheckpointFailure>) -> String {
     match failure {
@@ -926,6 +970,7 @@ mod tests {
     use super::*;
     use crate::checkpoint::upload::PhaseReport;
     use crate::runtime::failure::FailureKind;
+    use crate::runtime::job_progress::TaskTotals;
 
     const GENERATION_WHO: &str = "coordinator test";
 
@@ -973,6 +1018,84 @@ mod tests {
             }
             seen
         })
+    }
+
+    /// Busy reports add up per task in the job's progress, marked remote for the tasks of a
+    /// container of another process, from the start (before any report); a report for a task
+    /// the job does not have changes nothing.
+    #[tokio::test]
+    async fn busy_reports_add_up_per_task_and_say_which_tasks_run_elsewhere() {
+        let spec = cairn_contract::JobSpec::from_yaml_str(
+            "name: t\ninput: {type: generator, partitions: 3}\ntask: {name: count}\n\
+             checkpoint: {interval: 1h, store: 'memory://t'}\n",
+        )
+        .unwrap();
+        let (_events_tx, events_rx) = mpsc::unbounded_channel();
+        let (_requests_tx, requests_rx) = mpsc::channel(1);
+        let progress = Arc::new(JobProgress::default());
+        let assignment = BTreeMap::from([(0, 0), (1, 1), (2, 1)]);
+        let links = vec![
+            ContainerLink::Local(std_mpsc::channel().0),
+            ContainerLink::Remote(Default::default()),
+        ];
+        place_tasks(&progress, &assignment, &links);
+        let mut coordinator = Coordinator::new(
+            CoordinatorConfig {
+                store: CheckpointStore::in_memory(),
+                generation: 1,
+                spec,
+                assignment,
+                first_id: 1,
+                restored: None,
+                origin: None,
+                start_savepoint: None,
+                state_version: 1,
+                objective: None,
+            },
+            links,
+            events_rx,
+            requests_rx,
+            Arc::new(Metrics::new()),
+            progress.clone(),
+        );
+        let remote = |progress: &JobProgress| -> Vec<bool> {
+            progress.task_totals().values().map(|t| t.remote).collect()
+        };
+        assert_eq!(remote(&progress), [false, true, true]);
+        let busy = |task, busy_us, records, lag| {
+            Some(Event::Busy {
+                task,
+                busy_us,
+                records,
+                lag,
+            })
+        };
+        for event in [
+            busy(0, 100, 5, 7),
+            busy(1, 2_000, 40, 9),
+            busy(1, 0, 0, 3), // the lag alone moved
+            busy(9, 1, 1, 1), // not a task of this job
+        ] {
+            coordinator.on_idle_event(event).unwrap();
+        }
+        let totals = progress.task_totals();
+        assert_eq!(totals.len(), 3, "{totals:?}");
+        assert_eq!(
+            (totals[&0].busy_us, totals[&0].records, totals[&0].lag),
+            (100, 5, 7)
+        );
+        assert_eq!(
+            (totals[&1].busy_us, totals[&1].records, totals[&1].lag),
+            (2_000, 40, 3)
+        );
+        assert_eq!(
+            totals[&2],
+            TaskTotals {
+                remote: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(remote(&progress), [false, true, true]);
     }
 
     #[tokio::test]

@@ -32,7 +32,8 @@ use crate::checkpoint::{generation, CheckpointError};
 use crate::control::{self, read_token, ControlConfig, ControlError, ControlHandles};
 use crate::metrics::Metrics;
 use crate::runtime::coordinator::{
-    deadline_after, Coordinator, CoordinatorConfig, CoordinatorError, Ending, JobProgress,
+    deadline_after, place_tasks, Coordinator, CoordinatorConfig, CoordinatorError, Ending,
+    JobProgress,
 };
 use crate::source::{SourceError, SourceFactory};
 use crate::state::{open_task_db, KeyedState, StateError};
@@ -923,6 +924,7 @@ async fn coordinate(
     }
     drop(event_tx);
 
+    place_tasks(&opts.progress, &job.assignment, &links);
     let mut control_server = None;
     if let (Some(cfg), Some(token)) = (&opts.control, job.control_token) {
         let facts = cairn_contract::control::JobStatus {

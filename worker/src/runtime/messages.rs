@@ -85,11 +85,21 @@ pub enum Event {
     /// The time a task spent reading and processing records since its previous `Busy`, sent
     /// about once a second: what replaying its input since then would cost. The recovery-time
     /// objective checkpoints early when that grows past its budget ([`super::objective`]).
+    /// With the records and the lag, also how the status reports tasks of other processes
+    /// (the coordinator keeps the totals in [`super::job_progress::JobProgress::task_load`]).
+    /// Sent when any of them changed, and once more before `Finished` and before the
+    /// synchronous phase of a final checkpoint, so the totals are complete when the run ends.
     Busy {
         /// Task id.
         task: u32,
         /// Busy time, µs.
         busy_us: u64,
+        /// Records read since the previous `Busy` (absent from an older worker).
+        #[serde(default)]
+        records: u64,
+        /// The task's lag now: records or bytes not read yet (absent from an older worker).
+        #[serde(default)]
+        lag: i64,
     },
     /// A task read all of its finite input.
     Finished(u32),
@@ -138,4 +148,26 @@ pub enum Request {
         /// Where the answer goes.
         reply: oneshot::Sender<SavepointReply>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Busy` from a container of an earlier release (busy time only) still reads, so a
+    /// job whose processes are upgraded one by one keeps running.
+    #[test]
+    fn a_busy_event_without_records_or_lag_reads() {
+        let event: Event = serde_json::from_str(r#"{"Busy":{"task":3,"busy_us":70}}"#).unwrap();
+        let Event::Busy {
+            task,
+            busy_us,
+            records,
+            lag,
+        } = event
+        else {
+            panic!("{event:?}");
+        };
+        assert_eq!((task, busy_us, records, lag), (3, 70, 0, 0));
+    }
 }

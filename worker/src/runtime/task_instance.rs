@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use prometheus::{IntCounter, IntGauge};
 
 use super::event_time::{EventClock, END_OF_TIME};
-use super::messages::TaskLoad;
+use super::messages::{Event, TaskLoad};
 use super::recovery::TaskRecovery;
 use crate::checkpoint::upload::{PhaseInput, PhaseReport, TaskCheckpointer};
 use crate::checkpoint::{now_ms, CheckpointError};
@@ -116,8 +116,10 @@ pub struct TaskInstance {
     /// Progress marks and the time to resume (`super::recovery`).
     recovery: TaskRecovery,
     /// Load since the last checkpoint, and since the last `Event::Busy`, for the recovery-time
-    /// objective.
+    /// objective and the status.
     load: LoadMeter,
+    /// The lag sent in the last `Event::Busy`; `None` before the first.
+    reported_lag: Option<i64>,
     /// The state hashes of the batch's keys, when the task's state follows them (for
     /// prefetching; see `StreamTask::state_keyed_by_record`).
     key_hashes: Vec<u64>,
@@ -137,6 +139,8 @@ struct LoadMeter {
     /// Busy time not yet reported in an `Event::Busy` (reset about once a second, not at
     /// checkpoints).
     unreported: Duration,
+    /// Records not yet reported in an `Event::Busy`, likewise.
+    unreported_records: u64,
 }
 
 impl LoadMeter {
@@ -146,6 +150,7 @@ impl LoadMeter {
             records: 0,
             busy: Duration::ZERO,
             unreported: Duration::ZERO,
+            unreported_records: 0,
         }
     }
 
@@ -154,6 +159,7 @@ impl LoadMeter {
         self.records += records;
         self.busy += busy;
         self.unreported += busy;
+        self.unreported_records += records;
     }
 
     /// What was counted since the last call (or since the task opened), and start again.
@@ -169,9 +175,12 @@ impl LoadMeter {
         load
     }
 
-    /// Busy time since the last call, µs.
-    fn take_unreported(&mut self) -> u64 {
-        micros(std::mem::take(&mut self.unreported))
+    /// Busy time (µs) and records since the last call.
+    fn take_unreported(&mut self) -> (u64, u64) {
+        (
+            micros(std::mem::take(&mut self.unreported)),
+            std::mem::take(&mut self.unreported_records),
+        )
     }
 }
 
@@ -244,6 +253,7 @@ impl TaskInstance {
             state_failures: Arc::default(),
             recovery,
             load: LoadMeter::new(),
+            reported_lag: None,
             key_hashes: Vec::new(),
         })
     }
@@ -479,9 +489,22 @@ impl TaskInstance {
         ))
     }
 
-    /// Busy time since the last call, µs, for `Event::Busy`.
-    pub fn take_busy_us(&mut self) -> u64 {
-        self.load.take_unreported()
+    /// The `Event::Busy` to send now: busy time and records since the last one, and the lag
+    /// as last refreshed ([`Self::refresh_lag`]). `None` when there is nothing new: no records,
+    /// no busy time and the same lag (an idle task whose backlog grows still reports).
+    pub fn take_busy(&mut self) -> Option<Event> {
+        let (busy_us, records) = self.load.take_unreported();
+        let lag = self.handles.lag.get();
+        if busy_us == 0 && records == 0 && self.reported_lag == Some(lag) {
+            return None;
+        }
+        self.reported_lag = Some(lag);
+        Some(Event::Busy {
+            task: self.id,
+            busy_us,
+            records,
+            lag,
+        })
     }
 
     /// What the task did since its previous checkpoint; called at each synchronous phase.
@@ -585,6 +608,20 @@ mod tests {
         fn tick_interval(&self) -> Option<Duration> {
             Some(self.0)
         }
+    }
+
+    /// The checkpoint window and the `Busy` reports count the same batches independently:
+    /// taking one leaves the other whole.
+    #[test]
+    fn busy_reports_and_checkpoint_windows_count_independently() {
+        let mut meter = LoadMeter::new();
+        meter.counted(10, Duration::from_micros(300));
+        assert_eq!(meter.take_unreported(), (300, 10));
+        meter.counted(5, Duration::from_micros(100));
+        let load = meter.take(Instant::now());
+        assert_eq!((load.records, load.busy_us), (15, 400));
+        assert_eq!(meter.take_unreported(), (100, 5));
+        assert_eq!(meter.take_unreported(), (0, 0));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Built-in tasks, usable from YAML alone.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Map, Value};
 
 use super::context::decode_i64;
@@ -7,10 +9,7 @@ use super::{Record, StreamTask, TaskContext, TaskError, TaskRegistry};
 
 /// Registers every built-in task.
 pub fn register_all(r: &mut TaskRegistry) {
-    r.register("count", |cfg| {
-        reject_unknown(cfg, &[])?;
-        Ok(Box::new(Count::default()))
-    });
+    r.register("count", |cfg| Ok(Box::new(Count::from_config(cfg)?)));
     r.register("sum", |cfg| {
         reject_unknown(cfg, &[])?;
         Ok(Box::new(Sum))
@@ -52,13 +51,28 @@ fn describe_counter(value: &[u8]) -> Value {
 }
 
 /// Keyed count (word count): keeps a 64-bit count per key and emits `(key, new count)`.
+/// `delayPerRecord` makes each record take that much longer (a load-shaping knob for tests).
 #[derive(Default)]
 pub struct Count {
     digits: itoa::Buffer,
+    delay: Option<RecordDelay>,
+}
+
+impl Count {
+    fn from_config(cfg: &Map<String, Value>) -> Result<Self, TaskError> {
+        reject_unknown(cfg, &["delayPerRecord"])?;
+        Ok(Count {
+            delay: RecordDelay::from_config(cfg)?,
+            ..Count::default()
+        })
+    }
 }
 
 impl StreamTask for Count {
     fn process(&mut self, r: &Record<'_>, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        if let Some(delay) = &mut self.delay {
+            delay.record();
+        }
         let n = ctx.add_i64(r.key, 1)?;
         let text = self.digits.format(n);
         ctx.emit(r.key, text.as_bytes())
@@ -70,6 +84,64 @@ impl StreamTask for Count {
 
     fn describe_value(&self, value: &[u8]) -> Value {
         describe_counter(value)
+    }
+}
+
+/// The longest `delayPerRecord`: it stands for a call to another service per record, and a
+/// longer one is a typo that would make a job look hung.
+const MAX_RECORD_DELAY: Duration = Duration::from_secs(1);
+
+/// Sleeping shorter than this costs more in timer slack and wake-ups than it models.
+const MIN_SLEEP: Duration = Duration::from_millis(1);
+
+/// `delayPerRecord`: each record costs this much wall time, as a call to an external service
+/// would, but little CPU, so that a job's capacity grows with its containers even on a machine
+/// with few cores (autoscaling tests, benchmarks). The delay accumulates per record and is
+/// slept off once it reaches [`MIN_SLEEP`], less what the sleeps overshot.
+#[derive(Debug)]
+struct RecordDelay {
+    per_record: Duration,
+    /// Delay owed and not slept yet.
+    debt: Duration,
+}
+
+impl RecordDelay {
+    /// `None` without `delayPerRecord` (or with 0).
+    fn from_config(cfg: &Map<String, Value>) -> Result<Option<Self>, TaskError> {
+        const FIELD: &str = "delayPerRecord";
+        let problem = |problem: String| TaskError::Config {
+            field: FIELD.into(),
+            problem,
+        };
+        let per_record = match cfg.get(FIELD) {
+            None => return Ok(None),
+            Some(Value::String(text)) => cairn_contract::parse_duration(text)
+                .map_err(|e| problem(format!("{e}; for example \"2ms\"")))?,
+            Some(other) => {
+                return Err(problem(format!(
+                    "must be a duration string such as \"2ms\", got {other}"
+                )))
+            }
+        };
+        if per_record > MAX_RECORD_DELAY {
+            return Err(problem(format!(
+                "{per_record:?} per record is more than the {MAX_RECORD_DELAY:?} allowed; it models a call to another service per record, use a few milliseconds such as \"2ms\""
+            )));
+        }
+        Ok((!per_record.is_zero()).then_some(RecordDelay {
+            per_record,
+            debt: Duration::ZERO,
+        }))
+    }
+
+    /// One record: owe its delay, and sleep once the debt is worth a sleep.
+    fn record(&mut self) {
+        self.debt += self.per_record;
+        if self.debt >= MIN_SLEEP {
+            let started = Instant::now();
+            std::thread::sleep(self.debt);
+            self.debt = self.debt.saturating_sub(started.elapsed());
+        }
     }
 }
 
@@ -305,6 +377,78 @@ mod tests {
             &[("a", ""), ("b", ""), ("a", "")],
         );
         assert_eq!(out, pairs(&[("a", "1"), ("b", "1"), ("a", "2")]));
+    }
+
+    /// `delayPerRecord` costs each record its delay in wall time and leaves the counts exact.
+    #[test]
+    fn count_with_a_delay_per_record_takes_that_long_and_counts_exactly() {
+        let started = Instant::now();
+        let (out, _) = run(
+            "count",
+            serde_json::json!({"delayPerRecord": "2ms"}),
+            &[("a", ""), ("b", ""), ("a", ""), ("a", ""), ("c", "")],
+        );
+        assert!(started.elapsed() >= Duration::from_millis(10));
+        assert_eq!(
+            out,
+            pairs(&[("a", "1"), ("b", "1"), ("a", "2"), ("a", "3"), ("c", "1")])
+        );
+        // Below a millisecond the delay is owed, then slept off: 4 × 300 µs ⇒ at least 1 ms.
+        let mut delay = RecordDelay::from_config(
+            serde_json::json!({"delayPerRecord": "300us"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        let started = Instant::now();
+        for _ in 0..4 {
+            delay.record();
+        }
+        assert!(started.elapsed() >= Duration::from_micros(900));
+        assert!(delay.debt < MIN_SLEEP, "{:?}", delay.debt);
+    }
+
+    /// A wrong `delayPerRecord` is a config error naming the key and the fix, not a panic;
+    /// absent or 0 means no delay.
+    #[test]
+    fn a_bad_delay_per_record_names_the_key_and_the_fix() {
+        let build = |config: serde_json::Value| {
+            TaskRegistry::with_builtins()
+                .build("count", config.as_object().unwrap())
+                .err()
+                .map(|e| e.to_string())
+        };
+        for (config, says) in [
+            (
+                serde_json::json!({"delayPerRecord": "2s"}),
+                "more than the 1s",
+            ),
+            (
+                serde_json::json!({"delayPerRecord": "soon"}),
+                "not a duration",
+            ),
+            (serde_json::json!({"delayPerRecord": 2}), "duration string"),
+            (
+                serde_json::json!({"delayPerRecord": "2ms", "x": 1}),
+                "task.config.x",
+            ),
+        ] {
+            let err = build(config.clone()).unwrap_or_else(|| panic!("{config} was accepted"));
+            assert!(err.contains(says), "{config}: {err}");
+            if !says.starts_with("task.config.x") {
+                assert!(err.contains("task.config.delayPerRecord"), "{err}");
+                assert!(err.contains("2ms"), "names an example: {err}");
+            }
+        }
+        assert_eq!(build(serde_json::json!({"delayPerRecord": "1s"})), None);
+        let none = |config: serde_json::Value| {
+            RecordDelay::from_config(config.as_object().unwrap())
+                .unwrap()
+                .is_none()
+        };
+        assert!(none(serde_json::json!({})));
+        assert!(none(serde_json::json!({"delayPerRecord": "0ms"})));
     }
 
     #[test]
