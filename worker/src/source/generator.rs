@@ -145,6 +145,14 @@ impl GeneratorSource {
             drawn: Vec::new(),
         }
     }
+
+    /// With a rate, the offset up to which records are due by now.
+    fn due(&self) -> Option<u64> {
+        let rate = self.rate?;
+        let (t0, base) = self.rate_origin;
+        // The float-to-integer cast saturates, and so does the sum.
+        Some(base.saturating_add((t0.elapsed().as_secs_f64() * rate as f64) as u64))
+    }
 }
 
 impl Source for GeneratorSource {
@@ -156,10 +164,7 @@ impl Source for GeneratorSource {
             }
             end = end.min(limit);
         }
-        if let Some(rate) = self.rate {
-            let (t0, base) = self.rate_origin;
-            // The float-to-integer cast saturates, and so does the sum.
-            let allowed = base.saturating_add((t0.elapsed().as_secs_f64() * rate as f64) as u64);
+        if let Some(allowed) = self.due() {
             if allowed <= self.next {
                 return Ok(Poll::Idle);
             }
@@ -206,8 +211,18 @@ impl Source for GeneratorSource {
         Ok(())
     }
 
+    /// Records available but not read yet, as a broker's lag would be: with a rate, those due
+    /// by now (the records a slow task falls behind by, which the autoscaler works from);
+    /// without one, all that are left of a finite partition. An endless partition without a
+    /// rate is never behind.
     fn lag(&self) -> Option<u64> {
-        self.limit.map(|l| l.saturating_sub(self.next))
+        let available = match (self.due(), self.limit) {
+            (Some(due), Some(limit)) => due.min(limit),
+            (Some(due), None) => due,
+            (None, Some(limit)) => limit,
+            (None, None) => return None,
+        };
+        Some(available.saturating_sub(self.next))
     }
 }
 
@@ -391,5 +406,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("beyond the end"));
+    }
+
+    /// A rate-limited partition's lag is what is due and not read yet, capped by its end; a
+    /// finite one without a rate lags by all it has left; an endless one without a rate, never.
+    #[test]
+    fn lag_counts_the_records_available_and_not_read() {
+        let table = std::sync::Arc::new(KeyTable::build(&spec(10, 1, KeyDistribution::Uniform)));
+        let mut finite =
+            GeneratorSource::new(&spec(10, 1, KeyDistribution::Uniform), table.clone(), 0);
+        assert_eq!(finite.lag(), Some(1000));
+        finite.seek(400).unwrap();
+        assert_eq!(finite.lag(), Some(600));
+        let mut rated = spec(10, 1, KeyDistribution::Uniform);
+        rated.rate_per_second = Some(1_000_000);
+        rated.records_per_partition = Some(50);
+        let mut source = GeneratorSource::new(&rated, table.clone(), 0);
+        source.rate_origin = (Instant::now() - std::time::Duration::from_secs(1), 0);
+        assert_eq!(source.lag(), Some(50), "due beyond the end: capped by it");
+        rated.records_per_partition = None;
+        rated.rate_per_second = Some(100);
+        let mut source = GeneratorSource::new(&rated, table.clone(), 0);
+        source.rate_origin = (Instant::now() - std::time::Duration::from_secs(2), 0);
+        let lag = source.lag().unwrap();
+        assert!((200..=210).contains(&lag), "{lag}");
+        source.next = 150;
+        assert!((50..=60).contains(&source.lag().unwrap()));
+        rated.rate_per_second = None;
+        assert_eq!(GeneratorSource::new(&rated, table, 0).lag(), None);
     }
 }
