@@ -121,6 +121,13 @@ fn default_parallelism() -> u32 {
     1
 }
 
+/// The container task `task` runs in when the job has `parallelism` containers: task t runs in
+/// container t % P. The worker assigns tasks by it and the operator's autoscaler predicts a
+/// container's load by it, so both use this one definition. A P of 0 reads as 1.
+pub fn container_of(task: u32, parallelism: u32) -> u32 {
+    task % parallelism.max(1)
+}
+
 impl JobSpec {
     /// A spec with the given name, input and task and every other section at its default;
     /// a starting point for programmatic specs and tests.

@@ -517,8 +517,10 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembly, Ru
     // another partition count): no generation claimed, no state restored.
     let sources = checked_sources(SourceFactory::new(&spec.input).with_metrics(metrics)).await?;
 
-    // Task t runs in container t % P; this process runs every container, or one.
-    let assignment: BTreeMap<u32, u32> = (0..partitions).map(|t| (t, t % parallelism)).collect();
+    // This process runs every container, or one.
+    let assignment: BTreeMap<u32, u32> = (0..partitions)
+        .map(|t| (t, cairn_contract::container_of(t, parallelism)))
+        .collect();
     let my_containers: Vec<u32> = match &opts.role {
         Role::AllContainers => (0..parallelism).collect(),
         Role::Coordinator { .. } => vec![0],
