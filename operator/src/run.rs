@@ -98,6 +98,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
             instance: Some(config.identity.clone()),
         },
         panics: Default::default(),
+        loads: Default::default(),
     });
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

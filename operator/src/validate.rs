@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::config::OperatorConfig;
 use crate::crd::{
-    DataRetention, DesiredState, RestoreFrom, SavepointSettings, StreamJobSpec, UpgradeMode,
+    AutoscalerSettings, DataRetention, DesiredState, RestoreFrom, SavepointSettings, StreamJobSpec,
+    UpgradeMode,
 };
 use crate::pods::PodDocument;
 
@@ -63,7 +64,40 @@ pub struct ValidatedJob {
     pub delete_data: bool,
     /// Savepoints that deletion keeps (`deletion.retainSavepoints`).
     pub retain_savepoints: Vec<String>,
+    /// `spec.autoscaler` with its defaults; `None` without one.
+    pub autoscaler: Option<AutoscalerPolicy>,
 }
+
+/// `spec.autoscaler` with every default applied (docs/autoscaling.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalerPolicy {
+    /// Fewest containers.
+    pub min: u32,
+    /// Most containers (at most N).
+    pub max: u32,
+    /// Busy fraction the busiest container should stay under.
+    pub target_utilization: f64,
+    /// Time to work off a backlog in.
+    pub catch_up: Duration,
+    /// How long recommendations must agree.
+    pub window: Duration,
+    /// Quiet time after a change, then its verification.
+    pub cooldown: Duration,
+}
+
+/// Default `autoscaler.targetUtilization`.
+pub const DEFAULT_TARGET_UTILIZATION: f64 = 0.7;
+/// Default `autoscaler.catchUpTime`.
+pub const DEFAULT_CATCH_UP: Duration = Duration::from_secs(300);
+/// Default `autoscaler.stabilizationWindow`.
+pub const DEFAULT_STABILIZATION: Duration = Duration::from_secs(180);
+/// Default `autoscaler.cooldown`.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
+/// Shortest stabilization window and cooldown: the operator looks at a running job every 10 s,
+/// and a decision on a single look would follow every blip.
+pub const MIN_AUTOSCALER_PERIOD: Duration = Duration::from_secs(10);
+/// Longest autoscaler duration: the recommendations of a window are kept in memory.
+pub const MAX_AUTOSCALER_PERIOD: Duration = Duration::from_secs(3600);
 
 impl ValidatedJob {
     /// Deletion has work to do outside Kubernetes (a final savepoint, or the store's data), so
@@ -77,6 +111,13 @@ impl ValidatedJob {
     /// The job the pods run.
     pub fn job(&self) -> &JobSpec {
         &self.pods.job
+    }
+
+    /// The same job with `parallelism` containers (the autoscaler's choice), re-hashed.
+    pub fn with_parallelism(mut self, parallelism: u32) -> Self {
+        self.pods.job.parallelism = parallelism;
+        self.hash = self.pods.hash();
+        self
     }
 }
 
@@ -154,6 +195,12 @@ pub fn validate(
             ));
         }
     }
+    let autoscaler = match (&job, &spec.autoscaler) {
+        (Some(job), Some(settings)) => {
+            autoscaler_policy(job, spec.upgrade_mode, settings, &mut problems)
+        }
+        _ => None,
+    };
     let Some(job) = job.filter(|_| problems.is_empty()) else {
         return Err(InvalidSpec { problems });
     };
@@ -196,6 +243,78 @@ pub fn validate(
             .as_ref()
             .map(|d| d.retain_savepoints.clone())
             .unwrap_or_default(),
+        autoscaler,
+    })
+}
+
+/// `spec.autoscaler` checked against the job it scales.
+fn autoscaler_policy(
+    job: &JobSpec,
+    mode: UpgradeMode,
+    settings: &AutoscalerSettings,
+    problems: &mut Vec<String>,
+) -> Option<AutoscalerPolicy> {
+    let before = problems.len();
+    let n = job.input.partitions();
+    if mode == UpgradeMode::Stateless {
+        problems.push("spec.autoscaler: upgradeMode stateless starts every new deployment with empty state, so each rescale would lose the job's state; use upgradeMode savepoint or last-state, or remove the autoscaler".into());
+    }
+    if let cairn_contract::InputSpec::File(_) = job.input {
+        problems.push("spec.autoscaler: a file input reports its lag in bytes, and the autoscaler needs it in records (kafka and generator inputs); remove the autoscaler or set job.parallelism yourself".into());
+    }
+    let min = settings.min_parallelism.unwrap_or(1);
+    let max = settings.max_parallelism.unwrap_or(n);
+    if min == 0 {
+        problems.push("spec.autoscaler.minParallelism: must be at least 1".into());
+    }
+    if max > n {
+        problems.push(format!("spec.autoscaler.maxParallelism: {max} is more than the job's {n} partitions (a task is one partition and never split); write at most {n} or leave it out"));
+    }
+    if min > max {
+        problems.push(format!("spec.autoscaler.minParallelism: {min} is more than maxParallelism {max}; make min <= max"));
+    }
+    let target_utilization = settings
+        .target_utilization
+        .unwrap_or(DEFAULT_TARGET_UTILIZATION);
+    if !(0.1..=1.0).contains(&target_utilization) {
+        problems.push(format!("spec.autoscaler.targetUtilization: {target_utilization} is not between 0.1 and 1; use e.g. 0.7 (30% headroom for bursts)"));
+    }
+    let period =
+        |field: &str, text: &Option<String>, default: Duration, problems: &mut Vec<String>| {
+            let value = duration_field(field, text.as_deref(), problems).unwrap_or(default);
+            if !(MIN_AUTOSCALER_PERIOD..=MAX_AUTOSCALER_PERIOD).contains(&value) {
+                problems.push(format!(
+                    "{field}: {} is not between 10s and 1h",
+                    cairn_contract::format_duration(value)
+                ));
+            }
+            value
+        };
+    let catch_up = period(
+        "spec.autoscaler.catchUpTime",
+        &settings.catch_up_time,
+        DEFAULT_CATCH_UP,
+        problems,
+    );
+    let window = period(
+        "spec.autoscaler.stabilizationWindow",
+        &settings.stabilization_window,
+        DEFAULT_STABILIZATION,
+        problems,
+    );
+    let cooldown = period(
+        "spec.autoscaler.cooldown",
+        &settings.cooldown,
+        DEFAULT_COOLDOWN,
+        problems,
+    );
+    (problems.len() == before).then_some(AutoscalerPolicy {
+        min,
+        max,
+        target_utilization,
+        catch_up,
+        window,
+        cooldown,
     })
 }
 

@@ -99,6 +99,7 @@ fn context(client: Client, job: Arc<ScriptedJob>) -> Arc<Context> {
             instance: None,
         },
         panics: Default::default(),
+        loads: Default::default(),
     })
 }
 

@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::time::Duration;
+
 use cairn_contract::deploy::Start;
 use cairn_contract::JobSpec;
 use cairn_operator::children::{self, Owner};
-use cairn_operator::crd::Deployment;
+use cairn_operator::crd::{Deployment, UpgradeMode};
 use cairn_operator::lifecycle::{classify, Change};
 use cairn_operator::validate::{validate, ValidatedJob, STATE_DIR};
 use common::{config, manifest, validated};
@@ -178,7 +180,8 @@ fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
 }
 
 /// Every StreamJob manifest under examples/k8s (store-pvc.yaml is a plain PVC).
-const EXAMPLES: [&str; 5] = [
+const EXAMPLES: [&str; 6] = [
+    "examples/k8s/autoscaled.yaml",
     "examples/k8s/count.yaml",
     "examples/k8s/file-sink.yaml",
     "examples/k8s/periodic-savepoints.yaml",
@@ -268,6 +271,69 @@ fn invalid_specs_name_every_bad_field() {
         .to_string();
     assert!(
         text.contains("spec.job.input.partitons: unknown field `partitons`"),
+        "{text}"
+    );
+}
+
+/// `spec.autoscaler` gets its defaults, and every setting it cannot honour is named.
+#[test]
+fn autoscaler_settings_are_checked() {
+    let sj = manifest("examples/k8s/autoscaled.yaml");
+    let policy = validated(&sj).autoscaler.expect("a policy");
+    assert_eq!((policy.min, policy.max), (1, 6));
+    assert_eq!(policy.window, Duration::from_secs(20));
+
+    let mut defaults = manifest("examples/k8s/count.yaml");
+    defaults.spec.autoscaler = Some(Default::default());
+    let policy = validated(&defaults).autoscaler.unwrap();
+    assert_eq!(
+        (policy.min, policy.max, policy.target_utilization),
+        (1, 4, 0.7)
+    );
+    assert_eq!(
+        (policy.catch_up, policy.window, policy.cooldown),
+        (
+            Duration::from_secs(300),
+            Duration::from_secs(180),
+            Duration::from_secs(300)
+        )
+    );
+    assert_eq!(
+        validated(&manifest("examples/k8s/count.yaml")).autoscaler,
+        None
+    );
+
+    let mut bad = sj.clone();
+    let settings = bad.spec.autoscaler.as_mut().unwrap();
+    settings.max_parallelism = Some(7);
+    settings.min_parallelism = Some(8);
+    settings.target_utilization = Some(1.5);
+    settings.cooldown = Some("1s".into());
+    settings.catch_up_time = Some("soon".into());
+    bad.spec.upgrade_mode = UpgradeMode::Stateless;
+    let err = validate("autoscaled", &bad.spec, &config()).unwrap_err();
+    let text = err.to_string();
+    for expected in [
+        "spec.autoscaler: upgradeMode stateless starts every new deployment with empty state",
+        "spec.autoscaler.maxParallelism: 7 is more than the job's 6 partitions",
+        "spec.autoscaler.minParallelism: 8 is more than maxParallelism 7",
+        "spec.autoscaler.targetUtilization: 1.5 is not between 0.1 and 1",
+        "spec.autoscaler.cooldown: 1s is not between 10s and 1h",
+        "spec.autoscaler.catchUpTime: \"soon\" is not a duration",
+    ] {
+        assert!(text.contains(expected), "{expected}\n in {text}");
+    }
+
+    let mut file = manifest("examples/k8s/count.yaml");
+    file.spec.job["input"] =
+        serde_json::json!({"type": "file", "partitions": 4, "path": "/var/lib/cairn-store/in"});
+    assert!(validate("count", &file.spec, &config()).is_ok());
+    file.spec.autoscaler = Some(Default::default());
+    let text = validate("count", &file.spec, &config())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.contains("spec.autoscaler: a file input reports its lag in bytes"),
         "{text}"
     );
 }

@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use cairn_contract::control::{
     self as wire, CommittedCheckpoint, JobStatus, OperationState, PredictedRecovery,
-    RecoveryObjective, SavepointInfo, StandbyStatus,
+    RecoveryObjective, SavepointInfo, StandbyStatus, TaskStatus,
 };
 use cairn_operator::children::Housekeeping;
 use cairn_operator::control::ControlError;
 use cairn_operator::crd::{
-    OperationKind, Phase, RecoveryObjectiveInfo, StandbyInfo, Step, StreamJob, StreamJobStatus,
+    AutoscalerSettings, AutoscalerStatus, LoadMetrics, OperationKind, Phase, RecoveryObjectiveInfo,
+    ScalingDecision, StandbyInfo, Step, StreamJob, StreamJobStatus,
 };
 use cairn_operator::lifecycle::{
-    classify, conditions, plan, savepoint_answered, Change, Effect, Input, Observed, Outcome, Plan,
-    Workers, MAX_REQUEUE,
+    classify, conditions, plan, savepoint_answered, with_autoscaled_parallelism, Change, Effect,
+    Input, LoadMemory, Observed, Outcome, Plan, Workers, AUTOSCALER_HISTORY, MAX_REQUEUE,
 };
 use cairn_operator::validate::ValidatedJob;
 use common::{manifest, validated};
@@ -30,6 +31,8 @@ struct World {
     sj: StreamJob,
     status: StreamJobStatus,
     now: Timestamp,
+    /// What the autoscaler remembers between reconciles (the operator keeps it in memory).
+    load: Option<LoadMemory>,
 }
 
 impl World {
@@ -38,11 +41,13 @@ impl World {
             sj: manifest("examples/k8s/count.yaml"),
             status: StreamJobStatus::default(),
             now: "2026-11-24T10:00:00Z".parse().unwrap(),
+            load: None,
         }
     }
 
+    /// The spec as the operator runs it: validated, with the autoscaler's P if it chose one.
     fn desired(&self) -> ValidatedJob {
-        validated(&self.sj)
+        with_autoscaled_parallelism(validated(&self.sj), &self.status)
     }
 
     /// One reconcile: plan against `observed`, keep the new status, advance the clock 1 s.
@@ -62,7 +67,7 @@ impl World {
 
     fn reconcile(
         &mut self,
-        observed: Observed,
+        mut observed: Observed,
         deleting: bool,
         answer: Option<Result<&str, &str>>,
     ) -> Plan {
@@ -73,6 +78,7 @@ impl World {
             .deployed
             .as_ref()
             .map(|d| d.pods("status.deployed.pods").unwrap());
+        observed.load = self.load.take();
         let input = Input {
             generation: Some(1),
             desired: &desired,
@@ -92,6 +98,7 @@ impl World {
             p = savepoint_answered(&input, p, answer);
         }
         self.status = p.status.clone();
+        self.load = p.load.clone();
         self.now += Duration::from_secs(1);
         p
     }
@@ -103,7 +110,12 @@ impl World {
 
     /// Deploys the example and sees it commit: Running.
     fn running() -> Self {
-        let mut w = World::new();
+        World::new().deployed()
+    }
+
+    /// Deploys this world's StreamJob and sees it commit: Running.
+    fn deployed(self) -> Self {
+        let mut w = self;
         let p = w.step(Observed::default());
         assert!(matches!(
             &p.effects[..],
@@ -114,7 +126,8 @@ impl World {
         ));
         assert_eq!(w.status.phase, Some(Phase::Deploying));
         let hash = running_hash(&w);
-        w.step(observed(2, Some(report(&hash, 1))));
+        let pods = w.desired().job().parallelism;
+        w.step(observed(pods, Some(report(&hash, 1))));
         assert_eq!(w.status.phase, Some(Phase::Running));
         assert_eq!(w.status.last_good, w.status.deployed);
         w
@@ -1428,4 +1441,452 @@ fn rescales_and_stateless_upgrades_are_not_checked() {
     w.sj.spec.image = Some("cairn/worker:2".into());
     w.step(observed(2, None));
     assert_eq!(w.op().1, Step::StoppingWorkers);
+}
+
+// --- The autoscaler (docs/autoscaling.md) --------------------------------------------------
+
+/// The example (4 partitions) with an autoscaler: 1 to 4 containers, target 70%, a 30 s
+/// window, a 60 s cooldown, backlogs worked off in 100 s. Deployed at the autoscaler's P
+/// `start` (the example's 2 if `None`) with `history` already in status.
+fn autoscaled(start: Option<u32>, history: Vec<ScalingDecision>) -> World {
+    let mut w = World::new();
+    w.sj.spec.autoscaler = Some(AutoscalerSettings {
+        min_parallelism: Some(1),
+        max_parallelism: Some(4),
+        target_utilization: Some(0.7),
+        catch_up_time: Some("100s".into()),
+        stabilization_window: Some("30s".into()),
+        cooldown: Some("60s".into()),
+    });
+    w.status.autoscaler = Some(AutoscalerStatus {
+        parallelism: start,
+        history,
+        ..Default::default()
+    });
+    w.deployed()
+}
+
+/// A decision `ago` before the world's clock.
+fn decision(w: &World, ago: u64, from: u32, to: u32, processing_rate: f64) -> ScalingDecision {
+    let time = w.now - Duration::from_secs(ago);
+    ScalingDecision {
+        time: time.to_string(),
+        from,
+        to,
+        reason: if to > from { "ScaleUp" } else { "ScaleDown" }.into(),
+        message: "an earlier decision".into(),
+        load: LoadMetrics {
+            processing_rate,
+            ..Default::default()
+        },
+        outcome: None,
+    }
+}
+
+/// The per-task counters the workers of a running job report, advanced look by look.
+struct Load {
+    tasks: Vec<TaskStatus>,
+    checkpoint: u64,
+    /// When the workers' process started: counters start at zero with each.
+    started_at_ms: u64,
+}
+
+impl Load {
+    /// Four tasks in `parallelism` containers, nothing read yet.
+    fn new(parallelism: u32) -> Self {
+        let tasks = (0..4)
+            .map(|task| TaskStatus {
+                task,
+                container: task % parallelism,
+                ..Default::default()
+            })
+            .collect();
+        Load {
+            tasks,
+            checkpoint: 10,
+            started_at_ms: 1_790_000_000_000,
+        }
+    }
+
+    /// `seconds` pass in which each task reads `rate` records/s at `cost_ms` each while its
+    /// backlog grows by `growth` records/s.
+    fn pass(&mut self, seconds: u64, rate: u64, cost_ms: u64, growth: i64) {
+        for t in &mut self.tasks {
+            t.records_in += rate * seconds;
+            t.records_out = t.records_in;
+            t.busy_ms += rate * seconds * cost_ms;
+            t.lag = (t.lag + growth * seconds as i64).max(0);
+        }
+        self.checkpoint += 1;
+    }
+
+    fn report(&self, deployment: &str) -> JobStatus {
+        JobStatus {
+            started_at_ms: self.started_at_ms,
+            tasks: self.tasks.clone(),
+            ..report(deployment, self.checkpoint)
+        }
+    }
+}
+
+/// One look 10 s after the last: the tasks read `rate` records/s each at `cost_ms` a record,
+/// their backlogs growing by `growth`/s.
+fn look(w: &mut World, load: &mut Load, rate: u64, cost_ms: u64, growth: i64) -> Plan {
+    w.now += Duration::from_secs(9);
+    load.pass(10, rate, cost_ms, growth);
+    let hash = running_hash(w);
+    let pods = w.status.deployed.as_ref().unwrap();
+    let pods = pods.pods("status.deployed.pods").unwrap().job.parallelism;
+    w.step(observed(pods, Some(load.report(&hash))))
+}
+
+fn autoscaler(w: &World) -> &AutoscalerStatus {
+    w.status.autoscaler.as_ref().expect("status.autoscaler")
+}
+
+fn last_message(w: &World) -> &str {
+    &autoscaler(w).last_evaluation.as_ref().unwrap().message
+}
+
+fn reasons(p: &Plan) -> Vec<&'static str> {
+    p.notes.iter().map(|n| n.reason).collect()
+}
+
+/// 4 tasks at 100 records/s and 4 ms a record need 0.4 of a container each: P 2 holds two per
+/// container (80%, over the 70% target), and so does P 3 (tasks 0 and 3 share container 0);
+/// only P 4 meets the target. The autoscaler waits for a full window of agreeing looks, then
+/// picks 4, and the next reconcile rescales through the usual savepoint path.
+#[test]
+fn the_autoscaler_scales_up_to_the_smallest_p_whose_busiest_container_meets_the_target() {
+    let mut w = autoscaled(None, vec![]);
+    let mut load = Load::new(2);
+    // The first look of a run only starts its counters.
+    let p = look(&mut w, &mut load, 100, 4, 0);
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    assert!(w
+        .status
+        .autoscaler
+        .as_ref()
+        .unwrap()
+        .last_evaluation
+        .is_none());
+    for seen in [0, 10, 20] {
+        let p = look(&mut w, &mut load, 100, 4, 0);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        assert_eq!(
+            last_message(&w),
+            format!("stabilizing: {seen}s of the 30s window seen in this run; recommends P 4")
+        );
+        let e = autoscaler(&w).last_evaluation.clone().unwrap();
+        assert_eq!(
+            (e.recommended, e.predicted_utilization),
+            (Some(4), Some(0.4))
+        );
+        let l = e.load.unwrap();
+        assert_eq!(
+            (l.input_rate, l.processing_rate, l.backlog),
+            (400.0, 400.0, 0)
+        );
+        assert_eq!(l.busiest_utilization, 0.8);
+        assert_eq!(w.desired().job().parallelism, 2);
+    }
+    let p = look(&mut w, &mut load, 100, 4, 0);
+    assert_eq!(reasons(&p), ["Autoscaled"]);
+    assert!(
+        p.notes[0]
+            .message
+            .starts_with("P 2 -> 4: for 30s every look called for at least P 4"),
+        "{}",
+        p.notes[0].message
+    );
+    assert_eq!(p.requeue, Duration::from_secs(1));
+    let state = autoscaler(&w);
+    assert_eq!(state.parallelism, Some(4));
+    assert_eq!(state.history.len(), 1);
+    let d = &state.history[0];
+    assert_eq!(
+        (d.from, d.to, d.reason.as_str(), d.outcome.as_deref()),
+        (2, 4, "ScaleUp", None)
+    );
+    assert_eq!(d.load.input_rate, 400.0);
+    // The chosen P is the desired spec's: an ordinary rescale follows.
+    assert_eq!(w.desired().job().parallelism, 4);
+    look(&mut w, &mut load, 100, 4, 0);
+    assert_eq!(w.op().0, OperationKind::Rescale);
+}
+
+/// One look in the window that calls for the current P holds it: P changes only when every
+/// recommendation of the window agrees.
+#[test]
+fn one_dissenting_look_in_the_window_holds_p() {
+    let mut w = autoscaled(None, vec![]);
+    let mut load = Load::new(2);
+    look(&mut w, &mut load, 100, 4, 0);
+    look(&mut w, &mut load, 100, 4, 0);
+    look(&mut w, &mut load, 50, 4, 0); // 0.2 a task: P 2 meets the target.
+    assert_eq!(
+        autoscaler(&w).last_evaluation.as_ref().unwrap().recommended,
+        Some(2)
+    );
+    look(&mut w, &mut load, 100, 4, 0);
+    let p = look(&mut w, &mut load, 100, 4, 0);
+    assert!(p.notes.is_empty(), "{:?}", p.notes);
+    assert_eq!(
+        last_message(&w),
+        "holding P 2: the window's recommendations range from 2 to 4"
+    );
+    look(&mut w, &mut load, 100, 4, 0);
+    // The dissenting look is now more than a window old.
+    let p = look(&mut w, &mut load, 100, 4, 0);
+    assert_eq!(reasons(&p), ["Autoscaled"]);
+    assert_eq!(autoscaler(&w).parallelism, Some(4));
+}
+
+/// A backlog is worked off within catchUpTime on top of the input: 4 tasks reading 50/s at
+/// 4 ms (0.2 each) with 5000 records of backlog each need (50 + 5000/100) × 4 ms = 0.4 each.
+#[test]
+fn a_backlog_to_work_off_raises_the_recommendation() {
+    let mut w = autoscaled(None, vec![]);
+    let mut load = Load::new(2);
+    for t in &mut load.tasks {
+        t.lag = 5_000;
+    }
+    look(&mut w, &mut load, 50, 4, 0);
+    look(&mut w, &mut load, 50, 4, 0);
+    let e = autoscaler(&w).last_evaluation.clone().unwrap();
+    assert_eq!(e.recommended, Some(4), "{e:?}");
+    assert_eq!(e.load.unwrap().backlog, 20_000);
+}
+
+/// After a change, nothing changes for the cooldown; at its end the change is verified (the
+/// job keeps up: `KeptUp`), and a window of low load then scales down, since the backlog
+/// does not grow.
+#[test]
+fn a_change_is_verified_after_its_cooldown_and_a_safe_scale_down_follows() {
+    let w = World::new();
+    let history = vec![decision(&w, 10, 2, 4, 400.0)];
+    let mut w = autoscaled(Some(4), history);
+    assert_eq!(w.desired().job().parallelism, 4);
+    let mut load = Load::new(4);
+    // 10 records/s at 4 ms: 0.04 a task; P 1 holds all four at 16%.
+    look(&mut w, &mut load, 10, 4, 0);
+    for _ in 0..3 {
+        let p = look(&mut w, &mut load, 10, 4, 0);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+        assert!(
+            last_message(&w).starts_with("cooling down: P changed "),
+            "{}",
+            last_message(&w)
+        );
+    }
+    // 61 s after the change: verified, and the window (seen since the cooldown began) agrees.
+    let p = look(&mut w, &mut load, 10, 4, 0);
+    assert_eq!(
+        reasons(&p),
+        ["AutoscaleVerified", "Autoscaled"],
+        "{:?}",
+        p.notes
+    );
+    let state = autoscaler(&w);
+    assert_eq!(state.history[0].outcome.as_deref(), Some("KeptUp"));
+    let d = &state.history[1];
+    assert_eq!((d.from, d.to, d.reason.as_str()), (4, 1, "ScaleDown"));
+    assert_eq!(state.parallelism, Some(1));
+    assert_eq!(w.desired().job().parallelism, 1);
+}
+
+/// A low load whose backlog grows is not a reason to remove containers: the bottleneck is
+/// elsewhere, and fewer containers would only fall further behind.
+#[test]
+fn no_scale_down_while_the_backlog_grows() {
+    let mut w = autoscaled(None, vec![]);
+    let mut load = Load::new(2);
+    for _ in 0..8 {
+        let p = look(&mut w, &mut load, 10, 1, 2);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+    assert_eq!(
+        autoscaler(&w).last_evaluation.as_ref().unwrap().recommended,
+        Some(1)
+    );
+    assert!(
+        last_message(&w)
+            .starts_with("recommends P 1, but the backlog grows (8.0 records/s): not scaling down"),
+        "{}",
+        last_message(&w)
+    );
+    assert_eq!(autoscaler(&w).parallelism, None);
+    assert_eq!(w.desired().job().parallelism, 2);
+}
+
+/// A scale-down after which the backlog grows is rolled back at the end of its cooldown, and
+/// scale-downs wait four cooldowns.
+#[test]
+fn a_scale_down_that_does_not_keep_up_is_rolled_back() {
+    let w = World::new();
+    let history = vec![decision(&w, 10, 2, 1, 400.0)];
+    let mut w = autoscaled(Some(1), history);
+    let mut load = Load::new(1);
+    for _ in 0..4 {
+        let p = look(&mut w, &mut load, 100, 2, 20);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+    let p = look(&mut w, &mut load, 100, 2, 20);
+    assert_eq!(reasons(&p), ["AutoscaleRolledBack"], "{:?}", p.notes);
+    assert!(p.notes[0].warning);
+    assert!(
+        p.notes[0].message.contains(
+            "the scale-down from P 2 to 1 does not keep up: the backlog grows by 80.0 records/s"
+        ),
+        "{}",
+        p.notes[0].message
+    );
+    let state = autoscaler(&w);
+    assert_eq!(state.parallelism, Some(2));
+    assert_eq!(state.history[0].outcome.as_deref(), Some("RolledBack"));
+    let back = &state.history[1];
+    assert_eq!(
+        (back.from, back.to, back.reason.as_str()),
+        (1, 2, "RollBack")
+    );
+    let until: Timestamp = state
+        .scale_down_blocked_until
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        until,
+        w.now - Duration::from_secs(1) + Duration::from_secs(240)
+    );
+    assert_eq!(w.desired().job().parallelism, 2);
+}
+
+/// A scale-up that did not raise the processing rate, while the job still does not keep up,
+/// is rolled back (the workers are not the bottleneck), and further scale-ups wait.
+#[test]
+fn an_ineffective_scale_up_is_rolled_back_and_scale_ups_wait() {
+    let w = World::new();
+    let history = vec![decision(&w, 10, 2, 4, 400.0)];
+    let mut w = autoscaled(Some(4), history);
+    let mut load = Load::new(4);
+    for _ in 0..4 {
+        look(&mut w, &mut load, 100, 4, 20);
+    }
+    let p = look(&mut w, &mut load, 100, 4, 20);
+    assert_eq!(reasons(&p), ["AutoscaleRolledBack"], "{:?}", p.notes);
+    assert!(
+        p.notes[0]
+            .message
+            .contains("did not raise the processing rate (400 -> 400 records/s)"),
+        "{}",
+        p.notes[0].message
+    );
+    let state = autoscaler(&w);
+    assert_eq!(state.parallelism, Some(2));
+    assert!(state.scale_up_blocked_until.is_some());
+    assert_eq!(w.desired().job().parallelism, 2);
+}
+
+/// While scale-ups are blocked, a window that calls for more containers says so and waits.
+#[test]
+fn a_blocked_direction_holds_p_and_says_until_when() {
+    let mut w = autoscaled(None, vec![]);
+    w.status.autoscaler.as_mut().unwrap().scale_up_blocked_until =
+        Some((w.now + Duration::from_secs(3600)).to_string());
+    let mut load = Load::new(2);
+    for _ in 0..6 {
+        let p = look(&mut w, &mut load, 100, 4, 0);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+    assert!(
+        last_message(&w).starts_with("recommends P 4, but scale-ups are blocked until "),
+        "{}",
+        last_message(&w)
+    );
+    assert_eq!(w.desired().job().parallelism, 2);
+}
+
+/// A rescale the operator rolled back (its pods never committed) is the autoscaler's failure:
+/// P goes back to what runs, the decision is `Failed`, and that direction waits.
+#[test]
+fn a_rescale_that_failed_returns_p_to_what_runs() {
+    let w = World::new();
+    let history = vec![decision(&w, 100, 2, 4, 400.0)];
+    let mut w = autoscaled(None, history);
+    w.status.autoscaler.as_mut().unwrap().parallelism = Some(4);
+    w.status.failed_hash = Some(w.desired().hash);
+    let mut load = Load::new(2);
+    let p = look(&mut w, &mut load, 100, 4, 0);
+    assert_eq!(reasons(&p), ["AutoscaleFailed"], "{:?}", p.notes);
+    let state = autoscaler(&w);
+    assert_eq!(state.parallelism, Some(2));
+    assert_eq!(state.history[0].outcome.as_deref(), Some("Failed"));
+    assert!(state.scale_up_blocked_until.is_some());
+    assert!(w.status.operation.is_none());
+    assert_eq!(w.desired().job().parallelism, 2);
+}
+
+/// Status keeps the last ten decisions.
+#[test]
+fn the_history_is_bounded() {
+    let w = World::new();
+    let mut history: Vec<_> = (0..AUTOSCALER_HISTORY as u64)
+        .map(|i| decision(&w, 3600 - i, 2, 2, 0.0))
+        .collect();
+    for d in &mut history {
+        d.outcome = Some("KeptUp".into());
+    }
+    let mut w = autoscaled(Some(2), history);
+    let mut load = Load::new(2);
+    for _ in 0..5 {
+        look(&mut w, &mut load, 100, 4, 0);
+    }
+    let state = autoscaler(&w);
+    assert_eq!(state.history.len(), AUTOSCALER_HISTORY);
+    assert_eq!(state.history.last().unwrap().to, 4);
+    assert_eq!(state.history[0].message, "an earlier decision");
+}
+
+/// Without `spec.autoscaler` the job runs `job.parallelism` again and status forgets the
+/// autoscaler.
+#[test]
+fn removing_the_autoscaler_returns_to_job_parallelism() {
+    let mut w = autoscaled(Some(4), vec![]);
+    let mut load = Load::new(4);
+    look(&mut w, &mut load, 100, 4, 0);
+    assert!(w.load.is_some());
+    w.sj.spec.autoscaler = None;
+    look(&mut w, &mut load, 100, 4, 0);
+    assert_eq!(w.status.autoscaler, None);
+    assert_eq!(w.load, None);
+    assert_eq!(w.desired().job().parallelism, 2);
+    assert_eq!(w.op().0, OperationKind::Rescale);
+}
+
+/// Counters that start again (a new run of the workers) are not compared with the old ones:
+/// that look only starts the new run's counters.
+#[test]
+fn a_new_run_starts_its_counters_again() {
+    let mut w = autoscaled(None, vec![]);
+    let mut load = Load::new(2);
+    look(&mut w, &mut load, 100, 4, 0);
+    look(&mut w, &mut load, 100, 4, 0);
+    let before = autoscaler(&w).last_evaluation.clone();
+    assert!(before.is_some());
+    let mut restarted = Load::new(2);
+    restarted.checkpoint = load.checkpoint;
+    restarted.started_at_ms = load.started_at_ms + 40_000;
+    look(&mut w, &mut restarted, 100, 4, 0);
+    assert_eq!(
+        autoscaler(&w).last_evaluation,
+        before,
+        "no evaluation across runs"
+    );
+    look(&mut w, &mut restarted, 100, 4, 0);
+    assert!(
+        last_message(&w).starts_with("stabilizing: 0s"),
+        "{}",
+        last_message(&w)
+    );
 }

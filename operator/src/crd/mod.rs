@@ -112,6 +112,11 @@ pub struct StreamJobSpec {
     /// What happens when the StreamJob is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion: Option<DeletionPolicy>,
+    /// Choose P from the job's measured load (docs/autoscaling.md). Absent (the default): P is
+    /// `job.parallelism`. Present: `job.parallelism` is the starting P and the autoscaler's
+    /// choice (`status.autoscaler.parallelism`) replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerSettings>,
     /// Secret whose keys become environment variables of the workers (e.g. `AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY` for an `s3://` store, Kafka credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +264,36 @@ pub struct SavepointSettings {
     /// Unset: keep retrying, the running job untouched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_to_last_state_after: Option<u32>,
+}
+
+/// The autoscaler's settings (docs/autoscaling.md); every field has a default.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerSettings {
+    /// Fewest containers (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_parallelism: Option<u32>,
+    /// Most containers (default N, the partitions: a task is never split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_parallelism: Option<u32>,
+    /// The busy fraction the busiest container should stay under, 0.1 to 1 (default 0.7): the
+    /// headroom left for bursts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.1, max = 1.0))]
+    pub target_utilization: Option<f64>,
+    /// The time in which a backlog should be worked off on top of the input (duration, default
+    /// `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up_time: Option<String>,
+    /// How long every recommendation must agree before P changes (duration, default `3m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window: Option<String>,
+    /// After a change of P, no other change for this long; at its end the change is verified
+    /// and rolled back if the job does not keep up (duration, default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<String>,
 }
 
 /// Where a new job starts, and how savepoints are restored.

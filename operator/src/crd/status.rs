@@ -96,6 +96,88 @@ pub struct StreamJobStatus {
     /// The last error, with what to do about it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The autoscaler's choice of P, its latest look at the load and its decisions; absent
+    /// without `spec.autoscaler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerStatus>,
+}
+
+/// What the autoscaler chose and why (docs/autoscaling.md).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerStatus {
+    /// The P the autoscaler chose: the desired spec runs it instead of `job.parallelism`.
+    /// Absent until its first decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    /// The latest evaluation of the load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_evaluation: Option<LoadEvaluation>,
+    /// Its decisions, oldest first; the last ten are kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<ScalingDecision>,
+    /// No scale-up before this time (RFC 3339): a scale-up did not raise the processing rate,
+    /// so the bottleneck is not the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_blocked_until: Option<String>,
+    /// No scale-down before this time (RFC 3339): a scale-down did not keep up and was rolled
+    /// back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_blocked_until: Option<String>,
+}
+
+/// The load the autoscaler measured between two looks at the job, summed over its tasks.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadMetrics {
+    /// Records arriving per second: read plus the backlog's growth.
+    pub input_rate: f64,
+    /// Records read per second.
+    pub processing_rate: f64,
+    /// Records not read yet (the tasks' lag).
+    pub backlog: u64,
+    /// The busy fraction of the busiest container now (1 = always processing).
+    pub busiest_utilization: f64,
+}
+
+/// One evaluation: the load, the P it calls for, and what the autoscaler does about it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadEvaluation {
+    /// When (RFC 3339).
+    pub time: String,
+    /// The load measured; absent when it could not be (`message` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadMetrics>,
+    /// The smallest P whose busiest container stays under the target utilization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<u32>,
+    /// The busiest container's predicted utilization at `recommended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_utilization: Option<f64>,
+    /// What the autoscaler does now (holding, stabilizing, cooling down, scaling) and why.
+    pub message: String,
+}
+
+/// A change of P the autoscaler made, with the metrics behind it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingDecision {
+    /// When (RFC 3339).
+    pub time: String,
+    /// P before.
+    pub from: u32,
+    /// P after.
+    pub to: u32,
+    /// `ScaleUp`, `ScaleDown` or `RollBack`.
+    pub reason: String,
+    /// Why, in words.
+    pub message: String,
+    /// The load it was decided on.
+    pub load: LoadMetrics,
+    /// `KeptUp`, `RolledBack` or `Failed` once verified (after the cooldown); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// Lifecycle phase.

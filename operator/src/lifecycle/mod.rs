@@ -7,12 +7,15 @@
 //! savepoint is in status before any pod is deleted, and a target spec is in status before its
 //! pods are created; an operator killed at any point resumes from status.
 
+mod autoscale;
 mod classify;
 pub mod conditions;
+mod load_model;
 mod plan;
 pub mod standby;
 mod store_work;
 
+pub use autoscale::{with_autoscaled_parallelism, LoadMemory, HISTORY as AUTOSCALER_HISTORY};
 pub use classify::{classify, Change};
 pub use plan::{
     backoff, elapsed, plan, refused, savepoint_answered, Effect, Input, Note, Observed, Outcome,

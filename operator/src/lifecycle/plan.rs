@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::autoscale::LoadMemory;
 use super::classify::{classify, Change};
 use super::{conditions, standby};
 use crate::children::Housekeeping;
@@ -70,6 +71,9 @@ pub struct Observed {
     /// The housekeeping Jobs named in status (`disposal.job`, `operation.housekeeping`) that
     /// exist, by name; one missing here does not exist.
     pub housekeeping: BTreeMap<String, Outcome>,
+    /// What the autoscaler remembers of earlier looks at the job (kept by the operator between
+    /// reconciles, see [`Plan::load`]); `None` at first.
+    pub load: Option<LoadMemory>,
 }
 
 /// How a housekeeping pod ([`crate::children::housekeeping_job`]) is doing.
@@ -173,6 +177,9 @@ pub struct Plan {
     pub finished: Option<(OperationKind, f64)>,
     /// Deletion may proceed: remove the finalizer.
     pub release_finalizer: bool,
+    /// What the autoscaler remembers for the next reconcile ([`Observed::load`]); `None`:
+    /// forget the job (it has no autoscaler).
+    pub load: Option<LoadMemory>,
 }
 
 /// Decides the next step.
@@ -190,6 +197,7 @@ pub fn plan(input: &Input) -> Plan {
     if !input.deleting {
         step.dispose_pruned();
     }
+    step.autoscale();
     step.into_plan()
 }
 
@@ -209,6 +217,7 @@ pub fn savepoint_answered(input: &Input, plan: Plan, answer: Result<String, Stri
     step.requeue = plan.requeue;
     step.finished = plan.finished;
     step.release_finalizer = plan.release_finalizer;
+    step.load = plan.load;
     if let Some(mut op) = step.status.operation.clone() {
         match answer {
             Ok(id) => {
@@ -261,6 +270,7 @@ pub(super) struct Stepper<'a> {
     pub(super) requeue: Duration,
     pub(super) finished: Option<(OperationKind, f64)>,
     pub(super) release_finalizer: bool,
+    pub(super) load: Option<LoadMemory>,
 }
 
 impl<'a> Stepper<'a> {
@@ -273,6 +283,7 @@ impl<'a> Stepper<'a> {
             requeue: STEADY_REQUEUE,
             finished: None,
             release_finalizer: false,
+            load: input.observed.load.clone(),
         }
     }
 
@@ -301,6 +312,7 @@ impl<'a> Stepper<'a> {
             requeue: self.requeue.min(MAX_REQUEUE),
             finished: self.finished,
             release_finalizer: self.release_finalizer,
+            load: self.load,
         }
     }
 

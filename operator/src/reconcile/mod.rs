@@ -26,7 +26,7 @@ use rand::Rng;
 use crate::config::OperatorConfig;
 use crate::control::ControlApi;
 use crate::crd::{Deployment, StreamJob, StreamJobStatus};
-use crate::lifecycle::{self, conditions, Effect, Input};
+use crate::lifecycle::{self, conditions, Effect, Input, LoadMemory};
 use crate::metrics::Metrics;
 use crate::pods::RecordedError;
 use crate::policy;
@@ -57,6 +57,8 @@ pub struct Context {
     pub reporter: Reporter,
     /// Consecutive panicked reconciles per StreamJob, for their retry backoff.
     pub panics: PanicCounts,
+    /// What the autoscaler remembers of each autoscaled job between reconciles.
+    pub loads: LoadMemories,
 }
 
 /// First retry delay after a panicked reconcile; doubles per consecutive panic up to
@@ -83,6 +85,40 @@ impl PanicCounts {
     /// Forgets `key`'s panics (its reconcile finished).
     pub fn clear(&self, key: &str) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// The autoscaler's memory of each autoscaled StreamJob (by uid): only jobs with
+/// `spec.autoscaler` have an entry; it goes when the job loses its autoscaler, and when it has
+/// not been touched for [`FORGET_LOAD_AFTER`] (a deleted job is not reconciled again).
+#[derive(Debug, Default)]
+pub struct LoadMemories(Mutex<HashMap<String, (Instant, LoadMemory)>>);
+
+/// A job's load memory untouched this long is dropped: a running autoscaled job is looked at
+/// every 10 s, so only a deleted job's (or a long-suspended one's, which starts a new run
+/// anyway) goes.
+pub const FORGET_LOAD_AFTER: Duration = Duration::from_secs(3600);
+
+impl LoadMemories {
+    /// What is remembered of `uid`.
+    pub fn get(&self, uid: &str) -> Option<LoadMemory> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(uid).map(|(_, m)| m.clone())
+    }
+
+    /// Remembers `memory` for `uid`, or forgets it; forgets every entry untouched for
+    /// [`FORGET_LOAD_AFTER`].
+    pub fn put(&self, uid: &str, memory: Option<LoadMemory>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (touched, _)| touched.elapsed() < FORGET_LOAD_AFTER);
+        match memory {
+            Some(m) => {
+                map.insert(uid.to_owned(), (Instant::now(), m));
+            }
+            None => {
+                map.remove(uid);
+            }
+        }
     }
 }
 
@@ -241,9 +277,9 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         return Ok(Action::await_change());
     }
 
-    // validate
+    // validate (with the autoscaler's P, when it chose one)
     let desired = match validate(&name, &sj.spec, &ctx.config) {
-        Ok(v) => v,
+        Ok(v) => lifecycle::with_autoscaled_parallelism(v, &status),
         Err(invalid) if !deleting => {
             let message = invalid.problems.join("; ");
             refuse(
@@ -282,7 +318,9 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
         .transpose()?;
 
     // fetch
-    let fetched = fetch::fetch(sj, &namespace, &status, ctx).await?;
+    let mut fetched = fetch::fetch(sj, &namespace, &status, ctx).await?;
+    let uid = sj.uid().unwrap_or_default();
+    fetched.observed.load = ctx.loads.get(&uid);
     if !deleting {
         finalizer::sync_finalizer(sj, &namespace, desired.needs_finalizer(), ctx).await?;
     }
@@ -355,6 +393,8 @@ async fn reconcile_inner(sj: &StreamJob, ctx: &Context) -> Result<Action, Error>
             Effect::RequestSavepoint { .. } => {} // asked above, before the status was written
         }
     }
+    ctx.loads
+        .put(&uid, plan.load.take().filter(|_| !plan.release_finalizer));
     if plan.release_finalizer {
         finalizer::release_finalizer(sj, &namespace, ctx).await?;
         return Ok(Action::await_change());
