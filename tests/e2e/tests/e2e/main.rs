@@ -17,17 +17,21 @@
 //! the cluster, to exactly-once output -> the windowed example on the same Kafka: event-time
 //! windows across a killed worker and a rescale with windows open, each window exactly once ->
 //! the warm-standby example: the active pod of container 1 SIGKILLed twice, each time taken over
-//! by its standby and back as the new standby, to exactly the state of a local run.
+//! by its standby and back as the new standby, to exactly the state of a local run -> the
+//! autoscaling example, its generator's rate raised and lowered: P 1 -> 2 -> 1 chosen by the
+//! operator, then to exactly the state of a local run.
 //!
 //! The suite never touches a store directly: pods of the worker image read it (`inspect.rs`).
 //!
-//! Each flow is a test of its own, named `count`, `files`, `kafka`, `windows` and `standby`, after the cluster-wide
+//! Each flow is a test of its own, named `count`, `autoscale`, `files`, `kafka`, `windows` and
+//! `standby`, after the cluster-wide
 //! checks (`chart`). The harness is this file's `main` (`harness = false`), because the flows
 //! share one cluster, one chart install and one cleanup, which libtest cannot express: a flow
 //! that fails is reported by name and the next one still runs; the run fails if any did.
 //! Arguments select flows by name, as libtest filters do (`tests/e2e/kind.sh files kafka`);
 //! `--list` lists them.
 
+mod autoscale;
 mod count;
 mod files;
 mod inspect;
@@ -74,8 +78,9 @@ pub fn repo(rel: &str) -> PathBuf {
 type Flow = fn(&Suite);
 
 /// The flows, in the order they run.
-const FLOWS: [(&str, Flow); 5] = [
+const FLOWS: [(&str, Flow); 6] = [
     ("count", count::count_flow),
+    ("autoscale", autoscale::autoscale_flow),
     ("files", files::repartition_flow),
     ("kafka", kafka::kafka_s3_flow),
     ("windows", windows::windows_flow),
