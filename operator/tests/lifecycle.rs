@@ -1890,3 +1890,15 @@ fn a_new_run_starts_its_counters_again() {
         last_message(&w)
     );
 }
+
+/// Before its first decision the autoscaler starts from `job.parallelism`, within its bounds.
+#[test]
+fn the_starting_p_is_kept_within_the_bounds() {
+    let mut w = World::new();
+    assert_eq!(w.desired().job().parallelism, 2);
+    w.sj.spec.autoscaler = Some(AutoscalerSettings {
+        min_parallelism: Some(3),
+        ..Default::default()
+    });
+    assert_eq!(w.desired().job().parallelism, 3);
+}

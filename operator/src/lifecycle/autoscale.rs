@@ -44,22 +44,23 @@ pub struct LoadMemory {
     since: Option<Timestamp>,
 }
 
-/// `desired` with the autoscaler's P (kept within its bounds) instead of `job.parallelism`.
+/// `desired` with the autoscaler's P instead of `job.parallelism`, kept within its bounds.
 pub fn with_autoscaled_parallelism(
     desired: ValidatedJob,
     status: &StreamJobStatus,
 ) -> ValidatedJob {
+    let Some(policy) = &desired.autoscaler else {
+        return desired;
+    };
+    // Before its first decision the autoscaler starts from job.parallelism, within its bounds.
     let chosen = status.autoscaler.as_ref().and_then(|a| a.parallelism);
-    match (&desired.autoscaler, chosen) {
-        (Some(policy), Some(p)) => {
-            let p = p.clamp(policy.min, policy.max);
-            if p == desired.job().parallelism {
-                desired
-            } else {
-                desired.with_parallelism(p)
-            }
-        }
-        _ => desired,
+    let p = chosen
+        .unwrap_or(desired.job().parallelism)
+        .clamp(policy.min, policy.max);
+    if p == desired.job().parallelism {
+        desired
+    } else {
+        desired.with_parallelism(p)
     }
 }
 
