@@ -1,6 +1,7 @@
 //! The count example through a worker kill, upgrade, rescale, an upgrade refused by the
-//! restorability check, suspend and resume, to an exact result; then Finished, and deleted with
-//! a final savepoint of its final checkpoint.
+//! restorability check, suspend and resume, to an exact result; then Finished, resumed with new
+//! input to a new exact result, its pruned savepoints disposed of in the store, and deleted with
+//! a final savepoint and `checkpointData: delete`.
 
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::{poll, repo};
 /// time on 2 cores, so every one of them happens while records flow, with some to spare.
 const RECORDS_PER_PARTITION: u64 = 3000;
 const RATE: u64 = 15;
+/// The new end of the input once the finished job resumes: 20 s more at RATE.
+const MORE_RECORDS_PER_PARTITION: u64 = 3300;
 
 /// `file://` URL of a job's store directory, as pods mounting the store volume see it.
 pub fn store_url(name: &str) -> String {
@@ -32,6 +35,8 @@ pub fn count_job(suite: &Suite) -> Value {
     job["spec"]["job"]["checkpoint"]["interval"] = json!("2s");
     job["spec"]["upgradeTimeout"] = json!("40s");
     job["spec"]["deletion"] = json!({"finalSavepoint": true});
+    // Few enough that the flow's savepoints get pruned, and their files disposed of.
+    job["spec"]["savepoints"] = json!({"maxCount": 2});
     job["spec"]["podTemplate"]["volumes"] = json!([suite.store_volume("store")]);
     job
 }
@@ -157,13 +162,78 @@ pub fn count_flow(suite: &Suite) {
     assert_eq!(condition(&j, "Ready"), Some("True"));
     assert_eq!(condition(&j, "CheckpointsHealthy"), Some("True"));
 
-    // Delete: a final savepoint of the finished job (it holds its state and takes savepoints),
-    // reported in an event; the checkpoint data stays (checkpointData: retain), still exact.
+    // A finished job resumes with new input: more records a partition is an upgrade from a
+    // savepoint of its final checkpoint, and the job runs on to the new end, exactly.
+    suite.patch(
+        "count",
+        json!({"spec": {"job": {"input": {"recordsPerPartition": MORE_RECORDS_PER_PARTITION}}}}),
+    );
+    let mut more = job.clone();
+    more["spec"]["job"]["input"]["recordsPerPartition"] = json!(MORE_RECORDS_PER_PARTITION);
+    let reference = reference_state(&suite.worker, &more, &suite.work_dir.join("reference-more"));
+    suite.wait_for_state(
+        "count: resumed with new input, state equals the reference",
+        &url,
+        &[],
+        &reference,
+        Duration::from_secs(240),
+    );
+    let j = suite.wait("count", "finished again", Duration::from_secs(60), |j| {
+        phase(j) == "Finished" && j["status"]["operation"].is_null()
+    });
+    assert_eq!(last_savepoint_reason(&j), "upgrade");
+
+    // Savepoints pruned from the history (maxCount 2) leave status only once their files are
+    // gone: the store then holds exactly the savepoints the status lists.
+    let listed = poll(Duration::from_secs(120), Duration::from_secs(2), || {
+        let j = suite.job("count");
+        let in_status = savepoint_urls(&j);
+        let in_store = suite.savepoints_in_store(&url);
+        if in_status.len() == 2 && in_status == in_store {
+            Ok(in_store)
+        } else {
+            Err(format!("status {in_status:?}, store {in_store:?}"))
+        }
+    })
+    .unwrap_or_else(|seen| panic!("pruned savepoints not disposed of: {seen}"));
+    assert!(
+        suite.events().contains("SavepointsDisposed"),
+        "{}",
+        suite.events()
+    );
+
+    // Delete with `checkpointData: delete`: a final savepoint of the finished job (event), then
+    // the store's checkpoints and every other savepoint are deleted; the final one stays.
+    suite.patch(
+        "count",
+        json!({"spec": {"deletion": {"finalSavepoint": true, "checkpointData": "delete"}}}),
+    );
     suite.delete_job("count");
     let events = suite.events();
     assert!(
         events.contains(&format!("delete savepoint {url}/savepoints/")),
         "no final savepoint event: {events}"
     );
-    assert_eq!(suite.state(&url, &[]), Ok(reference));
+    assert!(events.contains("StoreDataDeleted"), "{events}");
+    assert_eq!(suite.checkpoints(&url), Vec::<u64>::new());
+    let left = suite.savepoints_in_store(&url);
+    assert_eq!(left.len(), 1, "only the final savepoint stays: {left:?}");
+    assert!(
+        !listed.contains(&left[0]),
+        "{left:?} was in the history {listed:?}"
+    );
+}
+
+/// The savepoint URLs a StreamJob's status lists, sorted.
+fn savepoint_urls(j: &Value) -> Vec<String> {
+    let mut urls: Vec<String> = j["status"]["savepoints"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|s| s["url"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    urls.sort();
+    urls
 }

@@ -80,6 +80,18 @@ impl Suite {
         json_lines(&out).filter_map(|v| v["id"].as_u64()).collect()
     }
 
+    /// URLs of the savepoints in the store at `store_url`, sorted.
+    pub fn savepoints_in_store(&self, store_url: &str) -> Vec<String> {
+        let out = self
+            .run_in_pod(&["savepoints", store_url, "--json"], &[])
+            .unwrap_or_else(|out| panic!("cairn-worker savepoints {store_url} failed:\n{out}"));
+        let mut urls: Vec<String> = json_lines(&out)
+            .filter_map(|v| v["url"].as_str().map(str::to_owned))
+            .collect();
+        urls.sort();
+        urls
+    }
+
     /// key -> value over every task of the latest checkpoint of `store_url` (`env`: how to reach
     /// an S3 store), or the inspection pod's output when it failed.
     pub fn state(
