@@ -1,10 +1,11 @@
 //! The autoscaling example: a rate-limited generator whose rate is raised and lowered, with
 //! the operator choosing P from the load the workers measure (docs/autoscaling.md). Each
 //! record costs 2 ms (`delayPerRecord`), so a container handles about 500 records/s: at 120
-//! records/s the job stays at P 1, at 600 it scales to P 2 (three tasks of 100 records/s a
-//! container, 60% busy; P 1 would be 120%) and verifies that P 2 keeps up, and back at 120 it
-//! scales down to P 1. Then, without autoscaler and rate limit, the input runs out and the state
-//! equals, key for key, a local run of the same job: the autoscaled rescales lost nothing.
+//! records/s the job stays at P 1, at 480 it scales to P 2 (three tasks of 80 records/s a
+//! container, about 50% busy; P 1 would be about 100%) and verifies that P 2 keeps up, and back
+//! at 120 it scales down to P 1. Then, without autoscaler and rate limit, the input runs out and
+//! the state equals, key for key, a local run of the same job: the autoscaled rescales lost
+//! nothing.
 
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ const NAME: &str = "autoscaled";
 const RECORDS_PER_PARTITION: u64 = 40_000;
 
 /// The example, adjusted for the suite: a finite generator, the suite's store volume, and a
-/// target of 80% (P 2 at 600 records/s is 60% at exactly 2 ms a record; the margin is for the
-/// cost of a record beyond its delay on a busy 2-core machine).
+/// target of 80% (P 2 at 480 records/s is 48% at exactly 2 ms a record; the margin is for the
+/// cost of a record beyond its delay on a busy 2-core machine, measured at 2.3 ms on kind, and
+/// for the backlog P 1 left).
 fn autoscaled_job(suite: &Suite) -> Value {
     let text = std::fs::read_to_string(repo("examples/k8s/autoscaled.yaml")).unwrap();
     let mut job: Value = serde_yaml::from_str(&text).unwrap();
@@ -46,6 +48,18 @@ fn history(j: &Value) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// The messages of the events of reason `reason` in the jobs' namespace.
+fn event_messages(suite: &Suite, reason: &str) -> Vec<String> {
+    let events: Value = serde_json::from_str(&suite.events()).expect("events JSON");
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["reason"] == reason)
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect()
 }
 
 fn rate(suite: &Suite, per_partition: u64) {
@@ -71,8 +85,8 @@ pub fn autoscale_flow(suite: &Suite) {
     );
     assert!(history(&j).is_empty(), "{}", autoscaler(&j));
 
-    // 600 records/s: P 1 falls behind; the autoscaler scales to P 2 and P 2 keeps up.
-    rate(suite, 100);
+    // 480 records/s: P 1 falls behind; the autoscaler scales to P 2 and P 2 keeps up.
+    rate(suite, 80);
     let j = suite.wait(NAME, "scaled up", Duration::from_secs(300), |j| {
         idle_running(j) && j["status"]["parallelism"] == 2
     });
@@ -83,7 +97,7 @@ pub fn autoscale_flow(suite: &Suite) {
         "{up}"
     );
     let input = up["load"]["inputRate"].as_f64().unwrap();
-    assert!(input > 450.0, "the scale-up saw {input} records/s: {up}");
+    assert!(input > 400.0, "the scale-up saw {input} records/s: {up}");
     assert_eq!(suite.worker_pods(NAME).len(), 2);
     let j = suite.wait(
         NAME,
@@ -92,11 +106,12 @@ pub fn autoscale_flow(suite: &Suite) {
         |j| history(j)[0]["outcome"] == "KeptUp",
     );
     assert_eq!(history(&j).len(), 1, "{}", autoscaler(&j));
-    let events = suite.events();
-    for reason in ["Autoscaled", "AutoscaleVerified"] {
-        assert!(events.contains(reason), "no {reason} event: {events}");
-    }
-    assert!(events.contains("P 1 -> 2: "), "{events}");
+    let scaled = event_messages(suite, "Autoscaled");
+    assert!(
+        scaled.iter().any(|m| m.starts_with("P 1 -> 2: ")),
+        "{scaled:?}"
+    );
+    assert!(!event_messages(suite, "AutoscaleVerified").is_empty());
 
     // 120 records/s again: back to P 1, since the backlog does not grow.
     rate(suite, 20);
