@@ -1824,6 +1824,7 @@ fn a_rescale_that_failed_returns_p_to_what_runs() {
     assert_eq!(state.history[0].outcome.as_deref(), Some("Failed"));
     assert!(state.scale_up_blocked_until.is_some());
     assert!(w.status.operation.is_none());
+    assert_eq!(w.status.failed_hash, None, "P 4 may be tried again later");
     assert_eq!(w.desired().job().parallelism, 2);
 }
 

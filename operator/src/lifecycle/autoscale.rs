@@ -279,6 +279,10 @@ impl Stepper<'_> {
     /// committed): P goes back to what runs, and that direction waits.
     fn rescale_failed(&mut self, policy: &AutoscalerPolicy, running: u32) {
         let now = self.input.now;
+        // The failed spec was the autoscaler's P, not the user's: forgetting it lets the
+        // autoscaler try that P again once the block is over, rather than have every later
+        // choice of it refused as a spec that failed before.
+        self.status.failed_hash = None;
         let state = self.status.autoscaler.get_or_insert_default();
         let tried = state.parallelism.unwrap_or(running);
         state.parallelism = Some(running);
