@@ -101,6 +101,7 @@ fn the_api_server_accepts_the_crd_and_the_examples() {
         "examples/k8s/kafka-s3.yaml",
         "examples/k8s/kafka-windows.yaml",
         "examples/k8s/standby.yaml",
+        "examples/k8s/autoscaled.yaml",
     ]
     .iter()
     .map(|p| serde_yaml::from_str(&std::fs::read_to_string(repo_file(p)).unwrap()).unwrap())
@@ -157,6 +158,23 @@ fn standby_needs_two_containers_and_a_short_name() {
     );
 }
 
+/// The autoscaler's bounds in the wrong order are refused naming both fields; either alone is
+/// fine.
+#[test]
+fn autoscaler_min_above_max_is_rejected() {
+    let inverted = with(
+        "/spec/autoscaler",
+        json!({"minParallelism": 3, "maxParallelism": 2}),
+    );
+    let only_min = with("/spec/autoscaler", json!({"minParallelism": 3}));
+    let verdicts = validate(&[inverted, only_min]);
+    assert_eq!(
+        verdicts.objects[0],
+        ["spec.autoscaler: Invalid value: \"object\": spec.autoscaler.minParallelism must be <= spec.autoscaler.maxParallelism"]
+    );
+    assert_eq!(verdicts.objects[1], Vec::<String>::new());
+}
+
 #[test]
 fn the_audit_interval_is_rejected_naming_the_field() {
     let audit = with("/spec/job/checkpoint/interval", json!("1800000000000000h"));
@@ -195,6 +213,15 @@ fn every_duration_field_is_bounded_and_counts_have_maximums() {
             "/spec/job/checkpoint/maxInterval",
             "spec.job.checkpoint.maxInterval",
         ),
+        (
+            "/spec/autoscaler/catchUpTime",
+            "spec.autoscaler.catchUpTime",
+        ),
+        (
+            "/spec/autoscaler/stabilizationWindow",
+            "spec.autoscaler.stabilizationWindow",
+        ),
+        ("/spec/autoscaler/cooldown", "spec.autoscaler.cooldown"),
     ];
     let mut objects: Vec<Value> = fields
         .iter()

@@ -1719,20 +1719,28 @@ fn no_scale_down_while_the_backlog_grows() {
     assert_eq!(w.desired().job().parallelism, 2);
 }
 
+/// A change from P `from` to `to` made 10 s before the world's clock (at 400 records/s), after
+/// which the tasks read 100 records/s each at `cost_ms` while their backlogs grow by 20/s: quiet
+/// through the cooldown, then rolled back on the first look after it.
+fn rolled_back_after_cooldown(from: u32, to: u32, cost_ms: u64) -> (World, Plan) {
+    let w = World::new();
+    let history = vec![decision(&w, 10, from, to, 400.0)];
+    let mut w = autoscaled(Some(to), history);
+    let mut load = Load::new(to);
+    for _ in 0..4 {
+        let p = look(&mut w, &mut load, 100, cost_ms, 20);
+        assert!(p.notes.is_empty(), "{:?}", p.notes);
+    }
+    let p = look(&mut w, &mut load, 100, cost_ms, 20);
+    assert_eq!(reasons(&p), ["AutoscaleRolledBack"], "{:?}", p.notes);
+    (w, p)
+}
+
 /// A scale-down after which the backlog grows is rolled back at the end of its cooldown, and
 /// scale-downs wait four cooldowns.
 #[test]
 fn a_scale_down_that_does_not_keep_up_is_rolled_back() {
-    let w = World::new();
-    let history = vec![decision(&w, 10, 2, 1, 400.0)];
-    let mut w = autoscaled(Some(1), history);
-    let mut load = Load::new(1);
-    for _ in 0..4 {
-        let p = look(&mut w, &mut load, 100, 2, 20);
-        assert!(p.notes.is_empty(), "{:?}", p.notes);
-    }
-    let p = look(&mut w, &mut load, 100, 2, 20);
-    assert_eq!(reasons(&p), ["AutoscaleRolledBack"], "{:?}", p.notes);
+    let (w, p) = rolled_back_after_cooldown(2, 1, 2);
     assert!(p.notes[0].warning);
     assert!(
         p.notes[0].message.contains(
@@ -1766,15 +1774,7 @@ fn a_scale_down_that_does_not_keep_up_is_rolled_back() {
 /// is rolled back (the workers are not the bottleneck), and further scale-ups wait.
 #[test]
 fn an_ineffective_scale_up_is_rolled_back_and_scale_ups_wait() {
-    let w = World::new();
-    let history = vec![decision(&w, 10, 2, 4, 400.0)];
-    let mut w = autoscaled(Some(4), history);
-    let mut load = Load::new(4);
-    for _ in 0..4 {
-        look(&mut w, &mut load, 100, 4, 20);
-    }
-    let p = look(&mut w, &mut load, 100, 4, 20);
-    assert_eq!(reasons(&p), ["AutoscaleRolledBack"], "{:?}", p.notes);
+    let (w, p) = rolled_back_after_cooldown(2, 4, 4);
     assert!(
         p.notes[0]
             .message

@@ -37,6 +37,19 @@ pub fn definition() -> CustomResourceDefinition {
         "spec.savepoints.maxAge",
         "Delete savepoints older than this (e.g. 168h).",
     );
+    let autoscaler = &mut spec["autoscaler"];
+    for (field, description) in [
+        ("catchUpTime", "The time in which a backlog should be worked off on top of the input (10s to 1h, default 5m)."),
+        ("stabilizationWindow", "How long every recommendation must agree before P changes (10s to 1h, default 3m)."),
+        ("cooldown", "After a change of P, no other change for this long; then the change is verified (10s to 1h, default 5m)."),
+    ] {
+        autoscaler["properties"][field] = duration(&format!("spec.autoscaler.{field}"), description);
+    }
+    add_rule(
+        autoscaler,
+        "!has(self.minParallelism) || !has(self.maxParallelism) || self.minParallelism <= self.maxParallelism",
+        "spec.autoscaler.minParallelism must be <= spec.autoscaler.maxParallelism",
+    );
     spec["savepoints"]["properties"]["maxCount"]["minimum"] = json!(1);
     spec["savepoints"]["properties"]["maxCount"]["maximum"] = json!(MAX_SAVEPOINT_HISTORY);
     spec["savepoints"]["properties"]["fallbackToLastStateAfter"]["maximum"] =

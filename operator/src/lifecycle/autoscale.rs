@@ -146,19 +146,31 @@ impl Stepper<'_> {
     /// Changes P when the window agrees and nothing holds it; says what it did or why not.
     fn decide(&mut self, policy: &AutoscalerPolicy, e: &Evaluation, p: u32) -> String {
         let now = self.input.now;
-        let state = self.status.autoscaler.clone().unwrap_or_default();
-        if let Some(last) = state.history.last() {
-            let since = since(&last.time, now);
-            if since < policy.cooldown {
-                return format!(
-                    "cooling down: P changed {}s ago, the cooldown is {}s",
-                    since.as_secs(),
-                    policy.cooldown.as_secs()
-                );
-            }
+        let blocked = |until: &Option<String>| {
+            until
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .filter(|t| *t > now)
+        };
+        let (last_change, up_blocked, down_blocked) = match &self.status.autoscaler {
+            Some(state) => (
+                state.history.last().map(|d| since(&d.time, now)),
+                blocked(&state.scale_up_blocked_until),
+                blocked(&state.scale_down_blocked_until),
+            ),
+            None => (None, None, None),
+        };
+        if let Some(since) = last_change.filter(|s| *s < policy.cooldown) {
+            return format!(
+                "cooling down: P changed {}s ago, the cooldown is {}s",
+                since.as_secs(),
+                policy.cooldown.as_secs()
+            );
         }
-        let memory = self.load.clone().unwrap_or_default();
-        let full_since = memory.since.map_or(Duration::ZERO, |s| elapsed(s, now));
+        let memory = self.load.as_ref();
+        let full_since = memory
+            .and_then(|m| m.since)
+            .map_or(Duration::ZERO, |s| elapsed(s, now));
         if full_since < policy.window {
             return format!(
                 "stabilizing: {}s of the {}s window seen in this run; recommends P {}",
@@ -167,17 +179,13 @@ impl Stepper<'_> {
                 e.recommended
             );
         }
-        let recommendations = memory.recommendations.iter().map(|(_, r)| *r);
+        let recommendations = memory
+            .into_iter()
+            .flat_map(|m| m.recommendations.iter().map(|(_, r)| *r));
         let lowest = recommendations.clone().min().unwrap_or(p);
         let highest = recommendations.max().unwrap_or(p);
-        let blocked = |until: &Option<String>| {
-            until
-                .as_deref()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .filter(|t| *t > now)
-        };
         if lowest > p {
-            if let Some(until) = blocked(&state.scale_up_blocked_until) {
+            if let Some(until) = up_blocked {
                 return format!("recommends P {lowest}, but scale-ups are blocked until {until}: the last one did not raise the processing rate");
             }
             let why = format!(
@@ -193,10 +201,10 @@ impl Stepper<'_> {
             return format!("scaling up from P {p} to {lowest}");
         }
         if highest < p {
-            if let Some(until) = blocked(&state.scale_down_blocked_until) {
+            if let Some(until) = down_blocked {
                 return format!("recommends P {highest}, but scale-downs are blocked until {until}: the last one did not keep up");
             }
-            if !e.keeps_up() || e.backlog_growth > 0.0 {
+            if e.backlog_growth > 0.0 {
                 return format!(
                     "recommends P {highest}, but the backlog grows ({:.1} records/s): not scaling down",
                     e.backlog_growth
@@ -227,18 +235,13 @@ impl Stepper<'_> {
             return false;
         }
         let last = last.clone();
-        let block_until = |now: Timestamp| {
-            now.checked_add(policy.cooldown * BLOCK_COOLDOWNS)
-                .map(|t| t.to_string())
-                .ok()
-        };
         let scaled_down = last.to < last.from;
         let (roll_back, why) = if scaled_down && !e.keeps_up() {
             let why = format!(
                 "the scale-down from P {} to {} does not keep up: the backlog grows by {:.1} records/s at an input of {} records/s",
                 last.from, last.to, e.backlog_growth, e.load.input_rate
             );
-            state.scale_down_blocked_until = block_until(now);
+            state.scale_down_blocked_until = blocked_until(policy, now);
             (true, why)
         } else if !scaled_down
             && !e.keeps_up()
@@ -248,7 +251,7 @@ impl Stepper<'_> {
                 "the scale-up from P {} to {} did not raise the processing rate ({} -> {} records/s) and the job still does not keep up: the bottleneck is not the workers (input, output or checkpoint store?)",
                 last.from, last.to, last.load.processing_rate, e.load.processing_rate
             );
-            state.scale_up_blocked_until = block_until(now);
+            state.scale_up_blocked_until = blocked_until(policy, now);
             (true, why)
         } else {
             (false, String::new())
@@ -286,10 +289,7 @@ impl Stepper<'_> {
         let state = self.status.autoscaler.get_or_insert_default();
         let tried = state.parallelism.unwrap_or(running);
         state.parallelism = Some(running);
-        let until = now
-            .checked_add(policy.cooldown * BLOCK_COOLDOWNS)
-            .map(|t| t.to_string())
-            .ok();
+        let until = blocked_until(policy, now);
         if tried > running {
             state.scale_up_blocked_until = until;
         } else {
@@ -331,6 +331,13 @@ impl Stepper<'_> {
         self.requeue = Duration::from_secs(1);
         self.load = Some(LoadMemory::default());
     }
+}
+
+/// Until when a direction whose change was rolled back or failed is blocked (RFC 3339).
+fn blocked_until(policy: &AutoscalerPolicy, now: Timestamp) -> Option<String> {
+    now.checked_add(policy.cooldown * BLOCK_COOLDOWNS)
+        .map(|t| t.to_string())
+        .ok()
 }
 
 /// Time since the RFC 3339 `time`: zero if it is in the future, and unbounded if it does not

@@ -50,18 +50,6 @@ fn history(j: &Value) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The messages of the events of reason `reason` in the jobs' namespace.
-fn event_messages(suite: &Suite, reason: &str) -> Vec<String> {
-    let events: Value = serde_json::from_str(&suite.events()).expect("events JSON");
-    events["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["reason"] == reason)
-        .filter_map(|e| e["message"].as_str().map(str::to_owned))
-        .collect()
-}
-
 fn rate(suite: &Suite, per_partition: u64) {
     suite.patch(
         NAME,
@@ -106,12 +94,12 @@ pub fn autoscale_flow(suite: &Suite) {
         |j| history(j)[0]["outcome"] == "KeptUp",
     );
     assert_eq!(history(&j).len(), 1, "{}", autoscaler(&j));
-    let scaled = event_messages(suite, "Autoscaled");
+    let scaled = suite.event_messages("Autoscaled");
     assert!(
         scaled.iter().any(|m| m.starts_with("P 1 -> 2: ")),
         "{scaled:?}"
     );
-    assert!(!event_messages(suite, "AutoscaleVerified").is_empty());
+    assert!(!suite.event_messages("AutoscaleVerified").is_empty());
 
     // 120 records/s again: back to P 1, since the backlog does not grow.
     rate(suite, 20);

@@ -144,4 +144,17 @@ impl Suite {
     pub fn events(&self) -> String {
         self.kubectl_ok(&["get", "events", "-n", NS, "-o", "json"])
     }
+
+    /// The messages of the events of reason `reason` in the jobs' namespace (read from their
+    /// JSON: the text of [`Self::events`] escapes `>` and quotes).
+    pub fn event_messages(&self, reason: &str) -> Vec<String> {
+        let events: Value = serde_json::from_str(&self.events()).expect("events JSON");
+        events["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == reason)
+            .filter_map(|e| e["message"].as_str().map(str::to_owned))
+            .collect()
+    }
 }
