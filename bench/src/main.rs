@@ -21,6 +21,8 @@
 //!                                            of state: restarted (same / emptied volume) vs
 //!                                            taken over by a warm standby, vs `cp && sync`
 //!                                            (`--store s3://...`: the same on S3, vs a bare get)
+//! cairn-bench wasm --records 20000000        the count as WebAssembly components (C, JavaScript,
+//!                                            Python) vs the native built-in count
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
 //! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
@@ -50,6 +52,7 @@ mod connectors;
 mod failover;
 mod objective;
 mod recovery;
+mod wasm;
 mod windows;
 
 #[derive(Parser)]
@@ -77,6 +80,15 @@ enum Cmd {
         values_mb: u64,
     },
     /// Windowed aggregations (q5-like sliding count, tumbling count) vs a bare loop.
+    Wasm {
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 20_000_000)]
+        records: u64,
+        /// Records for the interpreted languages (JavaScript, Python), slower by far.
+        #[arg(long, default_value_t = 2_000_000)]
+        interpreted_records: u64,
+    },
     Windows {
         #[arg(long, default_value_t = 40_000_000)]
         records: u64,
@@ -237,6 +249,11 @@ fn main() {
             },
         ),
         Cmd::RecoveryChild { .. } => unreachable!("handled above"),
+        Cmd::Wasm {
+            keys,
+            records,
+            interpreted_records,
+        } => wasm::wasm(&scratch, keys, records, interpreted_records),
         Cmd::Windows { records, case } => windows::windows(&scratch, records, case.as_deref()),
         Cmd::Kafka {
             brokers,
@@ -256,6 +273,7 @@ fn main() {
             count(&scratch, 10_000_000, 20_000_000);
             pause(&scratch, 1200);
             windows::windows(&scratch, 40_000_000, None);
+            wasm::wasm(&scratch, 100_000, 20_000_000, 2_000_000);
             recovery::recovery(&scratch, 1024, "file://./ckpt");
         }
     }

@@ -149,13 +149,97 @@ impl JobSpec {
 
 /// Which task to run and its settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, from = "TaskSpecFields")]
 pub struct TaskSpec {
-    /// A built-in task ([`BUILTIN_TASKS`]) or the name a custom task was registered under.
+    /// A built-in task ([`BUILTIN_TASKS`]) or the name a custom task was registered under. For
+    /// a WebAssembly task it is optional ([`WASM_TASK_NAME`] when absent): the name a savepoint
+    /// records, so a new version of the module keeps the state only under the same name.
     pub name: String,
     /// Free-form settings handed to the task as they are (e.g. `field: word` for `count`).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub config: serde_json::Map<String, serde_json::Value>,
+    /// A task compiled to a WebAssembly component (docs/wasm-tasks.md) instead of one built
+    /// into the worker binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<WasmTaskSpec>,
+}
+
+/// The name of a WebAssembly task whose spec gives none.
+pub const WASM_TASK_NAME: &str = "wasm";
+
+/// [`TaskSpec`] as written: the name may be left out for a WebAssembly task.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TaskSpecFields {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    config: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    wasm: Option<WasmTaskSpec>,
+}
+
+impl From<TaskSpecFields> for TaskSpec {
+    fn from(f: TaskSpecFields) -> Self {
+        let name = match (&f.wasm, f.name.is_empty()) {
+            (Some(_), true) => WASM_TASK_NAME.to_owned(),
+            _ => f.name,
+        };
+        TaskSpec {
+            name,
+            config: f.config,
+            wasm: f.wasm,
+        }
+    }
+}
+
+/// Default `task.wasm.maxMemory`: linear memory (and tables) one task instance may grow to.
+pub const DEFAULT_WASM_MAX_MEMORY: u64 = 256 << 20;
+/// Default `task.wasm.maxCallTime`: how long one call into the component may run.
+pub const DEFAULT_WASM_MAX_CALL_TIME: Duration = Duration::from_secs(10);
+
+/// A task compiled to a WebAssembly component of the world `cairn:task/task` (wit/task.wit).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmTaskSpec {
+    /// Where the component is: a path (relative to the working directory unless absolute; on
+    /// Kubernetes a file of a mounted ConfigMap or volume) or a store URL (`s3://bucket/key`,
+    /// `file:///dir/name.wasm`) read with the checkpoint store's credentials.
+    pub module: String,
+    /// Settings handed to the component as JSON text (`host.config()`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub config: serde_json::Map<String, serde_json::Value>,
+    /// Largest linear memory one task instance may grow to (a size such as `256MiB`, the
+    /// default); growing past it fails inside the component.
+    #[serde(default = "default_wasm_max_memory", with = "crate::units::size")]
+    pub max_memory: u64,
+    /// Longest time one call into the component (one record, one timer, ...) may take (default
+    /// 10s); a call that runs longer is stopped and the task restarts from its last checkpoint.
+    #[serde(
+        default = "default_wasm_max_call_time",
+        with = "crate::units::duration"
+    )]
+    pub max_call_time: Duration,
+}
+
+fn default_wasm_max_memory() -> u64 {
+    DEFAULT_WASM_MAX_MEMORY
+}
+
+fn default_wasm_max_call_time() -> Duration {
+    DEFAULT_WASM_MAX_CALL_TIME
+}
+
+impl WasmTaskSpec {
+    /// A component at `module` with the default limits and no config.
+    pub fn new(module: impl Into<String>) -> Self {
+        WasmTaskSpec {
+            module: module.into(),
+            config: serde_json::Map::new(),
+            max_memory: DEFAULT_WASM_MAX_MEMORY,
+            max_call_time: DEFAULT_WASM_MAX_CALL_TIME,
+        }
+    }
 }
 
 impl TaskSpec {
@@ -164,12 +248,22 @@ impl TaskSpec {
         TaskSpec {
             name: name.into(),
             config: serde_json::Map::new(),
+            wasm: None,
+        }
+    }
+
+    /// A WebAssembly task named [`WASM_TASK_NAME`].
+    pub fn wasm(wasm: WasmTaskSpec) -> Self {
+        TaskSpec {
+            name: WASM_TASK_NAME.to_owned(),
+            config: serde_json::Map::new(),
+            wasm: Some(wasm),
         }
     }
 
     /// Whether the worker provides this task itself (see [`BUILTIN_TASKS`]).
     pub fn is_builtin(&self) -> bool {
-        BUILTIN_TASKS.contains(&self.name.as_str())
+        self.wasm.is_none() && BUILTIN_TASKS.contains(&self.name.as_str())
     }
 }
 

@@ -25,6 +25,10 @@ pub const MIN_CACHE_SIZE: u64 = 1 << 20;
 /// Largest per-task write-back cache (1 TiB): far above any machine's memory, so the cache
 /// arithmetic (and the process-wide block cache of the same size) is far from overflow.
 pub const MAX_CACHE_SIZE: u64 = 1 << 40;
+/// Smallest `task.wasm.maxMemory`.
+pub const MIN_WASM_MEMORY: u64 = 1 << 20;
+/// Largest `task.wasm.maxMemory`: all a 32-bit component can address.
+pub const MAX_WASM_MEMORY: u64 = 4 << 30;
 /// Most distinct keys of a generator input: the worker builds a table of every key id (8 bytes
 /// each, 800 MB at this maximum) before the first record.
 pub const MAX_GENERATOR_KEYS: u64 = 100_000_000;
@@ -163,6 +167,38 @@ impl JobSpec {
             "name a built-in task (count, sum, dedupe, filter, passthrough, window) or a \
              registered custom task",
         );
+        if let Some(wasm) = &self.task.wasm {
+            errors.check(
+                !wasm.module.trim().is_empty(),
+                "task.wasm.module",
+                || "is empty".to_owned(),
+                "give the component's path or store URL, e.g. `module: tasks/count.wasm`",
+            );
+            errors.check(
+                self.task.config.is_empty(),
+                "task.config",
+                || "is set next to task.wasm".to_owned(),
+                "a WebAssembly task reads its settings from `task.wasm.config`: move them there",
+            );
+            errors.check(
+                (MIN_WASM_MEMORY..=MAX_WASM_MEMORY).contains(&wasm.max_memory),
+                "task.wasm.maxMemory",
+                || format!("{} is outside 1MiB..4GiB", format_size(wasm.max_memory)),
+                "a 32-bit component addresses at most 4GiB; e.g. `maxMemory: 256MiB` (the default)",
+            );
+            errors.check(
+                wasm.max_call_time >= Duration::from_millis(10),
+                "task.wasm.maxCallTime",
+                || {
+                    format!(
+                        "{} is shorter than 10ms",
+                        format_duration(wasm.max_call_time)
+                    )
+                },
+                "the limit is checked every 10ms; e.g. `maxCallTime: 10s` (the default)",
+            );
+            errors.at_most_a_year("task.wasm.maxCallTime", wasm.max_call_time);
+        }
 
         if let OutputSpec::File { path } = &self.output {
             errors.check(

@@ -247,7 +247,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
         } => {
             let spec = cairn_contract::JobSpec::from_path(&job)?;
             // Fail before touching any state if the task is unknown or its config is bad.
-            registry.build(&spec.task.name, &spec.task.config)?;
+            registry.build_task(&spec.task)?;
             let role = role(
                 Placement {
                     container,
@@ -291,7 +291,7 @@ fn execute(cli: Cli, registry: TaskRegistry) -> Result<(), Box<dyn Error>> {
         }
         Command::Validate { job } => {
             let spec = cairn_contract::JobSpec::from_path(&job)?;
-            registry.build(&spec.task.name, &spec.task.config)?;
+            registry.build_task(&spec.task)?;
             print!("{}", spec.to_yaml());
             Ok(())
         }

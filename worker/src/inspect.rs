@@ -151,9 +151,7 @@ pub async fn dump_state(
             });
         }
     }
-    let renderer: Option<Box<dyn StreamTask>> = registry
-        .build(&commit.spec.task.name, &commit.spec.task.config)
-        .ok();
+    let renderer: Option<Box<dyn StreamTask>> = registry.build_task(&commit.spec.task).ok();
     let tmp = tempdir()?;
     let mut lines = 0;
     for m in manifests

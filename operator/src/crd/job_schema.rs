@@ -120,15 +120,36 @@ pub fn schema(_: &mut SchemaGenerator) -> Schema {
             "input": input(),
             "task": {
                 "type": "object",
-                "required": ["name"],
                 "properties": {
-                    "name": string(253, "A built-in task (count, sum, dedupe, filter, passthrough, window) or a custom task of the worker image."),
+                    "name": string(253, "A built-in task (count, sum, dedupe, filter, passthrough, window) or a custom task of the worker image; for a WebAssembly task, optional (`wasm`): the name its savepoints record."),
                     "config": {
                         "type": "object",
                         "description": "Task settings, handed to the task as they are.",
                         "x-kubernetes-preserve-unknown-fields": true
+                    },
+                    "wasm": {
+                        "type": "object",
+                        "description": "A task compiled to a WebAssembly component of the world cairn:task/task (docs/wasm-tasks.md), run by the stock worker image.",
+                        "required": ["module"],
+                        "properties": {
+                            "module": string(1024, "The component: a path in the worker pod (a mounted ConfigMap or volume, see podTemplate) or a store URL (s3://bucket/key), read with the job's store credentials."),
+                            "config": {
+                                "type": "object",
+                                "description": "Settings handed to the component as JSON (host.config()).",
+                                "x-kubernetes-preserve-unknown-fields": true
+                            },
+                            "maxMemory": {
+                                "x-kubernetes-int-or-string": true,
+                                "description": "Largest linear memory of one task instance: bytes, or a size such as 256MiB (the default); 1MiB to 4GiB."
+                            },
+                            "maxCallTime": duration("spec.job.task.wasm.maxCallTime", "Longest one call into the component may run (default 10s); a longer one stops the task, which restarts from its last checkpoint.")
+                        }
                     }
-                }
+                },
+                "x-kubernetes-validations": [{
+                    "rule": "has(self.name) || has(self.wasm)",
+                    "message": "spec.job.task needs a name (a built-in or custom task) or wasm (a WebAssembly component)"
+                }]
             },
             "output": output(),
             "parallelism": {

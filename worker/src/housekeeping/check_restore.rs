@@ -101,7 +101,7 @@ fn target_job(req: &Request<'_>) -> Result<Target, Failure> {
     })?;
     let task = req
         .registry
-        .build(&spec.task.name, &spec.task.config)
+        .build_task(&spec.task)
         .map_err(|e| Failure::new(format!("spec.job.task of the target job: {e}")))?;
     Ok(Target {
         state_version: task.state_version(),

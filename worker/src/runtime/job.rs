@@ -554,10 +554,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembly, Ru
     // Restore.
     let mut restore_started = Instant::now();
     let block_cache = Cache::new_lru_cache(spec.state.cache_size as usize);
-    let state_version = opts
-        .registry
-        .build(&spec.task.name, &spec.task.config)?
-        .state_version();
+    let state_version = opts.registry.build_task(&spec.task)?.state_version();
     // A container of another process restores what its coordinator says (decided between
     // checkpoints); the others decide themselves.
     let mut connection = None;
@@ -715,7 +712,7 @@ async fn assemble(opts: &RunOptions, controls: &Controls) -> Result<Assembly, Ru
             process_started,
             previous,
         );
-        let user_task = opts.registry.build(&spec.task.name, &spec.task.config)?;
+        let user_task = opts.registry.build_task(&spec.task)?;
         let instance = TaskInstance::open(
             task,
             user_task,

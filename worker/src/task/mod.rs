@@ -8,6 +8,7 @@ pub mod builtin;
 mod context;
 pub mod fields;
 mod registry;
+pub mod wasm;
 pub mod window;
 
 pub use context::{TaskContext, Timers};
@@ -60,6 +61,18 @@ pub enum TaskError {
     /// The sink could not take the output; the task stops and restarts from the last checkpoint.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    /// A WebAssembly task's component failed: it trapped (a bug, `maxCallTime` or
+    /// `maxMemory`), answered `fatal`, or could not be instantiated. The task stops and
+    /// restarts from its last committed checkpoint with a new instance.
+    #[error("task.wasm {module}: `{function}` {problem}")]
+    Guest {
+        /// The spec's `task.wasm.module`.
+        module: String,
+        /// The component's function that failed.
+        function: String,
+        /// What happened.
+        problem: String,
+    },
     /// No task of that name is registered.
     #[error("task.name: unknown task '{name}'; built-in tasks are {known}, or register your own with TaskRegistry::register in your worker binary")]
     Unknown {

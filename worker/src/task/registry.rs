@@ -2,10 +2,13 @@
 //! next to the built-ins and hands the registry to [`crate::cli::main_with`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use cairn_contract::TaskSpec;
 
 use serde_json::{Map, Value};
 
+use super::wasm::{WasmModule, WasmTask};
 use super::{builtin, StreamTask, TaskError};
 
 /// Builds one task instance from the job's `task.config`.
@@ -16,6 +19,9 @@ pub type TaskFactory =
 #[derive(Clone, Default)]
 pub struct TaskRegistry {
     factories: BTreeMap<String, TaskFactory>,
+    /// WebAssembly components loaded so far, by their spec: each is read and compiled once
+    /// per process, however many task instances and checks build it.
+    components: Arc<Mutex<BTreeMap<String, Arc<WasmModule>>>>,
 }
 
 impl TaskRegistry {
@@ -54,6 +60,29 @@ impl TaskRegistry {
             known: self.names().join(", "),
         })?;
         factory(config)
+    }
+
+    /// Builds the task of a job spec: a WebAssembly component when it has `wasm`, a
+    /// registered task by name otherwise.
+    pub fn build_task(&self, spec: &TaskSpec) -> Result<Box<dyn StreamTask>, TaskError> {
+        match &spec.wasm {
+            Some(wasm) => {
+                let key = serde_json::to_string(wasm).expect("a spec serializes");
+                // Loading under the lock: two tasks of one module must not compile it twice.
+                let mut components = self.components.lock().unwrap_or_else(|p| p.into_inner());
+                let module = match components.get(&key) {
+                    Some(module) => Arc::clone(module),
+                    None => {
+                        let module = Arc::new(WasmModule::load(wasm)?);
+                        components.insert(key, Arc::clone(&module));
+                        module
+                    }
+                };
+                drop(components);
+                Ok(Box::new(WasmTask::new(module)?))
+            }
+            None => self.build(&spec.name, &spec.config),
+        }
     }
 
     /// Registered names, sorted.
