@@ -56,7 +56,14 @@ pub mod env {
     /// `deployment` so the operator can tell its deployments apart (two deployments of one job
     /// may run the same job document, e.g. with another image).
     pub const DEPLOYMENT: &str = "CAIRN_DEPLOYMENT";
+    /// Where the worker keeps compiled WebAssembly components (a Python component takes tens of
+    /// seconds to compile): on the pod's state volume, so a restarted container finds them.
+    pub const WASM_CACHE: &str = "CAIRN_WASM_CACHE";
 }
+
+/// The compile cache of WebAssembly components in a worker pod ([`env::WASM_CACHE`]), under the
+/// state volume.
+pub const WASM_CACHE_DIR: &str = "/var/lib/cairn/wasm-cache";
 
 /// The worker container's arguments (the image's entrypoint is `cairn-worker`): run the mounted
 /// job, serve metrics and `/healthz` on every interface, hold after a stop so the kubelet cannot

@@ -7,7 +7,7 @@
 #      installs the chart with `helm install` and runs every flow
 #   3. tests/kind/cluster.sh down (KEEP_CLUSTER=1 leaves the cluster up for a look)
 #
-# Usage: tests/e2e/kind.sh [flow...]   (flows: count, autoscale, files, kafka, windows, standby; default all)
+# Usage: tests/e2e/kind.sh [flow...]   (flows: count, autoscale, files, kafka, windows, standby, wasm; default all)
 #
 # CAIRN_KIND_SOURCES=local (default: everything built on this machine, no registry) or public
 # (your Docker, kind's node image, public base images); see tests/kind/cluster.sh.
@@ -42,7 +42,7 @@ log "cluster up in $((SECONDS - started)) s"
 # The same features as `make unit`, so this reuses its build.
 cargo build --workspace --bins --features cairn-worker/test-hooks
 suite_start=$SECONDS
-# Arguments select flows (count, autoscale, files, kafka, windows, standby); the suite's own main runs them
+# Arguments select flows (count, autoscale, files, kafka, windows, standby, wasm); the suite's own main runs them
 # (main.rs).
 cargo test --workspace --features cairn-worker/test-hooks --test e2e -- --nocapture "$@"
 log "suite passed in $((SECONDS - suite_start)) s; $((SECONDS - started)) s in all before teardown"

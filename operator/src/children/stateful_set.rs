@@ -203,6 +203,7 @@ fn worker_container(job: &PodDocument, hash: &str, owner: &Owner) -> Container {
         literal_env(env::CONTROL_TOKEN_FILE, TOKEN_FILE),
         // Reported back by the job: how the operator knows these pods are this deployment's.
         literal_env(env::DEPLOYMENT, hash),
+        literal_env(env::WASM_CACHE, cairn_contract::pod::WASM_CACHE_DIR),
     ];
     env.extend(job.pod.env.iter().cloned());
     let mut mounts = vec![

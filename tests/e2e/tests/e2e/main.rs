@@ -23,8 +23,11 @@
 //!
 //! The suite never touches a store directly: pods of the worker image read it (`inspect.rs`).
 //!
-//! Each flow is a test of its own, named `count`, `autoscale`, `files`, `kafka`, `windows` and
-//! `standby`, after the cluster-wide
+//! -> component tasks (`wasm`): the C count from a ConfigMap, upgraded through savepoints to
+//! the Python and the JavaScript count read from S3, each to exactly the state of a local run.
+//!
+//! Each flow is a test of its own, named `count`, `autoscale`, `files`, `kafka`, `windows`,
+//! `standby` and `wasm`, after the cluster-wide
 //! checks (`chart`). The harness is this file's `main` (`harness = false`), because the flows
 //! share one cluster, one chart install and one cleanup, which libtest cannot express: a flow
 //! that fails is reported by name and the next one still runs; the run fails if any did.
@@ -40,6 +43,7 @@ mod kafka;
 mod services;
 mod standby;
 mod target;
+mod wasm;
 mod windows;
 
 use std::path::PathBuf;
@@ -78,13 +82,14 @@ pub fn repo(rel: &str) -> PathBuf {
 type Flow = fn(&Suite);
 
 /// The flows, in the order they run.
-const FLOWS: [(&str, Flow); 6] = [
+const FLOWS: [(&str, Flow); 7] = [
     ("count", count::count_flow),
     ("autoscale", autoscale::autoscale_flow),
     ("files", files::repartition_flow),
     ("kafka", kafka::kafka_s3_flow),
     ("windows", windows::windows_flow),
     ("standby", standby::standby_flow),
+    ("wasm", wasm::wasm_flow),
 ];
 
 fn main() -> ExitCode {

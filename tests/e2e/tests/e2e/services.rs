@@ -347,6 +347,40 @@ impl<'a> Minio<'a> {
         }
     }
 
+    /// Stores `bytes` as `bucket/key` (an S3 PUT Object signed with the root credentials, by
+    /// curl in MinIO's pod, reading the bytes from its stdin).
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let user = format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}");
+        let url = format!("http://127.0.0.1:9000/{bucket}/{key}");
+        let out = self.suite.kubectl_with_bytes(
+            &[
+                "exec",
+                "-i",
+                "-n",
+                SERVICES_NS,
+                "minio-0",
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PUT",
+                "--data-binary",
+                "@-",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &user,
+                &url,
+            ],
+            bytes,
+        );
+        assert_eq!(out.stdout, "200", "putting {bucket}/{key}: {}", out.text());
+    }
+
     /// The environment a worker (or an inspection pod) needs to use this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -145,6 +145,11 @@ impl Suite {
 
     /// Runs kubectl with `input` on its stdin (`kubectl exec -i`).
     pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> KubectlOutput {
+        self.kubectl_with_bytes(args, input.as_bytes())
+    }
+
+    /// Runs kubectl with the bytes `input` on its stdin (a file into a pod).
+    pub fn kubectl_with_bytes(&self, args: &[&str], input: &[u8]) -> KubectlOutput {
         use std::io::Write;
         let mut child = Command::new(&self.kubectl)
             .args(args)
@@ -155,7 +160,7 @@ impl Suite {
             .unwrap_or_else(|e| panic!("running {}: {e}", self.kubectl.display()));
         let mut stdin = child.stdin.take().expect("piped stdin");
         // A tool that fails early closes its stdin: its output says why, not this write.
-        let _ = stdin.write_all(input.as_bytes());
+        let _ = stdin.write_all(input);
         drop(stdin);
         let out = child.wait_with_output().expect("kubectl ends");
         KubectlOutput::from(out)

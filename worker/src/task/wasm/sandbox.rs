@@ -45,14 +45,19 @@ pub(super) fn deadline_ticks(max_call_time: Duration) -> u64 {
     (max_call_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
-/// Where compiled components are kept: `$CAIRN_WASM_CACHE`, else `$HOME/.cache/cairn/wasm`;
-/// none when neither can be told (compiling then happens at every start).
+/// Where compiled components are kept: `$CAIRN_WASM_CACHE` (on Kubernetes, the pod's state
+/// volume), else `$HOME/.cache/cairn/wasm-compiled`; none when neither can be told (compiling
+/// then happens at every start).
 fn cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("CAIRN_WASM_CACHE") {
+    if let Some(dir) = std::env::var_os(cairn_contract::pod::env::WASM_CACHE) {
         return Some(PathBuf::from(dir));
     }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/cairn/wasm"))
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/cairn/wasm-compiled"))
 }
+
+/// Compiled components kept in the cache; older ones are removed when a new one is added (each
+/// is about twice its module's size: 35 MiB for a Python component).
+const CACHE_ENTRIES: usize = 8;
 
 /// Compiles `bytes`, or loads the result of an earlier compile of the same bytes by the same
 /// wasmtime with the same settings.
@@ -100,7 +105,27 @@ fn store_compiled(
         path.file_name().and_then(|n| n.to_str()).unwrap_or("c")
     ));
     std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)
+    std::fs::rename(&temp, path)?;
+    prune(dir, path);
+    Ok(())
+}
+
+/// Removes all but the newest [`CACHE_ENTRIES`] compiled components of `dir` (never `kept`).
+fn prune(dir: &std::path::Path, kept: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut compiled: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm") && p != kept)
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    compiled.sort();
+    let excess = (compiled.len() + 1).saturating_sub(CACHE_ENTRIES);
+    for (_, old) in compiled.into_iter().take(excess) {
+        let _ = std::fs::remove_file(old);
+    }
 }
 
 /// Links a component against the host: the `cairn:task` imports and WASI 0.2 (with nothing of
