@@ -65,10 +65,17 @@ command -v curl >/dev/null || test_debs+=(curl)
 { command -v dockerd && [ -x /usr/bin/docker ]; } >/dev/null || test_debs+=(docker.io)
 command -v debootstrap >/dev/null || test_debs+=(debootstrap)
 command -v jq >/dev/null || test_debs+=(jq)
+# The WebAssembly task examples (examples/wasm/build.sh, built by the tests): C with Debian's
+# clang and wasm-ld, Python with componentize-py (pip), JavaScript with componentize-js (npm).
+command -v clang >/dev/null || test_debs+=(clang)
+{ command -v wasm-ld || command -v wasm-ld-14; } >/dev/null || test_debs+=(lld)
+command -v node >/dev/null || test_debs+=(nodejs)
+command -v npm >/dev/null || test_debs+=(npm)
+python3 -m pip --version >/dev/null 2>&1 || test_debs+=(python3-pip)
 wanted=("${build_debs[@]}" "${test_debs[@]}")
 if [ ${#wanted[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing ${wanted[*]} (Kafka client build; Kafka/S3 test servers, Docker, kind)"
+    echo "installing ${wanted[*]} (Kafka client build; Kafka/S3 test servers, Docker, kind, WebAssembly examples)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
   elif [ ${#build_debs[@]} -gt 0 ]; then

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cairn_contract::{
     FieldError, FileInput, GeneratorInput, InputSpec, JobSpec, OutputSpec, SpecError, TaskSpec,
-    DEFAULT_MAX_INTERVAL, DEFAULT_MIN_INTERVAL,
+    WasmTaskSpec, DEFAULT_MAX_INTERVAL, DEFAULT_MIN_INTERVAL, WASM_TASK_NAME,
 };
 
 fn valid() -> JobSpec {
@@ -203,6 +203,74 @@ fn task_name_must_not_be_empty() {
     let mut spec = valid();
     spec.task.name = "  ".into();
     assert_rejected(&spec, "task.name", "is empty", "built-in task");
+}
+
+#[test]
+fn a_wasm_task_needs_no_name_and_is_named_wasm() {
+    let yaml = "name: j\ninput: {type: generator, partitions: 2}\n\
+                task: {wasm: {module: tasks/count.wasm, config: {stateVersion: 2}}}\n";
+    let spec = JobSpec::from_yaml_str(yaml).unwrap();
+    assert_eq!(spec.task.name, WASM_TASK_NAME);
+    let wasm = spec.task.wasm.as_ref().unwrap();
+    assert_eq!(wasm.module, "tasks/count.wasm");
+    assert_eq!(wasm.max_memory, 256 << 20);
+    assert_eq!(wasm.max_call_time, Duration::from_secs(10));
+    assert_eq!(wasm.config["stateVersion"], 2);
+    assert!(!spec.task.is_builtin());
+    // A name, when given, is kept: it is what a savepoint records.
+    let named = JobSpec::from_yaml_str(&yaml.replace("{wasm:", "{name: clicks, wasm:")).unwrap();
+    assert_eq!(named.task.name, "clicks");
+    // Written back and read again, it is the same spec.
+    assert_eq!(JobSpec::from_yaml_str(&spec.to_yaml()).unwrap(), spec);
+}
+
+#[test]
+fn a_wasm_task_is_checked() {
+    let with = |edit: &dyn Fn(&mut WasmTaskSpec)| {
+        let mut spec = valid();
+        let mut wasm = WasmTaskSpec::new("count.wasm");
+        edit(&mut wasm);
+        spec.task = TaskSpec::wasm(wasm);
+        spec
+    };
+    assert_rejected(
+        &with(&|w| w.module = " ".into()),
+        "task.wasm.module",
+        "is empty",
+        "path or store URL",
+    );
+    assert_rejected(
+        &with(&|w| w.max_memory = 1 << 10),
+        "task.wasm.maxMemory",
+        "1KiB is outside 1MiB..4GiB",
+        "maxMemory: 256MiB",
+    );
+    assert_rejected(
+        &with(&|w| w.max_memory = 8 << 30),
+        "task.wasm.maxMemory",
+        "8GiB is outside 1MiB..4GiB",
+        "at most 4GiB",
+    );
+    assert_rejected(
+        &with(&|w| w.max_call_time = Duration::from_millis(2)),
+        "task.wasm.maxCallTime",
+        "2ms is shorter than 10ms",
+        "maxCallTime: 10s",
+    );
+    let mut spec = with(&|_| {});
+    spec.task.config.insert("field".into(), "word".into());
+    assert_rejected(
+        &spec,
+        "task.config",
+        "is set next to task.wasm",
+        "task.wasm.config",
+    );
+    let err = JobSpec::from_yaml_str(
+        "name: j\ninput: {type: generator, partitions: 2}\ntask: {wasm: {modul: x.wasm}}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("modul"), "a misspelt key is named: {err}");
 }
 
 #[test]

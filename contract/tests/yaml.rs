@@ -70,6 +70,7 @@ fn the_documented_example_parses_to_the_expected_spec() {
         task: TaskSpec {
             name: "count".into(),
             config,
+            wasm: None,
         },
         output: OutputSpec::File {
             path: PathBuf::from("./out"),

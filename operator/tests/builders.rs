@@ -180,13 +180,14 @@ fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
 }
 
 /// Every StreamJob manifest under examples/k8s (store-pvc.yaml is a plain PVC).
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 7] = [
     "examples/k8s/autoscaled.yaml",
     "examples/k8s/count.yaml",
     "examples/k8s/file-sink.yaml",
     "examples/k8s/periodic-savepoints.yaml",
     "examples/k8s/kafka-s3.yaml",
     "examples/k8s/standby.yaml",
+    "examples/k8s/wasm-task.yaml",
 ];
 
 #[test]

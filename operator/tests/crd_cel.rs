@@ -102,6 +102,7 @@ fn the_api_server_accepts_the_crd_and_the_examples() {
         "examples/k8s/kafka-windows.yaml",
         "examples/k8s/standby.yaml",
         "examples/k8s/autoscaled.yaml",
+        "examples/k8s/wasm-task.yaml",
     ]
     .iter()
     .map(|p| serde_yaml::from_str(&std::fs::read_to_string(repo_file(p)).unwrap()).unwrap())
@@ -173,6 +174,33 @@ fn autoscaler_min_above_max_is_rejected() {
         ["spec.autoscaler: Invalid value: \"object\": spec.autoscaler.minParallelism must be <= spec.autoscaler.maxParallelism"]
     );
     assert_eq!(verdicts.objects[1], Vec::<String>::new());
+}
+
+/// A task needs a name or a WebAssembly component; a component's call time is a bounded
+/// duration like every other.
+#[test]
+fn a_task_without_name_or_wasm_is_rejected() {
+    let neither = with("/spec/job/task", json!({"config": {"field": "word"}}));
+    let wasm_only = with(
+        "/spec/job/task",
+        json!({"wasm": {"module": "/t/count.wasm"}}),
+    );
+    let bad_time = with(
+        "/spec/job/task",
+        json!({"wasm": {"module": "/t/count.wasm", "maxCallTime": "soon"}}),
+    );
+    let verdicts = validate(&[neither, wasm_only, bad_time]);
+    assert_eq!(
+        verdicts.objects[0],
+        ["spec.job.task: Invalid value: \"object\": spec.job.task needs a name (a built-in or custom task) or wasm (a WebAssembly component)"]
+    );
+    assert_eq!(verdicts.objects[1], Vec::<String>::new());
+    assert_eq!(verdicts.objects[2].len(), 1, "{:?}", verdicts.objects[2]);
+    assert!(
+        verdicts.objects[2][0].contains("spec.job.task.wasm.maxCallTime must be a duration"),
+        "{:?}",
+        verdicts.objects[2]
+    );
 }
 
 #[test]

@@ -48,9 +48,10 @@ tools() {
 	# the worker's crash tests);
 	# java, mvn (the Kafka broker), openssl, curl (TLS certificates, MinIO buckets); go (Kubernetes,
 	# etcd, Helm, MinIO from source); dockerd, containerd, runc, docker, jq (scripts/dockerd.sh),
-	# debootstrap, tar (images/local-bases.sh) for this check and the kind path.
+	# debootstrap, tar (images/local-bases.sh) for this check and the kind path; clang, node, npm,
+	# python3 (examples/wasm/build.sh: the WebAssembly task examples the tests build).
 	for tool in cargo rustc make cc gcc g++ flock setsid sync kill java mvn openssl curl \
-		go dockerd containerd runc docker jq debootstrap tar; do
+		go dockerd containerd runc docker jq debootstrap tar clang node npm python3; do
 		type -P "$tool" >/dev/null || missing+=("$tool")
 	done
 	cargo fmt --version >/dev/null 2>&1 || missing+=("cargo fmt")

@@ -151,7 +151,13 @@ pub async fn dump_state(
             });
         }
     }
-    let renderer: Option<Box<dyn StreamTask>> = registry.build_task(&commit.spec.task).ok();
+    // A WebAssembly component cannot describe its values (the default rendering is all it would
+    // give): its module is not loaded, which would cost a compile and need its volume or
+    // credentials.
+    let renderer: Option<Box<dyn StreamTask>> = match &commit.spec.task.wasm {
+        Some(_) => None,
+        None => registry.build_task(&commit.spec.task).ok(),
+    };
     let tmp = tempdir()?;
     let mut lines = 0;
     for m in manifests

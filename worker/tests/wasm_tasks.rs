@@ -253,13 +253,18 @@ fn savepoints_of_a_component_repartition_and_upgrade_to_another_language() {
 /// A file job whose only partition holds `lines` (`key\tvalue`), counted by the C component
 /// with `config` and `limits` (YAML lines under `wasm:`).
 fn file_job(dir: &Path, lines: &[String], config: &str, limits: &str) -> JobSpec {
+    file_job_of(dir, "count-c.wasm", lines, config, limits)
+}
+
+/// [`file_job`] with the component `file`.
+fn file_job_of(dir: &Path, file: &str, lines: &[String], config: &str, limits: &str) -> JobSpec {
     std::fs::create_dir_all(dir.join("in")).unwrap();
     std::fs::write(dir.join("in/partition-0"), lines.concat()).unwrap();
     let job = format!(
         "name: faulty\ninput: {{type: file, partitions: 1, path: ./in, follow: false}}\n\
          task:\n  wasm:\n    module: \"{}\"\n    config: {config}\n{limits}\
          output: {{type: file, path: ./out}}\ncheckpoint: {{interval: 20ms}}\n",
-        component("count-c.wasm")
+        component(file)
     );
     std::fs::write(dir.join("job.yaml"), &job).unwrap();
     JobSpec::from_yaml_str(&job).unwrap()
@@ -283,6 +288,30 @@ fn counts_of_lines(lines: &[String], skip_value: Option<&str>) -> BTreeMap<Strin
         }
     }
     counts
+}
+
+#[test]
+fn a_component_exporting_only_process_runs_with_the_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let lines = lines_around(500, "x");
+    file_job_of(dir, "count-c-processor.wasm", &lines, "{}", "");
+    run_ok(dir, &["run", "job.yaml", "--quiet"]);
+    let expected = counts_of_lines(&lines, None);
+    assert_eq!(counters(dir), expected);
+    assert_eq!(
+        published_lines(&dir.join("out")),
+        expected_count_output(&expected)
+    );
+    // Its savepoints record the default state version, 1: the full C task (version 1) takes
+    // them.
+    let sp = savepoint_of_latest(dir);
+    let manifest = std::fs::read_to_string(
+        Path::new(sp.strip_prefix("file://").unwrap()).join("_SAVEPOINT.json"),
+    )
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(manifest["stateVersion"], 1, "{manifest}");
 }
 
 #[test]

@@ -26,6 +26,13 @@ typedef unsigned long long uint64_t;
 typedef __SIZE_TYPE__ size_t;
 
 #define EXPORT(name) __attribute__((export_name(name)))
+/* The entry points a task may leave out: built with -DPROCESSOR_ONLY (world `processor`) they
+   are not exported, and the worker does without them (no-ops, state version 1). */
+#ifdef PROCESSOR_ONLY
+#define OPTIONAL_EXPORT(name) __attribute__((unused)) static
+#else
+#define OPTIONAL_EXPORT(name) EXPORT(name)
+#endif
 #define IMPORT(module, name) __attribute__((import_module(module), import_name(name)))
 
 /* ---- memory layouts ---- */

@@ -72,7 +72,7 @@ hash=$(
     echo "jco-transpile $JCO_TRANSPILE_VERSION"
   } | sha256sum | cut -d' ' -f1
 )
-if [[ -f $target && -f $stamp && $(cat "$stamp") == "$hash" && -f $tool_dir/.complete ]]; then
+if [[ -f $target && -f $out/count-c-processor.wasm && -f $stamp && $(cat "$stamp") == "$hash" && -f $tool_dir/.complete ]]; then
   log "count-c.wasm is up to date"
   exit 0
 fi
@@ -104,16 +104,27 @@ fi
 work=$(mktemp -d "$out/.count-c.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-log "compiling count.c abi.c ($CC, $LD)"
 # -nostdlib: no libc, no WASI imports; -mbulk-memory: memcpy is memory.copy;
 # --stack-first: a stack overflow traps instead of overwriting data.
-"$CC" --target=wasm32 -O2 -std=c11 -nostdlib -mbulk-memory -fvisibility=hidden \
-  -Wall -Wextra -Werror -fuse-ld="$(command -v "$LD")" \
-  -Wl,--no-entry -Wl,--stack-first -Wl,-z,stack-size=65536 -Wl,--strip-all \
-  -o "$work/core.wasm" "$here/count.c" "$here/abi.c"
+compile() { # OUT.wasm [-D...]
+  local core=$1
+  shift
+  "$CC" --target=wasm32 -O2 -std=c11 -nostdlib -mbulk-memory -fvisibility=hidden \
+    -Wall -Wextra -Werror -fuse-ld="$(command -v "$LD")" \
+    -Wl,--no-entry -Wl,--stack-first -Wl,-z,stack-size=65536 -Wl,--strip-all \
+    "$@" -o "$core" "$here/count.c" "$here/abi.c"
+}
 
+log "compiling count.c abi.c ($CC, $LD)"
+compile "$work/core.wasm"
 log "making the component (world task)"
 node "$here/componentize.mjs" "$tool_dir" new "$work/core.wasm" "$wit" task "$work/count-c.wasm"
+# The same task exporting `process` only (world processor): the worker's defaults stand in
+# for the entry points it leaves out.
+compile "$work/core-processor.wasm" -DPROCESSOR_ONLY
+node "$here/componentize.mjs" "$tool_dir" new "$work/core-processor.wasm" "$wit" processor \
+  "$work/count-c-processor.wasm"
+mv "$work/count-c-processor.wasm" "$out/count-c-processor.wasm"
 mv "$work/count-c.wasm" "$target"
 echo "$hash" >"$stamp"
 log "built $target ($(stat -c %s "$target") bytes)"

@@ -240,7 +240,7 @@ static const char MSG_CONFIG[] = "config (task.wasm.config) is not a JSON object
 
 #define ERR(kind, msg) task_result_err((kind), (msg), sizeof(msg) - 1)
 
-EXPORT("open") task_result *cairn_open(void) {
+OPTIONAL_EXPORT("open") task_result *cairn_open(void) {
     load_config();
     if (config_bad) return ERR(TASK_ERROR_FATAL, MSG_CONFIG);
     return task_result_ok();
@@ -304,22 +304,22 @@ done:
     return res;
 }
 
-EXPORT("on-timer")
+OPTIONAL_EXPORT("on-timer")
 task_result *cairn_on_timer(uint8_t *key, uint32_t key_len, uint32_t domain, uint64_t at) {
     (void)key; (void)key_len; (void)domain; (void)at;
     arena_reset();
     return task_result_ok();
 }
 
-EXPORT("before-checkpoint") task_result *cairn_before_checkpoint(void) {
+OPTIONAL_EXPORT("before-checkpoint") task_result *cairn_before_checkpoint(void) {
     return task_result_ok();
 }
 
-EXPORT("after-checkpoint") void cairn_after_checkpoint(uint64_t checkpoint_id) {
+OPTIONAL_EXPORT("after-checkpoint") void cairn_after_checkpoint(uint64_t checkpoint_id) {
     (void)checkpoint_id;
 }
 
-EXPORT("state-version") uint32_t cairn_state_version(void) {
+OPTIONAL_EXPORT("state-version") uint32_t cairn_state_version(void) {
     load_config();
     return config_state_version;
 }

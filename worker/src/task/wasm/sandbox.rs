@@ -156,3 +156,45 @@ where
         .map(Some)
         .map_err(|e| format!("its export has another type than wit/task.wit says: {e:#}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_whole_ticks_and_never_zero() {
+        assert_eq!(deadline_ticks(Duration::from_secs(10)), 1000);
+        assert_eq!(deadline_ticks(Duration::from_millis(15)), 1);
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 1);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_entries_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        for i in 0..CACHE_ENTRIES + 3 {
+            let path = dir.path().join(format!("{i:02}.cwasm"));
+            std::fs::write(&path, b"x").unwrap();
+            // Entry i was written i seconds after the oldest.
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(old + Duration::from_secs(i as u64))
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"not an entry").unwrap();
+        let kept = dir.path().join("00.cwasm");
+        prune(dir.path(), &kept);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        // The entry just written (kept, whatever its time) and the 7 newest others.
+        let mut expected: Vec<String> = (CACHE_ENTRIES + 3 - 7..CACHE_ENTRIES + 3)
+            .map(|i| format!("{i:02}.cwasm"))
+            .collect();
+        expected.insert(0, "00.cwasm".to_owned());
+        expected.push("notes.txt".to_owned());
+        expected.sort();
+        assert_eq!(left, expected);
+    }
+}
