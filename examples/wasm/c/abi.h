@@ -33,6 +33,8 @@ typedef __SIZE_TYPE__ size_t;
 #else
 #define OPTIONAL_EXPORT(name) EXPORT(name)
 #endif
+void *cabi_realloc(void *old_ptr, size_t old_size, size_t align, size_t new_size);
+
 #define IMPORT(module, name) __attribute__((import_module(module), import_name(name)))
 
 /* ---- memory layouts ---- */

@@ -117,8 +117,8 @@ compile() { # OUT.wasm [-D...]
 
 log "compiling count.c abi.c ($CC, $LD)"
 compile "$work/core.wasm"
-log "making the component (world task)"
-node "$here/componentize.mjs" "$tool_dir" new "$work/core.wasm" "$wit" task "$work/count-c.wasm"
+log "making the component (world batch-task)"
+node "$here/componentize.mjs" "$tool_dir" new "$work/core.wasm" "$wit" batch-task "$work/count-c.wasm"
 # The same task exporting `process` only (world processor): the worker's defaults stand in
 # for the entry points it leaves out.
 compile "$work/core-processor.wasm" -DPROCESSOR_ONLY

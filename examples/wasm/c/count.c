@@ -1,6 +1,7 @@
 /*
  * count-c: Cairn's built-in `count` task, written in C and built into a WebAssembly component
- * of world `task` (package cairn:task@0.1.0, wit/task.wit).
+ * of world `batch-task` (package cairn:task@0.1.0, wit/task.wit): `process-batch` takes a whole
+ * batch in one call, which is what lets a compiled task approach the native one.
  *
  * For each record: state.add-i64(key, empty sub-key, 1), then output.emit(key, the new count as
  * decimal UTF-8 text). add-i64 returning none (the counter would overflow) makes the record a
@@ -260,21 +261,12 @@ static uint8_t *itoa_i64(int64_t v, uint8_t *end) {
 
 static const uint8_t EMPTY[1];
 
-EXPORT("process")
-task_result *cairn_process(uint32_t partition, uint64_t offset, uint32_t has_timestamp,
-                           uint64_t timestamp, uint8_t *key, uint32_t key_len, uint8_t *value,
-                           uint32_t value_len) {
-    (void)partition; (void)offset; (void)has_timestamp; (void)timestamp;
-    task_result *res;
+/* Counts one record; NULL when done, else the error to return for it. */
+static task_result *count_one(const uint8_t *key, uint32_t key_len, const uint8_t *value,
+                              uint32_t value_len) {
     if (!config_loaded) load_config();
-    if (config_bad) {
-        res = ERR(TASK_ERROR_FATAL, MSG_CONFIG);
-        goto done;
-    }
-    if (value_is(&fail_on, value, value_len)) {
-        res = ERR(TASK_ERROR_BAD_RECORD, MSG_FAIL);
-        goto done;
-    }
+    if (config_bad) return ERR(TASK_ERROR_FATAL, MSG_CONFIG);
+    if (value_is(&fail_on, value, value_len)) return ERR(TASK_ERROR_BAD_RECORD, MSG_FAIL);
     if (value_is(&trap_on, value, value_len)) __builtin_trap();
     if (value_is(&spin_on, value, value_len)) {
         volatile uint32_t spin = 1;
@@ -289,20 +281,92 @@ task_result *cairn_process(uint32_t partition, uint64_t offset, uint32_t has_tim
 
     cabi_option_s64 count;
     state_add_i64(key, key_len, EMPTY, 0, 1, &count);
-    if (!count.is_some) {
-        res = ERR(TASK_ERROR_BAD_RECORD, MSG_OVERFLOW);
-        goto done;
-    }
+    if (!count.is_some) return ERR(TASK_ERROR_BAD_RECORD, MSG_OVERFLOW);
     uint8_t buf[20];
     uint8_t *end = buf + sizeof buf;
     uint8_t *text = itoa_i64(count.value, end);
     output_emit(key, key_len, text, (uint32_t)(end - text));
-    res = task_result_ok();
-done:
+    return 0;
+}
+
+EXPORT("process")
+task_result *cairn_process(uint32_t partition, uint64_t offset, uint32_t has_timestamp,
+                           uint64_t timestamp, uint8_t *key, uint32_t key_len, uint8_t *value,
+                           uint32_t value_len) {
+    (void)partition; (void)offset; (void)has_timestamp; (void)timestamp;
+    task_result *err = count_one(key, key_len, value, value_len);
     /* The key and value were allocated by the host in the arena for this call only. */
     arena_reset();
-    return res;
+    return err ? err : task_result_ok();
 }
+
+#ifndef PROCESSOR_ONLY
+/* process-batch: func(batch: record-batch) -> result<list<rejected>, string>; the record's 13
+ * flat values are the parameters (partition, then pointer and length of each list), and the
+ * result goes through a return area: the discriminant at 0, the list or string at 4 and 8. */
+typedef struct {
+    uint32_t index;
+    const char *reason;
+    uint32_t reason_len;
+} rejected;
+
+typedef struct {
+    uint8_t is_err;
+    uint8_t _pad[3];
+    const void *ptr;
+    uint32_t len;
+} batch_result;
+
+_Static_assert(sizeof(rejected) == 12, "rejected: u32 and string");
+_Static_assert(__builtin_offsetof(batch_result, ptr) == 4, "list or string at 4");
+_Static_assert(sizeof(batch_result) == 12, "result<list<rejected>, string> is 12 bytes");
+
+static batch_result batch_ret_area;
+
+EXPORT("process-batch")
+batch_result *cairn_process_batch(uint32_t partition, const uint64_t *offsets,
+                                  uint32_t offsets_len, const void *timestamps,
+                                  uint32_t timestamps_len, const uint8_t *keys, uint32_t keys_len,
+                                  const uint32_t *key_ends, uint32_t key_ends_len,
+                                  const uint8_t *values, uint32_t values_len,
+                                  const uint32_t *value_ends, uint32_t value_ends_len) {
+    (void)partition; (void)offsets; (void)offsets_len; (void)timestamps; (void)timestamps_len;
+    (void)keys_len; (void)values_len; (void)value_ends_len;
+    /* The refused records, allocated after the batch's lists in the arena: they live until the
+     * host has read the result, which it does before its next call. */
+    rejected *refused = 0;
+    uint32_t n_refused = 0;
+    uint32_t key_start = 0, value_start = 0;
+    batch_ret_area.is_err = 0;
+    for (uint32_t i = 0; i < key_ends_len; i++) {
+        uint32_t key_end = key_ends[i], value_end = value_ends[i];
+        task_result *err = count_one(keys + key_start, key_end - key_start, values + value_start,
+                                     value_end - value_start);
+        key_start = key_end;
+        value_start = value_end;
+        if (!err) continue;
+        if (err->err_kind == TASK_ERROR_FATAL) {
+            batch_ret_area.is_err = 1;
+            batch_ret_area.ptr = err->msg;
+            batch_ret_area.len = err->msg_len;
+            break;
+        }
+        refused = cabi_realloc(refused, n_refused * sizeof *refused, 4,
+                               (n_refused + 1) * sizeof *refused);
+        refused[n_refused].index = i;
+        refused[n_refused].reason = err->msg;
+        refused[n_refused].reason_len = err->msg_len;
+        n_refused++;
+    }
+    if (!batch_ret_area.is_err) {
+        batch_ret_area.ptr = refused ? (const void *)refused : (const void *)4;
+        batch_ret_area.len = n_refused;
+    }
+    /* Everything in the arena is free again once this call's result has been read. */
+    arena_reset();
+    return &batch_ret_area;
+}
+#endif
 
 OPTIONAL_EXPORT("on-timer")
 task_result *cairn_on_timer(uint8_t *key, uint32_t key_len, uint32_t domain, uint64_t at) {

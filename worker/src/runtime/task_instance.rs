@@ -290,7 +290,18 @@ impl TaskInstance {
             ctx.prefetch_entry(hash);
         }
         let mut bad = 0u64;
-        for i in 0..self.batch.len() {
+        let whole_batch = self.clock.is_none() && self.task.processes_batches();
+        if whole_batch {
+            for (index, reason) in self.task.process_batch(&self.batch, &mut ctx)? {
+                bad += 1;
+                let offset = index.map(|i| self.batch.get(i).offset);
+                log_bad(
+                    &mut self.last_bad_log,
+                    || tracing::warn!(task = self.id, ?offset, %reason, "skipping bad record (counted in cairn_bad_records_total)"),
+                );
+            }
+        }
+        for i in (0..self.batch.len()).filter(|_| !whole_batch) {
             if let Some(&hash) = hashes.get(i + 2 * PREFETCH_AHEAD) {
                 ctx.prefetch_slot(hash);
             }

@@ -16,6 +16,7 @@ pub use registry::{TaskFactory, TaskRegistry};
 
 use std::time::Duration;
 
+use crate::source::batch::RecordBatch;
 use crate::state::StateError;
 pub use crate::state::{TimeDomain, Timer};
 
@@ -83,6 +84,28 @@ pub enum TaskError {
     },
 }
 
+/// The records of a batch a task refused as bad: their index in the batch (when the task could
+/// tell which) and why.
+pub type BatchRejects = Vec<(Option<usize>, String)>;
+
+/// Calls `process` for each record of `batch`, in order: [`StreamTask::process_batch`] of a
+/// task that has no faster way.
+pub fn process_each<T: StreamTask + ?Sized>(
+    task: &mut T,
+    batch: &RecordBatch,
+    ctx: &mut TaskContext<'_>,
+) -> Result<BatchRejects, TaskError> {
+    let mut rejects = Vec::new();
+    for i in 0..batch.len() {
+        match task.process(&batch.get(i), ctx) {
+            Ok(()) => {}
+            Err(TaskError::BadRecord { reason }) => rejects.push((Some(i), reason)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(rejects)
+}
+
 /// A stateful stream task. Only `process` is required.
 pub trait StreamTask: Send {
     /// Called once after the task's state has been restored, before the first record.
@@ -104,6 +127,25 @@ pub trait StreamTask: Send {
         _ctx: &mut TaskContext<'_>,
     ) -> Result<(), TaskError> {
         Ok(())
+    }
+
+    /// True when [`StreamTask::process_batch`] is faster than `process` record by record (a
+    /// WebAssembly component: one call into it per batch instead of per record). The runtime
+    /// then hands it whole batches, in jobs without event time (there the watermark, and the
+    /// timers it fires, move between records).
+    fn processes_batches(&self) -> bool {
+        false
+    }
+
+    /// Processes every record of `batch`, in offset order, exactly as `process` would one by
+    /// one; returns the records refused as bad (counted and skipped, as `BadRecord` from
+    /// `process`). Any other error stops the task. Called only when `processes_batches`.
+    fn process_batch(
+        &mut self,
+        batch: &RecordBatch,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<BatchRejects, TaskError> {
+        process_each(self, batch, ctx)
     }
 
     /// True when `process` reads or updates the plain state of the record's own key (sub-key

@@ -360,11 +360,22 @@ pub fn kill_repeatedly(
     wanted: u32,
     env: impl Fn(u32) -> &'static [(&'static str, &'static str)],
 ) -> u32 {
+    kill_repeatedly_after(dir, rng, wanted, 80..900, env)
+}
+
+/// [`kill_repeatedly`], each run killed after a random number of milliseconds in `after`.
+pub fn kill_repeatedly_after(
+    dir: &Path,
+    rng: &mut impl rand::Rng,
+    wanted: u32,
+    after: std::ops::Range<u64>,
+    env: impl Fn(u32) -> &'static [(&'static str, &'static str)],
+) -> u32 {
     use std::time::{Duration, Instant};
     let mut kills = 0;
     while kills < wanted {
         let mut child = spawn_run(dir, env(kills));
-        let wait = Duration::from_millis(rng.random_range(80..900));
+        let wait = Duration::from_millis(rng.random_range(after.clone()));
         let started = Instant::now();
         while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(5));

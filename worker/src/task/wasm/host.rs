@@ -18,8 +18,8 @@ use crate::task::{TaskContext, TaskError};
 pub(super) enum Raised {
     /// The current record cannot be processed (a key longer than the store allows, a counter
     /// that would leave the 64-bit range): counted as a bad record, whatever the component
-    /// answers.
-    BadRecord(String),
+    /// answers. In a batch, `count` such records (the first one's reason).
+    BadRecord { reason: String, count: usize },
     /// The state store or the sink failed: the component was trapped and the task stops.
     Fatal(TaskError),
 }
@@ -133,8 +133,10 @@ impl HostData {
         match result {
             Ok(value) => Ok(value),
             Err(TaskError::BadRecord { reason }) => {
-                if self.raised.is_none() {
-                    self.raised = Some(Raised::BadRecord(reason));
+                match &mut self.raised {
+                    None => self.raised = Some(Raised::BadRecord { reason, count: 1 }),
+                    Some(Raised::BadRecord { count, .. }) => *count += 1,
+                    Some(Raised::Fatal(_)) => {}
                 }
                 Ok(fallback)
             }

@@ -20,17 +20,22 @@ use std::sync::Arc;
 use wasmtime::component::TypedFunc;
 use wasmtime::Store;
 
-use self::bindings::{GuestError, GuestTimer, InputRecordRef};
+use self::bindings::{
+    GuestError, GuestTimer, InputRecordRef, PackedBatch, RecordBatchRef, Rejected,
+};
 use self::host::HostData;
 pub use self::load::{LoadError, WasmModule};
-use super::{Record, StreamTask, TaskContext, TaskError, Timer};
+use super::{BatchRejects, Record, StreamTask, TaskContext, TaskError, Timer};
+use crate::source::batch::RecordBatch;
 
 type Outcome = (Result<(), GuestError>,);
+type BatchOutcome = (Result<Vec<Rejected>, String>,);
 
 /// The component's entry points; all but `process` are optional (a missing one does nothing).
 /// `state-version` is asked once per module ([`WasmModule::state_version`]).
 struct Exports {
     process: TypedFunc<(InputRecordRef<'static>,), Outcome>,
+    process_batch: Option<TypedFunc<(RecordBatchRef<'static>,), BatchOutcome>>,
     open: Option<TypedFunc<(), Outcome>>,
     on_timer: Option<TypedFunc<(&'static [u8], GuestTimer), Outcome>>,
     before_checkpoint: Option<TypedFunc<(), Outcome>>,
@@ -42,6 +47,8 @@ pub struct WasmTask {
     module: Arc<WasmModule>,
     store: Store<HostData>,
     exports: Exports,
+    /// The batch being handed to `process-batch`, kept for its buffers.
+    packed: PackedBatch,
     /// Set once a call trapped: the instance may be half-way through an update of its own
     /// memory, so it is never entered again (the runtime restarts the task from its last
     /// checkpoint with a new instance).
@@ -60,6 +67,8 @@ impl WasmTask {
             process: sandbox::typed(&instance, &mut store, "process")
                 .map_err(|e| module.error("process", &e))?
                 .ok_or_else(|| required("process"))?,
+            process_batch: sandbox::typed(&instance, &mut store, "process-batch")
+                .map_err(|e| module.error("process-batch", &e))?,
             open: sandbox::typed(&instance, &mut store, "open")
                 .map_err(|e| module.error("open", &e))?,
             on_timer: sandbox::typed(&instance, &mut store, "on-timer")
@@ -73,19 +82,20 @@ impl WasmTask {
             module,
             store,
             exports,
+            packed: PackedBatch::default(),
             poisoned: None,
         })
     }
 
-    /// Calls `function` with the task's context lent to the host imports, and turns what came
-    /// back into the task's answer: the guest's own error, a record error raised by a host
-    /// import (a key too long for the store), a state or sink error, or a trap.
-    fn call(
+    /// Calls `function` with the task's context lent to the host imports. Returns what it
+    /// returned, and the record error a host import raised during the call (a key too long for
+    /// the store), if any; a state or sink error, or a trap, is the task's error.
+    fn enter<R>(
         &mut self,
         function: &'static str,
         ctx: &mut TaskContext<'_>,
-        f: impl FnOnce(&mut Store<HostData>) -> wasmtime::Result<Outcome>,
-    ) -> Result<(), TaskError> {
+        f: impl FnOnce(&mut Store<HostData>) -> wasmtime::Result<R>,
+    ) -> Result<(R, Option<(String, usize)>), TaskError> {
         if let Some(trap) = &self.poisoned {
             return Err(self
                 .module
@@ -104,14 +114,30 @@ impl WasmTask {
                 self.poisoned = Some(format!("the trap in `{function}`"));
                 Err(e)
             }
-            (Ok(_), Some(host::Raised::BadRecord(reason))) => Err(TaskError::BadRecord { reason }),
-            (Ok((Ok(()),)), None) => Ok(()),
-            (Ok((Err(GuestError::BadRecord(reason)),)), None) => Err(TaskError::BadRecord {
+            (Ok(r), Some(host::Raised::BadRecord { reason, count })) => {
+                Ok((r, Some((reason, count))))
+            }
+            (Ok(r), None) => Ok((r, None)),
+        }
+    }
+
+    /// [`Self::enter`] for the functions that answer `result<_, task-error>`.
+    fn call(
+        &mut self,
+        function: &'static str,
+        ctx: &mut TaskContext<'_>,
+        f: impl FnOnce(&mut Store<HostData>) -> wasmtime::Result<Outcome>,
+    ) -> Result<(), TaskError> {
+        let ((outcome,), raised) = self.enter(function, ctx, f)?;
+        if let Some((reason, _)) = raised {
+            return Err(TaskError::BadRecord { reason });
+        }
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(GuestError::BadRecord(reason)) => Err(TaskError::BadRecord {
                 reason: bounded(reason),
             }),
-            (Ok((Err(GuestError::Fatal(reason)),)), None) => {
-                Err(self.module.error(function, &bounded(reason)))
-            }
+            Err(GuestError::Fatal(reason)) => Err(self.module.error(function, &bounded(reason))),
         }
     }
 }
@@ -152,6 +178,47 @@ impl StreamTask for WasmTask {
             value: r.value,
         };
         self.call("process", ctx, |store| process.call(store, (record,)))
+    }
+
+    fn processes_batches(&self) -> bool {
+        self.exports.process_batch.is_some()
+    }
+
+    fn process_batch(
+        &mut self,
+        batch: &RecordBatch,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<BatchRejects, TaskError> {
+        let Some(process_batch) = self.exports.process_batch else {
+            return super::process_each(self, batch, ctx);
+        };
+        let mut packed = std::mem::take(&mut self.packed);
+        if packed.fill(batch).is_none() {
+            // Over 4 GiB of keys or values: one record at a time (never with today's sources,
+            // whose batches stop at 64 MiB).
+            self.packed = packed;
+            return super::process_each(self, batch, ctx);
+        }
+        let entered = self.enter("process-batch", ctx, |store| {
+            process_batch.call(store, (packed.as_arg(),))
+        });
+        self.packed = packed;
+        let ((answer,), raised) = entered?;
+        let refused =
+            answer.map_err(|reason| self.module.error("process-batch", &bounded(reason)))?;
+        let mut rejects: BatchRejects = refused
+            .into_iter()
+            // An index outside the batch names no record: the component's bug, not the
+            // input's. Counted as a record of the batch.
+            .map(|r| {
+                let index = usize::try_from(r.index).ok().filter(|i| *i < batch.len());
+                (index, bounded(r.reason))
+            })
+            .collect();
+        if let Some((reason, count)) = raised {
+            rejects.extend(std::iter::repeat_n((None, reason), count));
+        }
+        Ok(rejects)
     }
 
     fn on_timer(

@@ -14,7 +14,7 @@ use wasmtime::component::{
 };
 use wasmtime::{Config, Engine, Store};
 
-use super::bindings::Task;
+use super::bindings::BatchTask;
 use super::host::HostData;
 
 /// How often the engine's epoch advances: the resolution of `maxCallTime`.
@@ -134,7 +134,7 @@ fn prune(dir: &std::path::Path, kept: &std::path::Path) {
 pub(super) fn link(component: &Component) -> wasmtime::Result<InstancePre<HostData>> {
     let mut linker = Linker::<HostData>::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-    Task::add_to_linker::<HostData, HasSelf<HostData>>(&mut linker, |data| data)?;
+    BatchTask::add_to_linker::<HostData, HasSelf<HostData>>(&mut linker, |data| data)?;
     linker.instantiate_pre(component)
 }
 
