@@ -62,6 +62,9 @@ pub enum TaskError {
     /// The sink could not take the output; the task stops and restarts from the last checkpoint.
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    /// A WebAssembly task's component cannot be read or is not a component this worker runs.
+    #[error("task.wasm.module: {0}")]
+    Module(#[from] wasm::LoadError),
     /// A WebAssembly task's component failed: it trapped (a bug, `maxCallTime` or
     /// `maxMemory`), answered `fatal`, or could not be instantiated. The task stops and
     /// restarts from its last committed checkpoint with a new instance.

@@ -6,8 +6,8 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store};
+use wasmtime::component::{Linker, ResourceTable, WasmList};
+use wasmtime::{ResourceLimiter, Store, StoreContextMut};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::cairn::task::{host, output, state, timers, types};
@@ -111,6 +111,14 @@ impl HostData {
         self.raised.take()
     }
 
+    /// The pointer to the lent context (see [`Self::ctx`]).
+    fn lent_pointer(&self, function: &str) -> wasmtime::Result<NonNull<TaskContext<'static>>> {
+        match &self.lent {
+            Some(lent) => Ok(lent.0),
+            None => Err(outside_a_call(function)),
+        }
+    }
+
     /// The lent context, or a trap when the component calls a state function outside a call
     /// that has one (e.g. from `state-version`).
     fn ctx(&mut self, function: &str) -> wasmtime::Result<&mut TaskContext<'static>> {
@@ -120,10 +128,7 @@ impl HostData {
             // uses that context while the call runs.
             #[allow(unsafe_code)]
             Some(lent) => Ok(unsafe { lent.0.as_mut() }),
-            None => Err(wasmtime::Error::msg(format!(
-                "`{function}` was called outside open, process, on-timer and before-checkpoint, \
-                 where there is no record and no keyed state"
-            ))),
+            None => Err(outside_a_call(function)),
         }
     }
 
@@ -147,6 +152,54 @@ impl HostData {
             }
         }
     }
+}
+
+/// Redefines the two imports a task calls for every record, `state.add-i64` and `output.emit`,
+/// to read their keys and values in place in the component's memory: the generated bindings
+/// copy each `list<u8>` into a new `Vec` first, which costs a tenth of a record's time in a
+/// compiled component. The rest stay as generated.
+pub(super) fn link_per_record_imports(linker: &mut Linker<HostData>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    linker.instance("cairn:task/state@0.1.0")?.func_wrap(
+        "add-i64",
+        |mut store: StoreContextMut<'_, HostData>,
+         (key, sub_key, delta): (WasmList<u8>, WasmList<u8>, i64)| {
+            let lent = store.data().lent_pointer("state.add-i64")?;
+            let (key, sub_key) = (key.as_le_slice(&store), sub_key.as_le_slice(&store));
+            // SAFETY: as in `HostData::ctx`; the context is not in the component's memory, so
+            // the slices borrowed from that memory do not alias it.
+            #[allow(unsafe_code)]
+            let ctx = unsafe { &mut *lent.as_ptr() };
+            let result = if sub_key.is_empty() {
+                ctx.add_i64(key, delta)
+            } else {
+                add_i64_sub(ctx, key, sub_key, delta)
+            };
+            Ok((store.data_mut().settle(result.map(Some), None)?,))
+        },
+    )?;
+    linker.instance("cairn:task/output@0.1.0")?.func_wrap(
+        "emit",
+        |mut store: StoreContextMut<'_, HostData>, (key, value): (WasmList<u8>, WasmList<u8>)| {
+            let lent = store.data().lent_pointer("output.emit")?;
+            let (key, value) = (key.as_le_slice(&store), value.as_le_slice(&store));
+            // SAFETY: as above.
+            #[allow(unsafe_code)]
+            let ctx = unsafe { &mut *lent.as_ptr() };
+            let result = ctx.emit(key, value);
+            store.data_mut().settle(result, ())
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The trap for a state, output or timer function called where there is no context.
+fn outside_a_call(function: &str) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "`{function}` was called outside open, process, process-batch, on-timer and \
+         before-checkpoint, where there is no record and no keyed state"
+    ))
 }
 
 /// Runs `f` (a call into the component) with `ctx` lent to the host imports.

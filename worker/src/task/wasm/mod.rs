@@ -265,12 +265,3 @@ impl StreamTask for WasmTask {
         self.module.state_version()
     }
 }
-
-impl From<LoadError> for TaskError {
-    fn from(e: LoadError) -> Self {
-        TaskError::Config {
-            field: "wasm.module".to_owned(),
-            problem: e.to_string(),
-        }
-    }
-}

@@ -135,6 +135,7 @@ pub(super) fn link(component: &Component) -> wasmtime::Result<InstancePre<HostDa
     let mut linker = Linker::<HostData>::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     BatchTask::add_to_linker::<HostData, HasSelf<HostData>>(&mut linker, |data| data)?;
+    super::host::link_per_record_imports(&mut linker)?;
     linker.instantiate_pre(component)
 }
 
