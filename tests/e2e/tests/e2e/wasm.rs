@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::count::store_url;
 use crate::inspect::reference_state;
-use crate::jobs::{last_savepoint_reason, phase};
+use crate::jobs::{idle_running, last_savepoint_reason, phase, savepoints};
 use crate::repo;
 use crate::services::Minio;
 use crate::target::{Suite, NS};
@@ -104,7 +104,7 @@ pub fn wasm_flow(suite: &Suite) {
         json!([{"name": "CAIRN_S3_ENDPOINT", "value": minio.endpoint}]);
     suite.apply_ok(&job);
     let expected = reference(suite, &job, &built.join("count-c.wasm"), "wasm-c");
-    assert_eq!(expected.len(), 1000, "the reference counted every key");
+    assert!(!expected.is_empty(), "the reference run counted nothing");
     let url = store_url(NAME);
     suite.wait_for_state(
         "wasm: C from a ConfigMap",
@@ -116,11 +116,14 @@ pub fn wasm_flow(suite: &Suite) {
     wait_finished(suite, "finished (C)");
 
     // Python, from the store, with more input: an upgrade through a savepoint; the state
-    // (8-byte counters) carries over because both components are of state version 1.
-    for (step, (file, records)) in [("count-python.wasm", 1300), ("count-js.wasm", 1600)]
+    // (8-byte counters) carries over because both components are of state version 1. While it
+    // runs, its second worker is SIGKILLed: the kubelet restarts it, and it restores from the
+    // last checkpoint. Then JavaScript, the same way.
+    for (step, (file, records)) in [("count-python.wasm", 5000), ("count-js.wasm", 5300)]
         .into_iter()
         .enumerate()
     {
+        let before = savepoints(&suite.job(NAME));
         let module = format!("s3://{BUCKET}/{file}");
         suite.patch(
             NAME,
@@ -130,6 +133,13 @@ pub fn wasm_flow(suite: &Suite) {
             }}}),
         );
         job["spec"]["job"]["input"]["recordsPerPartition"] = json!(records);
+        if step == 0 {
+            suite.wait(NAME, "running Python", Duration::from_secs(240), |j| {
+                idle_running(j) && savepoints(j) > before
+            });
+            let killed = suite.kill(NS, &format!("{NAME}-1"));
+            suite.assert_recovered(killed);
+        }
         let expected = reference(suite, &job, &built.join(file), &format!("wasm-{step}"));
         suite.wait_for_state(
             &format!("wasm: {file} from the store"),
