@@ -232,6 +232,9 @@ impl WasiView for HostData {
 
 impl types::Host for HostData {}
 
+/// The generated traits. `state.add-i64` and `output.emit` are linked by
+/// [`link_per_record_imports`] instead (in place, without copies); their methods here are what
+/// the generated trait requires, with the same meaning.
 impl state::Host for HostData {
     fn get(&mut self, key: Vec<u8>, sub_key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
         let result = self.ctx("state.get")?.get_sub(&key, &sub_key);
