@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use cairn_contract::{InputSpec, JobSpec};
-use cairn_worker::source::generator::{KeyTable, RecordRule};
+use cairn_contract::JobSpec;
 use common::launcher::wait_until;
 use common::*;
 
@@ -40,24 +39,6 @@ fn names(dir: &Path) -> BTreeSet<String> {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect()
-}
-
-/// Adds to `counts` the records of `spec`'s generator from `from[p]` (default 0) to the end.
-fn add_records(counts: &mut BTreeMap<String, i64>, spec: &str, from: &BTreeMap<u32, u64>) {
-    let spec = JobSpec::from_yaml_str(spec).unwrap();
-    let InputSpec::Generator(g) = &spec.input else {
-        unreachable!()
-    };
-    let table = KeyTable::build(g);
-    for p in 0..g.partitions {
-        let rule = RecordRule::new(g, &table, p);
-        if !rule.has_keys() {
-            continue;
-        }
-        for j in from.get(&p).copied().unwrap_or(0)..g.records_per_partition.unwrap() {
-            *counts.entry(format!("k{}", rule.record(j).0)).or_insert(0) += 1;
-        }
-    }
 }
 
 /// Runs `cairn-worker <args>` to success; its stdout.
@@ -142,9 +123,13 @@ fn four_processes_on_one_machine_repartition_9_to_6_and_commit_exact_state() {
     }
 
     let mut expected = BTreeMap::new();
-    add_records(&mut expected, &a, &BTreeMap::new());
+    add_generator_records(
+        &mut expected,
+        &JobSpec::from_yaml_str(&a).unwrap(),
+        &BTreeMap::new(),
+    );
     let kept: BTreeMap<u32, u64> = (0..6).map(|p| (p, 3_000)).collect();
-    add_records(&mut expected, &b, &kept);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&b).unwrap(), &kept);
     assert_eq!(dumped_counts(dir, STORE), expected, "{all_logs}");
 
     // Every scratch is gone, and so is the state of the three partitions that no longer exist.
@@ -220,8 +205,12 @@ fn after_shrinking_8_to_4_no_local_state_of_dropped_partitions_is_left() {
             .collect::<BTreeSet<_>>()
     );
     let mut expected = BTreeMap::new();
-    add_records(&mut expected, &a, &BTreeMap::new());
+    add_generator_records(
+        &mut expected,
+        &JobSpec::from_yaml_str(&a).unwrap(),
+        &BTreeMap::new(),
+    );
     let kept: BTreeMap<u32, u64> = (0..4).map(|p| (p, 2_000)).collect();
-    add_records(&mut expected, &b, &kept);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&b).unwrap(), &kept);
     assert_eq!(dumped_counts(dir, STORE), expected);
 }

@@ -8,8 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use cairn_contract::{InputSpec, JobSpec};
-use cairn_worker::source::generator::{KeyTable, RecordRule};
+use cairn_contract::JobSpec;
 use common::*;
 
 const STORE: &str = "file://./.cairn/checkpoints";
@@ -23,45 +22,6 @@ fn job(partitions: u32, parallelism: u32, records: u64, savepoint: Option<&str>)
          recordsPerPartition: {records}\ntask:\n  name: count\nparallelism: {parallelism}\n\
          checkpoint:\n  interval: 100ms\n{restore}"
     )
-}
-
-/// Adds to `counts` the records of `spec`'s generator from `from[p]` (default 0) to the end.
-fn add_records(counts: &mut BTreeMap<String, i64>, spec: &JobSpec, from: &BTreeMap<u32, u64>) {
-    let InputSpec::Generator(g) = &spec.input else {
-        unreachable!()
-    };
-    let table = KeyTable::build(g);
-    for p in 0..g.partitions {
-        let rule = RecordRule::new(g, &table, p);
-        if !rule.has_keys() {
-            continue;
-        }
-        for j in from.get(&p).copied().unwrap_or(0)..g.records_per_partition.unwrap() {
-            *counts.entry(format!("k{}", rule.record(j).0)).or_insert(0) += 1;
-        }
-    }
-}
-
-/// Runs a command that must succeed; returns its log (at info level) and output.
-fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let out = worker(dir)
-        .env("RUST_LOG", "info")
-        .args(args)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{args:?} failed: {log}");
-    log + &String::from_utf8_lossy(&out.stdout)
-}
-
-fn savepoint_of_latest(dir: &Path) -> String {
-    let out = run_cmd(dir, &["savepoint", STORE]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// Every file under a directory with its content.
@@ -89,15 +49,15 @@ fn rescale_and_repartition_through_savepoints_are_exact() {
     // A: N=4, P=1, 10k records per partition.
     let a = job(4, 1, 10_000, None);
     std::fs::write(dir.join("job.yaml"), &a).unwrap();
-    run_ok(dir, &["run", "job.yaml", "--quiet"]);
+    run_logged_ok(dir, &["run", "job.yaml", "--quiet"]);
     let mut expected = BTreeMap::new();
-    add_records(
+    add_generator_records(
         &mut expected,
         &JobSpec::from_yaml_str(&a).unwrap(),
         &BTreeMap::new(),
     );
     assert_eq!(dumped_counts(dir, STORE), expected);
-    let sp1 = savepoint_of_latest(dir);
+    let sp1 = savepoint_of_latest(dir, STORE);
     let sp1_files = snapshot(&local_path(&sp1));
     assert!(sp1_files.contains_key("_SAVEPOINT.json"));
 
@@ -105,10 +65,10 @@ fn rescale_and_repartition_through_savepoints_are_exact() {
     // keep their offsets (10k), the new partitions 4-5 start at 0.
     let b = job(6, 3, 20_000, Some(&sp1));
     std::fs::write(dir.join("job.yaml"), &b).unwrap();
-    let log = run_ok(dir, &["run", "job.yaml"]);
+    let log = run_logged_ok(dir, &["run", "job.yaml"]);
     assert!(log.contains("state re-split"), "{log}");
     let from: BTreeMap<u32, u64> = (0..4).map(|p| (p, 10_000)).collect();
-    add_records(&mut expected, &JobSpec::from_yaml_str(&b).unwrap(), &from);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&b).unwrap(), &from);
     assert_eq!(dumped_counts(dir, STORE), expected, "after 4 -> 6");
     assert_eq!(
         snapshot(&local_path(&sp1)),
@@ -119,25 +79,25 @@ fn rescale_and_repartition_through_savepoints_are_exact() {
     // The savepoint is not referenced by B's checkpoints: deleting it changes nothing, and
     // rerunning B (its spec still names the savepoint) resumes from B's own checkpoint.
     std::fs::remove_dir_all(local_path(&sp1)).unwrap();
-    let log = run_ok(dir, &["run", "job.yaml"]);
+    let log = run_logged_ok(dir, &["run", "job.yaml"]);
     assert!(log.contains("resuming from its own checkpoints"), "{log}");
     assert_eq!(dumped_counts(dir, STORE), expected, "rerun of B");
     assert_store_consistent(&dir.join(".cairn/checkpoints"), 3);
 
     // C: N=3, P=2, 30k per partition, from a savepoint of B, on the command line.
-    let sp2 = savepoint_of_latest(dir);
+    let sp2 = savepoint_of_latest(dir, STORE);
     let c = job(3, 2, 30_000, None);
     std::fs::write(dir.join("job.yaml"), &c).unwrap();
-    run_ok(
+    run_logged_ok(
         dir,
         &["run", "job.yaml", "--quiet", "--from-savepoint", &sp2],
     );
     let from: BTreeMap<u32, u64> = (0..3).map(|p| (p, 20_000)).collect();
-    add_records(&mut expected, &JobSpec::from_yaml_str(&c).unwrap(), &from);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&c).unwrap(), &from);
     assert_eq!(dumped_counts(dir, STORE), expected, "after 6 -> 3");
 
     // The savepoints list shows what each recorded.
-    let list = run_ok(dir, &["savepoints", STORE, "--json"]);
+    let list = run_logged_ok(dir, &["savepoints", STORE, "--json"]);
     let lines: Vec<serde_json::Value> = list
         .lines()
         .filter(|l| l.starts_with('{'))
@@ -159,10 +119,10 @@ fn a_relocated_savepoint_restores_and_a_damaged_one_is_refused() {
     let dir = tmp.path();
     let a = job(2, 1, 5_000, None);
     std::fs::write(dir.join("job.yaml"), &a).unwrap();
-    run_ok(dir, &["run", "job.yaml", "--quiet"]);
-    let sp = savepoint_of_latest(dir);
+    run_logged_ok(dir, &["run", "job.yaml", "--quiet"]);
+    let sp = savepoint_of_latest(dir, STORE);
     let mut expected = BTreeMap::new();
-    add_records(
+    add_generator_records(
         &mut expected,
         &JobSpec::from_yaml_str(&a).unwrap(),
         &BTreeMap::new(),
@@ -176,7 +136,7 @@ fn a_relocated_savepoint_restores_and_a_damaged_one_is_refused() {
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("job.yaml"), &a).unwrap();
     let url = format!("file://{}", moved.display());
-    run_ok(
+    run_logged_ok(
         &other,
         &["run", "job.yaml", "--quiet", "--from-savepoint", &url],
     );
@@ -242,13 +202,13 @@ fn upgrades_keep_compatible_state_and_refuse_incompatible_state() {
         format!("{base}task: {{name: dedupe, config: {{by: key}}}}\n"),
     )
     .unwrap();
-    run_ok(dir, &["run", "job.yaml", "--quiet"]);
-    let sp = savepoint_of_latest(dir);
+    run_logged_ok(dir, &["run", "job.yaml", "--quiet"]);
+    let sp = savepoint_of_latest(dir, STORE);
 
     // Same task, new config: allowed, state kept (a and b stay seen).
     std::fs::write(dir.join("in/partition-0"), "a\t1\na\t2\nb\t1\nc\t5\na\t9\n").unwrap();
     std::fs::write(dir.join("job.yaml"), format!("{base}task: {{name: dedupe, config: {{by: record}}}}\noutput: {{type: file, path: ./out}}\n")).unwrap();
-    run_ok(
+    run_logged_ok(
         dir,
         &["run", "job.yaml", "--quiet", "--from-savepoint", &sp],
     );
@@ -281,7 +241,7 @@ fn upgrades_keep_compatible_state_and_refuse_incompatible_state() {
         format!("{base}task: {{name: count}}\nrestore: {{allowStateDrop: true}}\n"),
     )
     .unwrap();
-    run_ok(
+    run_logged_ok(
         dir,
         &["run", "job.yaml", "--quiet", "--from-savepoint", &sp],
     );

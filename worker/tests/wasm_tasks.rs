@@ -16,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use cairn_contract::{InputSpec, JobSpec};
-use cairn_worker::source::generator::{KeyTable, RecordRule};
+use cairn_contract::JobSpec;
 use common::*;
 
 const STORE: &str = "file://./.cairn/checkpoints";
@@ -67,51 +66,12 @@ fn generator_job(
     )
 }
 
-/// Adds to `counts` the records of `spec`'s generator from `from[p]` (default 0) to the end.
-fn add_records(counts: &mut BTreeMap<String, i64>, spec: &JobSpec, from: &BTreeMap<u32, u64>) {
-    let InputSpec::Generator(g) = &spec.input else {
-        unreachable!()
-    };
-    let table = KeyTable::build(g);
-    for p in 0..g.partitions {
-        let rule = RecordRule::new(g, &table, p);
-        if !rule.has_keys() {
-            continue;
-        }
-        for j in from.get(&p).copied().unwrap_or(0)..g.records_per_partition.unwrap() {
-            *counts.entry(format!("k{}", rule.record(j).0)).or_insert(0) += 1;
-        }
-    }
-}
-
-/// Runs a command that must succeed; returns its log and output.
-fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let out = worker(dir)
-        .env("RUST_LOG", "info")
-        .args(args)
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{args:?} failed: {log}");
-    log + &String::from_utf8_lossy(&out.stdout)
-}
-
 /// Runs a command that must fail; returns its log.
 fn run_failing(dir: &Path, args: &[&str]) -> String {
     let out = worker(dir).args(args).output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {log}");
     log
-}
-
-fn savepoint_of_latest(dir: &Path) -> String {
-    let out = run_cmd(dir, &["savepoint", STORE]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// `state dump` of the latest checkpoint as key -> counter. A component's values are shown as
@@ -199,38 +159,38 @@ fn savepoints_of_a_component_repartition_and_upgrade_to_another_language() {
     // A: JavaScript, N=4, P=1.
     let a = generator_job(4, 1, 5_000, None, &js, "{}");
     std::fs::write(dir.join("job.yaml"), &a).unwrap();
-    run_ok(dir, &["run", "job.yaml", "--quiet"]);
+    run_logged_ok(dir, &["run", "job.yaml", "--quiet"]);
     let mut expected = BTreeMap::new();
-    add_records(
+    add_generator_records(
         &mut expected,
         &JobSpec::from_yaml_str(&a).unwrap(),
         &BTreeMap::new(),
     );
     assert_eq!(counters(dir), expected, "A");
-    let sp1 = savepoint_of_latest(dir);
+    let sp1 = savepoint_of_latest(dir, STORE);
 
     // B: the same component, N=6 (not a multiple of 4), P=3, from the savepoint.
     let b = generator_job(6, 3, 9_000, None, &js, "{}");
     std::fs::write(dir.join("job.yaml"), &b).unwrap();
-    let log = run_ok(dir, &["run", "job.yaml", "--from-savepoint", &sp1]);
+    let log = run_logged_ok(dir, &["run", "job.yaml", "--from-savepoint", &sp1]);
     assert!(log.contains("state re-split"), "{log}");
     let from: BTreeMap<u32, u64> = (0..4).map(|p| (p, 5_000)).collect();
-    add_records(&mut expected, &JobSpec::from_yaml_str(&b).unwrap(), &from);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&b).unwrap(), &from);
     assert_eq!(counters(dir), expected, "after 4 -> 6");
-    let sp2 = savepoint_of_latest(dir);
+    let sp2 = savepoint_of_latest(dir, STORE);
 
     // C: a new module of the same state version (C, a compiled language), N=3, P=2: the
     // state is the language's no more than the counter encoding's.
     let c = generator_job(3, 2, 14_000, None, &component("count-c.wasm"), "{}");
     std::fs::write(dir.join("job.yaml"), &c).unwrap();
-    run_ok(
+    run_logged_ok(
         dir,
         &["run", "job.yaml", "--quiet", "--from-savepoint", &sp2],
     );
     let from: BTreeMap<u32, u64> = (0..3).map(|p| (p, 9_000)).collect();
-    add_records(&mut expected, &JobSpec::from_yaml_str(&c).unwrap(), &from);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&c).unwrap(), &from);
     assert_eq!(counters(dir), expected, "after 6 -> 3 into C");
-    let sp3 = savepoint_of_latest(dir);
+    let sp3 = savepoint_of_latest(dir, STORE);
 
     // D: a module that says its state has another layout (state-version 2) is refused...
     let d = generator_job(3, 1, 16_000, None, &js, "{stateVersion: 2}");
@@ -248,12 +208,12 @@ fn savepoints_of_a_component_repartition_and_upgrade_to_another_language() {
     // ...and Python, of the same version as the savepoint, takes it and goes on.
     let e = generator_job(3, 1, 16_000, None, &component("count-python.wasm"), "{}");
     std::fs::write(dir.join("job.yaml"), &e).unwrap();
-    run_ok(
+    run_logged_ok(
         dir,
         &["run", "job.yaml", "--quiet", "--from-savepoint", &sp3],
     );
     let from: BTreeMap<u32, u64> = (0..3).map(|p| (p, 14_000)).collect();
-    add_records(&mut expected, &JobSpec::from_yaml_str(&e).unwrap(), &from);
+    add_generator_records(&mut expected, &JobSpec::from_yaml_str(&e).unwrap(), &from);
     assert_eq!(counters(dir), expected, "into Python");
 }
 
@@ -303,7 +263,7 @@ fn a_component_exporting_only_process_runs_with_the_defaults() {
     let dir = tmp.path();
     let lines = lines_around(500, "x");
     file_job_of(dir, "count-c-processor.wasm", &lines, "{}", "");
-    run_ok(dir, &["run", "job.yaml", "--quiet"]);
+    run_logged_ok(dir, &["run", "job.yaml", "--quiet"]);
     let expected = counts_of_lines(&lines, None);
     assert_eq!(counters(dir), expected);
     assert_eq!(
@@ -312,7 +272,7 @@ fn a_component_exporting_only_process_runs_with_the_defaults() {
     );
     // Its savepoints record the default state version, 1: the full C task (version 1) takes
     // them.
-    let sp = savepoint_of_latest(dir);
+    let sp = savepoint_of_latest(dir, STORE);
     let manifest = std::fs::read_to_string(
         Path::new(sp.strip_prefix("file://").unwrap()).join("_SAVEPOINT.json"),
     )
@@ -327,7 +287,7 @@ fn a_bad_record_of_a_component_is_skipped_and_the_others_counted() {
     let dir = tmp.path();
     let lines = lines_around(50, "bad");
     file_job(dir, &lines, "{failOnValue: bad}", "");
-    let log = run_ok(dir, &["run", "job.yaml"]);
+    let log = run_logged_ok(dir, &["run", "job.yaml"]);
     assert!(log.contains("skipping bad record"), "{log}");
     assert_eq!(counters(dir), counts_of_lines(&lines, Some("bad")));
 }
@@ -352,7 +312,7 @@ fn fault_then_resume(config: &str, limits: &str, expected_error: &[&str]) {
         assert!(log.contains(text), "the error says {text:?}: {log}");
     }
     file_job(dir, &lines, "{}", limits);
-    run_ok(dir, &["run", "job.yaml", "--quiet"]);
+    run_logged_ok(dir, &["run", "job.yaml", "--quiet"]);
     let expected = counts_of_lines(&lines, None);
     assert_eq!(counters(dir), expected);
     assert_eq!(

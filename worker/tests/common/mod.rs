@@ -395,3 +395,49 @@ pub fn kill_repeatedly_after(
     }
     kills
 }
+
+/// Adds to `counts` the records of `spec`'s generator from `from[p]` (default 0) to the end of
+/// each partition: the counts a job resumed at offsets `from` adds.
+pub fn add_generator_records(
+    counts: &mut BTreeMap<String, i64>,
+    spec: &JobSpec,
+    from: &BTreeMap<u32, u64>,
+) {
+    let cairn_contract::InputSpec::Generator(g) = &spec.input else {
+        panic!("not a generator job")
+    };
+    let table = KeyTable::build(g);
+    for p in 0..g.partitions {
+        let rule = RecordRule::new(g, &table, p);
+        if !rule.has_keys() {
+            continue;
+        }
+        for j in from.get(&p).copied().unwrap_or(0)..g.records_per_partition.unwrap() {
+            *counts.entry(format!("k{}", rule.record(j).0)).or_insert(0) += 1;
+        }
+    }
+}
+
+/// Runs `cairn-worker <args>` (log at info level), which must succeed; returns its log and
+/// output.
+pub fn run_logged_ok(dir: &Path, args: &[&str]) -> String {
+    let out = worker(dir)
+        .env("RUST_LOG", "info")
+        .args(args)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{args:?} failed: {log}");
+    log + &String::from_utf8_lossy(&out.stdout)
+}
+
+/// `cairn-worker savepoint <store>`: a savepoint of the latest checkpoint; its URL.
+pub fn savepoint_of_latest(dir: &Path, store: &str) -> String {
+    let out = run_cmd(dir, &["savepoint", store]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

@@ -308,51 +308,12 @@ impl<'a> Minio<'a> {
         }
     }
 
-    /// Creates `bucket` (an S3 PUT Bucket signed with the root credentials, by curl in MinIO's
-    /// pod). A server that just became ready may still answer 503 while it loads its IAM
-    /// state, so 503 is retried for up to 30 s.
-    pub fn create_bucket(&self, bucket: &str) {
+    /// An S3 PUT of `path` (`bucket` or `bucket/key`) with `body`, signed with the root
+    /// credentials, by curl in MinIO's pod (the body on its stdin); curl prints the HTTP status.
+    fn signed_put(&self, path: &str, body: &[u8]) -> crate::target::KubectlOutput {
         let user = format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}");
-        let url = format!("http://127.0.0.1:9000/{bucket}");
-        let created = poll(Duration::from_secs(30), Duration::from_millis(500), || {
-            let out = self.suite.kubectl(&[
-                "exec",
-                "-n",
-                SERVICES_NS,
-                "minio-0",
-                "--",
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-X",
-                "PUT",
-                "--aws-sigv4",
-                "aws:amz:us-east-1:s3",
-                "--user",
-                &user,
-                &url,
-            ]);
-            match out.stdout.as_str() {
-                "200" => Ok(Ok(())),
-                "503" => Err(out.text()),
-                _ => Ok(Err(out.text())),
-            }
-        });
-        match created {
-            Ok(Ok(())) => {}
-            Ok(Err(seen)) | Err(seen) => panic!("creating bucket {bucket}: {seen}"),
-        }
-    }
-
-    /// Stores `bytes` as `bucket/key` (an S3 PUT Object signed with the root credentials, by
-    /// curl in MinIO's pod, reading the bytes from its stdin).
-    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
-        let user = format!("{S3_ACCESS_KEY}:{S3_SECRET_KEY}");
-        let url = format!("http://127.0.0.1:9000/{bucket}/{key}");
-        let out = self.suite.kubectl_with_bytes(
+        let url = format!("http://127.0.0.1:9000/{path}");
+        self.suite.kubectl_with_bytes(
             &[
                 "exec",
                 "-i",
@@ -379,8 +340,30 @@ impl<'a> Minio<'a> {
                 &user,
                 &url,
             ],
-            bytes,
-        );
+            body,
+        )
+    }
+
+    /// Creates `bucket`. A server that just became ready may still answer 503 while it loads
+    /// its IAM state, so 503 is retried for up to 30 s.
+    pub fn create_bucket(&self, bucket: &str) {
+        let created = poll(Duration::from_secs(30), Duration::from_millis(500), || {
+            let out = self.signed_put(bucket, b"");
+            match out.stdout.as_str() {
+                "200" => Ok(Ok(())),
+                "503" => Err(out.text()),
+                _ => Ok(Err(out.text())),
+            }
+        });
+        match created {
+            Ok(Ok(())) => {}
+            Ok(Err(seen)) | Err(seen) => panic!("creating bucket {bucket}: {seen}"),
+        }
+    }
+
+    /// Stores `bytes` as `bucket/key`.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let out = self.signed_put(&format!("{bucket}/{key}"), bytes);
         assert_eq!(out.stdout, "200", "putting {bucket}/{key}: {}", out.text());
     }
 

@@ -162,54 +162,77 @@ impl WasmModule {
 }
 
 /// The component's bytes: a store URL (`s3://bucket/key`, `file:///dir/name.wasm`) read with
-/// the store's settings, or a path.
+/// the store's settings, or a path. Either way at most [`MAX_MODULE_SIZE`] bytes are read: an
+/// object or file over the limit is refused before it is downloaded or read whole.
 fn read_module(module: &str) -> Result<Vec<u8>, LoadError> {
     let fail = |reason: String| LoadError::Read {
         module: module.to_owned(),
         reason,
     };
-    if module.contains("://") {
-        let (dir, key) = module
-            .rsplit_once('/')
-            .filter(|(dir, key)| !key.is_empty() && !dir.ends_with(':') && !dir.ends_with('/'))
-            .ok_or_else(|| {
-                fail("a store URL names an object, e.g. s3://bucket/tasks/count.wasm".into())
-            })?;
-        let base = std::env::current_dir().map_err(|e| fail(e.to_string()))?;
-        let store = CheckpointStore::open_existing(dir, &base).map_err(|e| fail(e.to_string()))?;
-        // Loading runs before any job runtime exists, and also from inside one (a restore
-        // check): a thread of its own with its own small runtime works in both.
-        let bytes = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(|e| e.to_string())?
-                        .block_on(store.get_bytes(key))
-                        .map_err(|e| e.to_string())
-                })
-                .join()
-                .unwrap_or_else(|_| Err("the reading thread panicked".to_owned()))
-        })
-        .map_err(fail)?;
-        if bytes.len() as u64 > MAX_MODULE_SIZE {
-            return Err(fail(too_big(bytes.len() as u64)));
+    let bytes = if module.contains("://") {
+        read_from_store(module)
+    } else {
+        read_from_path(Path::new(module))
+    }
+    .map_err(fail)?;
+    match bytes.len() as u64 {
+        // Checked again after reading: the file or object may have grown in between.
+        size if size > MAX_MODULE_SIZE => Err(fail(too_big(size))),
+        _ => Ok(bytes),
+    }
+}
+
+fn read_from_store(url: &str) -> Result<Vec<u8>, String> {
+    let (dir, key) = url
+        .rsplit_once('/')
+        .filter(|(dir, key)| !key.is_empty() && !dir.ends_with(':') && !dir.ends_with('/'))
+        .ok_or("a store URL names an object, e.g. s3://bucket/tasks/count.wasm")?;
+    let base = std::env::current_dir().map_err(|e| e.to_string())?;
+    let store = CheckpointStore::open_existing(dir, &base).map_err(|e| e.to_string())?;
+    let read = async {
+        // The size first (a listing), so that an oversized object is never downloaded.
+        let listed = store.list(key).await.map_err(|e| e.to_string())?;
+        let size = listed
+            .iter()
+            .find(|object| object.key == key)
+            .map(|object| object.size)
+            .ok_or_else(|| format!("the store {dir} has no object {key:?}"))?;
+        if size > MAX_MODULE_SIZE {
+            return Err(too_big(size));
         }
-        return Ok(bytes.to_vec());
-    }
-    let path = Path::new(module);
-    let size = std::fs::metadata(path)
-        .map_err(|e| {
-            fail(format!(
-                "{e} (a path is relative to the worker's working directory)"
-            ))
-        })?
-        .len();
+        store.get_bytes(key).await.map_err(|e| e.to_string())
+    };
+    // Loading runs before any job runtime exists, and also from inside one (a restore check):
+    // a thread of its own with its own small runtime works in both.
+    let bytes = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(read)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the reading thread panicked".to_owned()))
+    })?;
+    Ok(bytes.into())
+}
+
+fn read_from_path(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("{e} (a path is relative to the worker's working directory)"))?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
     if size > MAX_MODULE_SIZE {
-        return Err(fail(too_big(size)));
+        return Err(too_big(size));
     }
-    std::fs::read(path).map_err(|e| fail(e.to_string()))
+    // One byte more than the limit, so that a file grown since is seen to be too big.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_MODULE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 fn too_big(size: u64) -> String {
@@ -217,4 +240,27 @@ fn too_big(size: u64) -> String {
         "it is {size} bytes, more than the {MAX_MODULE_SIZE}-byte limit of a component; strip \
          its debug sections or split the task"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_module_over_the_limit_is_refused_before_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.wasm");
+        // Sparse: the size is there, the bytes are not (reading them would take a while).
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_MODULE_SIZE + 1).unwrap();
+        let err = read_module(path.to_str().unwrap()).unwrap_err().to_string();
+        assert!(err.contains("more than the 268435456-byte limit"), "{err}");
+        assert!(err.contains("huge.wasm"), "{err}");
+    }
+
+    #[test]
+    fn a_store_url_must_name_an_object() {
+        let err = read_module("s3://bucket/").unwrap_err().to_string();
+        assert!(err.contains("a store URL names an object"), "{err}");
+    }
 }
