@@ -68,7 +68,7 @@ pub use kafka::{
 };
 pub use output::{KafkaDelivery, KafkaOutput, OutputSpec, DEFAULT_KAFKA_SPOOL_DIR};
 pub use parse::MAX_SPEC_LEN;
-pub use store::{StoreUrl, CLUSTER_PATTERN};
+pub use store::{ObjectService, StoreUrl, CLUSTER_PATTERN};
 pub use time::{EventTimeSpec, MAX_TIMESTAMP_FIELD_LEN};
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use validate::{

@@ -35,7 +35,7 @@ pub const SAMZA_KEYS: &[(&str, &str)] = &[
     ("task.checkpoint.retained", "checkpoint.retained"),
     (
         "task.checkpoint.store.factory",
-        "the checkpoint.store scheme: filesystem (default) or s3",
+        "which store: filesystem (default), hdfs, s3, gcs or azure",
     ),
     (
         "task.checkpoint.store.filesystem.path",
@@ -43,7 +43,7 @@ pub const SAMZA_KEYS: &[(&str, &str)] = &[
     ),
     (
         "task.checkpoint.store.hdfs.path",
-        "nothing: HDFS is not supported yet",
+        "checkpoint.store, as an hdfs:// URL",
     ),
 ];
 
@@ -56,11 +56,6 @@ pub const MAX_PROPERTY_DEPTH: usize = 32;
 pub const MAX_PROPERTIES: usize = 1000;
 /// Longest key shown in full in an error; longer ones are cut, with their length.
 const MAX_SHOWN_KEY: usize = 80;
-
-/// The fix for any HDFS setting.
-const HDFS_FIX: &str = "keep checkpoints on a local or mounted filesystem with \
-     `task.checkpoint.store.filesystem.path=/path/to/checkpoints` (a `file://` store), or in S3 \
-     with `task.checkpoint.store.factory=s3` and `cairn.checkpoint.store=s3://bucket/prefix`";
 
 /// A properties document turned into a YAML tree, remembering which line set which field so
 /// parse errors can point back at the line.
@@ -94,12 +89,55 @@ enum Action {
     Set(Vec<String>, Value),
     /// `task.checkpoint.store.factory`, checked against the store once every line is read.
     Factory(Factory),
+    /// `task.checkpoint.store.<factory>.path`: a candidate store URL. Which one is used is
+    /// known once every line is read (the factory chooses, as in Samza).
+    StorePath(Factory, String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The values of `task.checkpoint.store.factory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Factory {
     Filesystem,
+    Hdfs,
     S3,
+    Gcs,
+    Azure,
+}
+
+impl Factory {
+    /// The store URL schemes of this kind of store.
+    fn schemes(self) -> &'static [&'static str] {
+        match self {
+            Factory::Filesystem => &["file://"],
+            Factory::Hdfs => &["hdfs://"],
+            Factory::S3 => &["s3://"],
+            Factory::Gcs => &["gs://"],
+            Factory::Azure => &["az://", "abfs://", "abfss://"],
+        }
+    }
+
+    /// How to set a store of this kind, for error messages.
+    fn example(self) -> &'static str {
+        match self {
+            Factory::Filesystem => "`task.checkpoint.store.filesystem.path=/path`",
+            Factory::Hdfs => {
+                "`task.checkpoint.store.hdfs.path=/path` (on the default file system of \
+                 HADOOP_CONF_DIR) or `task.checkpoint.store.hdfs.path=hdfs://namenode:8020/path`"
+            }
+            Factory::S3 => "`cairn.checkpoint.store=s3://bucket/prefix`",
+            Factory::Gcs => "`cairn.checkpoint.store=gs://bucket/prefix`",
+            Factory::Azure => "`cairn.checkpoint.store=az://container/prefix`",
+        }
+    }
+
+    /// The property that names its directory, for the kinds that have one.
+    fn path_key(self) -> Option<&'static str> {
+        match self {
+            Factory::Filesystem => Some("task.checkpoint.store.filesystem.path"),
+            Factory::Hdfs => Some("task.checkpoint.store.hdfs.path"),
+            _ => None,
+        }
+    }
 }
 
 /// Reads a properties document into a YAML tree, or reports every bad line.
@@ -120,6 +158,7 @@ pub(crate) fn parse(text: &str) -> Result<PropertiesTree, SpecError> {
         origins: BTreeMap::new(),
     };
     let mut factory: Option<(Factory, Origin)> = None;
+    let mut paths: BTreeMap<Factory, (String, Origin)> = BTreeMap::new();
     for entry in &entries {
         if let Some(first) = first_seen.insert(&entry.key, entry.line) {
             errors.push(error(
@@ -140,8 +179,15 @@ pub(crate) fn parse(text: &str) -> Result<PropertiesTree, SpecError> {
                 }
             }
             Ok(Action::Factory(kind)) => factory = Some((kind, origin)),
+            Ok(Action::StorePath(kind, url)) => {
+                paths.insert(kind, (url, origin));
+            }
             Err(err) => errors.push(err),
         }
+    }
+    if let Err(err) = choose_store_path(factory.as_ref().map(|(kind, _)| *kind), paths, &mut tree)
+    {
+        errors.push(err);
     }
     if let Some((kind, origin)) = factory {
         if let Err(err) = check_factory(kind, &origin, &tree) {
@@ -241,25 +287,35 @@ fn action(entry: &Entry) -> Result<Action, PropertyError> {
         },
         "task.checkpoint.store.filesystem.path" => {
             let url = StoreUrl::for_dir(value.as_ref()).to_url();
-            set(&["checkpoint", "store"], Value::String(url))
+            Ok(Action::StorePath(Factory::Filesystem, url))
         }
-        "task.checkpoint.store.hdfs.path" => Err(error(
-            entry,
-            "HDFS checkpoint stores are not supported yet",
-            HDFS_FIX,
-        )),
+        "task.checkpoint.store.hdfs.path" => {
+            // A bare path is on the default file system (`fs.defaultFS` of HADOOP_CONF_DIR), as
+            // a path in a Hadoop configuration is; a URL names its NameNode.
+            let url = if value.starts_with("hdfs://") {
+                value.to_owned()
+            } else if value.starts_with('/') {
+                format!("hdfs://{value}")
+            } else {
+                return Err(error(
+                    entry,
+                    format!("{value:?} is neither an absolute path nor an hdfs:// URL"),
+                    "write e.g. `/path/to/checkpoint` (on the default file system of \
+                     HADOOP_CONF_DIR) or `hdfs://namenode:8020/path/to/checkpoint`",
+                ));
+            };
+            Ok(Action::StorePath(Factory::Hdfs, url))
+        }
         "task.checkpoint.store.factory" => match value {
             "filesystem" => Ok(Action::Factory(Factory::Filesystem)),
+            "hdfs" => Ok(Action::Factory(Factory::Hdfs)),
             "s3" => Ok(Action::Factory(Factory::S3)),
-            "hdfs" => Err(error(
-                entry,
-                "HDFS checkpoint stores are not supported yet",
-                HDFS_FIX,
-            )),
+            "gcs" => Ok(Action::Factory(Factory::Gcs)),
+            "azure" => Ok(Action::Factory(Factory::Azure)),
             _ => Err(error(
                 entry,
                 format!("{value:?} is not a checkpoint store factory"),
-                "write `filesystem` (the default) or `s3`",
+                "write `filesystem` (the default), `hdfs`, `s3`, `gcs` or `azure`",
             )),
         },
         key => match key.strip_prefix("cairn.") {
@@ -341,6 +397,52 @@ fn scalar(text: &str) -> Value {
     }
 }
 
+/// Sets `checkpoint.store` from the `task.checkpoint.store.<kind>.path` lines. With a factory,
+/// the path of that kind is used and any other is ignored: Samza's own configurations (and
+/// the seed's example) set both paths and let the factory choose. Without one, a single path
+/// says which store it is; two are ambiguous.
+fn choose_store_path(
+    factory: Option<Factory>,
+    mut paths: BTreeMap<Factory, (String, Origin)>,
+    tree: &mut PropertiesTree,
+) -> Result<(), PropertyError> {
+    let chosen = match factory {
+        Some(kind) => paths.remove(&kind),
+        None if paths.len() > 1 => {
+            let mut lines: Vec<Origin> = paths.into_values().map(|(_, origin)| origin).collect();
+            lines.sort_by_key(|origin| origin.line);
+            let (first, second) = (lines[0].clone(), lines[1].clone());
+            return Err(PropertyError {
+                line: second.line,
+                key: second.key,
+                problem: format!(
+                    "names a second store next to line {} (`{}`)",
+                    first.line, first.key
+                ),
+                fix: "set `task.checkpoint.store.factory` to `filesystem` or `hdfs` to choose \
+                      one, or keep only one of the two lines"
+                    .to_owned(),
+            });
+        }
+        None => paths.pop_first().map(|(_, chosen)| chosen),
+    };
+    let Some((url, origin)) = chosen else {
+        return Ok(());
+    };
+    let at = (origin.line, origin.key.clone());
+    tree.insert(
+        &["checkpoint".to_owned(), "store".to_owned()],
+        Value::String(url),
+        origin,
+    )
+    .map_err(|problem| PropertyError {
+        line: at.0,
+        key: at.1,
+        problem,
+        fix: "keep only one of the settings".to_owned(),
+    })
+}
+
 /// Checks `task.checkpoint.store.factory` against the store the other lines chose.
 fn check_factory(
     kind: Factory,
@@ -349,12 +451,8 @@ fn check_factory(
 ) -> Result<(), PropertyError> {
     let store_origin = tree.origins.get("checkpoint.store");
     let store = tree.get(&["checkpoint", "store"]).and_then(Value::as_str);
-    let (scheme, example) = match kind {
-        Factory::Filesystem => ("file://", "`task.checkpoint.store.filesystem.path=/path`"),
-        Factory::S3 => ("s3://", "`cairn.checkpoint.store=s3://bucket/prefix`"),
-    };
     let problem = match (store_origin, store) {
-        (Some(origin), Some(url)) if !url.starts_with(scheme) => format!(
+        (Some(origin), Some(url)) if !kind.schemes().iter().any(|s| url.starts_with(s)) => format!(
             "does not match line {} (`{}`), which makes the store {url:?}",
             origin.line, origin.key
         ),
@@ -366,13 +464,16 @@ fn check_factory(
             )
         }
         (None, _) if kind == Factory::Filesystem => return Ok(()),
-        (None, _) => "needs the bucket to write to".to_owned(),
+        (None, _) => match kind.path_key() {
+            Some(key) => format!("needs the directory to write to (`{key}`)"),
+            None => "needs the bucket to write to".to_owned(),
+        },
     };
     Err(PropertyError {
         line: factory.line,
         key: factory.key.clone(),
         problem,
-        fix: format!("set the store with {example}"),
+        fix: format!("set the store with {}", kind.example()),
     })
 }
 
@@ -523,12 +624,16 @@ mod tests {
             "line 1: task.checkpoint.store.factory: needs the bucket to write to; set the store \
              with `cairn.checkpoint.store=s3://bucket/prefix`"
         );
+        // The factory chooses among the paths (Samza's rule): a filesystem path next to
+        // `s3` is not the store, so the bucket is still missing.
         let errs =
             errors("task.checkpoint.store.factory=s3\ntask.checkpoint.store.filesystem.path=/ckpt");
+        assert_eq!(errs[0].problem, "needs the bucket to write to");
+        let errs = errors("task.checkpoint.store.factory=hdfs\ncairn.checkpoint.store=file:///c");
         assert_eq!(
             errs[0].problem,
-            "does not match line 2 (`task.checkpoint.store.filesystem.path`), which makes the \
-             store \"file:///ckpt\""
+            "does not match line 2 (`cairn.checkpoint.store`), which makes the store \
+             \"file:///c\""
         );
         let ok = tree("task.checkpoint.store.factory=s3\ncairn.checkpoint.store=s3://b/p");
         assert_eq!(

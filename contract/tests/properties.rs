@@ -70,38 +70,86 @@ fn an_absolute_filesystem_path_becomes_an_absolute_file_url() {
     );
 }
 
+/// The seed's section 5.1, as written there: both paths are set and the factory chooses.
+const SEED_CHECKPOINT_BLOCK: &str = "\
+task.checkpoint.interval.ms=60000
+task.checkpoint.store.factory=FACTORY
+task.checkpoint.store.hdfs.path=/path/to/checkpoint
+task.checkpoint.store.filesystem.path=/path/to/local/checkpoint
+";
+
+fn seed_spec(factory: &str) -> JobSpec {
+    let text = format!(
+        "job.name=wc\ntask.class=count\ncairn.input.type=generator\ncairn.input.partitions=1\n{}",
+        SEED_CHECKPOINT_BLOCK.replace("FACTORY", factory)
+    );
+    JobSpec::from_properties_str(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
-fn hdfs_is_rejected_with_what_to_use_instead() {
-    for (text, key) in [
+fn the_seeds_checkpoint_properties_work_as_written() {
+    let spec = seed_spec("filesystem");
+    assert_eq!(spec.checkpoint.store, "file:///path/to/local/checkpoint");
+    assert_eq!(spec.checkpoint.interval.as_millis(), 60_000);
+    let spec = seed_spec("hdfs");
+    assert_eq!(spec.checkpoint.store, "hdfs:///path/to/checkpoint");
+    assert_eq!(
+        spec.checkpoint.store_location(),
+        Ok(cairn_contract::StoreUrl::Object {
+            service: cairn_contract::ObjectService::Hdfs,
+            bucket: String::new(),
+            prefix: "path/to/checkpoint".into(),
+        })
+    );
+}
+
+#[test]
+fn an_hdfs_path_alone_or_with_its_namenode_makes_an_hdfs_store() {
+    let base = "job.name=wc\ntask.class=count\ncairn.input.type=generator\ncairn.input.partitions=1\n";
+    for (line, store) in [
         (
-            "job.name=wc\ntask.checkpoint.store.factory=hdfs\n",
-            "task.checkpoint.store.factory",
+            "task.checkpoint.store.hdfs.path=/cairn/wc",
+            "hdfs:///cairn/wc",
         ),
         (
-            "job.name=wc\ntask.checkpoint.store.hdfs.path=/ckpt\n",
+            "task.checkpoint.store.hdfs.path=hdfs://nn:8020/cairn/wc",
+            "hdfs://nn:8020/cairn/wc",
+        ),
+    ] {
+        let spec = JobSpec::from_properties_str(&format!("{base}{line}\n"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.checkpoint.store, store);
+    }
+}
+
+#[test]
+fn hdfs_settings_that_cannot_work_are_named() {
+    for (text, line, key, problem) in [
+        (
+            "job.name=wc\ntask.checkpoint.store.factory=hdfs\n",
+            2,
+            "task.checkpoint.store.factory",
+            "needs the directory to write to (`task.checkpoint.store.hdfs.path`)",
+        ),
+        (
+            "job.name=wc\ntask.checkpoint.store.hdfs.path=ckpt\n",
+            2,
             "task.checkpoint.store.hdfs.path",
+            "\"ckpt\" is neither an absolute path nor an hdfs:// URL",
+        ),
+        (
+            "job.name=wc\ntask.checkpoint.store.hdfs.path=/a\n\
+             task.checkpoint.store.filesystem.path=/b\n",
+            3,
+            "task.checkpoint.store.filesystem.path",
+            "names a second store next to line 2 (`task.checkpoint.store.hdfs.path`)",
         ),
     ] {
         let errors = property_errors(text);
         assert_eq!(errors.len(), 1, "{errors:#?}");
-        assert_eq!(errors[0].line, 2);
+        assert_eq!(errors[0].line, line, "{errors:#?}");
         assert_eq!(errors[0].key, key);
-        assert_eq!(
-            errors[0].problem,
-            "HDFS checkpoint stores are not supported yet"
-        );
-        assert!(
-            errors[0]
-                .fix
-                .contains("task.checkpoint.store.filesystem.path="),
-            "{}",
-            errors[0]
-        );
-        assert!(
-            errors[0].fix.contains("s3://bucket/prefix"),
-            "{}",
-            errors[0]
-        );
+        assert_eq!(errors[0].problem, problem);
     }
 }
 

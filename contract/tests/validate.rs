@@ -315,9 +315,12 @@ fn checkpoint_store_must_be_a_supported_url() {
             "\"./checkpoints\" is not a URL (it has no `scheme://`)",
         ),
         (
-            "hdfs://nn/ckpt",
-            "\"hdfs://nn/ckpt\" uses the scheme `hdfs`, which is not one of `file`, `memory`, `s3`",
+            "webhdfs://nn/ckpt",
+            "\"webhdfs://nn/ckpt\" uses the scheme `webhdfs`, which is not one of `file`, `s3`, \
+             `gs`, `az`, `abfs`, `abfss`, `hdfs`, `memory`",
         ),
+        ("hdfs://nn:8020", "\"hdfs://nn:8020\" has no directory path (write e.g. \
+          `hdfs://nn:8020/cairn/jobs`)"),
         ("file://", "\"file://\" has no directory path"),
         ("memory://", "\"memory://\" has no store name"),
         ("s3://", "\"s3://\" has no bucket name"),
@@ -331,6 +334,11 @@ fn checkpoint_store_must_be_a_supported_url() {
         "file://ckpt",
         "memory://test",
         "s3://bucket/prefix",
+        "gs://bucket/prefix",
+        "az://container/prefix",
+        "abfss://container@account.dfs.core.windows.net/prefix",
+        "hdfs://nn:8020/cairn",
+        "hdfs:///cairn",
     ] {
         let mut spec = valid();
         spec.checkpoint.store = store.into();

@@ -257,12 +257,12 @@ async fn target_store_reachable(spec: &JobSpec, req: &Request<'_>) -> Result<Str
         StoreUrl::Memory(_) => Ok(format!(
             "target store {url}: in-process (memory://), nothing to reach"
         )),
-        StoreUrl::S3 { .. } => {
+        StoreUrl::Object { .. } => {
             let unreachable = |e: &dyn std::fmt::Display| {
                 Failure::new(format!(
                     "spec.job.checkpoint.store {url} is not reachable with this pod's \
                      settings: {e}; check the bucket name, the endpoint and the credentials \
-                     (docs/s3.md)"
+                     (docs/stores.md)"
                 ))
             };
             let store =

@@ -114,10 +114,15 @@ impl SavepointDir {
                         (false, dir) => dir.to_owned(),
                     }))
                 }
-                Ok(StoreUrl::S3 { bucket, prefix }) => {
+                Ok(StoreUrl::Object {
+                    service,
+                    bucket,
+                    prefix,
+                }) => {
                     let segments = segments(&prefix, false)?;
                     let parent = savepoint_parent(&segments)?;
-                    StoreUrl::S3 {
+                    StoreUrl::Object {
+                        service,
                         bucket,
                         prefix: parent.join("/"),
                     }
@@ -129,7 +134,7 @@ impl SavepointDir {
                     )
                 }
                 Err(_) => return Err(
-                    "it is not a store URL (file:///… or s3://bucket/…, see docs/savepoints.md)"
+                    "it is not a store URL (file:///…, s3://bucket/…, hdfs://…; see docs/savepoints.md)"
                         .to_owned(),
                 ),
             };
@@ -279,7 +284,8 @@ mod tests {
         let sp = SavepointDir::parse("s3://bucket/jobs/wc/savepoints/sp-9").unwrap();
         assert_eq!(
             sp.store,
-            StoreUrl::S3 {
+            StoreUrl::Object {
+                service: cairn_contract::ObjectService::S3,
                 bucket: "bucket".into(),
                 prefix: "jobs/wc".into()
             }
@@ -287,6 +293,13 @@ mod tests {
         assert_eq!(sp.store_url(), "s3://bucket/jobs/wc");
         let sp = SavepointDir::parse("s3://bucket/savepoints/sp-9").unwrap();
         assert_eq!(sp.store_url(), "s3://bucket");
+        let sp = SavepointDir::parse("hdfs://nn:8020/cairn/wc/savepoints/sp-9").unwrap();
+        assert_eq!(sp.store_url(), "hdfs://nn:8020/cairn/wc");
+        let sp = SavepointDir::parse("abfss://c@acct.dfs.core.windows.net/wc/savepoints/sp-9");
+        assert_eq!(
+            sp.unwrap().store_url(),
+            "abfss://c@acct.dfs.core.windows.net/wc"
+        );
     }
 
     #[test]

@@ -177,12 +177,17 @@ fn relative_dir(
             }
         }
         (
-            StoreUrl::S3 { bucket, prefix },
-            StoreUrl::S3 {
+            StoreUrl::Object {
+                service,
+                bucket,
+                prefix,
+            },
+            StoreUrl::Object {
+                service: their_service,
                 bucket: their_bucket,
                 prefix: theirs,
             },
-        ) if bucket == their_bucket => {
+        ) if service == their_service && bucket == their_bucket => {
             if prefix == theirs {
                 String::new()
             } else if prefix.is_empty() {

@@ -1084,7 +1084,7 @@ fn recovery_objective(
 ) -> Option<Objective> {
     let object_store = matches!(
         checkpoint.store_location(),
-        Ok(cairn_contract::StoreUrl::S3 { .. })
+        Ok(cairn_contract::StoreUrl::Object { .. })
     );
     let mut objective = Objective::for_spec(checkpoint, object_store)?;
     objective.restored(

@@ -13,8 +13,11 @@ pub enum StorageError {
     /// The store URL has a scheme or form this build does not support.
     #[error(
         "unsupported checkpoint store URL {url:?}: use `file://./<dir>` (relative to the base \
-         directory), `file:///<absolute dir>`, `file:<dir>`, `s3://<bucket>[/<prefix>]`, or \
-         `memory://[name]` (in-process, for tests)"
+         directory), `file:///<absolute dir>`, `file:<dir>`, `s3://<bucket>[/<prefix>]`, \
+         `gs://<bucket>[/<prefix>]`, `az://<container>[/<prefix>]`, \
+         `abfss://<container>@<account>.dfs.core.windows.net[/<prefix>]`, \
+         `hdfs://<namenode>[:<port>]/<path>`, `hdfs:///<path>` (default file system of \
+         HADOOP_CONF_DIR), or `memory://[name]` (in-process, for tests)"
     )]
     UnsupportedUrl {
         /// The URL as it was given.
@@ -33,9 +36,10 @@ pub enum StorageError {
         /// What is wrong with it.
         problem: String,
     },
-    /// An S3 connection setting (an environment variable, see docs/s3.md) is unusable.
+    /// A connection setting of a remote store (an environment variable or the Hadoop
+    /// configuration, see docs/stores.md) is unusable.
     #[error("{setting}: {problem}; {fix}")]
-    S3Config {
+    Config {
         /// The variable.
         setting: String,
         /// What is wrong with it.

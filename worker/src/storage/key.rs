@@ -89,7 +89,15 @@ fn is_key_char(c: char) -> bool {
 
 /// True if a file name is an in-progress (or abandoned) temp file of this module.
 pub(crate) fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(TEMP_MARKER)
+    name.starts_with('.') && (name.contains(TEMP_MARKER) || is_hdfs_staging_name(name))
+}
+
+/// The staging names of the HDFS client's `object_store` implementation,
+/// `.<final name>.tmp.<n>`: a killed writer leaves one behind, and it must not read as a key.
+fn is_hdfs_staging_name(name: &str) -> bool {
+    name.rsplit_once(".tmp.").is_some_and(|(_, n)| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// A fresh temp name for staging `final_name` in the same directory, written by `generation`
@@ -196,6 +204,10 @@ mod tests {
         assert!(!is_temp_name("000123.sst"));
         assert!(!is_temp_name(".hidden"));
         assert!(!is_temp_name("x.tmp-1"));
+        assert!(is_temp_name(".000123.sst.tmp.1"));
+        assert!(is_temp_name(".commit.tmp.12"));
+        assert!(!is_temp_name(".commit.tmp."));
+        assert!(!is_temp_name(".commit.tmp.x1"));
         // A temp name is never a valid key segment, so `list` can skip temps safely.
         assert!(validate_key(&format!("dir/{t1}")).is_err());
     }

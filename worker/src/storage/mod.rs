@@ -20,7 +20,10 @@
 //! [`CheckpointStore::put_bytes_create_only`], whose refusal to replace an existing key fences
 //! off a stale writer.
 
+mod azure;
 mod error;
+mod gcs;
+mod hdfs;
 mod key;
 mod local;
 mod object;
@@ -33,9 +36,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_contract::StoreUrl;
+use cairn_contract::{ObjectService, StoreUrl};
 use object_store::ObjectStore;
 
+pub use azure::ENV_CREDENTIALS_DIR as ENV_AZURE_CREDENTIALS_DIR;
 pub use error::StorageError;
 pub(crate) use key::{file_name as key_file_name, validate_key};
 pub use s3::{
@@ -171,7 +175,21 @@ impl CheckpointStore {
             StoreUrl::Memory(_) => Backend::Object(ObjectBackend::new(Arc::new(
                 object_store::memory::InMemory::new(),
             ))),
-            StoreUrl::S3 { .. } => return Self::s3(url, &S3Settings::from_env()?),
+            StoreUrl::Object {
+                service,
+                bucket,
+                prefix,
+            } => {
+                let store = match service {
+                    ObjectService::S3 => return Self::s3(url, &S3Settings::from_env()?),
+                    ObjectService::Gcs => gcs::build(&bucket, &prefix)?,
+                    ObjectService::Azure { account, .. } => {
+                        azure::build(&bucket, account.as_deref(), &prefix)?
+                    }
+                    ObjectService::Hdfs => hdfs::build(&bucket, &prefix)?,
+                };
+                return Ok(Self::with_object_store(url.trim_end_matches('/'), store));
+            }
         };
         Ok(Self::with_backend(url.to_owned(), backend))
     }
@@ -179,7 +197,12 @@ impl CheckpointStore {
     /// Opens `s3://<bucket>[/<prefix>]` with explicit settings (tests and tools inject them;
     /// [`Self::from_url`] reads them from the environment).
     pub fn s3(url: &str, settings: &S3Settings) -> Result<Self, StorageError> {
-        let StoreUrl::S3 { bucket, prefix } = parse_url(url)? else {
+        let StoreUrl::Object {
+            service: ObjectService::S3,
+            bucket,
+            prefix,
+        } = parse_url(url)?
+        else {
             return Err(StorageError::UnsupportedUrl {
                 url: url.to_owned(),
             });

@@ -1,4 +1,5 @@
-//! The object store backend: any [`ObjectStore`] (`InMemory` for `memory://` today, S3 later).
+//! The object store backend: any [`ObjectStore`] (S3, GCS, Azure Blob, HDFS, and `InMemory` for
+//! `memory://`).
 //!
 //! Object stores make every put atomic, so there are no temp objects: uploads go straight to the
 //! final key, small files in one `put`, large ones as a multipart upload that becomes visible
@@ -14,7 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    RetryConfig, WriteMultipart,
+};
 
 use super::key::{prefix_dir, temp_name, validate_key, validate_prefix};
 use super::local::parent_dir;
@@ -34,6 +38,38 @@ const WRITE_BATCH: usize = 4 << 20;
 const ATTEMPTS: u32 = 3;
 /// Wait after the first failed attempt; doubled after each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The retries of `object_store`'s HTTP clients (S3, GCS, Azure), before Cairn's own
+/// [`ATTEMPTS`]: 5 with exponential backoff from 100 ms to 3 s, 30 s in all.
+pub(crate) fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(3),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(30),
+    }
+}
+
+/// Timeouts of those clients: 5 s to connect, 120 s per request (a 16 MiB part on a slow link).
+pub(crate) fn client_options() -> ClientOptions {
+    client_timeouts()
+        .into_iter()
+        .fold(ClientOptions::new(), |options, (key, value)| {
+            options.with_config(key, value)
+        })
+}
+
+/// [`client_options`] as configuration keys, for builders that take other client options
+/// (allowing plain HTTP to an emulator, say) from the environment.
+pub(crate) fn client_timeouts() -> [(ClientConfigKey, &'static str); 2] {
+    [
+        (ClientConfigKey::ConnectTimeout, "5s"),
+        (ClientConfigKey::Timeout, "120s"),
+    ]
+}
 
 /// A checkpoint store over an injected [`ObjectStore`].
 #[derive(Debug, Clone)]

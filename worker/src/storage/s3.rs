@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, AwsCredential, S3ConditionalPut};
 use object_store::prefix::PrefixStore;
-use object_store::{BackoffConfig, ClientOptions, CredentialProvider, ObjectStore, RetryConfig};
+use object_store::{CredentialProvider, ObjectStore};
 
 use super::StorageError;
 
@@ -211,7 +211,7 @@ fn parse_bool(value: &str) -> Option<bool> {
 }
 
 fn config_error(setting: &str, problem: String, fix: &str) -> StorageError {
-    StorageError::S3Config {
+    StorageError::Config {
         setting: setting.to_owned(),
         problem,
         fix: fix.to_owned(),
@@ -252,20 +252,8 @@ fn builder(
         } else {
             S3ConditionalPut::Disabled
         })
-        .with_retry(RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(3),
-                base: 2.0,
-            },
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(30),
-        })
-        .with_client_options(
-            ClientOptions::new()
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(120)),
-        );
+        .with_retry(super::object::retry_config())
+        .with_client_options(super::object::client_options());
     if let Some(endpoint) = &settings.endpoint {
         builder = builder
             .with_endpoint(endpoint)
@@ -463,7 +451,7 @@ mod tests {
         ] {
             let err = settings(&vars).unwrap_err();
             match &err {
-                StorageError::S3Config {
+                StorageError::Config {
                     setting: s,
                     problem: p,
                     ..
