@@ -185,8 +185,7 @@ pub(crate) fn parse(text: &str) -> Result<PropertiesTree, SpecError> {
             Err(err) => errors.push(err),
         }
     }
-    if let Err(err) = choose_store_path(factory.as_ref().map(|(kind, _)| *kind), paths, &mut tree)
-    {
+    if let Err(err) = choose_store_path(factory.as_ref().map(|(kind, _)| *kind), paths, &mut tree) {
         errors.push(err);
     }
     if let Some((kind, origin)) = factory {

@@ -26,12 +26,13 @@ const STORE_FIX: &str = "write a URL such as `file://./.cairn/checkpoints` (rela
 /// container with a valid name in an object store, a directory in HDFS, or an absolute path
 /// every worker pod mounts (an RWX volume). `memory://` and relative paths are local-mode only.
 /// A test checks that it accepts exactly the URLs [`StoreUrl::parse`] reads as
-/// [`StoreUrl::is_cluster_usable`].
+/// [`StoreUrl::is_cluster_usable`]. No backslashes: the pattern is a CEL string literal in the
+/// CRD, where `\.` is not a valid escape (`[.]` is a literal dot).
 pub const CLUSTER_PATTERN: &str = concat!(
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?",
     r"|gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/.*)?",
     r"|az://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/.*)?",
-    r"|abfss?://[a-z0-9][a-z0-9-]{1,61}[a-z0-9]@[a-z0-9]{3,24}\.dfs\.core\.windows\.net(/.*)?",
+    r"|abfss?://[a-z0-9][a-z0-9-]{1,61}[a-z0-9]@[a-z0-9]{3,24}[.]dfs[.]core[.]windows[.]net(/.*)?",
     r"|hdfs://([A-Za-z0-9][A-Za-z0-9.-]*(:[1-9][0-9]{0,4})?)?/+[^/].*",
     r"|file:///.+)$"
 );

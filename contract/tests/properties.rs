@@ -105,7 +105,8 @@ fn the_seeds_checkpoint_properties_work_as_written() {
 
 #[test]
 fn an_hdfs_path_alone_or_with_its_namenode_makes_an_hdfs_store() {
-    let base = "job.name=wc\ntask.class=count\ncairn.input.type=generator\ncairn.input.partitions=1\n";
+    let base =
+        "job.name=wc\ntask.class=count\ncairn.input.type=generator\ncairn.input.partitions=1\n";
     for (line, store) in [
         (
             "task.checkpoint.store.hdfs.path=/cairn/wc",

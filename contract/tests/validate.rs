@@ -319,8 +319,11 @@ fn checkpoint_store_must_be_a_supported_url() {
             "\"webhdfs://nn/ckpt\" uses the scheme `webhdfs`, which is not one of `file`, `s3`, \
              `gs`, `az`, `abfs`, `abfss`, `hdfs`, `memory`",
         ),
-        ("hdfs://nn:8020", "\"hdfs://nn:8020\" has no directory path (write e.g. \
-          `hdfs://nn:8020/cairn/jobs`)"),
+        (
+            "hdfs://nn:8020",
+            "\"hdfs://nn:8020\" has no directory path (write e.g. \
+          `hdfs://nn:8020/cairn/jobs`)",
+        ),
         ("file://", "\"file://\" has no directory path"),
         ("memory://", "\"memory://\" has no store name"),
         ("s3://", "\"s3://\" has no bucket name"),

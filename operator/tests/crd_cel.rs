@@ -455,3 +455,36 @@ fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
         components > 0
     }
 }
+
+/// The store rule, compiled and run by the API server's CEL, accepts exactly the URLs the
+/// contract's grammar reads as usable on a cluster, for every scheme.
+#[test]
+fn the_store_rule_agrees_with_the_grammar_on_every_scheme() {
+    let urls = [
+        "s3://bucket/jobs/wc",
+        "gs://bucket/jobs/wc",
+        "gs://Bucket/p",
+        "az://container/jobs",
+        "az://c/p",
+        "abfss://ckpt@acct.dfs.core.windows.net/jobs",
+        "abfs://ckpt@acct.dfs.core.windows.net",
+        "abfss://ckpt@acctxdfs.core.windows.net/jobs",
+        "abfss://ckpt@acct.blob.core.windows.net/jobs",
+        "hdfs://namenode:8020/cairn/wc",
+        "hdfs://nameservice1/cairn",
+        "hdfs:///cairn/wc",
+        "hdfs://namenode:8020/",
+        "file:///var/lib/cairn",
+        "file://./rel",
+        "memory://t",
+    ];
+    let objects: Vec<Value> = urls
+        .iter()
+        .map(|url| with("/spec/job/checkpoint/store", json!(url)))
+        .collect();
+    let verdicts = validate(&objects);
+    for (url, errors) in urls.iter().zip(&verdicts.objects) {
+        let usable = cairn_contract::StoreUrl::parse(url).is_ok_and(|s| s.is_cluster_usable());
+        assert_eq!(errors.is_empty(), usable, "{url}: {errors:?}");
+    }
+}

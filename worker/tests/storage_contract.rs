@@ -500,6 +500,71 @@ async fn s3_store_meets_the_contract() {
     assert_eq!(file_crc32c(&back).unwrap(), meta);
 }
 
+/// The contract on a prefix of a remote store whose raw access sees the same root, then a
+/// multipart upload of 40 MiB (several parts in flight) byte for byte, and nothing outside the
+/// prefix.
+async fn remote_store_meets_the_contract(
+    store: CheckpointStore,
+    raw: Arc<dyn ObjectStore>,
+    whole_bucket: CheckpointStore,
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_eq!(store.local_root(), None);
+    contract_suite(store.clone(), Raw::Object(raw), tmp.path()).await;
+    for info in whole_bucket.list("").await.unwrap() {
+        assert!(info.key.starts_with("jobs/wc/"), "{}", info.key);
+    }
+    let big = content((40 << 20) + 123, 7);
+    let src = write_file(tmp.path(), "big.sst", &big);
+    let meta = store
+        .upload_files(&[(src, "tasks/t/big.sst".into())])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        meta,
+        FileMeta {
+            size: big.len() as u64,
+            crc32c: crc32c_of(&big)
+        }
+    );
+    let back = tmp.path().join("big.back");
+    store
+        .download_file("tasks/t/big.sst", &back, meta)
+        .await
+        .unwrap();
+    assert_eq!(file_crc32c(&back).unwrap(), meta);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_store_meets_the_contract() {
+    let azurite = tokio::task::spawn_blocking(common::azurite::Azurite::start)
+        .await
+        .unwrap();
+    azurite.create_container("contract");
+    let store = azurite.store("az://contract/jobs/wc/");
+    assert_eq!(store.url(), "az://contract/jobs/wc");
+    let raw: Arc<dyn ObjectStore> = Arc::new(object_store::prefix::PrefixStore::new(
+        azurite.raw("contract"),
+        "jobs/wc",
+    ));
+    remote_store_meets_the_contract(store, raw, azurite.store("az://contract")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gcs_store_meets_the_contract() {
+    let gcs = tokio::task::spawn_blocking(common::gcs::FakeGcs::start)
+        .await
+        .unwrap();
+    gcs.create_bucket("contract");
+    let store = gcs.store("gs://contract/jobs/wc/");
+    assert_eq!(store.url(), "gs://contract/jobs/wc");
+    let raw: Arc<dyn ObjectStore> = Arc::new(object_store::prefix::PrefixStore::new(
+        gcs.raw("contract"),
+        "jobs/wc",
+    ));
+    remote_store_meets_the_contract(store, raw, gcs.store("gs://contract")).await;
+}
+
 #[tokio::test]
 async fn s3_urls_need_a_bucket_and_say_which_setting_is_wrong() {
     let tmp = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@ use object_store::azure::{
 use object_store::prefix::PrefixStore;
 use object_store::{CredentialProvider, ObjectStore};
 
-use super::StorageError;
+use super::{StorageError, StoreEnv};
 
 /// Directory holding a file `AZURE_STORAGE_ACCOUNT_KEY` or `AZURE_STORAGE_SAS_TOKEN` (a
 /// mounted Secret), and optionally `AZURE_STORAGE_ACCOUNT_NAME`; re-read every minute.
@@ -35,8 +35,15 @@ pub(crate) fn build(
     container: &str,
     account: Option<&str>,
     prefix: &str,
+    env: &StoreEnv,
 ) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    let builder = MicrosoftAzureBuilder::from_env()
+    // As `MicrosoftAzureBuilder::from_env`, from `env`.
+    let builder = env
+        .with_prefix("AZURE_")
+        .filter_map(|(name, value)| Some((name.to_ascii_lowercase().parse().ok()?, value)))
+        .fold(MicrosoftAzureBuilder::new(), |builder, (key, value)| {
+            builder.with_config(key, value)
+        })
         .with_container_name(container)
         .with_retry(super::object::retry_config());
     let mut builder = super::object::client_timeouts()
@@ -47,7 +54,7 @@ pub(crate) fn build(
     if let Some(account) = account {
         builder = builder.with_account(account);
     }
-    if let Some(dir) = std::env::var_os(ENV_CREDENTIALS_DIR).filter(|v| !v.is_empty()) {
+    if let Some(dir) = env.get(ENV_CREDENTIALS_DIR) {
         let files = FileCredentials::new(PathBuf::from(dir));
         // Fail at open, naming the file, rather than at the first request.
         files.read()?;
@@ -111,20 +118,23 @@ impl FileCredentials {
         };
         let key_path = self.dir.join(ACCOUNT_KEY);
         let sas_path = self.dir.join(SAS_TOKEN);
-        let credential = match (read_optional(&key_path)?, read_optional(&sas_path)?) {
-            (Some(key), _) => AzureCredential::AccessKey(AzureAccessKey::try_new(&key).map_err(
-                |e| invalid(format!("{}: not an account key ({e})", key_path.display())),
-            )?),
-            (None, Some(sas)) => AzureCredential::SASToken(split_sas(&sas).map_err(|e| {
-                invalid(format!("{}: not a SAS token ({e})", sas_path.display()))
-            })?),
-            (None, None) => {
-                return Err(invalid(format!(
-                    "{} holds neither {ACCOUNT_KEY} nor {SAS_TOKEN}",
-                    self.dir.display()
-                )))
-            }
-        };
+        let credential =
+            match (read_optional(&key_path)?, read_optional(&sas_path)?) {
+                (Some(key), _) => {
+                    AzureCredential::AccessKey(AzureAccessKey::try_new(&key).map_err(|e| {
+                        invalid(format!("{}: not an account key ({e})", key_path.display()))
+                    })?)
+                }
+                (None, Some(sas)) => AzureCredential::SASToken(split_sas(&sas).map_err(|e| {
+                    invalid(format!("{}: not a SAS token ({e})", sas_path.display()))
+                })?),
+                (None, None) => {
+                    return Err(invalid(format!(
+                        "{} holds neither {ACCOUNT_KEY} nor {SAS_TOKEN}",
+                        self.dir.display()
+                    )))
+                }
+            };
         let credential = Arc::new(credential);
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), Arc::clone(&credential)));

@@ -14,11 +14,22 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
 
-use super::StorageError;
+use super::{StorageError, StoreEnv};
 
 /// Builds the store for `bucket` rooted at `prefix`.
-pub(crate) fn build(bucket: &str, prefix: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    let builder = GoogleCloudStorageBuilder::from_env()
+pub(crate) fn build(
+    bucket: &str,
+    prefix: &str,
+    env: &StoreEnv,
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    // As `GoogleCloudStorageBuilder::from_env`, from `env`; a variable it does not know is
+    // left for other parts of the process.
+    let builder = env
+        .with_prefix("GOOGLE_")
+        .filter_map(|(name, value)| Some((name.to_ascii_lowercase().parse().ok()?, value)))
+        .fold(GoogleCloudStorageBuilder::new(), |builder, (key, value)| {
+            builder.with_config(key, value)
+        })
         .with_bucket_name(bucket)
         .with_retry(super::object::retry_config());
     let store = super::object::client_timeouts()

@@ -17,12 +17,18 @@
 
 use std::sync::{Arc, OnceLock};
 
-use hdfs_native_object_store::HdfsObjectStoreBuilder;
+use hdfs_native::ClientBuilder;
+use hdfs_native_object_store::HdfsObjectStore;
 use object_store::prefix::PrefixStore;
 use object_store::ObjectStore;
 use tokio::runtime::Handle;
 
-use super::StorageError;
+use super::{StorageError, StoreEnv};
+
+/// The directory of `core-site.xml` and `hdfs-site.xml`.
+const HADOOP_CONF_DIR: &str = "HADOOP_CONF_DIR";
+/// The user of simple authentication.
+const HADOOP_USER_NAME: &str = "HADOOP_USER_NAME";
 
 /// Threads of the runtime that drives HDFS connections.
 const IO_THREADS: usize = 2;
@@ -56,14 +62,24 @@ fn io_runtime() -> Result<Handle, StorageError> {
 
 /// Builds the store rooted at `/<path>` of the file system `authority` names (the default file
 /// system of the Hadoop configuration when it is empty).
-pub(crate) fn build(authority: &str, path: &str) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    let mut builder = HdfsObjectStoreBuilder::new().with_io_runtime(io_runtime()?);
+pub(crate) fn build(
+    authority: &str,
+    path: &str,
+    env: &StoreEnv,
+) -> Result<Arc<dyn ObjectStore>, StorageError> {
+    let mut builder = ClientBuilder::new().with_io_runtime(io_runtime()?);
+    if let Some(dir) = env.get(HADOOP_CONF_DIR) {
+        builder = builder.with_config_dir(dir);
+    }
+    if let Some(user) = env.get(HADOOP_USER_NAME) {
+        builder = builder.with_user(user);
+    }
     if !authority.is_empty() {
         builder = builder.with_url(format!("hdfs://{authority}"));
     }
-    let store = builder.build().map_err(|e| StorageError::Config {
+    let client = builder.build().map_err(|e| StorageError::Config {
         setting: if authority.is_empty() {
-            "HADOOP_CONF_DIR".to_owned()
+            HADOOP_CONF_DIR.to_owned()
         } else {
             format!("hdfs://{authority}")
         },
@@ -72,5 +88,8 @@ pub(crate) fn build(authority: &str, path: &str) -> Result<Arc<dyn ObjectStore>,
               HADOOP_CONF_DIR at a directory whose core-site.xml sets fs.defaultFS"
             .to_owned(),
     })?;
-    Ok(Arc::new(PrefixStore::new(store, path)))
+    Ok(Arc::new(PrefixStore::new(
+        HdfsObjectStore::new(client),
+        path,
+    )))
 }

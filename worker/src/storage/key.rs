@@ -95,9 +95,8 @@ pub(crate) fn is_temp_name(name: &str) -> bool {
 /// The staging names of the HDFS client's `object_store` implementation,
 /// `.<final name>.tmp.<n>`: a killed writer leaves one behind, and it must not read as a key.
 fn is_hdfs_staging_name(name: &str) -> bool {
-    name.rsplit_once(".tmp.").is_some_and(|(_, n)| {
-        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-    })
+    name.rsplit_once(".tmp.")
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A fresh temp name for staging `final_name` in the same directory, written by `generation`

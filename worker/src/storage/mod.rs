@@ -21,6 +21,7 @@
 //! off a stale writer.
 
 mod azure;
+mod env;
 mod error;
 mod gcs;
 mod hdfs;
@@ -40,6 +41,7 @@ use cairn_contract::{ObjectService, StoreUrl};
 use object_store::ObjectStore;
 
 pub use azure::ENV_CREDENTIALS_DIR as ENV_AZURE_CREDENTIALS_DIR;
+pub use env::StoreEnv;
 pub use error::StorageError;
 pub(crate) use key::{file_name as key_file_name, validate_key};
 pub use s3::{
@@ -140,7 +142,17 @@ impl CheckpointStore {
     /// `file://` directory is created if missing: this is the opening of a job that writes;
     /// commands that only read use [`Self::open_existing`].
     pub fn from_url(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
-        Self::open_url(url, base_dir, OpenMode::Create)
+        Self::open_url(url, base_dir, OpenMode::Create, &StoreEnv::from_process())
+    }
+
+    /// Opens a store like [`Self::from_url`], with the connection settings of `env` rather
+    /// than this process's environment (tests and tools).
+    pub fn from_url_with_env(
+        url: &str,
+        base_dir: &Path,
+        env: &StoreEnv,
+    ) -> Result<Self, StorageError> {
+        Self::open_url(url, base_dir, OpenMode::Create, env)
     }
 
     /// Opens the store a URL names for reading, like [`Self::from_url`] but creating nothing: a
@@ -148,7 +160,12 @@ impl CheckpointStore {
     /// (a mistyped `cairn-worker state dump --store file:///typo/…` must fail, not create
     /// `/typo/…`). Object stores are opened as usual (opening one creates nothing).
     pub fn open_existing(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
-        Self::open_url(url, base_dir, OpenMode::MustExist)
+        Self::open_url(
+            url,
+            base_dir,
+            OpenMode::MustExist,
+            &StoreEnv::from_process(),
+        )
     }
 
     /// Opens the store a URL names without creating or checking anything: a `file://`
@@ -156,10 +173,15 @@ impl CheckpointStore {
     /// [`StorageError::NotFound`]). For readers that may not need to read at all, such as a
     /// job whose spec names a savepoint it has already moved past.
     pub fn open_unchecked(url: &str, base_dir: &Path) -> Result<Self, StorageError> {
-        Self::open_url(url, base_dir, OpenMode::AsIs)
+        Self::open_url(url, base_dir, OpenMode::AsIs, &StoreEnv::from_process())
     }
 
-    fn open_url(url: &str, base_dir: &Path, mode: OpenMode) -> Result<Self, StorageError> {
+    fn open_url(
+        url: &str,
+        base_dir: &Path,
+        mode: OpenMode,
+        env: &StoreEnv,
+    ) -> Result<Self, StorageError> {
         let backend = match parse_url(url)? {
             StoreUrl::File(path) => {
                 let root = base_dir.join(path);
@@ -181,12 +203,15 @@ impl CheckpointStore {
                 prefix,
             } => {
                 let store = match service {
-                    ObjectService::S3 => return Self::s3(url, &S3Settings::from_env()?),
-                    ObjectService::Gcs => gcs::build(&bucket, &prefix)?,
-                    ObjectService::Azure { account, .. } => {
-                        azure::build(&bucket, account.as_deref(), &prefix)?
+                    ObjectService::S3 => {
+                        let settings = S3Settings::from_lookup(|name| env.get(name))?;
+                        return Self::s3(url, &settings);
                     }
-                    ObjectService::Hdfs => hdfs::build(&bucket, &prefix)?,
+                    ObjectService::Gcs => gcs::build(&bucket, &prefix, env)?,
+                    ObjectService::Azure { account, .. } => {
+                        azure::build(&bucket, account.as_deref(), &prefix, env)?
+                    }
+                    ObjectService::Hdfs => hdfs::build(&bucket, &prefix, env)?,
                 };
                 return Ok(Self::with_object_store(url.trim_end_matches('/'), store));
             }

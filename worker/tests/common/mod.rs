@@ -2,6 +2,8 @@
 //! compute exact expected results of generator jobs, read dumps and file-sink output.
 #![allow(dead_code)]
 
+pub mod azurite;
+pub mod gcs;
 pub mod jobs;
 pub mod kafka;
 pub mod launcher;
@@ -440,4 +442,37 @@ pub fn savepoint_of_latest(dir: &Path, store: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Every file referenced by every committed checkpoint of `store` exists with its recorded
+/// size: no commit points at a missing or partial object.
+pub fn assert_commits_complete(store: &cairn_worker::storage::CheckpointStore) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let all = store.list("").await.unwrap();
+        let size_of = |key: &str| all.iter().find(|o| o.key == key).map(|o| o.size);
+        let commits: Vec<_> = all
+            .iter()
+            .filter(|o| o.key.starts_with("checkpoints/") && o.key.ends_with("/_COMMIT.json"))
+            .collect();
+        assert!(!commits.is_empty());
+        for commit in commits {
+            let c: serde_json::Value =
+                serde_json::from_slice(&store.get_bytes(&commit.key).await.unwrap()).unwrap();
+            for task in c["tasks"].as_array().unwrap() {
+                let key = task["manifest"].as_str().unwrap();
+                let m: serde_json::Value =
+                    serde_json::from_slice(&store.get_bytes(key).await.unwrap()).unwrap();
+                for f in m["files"].as_array().unwrap() {
+                    let key = f["key"].as_str().unwrap();
+                    assert_eq!(
+                        size_of(key),
+                        Some(f["size"].as_u64().unwrap()),
+                        "{} references {key}",
+                        commit.key
+                    );
+                }
+            }
+        }
+    });
 }
