@@ -1,21 +1,16 @@
-//! `cairn-bench kafka` and `cairn-bench s3`: the connectors next to bare client loops, both
-//! measured in the same run against the same servers (started by
-//! `tests/services/bench-connectors.sh`: a KRaft broker from the official jars, MinIO built from
-//! source, both on loopback).
+//! `cairn-bench kafka`: the Kafka source next to a bare consumer loop, both measured in the
+//! same run against the same broker (started by `tests/services/bench-connectors.sh`: a KRaft
+//! broker from the official jars on loopback).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cairn_contract::JobSpec;
 use cairn_worker::metrics::Metrics;
 use cairn_worker::partition::mix64;
-use cairn_worker::storage::{CheckpointStore, FileMeta, S3Settings, ENV_ENDPOINT};
 use cairn_worker::task::TaskRegistry;
-use futures::StreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -25,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{block_on, drop_caches, mib};
+use super::{block_on, drop_caches};
 
 const PARTITIONS: i32 = 4;
 
@@ -232,134 +227,8 @@ fn cairn_count(scratch: &Path, brokers: &str, topic: &str, records: u64) -> (f64
     (records as f64 / elapsed, elapsed)
 }
 
-// ---------------------------------------------------------------------------------------------
-// s3
-
-/// Checkpoint upload (and restore download) through the S3 store vs a bare object_store
-/// multipart upload (and get) of the same files.
-pub fn s3(scratch: &Path, endpoint: &str, bucket: &str, files: usize, file_mb: usize) {
-    let settings = S3Settings::from_lookup(|name| match name {
-        ENV_ENDPOINT => Some(endpoint.to_owned()),
-        _ => std::env::var(name).ok(),
-    })
-    .expect("S3 settings");
-    let dir = scratch.join("s3-files");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let paths: Vec<PathBuf> = (0..files)
-        .map(|i| {
-            let path = dir.join(format!("{:06}.sst", i + 1));
-            write_incompressible(&path, file_mb << 20, i as u64);
-            path
-        })
-        .collect();
-    let total = (files * (file_mb << 20)) as u64;
-    let prefix = format!("bench-{}", std::process::id());
-
-    // Cairn: the checkpoint upload path (CRC32C, create-only small puts, multipart large ones,
-    // 4 files x 4 parts in flight), then restore downloads (verified).
-    let store = CheckpointStore::s3(&format!("s3://{bucket}/{prefix}/cairn"), &settings).unwrap();
-    let batch: Vec<(PathBuf, String)> = paths
-        .iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            (p.clone(), format!("tasks/task-0000/db-bench/{name}"))
-        })
-        .collect();
-    drop_caches();
-    let started = Instant::now();
-    let metas: Vec<FileMeta> = block_on(store.upload_files(&batch)).unwrap();
-    let cairn_up = started.elapsed().as_secs_f64();
-    let restore_dir = scratch.join("s3-restore");
-    let started = Instant::now();
-    block_on(async {
-        let downloads = batch.iter().zip(&metas).map(|((p, key), meta)| {
-            let local = restore_dir.join(p.file_name().unwrap());
-            let store = store.clone();
-            async move { store.download_file(key, &local, *meta).await }
-        });
-        let results: Vec<_> = futures::stream::iter(downloads)
-            .buffer_unordered(4)
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<Vec<()>, _>>().unwrap();
-    });
-    let cairn_down = started.elapsed().as_secs_f64();
-
-    // Bare: object_store multipart uploads of the same files with the same part size and
-    // parallelism, no checksum, no existence check; then plain gets into files.
-    let raw: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::from_env()
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_region(&settings.region)
-            .with_bucket_name(bucket)
-            .build()
-            .unwrap(),
-    );
-    drop_caches();
-    let started = Instant::now();
-    block_on(async {
-        let uploads = paths.iter().map(|p| {
-            let raw = raw.clone();
-            let key = format!("{prefix}/bare/{}", p.file_name().unwrap().to_string_lossy());
-            let p = p.clone();
-            async move {
-                let upload = raw.put_multipart(&key.into()).await.unwrap();
-                let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-                let data = tokio::fs::read(&p).await.unwrap();
-                for chunk in data.chunks(8 << 20) {
-                    writer.wait_for_capacity(4).await.unwrap();
-                    writer.put(Bytes::copy_from_slice(chunk));
-                }
-                writer.finish().await.unwrap();
-            }
-        });
-        futures::stream::iter(uploads)
-            .buffer_unordered(4)
-            .collect::<Vec<()>>()
-            .await;
-    });
-    let bare_up = started.elapsed().as_secs_f64();
-    let bare_dir = scratch.join("s3-bare-restore");
-    std::fs::create_dir_all(&bare_dir).unwrap();
-    let started = Instant::now();
-    block_on(async {
-        let gets = paths.iter().map(|p| {
-            let raw = raw.clone();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let local = bare_dir.join(&name);
-            let key = format!("{prefix}/bare/{name}");
-            async move {
-                let bytes = raw.get(&key.into()).await.unwrap().bytes().await.unwrap();
-                tokio::fs::write(local, bytes).await.unwrap();
-            }
-        });
-        futures::stream::iter(gets)
-            .buffer_unordered(4)
-            .collect::<Vec<()>>()
-            .await;
-    });
-    let bare_down = started.elapsed().as_secs_f64();
-
-    let rate = |secs: f64| total as f64 / (1 << 20) as f64 / secs;
-    println!("\n### S3 (MinIO on loopback): checkpoint upload and restore of {files} files x {file_mb} MiB ({} MiB)\n", mib(total));
-    println!("| what | MiB/s | time |");
-    println!("|---|---|---|");
-    println!("| Cairn checkpoint upload (`upload_files`: CRC32C, multipart 8 MiB parts, 4 files x 4 parts in flight) | {:.0} | {cairn_up:.2} s |", rate(cairn_up));
-    println!("| bare object_store multipart upload, same part size and parallelism | {:.0} | {bare_up:.2} s |", rate(bare_up));
-    println!("| Cairn restore download (`download_file`: streamed, CRC32C verified, renamed into place) | {:.0} | {cairn_down:.2} s |", rate(cairn_down));
-    println!(
-        "| bare object_store get into files | {:.0} | {bare_down:.2} s |",
-        rate(bare_down)
-    );
-    for path in [dir, restore_dir, bare_dir] {
-        let _ = std::fs::remove_dir_all(path);
-    }
-}
-
-/// Writes `len` bytes that do not compress (like compressed SST blocks).
-fn write_incompressible(path: &Path, len: usize, seed: u64) {
+/// Writes `len` bytes that do not compress (so no layer can shortcut them) to `path`.
+pub(crate) fn write_incompressible(path: &Path, len: usize, seed: u64) {
     let mut data = vec![0u8; len];
     let mut x = seed;
     for chunk in data.chunks_mut(8) {

@@ -25,10 +25,12 @@
 //!                                            Python) vs the native built-in count
 //! cairn-bench all                            all of the above with the documented sizes
 //! cairn-bench kafka --brokers HOST:PORT       Kafka source on the count job vs a bare consumer
-//! cairn-bench s3 --endpoint URL --bucket B    checkpoint upload/restore vs bare multipart/get
+//! cairn-bench store --url s3://bench          checkpoint upload/restore on a remote store (S3,
+//!                                            GCS, Azure, HDFS) vs its bare client
 //! ```
-//! The Kafka and S3 modes need servers: `tests/services/bench-connectors.sh` starts a KRaft
-//! broker and MinIO on loopback and runs them, and `recovery` and `failover` on S3.
+//! The Kafka and store modes need servers: `tests/services/bench-connectors.sh` starts a KRaft
+//! broker and MinIO on loopback and runs them, and `recovery` and `failover` on S3;
+//! `tests/services/bench-stores.sh` runs `store` on MinIO, Azurite, the GCS emulator and HDFS.
 //! Build with `--release`. Results go to stdout as Markdown.
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,7 @@ mod connectors;
 mod failover;
 mod objective;
 mod recovery;
+mod stores;
 mod wasm;
 mod windows;
 
@@ -171,15 +174,12 @@ enum Cmd {
         #[arg(long, default_value_t = 5_000_000)]
         records: u64,
     },
-    /// Checkpoint upload and restore on S3 vs bare multipart upload and get (needs a server;
-    /// credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
-    S3 {
-        /// Endpoint URL, e.g. http://127.0.0.1:9000.
+    /// Checkpoint upload and restore on a remote store vs its bare client moving the same bytes
+    /// (needs a server; settings from the environment, as for the worker: docs/stores.md).
+    Store {
+        /// The store: `s3://bucket`, `gs://bucket`, `az://container`, `hdfs://namenode:port/dir`.
         #[arg(long)]
-        endpoint: String,
-        /// An existing bucket.
-        #[arg(long)]
-        bucket: String,
+        url: String,
         #[arg(long, default_value_t = 8)]
         files: usize,
         #[arg(long, default_value_t = 64)]
@@ -260,12 +260,11 @@ fn main() {
             keys,
             records,
         } => connectors::kafka(&scratch, &brokers, records, keys),
-        Cmd::S3 {
-            endpoint,
-            bucket,
+        Cmd::Store {
+            url,
             files,
             file_mb,
-        } => connectors::s3(&scratch, &endpoint, &bucket, files, file_mb),
+        } => stores::store(&scratch, &url, files, file_mb),
         Cmd::All => {
             count(&scratch, 100_000, 20_000_000);
             // Long enough for periodic checkpoints every 10 s while the job runs.

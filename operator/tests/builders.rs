@@ -180,7 +180,7 @@ fn suspended_children_have_no_workers_and_stateless_restarts_move_the_store() {
 }
 
 /// Every StreamJob manifest under examples/k8s (store-pvc.yaml is a plain PVC).
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 9] = [
     "examples/k8s/autoscaled.yaml",
     "examples/k8s/count.yaml",
     "examples/k8s/file-sink.yaml",
@@ -188,6 +188,8 @@ const EXAMPLES: [&str; 7] = [
     "examples/k8s/kafka-s3.yaml",
     "examples/k8s/standby.yaml",
     "examples/k8s/wasm-task.yaml",
+    "examples/k8s/hdfs-store.yaml",
+    "examples/k8s/azure-store.yaml",
 ];
 
 #[test]

@@ -103,6 +103,8 @@ fn the_api_server_accepts_the_crd_and_the_examples() {
         "examples/k8s/standby.yaml",
         "examples/k8s/autoscaled.yaml",
         "examples/k8s/wasm-task.yaml",
+        "examples/k8s/hdfs-store.yaml",
+        "examples/k8s/azure-store.yaml",
     ]
     .iter()
     .map(|p| serde_yaml::from_str(&std::fs::read_to_string(repo_file(p)).unwrap()).unwrap())

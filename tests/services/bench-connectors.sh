@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the connector benchmarks of docs/benchmarks.md: starts a Kafka broker (KRaft, official
-# jars) and MinIO on loopback, runs `cairn-bench kafka`, `cairn-bench s3`, `cairn-bench
+# jars) and MinIO on loopback, runs `cairn-bench kafka`, `cairn-bench store --url s3://…`, `cairn-bench
 # recovery --store s3://...` and `cairn-bench failover --store s3://...` (each next to its
 # bare-client baseline, in the same run), and stops both servers (also on Ctrl-C or error).
 #
@@ -108,8 +108,8 @@ curl -sf -X PUT --aws-sigv4 aws:amz:us-east-1:s3 \
   --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "http://127.0.0.1:$minio_port/bench" >/dev/null
 
 "$bench" kafka --brokers "127.0.0.1:$kafka_port" --records "$records" --keys "$keys"
-"$bench" s3 --endpoint "http://127.0.0.1:$minio_port" --bucket bench \
-  --files "$files" --file-mb "$file_mb"
+CAIRN_S3_ENDPOINT="http://127.0.0.1:$minio_port" \
+  "$bench" store --url s3://bench --files "$files" --file-mb "$file_mb"
 CAIRN_S3_ENDPOINT="http://127.0.0.1:$minio_port" \
   "$bench" recovery --store s3://bench/recovery --values-mb "$recovery_mb"
 # A prefix of its own: failover refuses a non-empty one (a job restores what it finds there).
