@@ -128,3 +128,14 @@ fn gcs_jobs_are_exact_across_sigkill_and_repartition() {
         gcs.store(url)
     });
 }
+
+#[test]
+fn hdfs_jobs_are_exact_across_sigkill_and_repartition() {
+    let hdfs = common::hdfs::Hdfs::start();
+    let env = cairn_worker::storage::StoreEnv::default();
+    exact_across_sigkill_then_savepoint_repartition(
+        &format!("{}/cairn/jobs/wc", hdfs.url),
+        &[],
+        |url| CheckpointStore::from_url_with_env(url, &hdfs.dir, &env).unwrap(),
+    );
+}

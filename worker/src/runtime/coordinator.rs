@@ -22,8 +22,13 @@ use crate::checkpoint::{generation, now_ms, paths, retention, savepoint, Checkpo
 use crate::metrics::Metrics;
 use crate::storage::{CheckpointStore, StorageError};
 
-/// How many times a final checkpoint (before a stop) is retried after an abort.
-const FINAL_ATTEMPTS: u32 = 3;
+/// How many times a final checkpoint (before a stop) is tried.
+const FINAL_ATTEMPTS: u32 = 5;
+/// Wait before the second attempt of a final checkpoint, doubled before each further one
+/// (0.5 + 1 + 2 + 4 s): an aborted final checkpoint is most often a store that is briefly
+/// unreachable (an HDFS NameNode restarting, an object store failing over), which retrying at
+/// once would only meet again.
+const FINAL_BACKOFF: Duration = Duration::from_millis(500);
 /// How long the coordinator waits, after telling the containers of other processes to stop,
 /// for them to close their connections: the `Stop` must reach them before this process exits,
 /// or they would take the closed connection for a crash of the coordinator.
@@ -541,7 +546,12 @@ impl Coordinator {
                 return Ok(id);
             }
             if attempt < FINAL_ATTEMPTS && !self.past_stop_deadline() {
-                tracing::warn!(attempt, "final checkpoint aborted; retrying");
+                let mut wait = FINAL_BACKOFF * 2u32.pow(attempt - 1);
+                if let Some(at) = *self.stop_deadline.borrow() {
+                    wait = wait.min(at.saturating_duration_since(Instant::now()));
+                }
+                tracing::warn!(attempt, ?wait, "final checkpoint aborted; retrying");
+                tokio::time::sleep(wait).await;
             }
         }
         if self.stop_deadline.borrow().is_some() {

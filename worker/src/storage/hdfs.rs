@@ -17,10 +17,16 @@
 
 use std::sync::{Arc, OnceLock};
 
-use hdfs_native::ClientBuilder;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use hdfs_native::{ClientBuilder, HdfsError};
 use hdfs_native_object_store::HdfsObjectStore;
+use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::ObjectStore;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
 use tokio::runtime::Handle;
 
 use super::{StorageError, StoreEnv};
@@ -88,8 +94,107 @@ pub(crate) fn build(
               HADOOP_CONF_DIR at a directory whose core-site.xml sets fs.defaultFS"
             .to_owned(),
     })?;
-    Ok(Arc::new(PrefixStore::new(
-        HdfsObjectStore::new(client),
-        path,
-    )))
+    let store = HdfsStore(HdfsObjectStore::new(client));
+    Ok(Arc::new(PrefixStore::new(store, path)))
+}
+
+/// The HDFS `object_store` with its errors told apart: the client reports a missing file or
+/// an existing target from some calls (file status) as such, but from others (opening a file
+/// to read or copy it, a rename) as the NameNode's `java.io.FileNotFoundException` or
+/// `FileAlreadyExistsException` inside a generic RPC error. Cairn's store tells "missing" and
+/// "exists" from a failure, so they are named here, from the exception's class.
+#[derive(Debug)]
+struct HdfsStore(HdfsObjectStore);
+
+impl std::fmt::Display for HdfsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `error` about `path`, as [`object_store::Error::NotFound`] or
+/// [`object_store::Error::AlreadyExists`] when the NameNode said so.
+fn named(path: &Path, error: object_store::Error) -> object_store::Error {
+    let object_store::Error::Generic { store, source } = error else {
+        return error;
+    };
+    let class = match source.downcast_ref::<HdfsError>() {
+        Some(HdfsError::RPCError(class, _) | HdfsError::FatalRPCError(class, _)) => class.as_str(),
+        _ => "",
+    };
+    match class {
+        "java.io.FileNotFoundException" => object_store::Error::NotFound {
+            path: path.to_string(),
+            source,
+        },
+        "org.apache.hadoop.fs.FileAlreadyExistsException" => object_store::Error::AlreadyExists {
+            path: path.to_string(),
+            source,
+        },
+        _ => object_store::Error::Generic { store, source },
+    }
+}
+
+#[async_trait]
+impl ObjectStore for HdfsStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        (self.0.put_opts(location, payload, opts).await).map_err(|e| named(location, e))
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        (self.0.put_multipart_opts(location, opts).await).map_err(|e| named(location, e))
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        (self.0.get_opts(location, options).await).map_err(|e| named(location, e))
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        match self.0.copy_opts(from, to, options).await {
+            // A missing file is the source; an existing one is the target.
+            Err(e) => Err(match named(from, e) {
+                object_store::Error::AlreadyExists { source, .. } => {
+                    object_store::Error::AlreadyExists {
+                        path: to.to_string(),
+                        source,
+                    }
+                }
+                e => e,
+            }),
+            ok => ok,
+        }
+    }
 }

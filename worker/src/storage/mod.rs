@@ -202,18 +202,24 @@ impl CheckpointStore {
                 bucket,
                 prefix,
             } => {
-                let store = match service {
+                let backend = match service {
                     ObjectService::S3 => {
                         let settings = S3Settings::from_lookup(|name| env.get(name))?;
                         return Self::s3(url, &settings);
                     }
-                    ObjectService::Gcs => gcs::build(&bucket, &prefix, env)?,
+                    ObjectService::Gcs => ObjectBackend::new(gcs::build(&bucket, &prefix, env)?),
                     ObjectService::Azure { account, .. } => {
-                        azure::build(&bucket, account.as_deref(), &prefix, env)?
+                        ObjectBackend::new(azure::build(&bucket, account.as_deref(), &prefix, env)?)
                     }
-                    ObjectService::Hdfs => hdfs::build(&bucket, &prefix, env)?,
+                    ObjectService::Hdfs => ObjectBackend::with_attempts(
+                        hdfs::build(&bucket, &prefix, env)?,
+                        object::HDFS_ATTEMPTS,
+                    ),
                 };
-                return Ok(Self::with_object_store(url.trim_end_matches('/'), store));
+                return Ok(Self::with_backend(
+                    url.trim_end_matches('/').to_owned(),
+                    Backend::Object(backend),
+                ));
             }
         };
         Ok(Self::with_backend(url.to_owned(), backend))

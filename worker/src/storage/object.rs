@@ -34,8 +34,13 @@ const PARTS_IN_FLIGHT: usize = 4;
 const FILES_IN_FLIGHT: usize = 4;
 /// Downloaded bytes buffered before one blocking write to the local file.
 const WRITE_BATCH: usize = 4 << 20;
-/// Attempts of a request whose failures are transient.
+/// Attempts of a request whose failures are transient (HDFS: [`HDFS_ATTEMPTS`]).
 const ATTEMPTS: u32 = 3;
+/// Attempts of an HDFS request: 100 ms to 1.6 s apart, 3.1 s in all. `hdfs-native` does not
+/// leave a DataNode that refuses the connection out of its next block request (the Java client
+/// does), so while the NameNode still counts a dead DataNode as live, each new file has a fair
+/// chance of being placed on it again; and a NameNode restart takes seconds.
+pub(crate) const HDFS_ATTEMPTS: u32 = 6;
 /// Wait after the first failed attempt; doubled after each further one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -75,11 +80,22 @@ pub(crate) fn client_timeouts() -> [(ClientConfigKey, &'static str); 2] {
 #[derive(Debug, Clone)]
 pub(crate) struct ObjectBackend {
     store: Arc<dyn ObjectStore>,
+    /// Attempts of a request whose failures are transient.
+    attempts: u32,
 }
 
 impl ObjectBackend {
+    /// A backend whose requests are tried up to `attempts` times while they fail transiently
+    /// (at least once).
+    pub(crate) fn with_attempts(store: Arc<dyn ObjectStore>, attempts: u32) -> Self {
+        ObjectBackend {
+            store,
+            attempts: attempts.max(1),
+        }
+    }
+
     pub(crate) fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self::with_attempts(store, ATTEMPTS)
     }
 
     /// See [`super::CheckpointStore::upload_files`]: a few files at a time, results in order.
@@ -98,7 +114,7 @@ impl ObjectBackend {
         // that `tokio::spawn` an upload.
         let uploads: Vec<_> = files
             .iter()
-            .map(|(src, key)| retry(move |_| self.upload_one(src, key)))
+            .map(|(src, key)| retry(self.attempts, move |_| self.upload_one(src, key)))
             .collect();
         let results: Vec<Result<FileMeta, StorageError>> = futures::stream::iter(uploads)
             .buffered(FILES_IN_FLIGHT)
@@ -249,7 +265,7 @@ impl ObjectBackend {
     pub(crate) async fn stored_meta_of(&self, key: &str) -> Result<FileMeta, StorageError> {
         validate_key(key)?;
         let location = object_path(key)?;
-        retry(|_| self.stored_meta(key, &location)).await
+        retry(self.attempts, |_| self.stored_meta(key, &location)).await
     }
 
     /// See [`super::CheckpointStore::download_file`].
@@ -272,7 +288,10 @@ impl ObjectBackend {
         })?;
         let dir = parent_dir(local).to_path_buf();
         let name = name.to_owned();
-        retry(|_| self.download_once(key, &location, local, &dir, &name, expected)).await
+        retry(self.attempts, |_| {
+            self.download_once(key, &location, local, &dir, &name, expected)
+        })
+        .await
     }
 
     /// One download attempt: stream into a fresh temp file, verify, rename into place.
@@ -347,7 +366,7 @@ impl ObjectBackend {
     pub(crate) async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         validate_key(key)?;
         let location = object_path(key)?;
-        retry(|_| async {
+        retry(self.attempts, |_| async {
             self.store
                 .put(&location, PutPayload::from(data.clone()))
                 .await
@@ -366,7 +385,7 @@ impl ObjectBackend {
     ) -> Result<(), StorageError> {
         validate_key(key)?;
         let location = object_path(key)?;
-        retry(|attempt| {
+        retry(self.attempts, |attempt| {
             let (location, data) = (&location, data.clone());
             async move {
                 let options = PutOptions::from(PutMode::Create);
@@ -397,7 +416,7 @@ impl ObjectBackend {
     pub(crate) async fn get_bytes(&self, key: &str) -> Result<Bytes, StorageError> {
         validate_key(key)?;
         let location = object_path(key)?;
-        retry(|_| self.get_once(key, &location)).await
+        retry(self.attempts, |_| self.get_once(key, &location)).await
     }
 
     async fn get_once(&self, key: &str, location: &ObjectPath) -> Result<Bytes, StorageError> {
@@ -416,7 +435,7 @@ impl ObjectBackend {
     pub(crate) async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         validate_key(key)?;
         let location = object_path(key)?;
-        retry(|_| async {
+        retry(self.attempts, |_| async {
             match self.store.head(&location).await {
                 Ok(_) => Ok(true),
                 Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -436,7 +455,7 @@ impl ObjectBackend {
         } else {
             Some(object_path(dir)?)
         };
-        let mut found: Vec<ObjectInfo> = retry(|_| async {
+        let mut found: Vec<ObjectInfo> = retry(self.attempts, |_| async {
             self.store
                 .list(dir.as_ref())
                 .map_err(|e| StorageError::object(prefix, e))
@@ -463,7 +482,7 @@ impl ObjectBackend {
             validate_key(from)?;
             validate_key(to)?;
             let (src, dst) = (object_path(from)?, object_path(to)?);
-            retry(|_| async {
+            retry(self.attempts, |_| async {
                 self.store.copy(&src, &dst).await.map_err(|e| match e {
                     object_store::Error::NotFound { .. } => {
                         StorageError::NotFound { key: from.clone() }
@@ -480,7 +499,7 @@ impl ObjectBackend {
     pub(crate) async fn delete(&self, key: &str) -> Result<(), StorageError> {
         validate_key(key)?;
         let location = object_path(key)?;
-        retry(|_| async {
+        retry(self.attempts, |_| async {
             match self.store.delete(&location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(StorageError::object(key, e)),
@@ -498,10 +517,10 @@ fn object_path(key: &str) -> Result<ObjectPath, StorageError> {
     })
 }
 
-/// Runs `attempt` up to [`ATTEMPTS`] times while it fails transiently, sleeping
-/// [`FIRST_BACKOFF`], then twice that, between attempts. The closure gets the attempt number
+/// Runs `attempt` up to `attempts` times while it fails transiently, sleeping
+/// [`FIRST_BACKOFF`], then twice that before each further attempt. The closure gets the attempt number
 /// (from 1), so an operation can tell a first try from a retry.
-async fn retry<T, F, Fut>(mut attempt: F) -> Result<T, StorageError>
+async fn retry<T, F, Fut>(attempts: u32, mut attempt: F) -> Result<T, StorageError>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T, StorageError>>,
@@ -509,7 +528,7 @@ where
     let mut number = 1;
     loop {
         match attempt(number).await {
-            Err(e) if e.is_transient() && number < ATTEMPTS => {
+            Err(e) if e.is_transient() && number < attempts => {
                 let wait = FIRST_BACKOFF * 2u32.pow(number - 1);
                 tracing::warn!(error = %e, attempt = number, ?wait, "checkpoint store request failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -599,7 +618,7 @@ mod tests {
     async fn retries_transient_failures_with_backoff() {
         let calls = AtomicU32::new(0);
         let started = std::time::Instant::now();
-        let result = retry(|n| {
+        let result = retry(ATTEMPTS, |n| {
             calls.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n < 3 {
@@ -623,7 +642,7 @@ mod tests {
     #[tokio::test]
     async fn gives_up_after_three_attempts() {
         let calls = AtomicU32::new(0);
-        let result: Result<(), _> = retry(|_| {
+        let result: Result<(), _> = retry(ATTEMPTS, |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err(transient()) }
         })
@@ -645,7 +664,7 @@ mod tests {
         ] {
             let calls = AtomicU32::new(0);
             let mut error = Some(error);
-            let result: Result<(), _> = retry(|_| {
+            let result: Result<(), _> = retry(ATTEMPTS, |_| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 let e = error.take().expect("called once");
                 async move { Err(e) }

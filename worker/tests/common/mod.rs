@@ -4,6 +4,7 @@
 
 pub mod azurite;
 pub mod gcs;
+pub mod hdfs;
 pub mod jobs;
 pub mod kafka;
 pub mod launcher;
