@@ -67,6 +67,7 @@ unit:
 	helm_dir="$$(tests/controlplane/build.sh helm)" && \
 		HELM="$$helm_dir" cargo test --workspace --features cairn-worker/test-hooks
 	cargo test --workspace --lib compiled_out_without_the_feature
+	cd tests/services/gcs && GOFLAGS=-buildvcs=false go test ./...
 	cargo build --workspace --bins
 	cargo test --workspace --features cairn-worker/test-hooks --test e2e --no-run
 

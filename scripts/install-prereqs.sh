@@ -58,7 +58,9 @@ command -v make >/dev/null || build_debs+=(make)
 command -v pkg-config >/dev/null || build_debs+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || build_debs+=(libssl-dev)
 [ -e /usr/include/zlib.h ] || build_debs+=(zlib1g-dev)
-command -v java >/dev/null || test_debs+=(openjdk-17-jre-headless)
+# A JDK, not only a runtime: the HDFS tests compile their MiniDFSCluster launcher
+# (tests/services/hdfs/MiniHdfs.java); the Kafka broker runs on it too.
+{ command -v java && command -v javac; } >/dev/null || test_debs+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || test_debs+=(maven)
 command -v openssl >/dev/null || test_debs+=(openssl)
 command -v curl >/dev/null || test_debs+=(curl)

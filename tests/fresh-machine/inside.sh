@@ -46,11 +46,12 @@ tools() {
 	# make run: the Rust tool chain, make, a C/C++ compiler (RocksDB, librdkafka).
 	# make test: cargo fmt/clippy (lint); flock, setsid, sync, kill (build locks, the Docker engine,
 	# the worker's crash tests);
-	# java, mvn (the Kafka broker), openssl, curl (TLS certificates, MinIO buckets); go (Kubernetes,
-	# etcd, Helm, MinIO from source); dockerd, containerd, runc, docker, jq (scripts/dockerd.sh),
+	# java, javac, mvn (the Kafka broker, the HDFS cluster), openssl, curl (TLS certificates, MinIO
+	# buckets); go (Kubernetes, etcd, Helm, MinIO and the GCS emulator from source); node, npm
+	# (Azurite); dockerd, containerd, runc, docker, jq (scripts/dockerd.sh),
 	# debootstrap, tar (images/local-bases.sh) for this check and the kind path; clang, node, npm,
 	# python3 (examples/wasm/build.sh: the WebAssembly task examples the tests build).
-	for tool in cargo rustc make cc gcc g++ flock setsid sync kill java mvn openssl curl \
+	for tool in cargo rustc make cc gcc g++ flock setsid sync kill java javac mvn openssl curl \
 		go dockerd containerd runc docker jq debootstrap tar clang node npm python3; do
 		type -P "$tool" >/dev/null || missing+=("$tool")
 	done
