@@ -666,9 +666,13 @@ fn file_urls_resolve_and_bad_schemes_are_named() {
     assert_eq!(abs.local_root(), Some(abs_dir.as_path()));
     assert!(abs_dir.is_dir());
 
+    // A NameNode host without a port opens (Hadoop's port 8020); nothing connects yet.
+    let hdfs = CheckpointStore::from_url("hdfs://nn/ckpt", &base).unwrap();
+    assert_eq!(hdfs.url(), "hdfs://nn/ckpt");
     for bad in [
         "s3:///prefix",
-        "hdfs://nn/ckpt",
+        "hdfs://nn",
+        "ftp://nn/ckpt",
         "./ckpt",
         "file://",
         "memory:name",

@@ -7,7 +7,9 @@ import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
+import java.util.HashMap;
 import java.util.HashSet;
+import java.util.Map;
 import java.util.Set;
 
 import org.apache.hadoop.conf.Configuration;
@@ -22,14 +24,24 @@ import org.apache.hadoop.hdfs.server.datanode.DataNode;
 import org.apache.hadoop.hdfs.server.datanode.FsDatasetTestUtils.MaterializedReplica;
 import org.apache.hadoop.hdfs.server.datanode.ReplicaNotFoundException;
 import org.apache.hadoop.hdfs.server.namenode.NameNode;
+import org.apache.hadoop.util.Time;
 
 /**
  * A real HDFS for the worker's tests: one NameNode and N DataNodes in this JVM
  * (MiniDFSCluster), all on 127.0.0.1, the NameNode on a fixed RPC port so that it keeps its
  * address across restarts. Prints {@code READY hdfs://127.0.0.1:<port>} once the cluster
  * serves, then takes one control command per line on stdin and answers each with one line,
- * {@code OK ...} or {@code ERR <reason>} (see {@link #run}). Exits when stdin closes, so a
- * test process that dies takes its cluster with it.
+ * {@code OK ...} or {@code ERR <reason>}; a command that (re)starts a node answers once the
+ * cluster serves again. Exits when stdin closes, so a test process that dies takes its cluster
+ * with it. The commands (DataNodes are numbered from 0 in start order):
+ *
+ * <ul>
+ *   <li>{@code restart-namenode}, {@code stop-namenode}, {@code start-namenode}
+ *   <li>{@code stop-datanode <i>}, {@code restart-datanode <i>} (starts a stopped one)
+ *   <li>{@code delete-blocks <path>}: deletes the replicas of a file's blocks from the disks of
+ *       the running DataNodes; answers {@code OK <replicas deleted>}
+ *   <li>{@code shutdown}
+ * </ul>
  *
  * <p>Usage: {@code MiniHdfs <namenode-port> <base-dir> <datanodes> <replication> [key=value...]}
  * (the pairs are extra HDFS settings).
@@ -105,6 +117,7 @@ public final class MiniHdfs {
       conf.set(args[i].substring(0, eq), args[i].substring(eq + 1));
     }
 
+    long since = Time.monotonicNow();
     MiniDFSCluster cluster =
         new MiniDFSCluster.Builder(conf, new java.io.File(baseDir))
             .nameNodePort(port)
@@ -112,7 +125,7 @@ public final class MiniHdfs {
             .checkExitOnShutdown(false)
             .build();
     MiniHdfs hdfs = new MiniHdfs(cluster);
-    hdfs.awaitServing();
+    hdfs.awaitServing(since, hdfs.running());
     protocol.println("READY hdfs://127.0.0.1:" + cluster.getNameNodePort());
     hdfs.run(new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)), protocol);
   }
@@ -161,23 +174,30 @@ public final class MiniHdfs {
   private String command(String name, String arg) throws Exception {
     switch (name) {
       case "restart-namenode":
-        cluster.restartNameNode(0, false);
-        awaitServing();
-        return "";
+        {
+          long since = Time.monotonicNow();
+          cluster.restartNameNode(0, false);
+          awaitServing(since, running());
+          return "";
+        }
       case "stop-namenode":
         if (cluster.getNameNode() == null) {
           throw new IllegalStateException("the NameNode is already stopped");
         }
+        // Returns at once: clients find out by their connections being refused.
         cluster.shutdownNameNode(0);
         return "";
       case "start-namenode":
         if (cluster.getNameNode() != null) {
           throw new IllegalStateException("the NameNode is already running");
         }
-        // restartNameNode starts a stopped NameNode too, from the same directories and port.
-        cluster.restartNameNode(0, false);
-        awaitServing();
-        return "";
+        {
+          long since = Time.monotonicNow();
+          // restartNameNode starts a stopped NameNode too, from the same directories and port.
+          cluster.restartNameNode(0, false);
+          awaitServing(since, running());
+          return "";
+        }
       case "stop-datanode":
         {
           int i = dataNodeIndex(arg);
@@ -193,11 +213,12 @@ public final class MiniHdfs {
           MiniDFSCluster.DataNodeProperties props =
               stopped[i] != null ? stopped[i] : stopDataNode(i);
           stopped[i] = null;
+          long since = Time.monotonicNow();
           // Same transfer and IPC ports: block locations the NameNode holds stay valid.
           cluster.restartDataNode(props, true);
           // With the NameNode stopped, the DataNode registers once start-namenode runs.
           if (cluster.getNameNode() != null) {
-            awaitServing();
+            awaitServing(since, Set.of(dataNodes[i]));
           }
           return "";
         }
@@ -248,16 +269,28 @@ public final class MiniHdfs {
     return deleted;
   }
 
+  /** Transfer addresses of the running DataNodes. */
+  private Set<String> running() {
+    Set<String> addrs = new HashSet<>();
+    for (DataNode dn : cluster.getDataNodes()) {
+      addrs.add(xferAddr(dn));
+    }
+    return addrs;
+  }
+
   /**
-   * Waits until the cluster serves clients: the NameNode is out of safe mode and every running
-   * DataNode has registered with it and sent a heartbeat (MiniDFSCluster.waitActive would also
-   * wait for stopped DataNodes the NameNode still counts as live).
+   * Waits until the cluster serves clients: the NameNode is out of safe mode, every running
+   * DataNode has registered with it and sent a heartbeat, and `reporters` have sent it a full
+   * block report since `since` (Time.monotonicNow()). Safe mode alone is not enough: its
+   * threshold is a fraction of the blocks, rounded down, so a NameNode with one block leaves it
+   * before any report and would give readers no location for that block. (MiniDFSCluster's
+   * waitActive would also wait for stopped DataNodes the NameNode still counts as live.)
    */
-  private void awaitServing() throws Exception {
-    long deadline = System.currentTimeMillis() + READY_TIMEOUT_MS;
+  private void awaitServing(long since, Set<String> reporters) throws Exception {
+    long deadline = Time.monotonicNow() + READY_TIMEOUT_MS;
     String waitingFor;
-    while ((waitingFor = waitingFor()) != null) {
-      if (System.currentTimeMillis() > deadline) {
+    while ((waitingFor = waitingFor(since, reporters)) != null) {
+      if (Time.monotonicNow() > deadline) {
         throw new IOException("not serving after " + READY_TIMEOUT_MS / 1000 + "s: " + waitingFor);
       }
       Thread.sleep(50);
@@ -265,7 +298,7 @@ public final class MiniHdfs {
   }
 
   /** What the cluster still waits for before it serves, or null. */
-  private String waitingFor() throws IOException {
+  private String waitingFor(long since, Set<String> reporters) throws IOException {
     NameNode nn = cluster.getNameNode();
     if (nn == null) {
       return "the NameNode is stopped";
@@ -273,16 +306,18 @@ public final class MiniHdfs {
     if (nn.isInSafeMode()) {
       return "the NameNode to leave safe mode";
     }
-    Set<String> live = new HashSet<>();
+    Map<String, DatanodeInfo> live = new HashMap<>();
     for (DatanodeInfo info : nn.getRpcServer().getDatanodeReport(DatanodeReportType.LIVE)) {
-      if (info.getCapacity() > 0) {
-        live.add(info.getXferAddr());
-      }
+      live.put(info.getXferAddr(), info);
     }
     for (DataNode dn : cluster.getDataNodes()) {
       String addr = xferAddr(dn);
-      if (!dn.isDatanodeFullyStarted() || !live.contains(addr)) {
+      DatanodeInfo info = live.get(addr);
+      if (!dn.isDatanodeFullyStarted() || info == null || info.getCapacity() == 0) {
         return "DataNode " + addr + " to register";
+      }
+      if (reporters.contains(addr) && info.getLastBlockReportMonotonic() < since) {
+        return "DataNode " + addr + " to report its blocks";
       }
     }
     return null;

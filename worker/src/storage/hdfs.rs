@@ -33,6 +33,8 @@ use super::{StorageError, StoreEnv};
 
 /// The directory of `core-site.xml` and `hdfs-site.xml`.
 const HADOOP_CONF_DIR: &str = "HADOOP_CONF_DIR";
+/// The NameNode's RPC port when a URL names a host without one (Hadoop's default).
+const DEFAULT_PORT: u16 = 8020;
 /// The user of simple authentication.
 const HADOOP_USER_NAME: &str = "HADOOP_USER_NAME";
 
@@ -73,17 +75,29 @@ pub(crate) fn build(
     path: &str,
     env: &StoreEnv,
 ) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    let mut builder = ClientBuilder::new().with_io_runtime(io_runtime()?);
-    if let Some(dir) = env.get(HADOOP_CONF_DIR) {
-        builder = builder.with_config_dir(dir);
-    }
-    if let Some(user) = env.get(HADOOP_USER_NAME) {
-        builder = builder.with_user(user);
-    }
-    if !authority.is_empty() {
-        builder = builder.with_url(format!("hdfs://{authority}"));
-    }
-    let client = builder.build().map_err(|e| StorageError::Config {
+    let runtime = io_runtime()?;
+    let client_for = |url: Option<String>| {
+        let mut builder = ClientBuilder::new().with_io_runtime(runtime.clone());
+        if let Some(dir) = env.get(HADOOP_CONF_DIR) {
+            builder = builder.with_config_dir(dir);
+        }
+        if let Some(user) = env.get(HADOOP_USER_NAME) {
+            builder = builder.with_user(user);
+        }
+        if let Some(url) = url {
+            builder = builder.with_url(url);
+        }
+        builder.build()
+    };
+    let client = match authority {
+        "" => client_for(None),
+        // A host without a port is an HA nameservice when the configuration defines one, and
+        // otherwise a NameNode on Hadoop's default RPC port, as Hadoop reads it.
+        _ if !authority.contains(':') => client_for(Some(format!("hdfs://{authority}")))
+            .or_else(|_| client_for(Some(format!("hdfs://{authority}:{DEFAULT_PORT}")))),
+        _ => client_for(Some(format!("hdfs://{authority}"))),
+    };
+    let client = client.map_err(|e| StorageError::Config {
         setting: if authority.is_empty() {
             HADOOP_CONF_DIR.to_owned()
         } else {

@@ -623,7 +623,9 @@ mod tests {
             "file:",
             "memory:x",
             "./ckpt",
-            "hdfs://nn/x",
+            "hdfs://nn/",
+            "gs:b",
+            "webhdfs://nn/x",
         ] {
             let err = CheckpointStore::from_url(bad, b).unwrap_err();
             assert!(

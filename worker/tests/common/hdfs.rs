@@ -131,7 +131,10 @@ impl Hdfs {
         hdfs_native::ClientBuilder::new().with_url(&self.url)
     }
 
-    /// Restarts the NameNode (same port and metadata) and waits until it serves.
+    /// Restarts the NameNode (same port and metadata) and waits until it serves: out of safe
+    /// mode, every running DataNode registered and its blocks reported. Panics after 60 s if
+    /// it does not (e.g. safe mode kept by blocks whose only replicas are on stopped
+    /// DataNodes).
     pub fn restart_namenode(&self) {
         self.command("restart-namenode");
     }
@@ -141,7 +144,8 @@ impl Hdfs {
         self.command("stop-namenode");
     }
 
-    /// Starts the stopped NameNode again and waits until it serves.
+    /// Starts the stopped NameNode again and waits until it serves (as
+    /// [`Hdfs::restart_namenode`]).
     pub fn start_namenode(&self) {
         self.command("start-namenode");
     }
@@ -153,7 +157,8 @@ impl Hdfs {
     }
 
     /// Starts DataNode `i` again (stopping it first if it runs), on the same ports and disk,
-    /// and waits until it has registered with the NameNode (if that runs).
+    /// and waits until it has registered with the NameNode and reported its blocks (if the
+    /// NameNode runs; else [`Hdfs::start_namenode`] waits for it).
     pub fn restart_datanode(&self, i: usize) {
         self.command(&format!("restart-datanode {i}"));
     }
