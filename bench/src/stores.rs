@@ -90,7 +90,7 @@ pub fn store(scratch: &Path, url: &str, files: usize, file_mb: usize) {
             (
                 up,
                 down,
-                "hdfs-native: create, write in 8 MiB pieces, close; read back",
+                "hdfs-native: create, write in 8 MiB pieces, close",
             )
         }
         _ => {
@@ -100,7 +100,7 @@ pub fn store(scratch: &Path, url: &str, files: usize, file_mb: usize) {
             (
                 up,
                 down,
-                "object_store multipart upload, same part size and parallelism; get",
+                "object_store multipart upload, same part size and parallelism",
             )
         }
     };
@@ -125,7 +125,7 @@ pub fn store(scratch: &Path, url: &str, files: usize, file_mb: usize) {
         rate(bare_up)
     );
     println!(
-        "| bare download into files | {:.0} | {bare_down:.2} s |",
+        "| bare download into files (the same client's read/get, one write per file) | {:.0} | {bare_down:.2} s |",
         rate(bare_down)
     );
     for path in [dir, restore_dir, bare_dir] {

@@ -8,7 +8,7 @@
 #   tests/services/bench-stores.sh [--files F] [--file-mb M]
 #
 # Needs Go, Node.js/npm, Java 17+ and Maven (each server is fetched or built once into
-# ~/.cache/cairn), and builds cairn-bench with --release.
+# ~/.cache/cairn), and builds cairn-bench with --release (or runs $CAIRN_BENCH_BIN).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,9 +37,14 @@ minio="$("$here/minio/build.sh")"
 azurite="$("$here/azurite/install.sh")"
 gcs="$("$here/gcs/build.sh")"
 hadoop="$("$here/hdfs/fetch.sh")"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-(cd "$root" && cargo build --release -q --workspace --bin cairn-bench)
-bench="$CARGO_TARGET_DIR/release/cairn-bench"
+# CAIRN_BENCH_BIN: an already built release cairn-bench (skips the build).
+if [ -n "${CAIRN_BENCH_BIN:-}" ]; then
+  bench="$CAIRN_BENCH_BIN"
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
+  (cd "$root" && cargo build --release -q --workspace --bin cairn-bench)
+  bench="$CARGO_TARGET_DIR/release/cairn-bench"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-stores.XXXXXX")"
 pids=()
