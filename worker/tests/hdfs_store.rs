@@ -14,33 +14,12 @@ use std::time::Duration;
 use cairn_contract::JobSpec;
 use cairn_worker::storage::{CheckpointStore, StoreEnv};
 use common::hdfs::Hdfs;
-use common::jobs::{start_logged, worker_log as log};
+use common::jobs::{start_logged, store_job, worker_log as log};
 use common::launcher::wait_until;
 use common::*;
 
 fn job(store: &str, records: u64, rate: u64, parallelism: u32) -> String {
-    format!(
-        "name: wc
-input:
-  type: generator
-  partitions: 4
-  keys: 300
-  seed: 21
-  recordsPerPartition: {records}
-  ratePerSecond: {rate}
-task:
-  name: count
-output:
-  type: file
-  path: ./out
-parallelism: {parallelism}
-checkpoint:
-  interval: 200ms
-  retained: 3
-  timeout: 60s
-  store: {store}
-"
-    )
+    store_job(store, 4, parallelism, records, rate)
 }
 
 fn store_of(hdfs: &Hdfs, url: &str) -> CheckpointStore {

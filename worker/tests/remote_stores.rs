@@ -14,33 +14,12 @@ use std::time::Duration;
 
 use cairn_contract::JobSpec;
 use cairn_worker::storage::CheckpointStore;
-use common::jobs::{start_logged, worker_log as log};
+use common::jobs::{start_logged, store_job, worker_log as log};
 use common::launcher::wait_until;
 use common::*;
 
 fn job(store: &str, partitions: u32, parallelism: u32, records: u64) -> String {
-    format!(
-        "name: wc
-input:
-  type: generator
-  partitions: {partitions}
-  keys: 300
-  seed: 21
-  recordsPerPartition: {records}
-  ratePerSecond: 8000
-task:
-  name: count
-output:
-  type: file
-  path: ./out
-parallelism: {parallelism}
-checkpoint:
-  interval: 200ms
-  retained: 3
-  timeout: 60s
-  store: {store}
-"
-    )
+    store_job(store, partitions, parallelism, records, 8_000)
 }
 
 fn wait_success(dir: &Path, mut child: Child) {

@@ -9,35 +9,15 @@ use std::path::Path;
 use std::process::{Child, Output};
 use std::time::Duration;
 
-use common::jobs::{start_logged, worker_log as log};
+use common::jobs::{start_logged, store_job, worker_log as log};
 use common::launcher::wait_until;
 use common::minio::Minio;
 use common::*;
 use object_store::ObjectStoreExt;
 
-fn job(name: &str, store: &str, records: u64, rate: u64, parallelism: u32) -> String {
-    format!(
-        "name: {name}
-input:
-  type: generator
-  partitions: 4
-  keys: 300
-  seed: 21
-  recordsPerPartition: {records}
-  ratePerSecond: {rate}
-task:
-  name: count
-output:
-  type: file
-  path: ./out
-parallelism: {parallelism}
-checkpoint:
-  interval: 200ms
-  retained: 3
-  timeout: 60s
-  store: {store}
-"
-    )
+/// The store job (`common::jobs::store_job`) on 4 partitions.
+fn job(store: &str, records: u64, rate: u64, parallelism: u32) -> String {
+    store_job(store, 4, parallelism, records, rate)
 }
 
 /// A MinIO server with `bucket`, and a directory holding `spec_text` as `job.yaml`.
@@ -77,7 +57,7 @@ fn committed(dir: &Path, minio: &Minio, store: &str) -> Vec<u64> {
 #[test]
 fn checkpoints_and_savepoints_in_s3_restore_after_local_state_is_deleted() {
     let store = "s3://cairn/jobs/wc";
-    let (minio, tmp, spec) = setup("cairn", job("wc", store, 20_000, 8_000, 2));
+    let (minio, tmp, spec) = setup("cairn", job(store, 20_000, 8_000, 2));
     let dir = tmp.path();
 
     let mut child = start(dir, &minio, &[], &[]);
@@ -115,7 +95,7 @@ fn checkpoints_and_savepoints_in_s3_restore_after_local_state_is_deleted() {
     let copy_store = "s3://cairn/jobs/wc-rescaled";
     std::fs::write(
         copy.path().join("job.yaml"),
-        job("wc", copy_store, 20_000, 8_000, 3),
+        job(copy_store, 20_000, 8_000, 3),
     )
     .unwrap();
     wait_success(
@@ -130,7 +110,7 @@ fn checkpoints_and_savepoints_in_s3_restore_after_local_state_is_deleted() {
 #[test]
 fn a_server_killed_mid_upload_leaves_no_corrupt_commit() {
     let store = "s3://faults/job";
-    let (minio, tmp, spec) = setup("faults", job("flaky", store, 15_000, 3_000, 2));
+    let (minio, tmp, spec) = setup("faults", job(store, 15_000, 3_000, 2));
     let dir = tmp.path();
 
     // Slow uploads (a pause before each file) so the server dies while files are in flight.
@@ -164,7 +144,7 @@ fn a_server_killed_mid_upload_leaves_no_corrupt_commit() {
 #[test]
 fn an_object_missing_from_the_newest_checkpoint_falls_back_exactly() {
     let store = "s3://missing/job";
-    let (minio, tmp, spec) = setup("missing", job("gap", store, 30_000, 6_000, 1));
+    let (minio, tmp, spec) = setup("missing", job(store, 30_000, 6_000, 1));
     let dir = tmp.path();
 
     let child = start(dir, &minio, &[], &[]);

@@ -65,3 +65,38 @@ pub fn stop_when_checkpointed(dir: &Path, mut child: Child, records: u64) {
         worker_log(dir)
     );
 }
+
+/// A `count` job over 4 generator partitions of `records` each (300 keys, seed 21) at `rate`
+/// records per second per partition, written exactly once to `./out`, checkpointed every
+/// 200 ms into `store`: the job of the store tests (s3_checkpoints.rs, remote_stores.rs,
+/// hdfs_store.rs).
+pub fn store_job(
+    store: &str,
+    partitions: u32,
+    parallelism: u32,
+    records: u64,
+    rate: u64,
+) -> String {
+    format!(
+        "name: wc
+input:
+  type: generator
+  partitions: {partitions}
+  keys: 300
+  seed: 21
+  recordsPerPartition: {records}
+  ratePerSecond: {rate}
+task:
+  name: count
+output:
+  type: file
+  path: ./out
+parallelism: {parallelism}
+checkpoint:
+  interval: 200ms
+  retained: 3
+  timeout: 60s
+  store: {store}
+"
+    )
+}
