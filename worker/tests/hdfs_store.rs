@@ -35,6 +35,24 @@ fn committed(dir: &Path, store: &str) -> Vec<u64> {
     committed_ids_with_env(dir, store, &[])
 }
 
+/// A job on `store` in a new directory, started with slowed uploads (a pause before each
+/// file, so a fault meets files in flight), once it has committed its first checkpoint.
+fn start_slowed(store: &str, records: u64) -> (tempfile::TempDir, JobSpec, Child) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = job(store, records, 3_000, 2);
+    std::fs::write(dir.join("job.yaml"), &text).unwrap();
+    let child = start_logged(
+        dir,
+        &[],
+        &[("CAIRN_FAULT_UPLOAD_DELAY_MS", "40".to_owned())],
+    );
+    wait_until("a checkpoint in HDFS", 60, || {
+        !committed(dir, store).is_empty()
+    });
+    (tmp, JobSpec::from_yaml_str(&text).unwrap(), child)
+}
+
 /// The checks every fault test ends with: the exact count per key in the newest checkpoint,
 /// the exact exactly-once output, and no commit referencing a missing or partial file.
 fn assert_exact(dir: &Path, hdfs: &Hdfs, store: &str, spec: &JobSpec) {
@@ -114,20 +132,8 @@ task.checkpoint.store.filesystem.path=/path/to/local/checkpoint
 fn a_namenode_restarted_mid_upload_leaves_no_corrupt_commit() {
     let hdfs = Hdfs::start();
     let store = format!("{}/faults/namenode", hdfs.url);
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, spec, child) = start_slowed(&store, 15_000);
     let dir = tmp.path();
-    let text = job(&store, 15_000, 3_000, 2);
-    std::fs::write(dir.join("job.yaml"), &text).unwrap();
-
-    // Slow uploads (a pause before each file) so the NameNode goes while files are in flight.
-    let child = start_logged(
-        dir,
-        &[],
-        &[("CAIRN_FAULT_UPLOAD_DELAY_MS", "40".to_owned())],
-    );
-    wait_until("a checkpoint in HDFS", 60, || {
-        !committed(dir, &store).is_empty()
-    });
     let before = committed(dir, &store).len();
     for _ in 0..2 {
         std::thread::sleep(Duration::from_millis(700));
@@ -144,31 +150,21 @@ fn a_namenode_restarted_mid_upload_leaves_no_corrupt_commit() {
         "{}",
         log(dir)
     );
-    assert_exact(dir, &hdfs, &store, &JobSpec::from_yaml_str(&text).unwrap());
+    assert_exact(dir, &hdfs, &store, &spec);
 }
 
 /// One of two DataNodes dies mid-run. The NameNode keeps placing blocks on it until it
-/// declares it dead (after 10.5 min with Hadoop's defaults), so writes to it fail: the client
-/// leaves the dead node out of its next block request, and a checkpoint whose write still failed
-/// is aborted and taken again. The job runs on, commits on the other DataNode and ends exact;
+/// declares it dead (after 10.5 min with Hadoop's defaults), and `hdfs-native` does not leave a
+/// node that refuses the connection out of its next block request, so about half the new files
+/// fail: each request is tried again (a new file, placed anew), and a checkpoint whose write
+/// still failed is aborted and taken again. The job runs on, commits on the other DataNode and ends exact;
 /// once the dead DataNode is back, every committed checkpoint reads whole.
 #[test]
 fn a_datanode_killed_mid_run_leaves_no_corrupt_commit() {
     let hdfs = Hdfs::start_with(2, 1);
     let store = format!("{}/faults/datanode", hdfs.url);
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, spec, child) = start_slowed(&store, 45_000);
     let dir = tmp.path();
-    let text = job(&store, 45_000, 3_000, 2);
-    std::fs::write(dir.join("job.yaml"), &text).unwrap();
-
-    let child = start_logged(
-        dir,
-        &[],
-        &[("CAIRN_FAULT_UPLOAD_DELAY_MS", "40".to_owned())],
-    );
-    wait_until("a checkpoint in HDFS", 60, || {
-        !committed(dir, &store).is_empty()
-    });
     std::thread::sleep(Duration::from_millis(500));
     hdfs.stop_datanode(1);
     // Counted from the NameNode's namespace: reading the records may need the dead node.
@@ -195,7 +191,7 @@ fn a_datanode_killed_mid_run_leaves_no_corrupt_commit() {
     // Files written before the failure have their only replica on the dead node: they read
     // again when it is back.
     hdfs.restart_datanode(1);
-    assert_exact(dir, &hdfs, &store, &JobSpec::from_yaml_str(&text).unwrap());
+    assert_exact(dir, &hdfs, &store, &spec);
 }
 
 #[test]

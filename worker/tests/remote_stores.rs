@@ -59,13 +59,7 @@ fn exact_across_sigkill_then_savepoint_repartition(
     assert_commits_complete(&open(store));
 
     // A savepoint in the store starts a repartitioned, rescaled job with more input.
-    let out = run_cmd_with_env(dir, &["savepoint", store], env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let savepoint = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let savepoint = savepoint_of_latest_with_env(dir, store, env);
     assert!(
         savepoint.starts_with(&format!("{store}/savepoints/sp-")),
         "{savepoint}"

@@ -80,13 +80,7 @@ fn checkpoints_and_savepoints_in_s3_restore_after_local_state_is_deleted() {
     assert_commits_complete(&minio.store(store));
 
     // A savepoint in S3 starts a rescaled copy of the job (P 2 -> 3) in another prefix.
-    let out = run(dir, &minio, &["savepoint", store]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let savepoint = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let savepoint = savepoint_of_latest_with_env(dir, store, &minio.env());
     assert!(
         savepoint.starts_with("s3://cairn/jobs/wc/savepoints/sp-"),
         "{savepoint}"

@@ -8,7 +8,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -30,7 +29,7 @@ pub struct Azurite {
     addr: String,
     log: PathBuf,
     dir: PathBuf,
-    child: Mutex<Option<Child>>,
+    child: Child,
 }
 
 impl Azurite {
@@ -57,7 +56,7 @@ impl Azurite {
             addr,
             log,
             dir,
-            child: Mutex::new(Some(child)),
+            child,
         };
         launcher::wait_until("Azurite to listen", 60, || {
             std::net::TcpStream::connect(&azurite.addr).is_ok()
@@ -136,19 +135,13 @@ impl Azurite {
             self.log.display()
         );
     }
-
-    /// Kills the server (SIGKILL) and waits for it to exit.
-    pub fn kill(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Drop for Azurite {
     fn drop(&mut self) {
-        self.kill();
+        // SIGKILL: the data goes with the directory.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use cairn_worker::storage::{CheckpointStore, StoreEnv};
@@ -25,7 +24,7 @@ pub struct FakeGcs {
     addr: String,
     log: PathBuf,
     dir: PathBuf,
-    child: Mutex<Option<Child>>,
+    child: Child,
 }
 
 impl FakeGcs {
@@ -50,7 +49,7 @@ impl FakeGcs {
             addr,
             log,
             dir,
-            child: Mutex::new(Some(child)),
+            child,
         };
         launcher::wait_until("the GCS emulator to listen", 60, || {
             std::net::TcpStream::connect(&gcs.addr).is_ok()
@@ -116,19 +115,13 @@ impl FakeGcs {
             self.log.display()
         );
     }
-
-    /// Kills the server (SIGKILL) and waits for it to exit.
-    pub fn kill(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 impl Drop for FakeGcs {
     fn drop(&mut self) {
-        self.kill();
+        // SIGKILL: the data goes with the directory.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -436,7 +436,12 @@ pub fn run_logged_ok(dir: &Path, args: &[&str]) -> String {
 
 /// `cairn-worker savepoint <store>`: a savepoint of the latest checkpoint; its URL.
 pub fn savepoint_of_latest(dir: &Path, store: &str) -> String {
-    let out = run_cmd(dir, &["savepoint", store]);
+    savepoint_of_latest_with_env(dir, store, &[])
+}
+
+/// [`savepoint_of_latest`] with extra environment (a remote store's settings).
+pub fn savepoint_of_latest_with_env(dir: &Path, store: &str, env: &[(&str, String)]) -> String {
+    let out = run_cmd_with_env(dir, &["savepoint", store], env);
     assert!(
         out.status.success(),
         "{}",
