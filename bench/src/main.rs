@@ -6,6 +6,8 @@
 //! cairn-bench pause --values-mb 1200         checkpoint synchronous pause at ~1 GB of state,
 //!                                            bytes uploaded per checkpoint, then file:// copy
 //!                                            and restore vs `cp -r --reflink=never && sync`
+//! cairn-bench repartition --values-mb 1200  savepoint and repartition 4 -> 8 of ~1 GB vs
+//!                                            `cp -r --reflink=never && sync`, alternating rounds
 //! cairn-bench windows --records 40000000    q5-like sliding-window count and a tumbling count
 //!                                            vs a bare HashMap loop over the same records
 //!                                            (`--case q5` or `--case tumbling`: one of them)
@@ -54,6 +56,7 @@ mod connectors;
 mod failover;
 mod objective;
 mod recovery;
+mod repartition;
 mod stores;
 mod wasm;
 mod windows;
@@ -81,6 +84,15 @@ enum Cmd {
         /// Megabytes of 1 KiB values written (about the state size).
         #[arg(long, default_value_t = 1200)]
         values_mb: u64,
+    },
+    /// Savepoint and repartition 4 -> 8 of ~1 GB vs `cp -r --reflink=never && sync`,
+    /// alternating, median of the rounds.
+    Repartition {
+        /// Megabytes of 1 KiB values written (the state is about 0.8 of it).
+        #[arg(long, default_value_t = 1200)]
+        values_mb: u64,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// Windowed aggregations (q5-like sliding count, tumbling count) vs a bare loop.
     Wasm {
@@ -213,6 +225,7 @@ fn main() {
     match cli.command {
         Cmd::Count { keys, records } => count(&scratch, keys, records),
         Cmd::Pause { values_mb } => pause(&scratch, values_mb),
+        Cmd::Repartition { values_mb, rounds } => repartition::bench(&scratch, values_mb, rounds),
         Cmd::Recovery { values_mb, store } => recovery::recovery(&scratch, values_mb, &store),
         Cmd::Objective {
             target,
@@ -384,11 +397,18 @@ fn count(scratch: &Path, keys: u64, records: u64) {
         g.records_per_partition = Some(baseline_records / partitions as u64);
     }
     let baseline = bare_rocksdb(&dir, &baseline_spec, baseline_records);
+    let limit = bare_hashmap(&spec, records);
     println!("\n### keyed count, {keys} keys, {records} records, 4 partitions, 2 containers, checkpoint every 10 s\n");
     println!("| what | records/s | time |");
     println!("|---|---|---|");
     println!("| Cairn `count` job (generator -> count -> null sink, incl. restore-less start and final checkpoint) | {:.0} | {:.2} s |", cairn_rate, elapsed.as_secs_f64());
     println!("| bare RocksDB get+put loop, same key sequence ({baseline_records} records), 2 threads x 2 DBs, WAL off | {:.0} | {:.2} s |", baseline.0, baseline.1);
+    println!("| bare in-memory count: the same records into a hash map per thread, 2 threads, nothing kept (the workload's limit) | {:.0} | {:.2} s |", limit.0, limit.1);
+    println!(
+        "\nCairn / bare hash map: **{:.1}%**; Cairn / bare RocksDB: {:.1}x",
+        100.0 * cairn_rate / limit.0,
+        cairn_rate / baseline.0
+    );
     println!("\ncheckpoints committed: {} (last one is the final checkpoint); sync pauses: {} samples, p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms", commits.len(), pauses.len(), pct(&pauses, 0.5) * 1e3, pct(&pauses, 0.99) * 1e3, pauses.last().copied().unwrap_or(0.0) * 1e3);
     for c in &commits {
         println!(
@@ -444,6 +464,47 @@ fn bare_rocksdb(dir: &Path, spec: &JobSpec, records: u64) -> (f64, f64) {
     (records as f64 / secs, secs)
 }
 
+/// The workload's limit: the same generated records (same key table, same rule, same key
+/// bytes) counted in a hash map per thread, two threads with half the partitions each, like
+/// the two containers. No state store, no checkpoint, no output: what any count of these
+/// records must at least do.
+fn bare_hashmap(spec: &JobSpec, records: u64) -> (f64, f64) {
+    let cairn_contract::InputSpec::Generator(g) = &spec.input else {
+        unreachable!()
+    };
+    let table = Arc::new(KeyTable::build(g));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..2u32)
+        .map(|t| {
+            let table = table.clone();
+            let g = g.clone();
+            std::thread::spawn(move || {
+                let mut counts: hashbrown::HashMap<Box<[u8]>, u64, rustc_hash::FxBuildHasher> =
+                    Default::default();
+                let mut key = Vec::with_capacity(16);
+                for p in (0..g.partitions).filter(|p| p % 2 == t) {
+                    let rule = RecordRule::new(&g, &table, p);
+                    for j in 0..g.records_per_partition.unwrap() {
+                        cairn_worker::source::generator::key_into(&mut key, rule.record(j).0);
+                        match counts.get_mut(key.as_slice()) {
+                            Some(n) => *n += 1,
+                            None => {
+                                counts.insert(key.as_slice().into(), 1);
+                            }
+                        }
+                    }
+                }
+                // Read the result, so the loop cannot be optimised away.
+                counts.values().sum::<u64>()
+            })
+        })
+        .collect();
+    let counted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(counted, records, "the bare count lost records");
+    let secs = started.elapsed().as_secs_f64();
+    (records as f64 / secs, secs)
+}
+
 // ---------------------------------------------------------------------------------------------
 // pause, upload volume, copy/restore
 
@@ -464,10 +525,10 @@ impl StreamTask for Fill {
     }
 }
 
-fn pause(scratch: &Path, values_mb: u64) {
-    let dir = scratch.join("pause");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// Phase 1 of `pause` and the state of `repartition`: a job writing 1 KiB values until its
+/// state is about `values_mb` (~63% of the keys distinct), checkpointing every second to
+/// `file://<dir>/ckpt`. Returns its spec, task registry, run time and checkpoint pauses.
+fn fill_state(dir: &Path, values_mb: u64) -> (JobSpec, TaskRegistry, Duration, Vec<f64>) {
     let records = values_mb * 1024; // 1 KiB each
     let keys = records; // ~63% distinct: the state is about 0.63 * values_mb
     let yaml = format!(
@@ -483,9 +544,9 @@ fn pause(scratch: &Path, values_mb: u64) {
         }))
     });
     let spec = JobSpec::from_yaml_str(&yaml).unwrap();
-    let (elapsed, fill_progress) = run_spec(spec.clone(), registry.clone(), &dir);
-    let fill = sorted(
-        fill_progress
+    let (elapsed, progress) = run_spec(spec.clone(), registry.clone(), dir);
+    let pauses = sorted(
+        progress
             .sync_pauses
             .lock()
             .unwrap()
@@ -493,6 +554,15 @@ fn pause(scratch: &Path, values_mb: u64) {
             .copied()
             .collect(),
     );
+    (spec, registry, elapsed, pauses)
+}
+
+fn pause(scratch: &Path, values_mb: u64) {
+    let dir = scratch.join("pause");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let records = values_mb * 1024;
+    let (spec, registry, elapsed, fill) = fill_state(&dir, values_mb);
 
     // Phase 2: the job restarts on its ~1 GB state (restored from its last checkpoint) and keeps
     // updating at 20k records/s (20 MB/s of new values) for 30 s, checkpointing every 250 ms:
@@ -554,7 +624,7 @@ fn pause(scratch: &Path, values_mb: u64) {
         );
     }
     let cp_seconds = copy_and_restore(&dir, &store, &manifests);
-    repartition(&dir, &store, last.checkpoint, &last.spec, cp_seconds);
+    repartition::savepoint_and_repartition(&dir, &store, last.checkpoint, &last.spec, cp_seconds);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -583,9 +653,14 @@ fn copy_and_sync(src: &Path, dst: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManifest]) -> f64 {
+/// The checkpoint's files, hard-linked into one source tree `<dir>/copy-src` for `cp -r`;
+/// returns it and each file's path there with its store key.
+fn checkpoint_tree(
+    dir: &Path,
+    store: &CheckpointStore,
+    manifests: &[TaskManifest],
+) -> (PathBuf, Vec<(PathBuf, String)>) {
     let root = store.local_root().unwrap().to_path_buf();
-    // The checkpoint's files, hard-linked into one source tree for `cp -r`.
     let src = dir.join("copy-src");
     let mut files = Vec::new();
     for m in manifests {
@@ -597,6 +672,11 @@ fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManife
             files.push((to, f.key.clone()));
         }
     }
+    (src, files)
+}
+
+fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManifest]) -> f64 {
+    let (src, files) = checkpoint_tree(dir, store, manifests);
     let bytes: u64 = manifests.iter().map(|m| m.total_bytes()).sum();
     let mut rows = Vec::new();
     for round in 0..5 {
@@ -664,57 +744,6 @@ fn copy_and_restore(dir: &Path, store: &CheckpointStore, manifests: &[TaskManife
 
 /// Savepoint of the ~1 GB state, then the real restore path re-splitting it from 4 to 8
 /// partitions (scan, SST files, ingest), next to `cp -r && sync` of the same bytes.
-fn repartition(
-    dir: &Path,
-    store: &CheckpointStore,
-    checkpoint: u64,
-    spec: &JobSpec,
-    cp_seconds: f64,
-) {
-    use cairn_worker::checkpoint::savepoint;
-    use cairn_worker::checkpoint::start::{prepare, StartRequest};
-    let t = Instant::now();
-    let (location, sp) = block_on(savepoint::create(store, checkpoint, 1)).unwrap();
-    let savepoint_seconds = t.elapsed().as_secs_f64();
-
-    let mut spec8 = spec.clone();
-    if let cairn_contract::InputSpec::Generator(g) = &mut spec8.input {
-        g.partitions = 8;
-    }
-    let job_dir = dir.join("repartitioned");
-    let cache = rocksdb::Cache::new_lru_cache(64 << 20);
-    let all: Vec<u32> = (0..8).collect();
-    drop_caches();
-    let t = Instant::now();
-    block_on(prepare(StartRequest {
-        store,
-        spec: &spec8,
-        job_dir: &job_dir,
-        generation: 1_000,
-        checkpoint: None,
-        savepoint: Some((location.url(), true)),
-        base_dir: dir,
-        state_version: 1,
-        cache: &cache,
-        only: &all,
-        process: "all",
-        prefetched: &cairn_worker::checkpoint::prefetch::Prefetched::none(),
-    }))
-    .unwrap();
-    let _ = Command::new("sync").status();
-    let seconds = t.elapsed().as_secs_f64();
-    let state = mib(sp.total_bytes) as f64;
-    println!(
-        "\n### savepoint and repartition 4 -> 8 of {} MiB\n",
-        mib(sp.total_bytes)
-    );
-    println!("| what | seconds | MiB/s | vs cp && sync |");
-    println!("|---|---|---|---|");
-    println!("| savepoint of the last checkpoint (file://: hard links + manifest) | {savepoint_seconds:.3} | {:.0} | - |", state / savepoint_seconds);
-    println!("| `cp -r --reflink=never && sync` of the same state (median above) | {cp_seconds:.3} | {:.0} | 1.00 |", state / cp_seconds);
-    println!("| repartition 4 -> 8: restore 4 old DBs from the savepoint, split into 32 SSTs, ingest into 8 new DBs, sync | {seconds:.3} | {:.0} | {:.2} (throughput {:.0}% of cp) |", state / seconds, seconds / cp_seconds, 100.0 * cp_seconds / seconds);
-}
-
 fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v

@@ -21,12 +21,13 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use rocksdb::{
-    IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, DB, DEFAULT_COLUMN_FAMILY_NAME,
+    DBCompressionType, IngestExternalFileOptions, IteratorMode, Options, ReadOptions,
+    SstFileWriter, DB, DEFAULT_COLUMN_FAMILY_NAME,
 };
 
 use super::CheckpointError;
 use crate::partition::partition_of_hash;
-use crate::state::db::{open_read_only, COLUMN_FAMILIES};
+use crate::state::db::{open_read_only, sst_writer_options, COLUMN_FAMILIES};
 use crate::state::key;
 
 /// An SST file written for a new partition, and the column family it goes into (state or
@@ -160,11 +161,24 @@ fn split_family(
     out_dir: &Path,
     index: usize,
 ) -> Result<(Vec<Option<PathBuf>>, u64, u64), CheckpointError> {
-    let mut opts = Options::default();
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // The format of every task SST (block size, bloom filter), so the new databases read their
+    // ingested files like their own.
+    let mut opts = sst_writer_options();
+    if !compresses(db, cf) {
+        // RocksDB kept most of this family's blocks uncompressed (LZ4 saved less than 1/8):
+        // compressing them again would cost the split the most CPU of anything and store the
+        // same bytes. Compaction compresses later writes as usual.
+        opts.set_compression_type(DBCompressionType::None);
+        opts.set_bottommost_compression_type(DBCompressionType::None);
+    }
+    let mut read = ReadOptions::default();
+    // One pass over blocks nobody reads again: keep them out of the block cache, and read
+    // ahead (the files are in the page cache or on a local disk, read in order).
+    read.fill_cache(false);
+    read.set_readahead_size(READAHEAD);
     let mut writers: Vec<Option<(SstFileWriter, PathBuf)>> = (0..n).map(|_| None).collect();
     let (mut entries, mut bytes) = (0u64, 0u64);
-    for item in db.iterator_cf(cf, IteratorMode::Start) {
+    for item in db.iterator_cf_opt(cf, read, IteratorMode::Start) {
         let (k, v) = item.map_err(err)?;
         let hash = key::hash_of(&k).ok_or_else(|| {
             err(format!(
@@ -200,6 +214,36 @@ fn split_family(
         });
     }
     Ok((files, entries, bytes))
+}
+
+/// Readahead of the split's scans.
+const READAHEAD: usize = 4 << 20;
+
+/// Whether compression pays for a column family of an old database: true unless RocksDB
+/// rejected compression (LZ4 saving less than 1/8 of a block) for most of its data blocks,
+/// according to its tables' aggregated properties. Unknown (no tables, an unreadable property)
+/// counts as compressing, the task databases' default.
+fn compresses(db: &DB, cf: &rocksdb::ColumnFamily) -> bool {
+    let Ok(Some(props)) = db.property_value_cf(cf, "rocksdb.aggregated-table-properties") else {
+        return true;
+    };
+    match (
+        table_property(&props, "# data blocks"),
+        table_property(&props, "# data blocks compression rejected"),
+    ) {
+        (Some(blocks), Some(rejected)) if blocks > 0 => rejected * 2 <= blocks,
+        _ => true,
+    }
+}
+
+/// A numeric entry of RocksDB's table properties text (`name=value; name=value; ...`).
+fn table_property(props: &str, name: &str) -> Option<u64> {
+    props.split(';').find_map(|entry| {
+        let (key, value) = entry.split_once('=')?;
+        (key.trim() == name)
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
 }
 
 /// Ingests `files` into their column families of `db` by moving them (each may overlap the
@@ -452,6 +496,43 @@ mod tests {
                 * 2;
             assert_eq!(seen, expected);
         }
+    }
+
+    /// Random values are split without compression (RocksDB rejected it for their blocks),
+    /// repetitive ones with it.
+    #[test]
+    fn only_state_that_compressed_is_compressed_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = rocksdb::Cache::new_lru_cache(4 << 20);
+        for (name, random, expected) in [("random", true, false), ("zeros", false, true)] {
+            let db = open_task_db(&tmp.path().join(name), &cache).unwrap();
+            let mut value = vec![0u8; 1024];
+            for i in 0..2000u64 {
+                if random {
+                    for (j, chunk) in value.chunks_mut(8).enumerate() {
+                        let x = crate::partition::mix64(i << 8 | j as u64);
+                        chunk.copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                db.put(i.to_be_bytes(), &value).unwrap();
+            }
+            db.flush().unwrap();
+            let cf = db.cf_handle(DEFAULT_COLUMN_FAMILY_NAME).unwrap();
+            assert_eq!(compresses(&db, cf), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn table_properties_are_read_by_name() {
+        let props = "# data blocks=120; # data blocks compression rejected=100; # entries=7; raw key size=9";
+        assert_eq!(table_property(props, "# data blocks"), Some(120));
+        assert_eq!(
+            table_property(props, "# data blocks compression rejected"),
+            Some(100)
+        );
+        assert_eq!(table_property(props, "raw key size"), Some(9));
+        assert_eq!(table_property(props, "# deletions"), None);
+        assert_eq!(table_property("# data blocks=x", "# data blocks"), None);
     }
 
     #[test]

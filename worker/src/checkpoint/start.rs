@@ -460,18 +460,17 @@ async fn resplit(
     // scratch (removed when `scratch` is dropped, on success or error).
     let scratch = repartition::Scratch::acquire(req.job_dir, req.generation, req.process)?;
     let started = std::time::Instant::now();
-    let (mut old_dbs, mut fetched) = (Vec::new(), 0);
-    for m in sp.task_manifests(location) {
-        let (dir, stats) = restore_task_db(
-            &location.store,
-            &m,
-            &scratch.path().join(format!("old-{:04}", m.task)),
-            "old",
-        )
-        .await?;
-        old_dbs.push(dir);
-        fetched += stats.downloaded_bytes;
-    }
+    // The old tasks are restored concurrently: each restore waits on its store reads and
+    // checksum passes, which overlap.
+    let manifests = sp.task_manifests(location);
+    let scratch_dir = scratch.path();
+    let restored = futures::future::try_join_all(manifests.iter().map(|m| async move {
+        let dir = scratch_dir.join(format!("old-{:04}", m.task));
+        restore_task_db(&location.store, m, &dir, "old").await
+    }))
+    .await?;
+    let fetched = restored.iter().map(|(_, s)| s.downloaded_bytes).sum();
+    let old_dbs: Vec<PathBuf> = restored.into_iter().map(|(dir, _)| dir).collect();
     let split_dir = scratch.path().join("split");
     let wanted = req.only.to_vec();
     let split = tokio::task::spawn_blocking(move || {

@@ -115,7 +115,7 @@ fn task_options(table: &BlockBasedOptions) -> Options {
 
 /// Options for writing an SST file to ingest into a task database (no block cache: the writer
 /// reads nothing).
-pub(super) fn sst_writer_options() -> Options {
+pub(crate) fn sst_writer_options() -> Options {
     task_options(&table_options())
 }
 
