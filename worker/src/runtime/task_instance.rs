@@ -15,6 +15,7 @@ use crate::checkpoint::{now_ms, CheckpointError};
 use crate::metrics::Metrics;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Poll, RecordBatch, Source, SourceError};
+use crate::state::keyed::PlainKeyHash;
 use crate::state::{KeyedState, TimeDomain};
 use crate::task::{StreamTask, TaskContext, TaskError};
 
@@ -122,7 +123,7 @@ pub struct TaskInstance {
     reported_lag: Option<i64>,
     /// The state hashes of the batch's keys, when the task's state follows them (for
     /// prefetching; see `StreamTask::state_keyed_by_record`).
-    key_hashes: Vec<u64>,
+    key_hashes: Vec<PlainKeyHash>,
 }
 
 /// How many records ahead the runtime starts loading a record's state: its cache entry this
@@ -278,16 +279,16 @@ impl TaskInstance {
             for i in 0..self.batch.len() {
                 // A key too long for state fails in `process`; its prefetch is just unused.
                 let hash = self.state.plain_key_hash(self.batch.get(i).key);
-                hashes.push(hash.unwrap_or(0));
+                hashes.push(hash.unwrap_or_default());
             }
         }
         let mut ctx = TaskContext::new(&mut self.state, self.sink.as_mut(), self.id);
         ctx.set_watermark(self.clock.as_ref().and_then(EventClock::watermark));
-        for &hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
-            ctx.prefetch_slot(hash);
+        for hash in hashes.iter().take(2 * PREFETCH_AHEAD) {
+            ctx.prefetch_slot(hash.cache);
         }
-        for &hash in hashes.iter().take(PREFETCH_AHEAD) {
-            ctx.prefetch_entry(hash);
+        for hash in hashes.iter().take(PREFETCH_AHEAD) {
+            ctx.prefetch_entry(hash.cache);
         }
         let mut bad = 0u64;
         let whole_batch = self.clock.is_none() && self.task.processes_batches();
@@ -302,13 +303,16 @@ impl TaskInstance {
             }
         }
         for i in (0..self.batch.len()).filter(|_| !whole_batch) {
-            if let Some(&hash) = hashes.get(i + 2 * PREFETCH_AHEAD) {
-                ctx.prefetch_slot(hash);
+            if let Some(hash) = hashes.get(i + 2 * PREFETCH_AHEAD) {
+                ctx.prefetch_slot(hash.cache);
             }
-            if let Some(&hash) = hashes.get(i + PREFETCH_AHEAD) {
-                ctx.prefetch_entry(hash);
+            if let Some(hash) = hashes.get(i + PREFETCH_AHEAD) {
+                ctx.prefetch_entry(hash.cache);
             }
             let mut record = self.batch.get(i);
+            if let Some(&hash) = hashes.get(i) {
+                ctx.expect_plain_key(record.key, hash);
+            }
             if let Some(clock) = &self.clock {
                 match clock.timestamp(&record) {
                     Ok(timestamp) => record.timestamp = Some(timestamp),

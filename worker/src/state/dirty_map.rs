@@ -140,7 +140,8 @@ impl<V> DirtyMap<V> {
         self.probe_hashed(key, Self::hash_of(key))
     }
 
-    fn probe_hashed(&self, key: &[u8], hash: u64) -> Probe {
+    /// [`Self::probe`] with the key's [`Self::hash_of`] already computed.
+    pub fn probe_hashed(&self, key: &[u8], hash: u64) -> Probe {
         let mask = self.index.len() - 1;
         let tag = hash >> 32;
         let mut slot = self.home(hash);

@@ -19,8 +19,13 @@ pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 /// returns `StateError::KeyTooLong`, which a task sees as a bad record): the 16-bit length
 /// field cannot hold a longer one.
 pub fn encode_into(out: &mut Vec<u8>, key: &[u8], sub: &[u8]) {
+    encode_hashed_into(out, key_hash(key), key, sub);
+}
+
+/// [`encode_into`] with the key's partitioning hash already computed (`key_hash(key)`).
+pub fn encode_hashed_into(out: &mut Vec<u8>, hash: u32, key: &[u8], sub: &[u8]) {
     out.clear();
-    out.extend_from_slice(&key_hash(key).to_be_bytes());
+    out.extend_from_slice(&hash.to_be_bytes());
     out.extend_from_slice(&(key.len() as u16).to_be_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(sub);

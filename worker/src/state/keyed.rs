@@ -64,6 +64,16 @@ const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
 
+/// A plain key's two hashes: the cache's ([`KeyedState::prefetch_slot`]) and the
+/// partitioning hash its encoding starts with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainKeyHash {
+    /// The write-back cache's hash of the encoded key.
+    pub cache: u64,
+    /// `partition::key_hash` of the key.
+    pub partitioning: u32,
+}
+
 /// The writes of one checkpoint, handed from the task to the asynchronous phase.
 struct Frozen {
     writes: Writes,
@@ -85,6 +95,11 @@ pub struct KeyedState {
     cache_limit: usize,
     frozen: Option<Arc<Frozen>>,
     key_buf: Vec<u8>,
+    /// The cache hash of `key_buf` when it holds the plain key (sub-key empty) of the record
+    /// the task is processing, as [`Self::expect_plain_key`] set it; `None` after any other
+    /// encoding. Spares the common access (a task's state for its record's key) hashing the
+    /// key twice more.
+    key_buf_hash: Option<u64>,
     /// RocksDB holds no state yet (a fresh task, before its first spill or snapshot), so a
     /// key missing from the cache is missing, without a lookup.
     db_empty: bool,
@@ -113,6 +128,7 @@ impl KeyedState {
             cache_limit: cache_limit as usize,
             frozen: None,
             key_buf: Vec::with_capacity(64),
+            key_buf_hash: None,
         }
     }
 
@@ -129,7 +145,21 @@ impl KeyedState {
             });
         }
         key::encode_into(&mut self.key_buf, key, sub);
+        self.key_buf_hash = None;
         Ok(())
+    }
+
+    /// Encodes (`key`, `sub`) into `key_buf` and returns its cache hash. When `key_buf` already
+    /// holds this plain key ([`Self::expect_plain_key`]), nothing is computed again.
+    fn encode_hashed(&mut self, key: &[u8], sub: &[u8]) -> Result<u64, StateError> {
+        if let Some(hash) = self.key_buf_hash {
+            // `key_buf` is the header and a plain key: equal to `key` only if it is `key`'s.
+            if sub.is_empty() && self.key_buf.get(key::HEADER_LEN..) == Some(key) {
+                return Ok(hash);
+            }
+        }
+        self.encode(key, sub)?;
+        Ok(Writes::hash_of(&self.key_buf))
     }
 
     /// Calls `f` with the current value of (`key`, `sub`), without copying it.
@@ -160,9 +190,23 @@ impl KeyedState {
 
     /// The cache's hash of `key`'s plain value (sub-key empty), for the prefetches below;
     /// `None` for a key too long to have state.
-    pub fn plain_key_hash(&mut self, key: &[u8]) -> Option<u64> {
+    pub fn plain_key_hash(&mut self, key: &[u8]) -> Option<PlainKeyHash> {
         self.encode(key, b"").ok()?;
-        Some(Writes::hash_of(&self.key_buf))
+        let partitioning = u32::from_be_bytes(self.key_buf[..4].try_into().expect("header"));
+        Some(PlainKeyHash {
+            cache: Writes::hash_of(&self.key_buf),
+            partitioning,
+        })
+    }
+
+    /// Says that the next accesses are likely to the plain value of `key`, whose hashes
+    /// [`Self::plain_key_hash`] computed: encodes it without hashing it again, so that an
+    /// access to it finds it ready ([`Self::encode_hashed`]).
+    pub fn expect_plain_key(&mut self, key: &[u8], hashes: PlainKeyHash) {
+        if key.len() <= MAX_KEY_LEN {
+            key::encode_hashed_into(&mut self.key_buf, hashes.partitioning, key, b"");
+            self.key_buf_hash = Some(hashes.cache);
+        }
     }
 
     /// First of two hints that the value hashed `hash` (see [`Self::plain_key_hash`]) is about
@@ -184,13 +228,13 @@ impl KeyedState {
         sub: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> Option<V>,
     ) -> Result<(), StateError> {
-        self.encode(key, sub)?;
+        let hash = self.encode_hashed(key, sub)?;
         if self.dirty.is_full() {
             self.spill()?;
         }
         // One probe for both outcomes: a miss inserts into the slot its lookup found. On a
         // cache larger than the CPU's caches each probe is a cache miss (unless prefetched).
-        let added = match self.dirty.probe(&self.key_buf) {
+        let added = match self.dirty.probe_hashed(&self.key_buf, hash) {
             Probe::Found(at) => {
                 let slot = self.dirty.value_mut(at);
                 let new = f(slot.as_deref());

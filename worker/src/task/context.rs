@@ -1,6 +1,7 @@
 //! [`TaskContext`]: what a task may touch while it processes a record.
 
 use crate::sink::Sink;
+use crate::state::keyed::PlainKeyHash;
 use crate::state::timer::DueTimer;
 use crate::state::{KeyedState, MemoryState, StateError, SubEntry, TimeDomain, Timer};
 
@@ -149,6 +150,13 @@ impl<'a> TaskContext<'a> {
     pub(crate) fn prefetch_slot(&self, hash: u64) {
         if let State::Db(state) = &self.state {
             state.prefetch_slot(hash);
+        }
+    }
+
+    /// See [`KeyedState::expect_plain_key`].
+    pub(crate) fn expect_plain_key(&mut self, key: &[u8], hash: PlainKeyHash) {
+        if let State::Db(state) = &mut self.state {
+            state.expect_plain_key(key, hash);
         }
     }
 
