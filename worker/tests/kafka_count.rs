@@ -355,7 +355,10 @@ fn records_fetched_but_not_handed_to_the_task_are_read_after_a_restore() {
     let one_by_one = read(&mut first, 5, 1024, MAX_BATCH_BYTES - 1);
     assert_eq!(one_by_one, produced[10..15]);
     let checkpointed = first.position();
-    assert_eq!(checkpointed, 15, "the checkpoint must name the first record not handed over");
+    assert_eq!(
+        checkpointed, 15,
+        "the checkpoint must name the first record not handed over"
+    );
 
     // Restored elsewhere from the checkpoint: every record after it, once.
     let mut restored = factory.open(0);
@@ -387,7 +390,13 @@ fn records_fetched_but_not_handed_to_the_task_are_read_after_a_restore() {
         }
     };
     assert!(
-        matches!(err, SourceError::OffsetOutOfRange { offset: 1_000_000, .. }),
+        matches!(
+            err,
+            SourceError::OffsetOutOfRange {
+                offset: 1_000_000,
+                ..
+            }
+        ),
         "{err}"
     );
 }

@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use cairn_contract::KafkaInput;
 use prometheus::IntGauge;
+use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::bindings as rdsys;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -495,13 +495,14 @@ impl KafkaSource {
             let consumer: BaseConsumer<LagContext> = config
                 .create_with_context(context)
                 .map_err(|e| kafka_error(spec, format!("cannot create a consumer: {e}")))?;
-            let queue = PartitionQueue::detach(&consumer, &spec.topic, self.partition)
-                .ok_or_else(|| {
+            let queue = PartitionQueue::detach(&consumer, &spec.topic, self.partition).ok_or_else(
+                || {
                     kafka_error(
                         spec,
                         format!("cannot get the queue of partition {}", self.partition),
                     )
-                })?;
+                },
+            )?;
             self.queue = Some(queue);
             self.consumer = Some(consumer);
         }
