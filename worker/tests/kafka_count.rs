@@ -290,3 +290,113 @@ fn tls_and_sasl_with_a_password_file_read_and_write_the_topics() {
         );
     }
 }
+
+/// The source takes records off librdkafka's queue in batches of up to 1024 and hands them to
+/// the task until the task's batch is full: the rest wait inside the source. A checkpoint taken
+/// then records the first record not handed over, and a source restored there (or seeked back
+/// on the same consumer) reads every record after it exactly once. A checkpointed offset the
+/// partition does not have is still an error, not a jump.
+#[test]
+fn records_fetched_but_not_handed_to_the_task_are_read_after_a_restore() {
+    use cairn_contract::{InputSpec, KafkaInput};
+    use cairn_worker::source::batch::MAX_BATCH_BYTES;
+    use cairn_worker::source::{RecordBatch, Source, SourceError, SourceFactory};
+
+    let kafka = broker();
+    kafka.create_topic("kb-in", 1);
+    let records = keyed_records(7, 3_000, 40);
+    kafka.produce("kb-in", &records);
+    let factory = SourceFactory::new(&InputSpec::Kafka(KafkaInput::new(
+        1,
+        "kb-in",
+        kafka.bootstrap.clone(),
+    )));
+    factory.check().unwrap();
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+
+    // Polls until `want` records were handed over (at most `max` per poll), each batch
+    // starting with `filler` bytes of the task's own: a batch nearly full takes one record.
+    let read = |source: &mut Box<dyn Source>, want: usize, max: usize, filler: usize| {
+        let (mut batch, mut got) = (RecordBatch::default(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let filler = vec![b'x'; filler];
+        while got.len() < want {
+            assert!(Instant::now() < deadline, "read {} of {want}", got.len());
+            batch.clear(0);
+            let skip = usize::from(!filler.is_empty());
+            if !filler.is_empty() {
+                batch.push(u64::MAX, b"", &filler);
+            }
+            source.poll(&mut batch, max).unwrap();
+            if !filler.is_empty() {
+                assert!(batch.len() <= 2, "a full batch took {}", batch.len() - 1);
+            }
+            for i in skip..batch.len() {
+                let r = batch.get(i);
+                got.push((r.offset, text(r.key), text(r.value)));
+            }
+            if batch.len() == skip {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        got
+    };
+    let produced: Vec<(u64, String, String)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| (i as u64, k.clone(), v.clone()))
+        .collect();
+
+    // Everything read once, in small polls, so that librdkafka has the partition prefetched.
+    let mut first = factory.open(0);
+    first.seek(0).unwrap();
+    assert_eq!(read(&mut first, 10, 10, 0), produced[..10]);
+    // Nearly full batches: each poll fetches up to 1024 records and hands over one.
+    let one_by_one = read(&mut first, 5, 1024, MAX_BATCH_BYTES - 1);
+    assert_eq!(one_by_one, produced[10..15]);
+    let checkpointed = first.position();
+    assert_eq!(
+        checkpointed, 15,
+        "the checkpoint must name the first record not handed over"
+    );
+
+    // Restored elsewhere from the checkpoint: every record after it, once.
+    let mut restored = factory.open(0);
+    restored.seek(checkpointed).unwrap();
+    assert_eq!(read(&mut restored, 3_000 - 15, 1024, 0), produced[15..]);
+    assert_eq!(restored.position(), 3_000);
+    drop(restored);
+
+    // Seeking back on the consumer that holds fetched records drops them and reads again
+    // from the checkpoint.
+    first.seek(12).unwrap();
+    assert_eq!(read(&mut first, 3_000 - 12, 1024, 0), produced[12..]);
+
+    // An offset the partition does not have (retention deleted it, or the topic was
+    // recreated) stops the task.
+    let mut gone = factory.open(0);
+    gone.seek(1_000_000).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut batch = RecordBatch::default();
+    let err = loop {
+        assert!(Instant::now() < deadline, "no error for a missing offset");
+        batch.clear(0);
+        match gone.poll(&mut batch, 1024) {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(batch.is_empty());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            SourceError::OffsetOutOfRange {
+                offset: 1_000_000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

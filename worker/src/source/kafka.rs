@@ -12,16 +12,18 @@
 //! the job runs, so a topic that grew is reported (log, `cairn_input_partitions_observed`,
 //! `observedPartitions` in the control API status) for the operator to repartition the job.
 
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use cairn_contract::KafkaInput;
 use prometheus::IntGauge;
+use rdkafka::bindings as rdsys;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -32,6 +34,8 @@ use crate::kafka::consumer_base;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often each consumer reports statistics (its partition's last stable offset, for lag).
 const STATS_INTERVAL_MS: &str = "5000";
+/// The most records one `rd_kafka_consume_batch_queue` call takes off the partition's queue.
+const FETCH: usize = 1024;
 
 /// What every task of one process shares: the spec, the start-up check, the partition watch.
 pub(crate) struct KafkaShared {
@@ -252,15 +256,213 @@ impl ClientContext for LagContext {
 
 impl ConsumerContext for LagContext {}
 
+/// The partition's own librdkafka queue, read in batches, and the records of the last batch not
+/// yet handed to the task.
+///
+/// librdkafka puts the partition's fetched records (and its consumer errors, such as an offset
+/// the topic no longer has) on the partition's fetch queue, which a consumer normally forwards
+/// to the consumer's queue, where `BaseConsumer::poll` returns them one event at a time. Here
+/// the fetch queue is detached from the consumer's (`rd_kafka_queue_forward(.., NULL)`, before
+/// the first assignment, so librdkafka never forwards it again) and read with
+/// `rd_kafka_consume_batch_queue`: up to [`FETCH`] records per call, with no event or
+/// allocation per record. The consumer's queue still carries statistics (the lag), logs and
+/// client errors, served by `BaseConsumer::poll` once per [`Source::poll`].
+#[allow(unsafe_code)]
+mod queue {
+    use super::*;
+
+    /// The records of one batch are owned here until handed over.
+    pub(super) struct PartitionQueue {
+        queue: NonNull<rdsys::rd_kafka_queue_t>,
+        /// `messages[next..len]`: fetched, in offset order, not yet handed over; each owned
+        /// here (destroyed when handed over, on [`PartitionQueue::discard`] or on drop).
+        messages: Vec<*mut rdsys::rd_kafka_message_t>,
+        next: usize,
+        len: usize,
+    }
+
+    // SAFETY: librdkafka queues and messages may be used from any thread (its queue operations
+    // lock; a message is immutable once returned). The pointers are owned by this value alone
+    // (no copies escape: `Fetched` borrows it mutably), so moving it moves the ownership.
+    unsafe impl Send for PartitionQueue {}
+
+    /// One record handed over by [`PartitionQueue::next`]; destroyed when dropped.
+    pub(super) struct Fetched<'q> {
+        message: NonNull<rdsys::rd_kafka_message_t>,
+        _queue: std::marker::PhantomData<&'q mut PartitionQueue>,
+    }
+
+    impl PartitionQueue {
+        /// The fetch queue of `partition` of `topic` in `consumer`, detached from the
+        /// consumer's queue. Called before the partition is first assigned.
+        pub(super) fn detach<C: ConsumerContext>(
+            consumer: &BaseConsumer<C>,
+            topic: &str,
+            partition: u32,
+        ) -> Option<Self> {
+            let topic = CString::new(topic).ok()?;
+            let partition = i32::try_from(partition).ok()?;
+            // SAFETY: the client pointer is the consumer's, alive for this call; the topic is
+            // a NUL-terminated string librdkafka copies. The result is a new reference to the
+            // partition's fetch queue, released in `drop` (before the consumer: see
+            // `KafkaSource`'s `Drop`).
+            let queue = NonNull::new(unsafe {
+                rdsys::rd_kafka_queue_get_partition(
+                    consumer.client().native_ptr(),
+                    topic.as_ptr(),
+                    partition,
+                )
+            })?;
+            // SAFETY: `queue` is valid (above). Forwarding to NULL stops the forwarding and
+            // marks the queue as forwarded by the application, so `assign` (fetch start)
+            // leaves it alone.
+            unsafe { rdsys::rd_kafka_queue_forward(queue.as_ptr(), std::ptr::null_mut()) };
+            Some(PartitionQueue {
+                queue,
+                messages: vec![std::ptr::null_mut(); FETCH],
+                next: 0,
+                len: 0,
+            })
+        }
+
+        /// The next fetched record or consumer error, taking up to `want` (at most [`FETCH`])
+        /// off the queue without waiting when none is left from the last batch.
+        pub(super) fn next(&mut self, want: usize) -> Option<Fetched<'_>> {
+            if self.next == self.len {
+                let want = want.clamp(1, FETCH);
+                // SAFETY: the queue is valid while `self` lives; `messages` has room for
+                // `want` pointers, and librdkafka writes at most that many (the count it
+                // returns), handing their ownership to us. Timeout 0: never blocks.
+                let n = unsafe {
+                    rdsys::rd_kafka_consume_batch_queue(
+                        self.queue.as_ptr(),
+                        0,
+                        self.messages.as_mut_ptr(),
+                        want,
+                    )
+                };
+                // -1 (an invalid queue) cannot happen for a valid one; treat it as empty.
+                self.next = 0;
+                self.len = usize::try_from(n).unwrap_or(0).min(want);
+                if self.len == 0 {
+                    return None;
+                }
+            }
+            let message = NonNull::new(self.messages[self.next])?;
+            self.next += 1;
+            Some(Fetched {
+                message,
+                _queue: std::marker::PhantomData,
+            })
+        }
+
+        /// Destroys the records fetched but not handed over (on a seek: the task will not see
+        /// them, and its position is still the first of them).
+        pub(super) fn discard(&mut self) {
+            for &message in &self.messages[self.next..self.len] {
+                // SAFETY: each pointer in `next..len` is owned here and destroyed once: the
+                // range is emptied right after.
+                unsafe { rdsys::rd_kafka_message_destroy(message) };
+            }
+            self.next = 0;
+            self.len = 0;
+        }
+    }
+
+    impl Drop for PartitionQueue {
+        fn drop(&mut self) {
+            self.discard();
+            // SAFETY: the reference taken in `detach`, released once.
+            unsafe { rdsys::rd_kafka_queue_destroy(self.queue.as_ptr()) };
+        }
+    }
+
+    impl Fetched<'_> {
+        fn raw(&self) -> &rdsys::rd_kafka_message_t {
+            // SAFETY: the message is owned by this value and not destroyed before it drops.
+            unsafe { self.message.as_ref() }
+        }
+
+        /// The error librdkafka reports in place of a record, if this is one.
+        pub(super) fn error(&self) -> Option<(RDKafkaErrorCode, String)> {
+            let raw = self.raw();
+            if raw.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return None;
+            }
+            // SAFETY: for an error message librdkafka returns a NUL-terminated string that
+            // lives as long as the message (its payload, or a static string).
+            let text = unsafe { CStr::from_ptr(rdsys::rd_kafka_message_errstr(raw)) }
+                .to_string_lossy()
+                .into_owned();
+            Some((RDKafkaErrorCode::from(raw.err), text))
+        }
+
+        /// The record's offset.
+        pub(super) fn offset(&self) -> i64 {
+            self.raw().offset
+        }
+
+        /// Key and value (empty when null), borrowed from the message.
+        pub(super) fn key_value(&self) -> (&[u8], &[u8]) {
+            let raw = self.raw();
+            // SAFETY: librdkafka's key and payload are `key_len` / `len` bytes owned by the
+            // message, alive and unchanged until it is destroyed, which happens when `self`
+            // drops; the borrow of `self` keeps the slices from outliving it.
+            let bytes = |ptr: *mut std::ffi::c_void, len: usize| -> &[u8] {
+                if ptr.is_null() || len == 0 {
+                    &[]
+                } else {
+                    unsafe { std::slice::from_raw_parts(ptr as *const u8, len) }
+                }
+            };
+            (bytes(raw.key, raw.key_len), bytes(raw.payload, raw.len))
+        }
+
+        /// Create or log-append time (ms since the epoch), whichever the topic keeps; none for
+        /// a record without one or from before the epoch.
+        pub(super) fn timestamp(&self) -> Option<u64> {
+            let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+            // SAFETY: a valid message (owned here) and a valid out-pointer.
+            let ms = unsafe { rdsys::rd_kafka_message_timestamp(self.raw(), &mut kind) };
+            if kind == rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE {
+                return None;
+            }
+            u64::try_from(ms).ok()
+        }
+    }
+
+    impl Drop for Fetched<'_> {
+        fn drop(&mut self) {
+            // SAFETY: handed over by `PartitionQueue::next`, which no longer holds it; destroyed
+            // once, here.
+            unsafe { rdsys::rd_kafka_message_destroy(self.message.as_ptr()) };
+        }
+    }
+}
+
+use queue::PartitionQueue;
+
 /// One partition of a Kafka topic.
 pub struct KafkaSource {
     shared: Arc<KafkaShared>,
     partition: u32,
+    /// Declared before `consumer`, and dropped first in `Drop`: librdkafka wants every
+    /// message and queue reference released before its client is destroyed.
+    queue: Option<PartitionQueue>,
     consumer: Option<BaseConsumer<LagContext>>,
-    /// Offset of the next record to read.
+    /// Offset of the next record to hand to the task: the record after the last one pushed
+    /// into a batch. Records fetched from librdkafka but not handed over yet are not counted,
+    /// so a checkpoint never skips them.
     next: u64,
     last_stable: Arc<AtomicI64>,
     last_warning: Option<Instant>,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.queue = None;
+        self.consumer = None;
+    }
 }
 
 impl KafkaSource {
@@ -268,6 +470,7 @@ impl KafkaSource {
         KafkaSource {
             shared,
             partition,
+            queue: None,
             consumer: None,
             next: 0,
             last_stable: Arc::new(AtomicI64::new(-1)),
@@ -277,7 +480,7 @@ impl KafkaSource {
 
     /// Creates the consumer (after the start-up check) and assigns the partition at `offset`:
     /// 0 means the partition's beginning, whatever retention has deleted; anything else that
-    /// exact offset.
+    /// exact offset. Records fetched for the previous position are dropped.
     fn assign(&mut self, offset: u64) -> Result<(), SourceError> {
         self.shared.check()?;
         let spec = &self.shared.spec;
@@ -289,10 +492,22 @@ impl KafkaSource {
             };
             let mut config = consumer_config(spec, &format!("p{}", self.partition))?;
             config.set("statistics.interval.ms", STATS_INTERVAL_MS);
-            let consumer = config
+            let consumer: BaseConsumer<LagContext> = config
                 .create_with_context(context)
                 .map_err(|e| kafka_error(spec, format!("cannot create a consumer: {e}")))?;
+            let queue = PartitionQueue::detach(&consumer, &spec.topic, self.partition).ok_or_else(
+                || {
+                    kafka_error(
+                        spec,
+                        format!("cannot get the queue of partition {}", self.partition),
+                    )
+                },
+            )?;
+            self.queue = Some(queue);
             self.consumer = Some(consumer);
+        }
+        if let Some(queue) = self.queue.as_mut() {
+            queue.discard();
         }
         let start = if offset == 0 {
             Offset::Beginning
@@ -302,6 +517,8 @@ impl KafkaSource {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&spec.topic, self.partition as i32, start)
             .map_err(|e| kafka_error(spec, e.to_string()))?;
+        // Assigning again (a seek) restarts the partition's fetch at `start` under a new
+        // version; librdkafka drops records of the old one still in the queue.
         self.consumer
             .as_ref()
             .expect("created above")
@@ -313,18 +530,73 @@ impl KafkaSource {
 
     /// Whether a consumer error stops the task (the data is gone or not readable) rather than
     /// being retried by librdkafka (brokers down, leader moving).
-    fn fatal(&self, error: &KafkaError) -> bool {
+    fn fatal(code: RDKafkaErrorCode) -> bool {
         matches!(
-            error.rdkafka_error_code(),
-            Some(
-                RDKafkaErrorCode::AutoOffsetReset
-                    | RDKafkaErrorCode::OffsetOutOfRange
-                    | RDKafkaErrorCode::UnknownTopicOrPartition
-                    | RDKafkaErrorCode::UnknownTopic
-                    | RDKafkaErrorCode::TopicAuthorizationFailed
-                    | RDKafkaErrorCode::Fatal
-            )
+            code,
+            RDKafkaErrorCode::AutoOffsetReset
+                | RDKafkaErrorCode::OffsetOutOfRange
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::Fatal
         )
+    }
+
+    /// The task's error for a fatal consumer error.
+    fn fatal_error(&self, code: RDKafkaErrorCode, error: &dyn std::fmt::Display) -> SourceError {
+        let spec = &self.shared.spec;
+        match code {
+            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange => {
+                SourceError::OffsetOutOfRange {
+                    what: format!("kafka topic {} partition {}", spec.topic, self.partition),
+                    offset: self.next,
+                    end: self.last_stable.load(Ordering::Relaxed).max(0) as u64,
+                }
+            }
+            _ => kafka_error(spec, format!("partition {}: {error}", self.partition)),
+        }
+    }
+
+    /// A transient error (broker restart, leader election): librdkafka retries; say so at most
+    /// every 10 s.
+    fn warn_transient(&mut self, error: &dyn std::fmt::Display) {
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed().as_secs() >= 10)
+        {
+            self.last_warning = Some(Instant::now());
+            tracing::warn!(topic = %self.shared.spec.topic, partition = self.partition, %error, "Kafka consumer error; retrying");
+        }
+    }
+
+    /// Serves one event of the consumer's own queue: statistics (the lag, through the
+    /// context), logs and client errors. Records never arrive there (the partition's queue is
+    /// detached before the assignment); one that did would be out of order with the
+    /// partition's queue, so it fails the task, which restarts from its checkpoint.
+    fn serve_consumer_queue(&mut self) -> Result<(), SourceError> {
+        let consumer = self.consumer.as_ref().expect("assigned");
+        let error = match consumer.poll(Duration::ZERO) {
+            None => return Ok(()),
+            Some(Ok(message)) => {
+                let offset = rdkafka::message::Message::offset(&message);
+                return Err(kafka_error(
+                    &self.shared.spec,
+                    format!(
+                        "partition {}: record {offset} arrived on the consumer's queue instead \
+                         of the partition's",
+                        self.partition
+                    ),
+                ));
+            }
+            Some(Err(error)) => error,
+        };
+        match error.rdkafka_error_code() {
+            Some(code) if Self::fatal(code) => Err(self.fatal_error(code, &error)),
+            _ => {
+                self.warn_transient(&error);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -333,57 +605,33 @@ impl Source for KafkaSource {
         if self.consumer.is_none() {
             self.assign(self.next)?;
         }
-        let consumer = self.consumer.as_ref().expect("assigned");
+        self.serve_consumer_queue()?;
+        let queue = self.queue.as_mut().expect("assigned");
         let mut read = 0;
+        let mut failure = None;
         while read < max && !batch.is_full() {
-            match consumer.poll(Duration::ZERO) {
-                None => break,
-                Some(Ok(message)) => {
-                    let offset = message.offset() as u64;
-                    batch.push(
-                        offset,
-                        message.key().unwrap_or_default(),
-                        message.payload().unwrap_or_default(),
-                    );
-                    // Create or log-append time, whichever the topic keeps; a record from
-                    // before the epoch (or with none) has no timestamp.
-                    if let Some(ms) = message.timestamp().to_millis() {
-                        if let Ok(ms) = u64::try_from(ms) {
-                            batch.stamp_last(ms);
-                        }
-                    }
-                    self.next = offset + 1;
-                    read += 1;
-                }
-                Some(Err(error)) if self.fatal(&error) => {
-                    let spec = &self.shared.spec;
-                    return Err(match error.rdkafka_error_code() {
-                        Some(
-                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
-                        ) => SourceError::OffsetOutOfRange {
-                            what: format!(
-                                "kafka topic {} partition {}",
-                                spec.topic, self.partition
-                            ),
-                            offset: self.next,
-                            end: self.last_stable.load(Ordering::Relaxed).max(0) as u64,
-                        },
-                        _ => kafka_error(spec, format!("partition {}: {error}", self.partition)),
-                    });
-                }
-                Some(Err(error)) => {
-                    // Transient (broker restart, leader election): librdkafka retries; say so
-                    // at most every 10 s.
-                    if self
-                        .last_warning
-                        .is_none_or(|t| t.elapsed().as_secs() >= 10)
-                    {
-                        self.last_warning = Some(Instant::now());
-                        tracing::warn!(topic = %self.shared.spec.topic, partition = self.partition, %error, "Kafka consumer error; retrying");
-                    }
-                    break;
-                }
+            let Some(message) = queue.next(max - read) else {
+                break;
+            };
+            if let Some((code, text)) = message.error() {
+                failure = Some((code, text));
+                break;
             }
+            let offset = message.offset() as u64;
+            let (key, value) = message.key_value();
+            batch.push(offset, key, value);
+            if let Some(ms) = message.timestamp() {
+                batch.stamp_last(ms);
+            }
+            self.next = offset + 1;
+            read += 1;
+        }
+        if let Some((code, text)) = failure {
+            let error = format!("{code} ({text})");
+            if Self::fatal(code) {
+                return Err(self.fatal_error(code, &error));
+            }
+            self.warn_transient(&error);
         }
         Ok(if read > 0 { Poll::Records } else { Poll::Idle })
     }
