@@ -652,6 +652,34 @@ mod tests {
         .unwrap();
     }
 
+    /// The record's key announced by the runtime is used only for that key's plain value:
+    /// other keys, sub-keys and accesses after another encoding compute their own.
+    #[test]
+    fn an_expected_key_serves_only_its_own_plain_value() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = store(tmp.path(), 64 << 20);
+        let a = s.plain_key_hash(b"a").unwrap();
+        s.expect_plain_key(b"a", a);
+        incr(&mut s, b"a");
+        s.expect_plain_key(b"a", a);
+        incr(&mut s, b"b");
+        s.expect_plain_key(b"a", a);
+        s.update(b"a", b"sub", |_| Some(*b"x")).unwrap();
+        incr(&mut s, b"a");
+        // A key that ends like the expected one is another key.
+        s.expect_plain_key(b"a", a);
+        incr(&mut s, b"ba");
+        assert_eq!(get_u64(&mut s, b"a"), Some(2));
+        assert_eq!(get_u64(&mut s, b"b"), Some(1));
+        assert_eq!(get_u64(&mut s, b"ba"), Some(1));
+        assert_eq!(
+            s.read(b"a", b"sub", |v| v.map(<[u8]>::to_vec)).unwrap(),
+            Some(b"x".to_vec())
+        );
+        // And what the cache holds is what a plain encoding finds.
+        assert_eq!(s.cached_entries(), 4);
+    }
+
     #[test]
     fn snapshot_holds_exactly_the_state_at_the_boundary() {
         let tmp = tempfile::tempdir().unwrap();
