@@ -50,31 +50,44 @@ fn err(what: impl std::fmt::Display) -> CheckpointError {
     CheckpointError::Repartition(what.to_string())
 }
 
+impl Split {
+    /// Adds what another old database's split produced.
+    pub fn merge(&mut self, other: Split) {
+        if self.files.len() < other.files.len() {
+            self.files.resize(other.files.len(), Vec::new());
+        }
+        for (mine, theirs) in self.files.iter_mut().zip(other.files) {
+            mine.extend(theirs);
+        }
+        self.entries += other.entries;
+        self.bytes += other.bytes;
+    }
+}
+
+/// How many old databases to split at once: one per core.
+pub fn split_parallelism() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// Splits the databases in `old_dbs` (one per old task, any order) into `new_partitions`
 /// partitions, writing SST files under `out_dir` for the new partitions in `wanted` only (the
-/// tasks of this process; the other processes of the job write their own).
+/// tasks of this process; the other processes of the job write their own), one database per
+/// core at a time. The worker's start splits each old database as soon as it is restored
+/// instead (`start::resplit`); this is the same work for databases already in place.
 pub fn split_all(
     old_dbs: &[PathBuf],
     new_partitions: u32,
     wanted: &[u32],
     out_dir: &Path,
 ) -> Result<Split, CheckpointError> {
-    std::fs::create_dir_all(out_dir).map_err(|e| err(format!("{}: {e}", out_dir.display())))?;
-    let mut keep = vec![false; new_partitions as usize];
-    for &p in wanted {
-        if let Some(k) = keep.get_mut(p as usize) {
-            *k = true;
-        }
-    }
     let result = Mutex::new(Split {
         files: vec![Vec::new(); new_partitions as usize],
         ..Split::default()
     });
     let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(old_dbs.len().max(1));
+    let threads = split_parallelism().min(old_dbs.len().max(1));
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
@@ -84,14 +97,8 @@ pub fn split_all(
                         let Some(db_dir) = old_dbs.get(i) else {
                             return Ok(());
                         };
-                        let (files, entries, bytes) =
-                            split_one(db_dir, new_partitions, &keep, out_dir, i)?;
-                        let mut r = result.lock().expect("split lock");
-                        for (p, f) in files.into_iter().enumerate() {
-                            r.files[p].extend(f);
-                        }
-                        r.entries += entries;
-                        r.bytes += bytes;
+                        let split = split_db(db_dir, new_partitions, wanted, out_dir, i)?;
+                        result.lock().expect("split lock").merge(split);
                     }
                 })
             })
@@ -103,15 +110,22 @@ pub fn split_all(
     Ok(result.into_inner().expect("split lock"))
 }
 
-type OneSplit = (Vec<Vec<FamilyFile>>, u64, u64);
-
-fn split_one(
+/// Splits one old database (`index`: its number among the old databases, naming its files)
+/// into SST files under `out_dir`, for the new partitions in `wanted` only.
+pub fn split_db(
     db_dir: &Path,
     n: u32,
-    keep: &[bool],
+    wanted: &[u32],
     out_dir: &Path,
     index: usize,
-) -> Result<OneSplit, CheckpointError> {
+) -> Result<Split, CheckpointError> {
+    std::fs::create_dir_all(out_dir).map_err(|e| err(format!("{}: {e}", out_dir.display())))?;
+    let mut keep = vec![false; n as usize];
+    for &p in wanted {
+        if let Some(k) = keep.get_mut(p as usize) {
+            *k = true;
+        }
+    }
     let db =
         open_read_only(db_dir).map_err(|e| err(format!("opening {}: {e}", db_dir.display())))?;
     let families = DB::list_cf(&Options::default(), db_dir).map_err(|e| {
@@ -129,23 +143,25 @@ fn split_one(
             db_dir.display()
         )));
     }
-    let mut files = vec![Vec::new(); n as usize];
-    let (mut entries, mut bytes) = (0u64, 0u64);
+    let mut split = Split {
+        files: vec![Vec::new(); n as usize],
+        ..Split::default()
+    };
     for family in COLUMN_FAMILIES {
         // A database from before timers existed has only the default family.
         let Some(cf) = db.cf_handle(family) else {
             continue;
         };
-        let (split, e, b) = split_family(&db, cf, family, db_dir, n, keep, out_dir, index)?;
-        for (target, path) in split.into_iter().enumerate() {
+        let (paths, e, b) = split_family(&db, cf, family, db_dir, n, &keep, out_dir, index)?;
+        for (target, path) in paths.into_iter().enumerate() {
             if let Some(path) = path {
-                files[target].push((family, path));
+                split.files[target].push((family, path));
             }
         }
-        entries += e;
-        bytes += b;
+        split.entries += e;
+        split.bytes += b;
     }
-    Ok((files, entries, bytes))
+    Ok(split)
 }
 
 /// Splits one column family of an old task's database: one SST per new partition it has keys

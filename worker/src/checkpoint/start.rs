@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cairn_contract::JobSpec;
+use futures::{StreamExt, TryStreamExt};
 use rocksdb::Cache;
 
 use super::manifest::{ManifestFile, TaskManifest};
@@ -460,24 +461,37 @@ async fn resplit(
     // scratch (removed when `scratch` is dropped, on success or error).
     let scratch = repartition::Scratch::acquire(req.job_dir, req.generation, req.process)?;
     let started = std::time::Instant::now();
-    // The old tasks are restored concurrently: each restore waits on its store reads and
-    // checksum passes, which overlap.
+    // A pipeline per core: restore an old task, then split it while the next one restores
+    // (reading the store and checksumming overlaps with splitting, which is CPU-bound).
     let manifests = sp.task_manifests(location);
     let scratch_dir = scratch.path();
-    let restored = futures::future::try_join_all(manifests.iter().map(|m| async move {
-        let dir = scratch_dir.join(format!("old-{:04}", m.task));
-        restore_task_db(&location.store, m, &dir, "old").await
-    }))
-    .await?;
-    let fetched = restored.iter().map(|(_, s)| s.downloaded_bytes).sum();
-    let old_dbs: Vec<PathBuf> = restored.into_iter().map(|(dir, _)| dir).collect();
-    let split_dir = scratch.path().join("split");
-    let wanted = req.only.to_vec();
-    let split = tokio::task::spawn_blocking(move || {
-        repartition::split_all(&old_dbs, partitions, &wanted, &split_dir)
-    })
-    .await
-    .expect("split thread panicked")?;
+    let split_dir = scratch_dir.join("split");
+    let splits: Vec<(repartition::Split, u64)> =
+        futures::stream::iter(manifests.iter().enumerate().map(|(index, m)| {
+            let split_dir = split_dir.clone();
+            let wanted = req.only.to_vec();
+            async move {
+                let dir = scratch_dir.join(format!("old-{:04}", m.task));
+                let (db_dir, stats) = restore_task_db(&location.store, m, &dir, "old").await?;
+                let split = tokio::task::spawn_blocking(move || {
+                    repartition::split_db(&db_dir, partitions, &wanted, &split_dir, index)
+                })
+                .await
+                .expect("split thread panicked")?;
+                Ok::<_, StartError>((split, stats.downloaded_bytes))
+            }
+        }))
+        .buffer_unordered(repartition::split_parallelism())
+        .try_collect()
+        .await?;
+    let mut split = repartition::Split::default();
+    let mut fetched = 0;
+    for (one, downloaded) in splits {
+        split.merge(one);
+        fetched += downloaded;
+    }
+    split.files.resize(partitions as usize, Vec::new());
+    let split_seconds = started.elapsed().as_secs_f64();
     let mut tasks = fresh(req, offsets);
     for task in &tasks {
         let db = open_task_db(&task.db_dir, req.cache)?;
@@ -489,6 +503,7 @@ async fn resplit(
         to = partitions,
         entries = split.entries,
         bytes = split.bytes,
+        restore_and_split_seconds = split_seconds,
         seconds = started.elapsed().as_secs_f64(),
         "state re-split"
     );
