@@ -13,12 +13,13 @@
 //!
 //! The job: the keyed `count` over a generator with `MB * 100_000` keys (about 17 bytes of
 //! checkpointed state a key). Its state is made first by a pod of the worker image running the
-//! same job, finite, in one process (`MB * 23_000` records a partition, into the job's store);
-//! the StreamJob then starts from that checkpoint at a modest rate and goes through the three
-//! operations. (Filling through the StreamJob itself was tried first: its two worker processes
-//! made only a few thousand records a second each on this kind node, where the same binary in
-//! one process makes about 400k.) The generator builds its key table (a `u64` a key) when a
-//! process starts, so every restore includes that (about 1.4 s at 10M keys).
+//! same job without a rate in one process, with a cache that holds the state, into the job's
+//! store until a committed checkpoint references the size wanted; the StreamJob (500 records/s
+//! a partition) then starts from that checkpoint and goes through the three operations.
+//! (Filling through the StreamJob itself, with the default 64 MiB cache, made only a few
+//! thousand records a second a task on the kind node.) Every process builds the generator's
+//! key table (a `u64` a key) when it starts, so every restore here includes that: about 1.4 s
+//! at 10M keys, several seconds at 100M.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
