@@ -646,8 +646,7 @@ fn fill(suite: &Suite, mb: u64) {
         let log = suite.pod_log(NS, "pauses-fill", "worker");
         let last = log
             .lines()
-            .filter(|l| l.contains("checkpoint committed"))
-            .last()
+            .rfind(|l| l.contains("checkpoint committed"))
             .unwrap_or("")
             .to_owned();
         let phase = suite.kubectl_ok(&[
