@@ -285,6 +285,9 @@ fn take_savepoint(w: &mut World) {
     );
     let p = w.step(answered(Pending, None));
     assert!(p.effects.is_empty());
+    // The job stops at the savepoint's barrier: every moment until the operator sees the
+    // savepoint taken is a moment it processes nothing, so it looks often.
+    assert_eq!(p.requeue, Duration::from_millis(250));
     let p = w.step(answered(Succeeded, None));
     // The savepoint is in status before anything is deleted.
     assert!(p.effects.is_empty(), "{:?}", p.effects);
@@ -318,6 +321,9 @@ fn savepoint_upgrade_records_the_savepoint_before_deleting_and_restores_it() {
     assert_ne!(deployment.hash, old.hash);
     assert_eq!(w.status.deployed.as_ref(), Some(deployment));
     assert_eq!(w.op().1, Step::AwaitingCheckpoint);
+    // Waiting for the new workers' first checkpoint is polled often too.
+    let p = w.step(observed(2, None));
+    assert_eq!(p.requeue, Duration::from_millis(250));
     // A checkpoint of the new spec commits: Running, new last good.
     let hash = running_hash(&w);
     let p = w.step(observed(2, Some(report(&hash, 8))));

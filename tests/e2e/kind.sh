@@ -8,6 +8,8 @@
 #   3. tests/kind/cluster.sh down (KEEP_CLUSTER=1 leaves the cluster up for a look)
 #
 # Usage: tests/e2e/kind.sh [flow...]   (flows: count, autoscale, files, kafka, windows, standby, wasm; default all)
+#        tests/e2e/kind.sh pauses      (opt-in, not in "all": the upgrade/rescale/repartition pause
+#                                       measurement, CAIRN_E2E_PAUSES_MB of state, default 100)
 #
 # CAIRN_KIND_SOURCES=local (default: everything built on this machine, no registry) or public
 # (your Docker, kind's node image, public base images); see tests/kind/cluster.sh.

@@ -23,6 +23,13 @@ use cairn_contract::JobSpec;
 
 /// Poll interval while an operation is in flight.
 const BUSY_REQUEUE: Duration = Duration::from_secs(2);
+/// Poll interval while the job processes nothing and only the operator's next look moves it on:
+/// a stop's savepoint pending (the job stops at its barrier, and nothing Kubernetes watches
+/// changes when the savepoint completes), and new workers that have not committed yet. At
+/// [`BUSY_REQUEUE`] the savepoint alone waited 1 s on average, up to 2 s, in every upgrade,
+/// rescale and repartition (docs/benchmarks.md, kind pauses); a look is one control API
+/// request.
+const STOPPED_REQUEUE: Duration = Duration::from_millis(250);
 /// Poll interval of a running job (status refresh).
 const STEADY_REQUEUE: Duration = Duration::from_secs(10);
 /// Poll interval of a finished job: its state no longer changes, only its pods might.
@@ -225,6 +232,9 @@ pub fn savepoint_answered(input: &Input, plan: Plan, answer: Result<String, Stri
                 op.control_operation = Some(id);
                 op.message = Some(format!("savepoint requested (stop: {stop})"));
                 step.status.operation = Some(op);
+                if stop {
+                    step.requeue = step.requeue.min(STOPPED_REQUEUE);
+                }
             }
             Err(reason) => step.savepoint_failed(op, reason),
         }
@@ -684,7 +694,11 @@ impl<'a> Stepper<'a> {
             return;
         }
         match self.input.observed.operation.clone() {
-            Some(Ok(r)) if r.state == OperationState::Pending => {}
+            Some(Ok(r)) if r.state == OperationState::Pending => {
+                if stop {
+                    self.requeue = STOPPED_REQUEUE;
+                }
+            }
             Some(Ok(r)) if r.state == OperationState::Succeeded && r.savepoint.is_some() => {
                 let sp = r.savepoint.expect("checked");
                 let reason = match op.kind {
@@ -913,6 +927,7 @@ impl<'a> Stepper<'a> {
             .unwrap_or(self.input.now);
         let timeout = self.input.desired.upgrade_timeout;
         if elapsed(started, self.input.now) < timeout {
+            self.requeue = STOPPED_REQUEUE;
             self.keep_children(&deployed, true);
             if let Some(failing) = &self.input.observed.workers.failing {
                 self.status.last_error = Some(format!("worker pods failing: {failing}"));

@@ -123,6 +123,14 @@ fn handle(
                     // status shows once the run has stopped are complete.
                     t.refresh_lag();
                     report_busy(t, events);
+                    // The start of the pause a stop (upgrade, rescale, repartition) causes:
+                    // the successor logs its first record (task_instance.rs).
+                    tracing::info!(
+                        task = t.id,
+                        checkpoint = id,
+                        last_record_unix_ms = t.last_record_ms(),
+                        "paused for a stop; no record is processed after this checkpoint"
+                    );
                 }
                 let started = Instant::now();
                 let load = t.take_load(started);

@@ -124,6 +124,10 @@ pub struct TaskInstance {
     /// The state hashes of the batch's keys, when the task's state follows them (for
     /// prefetching; see `StreamTask::state_keyed_by_record`).
     key_hashes: Vec<PlainKeyHash>,
+    /// Wall-clock time (ms since the epoch) at which the last batch with records was
+    /// processed; 0 before the first. Logged when the task pauses for a stop, so the time a
+    /// savepoint upgrade keeps a job from processing can be measured across processes.
+    last_record_ms: u64,
 }
 
 /// How many records ahead the runtime starts loading a record's state: its cache entry this
@@ -255,6 +259,7 @@ impl TaskInstance {
             recovery,
             load: LoadMeter::new(),
             reported_lag: None,
+            last_record_ms: 0,
             key_hashes: Vec::new(),
         })
     }
@@ -361,8 +366,17 @@ impl TaskInstance {
             .observe(now.duration_since(started).as_secs_f64());
         self.handles.records_in.inc_by(self.batch.len() as u64);
         self.count_output(emitted, bad, late);
+        self.last_record_ms = now_ms();
         if let Some(seconds) = self.recovery.processed() {
             self.handles.resumed_ms.set((seconds * 1000.0) as i64);
+            // With the stop's "paused for a stop" line of the previous process, the time the
+            // job processed nothing, on wall clocks (docs/benchmarks.md, kind pauses).
+            tracing::info!(
+                task = self.id,
+                unix_ms = self.last_record_ms,
+                since_start_ms = (seconds * 1000.0) as u64,
+                "first record processed since the process started"
+            );
         }
         if let Some(seconds) = self.recovery.caught_up(self.source.position()) {
             self.handles.caught_up_ms.set((seconds * 1000.0) as i64);
@@ -448,6 +462,11 @@ impl TaskInstance {
         if late > 0 {
             self.handles.late_records.inc_by(late);
         }
+    }
+
+    /// When the last batch with records was processed (ms since the epoch; 0 before any).
+    pub fn last_record_ms(&self) -> u64 {
+        self.last_record_ms
     }
 
     /// The task's watermark (jobs with event time).

@@ -22,16 +22,63 @@ pub struct KeyTable {
     by_partition: Vec<Vec<u64>>,
 }
 
+/// Below this many keys the table is built on the calling thread alone.
+const PARALLEL_BUILD_KEYS: u64 = 1 << 20;
+
 impl KeyTable {
-    /// Routes every key id of the spec to its partition.
+    /// Routes every key id of the spec to its partition. Every process of a job builds it when
+    /// it starts, before it restores anything, so it is part of every restart and every
+    /// upgrade's pause: at 10M keys about 1.4 s in a pod on the project's machine, at 100M
+    /// keys several seconds. Large tables are built in contiguous id ranges on the available
+    /// cores and joined in range order, so each partition's ids stay ascending: the same table.
     pub fn build(spec: &GeneratorInput) -> Self {
+        let started = Instant::now();
         let n = spec.partitions;
-        let mut by_partition = vec![Vec::new(); n as usize];
-        let mut buf = Vec::with_capacity(24);
-        for id in 0..spec.keys {
-            key_into(&mut buf, id);
-            by_partition[partition_of(&buf, n) as usize].push(id);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(8) as u64;
+        let route = |ids: std::ops::Range<u64>| {
+            let mut by_partition = vec![Vec::new(); n as usize];
+            let mut buf = Vec::with_capacity(24);
+            for id in ids {
+                key_into(&mut buf, id);
+                by_partition[partition_of(&buf, n) as usize].push(id);
+            }
+            by_partition
+        };
+        if spec.keys < PARALLEL_BUILD_KEYS || threads == 1 {
+            return KeyTable {
+                by_partition: route(0..spec.keys),
+            };
         }
+        let chunk = spec.keys.div_ceil(threads);
+        let parts: Vec<Vec<Vec<u64>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let ids = (t * chunk).min(spec.keys)..((t + 1) * chunk).min(spec.keys);
+                    scope.spawn(move || route(ids))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("building the key table panicked"))
+                .collect()
+        });
+        let by_partition = (0..n as usize)
+            .map(|p| {
+                let mut ids = Vec::with_capacity(parts.iter().map(|part| part[p].len()).sum());
+                for part in &parts {
+                    ids.extend_from_slice(&part[p]);
+                }
+                ids
+            })
+            .collect();
+        tracing::info!(
+            keys = spec.keys,
+            threads,
+            seconds = started.elapsed().as_secs_f64(),
+            "generator key table built"
+        );
         KeyTable { by_partition }
     }
 
@@ -319,6 +366,23 @@ mod tests {
             rate_per_second: None,
             timestamp_step: std::time::Duration::from_micros(250),
             timestamp_disorder: std::time::Duration::from_millis(3),
+        }
+    }
+
+    /// A table built in parallel (more keys than `PARALLEL_BUILD_KEYS`) is the one a single
+    /// thread builds: every partition's ids, ascending.
+    #[test]
+    fn a_key_table_built_in_parallel_is_the_sequential_one() {
+        let s = spec(PARALLEL_BUILD_KEYS + 12_345, 6, KeyDistribution::Uniform);
+        let table = KeyTable::build(&s);
+        let mut expected = vec![Vec::new(); 6];
+        let mut buf = Vec::new();
+        for id in 0..s.keys {
+            key_into(&mut buf, id);
+            expected[partition_of(&buf, 6) as usize].push(id);
+        }
+        for (p, ids) in expected.iter().enumerate() {
+            assert_eq!(table.keys_of(p as u32), ids.as_slice(), "partition {p}");
         }
     }
 

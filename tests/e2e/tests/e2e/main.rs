@@ -40,6 +40,7 @@ mod files;
 mod inspect;
 mod jobs;
 mod kafka;
+mod pauses;
 mod services;
 mod standby;
 mod target;
@@ -81,6 +82,10 @@ pub fn repo(rel: &str) -> PathBuf {
 /// One flow of the suite: a job through its operations, on the suite's cluster.
 type Flow = fn(&Suite);
 
+/// Flows run only when an argument names them: measurements that take minutes and assert
+/// nothing about behaviour the other flows do not (`tests/e2e/kind.sh pauses`).
+const OPT_IN: [(&str, Flow); 1] = [("pauses", pauses::pauses_flow)];
+
 /// The flows, in the order they run.
 const FLOWS: [(&str, Flow); 7] = [
     ("count", count::count_flow),
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
     // argument is a filter, matched like libtest's (a substring of the flow's name).
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--list") {
-        for (name, _) in FLOWS {
+        for (name, _) in FLOWS.into_iter().chain(OPT_IN) {
             println!("{name}: test");
         }
         return ExitCode::SUCCESS;
@@ -110,9 +115,14 @@ fn main() -> ExitCode {
     let selected: Vec<(&str, Flow)> = FLOWS
         .into_iter()
         .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f)))
+        .chain(
+            OPT_IN
+                .into_iter()
+                .filter(|(name, _)| filters.iter().any(|f| name.contains(f))),
+        )
         .collect();
     if selected.is_empty() {
-        let names: Vec<&str> = FLOWS.iter().map(|(name, _)| *name).collect();
+        let names: Vec<&str> = FLOWS.iter().chain(&OPT_IN).map(|(name, _)| *name).collect();
         eprintln!("e2e: no flow matches {filters:?}; the flows are {names:?}");
         return ExitCode::FAILURE;
     }

@@ -135,6 +135,11 @@ impl Suite {
         volume
     }
 
+    /// A kubectl command for the suite's cluster, to run in the background (watches).
+    pub fn kubectl_command(&self) -> Command {
+        Command::new(&self.kubectl)
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> KubectlOutput {
         let out = Command::new(&self.kubectl)
             .args(args)
