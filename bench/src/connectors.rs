@@ -260,6 +260,8 @@ impl BarePartition {
             .set("group.id", "bench-bare")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            // As Cairn's consumers (worker/src/source/kafka.rs).
+            .set("fetch.queue.backoff.ms", "10")
             .create()
             .unwrap();
         let name = std::ffi::CString::new(topic).unwrap();

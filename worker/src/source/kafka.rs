@@ -34,6 +34,8 @@ use crate::kafka::consumer_base;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often each consumer reports statistics (its partition's last stable offset, for lag).
 const STATS_INTERVAL_MS: &str = "5000";
+/// librdkafka's `fetch.queue.backoff.ms` for the job's consumers, unless the job sets it.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// The most records one `rd_kafka_consume_batch_queue` call takes off the partition's queue.
 const FETCH: usize = 1024;
 
@@ -149,6 +151,14 @@ fn consumer_config(spec: &KafkaInput, client: &str) -> Result<ClientConfig, Sour
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false");
+    if !spec.properties.contains_key("fetch.queue.backoff.ms") {
+        // When a partition's queue holds more than `queued.min.messages` (100k) records,
+        // librdkafka postpones its next fetch by this much, 1 s by default. A task that falls
+        // behind its fetcher by that much (a count costs more per record than reading) then
+        // drains the queue in tens of milliseconds and waits the rest of the second for
+        // records. A short backoff keeps the fetcher just ahead of the task.
+        config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+    }
     Ok(config)
 }
 
@@ -653,6 +663,21 @@ impl Source for KafkaSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fetch backoff is short unless the job sets its own.
+    #[test]
+    fn consumers_refetch_soon_unless_the_job_says_otherwise() {
+        let mut spec = KafkaInput::new(4, "events", "127.0.0.1:9092");
+        let config = consumer_config(&spec, "p0").unwrap();
+        assert_eq!(
+            config.get("fetch.queue.backoff.ms"),
+            Some(FETCH_QUEUE_BACKOFF_MS)
+        );
+        spec.properties
+            .insert("fetch.queue.backoff.ms".into(), "500".into());
+        let config = consumer_config(&spec, "p0").unwrap();
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("500"));
+    }
 
     #[test]
     fn observations_reach_the_exported_gauge() {
