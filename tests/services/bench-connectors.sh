@@ -14,7 +14,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
 records=5000000 keys=100000 files=8 file_mb=64 recovery_mb=1024 failover_mb=1024 only=
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,13 +40,7 @@ need_minio=1
 
 libs="$("$here/kafka/fetch.sh")"
 [ "$need_minio" = 0 ] || minio="$("$here/minio/build.sh")"
-if [ -n "${CAIRN_BENCH_BIN:-}" ]; then
-  bench="$CAIRN_BENCH_BIN"
-else
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-  (cd "$root" && cargo build --release -q --workspace --bin cairn-bench)
-  bench="$CARGO_TARGET_DIR/release/cairn-bench"
-fi
+bench="$("$here/bench-bin.sh")"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-services.XXXXXX")"
 pids=()

@@ -12,7 +12,6 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
 files=8 file_mb=64
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,14 +36,8 @@ minio="$("$here/minio/build.sh")"
 azurite="$("$here/azurite/install.sh")"
 gcs="$("$here/gcs/build.sh")"
 hadoop="$("$here/hdfs/fetch.sh")"
-# CAIRN_BENCH_BIN: an already built release cairn-bench (skips the build).
-if [ -n "${CAIRN_BENCH_BIN:-}" ]; then
-  bench="$CAIRN_BENCH_BIN"
-else
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cairn/target}"
-  (cd "$root" && cargo build --release -q --workspace --bin cairn-bench)
-  bench="$CARGO_TARGET_DIR/release/cairn-bench"
-fi
+# CAIRN_BENCH_BIN: an already built release cairn-bench (skips the build; bench-bin.sh).
+bench="$("$here/bench-bin.sh")"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cairn-bench-stores.XXXXXX")"
 pids=()

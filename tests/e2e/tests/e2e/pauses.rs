@@ -84,6 +84,25 @@ impl Recorder {
         Self::start(suite, args, true)
     }
 
+    /// The watch events of the pods of the namespace that `selector` selects.
+    fn watch_pods(suite: &Suite, selector: &str) -> Recorder {
+        Self::watch(
+            suite,
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "-l",
+                selector,
+                "-w",
+                "-o",
+                "json",
+                "--output-watch-events",
+            ],
+        )
+    }
+
     /// `kubectl logs -f ...`: one item per line (a JSON string).
     fn logs(suite: &Suite, args: &[&str]) -> Recorder {
         Self::start(suite, args, false)
@@ -225,21 +244,7 @@ fn secs(ms: Option<u64>) -> String {
 fn measure(suite: &Suite, name: &str, change: impl FnOnce(), done: impl Fn(&Value) -> bool) {
     let old = worker_pods(suite);
     let selector = format!("cairn.dev/job={JOB},app.kubernetes.io/name=cairn-worker");
-    let pods = Recorder::watch(
-        suite,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            &selector,
-            "-w",
-            "-o",
-            "json",
-            "--output-watch-events",
-        ],
-    );
+    let pods = Recorder::watch_pods(suite, &selector);
     let sj = Recorder::watch(
         suite,
         &[
@@ -513,21 +518,7 @@ fn baseline(suite: &Suite) {
     };
     suite.apply_ok(&pod("pauses-baseline-a"));
     first_record("pauses-baseline-a");
-    let watch = Recorder::watch(
-        suite,
-        &[
-            "get",
-            "pods",
-            "-n",
-            NS,
-            "-l",
-            "cairn.dev/baseline=1",
-            "-w",
-            "-o",
-            "json",
-            "--output-watch-events",
-        ],
-    );
+    let watch = Recorder::watch_pods(suite, "cairn.dev/baseline=1");
     std::thread::sleep(Duration::from_secs(2));
     let t0 = now_ms();
     suite.kubectl_ok(&[
