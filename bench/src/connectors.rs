@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use cairn_contract::JobSpec;
 use cairn_worker::metrics::Metrics;
 use cairn_worker::partition::mix64;
+use cairn_worker::source::kafka::queue::PartitionQueue;
+use cairn_worker::source::kafka::{FETCH, FETCH_QUEUE_BACKOFF_MS};
 use cairn_worker::task::TaskRegistry;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::bindings as rdsys;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::block_on;
@@ -179,7 +179,6 @@ fn bare_consumers(brokers: &str, topic: &str, records: u64) -> Run {
                         .filter(|p| p % 2 == t)
                         .map(|p| BarePartition::open(&brokers, &topic, p))
                         .collect();
-                    let mut messages = vec![std::ptr::null_mut(); BARE_FETCH];
                     let (mut count, mut bytes) = (0u64, 0usize);
                     let mut wait_ms = 0;
                     let mut first = None;
@@ -190,24 +189,23 @@ fn bare_consumers(brokers: &str, topic: &str, records: u64) -> Run {
                             if let Some(Err(e)) = p.consumer.poll(Duration::ZERO) {
                                 panic!("consumer error: {e}");
                             }
-                            let n = p.fetch(&mut messages, wait_ms);
-                            for &raw in &messages[..n] {
-                                // SAFETY: `fetch` handed over `n` valid messages, each owned here
-                                // and destroyed once, right after its fields are read.
-                                unsafe {
-                                    let m = &*raw;
-                                    assert_eq!(m.err, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
-                                    bytes += m.key_len + m.len;
-                                    p.next = m.offset + 1;
-                                    rdsys::rd_kafka_message_destroy(raw);
-                                }
+                            // One batch off the queue: what a `Source::poll` of Cairn's takes.
+                            for taken in 0..FETCH {
+                                let wait = if taken == 0 { wait_ms } else { 0 };
+                                let Some(m) = p.queue.next(FETCH - taken, wait) else {
+                                    break;
+                                };
+                                assert!(m.error().is_none(), "consumer error: {:?}", m.error());
+                                let (key, value) = m.key_value();
+                                bytes += key.len() + value.len();
+                                p.next = m.offset() + 1;
+                                round += 1;
                             }
-                            if n > 0 && first.is_none() {
-                                first = Some(Instant::now());
-                            }
-                            count += n as u64;
-                            round += n;
                         }
+                        if round > 0 && first.is_none() {
+                            first = Some(Instant::now());
+                        }
+                        count += round as u64;
                         // Nothing fetched in a whole round: wait up to 1 ms on each queue
                         // instead of spinning against the broker for the 2 cores.
                         wait_ms = if round == 0 { 1 } else { 0 };
@@ -231,27 +229,14 @@ fn bare_consumers(brokers: &str, topic: &str, records: u64) -> Run {
     }
 }
 
-/// Records one `rd_kafka_consume_batch_queue` call of the bare loop takes, as Cairn's source.
-const BARE_FETCH: usize = 1024;
-
 /// One partition of the bare loop: its consumer (read_committed, as Cairn's), the partition's
-/// own queue, where its records are and where they end.
+/// own queue (Cairn's source's [`PartitionQueue`]), where its records are and where they end.
 struct BarePartition {
-    /// Dropped before `consumer` (field order): the queue reference first.
-    queue: BareQueue,
+    /// Dropped before `consumer` (field order): librdkafka wants the queue released first.
+    queue: PartitionQueue,
     consumer: BaseConsumer,
     next: i64,
     end: i64,
-}
-
-/// A reference to a partition's fetch queue, released on drop.
-struct BareQueue(*mut rdsys::rd_kafka_queue_t);
-
-impl Drop for BareQueue {
-    fn drop(&mut self) {
-        // SAFETY: the reference `BarePartition::open` took, released once.
-        unsafe { rdsys::rd_kafka_queue_destroy(self.0) }
-    }
 }
 
 impl BarePartition {
@@ -260,24 +245,11 @@ impl BarePartition {
             .set("group.id", "bench-bare")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
-            // As Cairn's consumers (worker/src/source/kafka.rs).
-            .set("fetch.queue.backoff.ms", "10")
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
             .create()
             .unwrap();
-        let name = std::ffi::CString::new(topic).unwrap();
-        // SAFETY: a live client and a NUL-terminated topic; the new queue reference is
-        // released by `BareQueue`'s drop, before the consumer's (field order). Forwarding to
-        // NULL (before the assignment) keeps the partition's records on its own queue.
-        let queue = unsafe {
-            let queue = rdsys::rd_kafka_queue_get_partition(
-                consumer.client().native_ptr(),
-                name.as_ptr(),
-                partition,
-            );
-            assert!(!queue.is_null());
-            rdsys::rd_kafka_queue_forward(queue, std::ptr::null_mut());
-            BareQueue(queue)
-        };
+        // Detached before the assignment, as the source does.
+        let queue = PartitionQueue::detach(&consumer, topic, partition as u32).unwrap();
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Beginning)
             .unwrap();
@@ -292,21 +264,6 @@ impl BarePartition {
             next: 0,
             end,
         }
-    }
-
-    /// Takes up to `messages.len()` records off the queue, waiting up to `wait_ms` for the
-    /// first; returns how many it wrote to `messages` (now owned by the caller).
-    fn fetch(&mut self, messages: &mut [*mut rdsys::rd_kafka_message_t], wait_ms: i32) -> usize {
-        // SAFETY: a valid queue, room for `messages.len()` pointers.
-        let n = unsafe {
-            rdsys::rd_kafka_consume_batch_queue(
-                self.queue.0,
-                wait_ms,
-                messages.as_mut_ptr(),
-                messages.len(),
-            )
-        };
-        usize::try_from(n).unwrap_or(0)
     }
 }
 

@@ -4,7 +4,8 @@
 //! database, scanned in key order, yields each new partition's entries already sorted: one
 //! sequential pass per old task writes one SST file per new partition with RocksDB's
 //! `SstFileWriter`, and each new task ingests the files addressed to it (moved, not copied).
-//! No entry goes through a memtable. Old tasks are split in parallel, one thread per core.
+//! No entry goes through a memtable. Each old task is split as soon as it is restored, one
+//! pipeline per core (`start::resplit`).
 //!
 //! The work happens in a [`Scratch`] directory of the job's state directory, one per process
 //! (`repartition-<generation>-<process>`): the processes of one job on one machine re-split at
@@ -15,8 +16,6 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -51,6 +50,14 @@ fn err(what: impl std::fmt::Display) -> CheckpointError {
 }
 
 impl Split {
+    /// Nothing split yet, for `partitions` new partitions.
+    pub fn empty(partitions: u32) -> Self {
+        Split {
+            files: vec![Vec::new(); partitions as usize],
+            ..Split::default()
+        }
+    }
+
     /// Adds what another old database's split produced.
     pub fn merge(&mut self, other: Split) {
         if self.files.len() < other.files.len() {
@@ -69,45 +76,6 @@ pub fn split_parallelism() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-}
-
-/// Splits the databases in `old_dbs` (one per old task, any order) into `new_partitions`
-/// partitions, writing SST files under `out_dir` for the new partitions in `wanted` only (the
-/// tasks of this process; the other processes of the job write their own), one database per
-/// core at a time. The worker's start splits each old database as soon as it is restored
-/// instead (`start::resplit`); this is the same work for databases already in place.
-pub fn split_all(
-    old_dbs: &[PathBuf],
-    new_partitions: u32,
-    wanted: &[u32],
-    out_dir: &Path,
-) -> Result<Split, CheckpointError> {
-    let result = Mutex::new(Split {
-        files: vec![Vec::new(); new_partitions as usize],
-        ..Split::default()
-    });
-    let next = AtomicUsize::new(0);
-    let threads = split_parallelism().min(old_dbs.len().max(1));
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), CheckpointError> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(db_dir) = old_dbs.get(i) else {
-                            return Ok(());
-                        };
-                        let split = split_db(db_dir, new_partitions, wanted, out_dir, i)?;
-                        result.lock().expect("split lock").merge(split);
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .try_for_each(|h| h.join().expect("split thread panicked"))
-    })?;
-    Ok(result.into_inner().expect("split lock"))
 }
 
 /// Splits one old database (`index`: its number among the old databases, naming its files)
@@ -143,10 +111,7 @@ pub fn split_db(
             db_dir.display()
         )));
     }
-    let mut split = Split {
-        files: vec![Vec::new(); n as usize],
-        ..Split::default()
-    };
+    let mut split = Split::empty(n);
     for family in COLUMN_FAMILIES {
         // A database from before timers existed has only the default family.
         let Some(cf) = db.cf_handle(family) else {
@@ -444,6 +409,21 @@ mod tests {
     use super::*;
     use crate::partition::partition_of;
     use crate::state::{open_task_db, KeyedState, Timer};
+
+    /// Every database of `old_dbs` split in turn (the worker pipelines restore and split in
+    /// `start::resplit`).
+    fn split_all(
+        old_dbs: &[PathBuf],
+        n: u32,
+        wanted: &[u32],
+        out_dir: &Path,
+    ) -> Result<Split, CheckpointError> {
+        let mut split = Split::empty(n);
+        for (index, db) in old_dbs.iter().enumerate() {
+            split.merge(split_db(db, n, wanted, out_dir, index)?);
+        }
+        Ok(split)
+    }
 
     /// State and timers: each moves with its key.
     #[test]

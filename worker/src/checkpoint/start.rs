@@ -484,13 +484,12 @@ async fn resplit(
         .buffer_unordered(repartition::split_parallelism())
         .try_collect()
         .await?;
-    let mut split = repartition::Split::default();
+    let mut split = repartition::Split::empty(partitions);
     let mut fetched = 0;
     for (one, downloaded) in splits {
         split.merge(one);
         fetched += downloaded;
     }
-    split.files.resize(partitions as usize, Vec::new());
     let split_seconds = started.elapsed().as_secs_f64();
     let mut tasks = fresh(req, offsets);
     for task in &tasks {

@@ -35,9 +35,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often each consumer reports statistics (its partition's last stable offset, for lag).
 const STATS_INTERVAL_MS: &str = "5000";
 /// librdkafka's `fetch.queue.backoff.ms` for the job's consumers, unless the job sets it.
-const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// The most records one `rd_kafka_consume_batch_queue` call takes off the partition's queue.
-const FETCH: usize = 1024;
+pub const FETCH: usize = 1024;
 
 /// What every task of one process shares: the spec, the start-up check, the partition watch.
 pub(crate) struct KafkaShared {
@@ -278,11 +278,11 @@ impl ConsumerContext for LagContext {}
 /// allocation per record. The consumer's queue still carries statistics (the lag), logs and
 /// client errors, served by `BaseConsumer::poll` once per [`Source::poll`].
 #[allow(unsafe_code)]
-mod queue {
+pub mod queue {
     use super::*;
 
     /// The records of one batch are owned here until handed over.
-    pub(super) struct PartitionQueue {
+    pub struct PartitionQueue {
         queue: NonNull<rdsys::rd_kafka_queue_t>,
         /// `messages[next..len]`: fetched, in offset order, not yet handed over; each owned
         /// here (destroyed when handed over, on [`PartitionQueue::discard`] or on drop).
@@ -297,7 +297,7 @@ mod queue {
     unsafe impl Send for PartitionQueue {}
 
     /// One record handed over by [`PartitionQueue::next`]; destroyed when dropped.
-    pub(super) struct Fetched<'q> {
+    pub struct Fetched<'q> {
         message: NonNull<rdsys::rd_kafka_message_t>,
         _queue: std::marker::PhantomData<&'q mut PartitionQueue>,
     }
@@ -305,7 +305,7 @@ mod queue {
     impl PartitionQueue {
         /// The fetch queue of `partition` of `topic` in `consumer`, detached from the
         /// consumer's queue. Called before the partition is first assigned.
-        pub(super) fn detach<C: ConsumerContext>(
+        pub fn detach<C: ConsumerContext>(
             consumer: &BaseConsumer<C>,
             topic: &str,
             partition: u32,
@@ -336,17 +336,18 @@ mod queue {
         }
 
         /// The next fetched record or consumer error, taking up to `want` (at most [`FETCH`])
-        /// off the queue without waiting when none is left from the last batch.
-        pub(super) fn next(&mut self, want: usize) -> Option<Fetched<'_>> {
+        /// off the queue when none is left from the last batch, waiting up to `wait_ms` for the
+        /// first of them (the source never waits: 0).
+        pub fn next(&mut self, want: usize, wait_ms: i32) -> Option<Fetched<'_>> {
             if self.next == self.len {
                 let want = want.clamp(1, FETCH);
                 // SAFETY: the queue is valid while `self` lives; `messages` has room for
                 // `want` pointers, and librdkafka writes at most that many (the count it
-                // returns), handing their ownership to us. Timeout 0: never blocks.
+                // returns), handing their ownership to us.
                 let n = unsafe {
                     rdsys::rd_kafka_consume_batch_queue(
                         self.queue.as_ptr(),
-                        0,
+                        wait_ms,
                         self.messages.as_mut_ptr(),
                         want,
                     )
@@ -368,7 +369,7 @@ mod queue {
 
         /// Destroys the records fetched but not handed over (on a seek: the task will not see
         /// them, and its position is still the first of them).
-        pub(super) fn discard(&mut self) {
+        pub fn discard(&mut self) {
             for &message in &self.messages[self.next..self.len] {
                 // SAFETY: each pointer in `next..len` is owned here and destroyed once: the
                 // range is emptied right after.
@@ -394,7 +395,7 @@ mod queue {
         }
 
         /// The error librdkafka reports in place of a record, if this is one.
-        pub(super) fn error(&self) -> Option<(RDKafkaErrorCode, String)> {
+        pub fn error(&self) -> Option<(RDKafkaErrorCode, String)> {
             let raw = self.raw();
             if raw.err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 return None;
@@ -408,12 +409,12 @@ mod queue {
         }
 
         /// The record's offset.
-        pub(super) fn offset(&self) -> i64 {
+        pub fn offset(&self) -> i64 {
             self.raw().offset
         }
 
         /// Key and value (empty when null), borrowed from the message.
-        pub(super) fn key_value(&self) -> (&[u8], &[u8]) {
+        pub fn key_value(&self) -> (&[u8], &[u8]) {
             let raw = self.raw();
             // SAFETY: librdkafka's key and payload are `key_len` / `len` bytes owned by the
             // message, alive and unchanged until it is destroyed, which happens when `self`
@@ -430,7 +431,7 @@ mod queue {
 
         /// Create or log-append time (ms since the epoch), whichever the topic keeps; none for
         /// a record without one or from before the epoch.
-        pub(super) fn timestamp(&self) -> Option<u64> {
+        pub fn timestamp(&self) -> Option<u64> {
             let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
             // SAFETY: a valid message (owned here) and a valid out-pointer.
             let ms = unsafe { rdsys::rd_kafka_message_timestamp(self.raw(), &mut kind) };
@@ -620,7 +621,7 @@ impl Source for KafkaSource {
         let mut read = 0;
         let mut failure = None;
         while read < max && !batch.is_full() {
-            let Some(message) = queue.next(max - read) else {
+            let Some(message) = queue.next(max - read, 0) else {
                 break;
             };
             if let Some((code, text)) = message.error() {
