@@ -191,10 +191,16 @@ impl KeyedState {
     /// The cache's hash of `key`'s plain value (sub-key empty), for the prefetches below;
     /// `None` for a key too long to have state.
     pub fn plain_key_hash(&mut self, key: &[u8]) -> Option<PlainKeyHash> {
-        self.encode(key, b"").ok()?;
-        let partitioning = u32::from_be_bytes(self.key_buf[..4].try_into().expect("header"));
+        if key.len() > MAX_KEY_LEN {
+            return None;
+        }
+        let partitioning = crate::partition::key_hash(key);
+        key::encode_hashed_into(&mut self.key_buf, partitioning, key, b"");
+        let cache = Writes::hash_of(&self.key_buf);
+        // `key_buf` now holds this plain key: an access to it needs no hashing either.
+        self.key_buf_hash = Some(cache);
         Some(PlainKeyHash {
-            cache: Writes::hash_of(&self.key_buf),
+            cache,
             partitioning,
         })
     }
